@@ -1,0 +1,146 @@
+// The op set. `OpType` is the only list of ops; each has exactly one OpDef row (name,
+// attribute schema, shape inference, scalar reference kernel) in a family table under
+// cpp/src/ops/. Fast kernels live in the per-backend registry (cpp/src/runtime/registry.cpp).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "ember/error.h"
+#include "ember/tensor.h"
+
+namespace ember {
+
+enum class OpType : uint16_t {
+  // elementwise binary (numpy broadcasting)
+  Add, Sub, Mul, Div, Pow, Min, Max, Sum, Mean, Equal, Less, Greater, And, Or,
+  // elementwise unary
+  Sqrt, Exp, Log, Neg, Abs, Reciprocal, Erf, Tanh, Sigmoid, Relu, Gelu, Softplus, Sin, Cos,
+  Not, Identity, Dropout, Clip, Where, Cast, CastLike,
+  // linear algebra and normalisation
+  MatMul, Gemm, LayerNormalization, Softmax, LogSoftmax,
+  // reductions
+  ReduceMean, ReduceSum, ReduceMax,
+  // shape and data movement
+  Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Gather, Expand,
+  Shape, Size, Range, Trilu, ConstantOfShape,
+  Count
+};
+
+// ---- attributes ---------------------------------------------------------------------------
+
+enum class AttrKind : uint8_t { Int, Float, String, Ints, Floats, Tensor };
+using AttrValue = std::variant<int64_t, double, std::string, std::vector<int64_t>,
+                               std::vector<double>, Tensor>;
+
+struct AttrSpec {
+  const char* name;
+  AttrKind kind;
+  bool required = false;
+};
+
+class Attrs {
+ public:
+  void set(const std::string& name, AttrValue v);
+  bool has(const std::string& name) const { return find(name) != nullptr; }
+  const AttrValue* find(const std::string& name) const;
+  int64_t get_int(const std::string& name, int64_t def) const;
+  double get_float(const std::string& name, double def) const;
+  std::string get_string(const std::string& name, const std::string& def) const;
+  std::vector<int64_t> get_ints(const std::string& name) const;  // empty when absent
+  std::vector<double> get_floats(const std::string& name) const;
+  const Tensor* get_tensor(const std::string& name) const;
+  const std::vector<std::pair<std::string, AttrValue>>& items() const { return items_; }
+
+ private:
+  std::vector<std::pair<std::string, AttrValue>> items_;
+};
+
+// ---- nodes ----------------------------------------------------------------------------------
+
+struct Node {
+  OpType op = OpType::Count;
+  std::string name;
+  std::vector<int> inputs;   // value ids; -1 marks an absent optional input
+  std::vector<int> outputs;  // value ids; -1 marks an unused optional output
+  Attrs attrs;
+};
+
+struct TensorType {
+  DType dtype = DType::Count;
+  Shape shape;
+};
+
+// Shape inference input: the types of the node's inputs and, where known at plan time
+// (constants and shape sub-graphs), their values.
+struct InferCtx {
+  const Node& node;
+  std::vector<TensorType> in;          // dtype Count for absent inputs
+  std::vector<const Tensor*> values;   // nullptr where not known
+  ErrorKind error_kind = ErrorKind::Model;
+
+  int num_inputs() const { return (int)in.size(); }
+  bool has(int i) const { return i < (int)in.size() && in[i].dtype != DType::Count; }
+  const Tensor* value(int i) const { return i < (int)values.size() ? values[i] : nullptr; }
+  // Value of an input needed for shape inference (e.g. Reshape's shape); fails when the
+  // value is data-dependent.
+  const Tensor& require_value(int i, const char* what) const;
+  template <class... Args>
+  [[noreturn]] void fail(const Args&... args) const;
+};
+
+using InferFn = std::vector<TensorType> (*)(const InferCtx&);
+
+// Kernel input: contiguous tensors (nullptr for absent inputs), outputs preallocated with
+// the inferred shapes, and a thread budget for this call.
+struct KernelCtx {
+  const Node& node;
+  std::vector<const Tensor*> in;
+  std::vector<Tensor*> out;
+  int max_threads = 1;
+
+  const Tensor& input(int i) const { return *in[i]; }
+  bool has_input(int i) const { return i < (int)in.size() && in[i] != nullptr; }
+  Tensor& output(int i) const { return *out[i]; }
+  bool has_output(int i) const { return i < (int)out.size() && out[i] != nullptr; }
+  // Runs fn(begin, end) over [0, n) in chunks of at least `grain` on the shared pool.
+  void parallel_for(int64_t n, int64_t grain,
+                    const std::function<void(int64_t, int64_t)>& fn) const;
+};
+
+using KernelFn = void (*)(const KernelCtx&);
+
+enum OpFlags : uint32_t {
+  kOpStateful = 1u << 0,   // side effects (KV-cache writes): never folded or removed
+  kOpShapeOnly = 1u << 1,  // output depends only on input shapes (Shape, Size)
+};
+
+struct OpDef {
+  OpType op;
+  const char* name;
+  int min_inputs, max_inputs;    // max -1: variadic
+  int min_outputs, max_outputs;
+  uint32_t flags;
+  std::vector<AttrSpec> attrs;
+  InferFn infer;
+  KernelFn reference;
+};
+
+const OpDef& op_def(OpType op);
+const char* op_name(OpType op);
+bool op_has_def(OpType op);
+// Returns false where no op has that name.
+bool op_from_name(const std::string& name, OpType* out);
+// Checks arity and attributes of a node against its OpDef; throws ModelError.
+void op_validate(const Node& node);
+
+template <class... Args>
+[[noreturn]] void InferCtx::fail(const Args&... args) const {
+  ::ember::fail(error_kind, "[", op_name(node.op), "] node '", node.name, "': ", args...);
+}
+
+}  // namespace ember

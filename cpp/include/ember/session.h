@@ -1,0 +1,58 @@
+// Session: a compiled graph. Load-time passes run once (validation, constant folding); a
+// Plan (shapes, kernels, memory layout) is compiled per input-shape signature and cached in
+// a bounded LRU. Runs are safe from several threads: each plan owns one arena and runs on
+// it one at a time (a per-plan mutex), so calls with different shapes run concurrently.
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ember/graph.h"
+
+namespace ember {
+
+struct SessionOptions {
+  int threads = 0;               // cap on this session's share of the pool; 0 = all
+  size_t memory_limit = 0;       // bytes of arena + outputs per run; 0 = no limit
+  bool reference_kernels = false;  // run every node with its OpDef reference kernel
+  int plan_cache_size = 8;       // input-shape signatures kept compiled
+};
+
+struct NodePlanInfo {
+  std::string name;
+  std::string op;
+  std::string kernel;  // registry kernel name, "reference", or "folded"
+  std::string isa;
+};
+
+struct PlanInfo {
+  size_t arena_bytes = 0;     // peak bytes of intermediates (planned, reused)
+  size_t output_bytes = 0;
+  size_t folded_bytes = 0;    // constants computed at plan time (shape sub-graphs)
+  std::vector<NodePlanInfo> nodes;
+};
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+class Session {
+ public:
+  Session(Graph graph, SessionOptions options);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  const Graph& graph() const;
+  const SessionOptions& options() const;
+  // Runs the graph; `outputs` empty means all graph outputs, in graph order.
+  NamedTensors run(const NamedTensors& feeds, const std::vector<std::string>& outputs = {});
+  // Compiles (or fetches) the plan for these feeds and describes it without running.
+  PlanInfo plan_info(const NamedTensors& feeds);
+  size_t plans_cached() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ember

@@ -1,0 +1,80 @@
+#include "graph/fold.h"
+
+#include <unordered_set>
+
+namespace ember {
+
+std::vector<Tensor> evaluate_node(const Node& node, const std::vector<const Tensor*>& inputs,
+                                  ErrorKind error_kind) {
+  const OpDef& def = op_def(node.op);
+  InferCtx ictx{node, {}, inputs, error_kind};
+  for (const Tensor* t : inputs)
+    ictx.in.push_back(t ? TensorType{t->dtype(), t->shape()} : TensorType{});
+  std::vector<TensorType> types = def.infer(ictx);
+  std::vector<Tensor> outs(node.outputs.size());
+  KernelCtx kctx{node, inputs, std::vector<Tensor*>(node.outputs.size(), nullptr), 1};
+  for (size_t i = 0; i < node.outputs.size() && i < types.size(); i++) {
+    if (node.outputs[i] < 0) continue;
+    outs[i] = Tensor::empty(types[i].dtype, types[i].shape);
+    kctx.out[i] = &outs[i];
+  }
+  def.reference(kctx);
+  return outs;
+}
+
+int fold_constants(Graph& graph) {
+  std::vector<Node> kept;
+  int folded = 0;
+  for (Node& node : graph.nodes) {
+    const OpDef& def = op_def(node.op);
+    bool foldable = !(def.flags & kOpStateful);
+    std::vector<const Tensor*> in;
+    for (int id : node.inputs) {
+      if (id < 0) {
+        in.push_back(nullptr);
+        continue;
+      }
+      auto it = graph.constants.find(id);
+      if (it == graph.constants.end()) {
+        foldable = false;
+        break;
+      }
+      in.push_back(&it->second);
+    }
+    if (!foldable) {
+      kept.push_back(std::move(node));
+      continue;
+    }
+    std::vector<Tensor> outs = evaluate_node(node, in, ErrorKind::Model);
+    for (size_t i = 0; i < node.outputs.size(); i++)
+      if (node.outputs[i] >= 0) graph.constants[node.outputs[i]] = outs[i];
+    folded++;
+  }
+  graph.nodes = std::move(kept);
+  eliminate_dead_nodes(graph);
+  return folded;
+}
+
+int eliminate_dead_nodes(Graph& graph) {
+  std::unordered_set<int> live(graph.outputs.begin(), graph.outputs.end());
+  std::vector<bool> keep(graph.nodes.size(), false);
+  for (int i = (int)graph.nodes.size() - 1; i >= 0; i--) {
+    const Node& node = graph.nodes[i];
+    bool needed = op_def(node.op).flags & kOpStateful;
+    for (int id : node.outputs) needed = needed || (id >= 0 && live.count(id));
+    if (!needed) continue;
+    keep[i] = true;
+    for (int id : node.inputs) if (id >= 0) live.insert(id);
+  }
+  std::vector<Node> kept;
+  for (size_t i = 0; i < graph.nodes.size(); i++)
+    if (keep[i]) kept.push_back(std::move(graph.nodes[i]));
+  int removed = (int)(graph.nodes.size() - kept.size());
+  graph.nodes = std::move(kept);
+  for (auto it = graph.constants.begin(); it != graph.constants.end();) {
+    it = live.count(it->first) ? std::next(it) : graph.constants.erase(it);
+  }
+  return removed;
+}
+
+}  // namespace ember

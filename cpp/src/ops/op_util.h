@@ -1,0 +1,104 @@
+// Helpers shared by the op families: dtype dispatch, element load/store through a compute
+// type (f16/bf16 compute in float), broadcasting and axis normalisation.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "ember/op.h"
+
+namespace ember {
+
+template <class T> struct ComputeOf { using type = T; };
+template <> struct ComputeOf<f16_t> { using type = float; };
+template <> struct ComputeOf<bf16_t> { using type = float; };
+template <class T> using compute_t = typename ComputeOf<T>::type;
+
+template <class T> inline compute_t<T> load(const T* p, int64_t i) { return p[i]; }
+template <> inline float load(const f16_t* p, int64_t i) { return f16_to_f32(p[i].bits); }
+template <> inline float load(const bf16_t* p, int64_t i) { return bf16_to_f32(p[i].bits); }
+template <class T> inline void store(T* p, int64_t i, compute_t<T> v) { p[i] = v; }
+template <> inline void store(f16_t* p, int64_t i, float v) { p[i].bits = f32_to_f16(v); }
+template <> inline void store(bf16_t* p, int64_t i, float v) { p[i].bits = f32_to_bf16(v); }
+
+template <class T> inline constexpr bool is_float_v =
+    std::is_floating_point_v<T> || std::is_same_v<T, f16_t> || std::is_same_v<T, bf16_t>;
+
+// Calls f(T{}) with T the storage type of `t`. Quantized dtypes are not element types.
+template <class F>
+void dispatch_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::F32: f(float{}); break;
+    case DType::F16: f(f16_t{}); break;
+    case DType::BF16: f(bf16_t{}); break;
+    case DType::F64: f(double{}); break;
+    case DType::I8: f(int8_t{}); break;
+    case DType::U8: f(uint8_t{}); break;
+    case DType::I16: f(int16_t{}); break;
+    case DType::I32: f(int32_t{}); break;
+    case DType::I64: f(int64_t{}); break;
+    case DType::Bool: f(bool{}); break;
+    default: fail(ErrorKind::Internal, "[dispatch] no element type for ", dtype_name(t));
+  }
+}
+
+template <class T> DType dtype_of();
+template <> inline DType dtype_of<float>() { return DType::F32; }
+template <> inline DType dtype_of<f16_t>() { return DType::F16; }
+template <> inline DType dtype_of<bf16_t>() { return DType::BF16; }
+template <> inline DType dtype_of<double>() { return DType::F64; }
+template <> inline DType dtype_of<int8_t>() { return DType::I8; }
+template <> inline DType dtype_of<uint8_t>() { return DType::U8; }
+template <> inline DType dtype_of<int16_t>() { return DType::I16; }
+template <> inline DType dtype_of<int32_t>() { return DType::I32; }
+template <> inline DType dtype_of<int64_t>() { return DType::I64; }
+template <> inline DType dtype_of<bool>() { return DType::Bool; }
+
+// Normalises a possibly negative axis into [0, rank); fails via ctx otherwise.
+inline int normalize_axis(const InferCtx& ctx, int64_t axis, int rank) {
+  if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " out of range for rank ", rank);
+  return (int)(axis < 0 ? axis + rank : axis);
+}
+inline int normalize_axis(int64_t axis, int rank) { return (int)(axis < 0 ? axis + rank : axis); }
+
+// numpy broadcasting of two shapes; fails via ctx when incompatible.
+Shape broadcast_shapes(const InferCtx& ctx, const Shape& a, const Shape& b);
+
+// Strides (in elements) to read `in` as if broadcast to `out` (0 on broadcast dims).
+Shape broadcast_strides(const Shape& in, const Shape& out);
+
+// Iterates a multi-index over `shape`, keeping one offset per operand in step.
+// Usage: for (BroadcastIter it(shape, {sa, sb}); !it.done(); it.next()) use(it.off[0], ...)
+struct BroadcastIter {
+  Shape shape;
+  std::vector<Shape> strides;
+  std::vector<int64_t> idx;
+  std::vector<int64_t> off;
+  int64_t remaining;
+
+  BroadcastIter(const Shape& s, std::vector<Shape> st)
+      : shape(s), strides(std::move(st)), idx(s.size(), 0), off(strides.size(), 0),
+        remaining(shape_numel(s)) {}
+  bool done() const { return remaining <= 0; }
+  void next() {
+    remaining--;
+    for (int d = (int)shape.size() - 1; d >= 0; d--) {
+      for (size_t k = 0; k < off.size(); k++) off[k] += strides[k][d];
+      if (++idx[d] < shape[d]) return;
+      for (size_t k = 0; k < off.size(); k++) off[k] -= strides[k][d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+};
+
+// One output with this dtype and shape.
+inline std::vector<TensorType> one(DType t, Shape s) { return {TensorType{t, std::move(s)}}; }
+
+// Family tables, concatenated into the op table by op_table.cpp.
+std::span<const OpDef> op_defs_elementwise();
+std::span<const OpDef> op_defs_unary();
+std::span<const OpDef> op_defs_linalg();
+std::span<const OpDef> op_defs_reduce();
+std::span<const OpDef> op_defs_shape();
+
+}  // namespace ember

@@ -1,0 +1,163 @@
+// Elementwise ops: binary with numpy broadcasting (Add ... Or, variadic Sum/Mean/Min/Max),
+// unary maths, Clip, Where, Cast. References compute in the input type (f16/bf16 in float).
+#include "ops/op_util.h"
+
+namespace ember {
+namespace {
+
+// ---- binary -----------------------------------------------------------------------------
+
+enum class Bin { Add, Sub, Mul, Div, Pow, Min, Max, Equal, Less, Greater, And, Or };
+
+template <class C>
+inline C bin_apply(Bin op, C a, C b) {
+  switch (op) {
+    case Bin::Add: return a + b;
+    case Bin::Sub: return a - b;
+    case Bin::Mul: return a * b;
+    case Bin::Div:
+      if constexpr (std::is_integral_v<C>) {
+        if (b == 0) fail(ErrorKind::Input, "[Div] integer division by zero");
+        return a / b;
+      } else {
+        return a / b;
+      }
+    case Bin::Pow: return (C)std::pow((double)a, (double)b);
+    case Bin::Min:
+      if constexpr (std::is_floating_point_v<C>) if (std::isnan(a) || std::isnan(b)) return NAN;
+      return a < b ? a : b;
+    case Bin::Max:
+      if constexpr (std::is_floating_point_v<C>) if (std::isnan(a) || std::isnan(b)) return NAN;
+      return a > b ? a : b;
+    default: return a;
+  }
+}
+
+inline bool cmp_apply(Bin op, double a, double b) {
+  switch (op) {
+    case Bin::Equal: return a == b;
+    case Bin::Less: return a < b;
+    case Bin::Greater: return a > b;
+    case Bin::And: return a != 0 && b != 0;
+    case Bin::Or: return a != 0 || b != 0;
+    default: return false;
+  }
+}
+
+bool is_cmp(Bin op) { return op >= Bin::Equal; }
+
+Bin bin_of(OpType op) {
+  switch (op) {
+    case OpType::Add: case OpType::Sum: case OpType::Mean: return Bin::Add;
+    case OpType::Sub: return Bin::Sub;
+    case OpType::Mul: return Bin::Mul;
+    case OpType::Div: return Bin::Div;
+    case OpType::Pow: return Bin::Pow;
+    case OpType::Min: return Bin::Min;
+    case OpType::Max: return Bin::Max;
+    case OpType::Equal: return Bin::Equal;
+    case OpType::Less: return Bin::Less;
+    case OpType::Greater: return Bin::Greater;
+    case OpType::And: return Bin::And;
+    case OpType::Or: return Bin::Or;
+    default: fail(ErrorKind::Internal, "[elementwise] not a binary op");
+  }
+}
+
+std::vector<TensorType> infer_binary(const InferCtx& ctx) {
+  Bin op = bin_of(ctx.node.op);
+  DType t = ctx.in[0].dtype;
+  Shape s = ctx.in[0].shape;
+  for (int i = 1; i < ctx.num_inputs(); i++) {
+    // Pow's exponent may have its own type; everything else must agree.
+    if (op != Bin::Pow && ctx.in[i].dtype != t)
+      ctx.fail("input ", i, " is ", dtype_name(ctx.in[i].dtype), ", input 0 is ", dtype_name(t));
+    s = broadcast_shapes(ctx, s, ctx.in[i].shape);
+  }
+  if ((op == Bin::And || op == Bin::Or) && t != DType::Bool) ctx.fail("inputs must be bool");
+  return one(is_cmp(op) ? DType::Bool : t, s);
+}
+
+// out = a (op) b with broadcasting; A, B, O are storage types.
+template <class A, class B, class O>
+void binary_ref(Bin op, const Tensor& a, const Tensor& b, Tensor& out) {
+  const A* pa = a.ptr<A>();
+  const B* pb = b.ptr<B>();
+  O* po = out.ptr<O>();
+  Shape sa = broadcast_strides(a.shape(), out.shape());
+  Shape sb = broadcast_strides(b.shape(), out.shape());
+  int64_t i = 0;
+  for (BroadcastIter it(out.shape(), {sa, sb}); !it.done(); it.next(), i++) {
+    auto x = load(pa, it.off[0]);
+    auto y = load(pb, it.off[1]);
+    if constexpr (std::is_same_v<O, bool>) {
+      po[i] = cmp_apply(op, (double)x, (double)y);
+    } else {
+      using C = compute_t<O>;
+      store(po, i, bin_apply<C>(op, (C)x, (C)y));
+    }
+  }
+}
+
+void ref_binary(const KernelCtx& ctx) {
+  Bin op = bin_of(ctx.node.op);
+  Tensor& out = ctx.output(0);
+  int n = (int)ctx.in.size();
+  // Variadic ops fold left: out = ((in0 op in1) op in2) ...
+  Tensor acc = *ctx.in[0];
+  for (int k = 1; k < n; k++) {
+    const Tensor& b = *ctx.in[k];
+    Tensor dst = (k == n - 1) ? out : Tensor::empty(out.dtype(), out.shape());
+    dispatch_dtype(acc.dtype(), [&](auto ta) {
+      using A = decltype(ta);
+      if (is_cmp(op)) {
+        if constexpr (!std::is_same_v<A, bool> || true) {
+          dispatch_dtype(b.dtype(), [&](auto tb) { binary_ref<A, decltype(tb), bool>(op, acc, b, dst); });
+        }
+      } else if (op == Bin::Pow && b.dtype() != acc.dtype()) {
+        dispatch_dtype(b.dtype(), [&](auto tb) { binary_ref<A, decltype(tb), A>(op, acc, b, dst); });
+      } else {
+        binary_ref<A, A, A>(op, acc, b, dst);
+      }
+    });
+    acc = dst;
+  }
+  if (n == 1) {
+    Tensor src = *ctx.in[0];
+    std::memcpy(out.data(), src.data(), out.nbytes());
+  }
+  if (ctx.node.op == OpType::Mean) {
+    dispatch_dtype(out.dtype(), [&](auto t) {
+      using T = decltype(t);
+      if constexpr (is_float_v<T>) {
+        T* p = out.ptr<T>();
+        for (int64_t i = 0; i < out.numel(); i++) store(p, i, load(p, i) / (compute_t<T>)n);
+      } else {
+        fail(ErrorKind::Model, "[Mean] needs float inputs");
+      }
+    });
+  }
+}
+
+}  // namespace
+
+static const OpDef kOps[] = {
+    {OpType::Add, "Add", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Sub, "Sub", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Mul, "Mul", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Div, "Div", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Pow, "Pow", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Min, "Min", 1, -1, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Max, "Max", 1, -1, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Sum, "Sum", 1, -1, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Mean, "Mean", 1, -1, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Equal, "Equal", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Less, "Less", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Greater, "Greater", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::And, "And", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Or, "Or", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+};
+
+std::span<const OpDef> op_defs_elementwise() { return kOps; }
+
+}  // namespace ember

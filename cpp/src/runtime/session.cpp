@@ -1,0 +1,242 @@
+// Session: load-time passes, feed validation, the plan cache and the executor loop.
+#include "ember/session.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <list>
+
+#include "ember/thread_pool.h"
+#include "graph/fold.h"
+#include "runtime/plan.h"
+
+namespace ember {
+namespace {
+
+int debug_level() {
+  static const int level = [] {
+    const char* env = std::getenv("EMBER_DEBUG");
+    return env ? std::atoi(env) : 0;
+  }();
+  return level;
+}
+
+// Cache key: dtype, rank and dims of each feed, then the requested outputs.
+using PlanKey = std::vector<int64_t>;
+
+}  // namespace
+
+struct Session::Impl {
+  Graph graph;
+  SessionOptions options;
+  Isa isa;
+  int threads;
+  std::mutex cache_mu;
+  std::list<std::pair<PlanKey, std::shared_ptr<Plan>>> cache;  // most recent first
+
+  std::vector<int> resolve_outputs(const std::vector<std::string>& names) const {
+    if (names.empty()) return graph.outputs;
+    std::vector<int> ids;
+    for (const std::string& name : names) {
+      int found = -1;
+      for (int id : graph.outputs) if (graph.values[id].name == name) found = id;
+      if (found < 0) {
+        std::string known;
+        for (int id : graph.outputs) known += (known.empty() ? "" : ", ") + graph.values[id].name;
+        fail(ErrorKind::Input, "[run] unknown output '", name, "'; outputs are: ", known);
+      }
+      ids.push_back(found);
+    }
+    return ids;
+  }
+
+  // Orders feeds like graph.inputs and checks names, dtypes and declared dims.
+  std::vector<Tensor> bind_feeds(const NamedTensors& feeds) const {
+    std::vector<Tensor> bound(graph.inputs.size());
+    for (const auto& [name, tensor] : feeds) {
+      size_t slot = graph.inputs.size();
+      for (size_t i = 0; i < graph.inputs.size(); i++)
+        if (graph.values[graph.inputs[i]].name == name) slot = i;
+      if (slot == graph.inputs.size()) {
+        std::string known;
+        for (int id : graph.inputs) known += (known.empty() ? "" : ", ") + graph.values[id].name;
+        fail(ErrorKind::Input, "[run] unknown input '", name, "'; inputs are: ", known);
+      }
+      EMBER_CHECK(!bound[slot].defined(), Input, "[run] input '", name, "' is fed twice");
+      const ValueInfo& v = graph.values[graph.inputs[slot]];
+      EMBER_CHECK(!dtype_info(tensor.dtype()).is_quant, Input, "[run] input '", name,
+                  "': unsupported dtype ", dtype_name(tensor.dtype()));
+      EMBER_CHECK(v.dtype == DType::Count || v.dtype == tensor.dtype(), Input, "[run] input '",
+                  name, "': expected dtype ", dtype_name(v.dtype), ", got ",
+                  dtype_name(tensor.dtype()));
+      if (v.has_shape) {
+        bool ok = (int)v.dims.size() == tensor.rank();
+        for (size_t d = 0; ok && d < v.dims.size(); d++)
+          ok = v.dims[d].value < 0 || v.dims[d].value == tensor.shape()[d];
+        if (!ok) {
+          std::string want = "[";
+          for (size_t d = 0; d < v.dims.size(); d++) {
+            want += d ? ", " : "";
+            want += v.dims[d].value >= 0 ? std::to_string(v.dims[d].value)
+                    : v.dims[d].symbol.empty() ? "?" : v.dims[d].symbol;
+          }
+          fail(ErrorKind::Input, "[run] input '", name, "': expected shape ", want, "], got ",
+               shape_str(tensor.shape()));
+        }
+      }
+      bound[slot] = tensor.is_contiguous() ? tensor : tensor.contiguous();
+    }
+    std::string missing;
+    for (size_t i = 0; i < bound.size(); i++)
+      if (!bound[i].defined()) missing += (missing.empty() ? "" : ", ") + graph.values[graph.inputs[i]].name;
+    EMBER_CHECK(missing.empty(), Input, "[run] missing inputs: ", missing);
+    return bound;
+  }
+
+  std::shared_ptr<Plan> get_plan(const std::vector<Tensor>& feeds, const std::vector<int>& outputs) {
+    PlanKey key;
+    for (const Tensor& t : feeds) {
+      key.push_back((int64_t)t.dtype());
+      key.push_back(t.rank());
+      key.insert(key.end(), t.shape().begin(), t.shape().end());
+    }
+    key.push_back(-1);
+    key.insert(key.end(), outputs.begin(), outputs.end());
+    {
+      std::lock_guard<std::mutex> lock(cache_mu);
+      for (auto it = cache.begin(); it != cache.end(); ++it) {
+        if (it->first == key) {
+          cache.splice(cache.begin(), cache, it);
+          return cache.front().second;
+        }
+      }
+    }
+    PlanRequest req{&graph, {}, outputs, options.reference_kernels, isa};
+    for (const Tensor& t : feeds) req.feeds.push_back({t.dtype(), t.shape()});
+    auto t0 = std::chrono::steady_clock::now();
+    std::shared_ptr<Plan> plan = plan_compile(req);
+    if (debug_level() >= 1) {
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "[ember] plan compiled in %.2f ms: %zu steps, arena %zu bytes\n", ms,
+                   plan->steps.size(), plan->arena_bytes);
+    }
+    std::lock_guard<std::mutex> lock(cache_mu);
+    cache.emplace_front(key, plan);
+    while ((int)cache.size() > std::max(options.plan_cache_size, 1)) cache.pop_back();
+    return plan;
+  }
+
+  void check_memory(const Plan& plan) const {
+    size_t need = plan.arena_bytes + plan.output_bytes;
+    EMBER_CHECK(options.memory_limit == 0 || need <= options.memory_limit, Input,
+                "[run] these feeds need ", need, " bytes (arena ", plan.arena_bytes,
+                " + outputs ", plan.output_bytes, "), over memory_limit ", options.memory_limit);
+  }
+
+  NamedTensors execute(Plan& plan, const std::vector<Tensor>& feeds) {
+    std::lock_guard<std::mutex> lock(plan.mu);
+    size_t nv = graph.values.size();
+    if (!plan.arena) {
+      size_t bytes = std::max<size_t>(plan.arena_bytes, 64);
+      void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+      EMBER_CHECK(p, Input, "[run] out of memory allocating a ", bytes, "-byte arena");
+      plan.arena = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+      plan.slots.assign(nv, Tensor());
+      for (size_t id = 0; id < nv; id++) {
+        const TensorType& t = plan.types[id];
+        if (plan.kinds[id] == SlotKind::Known) plan.slots[id] = plan.known[id];
+        if (plan.kinds[id] == SlotKind::Arena)
+          plan.slots[id] = Tensor::borrow(t.dtype, t.shape, (char*)p + plan.offsets[id]);
+      }
+    }
+    for (size_t i = 0; i < graph.inputs.size(); i++) plan.slots[graph.inputs[i]] = feeds[i];
+    for (int id : plan.outputs) {
+      if (plan.kinds[id] == SlotKind::Output)
+        plan.slots[id] = Tensor::empty(plan.types[id].dtype, plan.types[id].shape);
+    }
+    struct Unbind {  // drop feeds and outputs from the plan whatever happens
+      Plan& plan;
+      const Graph& graph;
+      ~Unbind() {
+        for (int id : graph.inputs) plan.slots[id] = Tensor();
+        for (int id : plan.outputs)
+          if (plan.kinds[id] == SlotKind::Output) plan.slots[id] = Tensor();
+      }
+    } unbind{plan, graph};
+
+    for (const Step& step : plan.steps) {
+      const Node& node = *step.node;
+      KernelCtx ctx{node, {}, {}, threads};
+      for (int id : node.inputs) ctx.in.push_back(id >= 0 ? &plan.slots[id] : nullptr);
+      for (int id : node.outputs) ctx.out.push_back(id >= 0 ? &plan.slots[id] : nullptr);
+      if (debug_level() >= 2) {
+        auto t0 = std::chrono::steady_clock::now();
+        step.fn(ctx);
+        double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+        std::fprintf(stderr, "[ember] %-40s %-20s %-28s %10.1f us\n", node.name.c_str(),
+                     op_name(node.op), step.kernel, us);
+      } else {
+        step.fn(ctx);
+      }
+    }
+    NamedTensors out;
+    for (int id : plan.outputs) {
+      // Outputs never alias the arena, the plan's constants or the caller's feeds.
+      Tensor t = plan.kinds[id] == SlotKind::Output ? plan.slots[id] : plan.slots[id].clone();
+      out.emplace_back(graph.values[id].name, t);
+    }
+    for (size_t i = 0; i < out.size(); i++) {
+      for (size_t j = 0; j < i; j++)
+        if (out[j].second.data() == out[i].second.data()) out[i].second = out[i].second.clone();
+    }
+    return out;
+  }
+};
+
+Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<Impl>()) {
+  graph.validate();
+  fold_constants(graph);
+  impl_->graph = std::move(graph);
+  impl_->options = options;
+  impl_->isa = cpu_isa();
+  int pool = thread_pool_size();
+  impl_->threads = options.threads > 0 ? std::min(options.threads, pool) : pool;
+}
+
+Session::~Session() = default;
+
+const Graph& Session::graph() const { return impl_->graph; }
+const SessionOptions& Session::options() const { return impl_->options; }
+
+NamedTensors Session::run(const NamedTensors& feeds, const std::vector<std::string>& outputs) {
+  std::vector<int> out_ids = impl_->resolve_outputs(outputs);
+  std::vector<Tensor> bound = impl_->bind_feeds(feeds);
+  std::shared_ptr<Plan> plan = impl_->get_plan(bound, out_ids);
+  impl_->check_memory(*plan);
+  auto t0 = std::chrono::steady_clock::now();
+  NamedTensors result = impl_->execute(*plan, bound);
+  if (debug_level() >= 1) {
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "[ember] run: %.3f ms\n", ms);
+  }
+  return result;
+}
+
+PlanInfo Session::plan_info(const NamedTensors& feeds) {
+  std::vector<Tensor> bound = impl_->bind_feeds(feeds);
+  std::shared_ptr<Plan> plan = impl_->get_plan(bound, impl_->graph.outputs);
+  PlanInfo info;
+  info.arena_bytes = plan->arena_bytes;
+  info.output_bytes = plan->output_bytes;
+  info.folded_bytes = plan->folded_bytes;
+  info.nodes = plan->info;
+  return info;
+}
+
+size_t Session::plans_cached() const {
+  std::lock_guard<std::mutex> lock(impl_->cache_mu);
+  return impl_->cache.size();
+}
+
+}  // namespace ember

@@ -1,0 +1,138 @@
+"""Engine: the one entry point. Picks the frontend, compiles the graph, owns the C++ session."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from ember.errors import EmberError, InputError
+
+_DTYPES = {"float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32",
+           "int64", "bool"}
+
+
+class TensorInfo(NamedTuple):
+    """A graph input or output: numpy dtype name and shape (str for symbolic dims, None unknown)."""
+
+    name: str
+    dtype: str
+    shape: list | None
+
+
+def _bfloat16():
+    try:
+        import ml_dtypes
+        return ml_dtypes.bfloat16
+    except ImportError:  # bf16 outputs then come back as raw uint16 bits
+        return None
+
+
+class Engine:
+    """Compiles a model once and runs it many times.
+
+    model: path to an .onnx file, an onnx.ModelProto, the bytes of one, or a known model name
+    ("minilm-l6"). threads caps this engine's share of the process-wide thread pool.
+    memory_limit (bytes) refuses feeds whose plan would need more. kernels="reference" runs
+    every node with its scalar reference kernel (for testing the fast kernels).
+    Engine.run may be called from several threads at once: each compiled plan (one per input
+    shape signature) runs one call at a time; calls with different shapes run in parallel.
+    """
+
+    def __init__(self, model: Any, device: str = "cpu", threads: int | None = None,
+                 quantize: Any = None, precision: str = "fp32", memory_limit: int | None = None,
+                 kernels: str = "auto", plan_cache_size: int = 8):
+        from ember import _core
+        from ember.onnx_import import import_model
+
+        if device != "cpu":
+            raise EmberError(f"[engine] device {device!r} is not available in this build; "
+                             "ember.cuda.is_available() tells whether CUDA is")
+        if quantize is not None:
+            raise EmberError(f"[engine] quantize={quantize!r} is not supported yet")
+        if precision != "fp32":
+            raise EmberError(f"[engine] precision={precision!r} is not supported yet; use 'fp32'")
+        if kernels not in ("auto", "reference"):
+            raise EmberError(f"[engine] kernels must be 'auto' or 'reference', not {kernels!r}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise EmberError(f"[engine] threads must be a positive int, not {threads!r}")
+        if memory_limit is not None and (not isinstance(memory_limit, int) or memory_limit < 1):
+            raise EmberError(f"[engine] memory_limit must be a positive int, not {memory_limit!r}")
+
+        if isinstance(model, (str, os.PathLike)) and not os.path.exists(model):
+            from ember import hub
+            model = hub.resolve(str(model))
+        graph, self.info = import_model(model)
+        self.inputs = [TensorInfo(t.name, t.dtype, t.shape) for t in self.info.inputs]
+        self.outputs = [TensorInfo(t.name, t.dtype, t.shape) for t in self.info.outputs]
+        self._session = _core.Session(graph, threads=threads or 0, memory_limit=memory_limit or 0,
+                                      reference_kernels=kernels == "reference",
+                                      plan_cache_size=plan_cache_size)
+
+    # ---- running ----
+
+    def run(self, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict:
+        """Runs the graph: feeds {name: array-like} -> {output name: np.ndarray}."""
+        session = self._live_session()
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"[run] feeds must be a dict of name -> array, not {type(feeds).__name__}")
+        if outputs is not None and (isinstance(outputs, str) or not all(isinstance(o, str) for o in outputs)):
+            raise InputError("[run] outputs must be a list of output names")
+        declared = {t.name: t.dtype for t in self.inputs}
+        prepared = [self._prepare_feed(name, value, declared.get(name)) for name, value in feeds.items()]
+        result = session.run(prepared, list(outputs or []))
+        return {name: self._export(arr, dtype) for name, arr, dtype in result}
+
+    def plan_info(self, feeds: Mapping[str, Any]) -> dict:
+        """The compiled plan for these feeds: arena bytes and each node's kernel and ISA."""
+        declared = {t.name: t.dtype for t in self.inputs}
+        prepared = [self._prepare_feed(n, v, declared.get(n)) for n, v in feeds.items()]
+        return self._live_session().plan_info(prepared)
+
+    @staticmethod
+    def _prepare_feed(name: str, value: Any, declared: str | None):
+        if not isinstance(name, str):
+            raise InputError(f"[run] feed names must be str, not {type(name).__name__}")
+        if not isinstance(value, np.ndarray):
+            # Lists and scalars take the declared dtype; arrays must already have it.
+            try:
+                value = np.asarray(value, dtype=declared if declared and declared != "bfloat16" else None)
+            except (TypeError, ValueError) as e:
+                raise InputError(f"[run] input '{name}': cannot convert to an array: {e}") from None
+        dtype = value.dtype.name
+        if dtype == "bfloat16":
+            return (name, value.view(np.uint16), "bfloat16")
+        if dtype not in _DTYPES:
+            want = f"; expected {declared}" if declared else ""
+            raise InputError(f"[run] input '{name}': unsupported dtype {dtype}{want}")
+        return (name, value, "")
+
+    @staticmethod
+    def _export(arr: np.ndarray, dtype: str) -> np.ndarray:
+        if dtype == "bfloat16":
+            bf16 = _bfloat16()
+            return arr.view(bf16) if bf16 is not None else arr
+        return arr
+
+    # ---- lifetime ----
+
+    def _live_session(self):
+        session = getattr(self, "_session", None)
+        if session is None:
+            raise EmberError("[engine] this engine is closed")
+        return session
+
+    def close(self) -> None:
+        """Frees the compiled plans and weights now (runs in flight finish first)."""
+        self._session = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if getattr(self, "_session", None) is None else "cpu"
+        return f"<ember.Engine {len(self.inputs)} inputs, {len(self.outputs)} outputs, {state}>"

@@ -1,0 +1,85 @@
+// Session: run with the GIL released; feeds are borrowed, outputs owned by numpy.
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include "convert.h"
+#include "ember/session.h"
+
+namespace ember::py {
+
+namespace {
+
+// feeds: list of (name, array, dtype_override)
+NamedTensors feeds_from_python(const nb::list& feeds) {
+  NamedTensors out;
+  for (nb::handle item : feeds) {
+    auto [name, arr, dtype] = nb::cast<std::tuple<std::string, Array, std::string>>(item);
+    out.emplace_back(name, tensor_from_array(arr, dtype, "input '" + name + "'"));
+  }
+  return out;
+}
+
+}  // namespace
+
+void init_session(nb::module_& m) {
+  nb::class_<Session>(m, "Session")
+      .def(
+          "__init__",
+          [](Session* self, Graph& graph, int threads, size_t memory_limit, bool reference_kernels,
+             int plan_cache_size) {
+            SessionOptions o;
+            o.threads = threads;
+            o.memory_limit = memory_limit;
+            o.reference_kernels = reference_kernels;
+            o.plan_cache_size = plan_cache_size;
+            Graph g = std::move(graph);
+            nb::gil_scoped_release release;
+            new (self) Session(std::move(g), o);
+          },
+          nb::arg("graph"), nb::arg("threads") = 0, nb::arg("memory_limit") = 0,
+          nb::arg("reference_kernels") = false, nb::arg("plan_cache_size") = 8)
+      .def(
+          "run",
+          [](Session& s, const nb::list& feeds, const std::vector<std::string>& outputs) {
+            NamedTensors in = feeds_from_python(feeds);
+            NamedTensors out;
+            {
+              nb::gil_scoped_release release;
+              out = s.run(in, outputs);
+            }
+            nb::list result;
+            for (auto& [name, t] : out)
+              result.append(nb::make_tuple(name, array_from_tensor(t), dtype_name(t.dtype())));
+            return result;
+          },
+          nb::arg("feeds"), nb::arg("outputs") = std::vector<std::string>{})
+      .def("plan_info",
+           [](Session& s, const nb::list& feeds) {
+             NamedTensors in = feeds_from_python(feeds);
+             PlanInfo info;
+             {
+               nb::gil_scoped_release release;
+               info = s.plan_info(in);
+             }
+             nb::dict d;
+             d["arena_bytes"] = info.arena_bytes;
+             d["output_bytes"] = info.output_bytes;
+             d["folded_bytes"] = info.folded_bytes;
+             nb::list nodes;
+             for (const auto& n : info.nodes) nodes.append(nb::make_tuple(n.name, n.op, n.kernel, n.isa));
+             d["nodes"] = nodes;
+             return d;
+           })
+      .def_prop_ro("plans_cached", &Session::plans_cached)
+      .def_prop_ro("num_nodes", [](const Session& s) { return s.graph().nodes.size(); })
+      .def_prop_ro("constant_bytes", [](const Session& s) { return s.graph().constant_bytes(); })
+      .def("node_ops", [](const Session& s) {
+        std::vector<std::string> ops;
+        for (const Node& n : s.graph().nodes) ops.push_back(op_name(n.op));
+        return ops;
+      });
+}
+
+}  // namespace ember::py
