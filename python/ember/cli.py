@@ -1,0 +1,163 @@
+"""`ember` command line: info and run (more commands arrive with their issues)."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+
+import numpy as np
+
+from ember.errors import EmberError, InputError
+
+
+def _parse_shapes(specs):
+    """--shape name=1x128 -> {name: [1, 128]}."""
+    shapes = {}
+    for spec in specs or []:
+        name, sep, dims = spec.partition("=")
+        if not sep:
+            raise InputError(f"[cli] --shape expects name=DxDxD, got {spec!r}")
+        try:
+            shapes[name] = [int(d) for d in dims.lower().split("x")] if dims else []
+        except ValueError:
+            raise InputError(f"[cli] --shape {spec!r}: dims must be integers") from None
+    return shapes
+
+
+def _sample_feeds(engine, shapes, default_dim):
+    """Feeds for `info`: declared shapes, symbolic dims set to default_dim, small valid values."""
+    feeds = {}
+    rng = np.random.default_rng(0)
+    for t in engine.inputs:
+        if t.name in shapes:
+            shape = shapes[t.name]
+        elif t.shape is None:
+            raise InputError(f"[cli] input '{t.name}' has no declared shape; pass --shape {t.name}=...")
+        else:
+            shape = [d if isinstance(d, int) else default_dim for d in t.shape]
+        if t.dtype in ("int32", "int64", "int8", "uint8", "int16"):
+            feeds[t.name] = rng.integers(0, 2, size=shape).astype(t.dtype)
+        elif t.dtype == "bool":
+            feeds[t.name] = np.ones(shape, dtype=bool)
+        else:
+            feeds[t.name] = rng.standard_normal(shape).astype(t.dtype)
+    return feeds
+
+
+def _fmt_shape(shape):
+    return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _fmt_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+
+
+def cmd_info(args):
+    from ember import _core
+    from ember.engine import Engine
+    eng = Engine(args.model, threads=args.threads)
+    info = eng.info
+    print(f"model: {info.path or '<in memory>'}")
+    print(f"producer: {info.producer_name or '-'}  ir_version: {info.ir_version}  opsets: "
+          + ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in sorted(info.opset.items())))
+    print("inputs:")
+    for t in eng.inputs:
+        print(f"  {t.name:<24} {t.dtype:<9} {_fmt_shape(t.shape)}")
+    print("outputs:")
+    for t in eng.outputs:
+        print(f"  {t.name:<24} {t.dtype:<9} {_fmt_shape(t.shape)}")
+    print(f"parameters: {info.parameter_count:,}")
+    print("ops (ONNX, before passes):")
+    for op, n in sorted(info.op_histogram.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {op:<24} {n}")
+    feeds = _sample_feeds(eng, _parse_shapes(args.shape), args.dim)
+    plan = eng.plan_info(feeds)
+    shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in feeds.items())
+    print(f"plan for {shapes} (cpu isa {_core.cpu_isa()}, {_core.thread_pool_size()} threads):")
+    print(f"  peak arena: {_fmt_bytes(plan['arena_bytes'])}  outputs: "
+          f"{_fmt_bytes(plan['output_bytes'])}  folded at plan time: {_fmt_bytes(plan['folded_bytes'])}")
+    kernels = collections.Counter((op, k, isa) for _, op, k, isa in plan["nodes"])
+    print("  kernels:")
+    for (op, k, isa), n in sorted(kernels.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"    {op:<20} {k:<28} {isa:<8} x{n}")
+    if args.nodes or len(plan["nodes"]) <= 40:
+        print("  nodes:")
+        for name, op, k, isa in plan["nodes"]:
+            print(f"    {name:<40} {op:<20} {k:<28} {isa}")
+    return 0
+
+
+def _load_input(spec):
+    name, sep, path = spec.partition("=")
+    if not sep or not name:
+        raise InputError(f"[cli] --input expects name=file.npy, got {spec!r}")
+    try:
+        return name, np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"[cli] --input {name}: cannot read {path!r}: {e}") from None
+
+
+def cmd_run(args):
+    from ember.engine import Engine
+    eng = Engine(args.model, threads=args.threads)
+    feeds = _sample_feeds(eng, _parse_shapes(args.shape), args.dim) if args.sample else {}
+    feeds.update(_load_input(s) for s in args.input or [])
+    outputs = eng.run(feeds, outputs=args.output or None)
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+    for name, arr in outputs.items():
+        if args.output_dir:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+            path = os.path.join(args.output_dir, safe + ".npy")
+            np.save(path, arr)
+            print(f"{name}: {arr.dtype} {list(arr.shape)} -> {path}")
+        else:
+            print(f"{name}: {arr.dtype} {list(arr.shape)}")
+            print(np.array2string(arr, threshold=20, edgeitems=3))
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="ember", description="ember inference engine")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="describe a model: inputs, outputs, ops, memory, kernels")
+    info.add_argument("model", help="path to an .onnx file, or a known model name (minilm-l6)")
+    info.add_argument("--shape", action="append", metavar="NAME=DxD",
+                      help="concrete shape of an input for the plan (repeatable)")
+    info.add_argument("--dim", type=int, default=1, help="value for symbolic dims (default 1)")
+    info.add_argument("--nodes", action="store_true",
+                      help="list every node's kernel and ISA (default for graphs of <= 40 nodes)")
+    info.add_argument("--threads", type=int, default=None)
+    info.set_defaults(fn=cmd_info)
+
+    run = sub.add_parser("run", help="run a model on .npy inputs")
+    run.add_argument("model", help="path to an .onnx file, or a known model name")
+    run.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="a feed (repeatable)")
+    run.add_argument("--sample", action="store_true",
+                     help="fill inputs not given with sample data (symbolic dims = --dim)")
+    run.add_argument("--shape", action="append", metavar="NAME=DxD", help="shape of a sampled input")
+    run.add_argument("--dim", type=int, default=8, help="value for symbolic dims of sampled inputs")
+    run.add_argument("--output", action="append", metavar="NAME", help="only these outputs")
+    run.add_argument("--output-dir", help="write each output to DIR/<name>.npy")
+    run.add_argument("--threads", type=int, default=None)
+    run.set_defaults(fn=cmd_run)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except EmberError as e:
+        print(f"ember: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

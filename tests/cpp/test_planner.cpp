@@ -1,0 +1,148 @@
+// Memory planner and session-level behaviour that Python cannot see directly.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <random>
+
+#include "ember/session.h"
+#include "graph/memory_plan.h"
+
+using namespace ember;
+
+namespace {
+
+bool overlaps(size_t a_off, size_t a_bytes, size_t b_off, size_t b_bytes) {
+  return a_off < b_off + b_bytes && b_off < a_off + a_bytes;
+}
+
+}  // namespace
+
+TEST_CASE("memory_plan: live buffers never share memory, dead ones are reused") {
+  std::mt19937 rng(std::random_device{}());
+  for (int trial = 0; trial < 50; trial++) {
+    std::vector<BufferLife> bufs;
+    int n = 1 + rng() % 40;
+    for (int i = 0; i < n; i++) {
+      int first = rng() % 30;
+      bufs.push_back({(size_t)(1 + rng() % 5000), first, first + (int)(rng() % 6)});
+    }
+    MemoryPlan mp = memory_plan(bufs);
+    size_t total = 0;
+    for (size_t i = 0; i < bufs.size(); i++) {
+      total += (bufs[i].bytes + 63) / 64 * 64;
+      CHECK(mp.offsets[i] % 64 == 0);
+      CHECK(mp.offsets[i] + bufs[i].bytes <= mp.peak_bytes);
+      for (size_t j = 0; j < i; j++) {
+        bool live_together = bufs[i].first <= bufs[j].last && bufs[j].first <= bufs[i].last;
+        if (live_together)
+          CHECK_FALSE(overlaps(mp.offsets[i], bufs[i].bytes, mp.offsets[j], bufs[j].bytes));
+      }
+    }
+    CHECK(mp.peak_bytes <= total);
+  }
+}
+
+TEST_CASE("memory_plan: a chain reuses two buffers") {
+  // x0 -> x1 -> x2 -> x3: each lives from its producer to its one consumer.
+  std::vector<BufferLife> bufs = {{1000, 0, 1}, {1000, 1, 2}, {1000, 2, 3}, {1000, 3, 4}};
+  MemoryPlan mp = memory_plan(bufs);
+  CHECK(mp.peak_bytes == 2 * 1024);
+}
+
+namespace {
+
+// y = ((x + c) * x + c) * x ... : a chain of `n` binary nodes over one input.
+Graph chain_graph(int n, int64_t width) {
+  Graph g;
+  int x = g.add_value("x", DType::F32);
+  g.values[x].has_shape = true;
+  g.values[x].dims = {Dim{-1, "batch"}, Dim{width, ""}};
+  g.inputs.push_back(x);
+  int c = g.add_value("c", DType::F32);
+  Tensor ct = Tensor::empty(DType::F32, {width});
+  for (int64_t i = 0; i < width; i++) ct.ptr<float>()[i] = 0.5f + (float)i;
+  g.constants[c] = ct;
+  int prev = x;
+  for (int i = 0; i < n; i++) {
+    int v = g.add_value("v" + std::to_string(i));
+    Node node;
+    node.op = i % 2 ? OpType::Mul : OpType::Add;
+    node.name = "n" + std::to_string(i);
+    node.inputs = {prev, i % 2 ? x : c};
+    node.outputs = {v};
+    g.nodes.push_back(node);
+    prev = v;
+  }
+  g.outputs.push_back(prev);
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE("session: arena stays bounded on a long chain; outputs own their memory") {
+  Session s(chain_graph(20, 256), SessionOptions{});
+  Tensor x = Tensor::empty(DType::F32, {4, 256});
+  for (int64_t i = 0; i < x.numel(); i++) x.ptr<float>()[i] = 0.01f * (float)(i % 97);
+  PlanInfo info = s.plan_info({{"x", x}});
+  // 19 intermediates of 4 KiB each; liveness lets the planner keep only two.
+  CHECK(info.arena_bytes == 2 * 4 * 256 * 4);
+  NamedTensors a = s.run({{"x", x}});
+  NamedTensors b = s.run({{"x", x}});
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].second.data() != b[0].second.data());
+  CHECK(std::memcmp(a[0].second.data(), b[0].second.data(), a[0].second.nbytes()) == 0);
+}
+
+TEST_CASE("session: plan cache is an LRU bounded by plan_cache_size") {
+  SessionOptions o;
+  o.plan_cache_size = 3;
+  Session s(chain_graph(3, 8), o);
+  for (int b = 1; b <= 6; b++) s.run({{"x", Tensor::zeros(DType::F32, {b, 8})}});
+  CHECK(s.plans_cached() == 3);
+}
+
+TEST_CASE("session: memory_limit refuses a plan before running it") {
+  SessionOptions o;
+  o.memory_limit = 10000;
+  Session s(chain_graph(4, 64), o);
+  s.run({{"x", Tensor::zeros(DType::F32, {2, 64})}});
+  try {
+    s.run({{"x", Tensor::zeros(DType::F32, {1000, 64})}});
+    FAIL("expected an InputError");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::Input);
+    CHECK(std::string(e.what()).find("memory_limit") != std::string::npos);
+  }
+}
+
+TEST_CASE("session: feed validation names the input, expected and actual") {
+  Session s(chain_graph(2, 8), SessionOptions{});
+  auto expect_input_error = [&](const NamedTensors& feeds, const char* needle) {
+    try {
+      s.run(feeds);
+      FAIL("expected an InputError");
+    } catch (const Error& e) {
+      CHECK(e.kind() == ErrorKind::Input);
+      CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, e.what());
+    }
+  };
+  expect_input_error({}, "missing inputs: x");
+  expect_input_error({{"y", Tensor::zeros(DType::F32, {1, 8})}}, "unknown input 'y'");
+  expect_input_error({{"x", Tensor::zeros(DType::I64, {1, 8})}}, "expected dtype float32, got int64");
+  expect_input_error({{"x", Tensor::zeros(DType::F32, {1, 9})}}, "expected shape [batch, 8], got [1, 9]");
+}
+
+TEST_CASE("session: constant sub-graphs are folded at load") {
+  Graph g;
+  int x = g.add_value("x", DType::F32);
+  g.inputs.push_back(x);
+  int a = g.add_value("a"), b = g.add_value("b"), ab = g.add_value("ab"), y = g.add_value("y");
+  g.constants[a] = Tensor::zeros(DType::F32, {4});
+  g.constants[b] = Tensor::zeros(DType::F32, {4});
+  g.nodes.push_back(Node{OpType::Add, "fold_me", {a, b}, {ab}, {}});
+  g.nodes.push_back(Node{OpType::Add, "keep", {x, ab}, {y}, {}});
+  g.outputs.push_back(y);
+  Session s(std::move(g), SessionOptions{});
+  CHECK(s.graph().nodes.size() == 1);
+  CHECK(s.graph().nodes[0].name == "keep");
+}
