@@ -17,7 +17,7 @@ def mlp_model(width=64, depth=3, seed=0):
     rng = np.random.default_rng(seed)
     nodes, inits, prev = [], [], "x"
     for i in range(depth):
-        w = rng.standard_normal((width, width)).astype(np.float32) / np.sqrt(width)
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
         b = rng.standard_normal(width).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
         nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"mm{i}"]),

@@ -13,7 +13,7 @@ struct OpIndex {
   std::array<const OpDef*, (size_t)OpType::Count> rows{};
   OpIndex() {
     for (auto table : {op_defs_elementwise(), op_defs_unary(), op_defs_linalg(), op_defs_reduce(),
-                       op_defs_shape()}) {
+                       op_defs_shape(), op_defs_index()}) {
       for (const OpDef& d : table) {
         EMBER_CHECK(rows[(size_t)d.op] == nullptr, Internal, "[ops] two rows for ", d.name);
         rows[(size_t)d.op] = &d;
@@ -177,11 +177,3 @@ Shape broadcast_strides(const Shape& in, const Shape& out) {
 
 }  // namespace ember
 
-// TEMPORARY (removed once every family file exists): weak empty tables so the tree links
-// while op families are written in parallel.
-namespace ember {
-__attribute__((weak)) std::span<const OpDef> op_defs_unary() { return {}; }
-__attribute__((weak)) std::span<const OpDef> op_defs_linalg() { return {}; }
-__attribute__((weak)) std::span<const OpDef> op_defs_reduce() { return {}; }
-__attribute__((weak)) std::span<const OpDef> op_defs_shape() { return {}; }
-}  // namespace ember
