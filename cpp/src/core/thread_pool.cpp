@@ -81,6 +81,8 @@ class Pool {
         job->cv.wait_for(lock, std::chrono::microseconds(200));
       }
     }
+    // The last worker releases job->mu after its decrement: wait for that before the job dies.
+    std::lock_guard<std::mutex> lock(job->mu);
   }
 
   // After fork the child has no workers: forget them (they cannot be joined) and start anew.
@@ -170,7 +172,7 @@ void parallel_for(int64_t n, int64_t grain, int max_threads,
                   const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  int64_t by_grain = (n + grain - 1) / grain;
+  int64_t by_grain = std::max<int64_t>(1, n / grain);  // every chunk holds >= grain items
   int threads = std::min<int64_t>({(int64_t)std::max(max_threads, 1), by_grain,
                                    (int64_t)pool().size()});
   if (threads <= 1) {
