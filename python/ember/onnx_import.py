@@ -23,7 +23,7 @@ from ember.onnx_tensors import TensorValue, dtype_of, TensorReader
 
 __all__ = ["import_model", "supported_ops", "ModelInfo", "TensorInfo"]
 
-MIN_OPSET = 11
+MIN_OPSET = 1  # older models load where every node's since_version is one ember reviewed
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 

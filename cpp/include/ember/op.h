@@ -82,10 +82,15 @@ struct InferCtx {
   std::vector<TensorType> in;          // dtype Count for absent inputs
   std::vector<const Tensor*> values;   // nullptr where not known
   ErrorKind error_kind = ErrorKind::Model;
+  mutable uint64_t values_read = 0;    // bit i: infer read input i's value (plan keys use it)
 
   int num_inputs() const { return (int)in.size(); }
   bool has(int i) const { return i < (int)in.size() && in[i].dtype != DType::Count; }
-  const Tensor* value(int i) const { return i < (int)values.size() ? values[i] : nullptr; }
+  const Tensor* value(int i) const {
+    if (i >= (int)values.size() || !values[i]) return nullptr;
+    if (i < 64) values_read |= 1ull << i;
+    return values[i];
+  }
   // Value of an input needed for shape inference (e.g. Reshape's shape); fails when the
   // value is data-dependent.
   const Tensor& require_value(int i, const char* what) const;

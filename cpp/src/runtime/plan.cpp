@@ -3,6 +3,7 @@
 #include "runtime/plan.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 
 #include "graph/fold.h"
@@ -51,9 +52,11 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
     plan->kinds[id] = SlotKind::Known;
     plan->known[id] = t;
   }
+  std::vector<int> feed_slot(nv, -1);
   for (size_t i = 0; i < g.inputs.size(); i++) {
     plan->types[g.inputs[i]] = req.feeds[i];
     plan->kinds[g.inputs[i]] = SlotKind::Feed;
+    feed_slot[g.inputs[i]] = (int)i;
   }
 
   std::vector<bool> need = needed_nodes(g, req.outputs);
@@ -80,7 +83,8 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
         ictx.values.push_back(&shape_stubs[k]);
         continue;
       }
-      ictx.values.push_back(known ? &plan->known[id] : nullptr);
+      const Tensor* fed = feed_slot[id] >= 0 ? req.feed_values[feed_slot[id]] : nullptr;
+      ictx.values.push_back(known ? &plan->known[id] : fed);
       all_known = all_known && known;
     }
     if (all_known && !(def.flags & kOpStateful)) {
@@ -97,6 +101,14 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
       continue;
     }
     std::vector<TensorType> out_types = def.infer(ictx);
+    for (size_t k = 0; k < node.inputs.size() && k < 64; k++) {
+      int id = node.inputs[k];
+      if (id >= 0 && feed_slot[id] >= 0 && (ictx.values_read >> k & 1)) {
+        int slot = feed_slot[id];
+        if (std::find(plan->value_feeds.begin(), plan->value_feeds.end(), slot) == plan->value_feeds.end())
+          plan->value_feeds.push_back(slot);
+      }
+    }
     for (size_t k = 0; k < node.outputs.size(); k++) {
       int id = node.outputs[k];
       if (id < 0) continue;

@@ -26,6 +26,7 @@ struct Plan {
   std::vector<Tensor> known;       // values known at plan time (constants, folded)
   std::vector<Step> steps;
   std::vector<int> outputs;        // requested output value ids, in order
+  std::vector<int> value_feeds;    // graph inputs whose values shape inference read
   size_t arena_bytes = 0;
   size_t output_bytes = 0;
   size_t folded_bytes = 0;
@@ -40,6 +41,9 @@ struct Plan {
 struct PlanRequest {
   const Graph* graph;
   std::vector<TensorType> feeds;   // per graph input
+  // Small feeds offered to shape inference (Reshape's shape fed at run time, ...); a plan that
+  // reads one is only valid for that value, so the session keys it on the value too.
+  std::vector<const Tensor*> feed_values;
   std::vector<int> outputs;        // value ids
   bool reference_kernels;
   Isa isa;

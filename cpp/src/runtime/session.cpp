@@ -22,8 +22,12 @@ int debug_level() {
   return level;
 }
 
-// Cache key: dtype, rank and dims of each feed, then the requested outputs.
+// Cache key: dtype, rank and dims of each feed, the requested outputs, then the values of
+// the feeds that shape inference reads (value_inputs).
 using PlanKey = std::vector<int64_t>;
+
+// Feeds at most this big may be read by shape inference (shape tensors, Range bounds, ...).
+constexpr int64_t kMaxValueFeed = 1024;
 
 }  // namespace
 
@@ -34,6 +38,7 @@ struct Session::Impl {
   int threads;
   std::mutex cache_mu;
   std::list<std::pair<PlanKey, std::shared_ptr<Plan>>> cache;  // most recent first
+  std::vector<bool> value_inputs;  // per graph input: plans depend on its value (cache_mu)
 
   std::vector<int> resolve_outputs(const std::vector<std::string>& names) const {
     if (names.empty()) return graph.outputs;
@@ -94,7 +99,7 @@ struct Session::Impl {
     return bound;
   }
 
-  std::shared_ptr<Plan> get_plan(const std::vector<Tensor>& feeds, const std::vector<int>& outputs) {
+  PlanKey plan_key(const std::vector<Tensor>& feeds, const std::vector<int>& outputs) const {
     PlanKey key;
     for (const Tensor& t : feeds) {
       key.push_back((int64_t)t.dtype());
@@ -103,8 +108,24 @@ struct Session::Impl {
     }
     key.push_back(-1);
     key.insert(key.end(), outputs.begin(), outputs.end());
+    for (size_t i = 0; i < feeds.size(); i++) {
+      if (!value_inputs[i]) continue;
+      key.push_back(-2 - (int64_t)i);
+      const char* p = static_cast<const char*>(feeds[i].data());
+      for (size_t b = 0; b < feeds[i].nbytes(); b += 8) {
+        int64_t word = 0;
+        std::memcpy(&word, p + b, std::min<size_t>(8, feeds[i].nbytes() - b));
+        key.push_back(word);
+      }
+    }
+    return key;
+  }
+
+  std::shared_ptr<Plan> get_plan(const std::vector<Tensor>& feeds, const std::vector<int>& outputs) {
+    PlanKey key;
     {
       std::lock_guard<std::mutex> lock(cache_mu);
+      key = plan_key(feeds, outputs);
       for (auto it = cache.begin(); it != cache.end(); ++it) {
         if (it->first == key) {
           cache.splice(cache.begin(), cache, it);
@@ -112,8 +133,11 @@ struct Session::Impl {
         }
       }
     }
-    PlanRequest req{&graph, {}, outputs, options.reference_kernels, isa};
-    for (const Tensor& t : feeds) req.feeds.push_back({t.dtype(), t.shape()});
+    PlanRequest req{&graph, {}, {}, outputs, options.reference_kernels, isa};
+    for (const Tensor& t : feeds) {
+      req.feeds.push_back({t.dtype(), t.shape()});
+      req.feed_values.push_back(t.numel() <= kMaxValueFeed ? &t : nullptr);
+    }
     auto t0 = std::chrono::steady_clock::now();
     std::shared_ptr<Plan> plan = plan_compile(req);
     if (debug_level() >= 1) {
@@ -122,6 +146,10 @@ struct Session::Impl {
                    plan->steps.size(), plan->arena_bytes);
     }
     std::lock_guard<std::mutex> lock(cache_mu);
+    if (!plan->value_feeds.empty()) {
+      for (int slot : plan->value_feeds) value_inputs[slot] = true;
+      key = plan_key(feeds, outputs);
+    }
     cache.emplace_front(key, plan);
     while ((int)cache.size() > std::max(options.plan_cache_size, 1)) cache.pop_back();
     return plan;
@@ -200,6 +228,7 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
   impl_->graph = std::move(graph);
   impl_->options = options;
   impl_->isa = cpu_isa();
+  impl_->value_inputs.assign(impl_->graph.inputs.size(), false);
   int pool = thread_pool_size();
   impl_->threads = options.threads > 0 ? std::min(options.threads, pool) : pool;
 }
