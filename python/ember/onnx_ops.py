@@ -100,7 +100,10 @@ def _table():
         "Min": {8: S, 12: S, 13: S}, "Max": {8: S, 12: S, 13: S},
         "Sum": {8: S, 13: S}, "Mean": {8: S, 13: S},
         "Equal": {11: S, 13: S, 19: S}, "Less": {9: S, 13: S}, "Greater": {9: S, 13: S},
-        "And": {7: S}, "Or": {7: S},
+        "LessOrEqual": {12: S, 16: S}, "GreaterOrEqual": {12: S, 16: S},
+        "And": {7: S}, "Or": {7: S}, "Xor": {7: S},
+        # classification: 13 and 20 add types.
+        "IsNaN": {9: S, 13: S, 20: S}, "IsInf": {10: S, 20: S},
         # unary: later versions add types only.
         "Sqrt": {6: S, 13: S}, "Exp": {6: S, 13: S}, "Log": {6: S, 13: S},
         "Neg": {6: S, 13: S}, "Abs": {6: S, 13: S}, "Reciprocal": {6: S, 13: S},
@@ -124,6 +127,8 @@ def _table():
         "ReduceMean": {11: _reduce_axes_attr, 13: _reduce_axes_attr, 18: S},
         "ReduceMax": {11: _reduce_axes_attr, 12: _reduce_axes_attr, 13: _reduce_axes_attr,
                       18: S, 20: S},
+        "CumSum": {11: S, 14: S},  # 14 adds types
+
         # shape and data movement. Versions after the listed semantic changes add types.
         "Reshape": {v: S for v in (5, 13, 14, 19, 21, 23, 24, 25)},  # 14: allowzero
         "Flatten": {v: S for v in (11, 13, 21, 23, 24, 25)},
@@ -136,6 +141,7 @@ def _table():
         "Split": {11: _attr_to_input("split", 1), 13: S, 18: S},
         "Slice": {11: S, 13: S},
         "Gather": {11: S, 13: S},
+        "GatherND": {11: S, 12: S, 13: S},  # 12 adds batch_dims
         "Expand": {8: S, 13: S},
         "Shape": {v: S for v in (1, 13, 15, 19, 21, 23, 24, 25)},  # 15: start/end
         "Size": {v: S for v in (1, 13, 19, 21, 23, 24, 25)},

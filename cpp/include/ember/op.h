@@ -17,16 +17,19 @@ namespace ember {
 
 enum class OpType : uint16_t {
   // elementwise binary (numpy broadcasting)
-  Add, Sub, Mul, Div, Pow, Min, Max, Sum, Mean, Equal, Less, Greater, And, Or,
+  Add, Sub, Mul, Div, Pow, Min, Max, Sum, Mean, Equal, Less, Greater, LessOrEqual,
+  GreaterOrEqual, And, Or, Xor,
+  // elementwise classification
+  IsNaN, IsInf,
   // elementwise unary
   Sqrt, Exp, Log, Neg, Abs, Reciprocal, Erf, Tanh, Sigmoid, Relu, Gelu, Softplus, Sin, Cos,
   Not, Identity, Dropout, Clip, Where, Cast, CastLike,
   // linear algebra and normalisation
   MatMul, Gemm, LayerNormalization, Softmax, LogSoftmax,
-  // reductions
-  ReduceMean, ReduceSum, ReduceMax,
+  // reductions and scans
+  ReduceMean, ReduceSum, ReduceMax, CumSum,
   // shape and data movement
-  Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Gather, Expand,
+  Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Gather, GatherND, Expand,
   Shape, Size, Range, Trilu, ConstantOfShape,
   Count
 };

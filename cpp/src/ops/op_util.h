@@ -100,5 +100,19 @@ std::span<const OpDef> op_defs_unary();
 std::span<const OpDef> op_defs_linalg();
 std::span<const OpDef> op_defs_reduce();
 std::span<const OpDef> op_defs_shape();
+std::span<const OpDef> op_defs_index();
+std::span<const OpDef> op_defs_scan();
+
+// Slice's start, step and length per data dim after ONNX's clamping (ops_index.cpp), shared
+// by the reference and the fast kernel. Returns an error message, empty on success.
+struct SliceSpec {
+  Shape out;
+  std::vector<int64_t> start, step;
+};
+std::string slice_resolve(const Shape& dims, const std::vector<int64_t>& starts,
+                          const std::vector<int64_t>& ends, const std::vector<int64_t>* axes,
+                          const std::vector<int64_t>* steps, SliceSpec* spec);
+// The same from a Slice kernel's inputs; throws InputError.
+SliceSpec slice_resolve(const KernelCtx& ctx);
 
 }  // namespace ember

@@ -7,7 +7,8 @@ namespace {
 
 // ---- binary -----------------------------------------------------------------------------
 
-enum class Bin { Add, Sub, Mul, Div, Pow, Min, Max, Equal, Less, Greater, And, Or };
+enum class Bin { Add, Sub, Mul, Div, Pow, Min, Max, Equal, Less, Greater, LessOrEqual,
+                 GreaterOrEqual, And, Or, Xor };
 
 template <class C>
 inline C bin_apply(Bin op, C a, C b) {
@@ -38,8 +39,11 @@ inline bool cmp_apply(Bin op, double a, double b) {
     case Bin::Equal: return a == b;
     case Bin::Less: return a < b;
     case Bin::Greater: return a > b;
+    case Bin::LessOrEqual: return a <= b;
+    case Bin::GreaterOrEqual: return a >= b;
     case Bin::And: return a != 0 && b != 0;
     case Bin::Or: return a != 0 || b != 0;
+    case Bin::Xor: return (a != 0) != (b != 0);
     default: return false;
   }
 }
@@ -58,8 +62,11 @@ Bin bin_of(OpType op) {
     case OpType::Equal: return Bin::Equal;
     case OpType::Less: return Bin::Less;
     case OpType::Greater: return Bin::Greater;
+    case OpType::LessOrEqual: return Bin::LessOrEqual;
+    case OpType::GreaterOrEqual: return Bin::GreaterOrEqual;
     case OpType::And: return Bin::And;
     case OpType::Or: return Bin::Or;
+    case OpType::Xor: return Bin::Xor;
     default: fail(ErrorKind::Internal, "[elementwise] not a binary op");
   }
 }
@@ -74,7 +81,8 @@ std::vector<TensorType> infer_binary(const InferCtx& ctx) {
       ctx.fail("input ", i, " is ", dtype_name(ctx.in[i].dtype), ", input 0 is ", dtype_name(t));
     s = broadcast_shapes(ctx, s, ctx.in[i].shape);
   }
-  if ((op == Bin::And || op == Bin::Or) && t != DType::Bool) ctx.fail("inputs must be bool");
+  if ((op == Bin::And || op == Bin::Or || op == Bin::Xor) && t != DType::Bool)
+    ctx.fail("inputs must be bool");
   return one(is_cmp(op) ? DType::Bool : t, s);
 }
 
@@ -139,6 +147,31 @@ void ref_binary(const KernelCtx& ctx) {
   }
 }
 
+// ---- classification: IsNaN, IsInf ------------------------------------------------------
+
+std::vector<TensorType> infer_classify(const InferCtx& ctx) {
+  if (!dtype_info(ctx.in[0].dtype).is_float) ctx.fail("input must be a float type");
+  return one(DType::Bool, ctx.in[0].shape);
+}
+
+void ref_classify(const KernelCtx& ctx) {
+  const Tensor& x = ctx.input(0);
+  bool* out = ctx.output(0).ptr<bool>();
+  bool nan = ctx.node.op == OpType::IsNaN;
+  bool pos = ctx.node.attrs.get_int("detect_positive", 1) != 0;
+  bool neg = ctx.node.attrs.get_int("detect_negative", 1) != 0;
+  dispatch_dtype(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    if constexpr (is_float_v<T>) {
+      const T* p = x.ptr<T>();
+      for (int64_t i = 0; i < x.numel(); i++) {
+        double v = (double)load(p, i);
+        out[i] = nan ? std::isnan(v) : (std::isinf(v) && ((v > 0 && pos) || (v < 0 && neg)));
+      }
+    }
+  });
+}
+
 }  // namespace
 
 static const OpDef kOps[] = {
@@ -154,8 +187,15 @@ static const OpDef kOps[] = {
     {OpType::Equal, "Equal", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
     {OpType::Less, "Less", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
     {OpType::Greater, "Greater", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::LessOrEqual, "LessOrEqual", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::GreaterOrEqual, "GreaterOrEqual", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
     {OpType::And, "And", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
     {OpType::Or, "Or", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::Xor, "Xor", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
+    {OpType::IsNaN, "IsNaN", 1, 1, 1, 1, 0, {}, infer_classify, ref_classify},
+    {OpType::IsInf, "IsInf", 1, 1, 1, 1, 0,
+     {{"detect_positive", AttrKind::Int}, {"detect_negative", AttrKind::Int}}, infer_classify,
+     ref_classify},
 };
 
 std::span<const OpDef> op_defs_elementwise() { return kOps; }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <list>
+#include <tuple>
 
 #include "ember/thread_pool.h"
 #include "graph/fold.h"
@@ -92,6 +93,7 @@ struct Session::Impl {
       }
       bound[slot] = tensor.is_contiguous() ? tensor : tensor.contiguous();
     }
+    check_symbols(bound);
     std::string missing;
     for (size_t i = 0; i < bound.size(); i++)
       if (!bound[i].defined()) missing += (missing.empty() ? "" : ", ") + graph.values[graph.inputs[i]].name;
@@ -119,6 +121,27 @@ struct Session::Impl {
       }
     }
     return key;
+  }
+
+  // A symbolic dim ("seq") must have one value across all feeds that declare it.
+  void check_symbols(const std::vector<Tensor>& bound) const {
+    std::vector<std::tuple<std::string, int64_t, std::string>> seen;  // symbol, value, input
+    for (size_t i = 0; i < bound.size(); i++) {
+      const ValueInfo& v = graph.values[graph.inputs[i]];
+      if (!bound[i].defined() || !v.has_shape) continue;
+      for (size_t d = 0; d < v.dims.size(); d++) {
+        if (v.dims[d].value >= 0 || v.dims[d].symbol.empty()) continue;
+        int64_t got = bound[i].shape()[d];
+        bool found = false;
+        for (const auto& [sym, value, input] : seen) {
+          if (sym != v.dims[d].symbol) continue;
+          found = true;
+          EMBER_CHECK(value == got, Input, "[run] input '", v.name, "': dim ", d, " ('", sym,
+                      "') is ", got, ", but input '", input, "' set '", sym, "' to ", value);
+        }
+        if (!found) seen.emplace_back(v.dims[d].symbol, got, v.name);
+      }
+    }
   }
 
   std::shared_ptr<Plan> get_plan(const std::vector<Tensor>& feeds, const std::vector<int>& outputs) {
