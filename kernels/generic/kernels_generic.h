@@ -7,7 +7,64 @@
 namespace ember::cpu {
 
 // ---- linalg (kernels/generic/gemm_f32.cpp, norm_f32.cpp) ----
+// C = alpha * A @ B + beta * bias for a batch of f32 matrices. Every C element sums K in
+// order k = 0..K-1 with one accumulator, whatever M, N, the tiling or the thread count.
+struct SgemmArgs {
+  int64_t M = 0, N = 0, K = 0;
+  const float* a = nullptr;  // A[m, k] = a[m * a_rs + k * a_cs]
+  int64_t a_rs = 0, a_cs = 1;
+  const float* b = nullptr;  // B[k, n] = b[k * b_rs + n * b_cs]
+  int64_t b_rs = 0, b_cs = 1;
+  float* c = nullptr;        // C[m, n] = c[m * c_rs + n]
+  int64_t c_rs = 0;
+  float alpha = 1.0f, beta = 0.0f;
+  const float* bias = nullptr;  // bias[m, n] = bias[m * bias_rs + n * bias_cs] (broadcast: 0)
+  int64_t bias_rs = 0, bias_cs = 0;
+  int64_t batch = 1;  // matrix i uses a + a_off[i], b + b_off[i], c + c_off[i] (nullptr: 0)
+  const int64_t* a_off = nullptr;
+  const int64_t* b_off = nullptr;
+  const int64_t* c_off = nullptr;
+};
+void sgemm(const SgemmArgs& args, int max_threads);
+
+void matmul_f32(const KernelCtx& ctx);  // any numpy matmul shapes
+void gemm_f32(const KernelCtx& ctx);    // ONNX Gemm
+void softmax_f32(const KernelCtx& ctx);
+void log_softmax_f32(const KernelCtx& ctx);
+bool softmax_f32_supports(const InferCtx& ctx);  // normalised dims contiguous (last axis, or 2-D legacy)
+void layer_norm_f32(const KernelCtx& ctx);
+bool layer_norm_f32_supports(const InferCtx& ctx);  // Scale/B cover exactly X[axis:], stash float
+void reduce_mean_f32(const KernelCtx& ctx);
+void reduce_sum_f32(const KernelCtx& ctx);
+bool reduce_f32_supports(const InferCtx& ctx);  // reduced dims are one contiguous run
 // ---- elementwise (kernels/generic/elementwise_f32.cpp) ----
+// y[i] = exp(x[i]) for i < n, <= 2 ulp, vectorised; x == y is allowed. For other kernels.
+void exp_f32_array(const float* x, float* y, int64_t n);  // [n] -> [n]
+void exp_f32(const KernelCtx& ctx);
+void tanh_f32(const KernelCtx& ctx);
+void erf_f32(const KernelCtx& ctx);
+void sigmoid_f32(const KernelCtx& ctx);
+void relu_f32(const KernelCtx& ctx);
+void gelu_f32(const KernelCtx& ctx);  // both forms (attr approximate)
+void sqrt_f32(const KernelCtx& ctx);
+void neg_f32(const KernelCtx& ctx);
+void abs_f32(const KernelCtx& ctx);
+void reciprocal_f32(const KernelCtx& ctx);
+// Add/Sub/Mul/Div: same shapes, a scalar operand, or a row [.., N] op [N] (either side).
+bool binary_f32_supports(const InferCtx& ctx);
+void add_f32(const KernelCtx& ctx);
+void sub_f32(const KernelCtx& ctx);
+void mul_f32(const KernelCtx& ctx);
+void div_f32(const KernelCtx& ctx);
+bool pow_f32_supports(const InferCtx& ctx);  // scalar exponent
+void pow_f32(const KernelCtx& ctx);
+bool where_f32_supports(const InferCtx& ctx);  // equal shapes
+void where_f32(const KernelCtx& ctx);
 // ---- data movement (kernels/generic/movement.cpp) ----
+// Any element dtype (moved as bytes); references in cpp/src/ops/ops_index.cpp, ops_shape.cpp.
+void gather_rows(const KernelCtx& ctx);        // Gather: checks indices, one row memcpy each
+void transpose_blocked(const KernelCtx& ctx);  // Transpose: coalesced dims; row copies or tiles
+void concat_blocks(const KernelCtx& ctx);      // Concat: one memcpy per (outer index, input)
+void slice_blocks(const KernelCtx& ctx);       // Slice: contiguous runs over the outer dims
 
 }  // namespace ember::cpu

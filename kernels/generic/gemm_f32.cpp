@@ -1,0 +1,257 @@
+// Generic f32 GEMM for MatMul and Gemm (references: their rows in cpp/src/ops/ops_linalg.cpp).
+// Tasks are (matrix, MC-row block, NC-column block) on the shared pool. Inside a task K is cut
+// into KC slices: the B slice is packed into NR-wide panels (or read in place when row-major and
+// few rows share it), each MR-row strip of A is packed k-major, and an MR x NR micro-kernel keeps
+// C in local accumulators that g++ -O3 vectorises over N (SSE2 baseline, no -march).
+// Batch invariance: each C element is one accumulator summed over k = 0..K-1 in order (a new KC
+// slice resumes from the float stored in C), with the same arithmetic for every strip height, so
+// a row's result never depends on M, the tiling or the thread count. K is never split.
+#include <algorithm>
+#include <vector>
+
+#include "ember/thread_pool.h"
+#include "kernels/generic/kernels_generic.h"
+#include "ops/op_util.h"
+
+namespace ember::cpu {
+namespace {
+
+constexpr int kMR = 4;
+constexpr int kNR = 16;
+constexpr int64_t kKC = 256;
+constexpr int64_t kMC = 64;   // multiple of kMR
+constexpr int64_t kNC = 256;  // multiple of kNR
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// c[R, NR] (+)= ap[kc, MR] (its first R rows) @ b[kc, NR] (row stride ldb); c has row stride ldc.
+template <int R>
+void micro_kernel(int64_t kc, const float* __restrict ap, const float* __restrict b, int64_t ldb,
+                  float* __restrict c, int64_t ldc, bool accumulate) {
+  float acc[R][kNR];
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < kNR; j++) acc[i][j] = accumulate ? c[i * ldc + j] : 0.0f;
+  for (int64_t k = 0; k < kc; k++) {
+    const float* bk = b + k * ldb;
+    float bv[kNR];
+    for (int j = 0; j < kNR; j++) bv[j] = bk[j];
+    for (int i = 0; i < R; i++) {
+      float a = ap[k * kMR + i];
+      for (int j = 0; j < kNR; j++) acc[i][j] += a * bv[j];
+    }
+  }
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < kNR; j++) c[i * ldc + j] = acc[i][j];
+}
+
+using MicroFn = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, bool);
+constexpr MicroFn kMicro[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>, micro_kernel<3>,
+                                     micro_kernel<4>};
+
+// ap[kc, MR] <- a strip of `rows` (<= MR) rows of A; missing rows are zero.
+void pack_a(const float* a, int64_t rs, int64_t cs, int rows, int64_t kc, float* ap) {
+  if (cs == 1) {
+    for (int i = 0; i < rows; i++) {
+      const float* src = a + i * rs;
+      for (int64_t k = 0; k < kc; k++) ap[k * kMR + i] = src[k];
+    }
+  } else {
+    for (int64_t k = 0; k < kc; k++)
+      for (int i = 0; i < rows; i++) ap[k * kMR + i] = a[i * rs + k * cs];
+  }
+  for (int i = rows; i < kMR; i++)
+    for (int64_t k = 0; k < kc; k++) ap[k * kMR + i] = 0.0f;
+}
+
+// bp[kc, NR] <- a panel of `cols` (<= NR) columns of B; missing columns are zero.
+void pack_b(const float* b, int64_t rs, int64_t cs, int64_t kc, int cols, float* bp) {
+  if (cs == 1) {
+    for (int64_t k = 0; k < kc; k++) {
+      const float* src = b + k * rs;
+      float* dst = bp + k * kNR;
+      for (int j = 0; j < cols; j++) dst[j] = src[j];
+      for (int j = cols; j < kNR; j++) dst[j] = 0.0f;
+    }
+  } else {
+    // Transposed B: walk each column contiguously.
+    for (int j = 0; j < cols; j++) {
+      const float* src = b + j * cs;
+      for (int64_t k = 0; k < kc; k++) bp[k * kNR + j] = src[k * rs];
+    }
+    for (int64_t k = 0; k < kc; k++)
+      for (int j = cols; j < kNR; j++) bp[k * kNR + j] = 0.0f;
+  }
+}
+
+// C[m0:m1, n0:n1] of matrix `mat`.
+void run_block(const SgemmArgs& g, int64_t mat, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const float* A = g.a + (g.a_off ? g.a_off[mat] : 0);
+  const float* B = g.b + (g.b_off ? g.b_off[mat] : 0);
+  float* C = g.c + (g.c_off ? g.c_off[mat] : 0);
+  int64_t n_panels = ceil_div(n1 - n0, kNR);
+  thread_local std::vector<float> ap_buf, bp_buf;
+  ap_buf.resize(kKC * kMR);
+  bp_buf.resize(kKC * kNR * n_panels);
+  float* ap = ap_buf.data();
+  float* bp = bp_buf.data();
+  alignas(64) float tile[kMR * kNR];
+  // Row-major B read in place when packing would not be amortised over many strips.
+  bool direct_b = g.b_cs == 1 && (m1 - m0) <= 2 * kMR;
+
+  if (g.K == 0) {
+    for (int64_t i = m0; i < m1; i++) std::fill(C + i * g.c_rs + n0, C + i * g.c_rs + n1, 0.0f);
+  }
+  for (int64_t k0 = 0; k0 < g.K; k0 += kKC) {
+    int64_t kc = std::min(kKC, g.K - k0);
+    bool accumulate = k0 > 0;
+    for (int64_t p = 0; p < n_panels; p++) {
+      int64_t j0 = n0 + p * kNR;
+      int w = (int)std::min<int64_t>(kNR, n1 - j0);
+      if (!(direct_b && w == kNR))
+        pack_b(B + k0 * g.b_rs + j0 * g.b_cs, g.b_rs, g.b_cs, kc, w, bp + p * kc * kNR);
+    }
+    for (int64_t i0 = m0; i0 < m1; i0 += kMR) {
+      int r = (int)std::min<int64_t>(kMR, m1 - i0);
+      pack_a(A + i0 * g.a_rs + k0 * g.a_cs, g.a_rs, g.a_cs, r, kc, ap);
+      MicroFn micro = kMicro[r];
+      for (int64_t p = 0; p < n_panels; p++) {
+        int64_t j0 = n0 + p * kNR;
+        int w = (int)std::min<int64_t>(kNR, n1 - j0);
+        const float* bk = direct_b && w == kNR ? B + k0 * g.b_rs + j0 : bp + p * kc * kNR;
+        int64_t ldb = direct_b && w == kNR ? g.b_rs : kNR;
+        float* ck = C + i0 * g.c_rs + j0;
+        if (w == kNR) {
+          micro(kc, ap, bk, ldb, ck, g.c_rs, accumulate);
+          continue;
+        }
+        // Column tail: run the same micro-kernel on a padded tile.
+        if (accumulate)
+          for (int i = 0; i < r; i++)
+            std::copy(ck + i * g.c_rs, ck + i * g.c_rs + w, tile + i * kNR);
+        micro(kc, ap, bk, kNR, tile, kNR, accumulate);
+        for (int i = 0; i < r; i++) std::copy(tile + i * kNR, tile + i * kNR + w, ck + i * g.c_rs);
+      }
+    }
+  }
+  bool scale = g.alpha != 1.0f;
+  bool add = g.bias && g.beta != 0.0f;
+  if (!scale && !add) return;
+  for (int64_t i = m0; i < m1; i++) {
+    float* ci = C + i * g.c_rs;
+    if (scale)
+      for (int64_t j = n0; j < n1; j++) ci[j] *= g.alpha;
+    if (add) {
+      const float* bi = g.bias + i * g.bias_rs;
+      for (int64_t j = n0; j < n1; j++) ci[j] += g.beta * bi[j * g.bias_cs];
+    }
+  }
+}
+
+}  // namespace
+
+void sgemm(const SgemmArgs& g, int max_threads) {
+  if (g.batch <= 0 || g.M <= 0 || g.N <= 0) return;
+  int threads = std::max(1, std::min(max_threads, thread_pool_size()));
+  double flops =
+      2.0 * (double)g.batch * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
+  if (flops < 2e5) threads = 1;  // the pool costs more than it saves
+  // Smaller blocks until every thread has a few tasks; block sizes never change the sums.
+  int64_t mc = kMC, nc = kNC;
+  auto count = [&] { return g.batch * ceil_div(g.M, mc) * ceil_div(g.N, nc); };
+  while (threads > 1 && count() < 4 * threads) {
+    if (nc > 4 * kNR) nc = std::max<int64_t>(4 * kNR, nc / 2 / kNR * kNR);
+    else if (mc > kMR) mc = std::max<int64_t>(kMR, mc / 2 / kMR * kMR);
+    else break;
+  }
+  int64_t mb = ceil_div(g.M, mc), nb = ceil_div(g.N, nc);
+  ::ember::parallel_for(count(), 1, threads, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      int64_t mat = t / (mb * nb), rem = t % (mb * nb);
+      int64_t jb = rem / mb, ib = rem % mb;  // neighbouring tasks share a column block
+      run_block(g, mat, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
+                std::min(g.N, (jb + 1) * nc));
+    }
+  });
+}
+
+void matmul_f32(const KernelCtx& ctx) {
+  const Tensor& a = ctx.input(0);  // [..., M, K] or [K]
+  const Tensor& b = ctx.input(1);  // [..., K, N] or [K]
+  Tensor& out = ctx.output(0);     // [batch..., M, N] without the dims of 1-D operands
+  const Shape& as = a.shape();
+  const Shape& bs = b.shape();
+  EMBER_CHECK(!as.empty() && !bs.empty(), Internal, "[MatMul] rank-0 operand");
+  bool a1 = as.size() == 1, b1 = bs.size() == 1;
+  SgemmArgs g;
+  g.M = a1 ? 1 : as[as.size() - 2];
+  g.K = as.back();
+  g.N = b1 ? 1 : bs.back();
+  Shape a_batch(as.begin(), as.end() - (a1 ? 1 : 2));
+  Shape b_batch(bs.begin(), bs.end() - (b1 ? 1 : 2));
+  Shape batch(out.shape().begin(), out.shape().end() - (a1 ? 0 : 1) - (b1 ? 0 : 1));
+  EMBER_CHECK((b1 ? bs[0] : bs[bs.size() - 2]) == g.K, Internal, "[MatMul] inner dims differ");
+  int64_t nbatch = shape_numel(batch);
+  if (nbatch == 0 || g.M == 0 || g.N == 0) return;
+  g.a = a.ptr<float>();
+  g.a_rs = g.K;
+  g.b = b.ptr<float>();
+  g.b_rs = g.N;
+  g.c = out.ptr<float>();
+  g.c_rs = g.N;
+  std::vector<int64_t> offs;
+  if (shape_numel(b_batch) == 1 && shape_numel(a_batch) == nbatch) {
+    g.M *= nbatch;  // one weight matrix: fold A's batch dims into M
+  } else {
+    offs.resize(3 * nbatch);
+    Shape sa = broadcast_strides(a_batch, batch), sb = broadcast_strides(b_batch, batch);
+    int64_t i = 0;
+    for (BroadcastIter it(batch, {sa, sb}); !it.done(); it.next(), i++) {
+      offs[i] = it.off[0] * g.M * g.K;
+      offs[nbatch + i] = it.off[1] * g.K * g.N;
+      offs[2 * nbatch + i] = i * g.M * g.N;
+    }
+    g.batch = nbatch;
+    g.a_off = offs.data();
+    g.b_off = offs.data() + nbatch;
+    g.c_off = offs.data() + 2 * nbatch;
+  }
+  sgemm(g, ctx.max_threads);
+}
+
+void gemm_f32(const KernelCtx& ctx) {
+  const Tensor& a = ctx.input(0);  // [M, K] or [K, M] (transA)
+  const Tensor& b = ctx.input(1);  // [K, N] or [N, K] (transB)
+  Tensor& out = ctx.output(0);     // [M, N]
+  const Attrs& at = ctx.node.attrs;
+  bool ta = at.get_int("transA", 0) != 0, tb = at.get_int("transB", 0) != 0;
+  EMBER_CHECK(a.rank() == 2 && b.rank() == 2 && out.rank() == 2, Internal,
+              "[Gemm] operands must be 2-D");
+  SgemmArgs g;
+  g.M = out.dim(0);
+  g.N = out.dim(1);
+  g.K = ta ? a.dim(0) : a.dim(1);
+  EMBER_CHECK((tb ? b.dim(1) : b.dim(0)) == g.K, Internal, "[Gemm] inner dims differ");
+  g.a = a.ptr<float>();
+  g.a_rs = ta ? 1 : g.K;
+  g.a_cs = ta ? g.M : 1;
+  g.b = b.ptr<float>();
+  g.b_rs = tb ? 1 : g.N;
+  g.b_cs = tb ? g.K : 1;
+  g.c = out.ptr<float>();
+  g.c_rs = g.N;
+  g.alpha = (float)at.get_float("alpha", 1.0);
+  g.beta = (float)at.get_float("beta", 1.0);
+  if (ctx.has_input(2)) {
+    const Tensor& c = ctx.input(2);  // broadcasts to [M, N]
+    int64_t rows = c.rank() == 2 ? c.dim(0) : 1;
+    int64_t cols = c.rank() == 0 ? 1 : c.dim(-1);
+    EMBER_CHECK(c.rank() <= 2 && (rows == 1 || rows == g.M) && (cols == 1 || cols == g.N), Internal,
+                "[Gemm] C ", shape_str(c.shape()), " does not broadcast to the output");
+    g.bias = c.ptr<float>();
+    g.bias_rs = rows == 1 ? 0 : cols;
+    g.bias_cs = cols == 1 ? 0 : 1;
+  }
+  sgemm(g, ctx.max_threads);
+}
+
+}  // namespace ember::cpu
