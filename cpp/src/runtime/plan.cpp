@@ -52,11 +52,18 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
     plan->kinds[id] = SlotKind::Known;
     plan->known[id] = t;
   }
-  std::vector<int> feed_slot(nv, -1);
+  // Small values computed from feeds (a fed shape, its Cast, ...), offered to shape
+  // inference; `deps` holds the feed slots each derives from. A plan that reads one is keyed
+  // on those feeds' values. The nodes still run at run time.
+  std::vector<Tensor> tentative(nv);
+  std::vector<uint64_t> deps(nv, 0);
   for (size_t i = 0; i < g.inputs.size(); i++) {
     plan->types[g.inputs[i]] = req.feeds[i];
     plan->kinds[g.inputs[i]] = SlotKind::Feed;
-    feed_slot[g.inputs[i]] = (int)i;
+    if (i < 64 && req.feed_values[i]) {
+      tentative[g.inputs[i]] = *req.feed_values[i];
+      deps[g.inputs[i]] = 1ull << i;
+    }
   }
 
   std::vector<bool> need = needed_nodes(g, req.outputs);
@@ -66,7 +73,7 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
     const Node& node = g.nodes[ni];
     const OpDef& def = op_def(node.op);
     InferCtx ictx{node, {}, {}, ErrorKind::Input};
-    bool all_known = true;
+    bool all_known = true, all_values = true;
     std::vector<Tensor> shape_stubs(node.inputs.size());
     for (size_t k = 0; k < node.inputs.size(); k++) {
       int id = node.inputs[k];
@@ -83,9 +90,10 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
         ictx.values.push_back(&shape_stubs[k]);
         continue;
       }
-      const Tensor* fed = feed_slot[id] >= 0 ? req.feed_values[feed_slot[id]] : nullptr;
+      const Tensor* fed = tentative[id].defined() ? &tentative[id] : nullptr;
       ictx.values.push_back(known ? &plan->known[id] : fed);
       all_known = all_known && known;
+      all_values = all_values && (known || fed);
     }
     if (all_known && !(def.flags & kOpStateful)) {
       std::vector<Tensor> outs = evaluate_node(node, ictx.values, ErrorKind::Input);
@@ -101,12 +109,32 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
       continue;
     }
     std::vector<TensorType> out_types = def.infer(ictx);
-    for (size_t k = 0; k < node.inputs.size() && k < 64; k++) {
+    uint64_t in_deps = 0, read_deps = 0;
+    for (size_t k = 0; k < node.inputs.size(); k++) {
       int id = node.inputs[k];
-      if (id >= 0 && feed_slot[id] >= 0 && (ictx.values_read >> k & 1)) {
-        int slot = feed_slot[id];
-        if (std::find(plan->value_feeds.begin(), plan->value_feeds.end(), slot) == plan->value_feeds.end())
-          plan->value_feeds.push_back(slot);
+      if (id < 0) continue;
+      in_deps |= deps[id];
+      if (k < 64 && (ictx.values_read >> k & 1)) read_deps |= deps[id];
+    }
+    for (int slot = 0; slot < 64; slot++) {
+      bool read = read_deps >> slot & 1;
+      if (read && std::find(plan->value_feeds.begin(), plan->value_feeds.end(), slot) == plan->value_feeds.end())
+        plan->value_feeds.push_back(slot);
+    }
+    if (all_values && in_deps && !(def.flags & kOpStateful)) {
+      bool small = true;
+      for (const TensorType& t : out_types) small = small && shape_numel(t.shape) <= kMaxValueFeed;
+      if (small) {
+        try {
+          std::vector<Tensor> outs = evaluate_node(node, ictx.values, ErrorKind::Input);
+          for (size_t k = 0; k < node.outputs.size(); k++) {
+            if (node.outputs[k] < 0) continue;
+            tentative[node.outputs[k]] = outs[k];
+            deps[node.outputs[k]] = in_deps;
+          }
+        } catch (const Error&) {
+          // Not computable ahead of time (e.g. a bad index): the run reports it.
+        }
       }
     }
     for (size_t k = 0; k < node.outputs.size(); k++) {

@@ -10,6 +10,10 @@
 
 namespace ember {
 
+// Feeds (and values computed from them) at most this many elements are offered to shape
+// inference at plan time: shape tensors, Range bounds, axes.
+constexpr int64_t kMaxValueFeed = 1024;
+
 enum class SlotKind : uint8_t { Unused, Feed, Known, Arena, Output };
 
 struct Step {

@@ -27,9 +27,6 @@ int debug_level() {
 // the feeds that shape inference reads (value_inputs).
 using PlanKey = std::vector<int64_t>;
 
-// Feeds at most this big may be read by shape inference (shape tensors, Range bounds, ...).
-constexpr int64_t kMaxValueFeed = 1024;
-
 }  // namespace
 
 struct Session::Impl {
