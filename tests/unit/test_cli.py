@@ -1,0 +1,70 @@
+"""`ember info` and `ember run` as a user calls them: a subprocess per command."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+
+def ember_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ember", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+@pytest.fixture
+def model_path(tmp_path, rng):
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+         helper.make_node("Relu", ["h"], ["y"], name="relu")],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path, w
+
+
+def test_info_describes_the_model(model_path):
+    path, _ = model_path
+    r = ember_cli("info", str(path), "--shape", "x=3x8")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "x" in out and "float32" in out and "[batch, 8]" in out
+    assert "parameters: 32" in out
+    assert "MatMul" in out and "Relu" in out
+    assert "peak arena:" in out
+    # per-node kernel and ISA
+    assert "mm" in out and "relu" in out and "matmul_f32" in out
+
+
+def test_run_writes_outputs(model_path, tmp_path, rng):
+    path, w = model_path
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out_dir = tmp_path / "out"
+    r = ember_cli("run", str(path), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(out_dir))
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(np.load(out_dir / "y.npy"), np.maximum(x @ w, 0), rtol=1e-5, atol=1e-6)
+
+
+def test_errors_exit_2_with_a_message(model_path, tmp_path):
+    path, _ = model_path
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(os.urandom(300))
+    r = ember_cli("info", str(garbage))
+    assert r.returncode == 2 and "ModelError" in r.stderr and "garbage.onnx" in r.stderr
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3), np.float32))
+    r = ember_cli("run", str(path), "--input", f"x={tmp_path / 'bad.npy'}")
+    assert r.returncode == 2 and "InputError" in r.stderr and "'x'" in r.stderr
+    r = ember_cli("run", str(path), "--input", "x=/nonexistent.npy")
+    assert r.returncode == 2 and "nonexistent.npy" in r.stderr
+
+
+def test_help():
+    r = ember_cli("--help")
+    assert r.returncode == 0 and "info" in r.stdout and "run" in r.stdout
