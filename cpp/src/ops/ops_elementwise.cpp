@@ -1,5 +1,6 @@
-// Elementwise ops: binary with numpy broadcasting (Add ... Or, variadic Sum/Mean/Min/Max),
-// unary maths, Clip, Where, Cast. References compute in the input type (f16/bf16 in float).
+// Elementwise binary ops with numpy broadcasting (Add ... Xor, variadic Sum/Mean/Min/Max)
+// and the IsNaN/IsInf classifiers. References compute in the input type (f16/bf16 in
+// float). Unary maths, Clip, Where and Cast live in ops_unary.cpp.
 #include "ops/op_util.h"
 
 namespace ember {
