@@ -35,6 +35,22 @@ std::vector<bool> needed_nodes(const Graph& g, const std::vector<int>& outputs) 
   return need;
 }
 
+// Refuses shapes whose byte size overflows or exceeds kMaxTensorBytes, before anything is
+// allocated: such shapes come from feeds or shape values, never from a sane model.
+void check_tensor_size(const Node& node, const TensorType& t) {
+  constexpr int64_t kMaxTensorBytes = int64_t(1) << 40;
+  int64_t bytes = (int64_t)std::max<size_t>(dtype_size(t.dtype), 1);
+  for (int64_t d : t.shape) {
+    EMBER_CHECK(d >= 0, Input, "[", op_name(node.op), "] node '", node.name,
+                "': inferred a negative dim in ", shape_str(t.shape));
+    if (d != 0 && bytes > kMaxTensorBytes / d) bytes = kMaxTensorBytes + 1;
+    else bytes *= d;
+  }
+  bool empty = std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end();
+  EMBER_CHECK(bytes <= kMaxTensorBytes || empty, Input, "[", op_name(node.op), "] node '",
+              node.name, "': output of shape ", shape_str(t.shape), " would need over 2^40 bytes");
+}
+
 }  // namespace
 
 std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
@@ -142,6 +158,7 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
       if (id < 0) continue;
       EMBER_CHECK(k < out_types.size(), Internal, "[plan] ", def.name, " inferred ",
                   out_types.size(), " outputs, node has ", node.outputs.size());
+      check_tensor_size(node, out_types[k]);
       plan->types[id] = out_types[k];
       plan->kinds[id] = SlotKind::Arena;
     }
