@@ -68,3 +68,17 @@ def test_errors_exit_2_with_a_message(model_path, tmp_path):
 def test_help():
     r = ember_cli("--help")
     assert r.returncode == 0 and "info" in r.stdout and "run" in r.stdout
+
+
+@pytest.mark.slow
+def test_readme_main_job(tmp_path):
+    """The README's first command after `pip install .`: info and run on the default model."""
+    r = ember_cli("info", "minilm-l6")
+    assert r.returncode == 0, r.stderr
+    assert "input_ids" in r.stdout and "sentence_embedding" in r.stdout and "parameters: 22," in r.stdout
+    r = ember_cli("run", "minilm-l6", "--sample", "--output", "sentence_embedding",
+                  "--output-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    emb = np.load(tmp_path / "sentence_embedding.npy")
+    assert emb.shape == (8, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)  # normalised
