@@ -20,6 +20,7 @@
 #include "kernels/generic/kernels_generic.h"
 #include "ops/op_util.h"
 #include "runtime/registry.h"
+#include "tests/cpp/op_test_util.h"
 
 using namespace ember;
 
@@ -76,57 +77,14 @@ std::vector<double> values(const Tensor& t) {
   return v;
 }
 
-Node node(OpType op, int outputs = 1) {
-  Node n;
-  n.op = op;
-  n.name = "n";
-  for (int i = 0; i < outputs; i++) n.outputs.push_back(100 + i);
-  return n;
-}
+using Run = test::OpRun;
+using test::error_of;
+using test::node;
 
-struct Run {
-  std::vector<TensorType> types;
-  std::vector<Tensor> out;
-  const KernelEntry* fast = nullptr;  // the registry's kernel for this node, if any
-};
-
-// Validates, infers (input values known unless told otherwise), allocates outputs and runs the
-// reference, or with `use_fast` the kernel the CPU registry picks (which must exist).
+// Runs the reference, or with `use_fast` the registry's kernel (which must exist).
 Run run(Node n, const std::vector<const Tensor*>& in, bool use_fast = false, int threads = 4,
         bool values_known = true) {
-  n.inputs.clear();
-  std::vector<TensorType> types;
-  for (size_t i = 0; i < in.size(); i++) {
-    n.inputs.push_back(in[i] ? (int)i : -1);
-    types.push_back(in[i] ? TensorType{in[i]->dtype(), in[i]->shape()} : TensorType{});
-  }
-  op_validate(n);
-  std::vector<const Tensor*> vals = in;
-  if (!values_known) vals.assign(in.size(), nullptr);
-  InferCtx ictx{n, types, vals};
-  Run r;
-  r.types = op_def(n.op).infer(ictx);
-  r.fast = cpu_kernel_find(ictx, Isa::Generic);
-  for (const TensorType& t : r.types) r.out.push_back(Tensor::zeros(t.dtype, t.shape));
-  std::vector<Tensor*> outs;
-  for (Tensor& t : r.out) outs.push_back(&t);
-  KernelCtx kctx{n, in, outs, threads};
-  if (use_fast) {
-    REQUIRE(r.fast != nullptr);
-    r.fast->fn(kctx);
-  } else {
-    op_def(n.op).reference(kctx);
-  }
-  return r;
-}
-
-std::optional<ErrorKind> error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.kind();
-  }
-  return std::nullopt;
+  return test::op_run(std::move(n), in, nullptr, use_fast, threads, values_known);
 }
 
 // Distance in units in the last place; NaN == NaN, +0 == -0.

@@ -13,6 +13,7 @@
 #include "kernels/generic/kernels_generic.h"
 #include "ops/op_util.h"
 #include "runtime/registry.h"
+#include "tests/cpp/op_test_util.h"
 
 using namespace ember;
 
@@ -68,55 +69,18 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
          (a.nbytes() == 0 || std::memcmp(a.data(), b.data(), a.nbytes()) == 0);
 }
 
-Node node(OpType op, int outputs = 1) {
-  Node n;
-  n.op = op;
-  n.name = "n";
-  for (int i = 0; i < outputs; i++) n.outputs.push_back(100 + i);
-  return n;
-}
+using Result = test::OpRun;
+using test::error_of;
+using test::node;
 
-struct Result {
-  std::vector<TensorType> types;
-  std::vector<Tensor> out;
-  const Tensor& operator[](int i) const { return out[i]; }
-};
-
-// Validates the node, infers with every input value known, allocates the outputs and runs
-// the reference kernel (or `fn`). nullptr inputs are absent optional inputs.
+// Runs the reference kernel (or `fn`); see test::op_run.
 Result run(Node n, const std::vector<const Tensor*>& in, KernelFn fn = nullptr, int threads = 2,
            bool values_known = true) {
-  n.inputs.clear();
-  std::vector<TensorType> types;
-  for (size_t i = 0; i < in.size(); i++) {
-    n.inputs.push_back(in[i] ? (int)i : -1);
-    types.push_back(in[i] ? TensorType{in[i]->dtype(), in[i]->shape()} : TensorType{});
-  }
-  op_validate(n);
-  std::vector<const Tensor*> values = in;
-  if (!values_known) values.assign(in.size(), nullptr);
-  InferCtx ictx{n, types, values};
-  Result r;
-  r.types = op_def(n.op).infer(ictx);
-  for (const TensorType& t : r.types) r.out.push_back(Tensor::zeros(t.dtype, t.shape));
-  std::vector<Tensor*> outs;
-  for (Tensor& t : r.out) outs.push_back(&t);
-  KernelCtx kctx{n, in, outs, threads};
-  (fn ? fn : op_def(n.op).reference)(kctx);
-  return r;
+  return test::op_run(std::move(n), in, fn, false, threads, values_known);
 }
 
 Shape out_shape(const Node& n, const std::vector<const Tensor*>& in) { return run(n, in).types[0].shape; }
 
-// The kind of the ember::Error `f` throws; nullopt when it throws none.
-std::optional<ErrorKind> error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.kind();
-  }
-  return std::nullopt;
-}
 
 }  // namespace
 

@@ -1,0 +1,69 @@
+// Shared by the op tests: build a node, run one op's infer + kernel on given inputs, and
+// catch ember errors by kind.
+#pragma once
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "doctest/doctest.h"
+#include "ember/op.h"
+#include "runtime/registry.h"
+
+namespace ember::test {
+
+inline Node node(OpType op, int outputs = 1) {
+  Node n;
+  n.op = op;
+  n.name = "n";
+  for (int i = 0; i < outputs; i++) n.outputs.push_back(100 + i);
+  return n;
+}
+
+struct OpRun {
+  std::vector<TensorType> types;
+  std::vector<Tensor> out;
+  const KernelEntry* fast = nullptr;  // the registry's kernel for this node, if any
+  const Tensor& operator[](int i) const { return out[i]; }
+};
+
+// Validates the node, infers (input values known unless told otherwise), allocates the outputs
+// and runs `fn`, the registry's fast kernel when `use_fast` (which must exist), or the
+// reference. nullptr inputs are absent optional inputs.
+inline OpRun op_run(Node n, const std::vector<const Tensor*>& in, KernelFn fn, bool use_fast,
+                    int threads, bool values_known) {
+  n.inputs.clear();
+  std::vector<TensorType> types;
+  for (size_t i = 0; i < in.size(); i++) {
+    n.inputs.push_back(in[i] ? (int)i : -1);
+    types.push_back(in[i] ? TensorType{in[i]->dtype(), in[i]->shape()} : TensorType{});
+  }
+  op_validate(n);
+  std::vector<const Tensor*> values = in;
+  if (!values_known) values.assign(in.size(), nullptr);
+  InferCtx ictx{n, types, values};
+  OpRun r;
+  r.types = op_def(n.op).infer(ictx);
+  r.fast = cpu_kernel_find(ictx, Isa::Generic);
+  for (const TensorType& t : r.types) r.out.push_back(Tensor::zeros(t.dtype, t.shape));
+  std::vector<Tensor*> outs;
+  for (Tensor& t : r.out) outs.push_back(&t);
+  KernelCtx kctx{n, in, outs, threads};
+  if (use_fast) {
+    REQUIRE(r.fast != nullptr);
+    fn = r.fast->fn;
+  }
+  (fn ? fn : op_def(n.op).reference)(kctx);
+  return r;
+}
+
+// The kind of the ember::Error `f` throws; nullopt when it throws none.
+inline std::optional<ErrorKind> error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.kind();
+  }
+  return std::nullopt;
+}
+
+}  // namespace ember::test
