@@ -13,6 +13,13 @@ _DTYPES = {"float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16"
            "int64", "bool"}
 
 
+def _check_text(s: str, what: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"[run] {what} {s!r} is not valid UTF-8 text") from None
+
+
 class TensorInfo(NamedTuple):
     """A graph input or output: numpy dtype name and shape (str for symbolic dims, None unknown)."""
 
@@ -55,10 +62,13 @@ class Engine:
             raise EmberError(f"[engine] precision={precision!r} is not supported yet; use 'fp32'")
         if kernels not in ("auto", "reference"):
             raise EmberError(f"[engine] kernels must be 'auto' or 'reference', not {kernels!r}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
+        if threads is not None and (not isinstance(threads, int) or not 1 <= threads < 2**31):
             raise EmberError(f"[engine] threads must be a positive int, not {threads!r}")
-        if memory_limit is not None and (not isinstance(memory_limit, int) or memory_limit < 1):
+        if memory_limit is not None and (not isinstance(memory_limit, int)
+                                         or not 1 <= memory_limit < 2**63):
             raise EmberError(f"[engine] memory_limit must be a positive int, not {memory_limit!r}")
+        if not isinstance(plan_cache_size, int) or not 1 <= plan_cache_size < 2**31:
+            raise EmberError(f"[engine] plan_cache_size must be a positive int, not {plan_cache_size!r}")
 
         if isinstance(model, (str, os.PathLike)) and not os.path.exists(model):
             from ember import hub
@@ -79,27 +89,41 @@ class Engine:
             raise InputError(f"[run] feeds must be a dict of name -> array, not {type(feeds).__name__}")
         if outputs is not None and (isinstance(outputs, str) or not all(isinstance(o, str) for o in outputs)):
             raise InputError("[run] outputs must be a list of output names")
-        declared = {t.name: t.dtype for t in self.inputs}
-        prepared = [self._prepare_feed(name, value, declared.get(name)) for name, value in feeds.items()]
-        result = session.run(prepared, list(outputs or []))
+        for o in outputs or []:
+            _check_text(o, "output name")
+        result = session.run(self._prepare_feeds(feeds), list(outputs or []))
         return {name: self._export(arr, dtype) for name, arr, dtype in result}
 
     def plan_info(self, feeds: Mapping[str, Any]) -> dict:
         """The compiled plan for these feeds: arena bytes and each node's kernel and ISA."""
+        session = self._live_session()
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"[run] feeds must be a dict of name -> array, not {type(feeds).__name__}")
+        return session.plan_info(self._prepare_feeds(feeds))
+
+    def _prepare_feeds(self, feeds: Mapping[str, Any]) -> list:
         declared = {t.name: t.dtype for t in self.inputs}
-        prepared = [self._prepare_feed(n, v, declared.get(n)) for n, v in feeds.items()]
-        return self._live_session().plan_info(prepared)
+        return [self._prepare_feed(name, value, declared.get(name)) for name, value in feeds.items()]
 
     @staticmethod
     def _prepare_feed(name: str, value: Any, declared: str | None):
         if not isinstance(name, str):
             raise InputError(f"[run] feed names must be str, not {type(name).__name__}")
+        _check_text(name, "feed name")
         if not isinstance(value, np.ndarray):
-            # Lists and scalars take the declared dtype; arrays must already have it.
+            # Lists and scalars take the declared dtype; arrays must already have it. A lossy
+            # conversion (5.7 or "5" to an int64 input, 2**70 to any) is an error, not a guess.
+            target = declared if declared and declared != "bfloat16" else None
             try:
-                value = np.asarray(value, dtype=declared if declared and declared != "bfloat16" else None)
-            except (TypeError, ValueError) as e:
+                natural = np.asarray(value)
+                if target and natural.dtype.kind in "fcUSV" and np.dtype(target).kind in "iub":
+                    raise InputError(f"[run] input '{name}': got {natural.dtype.name} values, "
+                                     f"expected {target}")
+                value = np.asarray(value, dtype=target) if target else natural
+            except (TypeError, ValueError, OverflowError) as e:
                 raise InputError(f"[run] input '{name}': cannot convert to an array: {e}") from None
+        if not value.dtype.isnative:  # big-endian data (from a file): ember computes in native order
+            value = value.astype(value.dtype.newbyteorder("="))
         dtype = value.dtype.name
         if dtype == "bfloat16":
             return (name, value.view(np.uint16), "bfloat16")

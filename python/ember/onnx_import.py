@@ -62,6 +62,8 @@ def _parse(model, base_dir):
             raise ModelError(f"[onnx] {path}: no such file")
         if os.path.isdir(path):
             raise ModelError(f"[onnx] {path}: is a directory, not an .onnx file")
+        if not os.path.isfile(path):  # a FIFO would block, /dev/zero never ends
+            raise ModelError(f"[onnx] {path}: not a regular file")
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -85,6 +87,29 @@ def _parse_bytes(data, origin):
         raise ModelError(f"[onnx] {origin}: not a valid ONNX protobuf "
                          f"(corrupt or truncated): {type(e).__name__}: {e}") from None
     return m
+
+
+def _check_text(msg, origin, path="model"):
+    """Every string field of the parsed model is text. protobuf hands invalid UTF-8 in a
+    `string` field back as bytes, which would reach names, op types and messages."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    for f in msg.DESCRIPTOR.fields:  # by descriptor: reading raw_data would copy every weight
+        repeated = f.is_repeated
+        if f.type == F.TYPE_STRING:
+            values = getattr(msg, f.name) if repeated else [getattr(msg, f.name)]
+            for k, v in enumerate(values):
+                if not isinstance(v, str):
+                    where = f"{path}.{f.name}" + (f"[{k}]" if repeated else "")
+                    raise ModelError(f"[onnx] {origin}: {where} is not valid UTF-8: {v[:60]!r}")
+        elif f.type == F.TYPE_MESSAGE:
+            if f.message_type.GetOptions().map_entry:
+                continue  # no map fields in ONNX protos today
+            if repeated:
+                for k, sub in enumerate(getattr(msg, f.name)):
+                    _check_text(sub, origin, f"{path}.{f.name}[{k}]")
+            elif msg.HasField(f.name):
+                _check_text(getattr(msg, f.name), origin, f"{path}.{f.name}")
 
 
 # ---- nodes --------------------------------------------------------------------------------
@@ -378,6 +403,7 @@ def import_model(model, base_dir=None):
     import onnx.defs
 
     m, origin, base_dir, path = _parse(model, base_dir)
+    _check_text(m, origin)
     if not m.HasField("graph"):
         raise ModelError(f"[onnx] {origin}: no graph (not an ONNX model, or truncated)")
     if m.ir_version <= 0:

@@ -38,11 +38,18 @@ def _type_name(code):
         return f"unknown type {code}"
 
 
-def _dims_of(t, what, origin):
+MAX_RANK = 64                # numpy's limit, and ember's (kMaxRank)
+MAX_TENSOR_BYTES = 2**40     # ember's kMaxTensorBytes
+
+
+def _dims_of(t, what, origin, itemsize):
     dims = [int(d) for d in t.dims]
+    if len(dims) > MAX_RANK:
+        raise ModelError(f"[onnx] {origin}: {what} has {len(dims)} dims, over the limit of {MAX_RANK}")
     if any(d < 0 for d in dims):
         raise ModelError(f"[onnx] {origin}: {what} has negative dims {dims}")
-    if any(d >= 2**48 for d in dims):  # beyond any real tensor; also keeps numpy from overflowing
+    # Zero dims do not excuse the others: [0, 2^62] is no tensor numpy or ember can hold.
+    if math.prod(d for d in dims if d) * itemsize > MAX_TENSOR_BYTES:
         raise ModelError(f"[onnx] {origin}: {what} has impossibly large dims {dims}")
     return dims
 
@@ -60,11 +67,11 @@ class TensorReader:
         -> (dtype name, dims, numel). `raw`: t.raw_data if the caller has it (each access of
         a protobuf bytes field copies it)."""
         dtype = dtype_of(t.data_type, what, self.origin)
-        dims = _dims_of(t, what, self.origin)
+        storage = _STORAGE.get(dtype, np.dtype(dtype))
+        dims = _dims_of(t, what, self.origin, storage.itemsize)
         numel = math.prod(dims)
         if t.HasField("segment"):
             raise ModelError(f"[onnx] {self.origin}: {what} is segmented, which ember does not support")
-        storage = _STORAGE.get(dtype, np.dtype(dtype))
         nbytes = numel * storage.itemsize
         if t.data_location == 1:  # EXTERNAL
             self._external(t, what, nbytes)
@@ -136,6 +143,8 @@ class TensorReader:
         if self._base_real is None:
             raise ModelError(f"[onnx] {self.origin}: {what} references external data '{loc}'; "
                              f"pass base_dir (the folder holding the data files)")
+        if "\0" in loc:
+            raise ModelError(f"[onnx] {self.origin}: {what}: external data path {loc!r} contains a NUL")
         if os.path.isabs(loc) or os.path.splitdrive(loc)[0]:
             raise ModelError(f"[onnx] {self.origin}: {what}: external data path '{loc}' is absolute; "
                              f"it must be relative to the model's folder")

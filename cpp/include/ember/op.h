@@ -36,7 +36,9 @@ enum class OpType : uint16_t {
 
 // ---- attributes ---------------------------------------------------------------------------
 
-enum class AttrKind : uint8_t { Int, Float, String, Ints, Floats, Tensor };
+// The first six match AttrValue's alternatives; Bool is an Int that must be 0 or 1 (a flag
+// such as keepdims: engines read other values differently, so they are refused).
+enum class AttrKind : uint8_t { Int, Float, String, Ints, Floats, Tensor, Bool };
 using AttrValue = std::variant<int64_t, double, std::string, std::vector<int64_t>,
                                std::vector<double>, Tensor>;
 
@@ -137,6 +139,20 @@ struct OpDef {
   InferFn infer;
   KernelFn reference;
 };
+
+// Limits on every tensor ember plans, folds or allocates: numpy's most dims, and a byte size
+// far past any real model that keeps every product of dims (and its bytes) inside int64.
+constexpr int kMaxRank = 64;
+constexpr int64_t kMaxTensorBytes = int64_t(1) << 40;
+
+// Byte size of a tensor of type `t`; fails with `kind` ("<where>: ...") on more than kMaxRank
+// dims, a negative dim, or over kMaxTensorBytes. The product skips zero dims, so an empty
+// [0, 2^62] fails too: numpy cannot hold it, and any view of it would overflow.
+int64_t tensor_bytes_checked(const TensorType& t, ErrorKind kind, const std::string& where);
+
+// def.infer for the node, then every output type checked as above (untrusted shape values
+// and attributes never reach an allocation unchecked). Use this, not def.infer, outside ops.
+std::vector<TensorType> op_infer(const InferCtx& ctx);
 
 const OpDef& op_def(OpType op);
 const char* op_name(OpType op);

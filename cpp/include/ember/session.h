@@ -14,7 +14,7 @@ namespace ember {
 
 struct SessionOptions {
   int threads = 0;               // cap on this session's share of the pool; 0 = all
-  size_t memory_limit = 0;       // bytes of arena + outputs per run; 0 = no limit
+  size_t memory_limit = 0;       // bytes of arena + outputs (+ plan-time folds) per plan; 0 = no limit
   bool reference_kernels = false;  // run every node with its OpDef reference kernel
   int plan_cache_size = 8;       // input-shape signatures kept compiled
 };

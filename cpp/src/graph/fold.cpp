@@ -10,7 +10,7 @@ std::vector<Tensor> evaluate_node(const Node& node, const std::vector<const Tens
   InferCtx ictx{node, {}, inputs, error_kind};
   for (const Tensor* t : inputs)
     ictx.in.push_back(t ? TensorType{t->dtype(), t->shape()} : TensorType{});
-  std::vector<TensorType> types = def.infer(ictx);
+  std::vector<TensorType> types = op_infer(ictx);
   std::vector<Tensor> outs(node.outputs.size());
   KernelCtx kctx{node, inputs, std::vector<Tensor*>(node.outputs.size(), nullptr), 1};
   for (size_t i = 0; i < node.outputs.size() && i < types.size(); i++) {
@@ -22,9 +22,24 @@ std::vector<Tensor> evaluate_node(const Node& node, const std::vector<const Tens
   return outs;
 }
 
+bool fold_budget_take(const std::vector<TensorType>& types, size_t* budget_left) {
+  size_t bytes = 0;
+  bool small = true;
+  for (const TensorType& t : types) {
+    // op_infer checked each type: no overflow here.
+    bytes += (size_t)tensor_bytes_checked(t, ErrorKind::Internal, "[fold]");
+    small = small && shape_numel(t.shape) <= kFoldAlwaysElements;
+  }
+  if (small) return true;
+  if (bytes > *budget_left) return false;
+  *budget_left -= bytes;
+  return true;
+}
+
 int fold_constants(Graph& graph) {
   std::vector<Node> kept;
   int folded = 0;
+  size_t budget = kFoldBudgetBytes + 4 * graph.constant_bytes();
   for (Node& node : graph.nodes) {
     const OpDef& def = op_def(node.op);
     bool foldable = !(def.flags & kOpStateful);
@@ -40,6 +55,11 @@ int fold_constants(Graph& graph) {
         break;
       }
       in.push_back(&it->second);
+    }
+    if (foldable) {
+      InferCtx ictx{node, {}, in, ErrorKind::Model};
+      for (const Tensor* t : in) ictx.in.push_back(t ? TensorType{t->dtype(), t->shape()} : TensorType{});
+      foldable = fold_budget_take(op_infer(ictx), &budget);
     }
     if (!foldable) {
       kept.push_back(std::move(node));

@@ -28,7 +28,7 @@ const OpIndex& op_index() {
 }
 
 const char* attr_kind_name(AttrKind k) {
-  static const char* names[] = {"int", "float", "string", "ints", "floats", "tensor"};
+  static const char* names[] = {"int", "float", "string", "ints", "floats", "tensor", "0 or 1"};
   return names[(int)k];
 }
 
@@ -73,12 +73,48 @@ void op_validate(const Node& node) {
     const AttrSpec* spec = nullptr;
     for (const AttrSpec& s : def.attrs) if (name == s.name) spec = &s;
     EMBER_CHECK(spec, Model, "[", def.name, "] node '", node.name, "': unknown attribute '", name, "'");
-    EMBER_CHECK((size_t)value.index() == (size_t)spec->kind, Model, "[", def.name, "] node '",
-                node.name, "': attribute '", name, "' must be ", attr_kind_name(spec->kind));
+    bool flag = spec->kind == AttrKind::Bool;
+    size_t want = flag ? (size_t)AttrKind::Int : (size_t)spec->kind;
+    bool ok = (size_t)value.index() == want;
+    if (ok && flag) ok = std::get<int64_t>(value) == 0 || std::get<int64_t>(value) == 1;
+    EMBER_CHECK(ok, Model, "[", def.name, "] node '", node.name, "': attribute '", name,
+                "' must be ", attr_kind_name(spec->kind));
   }
   for (const AttrSpec& s : def.attrs)
     EMBER_CHECK(!s.required || node.attrs.has(s.name), Model, "[", def.name, "] node '", node.name,
                 "': missing required attribute '", s.name, "'");
+}
+
+// ---- inferred types ----
+
+int64_t tensor_bytes_checked(const TensorType& t, ErrorKind kind, const std::string& where) {
+  const Shape& s = t.shape;
+  if (s.size() > (size_t)kMaxRank)
+    fail(kind, where, ": ", s.size(), " dims, over the limit of ", kMaxRank);
+  int64_t nonzero = std::max<int64_t>((int64_t)dtype_size(t.dtype), 1);  // bytes, zero dims as 1
+  bool empty = false;
+  for (int64_t d : s) {
+    if (d < 0) fail(kind, where, ": negative dim in shape ", shape_str(s));
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
+    if (nonzero > kMaxTensorBytes / d) fail(kind, where, ": shape ", shape_str(s), " needs over 2^40 bytes");
+    nonzero *= d;
+  }
+  return empty ? 0 : nonzero;
+}
+
+std::vector<TensorType> op_infer(const InferCtx& ctx) {
+  const OpDef& def = op_def(ctx.node.op);
+  std::vector<TensorType> types = def.infer(ctx);
+  EMBER_CHECK(types.size() >= ctx.node.outputs.size(), Internal, "[", def.name, "] inferred ",
+              types.size(), " outputs, node '", ctx.node.name, "' has ", ctx.node.outputs.size());
+  for (size_t k = 0; k < types.size(); k++) {
+    tensor_bytes_checked(types[k], ctx.error_kind,
+                         str_cat("[", def.name, "] node '", ctx.node.name, "': output ", k));
+  }
+  return types;
 }
 
 // ---- Attrs ----

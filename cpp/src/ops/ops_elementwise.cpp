@@ -1,6 +1,8 @@
 // Elementwise binary ops with numpy broadcasting (Add ... Xor, variadic Sum/Mean/Min/Max)
 // and the IsNaN/IsInf classifiers. References compute in the input type (f16/bf16 in
 // float). Unary maths, Clip, Where and Cast live in ops_unary.cpp.
+#include <limits>
+
 #include "ops/op_util.h"
 
 namespace ember {
@@ -20,11 +22,21 @@ inline C bin_apply(Bin op, C a, C b) {
     case Bin::Div:
       if constexpr (std::is_integral_v<C>) {
         if (b == 0) fail(ErrorKind::Input, "[Div] integer division by zero");
+        // INT_MIN / -1 traps (SIGFPE) on x86; numpy wraps it to INT_MIN.
+        if constexpr (std::is_signed_v<C>) if (b == -1) return (C)(0 - (std::make_unsigned_t<C>)a);
         return a / b;
       } else {
         return a / b;
       }
-    case Bin::Pow: return (C)std::pow((double)a, (double)b);
+    case Bin::Pow:
+      if constexpr (std::is_integral_v<C> && !std::is_same_v<C, bool>) {
+        // A double outside C's range (or NaN) is UB to convert: give C's minimum, like numpy on x86.
+        using L = std::numeric_limits<C>;
+        double p = std::pow((double)a, (double)b);
+        return p >= (double)L::min() && p < (double)L::max() + 1.0 ? (C)p : L::min();
+      } else {
+        return (C)std::pow((double)a, (double)b);
+      }
     case Bin::Min:
       if constexpr (std::is_floating_point_v<C>) if (std::isnan(a) || std::isnan(b)) return NAN;
       return a < b ? a : b;
@@ -195,7 +207,7 @@ static const OpDef kOps[] = {
     {OpType::Xor, "Xor", 2, 2, 1, 1, 0, {}, infer_binary, ref_binary},
     {OpType::IsNaN, "IsNaN", 1, 1, 1, 1, 0, {}, infer_classify, ref_classify},
     {OpType::IsInf, "IsInf", 1, 1, 1, 1, 0,
-     {{"detect_positive", AttrKind::Int}, {"detect_negative", AttrKind::Int}}, infer_classify,
+     {{"detect_positive", AttrKind::Bool}, {"detect_negative", AttrKind::Bool}}, infer_classify,
      ref_classify},
 };
 

@@ -52,7 +52,8 @@ std::vector<TensorType> infer_concat(const InferCtx& ctx) {
     if (!ok)
       ctx.fail("input ", i, " has shape ", shape_str(t.shape), ", input 0 has ", shape_str(t0.shape),
                " (they may differ only on axis ", axis, ")");
-    out[axis] += t.shape[axis];
+    if (__builtin_add_overflow(out[axis], t.shape[axis], &out[axis]))
+      ctx.fail("the inputs' sizes on axis ", axis, " overflow int64");
   }
   return one(t0.dtype, out);
 }
@@ -93,6 +94,7 @@ std::vector<TensorType> infer_split(const InferCtx& ctx) {
     for (int64_t s : sizes) {
       if (s < 0 || s > dim) ctx.fail("split ", shape_str(sizes), " has an invalid size ", s);
       sum += s;
+      if (sum > dim) ctx.fail("split ", shape_str(sizes), " sums to over ", dim, ", the size of axis ", axis);
     }
     if (sum != dim) ctx.fail("split ", shape_str(sizes), " sums to ", sum, ", axis ", axis, " has size ", dim);
   } else {

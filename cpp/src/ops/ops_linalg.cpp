@@ -363,16 +363,16 @@ void ref_softmax(const KernelCtx& ctx) {
 static const OpDef kOps[] = {
     {OpType::MatMul, "MatMul", 2, 2, 1, 1, 0, {}, infer_matmul, ref_matmul},
     {OpType::Gemm, "Gemm", 2, 3, 1, 1, 0,
-     {{"alpha", AttrKind::Float}, {"beta", AttrKind::Float}, {"transA", AttrKind::Int},
-      {"transB", AttrKind::Int}},
+     {{"alpha", AttrKind::Float}, {"beta", AttrKind::Float}, {"transA", AttrKind::Bool},
+      {"transB", AttrKind::Bool}},
      infer_gemm, ref_gemm},
     {OpType::LayerNormalization, "LayerNormalization", 2, 3, 1, 3, 0,
      {{"axis", AttrKind::Int}, {"epsilon", AttrKind::Float}, {"stash_type", AttrKind::Int}},
      infer_layer_norm, ref_layer_norm},
     {OpType::Softmax, "Softmax", 1, 1, 1, 1, 0,
-     {{"axis", AttrKind::Int}, {"legacy_axis_2d", AttrKind::Int}}, infer_softmax, ref_softmax},
+     {{"axis", AttrKind::Int}, {"legacy_axis_2d", AttrKind::Bool}}, infer_softmax, ref_softmax},
     {OpType::LogSoftmax, "LogSoftmax", 1, 1, 1, 1, 0,
-     {{"axis", AttrKind::Int}, {"legacy_axis_2d", AttrKind::Int}}, infer_softmax, ref_softmax},
+     {{"axis", AttrKind::Int}, {"legacy_axis_2d", AttrKind::Bool}}, infer_softmax, ref_softmax},
 };
 
 std::span<const OpDef> op_defs_linalg() { return kOps; }

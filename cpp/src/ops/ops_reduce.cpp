@@ -165,7 +165,7 @@ void ref_reduce(const KernelCtx& ctx) {
 }
 
 const std::vector<AttrSpec> kReduceAttrs = {
-    {"axes", AttrKind::Ints}, {"keepdims", AttrKind::Int}, {"noop_with_empty_axes", AttrKind::Int}};
+    {"axes", AttrKind::Ints}, {"keepdims", AttrKind::Bool}, {"noop_with_empty_axes", AttrKind::Bool}};
 
 }  // namespace
 

@@ -34,19 +34,27 @@ void ref_cumsum(const KernelCtx& ctx) {
     if constexpr (!std::is_same_v<T, bool>) {
       const T* px = x.ptr<T>();  // [outer, n, inner]
       T* po = out.ptr<T>();
+      // Integers accumulate in uint64: they wrap like numpy instead of overflowing (UB).
+      using A = std::conditional_t<std::is_integral_v<T>, uint64_t, compute_t<T>>;
+      auto put = [&](int64_t off, A acc) {
+        if constexpr (std::is_integral_v<T>) po[off] = (T)(int64_t)acc;
+        else store(po, off, acc);
+      };
       for (int64_t o = 0; o < outer; o++) {
         for (int64_t i = 0; i < inner; i++) {
-          compute_t<T> acc = 0;
+          A acc = 0;
           for (int64_t k = 0; k < n; k++) {
             int64_t j = reverse ? n - 1 - k : k;
             int64_t off = (o * n + j) * inner + i;
-            compute_t<T> v = load(px, off);
+            A v;
+            if constexpr (std::is_integral_v<T>) v = (A)(int64_t)px[off];
+            else v = load(px, off);
             if (exclusive) {
-              store(po, off, acc);
+              put(off, acc);
               acc += v;
             } else {
               acc += v;
-              store(po, off, acc);
+              put(off, acc);
             }
           }
         }
@@ -111,7 +119,7 @@ void ref_gather_nd(const KernelCtx& ctx) {
 
 static const OpDef kOps[] = {
     {OpType::CumSum, "CumSum", 2, 2, 1, 1, 0,
-     {{"exclusive", AttrKind::Int}, {"reverse", AttrKind::Int}}, infer_cumsum, ref_cumsum},
+     {{"exclusive", AttrKind::Bool}, {"reverse", AttrKind::Bool}}, infer_cumsum, ref_cumsum},
     {OpType::GatherND, "GatherND", 2, 2, 1, 1, 0, {{"batch_dims", AttrKind::Int}},
      infer_gather_nd, ref_gather_nd},
 };

@@ -387,7 +387,7 @@ void ref_constant_of_shape(const KernelCtx& ctx) {
 }  // namespace
 
 static const OpDef kOps[] = {
-    {OpType::Reshape, "Reshape", 2, 2, 1, 1, 0, {{"allowzero", AttrKind::Int}}, infer_reshape, ref_copy},
+    {OpType::Reshape, "Reshape", 2, 2, 1, 1, 0, {{"allowzero", AttrKind::Bool}}, infer_reshape, ref_copy},
     {OpType::Flatten, "Flatten", 1, 1, 1, 1, 0, {{"axis", AttrKind::Int}}, infer_flatten, ref_copy},
     // "axes" is the opset-11 attribute form; newer models pass axes as input 1.
     {OpType::Squeeze, "Squeeze", 1, 2, 1, 1, 0, {{"axes", AttrKind::Ints}}, infer_squeeze, ref_copy},
@@ -398,7 +398,7 @@ static const OpDef kOps[] = {
      infer_shape, ref_shape},
     {OpType::Size, "Size", 1, 1, 1, 1, kOpShapeOnly, {}, infer_size, ref_size},
     {OpType::Range, "Range", 3, 3, 1, 1, 0, {{"stash_type", AttrKind::Int}}, infer_range, ref_range},
-    {OpType::Trilu, "Trilu", 1, 2, 1, 1, 0, {{"upper", AttrKind::Int}}, infer_trilu, ref_trilu},
+    {OpType::Trilu, "Trilu", 1, 2, 1, 1, 0, {{"upper", AttrKind::Bool}}, infer_trilu, ref_trilu},
     {OpType::ConstantOfShape, "ConstantOfShape", 1, 1, 1, 1, 0, {{"value", AttrKind::Tensor}},
      infer_constant_of_shape, ref_constant_of_shape},
 };

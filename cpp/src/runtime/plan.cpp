@@ -35,22 +35,6 @@ std::vector<bool> needed_nodes(const Graph& g, const std::vector<int>& outputs) 
   return need;
 }
 
-// Refuses shapes whose byte size overflows or exceeds kMaxTensorBytes, before anything is
-// allocated: such shapes come from feeds or shape values, never from a sane model.
-void check_tensor_size(const Node& node, const TensorType& t) {
-  constexpr int64_t kMaxTensorBytes = int64_t(1) << 40;
-  int64_t bytes = (int64_t)std::max<size_t>(dtype_size(t.dtype), 1);
-  for (int64_t d : t.shape) {
-    EMBER_CHECK(d >= 0, Input, "[", op_name(node.op), "] node '", node.name,
-                "': inferred a negative dim in ", shape_str(t.shape));
-    if (d != 0 && bytes > kMaxTensorBytes / d) bytes = kMaxTensorBytes + 1;
-    else bytes *= d;
-  }
-  bool empty = std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end();
-  EMBER_CHECK(bytes <= kMaxTensorBytes || empty, Input, "[", op_name(node.op), "] node '",
-              node.name, "': output of shape ", shape_str(t.shape), " would need over 2^40 bytes");
-}
-
 }  // namespace
 
 std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
@@ -83,6 +67,7 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
   }
 
   std::vector<bool> need = needed_nodes(g, req.outputs);
+  size_t fold_left = kFoldBudgetBytes;  // big folds past this run from the arena instead
   std::vector<int> step_node;  // node index per step
   for (size_t ni = 0; ni < g.nodes.size(); ni++) {
     if (!need[ni]) continue;
@@ -111,7 +96,9 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
       all_known = all_known && known;
       all_values = all_values && (known || fed);
     }
-    if (all_known && !(def.flags & kOpStateful)) {
+    // Checked types (sizes, ranks) before anything is allocated for this node.
+    std::vector<TensorType> out_types = op_infer(ictx);
+    if (all_known && !(def.flags & kOpStateful) && fold_budget_take(out_types, &fold_left)) {
       std::vector<Tensor> outs = evaluate_node(node, ictx.values, ErrorKind::Input);
       for (size_t k = 0; k < node.outputs.size(); k++) {
         int id = node.outputs[k];
@@ -124,7 +111,6 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
       plan->info.push_back({node.name, def.name, "folded", "-"});
       continue;
     }
-    std::vector<TensorType> out_types = def.infer(ictx);
     uint64_t in_deps = 0, read_deps = 0;
     for (size_t k = 0; k < node.inputs.size(); k++) {
       int id = node.inputs[k];
@@ -158,7 +144,6 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
       if (id < 0) continue;
       EMBER_CHECK(k < out_types.size(), Internal, "[plan] ", def.name, " inferred ",
                   out_types.size(), " outputs, node has ", node.outputs.size());
-      check_tensor_size(node, out_types[k]);
       plan->types[id] = out_types[k];
       plan->kinds[id] = SlotKind::Arena;
     }

@@ -70,6 +70,8 @@ struct Session::Impl {
       const ValueInfo& v = graph.values[graph.inputs[slot]];
       EMBER_CHECK(!dtype_info(tensor.dtype()).is_quant, Input, "[run] input '", name,
                   "': unsupported dtype ", dtype_name(tensor.dtype()));
+      tensor_bytes_checked({tensor.dtype(), tensor.shape()}, ErrorKind::Input,
+                           str_cat("[run] input '", name, "'"));
       EMBER_CHECK(v.dtype == DType::Count || v.dtype == tensor.dtype(), Input, "[run] input '",
                   name, "': expected dtype ", dtype_name(v.dtype), ", got ",
                   dtype_name(tensor.dtype()));
@@ -87,6 +89,12 @@ struct Session::Impl {
           fail(ErrorKind::Input, "[run] input '", name, "': expected shape ", want, "], got ",
                shape_str(tensor.shape()));
         }
+      }
+      if (!tensor.is_contiguous()) {
+        // The copy is memory too: a broadcast view of a few bytes can stand for gigabytes.
+        EMBER_CHECK(options.memory_limit == 0 || tensor.nbytes() <= options.memory_limit, Input,
+                    "[run] input '", name, "' is not contiguous; its copy needs ", tensor.nbytes(),
+                    " bytes, over memory_limit ", options.memory_limit);
       }
       bound[slot] = tensor.is_contiguous() ? tensor : tensor.contiguous();
     }
@@ -176,10 +184,12 @@ struct Session::Impl {
   }
 
   void check_memory(const Plan& plan) const {
-    size_t need = plan.arena_bytes + plan.output_bytes;
+    // Plan-time folds are already allocated, but bounded (kFoldBudgetBytes beyond small values).
+    size_t need = plan.arena_bytes + plan.output_bytes + plan.folded_bytes;
     EMBER_CHECK(options.memory_limit == 0 || need <= options.memory_limit, Input,
                 "[run] these feeds need ", need, " bytes (arena ", plan.arena_bytes,
-                " + outputs ", plan.output_bytes, "), over memory_limit ", options.memory_limit);
+                " + outputs ", plan.output_bytes, " + folded at plan time ", plan.folded_bytes,
+                "), over memory_limit ", options.memory_limit);
   }
 
   NamedTensors execute(Plan& plan, const std::vector<Tensor>& feeds) {
