@@ -61,6 +61,13 @@ inline int normalize_axis(const InferCtx& ctx, int64_t axis, int rank) {
 }
 inline int normalize_axis(int64_t axis, int rank) { return (int)(axis < 0 ? axis + rank : axis); }
 
+// Bytes per element of input i; block-quantized dtypes have no elements to move.
+inline size_t elem_size(const InferCtx& ctx, int i) {
+  size_t es = dtype_size(ctx.in[i].dtype);
+  if (es == 0) ctx.fail("input ", i, " has dtype ", dtype_name(ctx.in[i].dtype), ", which has no elements");
+  return es;
+}
+
 // numpy broadcasting of two shapes; fails via ctx when incompatible.
 Shape broadcast_shapes(const InferCtx& ctx, const Shape& a, const Shape& b);
 

@@ -8,11 +8,6 @@
 namespace ember {
 namespace {
 
-size_t elem_size(const InferCtx& ctx, int i) {
-  size_t es = dtype_size(ctx.in[i].dtype);
-  if (es == 0) ctx.fail("input ", i, " has dtype ", dtype_name(ctx.in[i].dtype), ", which has no elements");
-  return es;
-}
 
 bool is_index_dtype(DType t) { return t == DType::I64 || t == DType::I32; }
 

@@ -8,12 +8,6 @@ namespace {
 
 // ---- helpers ------------------------------------------------------------------------------
 
-// Bytes per element of input i; block-quantized dtypes have no elements to move.
-size_t elem_size(const InferCtx& ctx, int i) {
-  size_t es = dtype_size(ctx.in[i].dtype);
-  if (es == 0) ctx.fail("input ", i, " has dtype ", dtype_name(ctx.in[i].dtype), ", which has no elements");
-  return es;
-}
 
 std::string ints_str(const std::vector<int64_t>& v) { return shape_str(v); }
 
