@@ -57,10 +57,31 @@ def _fmt_bytes(n):
         n /= 1024
 
 
+def _print_coverage(model, err):
+    """`ember info` on a model ember cannot run yet: what it has, and what is missing."""
+    print(f"model: {model}")
+    hist = getattr(err, "op_histogram", {})
+    missing = {key.split("@")[0].split("(")[0] for key in err.ops}
+    print("ops (ONNX):")
+    for op, n in sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {op:<24} {n:<6} {'UNSUPPORTED' if op in missing else ''}")
+    total = sum(len(v) for v in err.ops.values())
+    print(f"unsupported: {len(err.ops)} op types, {total} nodes "
+          f"(of {sum(hist.values())}); ember cannot run this model yet:")
+    for key, nodes in sorted(err.ops.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        shown = ", ".join(nodes[:3]) + (", ..." if len(nodes) > 3 else "")
+        print(f"  {key:<32} {len(nodes):<6} {shown}")
+
+
 def cmd_info(args):
     from ember import _core
     from ember.engine import Engine
-    eng = Engine(args.model, threads=args.threads)
+    from ember.errors import UnsupportedOpError
+    try:
+        eng = Engine(args.model, threads=args.threads)
+    except UnsupportedOpError as e:
+        _print_coverage(args.model, e)
+        return 0
     info = eng.info
     print(f"model: {info.path or '<in memory>'}")
     print(f"producer: {info.producer_name or '-'}  ir_version: {info.ir_version}  opsets: "

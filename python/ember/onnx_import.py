@@ -10,6 +10,7 @@ ember's own shape inference (in C++) is the authority on types and shapes after 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import os
@@ -439,9 +440,11 @@ def import_model(model, base_dir=None):
     if first_error is not None and not unsupported:
         raise first_error
     if unsupported:
-        raise UnsupportedOpError(
+        err = UnsupportedOpError(
             _unsupported_message(unsupported, opset, onnx.defs.onnx_opset_version()),
             unsupported)
+        err.op_histogram = collections.Counter(n.op_type for n in nodes)  # for `ember info`
+        raise err
 
     # 2. initializers (checked without reading data yet), inputs, outputs.
     inits, param_count = {}, 0

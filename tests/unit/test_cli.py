@@ -82,3 +82,21 @@ def test_readme_main_job(tmp_path):
     emb = np.load(tmp_path / "sentence_embedding.npy")
     assert emb.shape == (8, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)  # normalised
+
+
+def test_info_lists_unsupported_ops_without_failing(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["a"], name="r"),
+         helper.make_node("FancyOp", ["a"], ["b"], name="f1"),
+         helper.make_node("FancyOp", ["b"], ["c"], name="f2"),
+         helper.make_node("OtherOp", ["c"], ["y"], name="o1")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    r = ember_cli("info", str(path))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(l.split()[:3] == ["FancyOp", "2", "UNSUPPORTED"] for l in lines), r.stdout
+    assert any(l.split()[:2] == ["Relu", "1"] and "UNSUPPORTED" not in l for l in lines), r.stdout
+    assert "unsupported: 2 op types, 3 nodes (of 4)" in r.stdout
