@@ -224,13 +224,18 @@ def _convert_attrs(n, reader, origin):
                 v = a.s.decode("utf-8")
             except UnicodeDecodeError:
                 raise ModelError(f"[onnx] {origin}: {what} is not valid UTF-8") from None
+        elif t == AttributeProto.STRINGS:  # e.g. LSTM activations; handlers convert them
+            try:
+                v = [x.decode("utf-8") for x in a.strings]
+            except UnicodeDecodeError:
+                raise ModelError(f"[onnx] {origin}: {what} is not valid UTF-8") from None
         elif t == AttributeProto.INTS:
             v = [int(x) for x in a.ints]
         elif t == AttributeProto.FLOATS:
             v = [float(x) for x in a.floats]
         elif t == AttributeProto.TENSOR:
             v = reader.read(a.t, what)
-        else:  # graphs (If/Loop bodies), sparse tensors, strings, type protos
+        else:  # graphs (If/Loop bodies), sparse tensors, type protos
             return f"{a.name}:{AttributeProto.AttributeType.Name(t)}"
         n.attrs[a.name] = v
     for name, spec in schema.attributes.items():

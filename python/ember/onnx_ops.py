@@ -149,6 +149,10 @@ def _table():
         "Trilu": {14: S},
         "ConstantOfShape": {v: _constant_of_shape for v in (9, 20, 21, 23, 24, 25)},
     }
+    # Op families with tables of their own (they import the handlers above).
+    from ember import onnx_ops_conv, onnx_ops_nn, onnx_ops_rnn, onnx_ops_tensor
+    for family in (onnx_ops_conv, onnx_ops_nn, onnx_ops_tensor, onnx_ops_rnn):
+        t.update(family.table())
     return t
 
 
@@ -159,6 +163,9 @@ CONSTANT_VERSIONS = (11, 12, 13, 19, 21, 23, 24, 25)
 
 def check_node(n):
     """Extra per-node support checks: a reason string when ember cannot run the node."""
+    from ember import onnx_ops_rnn
+    if (reason := onnx_ops_rnn.check(n)) is not None:
+        return reason
     if n.op_type in ("Cast",):
         to = n.attrs.get("to")
         if to not in ONNX_DTYPES:

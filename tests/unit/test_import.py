@@ -526,3 +526,26 @@ def test_model_info_from_path(tmp_path, rng):
     _, info = import_model(path)
     assert info.path == str(path) and info.producer_name == "exporter" and info.ir_version == m.ir_version
     assert [(t.name, t.dtype, t.shape) for t in info.outputs] == [("y", "float32", None)]
+
+
+def test_strings_attribute_reaches_the_op(rng):
+    """LSTM's `activations` (a STRINGS attribute) is honoured: Relu as the cell function."""
+    H, I, S, B = 4, 3, 5, 2
+    W = rng.standard_normal((1, 4 * H, I)).astype(np.float32)
+    R = rng.standard_normal((1, 4 * H, H)).astype(np.float32)
+    m = model([oh.make_node("LSTM", ["x", "W", "R"], ["Y"], name="lstm", hidden_size=H,
+                            activations=["Sigmoid", "Relu", "Tanh"])],
+              [vi("x", shape=[S, B, I])], [vi("Y")], [onh.from_array(W, "W"), onh.from_array(R, "R")],
+              opset=14)
+    x = rng.standard_normal((S, B, I)).astype(np.float32)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    h = np.zeros((B, H))
+    c = np.zeros((B, H))
+    want = []
+    for t in range(S):
+        i, o, f, g = np.split(x[t] @ W[0].T + h @ R[0].T, 4, axis=1)  # ONNX gate order iofc
+        c = sig(f) * c + sig(i) * np.maximum(g, 0)
+        h = sig(o) * np.tanh(c)
+        want.append(h)
+    got = ember.Engine(m).run({"x": x})["Y"][:, 0]
+    np.testing.assert_allclose(got, np.array(want), rtol=1e-5, atol=1e-6)

@@ -31,6 +31,17 @@ enum class OpType : uint16_t {
   // shape and data movement
   Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Gather, GatherND, Expand,
   Shape, Size, Range, Trilu, ConstantOfShape,
+  // convolution (ops_conv.cpp)
+  Conv, ConvTranspose,
+  // CNN layers and activations (ops_nn.cpp)
+  MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, BatchNormalization,
+  InstanceNormalization, GroupNormalization, LeakyRelu, PRelu, Elu, Selu, HardSigmoid, HardSwish,
+  Floor, Ceil, Round, Sign, Mod,
+  // tensor manipulation (ops_tensor.cpp)
+  ReduceMin, ReduceProd, ReduceL2, GatherElements, ScatterND, ScatterElements, Tile, Pad, ArgMax,
+  ArgMin, DepthToSpace, SpaceToDepth, OneHot, Einsum,
+  // recurrent, resampling, selection (ops_rnn.cpp)
+  LSTM, GRU, Resize, TopK,
   Count
 };
 

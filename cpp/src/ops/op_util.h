@@ -109,6 +109,13 @@ std::span<const OpDef> op_defs_reduce();
 std::span<const OpDef> op_defs_shape();
 std::span<const OpDef> op_defs_index();
 std::span<const OpDef> op_defs_scan();
+std::span<const OpDef> op_defs_conv();
+std::span<const OpDef> op_defs_nn();
+std::span<const OpDef> op_defs_pool();
+std::span<const OpDef> op_defs_tensor();
+std::span<const OpDef> op_defs_tensor_index();
+std::span<const OpDef> op_defs_rnn();
+std::span<const OpDef> op_defs_resize();
 
 // Slice's start, step and length per data dim after ONNX's clamping (ops_index.cpp), shared
 // by the reference and the fast kernel. Returns an error message, empty on success.

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/generic/conv_f32.h"
 #include "kernels/generic/kernels_generic.h"
 
 namespace ember {
@@ -56,6 +57,8 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Slice, DType::F16, Isa::Generic, slice_blocks, "slice_blocks_f16"},
     {OpType::Slice, DType::BF16, Isa::Generic, slice_blocks, "slice_blocks_bf16"},
     {OpType::Slice, DType::I64, Isa::Generic, slice_blocks, "slice_blocks_i64"},
+    // ---- convolution ----
+    {OpType::Conv, DType::F32, Isa::Generic, conv_f32, "conv_f32", conv_f32_supports},
     {OpType::Count, DType::Count, Isa::Generic, nullptr, "end"},
 };
 

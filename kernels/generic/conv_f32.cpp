@@ -1,0 +1,164 @@
+// Generic f32 Conv (reference: the Conv row in cpp/src/ops/ops_conv.cpp).
+// Depthwise (group == C == M): a direct kernel, one task per (batch, channel) plane.
+// Otherwise, per (batch, group): im2col into [C/G * k, out] (rows filled in parallel), or X read
+// in place for a 1x1 kernel with stride 1 and no pad, then sgemm (which threads over C's blocks)
+// with the bias as its broadcast term. Spatial dims are padded to three (see ConvGeom).
+#include <algorithm>
+#include <vector>
+
+#include "kernels/generic/conv_f32.h"
+#include "kernels/generic/kernels_generic.h"
+#include "ops/op_util.h"
+
+namespace ember::cpu {
+namespace {
+
+constexpr int64_t kMaxColFloats = int64_t(1) << 28;
+
+bool is_depthwise(const ConvGeom& g) { return g.G == g.C && g.G == g.M; }
+
+bool is_pointwise(const ConvGeom& g) {
+  for (int d = 0; d < 3; d++)
+    if (g.k[d] != 1 || g.stride[d] != 1 || g.pad[d] != 0 || g.out[d] != g.in[d]) return false;
+  return true;
+}
+
+// The outputs o2 in [lo, hi) whose input base + o2 * stride lies in [0, in) (innermost dim).
+void tap_range(const ConvGeom& g, int64_t base, int64_t* lo, int64_t* hi) {
+  int64_t s = g.stride[2], n = g.in[2];
+  auto ceil_div = [](int64_t a, int64_t b) { return a / b + (a % b != 0); };  // a >= 0
+  *lo = base >= 0 ? 0 : ceil_div(-base, s);
+  *hi = n - base <= 0 ? 0 : std::min(g.out[2], ceil_div(n - base, s));
+  *lo = std::min(*lo, *hi);
+}
+
+void conv_depthwise(const KernelCtx& ctx, const ConvGeom& g, const float* x, const float* w,
+                    const float* b, float* y) {
+  int64_t isz = g.in_size(), ksz = g.k_size(), osz = g.out_size();
+  int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, osz * ksz));
+  ctx.parallel_for(g.N * g.C, grain, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++) {
+      int64_t c = p % g.C;
+      const float* xp = x + p * isz;  // [in...]
+      const float* wc = w + c * ksz;  // [k...]
+      float* yp = y + p * osz;        // [out...]
+      float bias = b ? b[c] : 0.0f;
+      // Row by row; each tap adds into the row over the outputs it reaches, so the inner
+      // loop has no bounds checks (and each output still sums its taps in order).
+      for (int64_t o0 = 0; o0 < g.out[0]; o0++)
+        for (int64_t o1 = 0; o1 < g.out[1]; o1++) {
+          float* row = yp + (o0 * g.out[1] + o1) * g.out[2];
+          std::fill(row, row + g.out[2], bias);
+          for (int64_t k0 = 0; k0 < g.k[0]; k0++) {
+            int64_t i0 = o0 * g.stride[0] - g.pad[0] + k0 * g.dil[0];
+            if (i0 < 0 || i0 >= g.in[0]) continue;
+            for (int64_t k1 = 0; k1 < g.k[1]; k1++) {
+              int64_t i1 = o1 * g.stride[1] - g.pad[1] + k1 * g.dil[1];
+              if (i1 < 0 || i1 >= g.in[1]) continue;
+              const float* xr = xp + (i0 * g.in[1] + i1) * g.in[2];
+              const float* wr = wc + (k0 * g.k[1] + k1) * g.k[2];
+              for (int64_t k2 = 0; k2 < g.k[2]; k2++) {
+                int64_t base = k2 * g.dil[2] - g.pad[2], lo, hi;
+                tap_range(g, base, &lo, &hi);
+                float wv = wr[k2];
+                if (g.stride[2] == 1) {
+                  for (int64_t o2 = lo; o2 < hi; o2++) row[o2] += wv * xr[base + o2];
+                } else {
+                  for (int64_t o2 = lo; o2 < hi; o2++) row[o2] += wv * xr[base + o2 * g.stride[2]];
+                }
+              }
+            }
+          }
+        }
+    }
+  });
+}
+
+// col[r, o] for r = (c, k0, k1, k2) and o = (o0, o1, o2): the input under tap r at output o.
+void im2col(const KernelCtx& ctx, const ConvGeom& g, const float* x, int64_t rows, float* col) {
+  int64_t ksz = g.k_size(), osz = g.out_size(), isz = g.in_size();
+  int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, osz));
+  ctx.parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      int64_t c = r / ksz, kr = r % ksz;
+      int64_t k2 = kr % g.k[2], k1 = kr / g.k[2] % g.k[1], k0 = kr / (g.k[2] * g.k[1]);
+      const float* xc = x + c * isz;  // [in...]
+      float* dst = col + r * osz;     // [out...]
+      for (int64_t o0 = 0; o0 < g.out[0]; o0++) {
+        int64_t i0 = o0 * g.stride[0] - g.pad[0] + k0 * g.dil[0];
+        for (int64_t o1 = 0; o1 < g.out[1]; o1++, dst += g.out[2]) {
+          int64_t i1 = o1 * g.stride[1] - g.pad[1] + k1 * g.dil[1];
+          if (i0 < 0 || i0 >= g.in[0] || i1 < 0 || i1 >= g.in[1]) {
+            std::fill(dst, dst + g.out[2], 0.0f);
+            continue;
+          }
+          const float* xr = xc + (i0 * g.in[1] + i1) * g.in[2];
+          int64_t base = k2 * g.dil[2] - g.pad[2], lo, hi;
+          tap_range(g, base, &lo, &hi);
+          std::fill(dst, dst + lo, 0.0f);
+          if (g.stride[2] == 1) std::copy(xr + base + lo, xr + base + hi, dst + lo);
+          else
+            for (int64_t o2 = lo; o2 < hi; o2++) dst[o2] = xr[base + o2 * g.stride[2]];
+          std::fill(dst + hi, dst + g.out[2], 0.0f);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+bool conv_f32_supports(const InferCtx& ctx) {
+  if (!ctx.has(1) || ctx.in[1].dtype != DType::F32) return false;
+  ConvGeom g = conv_geom(ctx, ctx.in[0].shape, ctx.in[1].shape, false);
+  if (is_depthwise(g) || is_pointwise(g)) return true;
+  int64_t rows, col;
+  return !__builtin_mul_overflow(g.C / g.G, g.k_size(), &rows) &&
+         !__builtin_mul_overflow(rows, g.out_size(), &col) && col <= kMaxColFloats;
+}
+
+void conv_f32(const KernelCtx& ctx) {
+  InferCtx ic{ctx.node, {}, {}};
+  ConvGeom g = conv_geom(ic, ctx.input(0).shape(), ctx.input(1).shape(), false);
+  const float* x = ctx.input(0).ptr<float>();  // [N, C, in...]
+  const float* w = ctx.input(1).ptr<float>();  // [M, C/G, k...]
+  const float* b = ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr;  // [M]
+  float* y = ctx.output(0).ptr<float>();       // [N, M, out...]
+  int64_t osz = g.out_size(), isz = g.in_size();
+  if (g.N == 0 || g.M == 0 || osz == 0) return;
+  int64_t cg = g.C / g.G, mg = g.M / g.G, kg = cg * g.k_size();
+  if (kg == 0) {  // no input channels: the output is the bias
+    for (int64_t n = 0; n < g.N; n++)
+      for (int64_t m = 0; m < g.M; m++)
+        std::fill(y + (n * g.M + m) * osz, y + (n * g.M + m + 1) * osz, b ? b[m] : 0.0f);
+    return;
+  }
+  if (is_depthwise(g)) return conv_depthwise(ctx, g, x, w, b, y);
+  bool pointwise = is_pointwise(g);
+  std::vector<float> col(pointwise ? 0 : (size_t)(kg * osz));
+  for (int64_t n = 0; n < g.N; n++) {
+    for (int64_t grp = 0; grp < g.G; grp++) {
+      const float* xg = x + (n * g.C + grp * cg) * isz;  // [C/G, in...]
+      if (!pointwise) im2col(ctx, g, xg, kg, col.data());
+      SgemmArgs a;
+      a.M = mg;
+      a.N = osz;
+      a.K = kg;
+      a.a = w + grp * mg * kg;
+      a.a_rs = kg;
+      a.b = pointwise ? xg : col.data();
+      a.b_rs = osz;
+      a.c = y + (n * g.M + grp * mg) * osz;
+      a.c_rs = osz;
+      if (b) {
+        a.bias = b + grp * mg;
+        a.bias_rs = 1;
+        a.bias_cs = 0;
+        a.beta = 1.0f;
+      }
+      sgemm(a, ctx.max_threads);
+    }
+  }
+}
+
+}  // namespace ember::cpu
