@@ -68,6 +68,16 @@ inline size_t elem_size(const InferCtx& ctx, int i) {
   return es;
 }
 
+// The dims a Reduce* node reduces (axes input, or the opset-11 attribute): `mask[d]` is true
+// for each reduced dim; `noop` means identity; `error` is non-empty when the axes are invalid.
+struct ReduceAxes {
+  std::vector<bool> mask;
+  bool noop = false;
+  std::string error;
+};
+ReduceAxes reduce_axes(const Node& node, int rank, const Tensor* axes_in);
+Shape reduced_shape(const Shape& s, const ReduceAxes& r, bool keepdims);
+
 // numpy broadcasting of two shapes; fails via ctx when incompatible.
 Shape broadcast_shapes(const InferCtx& ctx, const Shape& a, const Shape& b);
 

@@ -7,14 +7,6 @@
 #include "ops/op_util.h"
 
 namespace ember {
-namespace {
-
-// The reduced dims of a node: `mask[d]` is true for each reduced dim; `noop` means identity.
-struct ReduceAxes {
-  std::vector<bool> mask;
-  bool noop = false;
-  std::string error;  // non-empty when the axes are invalid
-};
 
 ReduceAxes reduce_axes(const Node& node, int rank, const Tensor* axes_in) {
   ReduceAxes r;
@@ -30,7 +22,7 @@ ReduceAxes reduce_axes(const Node& node, int rank, const Tensor* axes_in) {
                         shape_str(axes_in->shape()));
       return r;
     }
-    axes = tensor_to_i64_vector(*axes_in);
+    axes = tensor_to_i64_vector(axes_in->contiguous());
   } else {
     axes = node.attrs.get_ints("axes");
   }
@@ -64,6 +56,9 @@ Shape reduced_shape(const Shape& s, const ReduceAxes& r, bool keepdims) {
   }
   return out;
 }
+
+namespace {
+
 
 bool reduce_dtype_ok(OpType op, DType t) {
   switch (t) {

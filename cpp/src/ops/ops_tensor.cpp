@@ -24,52 +24,7 @@ int64_t prod(const Shape& s, int begin, int end) {
 }
 
 // ---- ReduceMin / ReduceProd / ReduceL2 ------------------------------------------------------
-// Same axes rules as ops_reduce.cpp (axes input, or the opset-11 attribute).
-
-struct ReduceAxes {
-  std::vector<bool> mask;
-  bool noop = false;
-  std::string error;
-};
-
-ReduceAxes reduce_axes(const Node& node, int rank, const Tensor* axes_in) {
-  ReduceAxes r;
-  std::vector<int64_t> axes;
-  bool have_attr = node.attrs.has("axes");
-  if (axes_in) {
-    if (have_attr) {
-      r.error = "axes given both as input and attribute";
-      return r;
-    }
-    if (axes_in->dtype() != DType::I64 || axes_in->rank() > 1) {
-      r.error = str_cat("axes must be a 1-D int64 tensor, got ", dtype_name(axes_in->dtype()), " ",
-                        shape_str(axes_in->shape()));
-      return r;
-    }
-    axes = tensor_to_i64_vector(axes_in->contiguous());
-  } else {
-    axes = node.attrs.get_ints("axes");
-  }
-  if (axes.empty()) {
-    r.noop = node.attrs.get_int("noop_with_empty_axes", 0) != 0;
-    r.mask.assign(rank, !r.noop);
-    return r;
-  }
-  r.mask.assign(rank, false);
-  for (int64_t a : axes) {
-    if (a < -rank || a >= rank) {
-      r.error = str_cat("axis ", a, " out of range for rank ", rank);
-      return r;
-    }
-    int d = (int)(a < 0 ? a + rank : a);
-    if (r.mask[d]) {
-      r.error = str_cat("axis ", a, " appears twice");
-      return r;
-    }
-    r.mask[d] = true;
-  }
-  return r;
-}
+// Same axes rules as ops_reduce.cpp (reduce_axes, reduced_shape in op_util.h).
 
 bool red_dtype_ok(OpType op, DType t) {
   switch (t) {
@@ -90,14 +45,7 @@ std::vector<TensorType> infer_red(const InferCtx& ctx) {
   const Shape& s = ctx.in[0].shape;
   ReduceAxes r = reduce_axes(ctx.node, (int)s.size(), axes);
   if (!r.error.empty()) ctx.fail(r.error);
-  if (r.noop) return one(t, s);
-  bool keep = ctx.node.attrs.get_int("keepdims", 1) != 0;
-  Shape out;
-  for (size_t d = 0; d < s.size(); d++) {
-    if (!r.mask[d]) out.push_back(s[d]);
-    else if (keep) out.push_back(1);
-  }
-  return one(t, out);
+  return one(t, reduced_shape(s, r, ctx.node.attrs.get_int("keepdims", 1) != 0));
 }
 
 template <class T>
