@@ -78,6 +78,29 @@ struct ReduceAxes {
 ReduceAxes reduce_axes(const Node& node, int rank, const Tensor* axes_in);
 Shape reduced_shape(const Shape& s, const ReduceAxes& r, bool keepdims);
 
+// Whether `p` broadcasts unidirectionally onto x (numpy rules, p never grows x).
+inline bool broadcasts_onto(const Shape& p, const Shape& x) {
+  if (p.size() > x.size()) return false;
+  size_t off = x.size() - p.size();
+  for (size_t i = 0; i < p.size(); i++)
+    if (p[i] != 1 && p[i] != x[i + off]) return false;
+  return true;
+}
+
+// Calls fn(idx) over every multi-index of `shape` in row-major order.
+template <class F>
+inline void for_each_index(const Shape& shape, F&& fn) {
+  int64_t n = shape_numel(shape);
+  std::vector<int64_t> idx(shape.size(), 0);
+  for (int64_t k = 0; k < n; k++) {
+    fn(idx);
+    for (int d = (int)shape.size() - 1; d >= 0; d--) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
 // numpy broadcasting of two shapes; fails via ctx when incompatible.
 Shape broadcast_shapes(const InferCtx& ctx, const Shape& a, const Shape& b);
 

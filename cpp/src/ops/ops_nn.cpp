@@ -88,14 +88,6 @@ void ref_activation(const KernelCtx& ctx) {
 
 // ---- PRelu, Mod -----------------------------------------------------------------------------
 
-// Whether `p` broadcasts unidirectionally onto x (numpy rules, p never grows x).
-bool broadcasts_onto(const Shape& p, const Shape& x) {
-  if (p.size() > x.size()) return false;
-  size_t off = x.size() - p.size();
-  for (size_t i = 0; i < p.size(); i++)
-    if (p[i] != 1 && p[i] != x[i + off]) return false;
-  return true;
-}
 
 std::vector<TensorType> infer_prelu(const InferCtx& ctx) {
   DType t = ctx.in[0].dtype;

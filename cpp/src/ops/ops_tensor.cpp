@@ -206,19 +206,6 @@ std::vector<TensorType> infer_tile(const InferCtx& ctx) {
   return one(ctx.in[0].dtype, out);
 }
 
-// Calls fn(idx) over every multi-index of `shape` in row-major order.
-template <class F>
-void for_each_index(const Shape& shape, F&& fn) {
-  int64_t n = shape_numel(shape);
-  std::vector<int64_t> idx(shape.size(), 0);
-  for (int64_t k = 0; k < n; k++) {
-    fn(idx);
-    for (int d = (int)shape.size() - 1; d >= 0; d--) {
-      if (++idx[d] < shape[d]) break;
-      idx[d] = 0;
-    }
-  }
-}
 
 void ref_tile(const KernelCtx& ctx) {
   const Tensor& x = ctx.input(0);

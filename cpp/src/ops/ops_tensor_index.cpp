@@ -70,19 +70,6 @@ void apply_reduction(Reduction r, T* dst, int64_t i, const T* src, int64_t j) {
   }
 }
 
-// Calls fn(idx) over every multi-index of `shape` in row-major order.
-template <class F>
-void for_each_index(const Shape& shape, F&& fn) {
-  int64_t n = shape_numel(shape);
-  std::vector<int64_t> idx(shape.size(), 0);
-  for (int64_t k = 0; k < n; k++) {
-    fn(idx);
-    for (int d = (int)shape.size() - 1; d >= 0; d--) {
-      if (++idx[d] < shape[d]) break;
-      idx[d] = 0;
-    }
-  }
-}
 
 // ---- GatherElements / ScatterElements ------------------------------------------------------
 
