@@ -77,6 +77,8 @@ struct ReduceAxes {
 };
 ReduceAxes reduce_axes(const Node& node, int rank, const Tensor* axes_in);
 Shape reduced_shape(const Shape& s, const ReduceAxes& r, bool keepdims);
+// Shape inference shared by every Reduce* op (dtype check, axes, keepdims).
+std::vector<TensorType> infer_reduce(const InferCtx& ctx);
 
 // Whether `p` broadcasts unidirectionally onto x (numpy rules, p never grows x).
 inline bool broadcasts_onto(const Shape& p, const Shape& x) {

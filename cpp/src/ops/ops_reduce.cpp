@@ -57,16 +57,13 @@ Shape reduced_shape(const Shape& s, const ReduceAxes& r, bool keepdims) {
   return out;
 }
 
-namespace {
-
-
-bool reduce_dtype_ok(OpType op, DType t) {
+static bool reduce_dtype_ok(OpType op, DType t) {
   switch (t) {
     case DType::F32: case DType::F16: case DType::BF16: case DType::F64:
     case DType::I32: case DType::I64:
       return true;
     case DType::I8: case DType::U8: case DType::Bool:
-      return op == OpType::ReduceMax;
+      return op == OpType::ReduceMax || op == OpType::ReduceMin;
     default:
       return false;
   }
@@ -81,6 +78,10 @@ std::vector<TensorType> infer_reduce(const InferCtx& ctx) {
   if (!r.error.empty()) ctx.fail(r.error);
   return one(t, reduced_shape(s, r, ctx.node.attrs.get_int("keepdims", 1) != 0));
 }
+
+namespace {
+
+
 
 enum class Red { Sum, Mean, Max };
 

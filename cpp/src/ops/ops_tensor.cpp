@@ -26,27 +26,6 @@ int64_t prod(const Shape& s, int begin, int end) {
 // ---- ReduceMin / ReduceProd / ReduceL2 ------------------------------------------------------
 // Same axes rules as ops_reduce.cpp (reduce_axes, reduced_shape in op_util.h).
 
-bool red_dtype_ok(OpType op, DType t) {
-  switch (t) {
-    case DType::F32: case DType::F16: case DType::BF16: case DType::F64:
-    case DType::I32: case DType::I64:
-      return true;
-    case DType::I8: case DType::U8: case DType::Bool:
-      return op == OpType::ReduceMin;
-    default:
-      return false;
-  }
-}
-
-std::vector<TensorType> infer_red(const InferCtx& ctx) {
-  DType t = ctx.in[0].dtype;
-  if (!red_dtype_ok(ctx.node.op, t)) ctx.fail("unsupported dtype ", dtype_name(t));
-  const Tensor* axes = ctx.has(1) ? &ctx.require_value(1, "axes") : nullptr;
-  const Shape& s = ctx.in[0].shape;
-  ReduceAxes r = reduce_axes(ctx.node, (int)s.size(), axes);
-  if (!r.error.empty()) ctx.fail(r.error);
-  return one(t, reduced_shape(s, r, ctx.node.attrs.get_int("keepdims", 1) != 0));
-}
 
 template <class T>
 void red_typed(OpType op, const Tensor& x, const ReduceAxes& r, Tensor& out) {
@@ -426,9 +405,9 @@ void ref_s2d(const KernelCtx& ctx) { depth_space_copy(ctx, false); }
 }  // namespace
 
 static const OpDef kOps[] = {
-    {OpType::ReduceMin, "ReduceMin", 1, 2, 1, 1, 0, kReduceAttrs, infer_red, ref_red},
-    {OpType::ReduceProd, "ReduceProd", 1, 2, 1, 1, 0, kReduceAttrs, infer_red, ref_red},
-    {OpType::ReduceL2, "ReduceL2", 1, 2, 1, 1, 0, kReduceAttrs, infer_red, ref_red},
+    {OpType::ReduceMin, "ReduceMin", 1, 2, 1, 1, 0, kReduceAttrs, infer_reduce, ref_red},
+    {OpType::ReduceProd, "ReduceProd", 1, 2, 1, 1, 0, kReduceAttrs, infer_reduce, ref_red},
+    {OpType::ReduceL2, "ReduceL2", 1, 2, 1, 1, 0, kReduceAttrs, infer_reduce, ref_red},
     {OpType::ArgMax, "ArgMax", 1, 1, 1, 1, 0,
      {{"axis", AttrKind::Int}, {"keepdims", AttrKind::Bool}, {"select_last_index", AttrKind::Bool}},
      infer_arg, ref_arg},
