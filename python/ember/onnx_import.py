@@ -25,6 +25,7 @@ from ember.onnx_tensors import TensorValue, dtype_of, TensorReader
 __all__ = ["import_model", "supported_ops", "ModelInfo", "TensorInfo"]
 
 MIN_OPSET = 1  # older models load where every node's since_version is one ember reviewed
+_MAX_NESTING = 16  # If/Loop subgraphs inside subgraphs, this deep at most
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -126,8 +127,40 @@ class _Node:
     out_names: list = dataclasses.field(default_factory=list)
     attrs: dict = dataclasses.field(default_factory=dict)
     schema: object = None                                      # onnx OpSchema once accepted
+    # Names a node's subgraphs (If branches, Loop body) read from this graph or beyond it:
+    # ember passes them as explicit trailing inputs (implicit_ids at build time).
+    implicit: list = dataclasses.field(default_factory=list)
     inputs: list = dataclasses.field(default_factory=list)   # value ids, set at build time
     outputs: list = dataclasses.field(default_factory=list)
+    implicit_ids: list = dataclasses.field(default_factory=list)
+
+    @property
+    def reads(self):
+        return self.in_names + self.implicit
+
+
+@dataclasses.dataclass
+class _Ctx:
+    """State shared by the model's graph and its subgraphs while they are checked."""
+    origin: str
+    opset: dict
+    reader: object
+    unsupported: dict = dataclasses.field(default_factory=dict)  # key -> [node names]
+    first_error: object = None     # the first ModelError of a node, reported if nothing is unsupported
+    histogram: Counter = dataclasses.field(default_factory=Counter)  # op type -> nodes, nested too
+
+
+@dataclasses.dataclass
+class _GraphParts:
+    """One checked graph, ready to build."""
+    order: list        # [_Node], topological
+    inits: dict        # name -> TensorProto
+    inputs: list       # [TensorInfo]
+    outputs: list      # [TensorInfo]
+    consts: dict       # Constant node output -> TensorValue
+    names: set         # node names
+    free: list         # names read from enclosing graphs (subgraphs), sorted
+    param_count: int
 
 
 def _opsets(m, origin):
@@ -194,9 +227,12 @@ def _unsupported_message(unsupported, opset, max_opset):
     return msg
 
 
-def _convert_attrs(n, reader, origin):
-    """Converts attributes after checking them against the schema. -> reason if unsupported."""
+def _convert_attrs(n, ctx, visible, depth):
+    """Converts attributes after checking them against the schema. -> reason if unsupported.
+    A subgraph is checked here, seeing `visible` (the names of every enclosing graph)."""
     from onnx import AttributeProto
+
+    origin, reader = ctx.origin, ctx.reader
 
     schema = n.schema
     for a in n.proto.attribute:
@@ -235,9 +271,14 @@ def _convert_attrs(n, reader, origin):
             v = [float(x) for x in a.floats]
         elif t == AttributeProto.TENSOR:
             v = reader.read(a.t, what)
-        else:  # graphs (If/Loop bodies), sparse tensors, type protos
+        elif t == AttributeProto.GRAPH:
+            if depth >= _MAX_NESTING:
+                raise ModelError(f"[onnx] {origin}: {what}: subgraphs nest deeper than {_MAX_NESTING}")
+            v = _read_graph(a.g, ctx, visible, depth + 1)
+        else:  # lists of graphs, sparse tensors, type protos
             return f"{a.name}:{AttributeProto.AttributeType.Name(t)}"
         n.attrs[a.name] = v
+    n.implicit = sorted({x for v in n.attrs.values() if isinstance(v, _GraphParts) for x in v.free})
     for name, spec in schema.attributes.items():
         if spec.required and name not in n.attrs:
             raise ModelError(f"[onnx] {origin}: node '{n.name}' ({n.op_type}): missing required "
@@ -245,12 +286,13 @@ def _convert_attrs(n, reader, origin):
     return None
 
 
-def _check_node(n, reader, origin, consts):
+def _check_node(n, ctx, visible, depth, consts):
     """Arity and attributes of an accepted node; -> reason string if ember cannot run it."""
+    origin = ctx.origin
     _check_arity(n, origin)
     if n.op_type != "Constant":
-        return _convert_attrs(n, reader, origin) or check_node(n)
-    v = _constant_value(n, reader, origin)
+        return _convert_attrs(n, ctx, visible, depth) or check_node(n)
+    v = _constant_value(n, ctx.reader, origin)
     if isinstance(v, str):
         return v
     if len(n.out_names) != 1 or not n.out_names[0]:
@@ -341,7 +383,7 @@ def _topo_sort(nodes, available, origin):
     users = [[] for _ in nodes]
     for n in nodes:
         d = set()
-        for i in n.in_names:
+        for i in n.reads:
             if not i or i in available:
                 continue
             if i not in producer:
@@ -371,10 +413,15 @@ def _topo_sort(nodes, available, origin):
 class _Builder:
     """What handlers in onnx_ops see: emits ember nodes and constants into the graph."""
 
-    def __init__(self, g, taken):
+    def __init__(self, g, taken, build_subgraph):
         self.g = g
         self.current = ""   # name of the node being converted: the default for emitted nodes
         self.taken = taken  # every name in use (values and node names)
+        self._build_subgraph = build_subgraph
+
+    def subgraph(self, parts, captures):
+        """A checked subgraph attribute -> ember graph whose trailing inputs are `captures`."""
+        return self._build_subgraph(parts, list(captures))
 
     def _fresh(self, hint):
         name, k = hint, 1
@@ -404,7 +451,7 @@ def import_model(model, base_dir=None):
     """ONNX model (path, bytes or onnx.ModelProto) -> (ember._core.Graph, ModelInfo).
 
     Raises ModelError for anything malformed and UnsupportedOpError (listing every
-    unsupported op type with its nodes) when ember cannot run the model.
+    unsupported op type with its nodes, subgraphs included) when ember cannot run the model.
     """
     import onnx.defs
 
@@ -415,9 +462,29 @@ def import_model(model, base_dir=None):
     if m.ir_version <= 0:
         raise ModelError(f"[onnx] {origin}: no ir_version (not an ONNX model, or corrupt)")
     opset = _opsets(m, origin)
-    graph = m.graph
-    reader = TensorReader(origin, base_dir)
+    ctx = _Ctx(origin, opset, TensorReader(origin, base_dir))
+    parts = _read_graph(m.graph, ctx)
+    if ctx.first_error is not None and not ctx.unsupported:
+        raise ctx.first_error
+    if ctx.unsupported:
+        err = UnsupportedOpError(
+            _unsupported_message(ctx.unsupported, opset, onnx.defs.onnx_opset_version()),
+            ctx.unsupported)
+        err.op_histogram = ctx.histogram  # for `ember info`
+        raise err
 
+    info = ModelInfo(
+        path=path, ir_version=int(m.ir_version), producer_name=m.producer_name, opset=opset,
+        op_histogram=ctx.histogram, parameter_count=parts.param_count,
+        inputs=parts.inputs, outputs=parts.outputs)
+    return _build(parts, ctx), info
+
+
+def _read_graph(graph, ctx, outer=frozenset(), depth=0):
+    """Checks one graph: the model's, or a subgraph seeing the names `outer` of the graphs
+    around it. -> _GraphParts, or None where a node is unsupported or malformed (recorded in
+    ctx, which the caller raises once every graph has been read)."""
+    origin = ctx.origin if not depth else f"{ctx.origin} (subgraph '{graph.name}')"
     # Node names: ember reports errors by node name, so make them present and unique.
     nodes, names = [], set()
     for k, p in enumerate(graph.node):
@@ -426,34 +493,34 @@ def import_model(model, base_dir=None):
             name = f"{name}_{k}"
         names.add(name)
         nodes.append(_Node(p, k, p.op_type, name, in_names=list(p.input), out_names=list(p.output)))
+    ctx.histogram.update(n.op_type for n in nodes)
 
-    # 1. ops: collect every unsupported node, then refuse them all at once.
-    unsupported = _classify(nodes, opset, origin)
-    # Attributes can make a node unsupported too (a subgraph, a Cast to float8). A malformed
-    # node is a ModelError, but the list of unsupported ops is the more useful report.
-    consts, first_error = {}, None
+    # 1. ops: collect every unsupported node (the caller refuses them all at once). Attributes
+    # can make a node unsupported too (a Cast to float8, an unsupported op in a subgraph).
+    local = ({t.name for t in graph.initializer} | {vi.name for vi in graph.input}
+             | {o for n in nodes for o in n.out_names if o})
+    visible = frozenset(outer | local)
+    problems = len(ctx.unsupported), ctx.first_error
+    for key, bad in _classify(nodes, ctx.opset, origin).items():
+        ctx.unsupported.setdefault(key, []).extend(bad)
+    consts = {}
     for n in nodes:
         if n.schema is None:
             continue
         try:
-            reason = _check_node(n, reader, origin, consts)
+            reason = _check_node(n, ctx, visible, depth, consts)
         except ModelError as e:
-            first_error = first_error or e
+            ctx.first_error = ctx.first_error or e
             continue
         if reason:
-            unsupported.setdefault(f"{n.op_type}({reason})", []).append(n.name)
-    if first_error is not None and not unsupported:
-        raise first_error
-    if unsupported:
-        err = UnsupportedOpError(
-            _unsupported_message(unsupported, opset, onnx.defs.onnx_opset_version()),
-            unsupported)
-        err.op_histogram = collections.Counter(n.op_type for n in nodes)  # for `ember info`
-        raise err
+            ctx.unsupported.setdefault(f"{n.op_type}({reason})", []).append(n.name)
+    if (len(ctx.unsupported), ctx.first_error) != problems:
+        return None
 
     # 2. initializers (checked without reading data yet), inputs, outputs.
+    reader = ctx.reader
     inits, param_count = {}, 0
-    used = {i for n in nodes for i in n.in_names} | {vi.name for vi in graph.output}
+    used = {i for n in nodes for i in n.reads} | {vi.name for vi in graph.output}
     for k, t in enumerate(graph.initializer):
         if not t.name:
             raise ModelError(f"[onnx] {origin}: initializer #{k} has no name")
@@ -486,29 +553,31 @@ def import_model(model, base_dir=None):
         outputs.append(TensorInfo(vi.name, dtype, dims))
 
     # 3. references, producers and order.
-    available = set(inits) | {i.name for i in inputs}
+    # Outer names are available unless this graph makes its own of the same name.
+    made_here = {o for n in nodes for o in n.out_names if o}
+    available = set(inits) | {i.name for i in inputs} | (set(outer) - made_here)
     order, producer = _topo_sort(nodes, available, origin)
     for o in outputs:
         if o.name not in available and o.name not in producer:
             raise ModelError(f"[onnx] {origin}: graph output '{o.name}' is never produced")
-
-    info = ModelInfo(
-        path=path, ir_version=int(m.ir_version), producer_name=m.producer_name, opset=opset,
-        op_histogram=Counter(n.op_type for n in nodes), parameter_count=param_count,
-        inputs=inputs, outputs=outputs)
-    return _build(order, inits, inputs, outputs, consts, reader, names), info
+    defined = set(inits) | {i.name for i in inputs} | set(producer) | set(consts)
+    free = sorted({x for x in used if x and x not in defined})  # all in `outer`: topo-checked
+    return _GraphParts(order, inits, inputs, outputs, consts, names, free, param_count)
 
 
-def _build(order, inits, inputs, outputs, consts, reader, node_names):
+def _build(parts, ctx, captures=None):
+    """_GraphParts -> ember._core.Graph. A subgraph gets `captures` (names from enclosing
+    graphs it reads) as trailing inputs after its own, untyped: their types are the caller's."""
     from ember import _core
 
     g = _core.Graph()
-    taken = set(node_names) | set(inits) | {i.name for i in inputs}
+    order, inits, reader = parts.order, parts.inits, ctx.reader
+    taken = set(parts.names) | set(inits) | {i.name for i in parts.inputs} | set(captures or ())
     for n in order:
-        taken.update(n.in_names)
+        taken.update(n.reads)
         taken.update(n.out_names)
     vids = {}
-    used = {i for n in order for i in n.in_names} | {o.name for o in outputs}
+    used = {i for n in order for i in n.reads} | {o.name for o in parts.outputs}
 
     def value(name):
         if not name:
@@ -524,21 +593,32 @@ def _build(order, inits, inputs, outputs, consts, reader, node_names):
         tv = reader.read(t, f"initializer '{name}'")
         vid = vids[name] = g.add_value(name, tv.dtype, list(tv.array.shape))
         g.set_constant(vid, tv.array, tv.dtype if tv.dtype == "bfloat16" else "")
-    for i in inputs:
-        vid = vids[i.name] = g.add_value(i.name, i.dtype, i.shape)
+    for i in parts.inputs:
+        # A subgraph's declared input shapes are not checked: a Loop's carried values may
+        # change shape between iterations, whatever the first one declared.
+        dims = i.shape if captures is None else None
+        vid = vids[i.name] = g.add_value(i.name, i.dtype, dims)
+        g.add_input(vid)
+    for name in captures or ():
+        vid = vids[name] = g.add_value(name)
         g.add_input(vid)
 
-    b = _Builder(g, taken)
+    b = _Builder(g, taken, lambda sub, caps: _build(sub, ctx, caps))
     for n in order:
         if n.op_type == "Constant":
-            tv = consts[n.out_names[0]]
+            tv = parts.consts[n.out_names[0]]
             vid = vids[n.out_names[0]] = g.add_value(n.out_names[0], tv.dtype, list(tv.array.shape))
             g.set_constant(vid, tv.array, tv.dtype if tv.dtype == "bfloat16" else "")
             continue
         n.inputs = [value(x) for x in n.in_names]
         n.outputs = [value(x) for x in n.out_names]
+        n.implicit_ids = [value(x) for x in n.implicit]
         b.current = n.name
         OPS[n.op_type][n.since](n, b)
-    for o in outputs:
-        g.add_output(value(o.name))
+    for o in parts.outputs:
+        vid = value(o.name)
+        if captures is not None:  # a Loop that runs no iteration reads these
+            g.declare(vid, o.dtype, [d if isinstance(d, int) else None for d in o.shape or []]
+                      if o.shape is not None else None)
+        g.add_output(vid)
     return g

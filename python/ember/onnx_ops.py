@@ -150,8 +150,8 @@ def _table():
         "ConstantOfShape": {v: _constant_of_shape for v in (9, 20, 21, 23, 24, 25)},
     }
     # Op families with tables of their own (they import the handlers above).
-    from ember import onnx_ops_conv, onnx_ops_nn, onnx_ops_rnn, onnx_ops_tensor
-    for family in (onnx_ops_conv, onnx_ops_nn, onnx_ops_tensor, onnx_ops_rnn):
+    from ember import onnx_ops_control, onnx_ops_conv, onnx_ops_nn, onnx_ops_rnn, onnx_ops_tensor
+    for family in (onnx_ops_conv, onnx_ops_nn, onnx_ops_tensor, onnx_ops_rnn, onnx_ops_control):
         t.update(family.table())
     return t
 

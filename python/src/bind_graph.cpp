@@ -32,9 +32,30 @@ AttrValue attr_from_python(const nb::handle& v, const std::string& name) {
     for (nb::handle x : v) out.push_back(nb::cast<int64_t>(x));
     return out;
   }
+  Graph* sub = nullptr;
+  if (nb::try_cast(v, sub) && sub) return std::shared_ptr<const Graph>(std::make_shared<Graph>(*sub));
   Array a;
   if (nb::try_cast(v, a)) return owned_copy(a, "", "attribute " + name);
   fail(ErrorKind::Model, "[graph] attribute '", name, "' has an unsupported Python type");
+}
+
+// Declared dtype (a name, or None) and dims (ints, symbol strings or None each; None: rank
+// unknown) of a value.
+void declare_value(ValueInfo& v, nb::handle dtype, nb::handle dims) {
+  if (!dtype.is_none()) {
+    std::string s = nb::cast<std::string>(dtype);
+    EMBER_CHECK(dtype_from_name(s, &v.dtype), Model, "[graph] value '", v.name,
+                "': unsupported dtype ", s);
+  }
+  if (dims.is_none()) return;
+  v.has_shape = true;
+  v.dims.clear();
+  for (nb::handle d : dims) {
+    Dim dim;
+    if (nb::isinstance<nb::int_>(d)) dim.value = nb::cast<int64_t>(d);
+    else if (nb::isinstance<nb::str>(d)) dim.symbol = nb::cast<std::string>(d);
+    v.dims.push_back(dim);
+  }
 }
 
 }  // namespace
@@ -45,26 +66,18 @@ void init_graph(nb::module_& m) {
       .def(
           "add_value",
           [](Graph& g, const std::string& name, nb::object dtype, nb::object dims) {
-            DType dt = DType::Count;
-            if (!dtype.is_none()) {
-              std::string s = nb::cast<std::string>(dtype);
-              EMBER_CHECK(dtype_from_name(s, &dt), Model, "[graph] value '", name,
-                          "': unsupported dtype ", s);
-            }
-            int id = g.add_value(name, dt);
-            if (!dims.is_none()) {
-              ValueInfo& v = g.values[id];
-              v.has_shape = true;
-              for (nb::handle d : dims) {
-                Dim dim;
-                if (nb::isinstance<nb::int_>(d)) dim.value = nb::cast<int64_t>(d);
-                else if (nb::isinstance<nb::str>(d)) dim.symbol = nb::cast<std::string>(d);
-                v.dims.push_back(dim);
-              }
-            }
+            int id = g.add_value(name);
+            declare_value(g.values[id], dtype, dims);
             return id;
           },
           nb::arg("name"), nb::arg("dtype") = nb::none(), nb::arg("dims") = nb::none())
+      .def(
+          "declare",
+          [](Graph& g, int id, nb::object dtype, nb::object dims) {
+            EMBER_CHECK(id >= 0 && id < (int)g.values.size(), Model, "[graph] bad value id ", id);
+            declare_value(g.values[id], dtype, dims);
+          },
+          nb::arg("id"), nb::arg("dtype") = nb::none(), nb::arg("dims") = nb::none())
       .def("find_value", &Graph::find_value)
       .def("add_input", [](Graph& g, int id) { g.inputs.push_back(id); })
       .def("add_output", [](Graph& g, int id) { g.outputs.push_back(id); })

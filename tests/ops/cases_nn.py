@@ -501,3 +501,58 @@ case("Resize", {"mode": "linear"}, [((2, 5, 7), F32, "normal"), ABSENT, _F32S([1
      opset=13, tol="accum", id="op13")
 case("Resize", {"mode": "linear", "axes": [1]}, [((2, 5, 7), F32, "normal"), ABSENT,
                                                  _F32S([2.2])], opset=18, tol="accum", id="op18")
+
+
+# ---- control flow and data-dependent shapes (ops_control.cpp) --------------------------------
+
+CONTROL_OPS = ["If", "Loop", "NonZero"]
+
+# NonZero: zeros on purpose (small_int, bool); an empty input; f16 through the float compare.
+case("NonZero", {}, [((3, 7), F32, "small_int")], tol="bits", id="f32")
+case("NonZero", {}, [((2, 3, 5), I64, "small_int")], tol="bits", id="rank3-i64")
+case("NonZero", {}, [((9,), BOOL, "bool")], tol="bits", id="bool")
+case("NonZero", {}, [((4, 769), F16, "small_int")], tol="bits", id="f16")
+case("NonZero", {}, [((0, 5), F32, "normal")], tol="bits", id="empty")
+
+
+def _graph(nodes, name, inputs, outputs):
+    from onnx import helper
+    vi = lambda n, t, s: helper.make_tensor_value_info(n, t, s)  # noqa: E731
+    return helper.make_graph(nodes, name, [vi(*x) for x in inputs], [vi(*x) for x in outputs])
+
+
+def _const_branch(name, values):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    node = helper.make_node("Constant", [], [f"{name}_out"],
+                            value=numpy_helper.from_array(np.asarray(values, np.float32)))
+    return _graph([node], name, [], [(f"{name}_out", TensorProto.FLOAT, None)])
+
+
+# If: the branches differ in shape, so the output's shape is known only by running.
+_branches = {"then_branch": _const_branch("then", [1.0, 2.0, 3.0]),
+             "else_branch": _const_branch("else", [[4.0, 5.0], [6.0, 7.0]])}
+case("If", _branches, [F(True, "bool")], tol="bits", id="then")
+case("If", _branches, [F(False, "bool")], tol="bits", id="else")
+
+
+def _loop_body():
+    """v <- v + float(iter); scan v * 2; stop once iter reaches 2 (3 iterations at most)."""
+    from onnx import TensorProto as T, helper
+    nodes = [helper.make_node("Cast", ["iter"], ["iter_f"], to=T.FLOAT),
+             helper.make_node("Add", ["v_in", "iter_f"], ["v_out"]),
+             helper.make_node("Add", ["v_out", "v_out"], ["scan"]),
+             helper.make_node("Constant", [], ["two"], value_int=2),
+             helper.make_node("Less", ["iter", "two"], ["cond_out"])]
+    return _graph(nodes, "body", [("iter", T.INT64, []), ("cond_in", T.BOOL, []),
+                                  ("v_in", T.FLOAT, [3, 4])],
+                  [("cond_out", T.BOOL, []), ("v_out", T.FLOAT, [3, 4]), ("scan", T.FLOAT, [3, 4])])
+
+
+# Loop: trip count M and cond fed; the body's cond stops it early; a scan output stacks.
+case("Loop", {"body": _loop_body()}, [F(5), F(True, "bool"), ((3, 4), F32, "normal")],
+     outputs=2, id="early-stop")
+case("Loop", {"body": _loop_body()}, [F(2), F(True, "bool"), ((3, 4), F32, "normal")],
+     outputs=2, id="trip-count")
+case("Loop", {"body": _loop_body()}, [ABSENT, F(True, "bool"), ((3, 4), F32, "normal")],
+     outputs=2, id="no-trip-count")

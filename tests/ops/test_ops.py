@@ -102,11 +102,29 @@ def _layer_norm(x, scale, bias=None, axis=-1, epsilon=1e-5, stash_type=1):
     return y.astype(x.dtype), mean.astype(stash), inv_std.astype(stash)
 
 
+def _loop(m=None, cond=None, *v_initial, body):
+    # onnx.reference (1.23) joins scan outputs with np.vstack, which concatenates rank >= 2
+    # outputs instead of stacking them (onnxruntime and the spec stack): run the body with it,
+    # stack here.
+    run = ReferenceEvaluator(body, opsets={"": 18}).run
+    n_carried = len(v_initial)
+    carried, scans, i = list(v_initial), None, 0
+    keep = True if cond is None else bool(cond)
+    while keep and (m is None or i < int(m)):
+        outs = run(None, dict(zip([x.name for x in body.input],
+                                  [np.array(i, np.int64), np.array(keep)] + carried)))
+        keep, carried = bool(outs[0]), list(outs[1:1 + n_carried])
+        scans = [s + [y] for s, y in zip(scans or [[] for _ in outs[1 + n_carried:]],
+                                         outs[1 + n_carried:])]
+        i += 1
+    return tuple(carried) + tuple(np.stack(s) for s in scans or [])
+
+
 # op -> (opsets it applies below, or None for all; numpy implementation). Everything else
 # uses onnx.reference, and Mean falls back to numpy only when the evaluator raises.
 NUMPY_ORACLES = {"Softmax": (13, _softmax_legacy(False)), "LogSoftmax": (13, _softmax_legacy(True)),
                  "Erf": (None, _erf), "Gelu": (None, _gelu),
-                 "LayerNormalization": (None, _layer_norm)}
+                 "LayerNormalization": (None, _layer_norm), "Loop": (None, _loop)}
 NUMPY_FALLBACKS = {"Mean": _mean}
 
 

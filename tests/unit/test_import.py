@@ -305,16 +305,21 @@ def test_old_opset_loads_only_reviewed_versions(rng):
     assert "Softmax@opset10" in e.value.ops
 
 
-def test_op_not_yet_in_opset_and_subgraph_and_float8_cast():
+def test_op_not_yet_in_opset_and_in_subgraph_and_float8_cast():
+    # Unsupported nodes inside If branches are reported with the rest (ember info counts them).
+    det = oh.make_node("Det", ["m"], ["d"], name="det_in_branch")
+    then = oh.make_graph([det], "t", [], [vi("d")])
     m = model([oh.make_node("Gelu", ["x"], ["a"], name="g"),  # Gelu needs opset 20
                oh.make_node("Cast", ["a"], ["b"], to=TP.FLOAT8E4M3FN, name="c8"),
-               oh.make_node("If", ["cond"], ["y"], name="if",
-                            then_branch=oh.make_graph([], "t", [], []),
-                            else_branch=oh.make_graph([], "e", [], []))],
-              [vi("x", shape=[2]), vi("cond", TP.BOOL, [])], [vi("y")], opset=18)
+               oh.make_node("If", ["cond"], ["y"], name="if", then_branch=then,
+                            else_branch=oh.make_graph([], "e", [], [vi("m")]))],
+              [vi("x", shape=[2]), vi("cond", TP.BOOL, []), vi("m", shape=[2, 2])], [vi("y")],
+              opset=18)
     with pytest.raises(UnsupportedOpError) as e:
         import_model(m)
-    assert e.value.ops == {"Gelu@opset18": ["g"], "Cast(to=FLOAT8E4M3FN)": ["c8"], "If": ["if"]}
+    assert e.value.ops == {"Gelu@opset18": ["g"], "Cast(to=FLOAT8E4M3FN)": ["c8"],
+                           "Det": ["det_in_branch"]}
+    assert e.value.op_histogram == {"Gelu": 1, "Cast": 1, "If": 1, "Det": 1}
 
 
 # ---- malformed models ------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <utility>
@@ -14,6 +15,8 @@
 #include "ember/tensor.h"
 
 namespace ember {
+
+struct Graph;
 
 enum class OpType : uint16_t {
   // elementwise binary (numpy broadcasting)
@@ -42,16 +45,18 @@ enum class OpType : uint16_t {
   ArgMin, DepthToSpace, SpaceToDepth, OneHot, Einsum,
   // recurrent, resampling, selection (ops_rnn.cpp)
   LSTM, GRU, Resize, TopK,
+  // control flow and data-dependent shapes (ops_control.cpp)
+  If, Loop, NonZero,
   Count
 };
 
 // ---- attributes ---------------------------------------------------------------------------
 
-// The first six match AttrValue's alternatives; Bool is an Int that must be 0 or 1 (a flag
-// such as keepdims: engines read other values differently, so they are refused).
-enum class AttrKind : uint8_t { Int, Float, String, Ints, Floats, Tensor, Bool };
+// Bool is an Int that must be 0 or 1 (a flag such as keepdims: engines read other values
+// differently, so they are refused). Graph: a subgraph (If branches, Loop bodies).
+enum class AttrKind : uint8_t { Int, Float, String, Ints, Floats, Tensor, Bool, Graph };
 using AttrValue = std::variant<int64_t, double, std::string, std::vector<int64_t>,
-                               std::vector<double>, Tensor>;
+                               std::vector<double>, Tensor, std::shared_ptr<const Graph>>;
 
 struct AttrSpec {
   const char* name;
@@ -70,6 +75,7 @@ class Attrs {
   std::vector<int64_t> get_ints(const std::string& name) const;  // empty when absent
   std::vector<double> get_floats(const std::string& name) const;
   const Tensor* get_tensor(const std::string& name) const;
+  const Graph* get_graph(const std::string& name) const;  // nullptr when absent
   const std::vector<std::pair<std::string, AttrValue>>& items() const { return items_; }
 
  private:
@@ -99,6 +105,7 @@ struct InferCtx {
   std::vector<const Tensor*> values;   // nullptr where not known
   ErrorKind error_kind = ErrorKind::Model;
   mutable uint64_t values_read = 0;    // bit i: infer read input i's value (plan keys use it)
+  mutable bool value_missing = false;  // require_value failed: the value is only known by running
 
   int num_inputs() const { return (int)in.size(); }
   bool has(int i) const { return i < (int)in.size() && in[i].dtype != DType::Count; }
@@ -116,13 +123,23 @@ struct InferCtx {
 
 using InferFn = std::vector<TensorType> (*)(const InferCtx&);
 
+// Runs a node's subgraph (If branches, Loop bodies) with these feeds, in the graph's input
+// order; returns its outputs. The session compiles each subgraph once and caches its plans.
+class SubgraphRunner {
+ public:
+  virtual ~SubgraphRunner() = default;
+  virtual std::vector<Tensor> run_subgraph(const Graph& graph, const std::vector<Tensor>& feeds) = 0;
+};
+
 // Kernel input: contiguous tensors (nullptr for absent inputs), outputs preallocated with
-// the inferred shapes, and a thread budget for this call.
+// the inferred shapes (kOpDynamic ops: undefined, the kernel assigns them), and a thread
+// budget for this call.
 struct KernelCtx {
   const Node& node;
   std::vector<const Tensor*> in;
   std::vector<Tensor*> out;
   int max_threads = 1;
+  SubgraphRunner* subgraphs = nullptr;  // set where the node is run eagerly by a session
 
   const Tensor& input(int i) const { return *in[i]; }
   bool has_input(int i) const { return i < (int)in.size() && in[i] != nullptr; }
@@ -138,6 +155,10 @@ using KernelFn = void (*)(const KernelCtx&);
 enum OpFlags : uint32_t {
   kOpStateful = 1u << 0,   // side effects (KV-cache writes): never folded or removed
   kOpShapeOnly = 1u << 1,  // output depends only on input shapes (Shape, Size)
+  // Output shapes are known only by running (NonZero, If, Loop): never folded; the planner
+  // ends a plan before the node, the executor runs it eagerly and its kernel allocates the
+  // outputs. infer checks the inputs and returns no output types.
+  kOpDynamic = 1u << 2,
 };
 
 struct OpDef {

@@ -46,6 +46,10 @@ class Session {
   const SessionOptions& options() const;
   // Runs the graph; `outputs` empty means all graph outputs, in graph order.
   NamedTensors run(const NamedTensors& feeds, const std::vector<std::string>& outputs = {});
+  // Runs with feeds already in graph-input order, contiguous and of the declared dtypes
+  // (checked); returns every graph output in order. For subgraphs run once per iteration:
+  // no name lookups.
+  std::vector<Tensor> run_positional(const std::vector<Tensor>& feeds);
   // Compiles (or fetches) the plan for these feeds and describes it without running.
   PlanInfo plan_info(const NamedTensors& feeds);
   size_t plans_cached() const;

@@ -42,7 +42,7 @@ int fold_constants(Graph& graph) {
   size_t budget = kFoldBudgetBytes + 4 * graph.constant_bytes();
   for (Node& node : graph.nodes) {
     const OpDef& def = op_def(node.op);
-    bool foldable = !(def.flags & kOpStateful);
+    bool foldable = !(def.flags & (kOpStateful | kOpDynamic));
     std::vector<const Tensor*> in;
     for (int id : node.inputs) {
       if (id < 0) {

@@ -44,6 +44,9 @@ void Graph::validate() const {
   for (const Node& node : nodes) {
     EMBER_CHECK(op_has_def(node.op), Model, "[graph] node '", node.name, "' has an unknown op");
     op_validate(node);
+    for (const auto& [name, value] : node.attrs.items()) {
+      if (auto sub = std::get_if<std::shared_ptr<const Graph>>(&value)) (*sub)->validate();
+    }
     for (int id : node.inputs) {
       if (id < 0) continue;
       check_id(id, "node '" + node.name + "'");

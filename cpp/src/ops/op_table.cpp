@@ -15,7 +15,7 @@ struct OpIndex {
     for (auto table : {op_defs_elementwise(), op_defs_unary(), op_defs_linalg(), op_defs_reduce(),
                        op_defs_shape(), op_defs_index(), op_defs_scan(), op_defs_conv(),
                        op_defs_nn(), op_defs_pool(), op_defs_tensor(), op_defs_tensor_index(),
-                       op_defs_rnn(), op_defs_resize()}) {
+                       op_defs_rnn(), op_defs_resize(), op_defs_control()}) {
       for (const OpDef& d : table) {
         EMBER_CHECK(rows[(size_t)d.op] == nullptr, Internal, "[ops] two rows for ", d.name);
         rows[(size_t)d.op] = &d;
@@ -30,8 +30,18 @@ const OpIndex& op_index() {
 }
 
 const char* attr_kind_name(AttrKind k) {
-  static const char* names[] = {"int", "float", "string", "ints", "floats", "tensor", "0 or 1"};
+  static const char* names[] = {"int", "float", "string", "ints", "floats", "tensor", "0 or 1",
+                                "graph"};
   return names[(int)k];
+}
+
+// The AttrValue alternative that holds an attribute of this kind.
+size_t attr_kind_index(AttrKind k) {
+  switch (k) {
+    case AttrKind::Bool: return 0;   // an int64_t
+    case AttrKind::Graph: return 6;  // a shared_ptr<const Graph>
+    default: return (size_t)k;
+  }
 }
 
 }  // namespace
@@ -76,8 +86,8 @@ void op_validate(const Node& node) {
     for (const AttrSpec& s : def.attrs) if (name == s.name) spec = &s;
     EMBER_CHECK(spec, Model, "[", def.name, "] node '", node.name, "': unknown attribute '", name, "'");
     bool flag = spec->kind == AttrKind::Bool;
-    size_t want = flag ? (size_t)AttrKind::Int : (size_t)spec->kind;
-    bool ok = (size_t)value.index() == want;
+    bool ok = value.index() == attr_kind_index(spec->kind);
+    if (ok && spec->kind == AttrKind::Graph) ok = std::get<6>(value) != nullptr;
     if (ok && flag) ok = std::get<int64_t>(value) == 0 || std::get<int64_t>(value) == 1;
     EMBER_CHECK(ok, Model, "[", def.name, "] node '", node.name, "': attribute '", name,
                 "' must be ", attr_kind_name(spec->kind));
@@ -110,6 +120,7 @@ int64_t tensor_bytes_checked(const TensorType& t, ErrorKind kind, const std::str
 std::vector<TensorType> op_infer(const InferCtx& ctx) {
   const OpDef& def = op_def(ctx.node.op);
   std::vector<TensorType> types = def.infer(ctx);
+  if (def.flags & kOpDynamic) return types;  // inputs checked; outputs come from running
   EMBER_CHECK(types.size() >= ctx.node.outputs.size(), Internal, "[", def.name, "] inferred ",
               types.size(), " outputs, node '", ctx.node.name, "' has ", ctx.node.outputs.size());
   for (size_t k = 0; k < types.size(); k++) {
@@ -177,10 +188,17 @@ const Tensor* Attrs::get_tensor(const std::string& name) const {
   return v ? std::get_if<Tensor>(v) : nullptr;
 }
 
+const Graph* Attrs::get_graph(const std::string& name) const {
+  const AttrValue* v = find(name);
+  auto p = v ? std::get_if<std::shared_ptr<const Graph>>(v) : nullptr;
+  return p ? p->get() : nullptr;
+}
+
 // ---- contexts ----
 
 const Tensor& InferCtx::require_value(int i, const char* what) const {
   const Tensor* v = value(i);
+  if (!v) value_missing = true;
   if (!v) fail(what, " (input ", i, ") is data-dependent; it must be a constant or computed from shapes");
   return *v;
 }

@@ -151,6 +151,7 @@ std::span<const OpDef> op_defs_tensor();
 std::span<const OpDef> op_defs_tensor_index();
 std::span<const OpDef> op_defs_rnn();
 std::span<const OpDef> op_defs_resize();
+std::span<const OpDef> op_defs_control();
 
 // Slice's start, step and length per data dim after ONNX's clamping (ops_index.cpp), shared
 // by the reference and the fast kernel. Returns an error message, empty on success.

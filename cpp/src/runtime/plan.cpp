@@ -1,10 +1,11 @@
 // Plan compilation: dead-node pruning for the requested outputs, a forward pass that infers
-// types and folds anything computable from shapes and constants, kernel choice, memory plan.
+// types and folds anything computable from shapes and constants, kernel choice, the eager
+// boundary (plan.h), memory plan. Also the plan cache.
 #include "runtime/plan.h"
 
 #include <cstdio>
-#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "graph/fold.h"
 #include "graph/memory_plan.h"
@@ -35,41 +36,65 @@ std::vector<bool> needed_nodes(const Graph& g, const std::vector<int>& outputs) 
   return need;
 }
 
+// Values the nodes from `from` on (those needed) and the requested outputs read.
+std::vector<bool> read_after(const Graph& g, const std::vector<bool>& need, int from,
+                             const std::vector<int>& outputs) {
+  std::vector<bool> read(g.values.size(), false);
+  for (int id : outputs) read[id] = true;
+  for (size_t ni = from; ni < g.nodes.size(); ni++) {
+    if (!need[ni]) continue;
+    for (int id : g.nodes[ni].inputs) if (id >= 0) read[id] = true;
+  }
+  return read;
+}
+
 }  // namespace
+
+PlanRequest plan_request(const Graph& graph, const std::vector<int>& bound,
+                         const std::vector<Tensor>& tensors, const std::vector<int>& outputs) {
+  PlanRequest req{&graph, bound, {}, {}, {}, outputs, 0, false, Isa::Generic};
+  for (const Tensor& t : tensors) {
+    req.types.push_back({t.dtype(), t.shape()});
+    req.values.push_back(t.numel() <= kMaxValueFeed ? &t : nullptr);
+  }
+  return req;
+}
 
 std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
   const Graph& g = *req.graph;
   auto plan = std::make_shared<Plan>();
   size_t nv = g.values.size();
+  plan->bound = req.bound;
   plan->types.assign(nv, TensorType{});
   plan->kinds.assign(nv, SlotKind::Unused);
   plan->offsets.assign(nv, 0);
   plan->known.assign(nv, Tensor());
   plan->outputs = req.outputs;
 
-  for (const auto& [id, t] : g.constants) {
+  auto set_known = [&](int id, const Tensor& t) {
     plan->types[id] = {t.dtype(), t.shape()};
     plan->kinds[id] = SlotKind::Known;
     plan->known[id] = t;
-  }
-  // Small values computed from feeds (a fed shape, its Cast, ...), offered to shape
-  // inference; `deps` holds the feed slots each derives from. A plan that reads one is keyed
-  // on those feeds' values. The nodes still run at run time.
+  };
+  for (const auto& [id, t] : g.constants) set_known(id, t);
+  for (const auto& [id, t] : req.known) set_known(id, t);
+  // Small values computed from bound values (a fed shape, its Cast, ...), offered to shape
+  // inference; `deps` holds the bound slots each derives from. A plan that reads one is keyed
+  // on those values. The nodes still run at run time.
   std::vector<Tensor> tentative(nv);
   std::vector<uint64_t> deps(nv, 0);
-  for (size_t i = 0; i < g.inputs.size(); i++) {
-    plan->types[g.inputs[i]] = req.feeds[i];
-    plan->kinds[g.inputs[i]] = SlotKind::Feed;
-    if (i < 64 && req.feed_values[i]) {
-      tentative[g.inputs[i]] = *req.feed_values[i];
-      deps[g.inputs[i]] = 1ull << i;
+  for (size_t i = 0; i < req.bound.size(); i++) {
+    plan->types[req.bound[i]] = req.types[i];
+    plan->kinds[req.bound[i]] = SlotKind::Feed;
+    if (i < 64 && req.values[i]) {
+      tentative[req.bound[i]] = *req.values[i];
+      deps[req.bound[i]] = 1ull << i;
     }
   }
 
   std::vector<bool> need = needed_nodes(g, req.outputs);
   size_t fold_left = kFoldBudgetBytes;  // big folds past this run from the arena instead
-  std::vector<int> step_node;  // node index per step
-  for (size_t ni = 0; ni < g.nodes.size(); ni++) {
+  for (size_t ni = req.first_node; ni < g.nodes.size(); ni++) {
     if (!need[ni]) continue;
     const Node& node = g.nodes[ni];
     const OpDef& def = op_def(node.op);
@@ -96,16 +121,25 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
       all_known = all_known && known;
       all_values = all_values && (known || fed);
     }
-    // Checked types (sizes, ranks) before anything is allocated for this node.
-    std::vector<TensorType> out_types = op_infer(ictx);
+    // Checked types (sizes, ranks) before anything is allocated for this node. A dynamic op,
+    // or shape inference that needs a value only running can give, ends the plan here.
+    std::vector<TensorType> out_types;
+    try {
+      out_types = op_infer(ictx);
+    } catch (const Error&) {
+      if (!ictx.value_missing) throw;
+    }
+    if ((def.flags & kOpDynamic) || ictx.value_missing) {
+      plan->eager_node = (int)ni;
+      plan->info.push_back({node.name, def.name, "eager", "-"});
+      break;
+    }
     if (all_known && !(def.flags & kOpStateful) && fold_budget_take(out_types, &fold_left)) {
       std::vector<Tensor> outs = evaluate_node(node, ictx.values, ErrorKind::Input);
       for (size_t k = 0; k < node.outputs.size(); k++) {
         int id = node.outputs[k];
         if (id < 0) continue;
-        plan->types[id] = {outs[k].dtype(), outs[k].shape()};
-        plan->kinds[id] = SlotKind::Known;
-        plan->known[id] = outs[k];
+        set_known(id, outs[k]);
         plan->folded_bytes += outs[k].nbytes();
       }
       plan->info.push_back({node.name, def.name, "folded", "-"});
@@ -152,23 +186,43 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
       if (const KernelEntry* e = cpu_kernel_find(ictx, req.isa)) step = {&node, e->fn, e->name, e->isa};
     }
     plan->steps.push_back(step);
-    step_node.push_back((int)ni);
     plan->info.push_back({node.name, def.name, step.kernel, isa_name(step.isa)});
     if (debug_level() >= 3)
       std::fprintf(stderr, "[ember] %s (%s): %s/%s\n", node.name.c_str(), def.name, step.kernel,
                    isa_name(step.isa));
   }
 
-  // Requested outputs get their own buffers; everything else computed goes in the arena.
-  for (int id : req.outputs) {
-    if (plan->kinds[id] == SlotKind::Arena) plan->kinds[id] = SlotKind::Output;
-    const TensorType& t = plan->types[id];
-    plan->output_bytes += (size_t)shape_numel(t.shape) * dtype_size(t.dtype);
-  }
+  int nsteps = (int)plan->steps.size();
   std::vector<int> first(nv, -1), last(nv, -1);
-  for (int s = 0; s < (int)plan->steps.size(); s++) {
+  for (int s = 0; s < nsteps; s++) {
     for (int id : plan->steps[s].node->outputs) if (id >= 0) first[id] = last[id] = s;
     for (int id : plan->steps[s].node->inputs) if (id >= 0) last[id] = s;
+  }
+  if (plan->eager_node >= 0) {
+    const Node& eager = g.nodes[plan->eager_node];
+    for (int id : eager.outputs) if (id >= 0) plan->carried.push_back(id);
+    std::vector<bool> read = read_after(g, need, plan->eager_node, req.outputs);
+    for (size_t id = 0; id < nv; id++) {
+      if (!read[id] || g.constants.count((int)id)) continue;
+      SlotKind k = plan->kinds[id];
+      if (k == SlotKind::Known) plan->handoff.push_back((int)id);
+      if (k == SlotKind::Feed || k == SlotKind::Arena || k == SlotKind::Output) {
+        plan->carried.push_back((int)id);
+        last[id] = nsteps;  // the arena keeps it to the end of this part
+      }
+    }
+    plan->continuations = std::make_unique<PlanCache>(8);
+    for (size_t ni = plan->eager_node + 1; ni < g.nodes.size(); ni++)
+      if (need[ni]) plan->info.push_back({g.nodes[ni].name, op_name(g.nodes[ni].op), "after eager", "-"});
+  }
+
+  // Requested outputs get their own buffers; everything else computed goes in the arena.
+  for (int id : req.outputs) {
+    SlotKind& k = plan->kinds[id];
+    if (k == SlotKind::Arena) k = SlotKind::Output;
+    if (k != SlotKind::Output && k != SlotKind::Known) continue;
+    const TensorType& t = plan->types[id];
+    plan->output_bytes += (size_t)shape_numel(t.shape) * dtype_size(t.dtype);
   }
   std::vector<BufferLife> lives;
   std::vector<int> life_ids;
@@ -182,6 +236,48 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
   for (size_t i = 0; i < life_ids.size(); i++) plan->offsets[life_ids[i]] = mp.offsets[i];
   plan->arena_bytes = mp.peak_bytes;
   return plan;
+}
+
+// ---- cache ----------------------------------------------------------------------------------
+
+PlanCache::Key PlanCache::key(const std::vector<Tensor>& bound, const std::vector<int>& outputs) const {
+  Key key;
+  for (const Tensor& t : bound) {
+    key.push_back((int64_t)t.dtype());
+    key.push_back(t.rank());
+    key.insert(key.end(), t.shape().begin(), t.shape().end());
+  }
+  key.push_back(-1);
+  key.insert(key.end(), outputs.begin(), outputs.end());
+  for (size_t i = 0; i < bound.size() && i < value_inputs_.size(); i++) {
+    if (!value_inputs_[i]) continue;
+    key.push_back(-2 - (int64_t)i);
+    const char* p = static_cast<const char*>(bound[i].data());
+    for (size_t b = 0; b < bound[i].nbytes(); b += 8) {
+      int64_t word = 0;
+      std::memcpy(&word, p + b, std::min<size_t>(8, bound[i].nbytes() - b));
+      key.push_back(word);
+    }
+  }
+  return key;
+}
+
+std::shared_ptr<Plan> PlanCache::find(const std::vector<Tensor>& bound, const std::vector<int>& outputs) {
+  Key k = key(bound, outputs);
+  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    if (it->first != k) continue;
+    entries_.splice(entries_.begin(), entries_, it);
+    return entries_.front().second;
+  }
+  return nullptr;
+}
+
+void PlanCache::insert(const std::vector<Tensor>& bound, const std::vector<int>& outputs,
+                       std::shared_ptr<Plan> plan) {
+  if (value_inputs_.size() < bound.size()) value_inputs_.resize(bound.size(), false);
+  for (int slot : plan->value_feeds) value_inputs_[slot] = true;
+  entries_.emplace_front(key(bound, outputs), std::move(plan));
+  while ((int)entries_.size() > capacity_) entries_.pop_back();
 }
 
 }  // namespace ember

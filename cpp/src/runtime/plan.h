@@ -1,8 +1,18 @@
 // A Plan is the graph compiled for one input-shape signature: every value's type, shape
 // sub-graphs folded into constants, a kernel per remaining node, and arena offsets.
+//
+// Data-dependent shapes: a node whose output shapes are known only by running (a kOpDynamic
+// op such as NonZero, If, Loop; or shape inference that reads a computed value, as TopK's K
+// or Range's bounds) ends the plan. The executor runs that node eagerly, outputs allocated
+// after it ran, then a continuation plan compiled for the actual types of the values that
+// cross the boundary (and cached per those types). Each part keeps its planned arena; values
+// that cross stay live to the end of the part that made them.
 #pragma once
+#include <algorithm>
+#include <list>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "ember/session.h"
@@ -23,36 +33,75 @@ struct Step {
   Isa isa;
 };
 
+class PlanCache;
+
 struct Plan {
+  std::vector<int> bound;          // value ids set at entry: graph inputs, or carried values
   std::vector<TensorType> types;   // per value id
   std::vector<SlotKind> kinds;     // per value id
   std::vector<size_t> offsets;     // arena offset per value id (Arena slots)
   std::vector<Tensor> known;       // values known at plan time (constants, folded)
   std::vector<Step> steps;
   std::vector<int> outputs;        // requested output value ids, in order
-  std::vector<int> value_feeds;    // graph inputs whose values shape inference read
+  std::vector<int> value_feeds;    // indexes into `bound` whose values shape inference read
   size_t arena_bytes = 0;
   size_t output_bytes = 0;
   size_t folded_bytes = 0;
   std::vector<NodePlanInfo> info;
 
-  // Run state, guarded by mu: a plan runs one call at a time on its own arena.
+  // The boundary: graph node index run eagerly after the steps, -1 when the plan runs to the
+  // end. `carried` are the continuation's bound values (the eager node's outputs first, then
+  // values made or bound here that later nodes read); `handoff` are values this plan folded
+  // that later nodes read (constants to the continuation).
+  int eager_node = -1;
+  std::vector<int> carried;
+  std::vector<int> handoff;
+
+  // Run state, guarded by mu (a continuation by its root's): a plan runs one call at a time
+  // on its own arena.
   std::mutex mu;
   std::shared_ptr<void> arena;
   std::vector<Tensor> slots;       // per value id, bound for the current run
+  std::unique_ptr<PlanCache> continuations;
 };
 
 struct PlanRequest {
   const Graph* graph;
-  std::vector<TensorType> feeds;   // per graph input
-  // Small feeds offered to shape inference (Reshape's shape fed at run time, ...); a plan that
-  // reads one is only valid for that value, so the session keys it on the value too.
-  std::vector<const Tensor*> feed_values;
+  std::vector<int> bound;          // value ids set at entry
+  std::vector<TensorType> types;   // per bound value
+  // Small bound values offered to shape inference (Reshape's shape fed at run time, ...); a
+  // plan that reads one is only valid for that value, so its cache keys it on the value too.
+  std::vector<const Tensor*> values;
+  std::vector<std::pair<int, Tensor>> known;  // values fixed at compile time besides constants
   std::vector<int> outputs;        // value ids
+  int first_node = 0;              // graph node index to start from (continuations)
   bool reference_kernels;
   Isa isa;
 };
 
+// A request for these bound tensors: their types, and the small ones as values.
+PlanRequest plan_request(const Graph& graph, const std::vector<int>& bound,
+                         const std::vector<Tensor>& tensors, const std::vector<int>& outputs);
 std::shared_ptr<Plan> plan_compile(const PlanRequest& req);
+
+// Compiled plans for one entry point, keyed on the bound tensors' dtypes and dims, the
+// requested outputs, and the values of the bound tensors that shape inference read (learned
+// from the plans compiled so far). A bounded LRU; callers lock.
+class PlanCache {
+ public:
+  explicit PlanCache(int capacity) : capacity_(std::max(capacity, 1)) {}
+  std::shared_ptr<Plan> find(const std::vector<Tensor>& bound, const std::vector<int>& outputs);
+  void insert(const std::vector<Tensor>& bound, const std::vector<int>& outputs,
+              std::shared_ptr<Plan> plan);
+  size_t size() const { return entries_.size(); }
+
+ private:
+  using Key = std::vector<int64_t>;
+  Key key(const std::vector<Tensor>& bound, const std::vector<int>& outputs) const;
+
+  int capacity_;
+  std::list<std::pair<Key, std::shared_ptr<Plan>>> entries_;  // most recent first
+  std::vector<bool> value_inputs_;  // per bound slot: some plan read its value
+};
 
 }  // namespace ember

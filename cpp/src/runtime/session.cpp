@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <list>
 #include <tuple>
+#include <unordered_map>
 
 #include "ember/thread_pool.h"
 #include "graph/fold.h"
@@ -23,20 +23,25 @@ int debug_level() {
   return level;
 }
 
-// Cache key: dtype, rank and dims of each feed, the requested outputs, then the values of
-// the feeds that shape inference reads (value_inputs).
-using PlanKey = std::vector<int64_t>;
-
 }  // namespace
 
-struct Session::Impl {
+// Values of one run across the parts of an eagerly split plan: per value id, the tensor and
+// whether the run owns it (an output buffer or an eager result, never arena memory).
+struct RunState {
+  std::vector<Tensor> env;
+  std::vector<char> owned;
+  size_t bytes = 0;  // planned bytes of the parts run so far, for memory_limit
+};
+
+struct Session::Impl : SubgraphRunner {
   Graph graph;
   SessionOptions options;
   Isa isa;
   int threads;
-  std::mutex cache_mu;
-  std::list<std::pair<PlanKey, std::shared_ptr<Plan>>> cache;  // most recent first
-  std::vector<bool> value_inputs;  // per graph input: plans depend on its value (cache_mu)
+  mutable std::mutex cache_mu;
+  std::unique_ptr<PlanCache> cache;
+  std::mutex children_mu;
+  std::unordered_map<const Graph*, std::unique_ptr<Session>> children;  // per subgraph
 
   std::vector<int> resolve_outputs(const std::vector<std::string>& names) const {
     if (names.empty()) return graph.outputs;
@@ -52,6 +57,26 @@ struct Session::Impl {
       ids.push_back(found);
     }
     return ids;
+  }
+
+  // A feed against its input's declared dtype and dims.
+  static void check_declared(const ValueInfo& v, const Tensor& tensor) {
+    EMBER_CHECK(v.dtype == DType::Count || v.dtype == tensor.dtype(), Input, "[run] input '",
+                v.name, "': expected dtype ", dtype_name(v.dtype), ", got ",
+                dtype_name(tensor.dtype()));
+    if (!v.has_shape) return;
+    bool ok = (int)v.dims.size() == tensor.rank();
+    for (size_t d = 0; ok && d < v.dims.size(); d++)
+      ok = v.dims[d].value < 0 || v.dims[d].value == tensor.shape()[d];
+    if (ok) return;
+    std::string want = "[";
+    for (size_t d = 0; d < v.dims.size(); d++) {
+      want += d ? ", " : "";
+      want += v.dims[d].value >= 0 ? std::to_string(v.dims[d].value)
+              : v.dims[d].symbol.empty() ? "?" : v.dims[d].symbol;
+    }
+    fail(ErrorKind::Input, "[run] input '", v.name, "': expected shape ", want, "], got ",
+         shape_str(tensor.shape()));
   }
 
   // Orders feeds like graph.inputs and checks names, dtypes and declared dims.
@@ -72,24 +97,7 @@ struct Session::Impl {
                   "': unsupported dtype ", dtype_name(tensor.dtype()));
       tensor_bytes_checked({tensor.dtype(), tensor.shape()}, ErrorKind::Input,
                            str_cat("[run] input '", name, "'"));
-      EMBER_CHECK(v.dtype == DType::Count || v.dtype == tensor.dtype(), Input, "[run] input '",
-                  name, "': expected dtype ", dtype_name(v.dtype), ", got ",
-                  dtype_name(tensor.dtype()));
-      if (v.has_shape) {
-        bool ok = (int)v.dims.size() == tensor.rank();
-        for (size_t d = 0; ok && d < v.dims.size(); d++)
-          ok = v.dims[d].value < 0 || v.dims[d].value == tensor.shape()[d];
-        if (!ok) {
-          std::string want = "[";
-          for (size_t d = 0; d < v.dims.size(); d++) {
-            want += d ? ", " : "";
-            want += v.dims[d].value >= 0 ? std::to_string(v.dims[d].value)
-                    : v.dims[d].symbol.empty() ? "?" : v.dims[d].symbol;
-          }
-          fail(ErrorKind::Input, "[run] input '", name, "': expected shape ", want, "], got ",
-               shape_str(tensor.shape()));
-        }
-      }
+      check_declared(v, tensor);
       if (!tensor.is_contiguous()) {
         // The copy is memory too: a broadcast view of a few bytes can stand for gigabytes.
         EMBER_CHECK(options.memory_limit == 0 || tensor.nbytes() <= options.memory_limit, Input,
@@ -104,28 +112,6 @@ struct Session::Impl {
       if (!bound[i].defined()) missing += (missing.empty() ? "" : ", ") + graph.values[graph.inputs[i]].name;
     EMBER_CHECK(missing.empty(), Input, "[run] missing inputs: ", missing);
     return bound;
-  }
-
-  PlanKey plan_key(const std::vector<Tensor>& feeds, const std::vector<int>& outputs) const {
-    PlanKey key;
-    for (const Tensor& t : feeds) {
-      key.push_back((int64_t)t.dtype());
-      key.push_back(t.rank());
-      key.insert(key.end(), t.shape().begin(), t.shape().end());
-    }
-    key.push_back(-1);
-    key.insert(key.end(), outputs.begin(), outputs.end());
-    for (size_t i = 0; i < feeds.size(); i++) {
-      if (!value_inputs[i]) continue;
-      key.push_back(-2 - (int64_t)i);
-      const char* p = static_cast<const char*>(feeds[i].data());
-      for (size_t b = 0; b < feeds[i].nbytes(); b += 8) {
-        int64_t word = 0;
-        std::memcpy(&word, p + b, std::min<size_t>(8, feeds[i].nbytes() - b));
-        key.push_back(word);
-      }
-    }
-    return key;
   }
 
   // A symbolic dim ("seq") must have one value across all feeds that declare it.
@@ -149,106 +135,183 @@ struct Session::Impl {
     }
   }
 
-  std::shared_ptr<Plan> get_plan(const std::vector<Tensor>& feeds, const std::vector<int>& outputs) {
-    PlanKey key;
-    {
-      std::lock_guard<std::mutex> lock(cache_mu);
-      key = plan_key(feeds, outputs);
-      for (auto it = cache.begin(); it != cache.end(); ++it) {
-        if (it->first == key) {
-          cache.splice(cache.begin(), cache, it);
-          return cache.front().second;
-        }
-      }
-    }
-    PlanRequest req{&graph, {}, {}, outputs, options.reference_kernels, isa};
-    for (const Tensor& t : feeds) {
-      req.feeds.push_back({t.dtype(), t.shape()});
-      req.feed_values.push_back(t.numel() <= kMaxValueFeed ? &t : nullptr);
-    }
+  std::shared_ptr<Plan> compile(PlanRequest req) {
+    req.reference_kernels = options.reference_kernels;
+    req.isa = isa;
     auto t0 = std::chrono::steady_clock::now();
     std::shared_ptr<Plan> plan = plan_compile(req);
     if (debug_level() >= 1) {
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      std::fprintf(stderr, "[ember] plan compiled in %.2f ms: %zu steps, arena %zu bytes\n", ms,
-                   plan->steps.size(), plan->arena_bytes);
+      std::fprintf(stderr, "[ember] plan compiled in %.2f ms: %zu steps, arena %zu bytes%s\n", ms,
+                   plan->steps.size(), plan->arena_bytes,
+                   req.first_node ? " (continuation)" : "");
     }
-    std::lock_guard<std::mutex> lock(cache_mu);
-    if (!plan->value_feeds.empty()) {
-      for (int slot : plan->value_feeds) value_inputs[slot] = true;
-      key = plan_key(feeds, outputs);
-    }
-    cache.emplace_front(key, plan);
-    while ((int)cache.size() > std::max(options.plan_cache_size, 1)) cache.pop_back();
     return plan;
   }
 
-  void check_memory(const Plan& plan) const {
+  std::shared_ptr<Plan> get_plan(const std::vector<Tensor>& feeds, const std::vector<int>& outputs) {
+    {
+      std::lock_guard<std::mutex> lock(cache_mu);
+      if (std::shared_ptr<Plan> plan = cache->find(feeds, outputs)) return plan;
+    }
+    std::shared_ptr<Plan> plan = compile(plan_request(graph, graph.inputs, feeds, outputs));
+    std::lock_guard<std::mutex> lock(cache_mu);
+    cache->insert(feeds, outputs, plan);
+    return plan;
+  }
+
+  // The plan after `parent`'s eager node for this run's carried values (parent's lock held).
+  std::shared_ptr<Plan> continuation(Plan& parent, const RunState& rs) {
+    std::vector<Tensor> bound;
+    for (int id : parent.carried) bound.push_back(rs.env[id]);
+    if (std::shared_ptr<Plan> plan = parent.continuations->find(bound, parent.outputs)) return plan;
+    PlanRequest req = plan_request(graph, parent.carried, bound, parent.outputs);
+    req.first_node = parent.eager_node + 1;
+    for (int id : parent.handoff) req.known.emplace_back(id, parent.known[id]);
+    std::shared_ptr<Plan> plan = compile(std::move(req));
+    parent.continuations->insert(bound, parent.outputs, plan);
+    return plan;
+  }
+
+  void check_memory(const Plan& plan, size_t before) const {
     // Plan-time folds are already allocated, but bounded (kFoldBudgetBytes beyond small values).
-    size_t need = plan.arena_bytes + plan.output_bytes + plan.folded_bytes;
+    size_t need = before + plan.arena_bytes + plan.output_bytes + plan.folded_bytes;
     EMBER_CHECK(options.memory_limit == 0 || need <= options.memory_limit, Input,
                 "[run] these feeds need ", need, " bytes (arena ", plan.arena_bytes,
                 " + outputs ", plan.output_bytes, " + folded at plan time ", plan.folded_bytes,
+                before ? str_cat(" + earlier parts and eager results ", before) : std::string(),
                 "), over memory_limit ", options.memory_limit);
   }
 
-  NamedTensors execute(Plan& plan, const std::vector<Tensor>& feeds) {
-    std::lock_guard<std::mutex> lock(plan.mu);
+  void bind_arena(Plan& plan) {
+    if (plan.arena) return;
     size_t nv = graph.values.size();
-    if (!plan.arena) {
-      size_t bytes = std::max<size_t>(plan.arena_bytes, 64);
-      void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-      EMBER_CHECK(p, Input, "[run] out of memory allocating a ", bytes, "-byte arena");
-      plan.arena = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
-      plan.slots.assign(nv, Tensor());
-      for (size_t id = 0; id < nv; id++) {
-        const TensorType& t = plan.types[id];
-        if (plan.kinds[id] == SlotKind::Known) plan.slots[id] = plan.known[id];
-        if (plan.kinds[id] == SlotKind::Arena)
-          plan.slots[id] = Tensor::borrow(t.dtype, t.shape, (char*)p + plan.offsets[id]);
-      }
+    size_t bytes = std::max<size_t>(plan.arena_bytes, 64);
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    EMBER_CHECK(p, Input, "[run] out of memory allocating a ", bytes, "-byte arena");
+    plan.arena = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+    plan.slots.assign(nv, Tensor());
+    for (size_t id = 0; id < nv; id++) {
+      const TensorType& t = plan.types[id];
+      if (plan.kinds[id] == SlotKind::Known) plan.slots[id] = plan.known[id];
+      if (plan.kinds[id] == SlotKind::Arena)
+        plan.slots[id] = Tensor::borrow(t.dtype, t.shape, (char*)p + plan.offsets[id]);
     }
-    for (size_t i = 0; i < graph.inputs.size(); i++) plan.slots[graph.inputs[i]] = feeds[i];
+  }
+
+  void run_step(const Step& step, Plan& plan) {
+    const Node& node = *step.node;
+    KernelCtx ctx{node, {}, {}, threads};
+    for (int id : node.inputs) ctx.in.push_back(id >= 0 ? &plan.slots[id] : nullptr);
+    for (int id : node.outputs) ctx.out.push_back(id >= 0 ? &plan.slots[id] : nullptr);
+    if (debug_level() < 2) return step.fn(ctx);
+    auto t0 = std::chrono::steady_clock::now();
+    step.fn(ctx);
+    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "[ember] %-40s %-20s %-28s %10.1f us\n", node.name.c_str(),
+                 op_name(node.op), step.kernel, us);
+  }
+
+  // Runs the plan's eager node on the plan's slots; its outputs go to the run state.
+  void run_eager(const Plan& plan, RunState& rs) {
+    const Node& node = graph.nodes[plan.eager_node];
+    const OpDef& def = op_def(node.op);
+    std::vector<const Tensor*> in;
+    for (int id : node.inputs) in.push_back(id >= 0 ? &plan.slots[id] : nullptr);
+    std::vector<Tensor> outs(node.outputs.size());
+    KernelCtx ctx{node, in, {}, threads, this};
+    KernelFn fn = def.reference;
+    if (!(def.flags & kOpDynamic)) {
+      // Shape inference with every input value at hand, then outputs sized before the kernel.
+      InferCtx ictx{node, {}, in, ErrorKind::Input};
+      for (const Tensor* t : in) ictx.in.push_back(t ? TensorType{t->dtype(), t->shape()} : TensorType{});
+      std::vector<TensorType> types = op_infer(ictx);
+      size_t bytes = 0;
+      for (size_t k = 0; k < node.outputs.size(); k++) bytes += shape_numel(types[k].shape) * dtype_size(types[k].dtype);
+      EMBER_CHECK(options.memory_limit == 0 || rs.bytes + bytes <= options.memory_limit, Input,
+                  "[run] node '", node.name, "' (", def.name, ") needs ", bytes,
+                  " bytes for its outputs after ", rs.bytes, " bytes, over memory_limit ",
+                  options.memory_limit);
+      for (size_t k = 0; k < node.outputs.size(); k++)
+        if (node.outputs[k] >= 0) outs[k] = Tensor::empty(types[k].dtype, types[k].shape);
+      const KernelEntry* e = options.reference_kernels ? nullptr : cpu_kernel_find(ictx, isa);
+      if (e) fn = e->fn;
+    }
+    for (size_t k = 0; k < node.outputs.size(); k++) ctx.out.push_back(node.outputs[k] >= 0 ? &outs[k] : nullptr);
+    fn(ctx);
+    for (size_t k = 0; k < node.outputs.size(); k++) {
+      int id = node.outputs[k];
+      if (id < 0) continue;
+      EMBER_CHECK(outs[k].defined(), Internal, "[run] eager node '", node.name, "' left output ", k, " unset");
+      rs.env[id] = outs[k];
+      rs.owned[id] = 1;
+      rs.bytes += outs[k].nbytes();
+    }
+    EMBER_CHECK(options.memory_limit == 0 || rs.bytes <= options.memory_limit, Input, "[run] node '",
+                node.name, "' (", def.name, ") results bring this run to ", rs.bytes,
+                " bytes, over memory_limit ", options.memory_limit);
+  }
+
+  // Runs one part (a plan, then its eager node and continuation). Caller holds the root's lock.
+  void run_part(Plan& plan, RunState& rs) {
+    check_memory(plan, rs.bytes);
+    rs.bytes += plan.arena_bytes + plan.output_bytes;
+    bind_arena(plan);
+    for (int id : plan.bound) plan.slots[id] = rs.env[id];
     for (int id : plan.outputs) {
       if (plan.kinds[id] == SlotKind::Output)
         plan.slots[id] = Tensor::empty(plan.types[id].dtype, plan.types[id].shape);
     }
-    struct Unbind {  // drop feeds and outputs from the plan whatever happens
+    struct Unbind {  // drop bound values and outputs from the plan whatever happens
       Plan& plan;
-      const Graph& graph;
       ~Unbind() {
-        for (int id : graph.inputs) plan.slots[id] = Tensor();
+        for (int id : plan.bound) plan.slots[id] = Tensor();
         for (int id : plan.outputs)
           if (plan.kinds[id] == SlotKind::Output) plan.slots[id] = Tensor();
       }
-    } unbind{plan, graph};
+    } unbind{plan};
 
-    for (const Step& step : plan.steps) {
-      const Node& node = *step.node;
-      KernelCtx ctx{node, {}, {}, threads};
-      for (int id : node.inputs) ctx.in.push_back(id >= 0 ? &plan.slots[id] : nullptr);
-      for (int id : node.outputs) ctx.out.push_back(id >= 0 ? &plan.slots[id] : nullptr);
-      if (debug_level() >= 2) {
-        auto t0 = std::chrono::steady_clock::now();
-        step.fn(ctx);
-        double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-        std::fprintf(stderr, "[ember] %-40s %-20s %-28s %10.1f us\n", node.name.c_str(),
-                     op_name(node.op), step.kernel, us);
-      } else {
-        step.fn(ctx);
-      }
-    }
-    NamedTensors out;
+    for (const Step& step : plan.steps) run_step(step, plan);
     for (int id : plan.outputs) {
-      // Outputs never alias the arena, the plan's constants or the caller's feeds.
-      Tensor t = plan.kinds[id] == SlotKind::Output ? plan.slots[id] : plan.slots[id].clone();
-      out.emplace_back(graph.values[id].name, t);
+      SlotKind k = plan.kinds[id];
+      if (k == SlotKind::Unused || k == SlotKind::Feed) continue;  // made in another part
+      rs.env[id] = plan.slots[id];
+      rs.owned[id] = k == SlotKind::Output;
     }
+    if (plan.eager_node < 0) return;
+    for (int id : plan.carried)
+      if (plan.kinds[id] != SlotKind::Unused) rs.env[id] = plan.slots[id];
+    run_eager(plan, rs);
+    run_part(*continuation(plan, rs), rs);
+  }
+
+  // Outputs in plan.outputs order; they never alias an arena, the plan's constants, the
+  // caller's feeds or each other.
+  std::vector<Tensor> execute(Plan& plan, const std::vector<Tensor>& feeds) {
+    std::lock_guard<std::mutex> lock(plan.mu);
+    RunState rs;
+    rs.env.resize(graph.values.size());
+    rs.owned.assign(graph.values.size(), 0);
+    for (size_t i = 0; i < graph.inputs.size(); i++) rs.env[graph.inputs[i]] = feeds[i];
+    run_part(plan, rs);
+    std::vector<Tensor> out;
+    for (int id : plan.outputs) out.push_back(rs.owned[id] ? rs.env[id] : rs.env[id].clone());
     for (size_t i = 0; i < out.size(); i++) {
       for (size_t j = 0; j < i; j++)
-        if (out[j].second.data() == out[i].second.data()) out[i].second = out[i].second.clone();
+        if (out[j].data() == out[i].data()) out[i] = out[i].clone();
     }
     return out;
+  }
+
+  std::vector<Tensor> run_subgraph(const Graph& g, const std::vector<Tensor>& feeds) override {
+    Session* child;
+    {
+      std::lock_guard<std::mutex> lock(children_mu);
+      std::unique_ptr<Session>& s = children[&g];
+      if (!s) s = std::make_unique<Session>(g, options);
+      child = s.get();
+    }
+    return child->run_positional(feeds);
   }
 };
 
@@ -258,7 +321,7 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
   impl_->graph = std::move(graph);
   impl_->options = options;
   impl_->isa = cpu_isa();
-  impl_->value_inputs.assign(impl_->graph.inputs.size(), false);
+  impl_->cache = std::make_unique<PlanCache>(options.plan_cache_size);
   int pool = thread_pool_size();
   impl_->threads = options.threads > 0 ? std::min(options.threads, pool) : pool;
 }
@@ -272,14 +335,29 @@ NamedTensors Session::run(const NamedTensors& feeds, const std::vector<std::stri
   std::vector<int> out_ids = impl_->resolve_outputs(outputs);
   std::vector<Tensor> bound = impl_->bind_feeds(feeds);
   std::shared_ptr<Plan> plan = impl_->get_plan(bound, out_ids);
-  impl_->check_memory(*plan);
   auto t0 = std::chrono::steady_clock::now();
-  NamedTensors result = impl_->execute(*plan, bound);
+  std::vector<Tensor> outs = impl_->execute(*plan, bound);
   if (debug_level() >= 1) {
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     std::fprintf(stderr, "[ember] run: %.3f ms\n", ms);
   }
+  NamedTensors result;
+  for (size_t i = 0; i < outs.size(); i++)
+    result.emplace_back(impl_->graph.values[out_ids[i]].name, std::move(outs[i]));
   return result;
+}
+
+std::vector<Tensor> Session::run_positional(const std::vector<Tensor>& feeds) {
+  const Graph& g = impl_->graph;
+  EMBER_CHECK(feeds.size() == g.inputs.size(), Input, "[run] ", feeds.size(), " feeds for ",
+              g.inputs.size(), " inputs");
+  for (size_t i = 0; i < feeds.size(); i++) {
+    const ValueInfo& v = g.values[g.inputs[i]];
+    EMBER_CHECK(feeds[i].defined() && feeds[i].is_contiguous(), Internal, "[run] input '", v.name,
+                "' is not a defined contiguous tensor");
+    Impl::check_declared(v, feeds[i]);
+  }
+  return impl_->execute(*impl_->get_plan(feeds, g.outputs), feeds);
 }
 
 PlanInfo Session::plan_info(const NamedTensors& feeds) {
@@ -295,7 +373,7 @@ PlanInfo Session::plan_info(const NamedTensors& feeds) {
 
 size_t Session::plans_cached() const {
   std::lock_guard<std::mutex> lock(impl_->cache_mu);
-  return impl_->cache.size();
+  return impl_->cache->size();
 }
 
 }  // namespace ember
