@@ -10,7 +10,10 @@ onnxruntime on fresh random inputs:
   pre-LN encoder blocks (nn.MultiheadAttention in one, hand-written attention in the other),
   GELU MLPs, final LayerNorm, head on the class token; 3x32x32, patch 8;
 - an LSTM tagger: embedding, bidirectional 1-layer batch_first nn.LSTM, linear per token;
-- a GRU regressor: 2-layer batch_first nn.GRU, last layer's final hidden state, linear.
+- a GRU regressor: 2-layer batch_first nn.GRU, last layer's final hidden state, linear;
+- a gated model with an If: torch.cond on the batch mean of the input picks one of two heads
+  (LayerNorm + GELU MLP, or linear + tanh), both reading the shared trunk's weights from the
+  main graph; inputs are offset so each branch runs.
 
 Tolerance: max |ember - onnxruntime| < 1e-4 * max |onnxruntime| on every output (relative to
 the output's scale; these random-weight heads give outputs of magnitude ~0.1-1). The harness
@@ -33,7 +36,7 @@ TORCH_TOL = 1e-5      # onnxruntime vs torch eager (harness sanity), same scale
 BATCHES = [1, 3]
 RNN_SHAPES = [(1, 1), (3, 1), (1, 7), (3, 7), (1, 20), (3, 20)]
 RNN_IDS = [f"{b}x{s}" for b, s in RNN_SHAPES]
-TAG_VOCAB, N_TAGS, GRU_FEATURES = 100, 9, 12
+TAG_VOCAB, N_TAGS, GRU_FEATURES, GATED_FEATURES = 100, 9, 12, 16
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -253,6 +256,31 @@ def gru_factory():
     return GRUModel().eval()
 
 
+def gated_factory():
+    import torch
+    from torch import nn
+
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = nn.Linear(GATED_FEATURES, 32)
+            self.norm = nn.LayerNorm(32)
+            self.mlp = nn.Sequential(nn.Linear(32, 32), nn.GELU(), nn.Linear(32, 8))
+            self.head = nn.Linear(32, 8)
+
+        def forward(self, x):
+            def wide(x):
+                return self.mlp(self.norm(self.trunk(x)))
+
+            def narrow(x):
+                return torch.tanh(self.head(self.trunk(x))) * 2
+
+            return torch.cond(x.mean() > 0, wide, narrow, (x,))
+
+    torch.manual_seed(5)
+    return Gated().eval()
+
+
 # ---- exports ---------------------------------------------------------------------------------
 
 def _image_spec():
@@ -277,6 +305,18 @@ def _gru_spec():
     return (x,), ["x"], ["y"], {"x": {0: "batch", 1: "seq"}, "y": {0: "batch"}}
 
 
+def _gated_spec():
+    import torch
+
+    x = torch.randn(2, GATED_FEATURES, generator=torch.Generator().manual_seed(0))
+    return (x,), ["x"], ["y"], {"x": {0: "batch"}, "y": {0: "batch"}}
+
+
+def _gated_inputs(rng, batch, branch):
+    # branch +1 / -1: an offset that fixes the sign of the mean, so the If takes that branch.
+    return {"x": (rng.standard_normal((batch, GATED_FEATURES)) + branch).astype(np.float32)}
+
+
 def _image_inputs(rng, batch, seq):
     return {"pixels": _images(rng, batch)}
 
@@ -296,6 +336,7 @@ MODELS = {
     "vision-vit-v1": (vit_factory, _image_spec, _image_inputs),
     "rnn-lstm-tagger-v1": (lstm_tagger_factory, _tagger_spec, _tagger_inputs),
     "rnn-gru-v1": (gru_factory, _gru_spec, _gru_inputs),
+    "control-if-v1": (gated_factory, _gated_spec, _gated_inputs),
 }
 
 
@@ -352,7 +393,7 @@ def test_onnxruntime_matches_torch(exported, rng, key):
     import torch
 
     model = exported(key)
-    feeds = model.inputs(rng, 3, 7)
+    feeds = model.inputs(rng, 3, 7 if "rnn" in key else 1)
     want = model.factory()
     with torch.no_grad():
         want = want(*(torch.from_numpy(v) for v in feeds.values())).numpy()
@@ -390,3 +431,14 @@ def test_lstm_tagger_matches_onnxruntime(exported, rng, batch, seq):
 @pytest.mark.parametrize("batch,seq", RNN_SHAPES, ids=RNN_IDS)
 def test_gru_matches_onnxruntime(exported, rng, batch, seq):
     _check(exported("rnn-gru-v1"), rng, batch, seq)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch,branch", [(1, 1), (3, 1), (1, -1), (3, -1)],
+                         ids=["1-then", "3-then", "1-else", "3-else"])
+def test_if_model_matches_onnxruntime(exported, rng, batch, branch):
+    from ember_e2e import onnx_op_types
+
+    model = exported("control-if-v1")
+    assert "If" in onnx_op_types(model.engine.path), "the export has no If: nothing tested"
+    _check(model, rng, batch, branch)
