@@ -146,3 +146,48 @@ TEST_CASE("session: constant sub-graphs are folded at load") {
   CHECK(s.graph().nodes.size() == 1);
   CHECK(s.graph().nodes[0].name == "keep");
 }
+
+TEST_CASE("eager boundary: values made before a NonZero stay intact for the nodes after it") {
+  // r = Relu(x); nz = NonZero(x); m = Mul(r, r); y = Add(m, r); n = Shape-free use of nz.
+  // r crosses the boundary in the first part's arena; the continuation's arena is its own.
+  Graph g;
+  int x = g.add_value("x", DType::F32);
+  int r = g.add_value("r"), nz = g.add_value("nz"), m = g.add_value("m"), y = g.add_value("y");
+  g.inputs = {x};
+  auto node = [&](OpType op, std::vector<int> in, std::vector<int> out) {
+    Node n;
+    n.op = op;
+    n.name = op_name(op) + std::to_string(g.nodes.size());
+    n.inputs = std::move(in);
+    n.outputs = std::move(out);
+    g.nodes.push_back(std::move(n));
+  };
+  node(OpType::Relu, {x}, {r});
+  node(OpType::NonZero, {x}, {nz});
+  node(OpType::Mul, {r, r}, {m});
+  node(OpType::Add, {m, r}, {y});
+  g.outputs = {y, nz};
+  Session s(std::move(g), {});
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> dist;
+  for (int64_t n : {5, 64, 1, 300}) {
+    Tensor in = Tensor::empty(DType::F32, {n});
+    float* p = in.ptr<float>();
+    for (int64_t i = 0; i < n; i++) p[i] = dist(rng) * (i % 3 == 0 ? 0.0f : 1.0f);
+    NamedTensors out = s.run({{"x", in}});
+    const float* got = out[0].second.ptr<float>();
+    std::vector<int64_t> want_nz;
+    for (int64_t i = 0; i < n; i++) {
+      float rv = std::max(p[i], 0.0f);
+      CHECK(got[i] == rv * rv + rv);
+      if (p[i] != 0.0f) want_nz.push_back(i);
+    }
+    const Tensor& nzt = out[1].second;
+    REQUIRE(nzt.shape() == Shape{1, (int64_t)want_nz.size()});
+    for (size_t i = 0; i < want_nz.size(); i++) CHECK(nzt.ptr<int64_t>()[i] == want_nz[i]);
+  }
+  PlanInfo info = s.plan_info({{"x", Tensor::zeros(DType::F32, {4})}});
+  REQUIRE(info.nodes.size() == 4);
+  CHECK(info.nodes[1].kernel == "eager");
+  CHECK(info.nodes[2].kernel == "after eager");
+}
