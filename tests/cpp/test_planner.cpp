@@ -191,3 +191,48 @@ TEST_CASE("eager boundary: values made before a NonZero stay intact for the node
   CHECK(info.nodes[1].kernel == "eager");
   CHECK(info.nodes[2].kernel == "after eager");
 }
+
+TEST_CASE("bind_constant_captures: constants an If branch reads move into the branch") {
+  // y = If(c) then (x + w) else (x - w), w a constant of the main graph.
+  auto branch = [](OpType op) {
+    auto b = std::make_shared<Graph>();
+    int x = b->add_value("x"), w = b->add_value("w"), out = b->add_value("out");
+    b->inputs = {x, w};
+    Node n;
+    n.op = op;
+    n.name = "arith";
+    n.inputs = {x, w};
+    n.outputs = {out};
+    b->nodes.push_back(n);
+    b->outputs = {out};
+    return std::shared_ptr<const Graph>(b);
+  };
+  Graph g;
+  int c = g.add_value("c", DType::Bool), x = g.add_value("x", DType::F32);
+  int w = g.add_value("w"), y = g.add_value("y");
+  g.inputs = {c, x};
+  Tensor wt = Tensor::empty(DType::F32, {3});
+  for (int i = 0; i < 3; i++) wt.ptr<float>()[i] = 10.0f * (i + 1);
+  g.constants[w] = wt;
+  Node n;
+  n.op = OpType::If;
+  n.name = "if";
+  n.inputs = {c, x, w};
+  n.outputs = {y};
+  n.attrs.set("then_branch", branch(OpType::Add));
+  n.attrs.set("else_branch", branch(OpType::Sub));
+  g.nodes.push_back(n);
+  g.outputs = {y};
+  Session s(std::move(g), {});
+  const Node& kept = s.graph().nodes.at(0);
+  CHECK(kept.inputs == std::vector<int>{c, x});
+  CHECK(kept.attrs.get_graph("then_branch")->inputs.size() == 1);
+  CHECK(kept.attrs.get_graph("else_branch")->constants.size() == 1);
+  Tensor xt = Tensor::zeros(DType::F32, {3});
+  for (bool take : {true, false}) {
+    Tensor ct = Tensor::empty(DType::Bool, {});
+    ct.ptr<bool>()[0] = take;
+    NamedTensors out = s.run({{"c", ct}, {"x", xt}});
+    for (int i = 0; i < 3; i++) CHECK(out[0].second.ptr<float>()[i] == (take ? 1 : -1) * 10.0f * (i + 1));
+  }
+}

@@ -75,6 +75,51 @@ int fold_constants(Graph& graph) {
   return folded;
 }
 
+namespace {
+
+// Node input `k` of a control-flow node is subgraph input `k - shift` of each subgraph attr.
+struct CaptureSpan {
+  int begin, end, shift;
+};
+
+CaptureSpan capture_span(const Node& node) {
+  int n = (int)node.inputs.size();
+  if (node.op == OpType::If) return {1, n, 1};
+  if (node.op == OpType::Loop) return {n - (int)node.attrs.get_int("captured", 0), n, 0};
+  return {0, 0, 0};
+}
+
+}  // namespace
+
+int bind_constant_captures(Graph& graph) {
+  int moved = 0;
+  for (Node& node : graph.nodes) {
+    CaptureSpan span = capture_span(node);
+    std::vector<int> bind;  // node input indexes, ascending
+    for (int k = std::max(span.begin, 0); k < span.end; k++)
+      if (node.inputs[k] >= 0 && graph.constants.count(node.inputs[k])) bind.push_back(k);
+    if (bind.empty()) continue;
+    Attrs attrs;
+    for (const auto& [name, value] : node.attrs.items()) {
+      auto sub = std::get_if<std::shared_ptr<const Graph>>(&value);
+      if (!sub) {
+        attrs.set(name, value);
+        continue;
+      }
+      auto g = std::make_shared<Graph>(**sub);
+      for (int k : bind) g->constants[g->inputs[k - span.shift]] = graph.constants.at(node.inputs[k]);
+      for (auto it = bind.rbegin(); it != bind.rend(); ++it) g->inputs.erase(g->inputs.begin() + (*it - span.shift));
+      attrs.set(name, std::shared_ptr<const Graph>(std::move(g)));
+    }
+    for (auto it = bind.rbegin(); it != bind.rend(); ++it) node.inputs.erase(node.inputs.begin() + *it);
+    if (node.op == OpType::Loop) attrs.set("captured", (int64_t)(span.end - span.begin - (int)bind.size()));
+    node.attrs = std::move(attrs);
+    moved += (int)bind.size();
+  }
+  if (moved) eliminate_dead_nodes(graph);
+  return moved;
+}
+
 int eliminate_dead_nodes(Graph& graph) {
   std::unordered_set<int> live(graph.outputs.begin(), graph.outputs.end());
   std::vector<bool> keep(graph.nodes.size(), false);

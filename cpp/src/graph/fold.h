@@ -25,6 +25,10 @@ bool fold_budget_take(const std::vector<TensorType>& types, size_t* budget_left)
 // Cast of every weight, int8 -> float, fits), then drops nodes and constants nothing reads.
 // Returns the nodes folded.
 int fold_constants(Graph& graph);
+// Captured inputs of If/Loop nodes that are constants here become constants of the subgraphs
+// (which then fold and pre-pack them as their own) instead of values passed on every run.
+// Returns the inputs moved.
+int bind_constant_captures(Graph& graph);
 int eliminate_dead_nodes(Graph& graph);
 
 }  // namespace ember

@@ -318,6 +318,7 @@ struct Session::Impl : SubgraphRunner {
 Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<Impl>()) {
   graph.validate();
   fold_constants(graph);
+  bind_constant_captures(graph);
   impl_->graph = std::move(graph);
   impl_->options = options;
   impl_->isa = cpu_isa();
