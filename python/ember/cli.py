@@ -168,6 +168,7 @@ def build_parser():
     run.add_argument("--output-dir", help="write each output to DIR/<name>.npy")
     run.add_argument("--threads", type=int, default=None)
     run.set_defaults(fn=cmd_run)
+    # Commands with modules of their own register below: <module>.add_parser(sub).
     return p
 
 
