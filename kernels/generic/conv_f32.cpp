@@ -117,7 +117,9 @@ bool conv_f32_supports(const InferCtx& ctx) {
          !__builtin_mul_overflow(rows, g.out_size(), &col) && col <= kMaxColFloats;
 }
 
-void conv_f32(const KernelCtx& ctx) {
+void conv_f32(const KernelCtx& ctx) { conv_f32_with(ctx, gemm_micro_generic()); }
+
+void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
   InferCtx ic{ctx.node, {}, {}};
   ConvGeom g = conv_geom(ic, ctx.input(0).shape(), ctx.input(1).shape(), false);
   const float* x = ctx.input(0).ptr<float>();  // [N, C, in...]
@@ -156,7 +158,7 @@ void conv_f32(const KernelCtx& ctx) {
         a.bias_cs = 0;
         a.beta = 1.0f;
       }
-      sgemm(a, ctx.max_threads);
+      sgemm(a, ctx.max_threads, micro);
     }
   }
 }

@@ -2,6 +2,7 @@
 // and the generic f32 Conv kernel (kernels/generic/conv_f32.cpp).
 #pragma once
 #include "ember/op.h"
+#include "kernels/generic/kernels_generic.h"
 
 namespace ember {
 
@@ -30,5 +31,6 @@ namespace ember::cpu {
 // otherwise im2col (skipped for 1x1, stride 1, no pad) feeds sgemm per (batch, group).
 bool conv_f32_supports(const InferCtx& ctx);  // the im2col buffer stays under 2^28 floats
 void conv_f32(const KernelCtx& ctx);
+void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro);  // the GEMMs on `micro`
 
 }  // namespace ember::cpu

@@ -248,6 +248,16 @@ void exp_f32_array(const float* x, float* y, int64_t n) {
   map_range(x, y, n, [](float v) { return exp_approx(v); });
 }
 
+void relu_f32_array(const float* x, float* y, int64_t n) {
+  map_range(x, y, n, [](float v) { return blend(v < 0.0f, 0.0f, v); });
+}
+void gelu_f32_array(const float* x, float* y, int64_t n) {
+  map_range(x, y, n, [](float v) { return gelu_erf_approx(v); });
+}
+void gelu_tanh_f32_array(const float* x, float* y, int64_t n) {
+  map_range(x, y, n, [](float v) { return gelu_tanh_approx(v); });
+}
+
 void exp_f32(const KernelCtx& ctx) { unary_map(ctx, [](float v) { return exp_approx(v); }); }
 void tanh_f32(const KernelCtx& ctx) { unary_map(ctx, [](float v) { return tanh_approx(v); }); }
 void sigmoid_f32(const KernelCtx& ctx) {

@@ -1,8 +1,9 @@
-// Generic f32 GEMM for MatMul and Gemm (references: their rows in cpp/src/ops/ops_linalg.cpp).
+// f32 GEMM driver for MatMul, Gemm, FusedMatMul and Conv (references: their OpDef rows).
 // Tasks are (matrix, MC-row block, NC-column block) on the shared pool. Inside a task K is cut
-// into KC slices: the B slice is packed into NR-wide panels (or read in place when row-major and
-// few rows share it), each MR-row strip of A is packed k-major, and an MR x NR micro-kernel keeps
-// C in local accumulators that g++ -O3 vectorises over N (SSE2 baseline, no -march).
+// into KC slices: the B slice is packed into 16-wide panels (or read in place when row-major and
+// few rows share it, or pre-packed at load: sgemm_pack_b), each MR-row strip of A is packed
+// k-major, and an MR x 16 micro-kernel (per ISA: GemmMicro; generic 4x16 here, auto-vectorised)
+// accumulates C.
 // Batch invariance: each C element is one accumulator summed over k = 0..K-1 in order (a new KC
 // slice resumes from the float stored in C), with the same arithmetic for every strip height, so
 // a row's result never depends on M, the tiling or the thread count. K is never split.
@@ -16,51 +17,59 @@
 namespace ember::cpu {
 namespace {
 
-constexpr int kMR = 4;
-constexpr int kNR = 16;
+constexpr int kMaxMR = 8;     // largest micro-kernel height (padded A strips)
+constexpr int kMaxNR = 16;    // every micro-kernel is 16 wide: one packed-B layout for all ISAs
 constexpr int64_t kKC = 256;
-constexpr int64_t kMC = 64;   // multiple of kMR
-constexpr int64_t kNC = 256;  // multiple of kNR
+constexpr int64_t kMC = 64;   // rounded down to a multiple of the micro-kernel's MR
+constexpr int64_t kNC = 256;  // multiple of NR
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// c[R, NR] (+)= ap[kc, MR] (its first R rows) @ b[kc, NR] (row stride ldb); c has row stride ldc.
+// Generic micro-kernel: c[R, 16] (+)= ap[kc, 4] (its first R rows) @ b[kc, 16] (row stride
+// ldb); c has row stride ldc. Local accumulators that g++ -O3 vectorises over N.
+constexpr int kGenericMR = 4;
 template <int R>
 void micro_kernel(int64_t kc, const float* __restrict ap, const float* __restrict b, int64_t ldb,
                   float* __restrict c, int64_t ldc, bool accumulate) {
-  float acc[R][kNR];
+  float acc[R][kMaxNR];
   for (int i = 0; i < R; i++)
-    for (int j = 0; j < kNR; j++) acc[i][j] = accumulate ? c[i * ldc + j] : 0.0f;
+    for (int j = 0; j < kMaxNR; j++) acc[i][j] = accumulate ? c[i * ldc + j] : 0.0f;
   for (int64_t k = 0; k < kc; k++) {
     const float* bk = b + k * ldb;
-    float bv[kNR];
-    for (int j = 0; j < kNR; j++) bv[j] = bk[j];
+    float bv[kMaxNR];
+    for (int j = 0; j < kMaxNR; j++) bv[j] = bk[j];
     for (int i = 0; i < R; i++) {
-      float a = ap[k * kMR + i];
-      for (int j = 0; j < kNR; j++) acc[i][j] += a * bv[j];
+      float a = ap[k * kGenericMR + i];
+      for (int j = 0; j < kMaxNR; j++) acc[i][j] += a * bv[j];
     }
   }
   for (int i = 0; i < R; i++)
-    for (int j = 0; j < kNR; j++) c[i * ldc + j] = acc[i][j];
+    for (int j = 0; j < kMaxNR; j++) c[i * ldc + j] = acc[i][j];
 }
 
-using MicroFn = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, bool);
-constexpr MicroFn kMicro[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>, micro_kernel<3>,
-                                     micro_kernel<4>};
+void micro_generic(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t ldc,
+                   int rows, bool accumulate) {
+  switch (rows) {
+    case 1: return micro_kernel<1>(kc, ap, b, ldb, c, ldc, accumulate);
+    case 2: return micro_kernel<2>(kc, ap, b, ldb, c, ldc, accumulate);
+    case 3: return micro_kernel<3>(kc, ap, b, ldb, c, ldc, accumulate);
+    default: return micro_kernel<4>(kc, ap, b, ldb, c, ldc, accumulate);
+  }
+}
 
-// ap[kc, MR] <- a strip of `rows` (<= MR) rows of A; missing rows are zero.
-void pack_a(const float* a, int64_t rs, int64_t cs, int rows, int64_t kc, float* ap) {
+// ap[kc, mr] <- a strip of `rows` (<= mr) rows of A; missing rows are zero.
+void pack_a(const float* a, int64_t rs, int64_t cs, int rows, int mr, int64_t kc, float* ap) {
   if (cs == 1) {
     for (int i = 0; i < rows; i++) {
       const float* src = a + i * rs;
-      for (int64_t k = 0; k < kc; k++) ap[k * kMR + i] = src[k];
+      for (int64_t k = 0; k < kc; k++) ap[k * mr + i] = src[k];
     }
   } else {
     for (int64_t k = 0; k < kc; k++)
-      for (int i = 0; i < rows; i++) ap[k * kMR + i] = a[i * rs + k * cs];
+      for (int i = 0; i < rows; i++) ap[k * mr + i] = a[i * rs + k * cs];
   }
-  for (int i = rows; i < kMR; i++)
-    for (int64_t k = 0; k < kc; k++) ap[k * kMR + i] = 0.0f;
+  for (int i = rows; i < mr; i++)
+    for (int64_t k = 0; k < kc; k++) ap[k * mr + i] = 0.0f;
 }
 
 // bp[kc, NR] <- a panel of `cols` (<= NR) columns of B; missing columns are zero.
@@ -68,74 +77,26 @@ void pack_b(const float* b, int64_t rs, int64_t cs, int64_t kc, int cols, float*
   if (cs == 1) {
     for (int64_t k = 0; k < kc; k++) {
       const float* src = b + k * rs;
-      float* dst = bp + k * kNR;
+      float* dst = bp + k * kMaxNR;
       for (int j = 0; j < cols; j++) dst[j] = src[j];
-      for (int j = cols; j < kNR; j++) dst[j] = 0.0f;
+      for (int j = cols; j < kMaxNR; j++) dst[j] = 0.0f;
     }
   } else {
     // Transposed B: walk each column contiguously.
     for (int j = 0; j < cols; j++) {
       const float* src = b + j * cs;
-      for (int64_t k = 0; k < kc; k++) bp[k * kNR + j] = src[k * rs];
+      for (int64_t k = 0; k < kc; k++) bp[k * kMaxNR + j] = src[k * rs];
     }
     for (int64_t k = 0; k < kc; k++)
-      for (int j = cols; j < kNR; j++) bp[k * kNR + j] = 0.0f;
+      for (int j = cols; j < kMaxNR; j++) bp[k * kMaxNR + j] = 0.0f;
   }
 }
 
-// C[m0:m1, n0:n1] of matrix `mat`.
-void run_block(const SgemmArgs& g, int64_t mat, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  const float* A = g.a + (g.a_off ? g.a_off[mat] : 0);
-  const float* B = g.b + (g.b_off ? g.b_off[mat] : 0);
-  float* C = g.c + (g.c_off ? g.c_off[mat] : 0);
-  int64_t n_panels = ceil_div(n1 - n0, kNR);
-  thread_local std::vector<float> ap_buf, bp_buf;
-  ap_buf.resize(kKC * kMR);
-  bp_buf.resize(kKC * kNR * n_panels);
-  float* ap = ap_buf.data();
-  float* bp = bp_buf.data();
-  alignas(64) float tile[kMR * kNR];
-  // Row-major B read in place when packing would not be amortised over many strips.
-  bool direct_b = g.b_cs == 1 && (m1 - m0) <= 2 * kMR;
-
-  if (g.K == 0) {
-    for (int64_t i = m0; i < m1; i++) std::fill(C + i * g.c_rs + n0, C + i * g.c_rs + n1, 0.0f);
-  }
-  for (int64_t k0 = 0; k0 < g.K; k0 += kKC) {
-    int64_t kc = std::min(kKC, g.K - k0);
-    bool accumulate = k0 > 0;
-    for (int64_t p = 0; p < n_panels; p++) {
-      int64_t j0 = n0 + p * kNR;
-      int w = (int)std::min<int64_t>(kNR, n1 - j0);
-      if (!(direct_b && w == kNR))
-        pack_b(B + k0 * g.b_rs + j0 * g.b_cs, g.b_rs, g.b_cs, kc, w, bp + p * kc * kNR);
-    }
-    for (int64_t i0 = m0; i0 < m1; i0 += kMR) {
-      int r = (int)std::min<int64_t>(kMR, m1 - i0);
-      pack_a(A + i0 * g.a_rs + k0 * g.a_cs, g.a_rs, g.a_cs, r, kc, ap);
-      MicroFn micro = kMicro[r];
-      for (int64_t p = 0; p < n_panels; p++) {
-        int64_t j0 = n0 + p * kNR;
-        int w = (int)std::min<int64_t>(kNR, n1 - j0);
-        const float* bk = direct_b && w == kNR ? B + k0 * g.b_rs + j0 : bp + p * kc * kNR;
-        int64_t ldb = direct_b && w == kNR ? g.b_rs : kNR;
-        float* ck = C + i0 * g.c_rs + j0;
-        if (w == kNR) {
-          micro(kc, ap, bk, ldb, ck, g.c_rs, accumulate);
-          continue;
-        }
-        // Column tail: run the same micro-kernel on a padded tile.
-        if (accumulate)
-          for (int i = 0; i < r; i++)
-            std::copy(ck + i * g.c_rs, ck + i * g.c_rs + w, tile + i * kNR);
-        micro(kc, ap, bk, kNR, tile, kNR, accumulate);
-        for (int i = 0; i < r; i++) std::copy(tile + i * kNR, tile + i * kNR + w, ck + i * g.c_rs);
-      }
-    }
-  }
+// alpha, bias and activation on C[m0:m1, n0:n1] once its sums are complete.
+void epilogue(const SgemmArgs& g, float* C, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   bool scale = g.alpha != 1.0f;
   bool add = g.bias && g.beta != 0.0f;
-  if (!scale && !add) return;
+  if (!scale && !add && !g.act) return;
   for (int64_t i = m0; i < m1; i++) {
     float* ci = C + i * g.c_rs;
     if (scale)
@@ -144,23 +105,101 @@ void run_block(const SgemmArgs& g, int64_t mat, int64_t m0, int64_t m1, int64_t 
       const float* bi = g.bias + i * g.bias_rs;
       for (int64_t j = n0; j < n1; j++) ci[j] += g.beta * bi[j * g.bias_cs];
     }
+    if (g.act) g.act(ci + n0, ci + n0, n1 - n0);
   }
+}
+
+// C[m0:m1, n0:n1] of matrix `mat`.
+void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t m0, int64_t m1,
+               int64_t n0, int64_t n1) {
+  const float* A = g.a + (g.a_off ? g.a_off[mat] : 0);
+  const float* B = g.b + (g.b_off ? g.b_off[mat] : 0);
+  float* C = g.c + (g.c_off ? g.c_off[mat] : 0);
+  const int mr = micro.mr;
+  int64_t n_panels = ceil_div(n1 - n0, kMaxNR);
+  thread_local std::vector<float> ap_buf, bp_buf;
+  ap_buf.resize(kKC * kMaxMR);
+  if (!g.b_packed) bp_buf.resize(kKC * kMaxNR * n_panels);
+  float* ap = ap_buf.data();
+  float* bp = bp_buf.data();
+  alignas(64) float tile[kMaxMR * kMaxNR];
+  // Row-major B read in place when packing would not be amortised over many strips.
+  bool direct_b = !g.b_packed && g.b_cs == 1 && (m1 - m0) <= 2 * mr;
+
+  if (g.K == 0) {
+    for (int64_t i = m0; i < m1; i++) std::fill(C + i * g.c_rs + n0, C + i * g.c_rs + n1, 0.0f);
+  }
+  for (int64_t k0 = 0; k0 < g.K; k0 += kKC) {
+    int64_t kc = std::min(kKC, g.K - k0);
+    bool accumulate = k0 > 0;
+    for (int64_t p = 0; p < n_panels && !g.b_packed; p++) {
+      int64_t j0 = n0 + p * kMaxNR;
+      int w = (int)std::min<int64_t>(kMaxNR, n1 - j0);
+      if (!(direct_b && w == kMaxNR))
+        pack_b(B + k0 * g.b_rs + j0 * g.b_cs, g.b_rs, g.b_cs, kc, w, bp + p * kc * kMaxNR);
+    }
+    for (int64_t i0 = m0; i0 < m1; i0 += mr) {
+      int r = (int)std::min<int64_t>(mr, m1 - i0);
+      pack_a(A + i0 * g.a_rs + k0 * g.a_cs, g.a_rs, g.a_cs, r, mr, kc, ap);
+      for (int64_t p = 0; p < n_panels; p++) {
+        int64_t j0 = n0 + p * kMaxNR;
+        int w = (int)std::min<int64_t>(kMaxNR, n1 - j0);
+        const float* bk = bp + p * kc * kMaxNR;
+        int64_t ldb = kMaxNR;
+        if (g.b_packed) {
+          bk = g.b_packed + (j0 / kMaxNR) * g.K * kMaxNR + k0 * kMaxNR;
+        } else if (direct_b && w == kMaxNR) {
+          bk = B + k0 * g.b_rs + j0;
+          ldb = g.b_rs;
+        }
+        float* ck = C + i0 * g.c_rs + j0;
+        if (w == kMaxNR && r == mr) {
+          micro.fn(kc, ap, bk, ldb, ck, g.c_rs, r, accumulate);
+          continue;
+        }
+        // Edge tiles: the same micro-kernel on a padded tile (same sums per element).
+        if (accumulate)
+          for (int i = 0; i < r; i++)
+            std::copy(ck + i * g.c_rs, ck + i * g.c_rs + w, tile + i * kMaxNR);
+        micro.fn(kc, ap, bk, ldb, tile, kMaxNR, r, accumulate);
+        for (int i = 0; i < r; i++) std::copy(tile + i * kMaxNR, tile + i * kMaxNR + w, ck + i * g.c_rs);
+      }
+    }
+  }
+  epilogue(g, C, m0, m1, n0, n1);
 }
 
 }  // namespace
 
-void sgemm(const SgemmArgs& g, int max_threads) {
+const GemmMicro& gemm_micro_generic() {
+  static const GemmMicro m{kGenericMR, kMaxNR, micro_generic, "generic 4x16"};
+  return m;
+}
+
+int64_t sgemm_packed_b_size(int64_t K, int64_t N) { return ceil_div(N, kMaxNR) * K * kMaxNR; }
+
+void sgemm_pack_b(const float* b, int64_t rs, int64_t cs, int64_t K, int64_t N, float* out) {
+  for (int64_t p = 0; p < ceil_div(N, kMaxNR); p++) {
+    int w = (int)std::min<int64_t>(kMaxNR, N - p * kMaxNR);
+    pack_b(b + p * kMaxNR * cs, rs, cs, K, w, out + p * K * kMaxNR);
+  }
+}
+
+void sgemm(const SgemmArgs& g, int max_threads, const GemmMicro& micro) {
   if (g.batch <= 0 || g.M <= 0 || g.N <= 0) return;
+  EMBER_CHECK(micro.nr == kMaxNR && micro.mr <= kMaxMR, Internal, "[sgemm] micro-kernel ",
+              micro.name, " is ", micro.mr, "x", micro.nr);
   int threads = std::max(1, std::min(max_threads, thread_pool_size()));
   double flops =
       2.0 * (double)g.batch * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
   if (flops < 2e5) threads = 1;  // the pool costs more than it saves
   // Smaller blocks until every thread has a few tasks; block sizes never change the sums.
-  int64_t mc = kMC, nc = kNC;
+  int64_t mr = micro.mr;
+  int64_t mc = std::max<int64_t>(kMC / mr * mr, mr), nc = kNC;
   auto count = [&] { return g.batch * ceil_div(g.M, mc) * ceil_div(g.N, nc); };
   while (threads > 1 && count() < 4 * threads) {
-    if (nc > 4 * kNR) nc = std::max<int64_t>(4 * kNR, nc / 2 / kNR * kNR);
-    else if (mc > kMR) mc = std::max<int64_t>(kMR, mc / 2 / kMR * kMR);
+    if (nc > 4 * kMaxNR) nc = std::max<int64_t>(4 * kMaxNR, nc / 2 / kMaxNR * kMaxNR);
+    else if (mc > mr) mc = std::max<int64_t>(mr, mc / 2 / mr * mr);
     else break;
   }
   int64_t mb = ceil_div(g.M, mc), nb = ceil_div(g.N, nc);
@@ -168,13 +207,16 @@ void sgemm(const SgemmArgs& g, int max_threads) {
     for (int64_t t = t0; t < t1; t++) {
       int64_t mat = t / (mb * nb), rem = t % (mb * nb);
       int64_t jb = rem / mb, ib = rem % mb;  // neighbouring tasks share a column block
-      run_block(g, mat, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
+      run_block(g, micro, mat, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
                 std::min(g.N, (jb + 1) * nc));
     }
   });
 }
 
-void matmul_f32(const KernelCtx& ctx) {
+void matmul_f32(const KernelCtx& ctx) { matmul_f32_with(ctx, gemm_micro_generic()); }
+void gemm_f32(const KernelCtx& ctx) { gemm_f32_with(ctx, gemm_micro_generic()); }
+
+void matmul_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
   const Tensor& a = ctx.input(0);  // [..., M, K] or [K]
   const Tensor& b = ctx.input(1);  // [..., K, N] or [K]
   Tensor& out = ctx.output(0);     // [batch..., M, N] without the dims of 1-D operands
@@ -215,10 +257,10 @@ void matmul_f32(const KernelCtx& ctx) {
     g.b_off = offs.data() + nbatch;
     g.c_off = offs.data() + 2 * nbatch;
   }
-  sgemm(g, ctx.max_threads);
+  sgemm(g, ctx.max_threads, micro);
 }
 
-void gemm_f32(const KernelCtx& ctx) {
+void gemm_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
   const Tensor& a = ctx.input(0);  // [M, K] or [K, M] (transA)
   const Tensor& b = ctx.input(1);  // [K, N] or [N, K] (transB)
   Tensor& out = ctx.output(0);     // [M, N]
@@ -251,7 +293,38 @@ void gemm_f32(const KernelCtx& ctx) {
     g.bias_rs = rows == 1 ? 0 : cols;
     g.bias_cs = cols == 1 ? 0 : 1;
   }
-  sgemm(g, ctx.max_threads);
+  sgemm(g, ctx.max_threads, micro);
+}
+
+void fused_matmul_f32_with(const KernelCtx& ctx, const GemmMicro& micro, const GemmActs& acts) {
+  const Tensor& a = ctx.input(0);  // [..., K]
+  const Tensor& w = ctx.input(1);  // [ceil(N / 16), K, 16] (sgemm_pack_b)
+  Tensor& out = ctx.output(0);     // [..., N]
+  SgemmArgs g;
+  g.K = w.dim(1);
+  g.N = ctx.node.attrs.get_int("n", 0);
+  g.M = g.N ? out.numel() / g.N : 0;
+  if (g.M == 0 || g.N == 0) return;
+  g.a = a.ptr<float>();
+  g.a_rs = g.K;
+  g.b_packed = w.ptr<float>();
+  g.c = out.ptr<float>();
+  g.c_rs = g.N;
+  if (ctx.has_input(2)) {
+    g.bias = ctx.input(2).ptr<float>();  // [N]
+    g.bias_cs = 1;
+    g.beta = 1.0f;
+  }
+  std::string act = ctx.node.attrs.get_string("activation", "none");
+  if (act == "relu") g.act = acts.relu;
+  if (act == "gelu") g.act = acts.gelu;
+  if (act == "gelu_tanh") g.act = acts.gelu_tanh;
+  sgemm(g, ctx.max_threads, micro);
+}
+
+void fused_matmul_f32(const KernelCtx& ctx) {
+  static const GemmActs acts{relu_f32_array, gelu_f32_array, gelu_tanh_f32_array};
+  fused_matmul_f32_with(ctx, gemm_micro_generic(), acts);
 }
 
 }  // namespace ember::cpu

@@ -24,8 +24,37 @@ struct SgemmArgs {
   const int64_t* a_off = nullptr;
   const int64_t* b_off = nullptr;
   const int64_t* c_off = nullptr;
+  // B pre-packed by sgemm_pack_b (one matrix; b and its strides are then unused).
+  const float* b_packed = nullptr;
+  // Applied in place to each finished row segment after alpha and bias (x == y).
+  void (*act)(const float* x, float* y, int64_t n) = nullptr;
 };
-void sgemm(const SgemmArgs& args, int max_threads);
+// An MR x 16 register micro-kernel: c[rows, 16] (+)= ap[kc, MR] @ b[kc, 16] (b row stride ldb,
+// c row stride ldc); ap holds MR rows k-major (rows past `rows` are zero); accumulate: add to c.
+// Each c element is one chain over k = 0..kc-1, the same for every `rows`.
+struct GemmMicro {
+  int mr, nr;
+  void (*fn)(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t ldc,
+             int rows, bool accumulate);
+  const char* name;
+};
+const GemmMicro& gemm_micro_generic();
+void sgemm(const SgemmArgs& args, int max_threads, const GemmMicro& micro = gemm_micro_generic());
+// B[K, N] (B[k, n] = b[k * rs + n * cs]) packed as [ceil(N / 16)][K][16], zero-padded.
+int64_t sgemm_packed_b_size(int64_t K, int64_t N);
+void sgemm_pack_b(const float* b, int64_t rs, int64_t cs, int64_t K, int64_t N, float* out);
+// The ONNX kernels with a given micro-kernel (the registered ones use the generic one).
+void matmul_f32_with(const KernelCtx& ctx, const GemmMicro& micro);
+void gemm_f32_with(const KernelCtx& ctx, const GemmMicro& micro);
+// FusedMatMul (ops_fused.cpp): the packed-weight GEMM with bias and activation in the epilogue;
+// `acts` holds the row functions for relu, gelu (erf) and gelu_tanh on this ISA.
+struct GemmActs {
+  void (*relu)(const float* x, float* y, int64_t n);
+  void (*gelu)(const float* x, float* y, int64_t n);
+  void (*gelu_tanh)(const float* x, float* y, int64_t n);
+};
+void fused_matmul_f32_with(const KernelCtx& ctx, const GemmMicro& micro, const GemmActs& acts);
+void fused_matmul_f32(const KernelCtx& ctx);
 
 void matmul_f32(const KernelCtx& ctx);  // any numpy matmul shapes
 void gemm_f32(const KernelCtx& ctx);    // ONNX Gemm
@@ -40,6 +69,9 @@ bool reduce_f32_supports(const InferCtx& ctx);  // reduced dims are one contiguo
 // ---- elementwise (kernels/generic/elementwise_f32.cpp) ----
 // y[i] = exp(x[i]) for i < n, <= 2 ulp, vectorised; x == y is allowed. For other kernels.
 void exp_f32_array(const float* x, float* y, int64_t n);  // [n] -> [n]
+void relu_f32_array(const float* x, float* y, int64_t n);        // [n] -> [n], x == y allowed
+void gelu_f32_array(const float* x, float* y, int64_t n);        // erf form, as gelu_f32
+void gelu_tanh_f32_array(const float* x, float* y, int64_t n);   // tanh form
 void exp_f32(const KernelCtx& ctx);
 void tanh_f32(const KernelCtx& ctx);
 void erf_f32(const KernelCtx& ctx);

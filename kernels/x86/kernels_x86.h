@@ -10,7 +10,40 @@
 namespace ember::cpu {
 
 // ---- GEMM micro-kernels (gemm_f32_avx2.cpp; driver in kernels/generic/gemm_f32.cpp) ----
+// The GemmMicro contract (kernels_generic.h): c[rows, 16] (+)= ap[kc, 6] @ b[kc, 16].
+void sgemm_micro_6x16_avx2(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c,
+                           int64_t ldc, int rows, bool accumulate);
+// Drivers (gemm_x86.cpp).
+struct GemmMicro;
+const GemmMicro& gemm_micro_avx2();
+void matmul_f32_avx2(const KernelCtx& ctx);
+void gemm_f32_avx2(const KernelCtx& ctx);
+void conv_f32_avx2(const KernelCtx& ctx);
+void fused_matmul_f32_avx2(const KernelCtx& ctx);
 
 // ---- elementwise and normalisation (elementwise_avx2.cpp; drivers in elementwise_x86.cpp) ----
+// y[i] = f(x[i]) for i < n; x == y is allowed. <= 3 ulp from the double references (tests).
+void exp_f32_array_avx2(const float* x, float* y, int64_t n);        // [n] -> [n]
+void tanh_f32_array_avx2(const float* x, float* y, int64_t n);       // [n] -> [n]
+void sigmoid_f32_array_avx2(const float* x, float* y, int64_t n);    // [n] -> [n]
+void erf_f32_array_avx2(const float* x, float* y, int64_t n);        // [n] -> [n]
+void gelu_erf_f32_array_avx2(const float* x, float* y, int64_t n);   // [n] -> [n]
+void gelu_tanh_f32_array_avx2(const float* x, float* y, int64_t n);  // [n] -> [n]
+// One row of n > 0 elements, summed in a fixed lane order; x == y is allowed.
+void softmax_f32_row_avx2(const float* x, float* y, int64_t n);      // [n] -> [n]
+void log_softmax_f32_row_avx2(const float* x, float* y, int64_t n);  // [n] -> [n]
+// y = (x - mean) * inv_std * scale + bias (bias may be nullptr); mean_out / inv_std_out
+// (may be nullptr) receive the row's statistics.
+void layer_norm_f32_row_avx2(const float* x, const float* scale, const float* bias, float* y,
+                             int64_t n, float eps, float* mean_out, float* inv_std_out);
+// Drivers (elementwise_x86.cpp); each accepts what its generic kernel's supports() accepts.
+void exp_f32_avx2(const KernelCtx& ctx);
+void tanh_f32_avx2(const KernelCtx& ctx);
+void sigmoid_f32_avx2(const KernelCtx& ctx);
+void erf_f32_avx2(const KernelCtx& ctx);
+void gelu_f32_avx2(const KernelCtx& ctx);  // both forms (attr approximate)
+void softmax_f32_avx2(const KernelCtx& ctx);
+void log_softmax_f32_avx2(const KernelCtx& ctx);
+void layer_norm_f32_avx2(const KernelCtx& ctx);
 
 }  // namespace ember::cpu

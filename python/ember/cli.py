@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+from ember import cli_bench
+from ember import cli_profile
 from ember.errors import EmberError, InputError
 
 
@@ -169,6 +171,8 @@ def build_parser():
     run.add_argument("--threads", type=int, default=None)
     run.set_defaults(fn=cmd_run)
     # Commands with modules of their own register below: <module>.add_parser(sub).
+    cli_profile.add_parser(sub)
+    cli_bench.add_parser(sub)
     return p
 
 

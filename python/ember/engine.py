@@ -101,6 +101,13 @@ class Engine:
             raise InputError(f"[run] feeds must be a dict of name -> array, not {type(feeds).__name__}")
         return session.plan_info(self._prepare_feeds(feeds))
 
+    def profile(self, feeds: Mapping[str, Any], runs: int = 10, warmup: int = 2,
+                outputs: Sequence[str] | None = None):
+        """Times every node over `runs` runs (after `warmup`) -> ember.profile.Profile: per-node
+        and per-op-type median ms, share, GFLOP/s and GB/s; .table(), .to_chrome_trace(path)."""
+        from ember.profile import profile
+        return profile(self, feeds, runs=runs, warmup=warmup, outputs=outputs)
+
     def _prepare_feeds(self, feeds: Mapping[str, Any]) -> list:
         declared = {t.name: t.dtype for t in self.inputs}
         return [self._prepare_feed(name, value, declared.get(name)) for name, value in feeds.items()]

@@ -55,6 +55,27 @@ void init_session(nb::module_& m) {
             return result;
           },
           nb::arg("feeds"), nb::arg("outputs") = std::vector<std::string>{})
+      .def(
+          "run_profiled",
+          // -> (outputs as run returns them, [(name, op, kernel, isa, start_ns, end_ns, flops,
+          // bytes)] per node run, total_ns of the run)
+          [](Session& s, const nb::list& feeds, const std::vector<std::string>& outputs) {
+            NamedTensors in = feeds_from_python(feeds);
+            NamedTensors out;
+            RunTiming timing;
+            {
+              nb::gil_scoped_release release;
+              out = s.run(in, outputs, &timing);
+            }
+            nb::list result, events;
+            for (auto& [name, t] : out)
+              result.append(nb::make_tuple(name, array_from_tensor(t), dtype_name(t.dtype())));
+            for (const NodeTiming& n : timing.nodes)
+              events.append(nb::make_tuple(n.name, n.op, n.kernel, n.isa, n.start_ns, n.end_ns,
+                                           n.flops, n.bytes));
+            return nb::make_tuple(result, events, timing.total_ns);
+          },
+          nb::arg("feeds"), nb::arg("outputs") = std::vector<std::string>{})
       .def("plan_info",
            [](Session& s, const nb::list& feeds) {
              NamedTensors in = feeds_from_python(feeds);

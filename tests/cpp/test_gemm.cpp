@@ -13,6 +13,10 @@
 #include "ember/tensor.h"
 #include "kernels/generic/kernels_generic.h"
 #include "ops/op_util.h"
+#include "runtime/registry.h"
+#if defined(__x86_64__)
+#include "kernels/x86/kernels_x86.h"
+#endif
 
 using namespace ember;
 
@@ -100,9 +104,33 @@ void check_close(const Tensor& a, const Tensor& b, double tol) {
 
 bool bit_equal(const float* a, const float* b, int64_t n) { return std::memcmp(a, b, n * 4) == 0; }
 
+struct NamedKernel {
+  const char* name;
+  KernelFn fn;
+};
+
+// MatMul and FusedMatMul kernels of every micro-kernel this CPU can run.
+std::vector<NamedKernel> matmul_kernels() {
+  std::vector<NamedKernel> ks = {{"matmul_f32", cpu::matmul_f32}};
+#if defined(__x86_64__)
+  if (cpu_isa() >= Isa::Avx2) ks.push_back({"matmul_f32_avx2", cpu::matmul_f32_avx2});
+#endif
+  return ks;
+}
+
+std::vector<NamedKernel> fused_matmul_kernels() {
+  std::vector<NamedKernel> ks = {{"fused_matmul_f32", cpu::fused_matmul_f32}};
+#if defined(__x86_64__)
+  if (cpu_isa() >= Isa::Avx2) ks.push_back({"fused_matmul_f32_avx2", cpu::fused_matmul_f32_avx2});
+#endif
+  return ks;
+}
+
 }  // namespace
 
 TEST_CASE("gemm matmul_f32 matches the MatMul reference on odd shapes") {
+  for (NamedKernel kern : matmul_kernels()) {
+  CAPTURE(kern.name);
   uint32_t seed = 1;
   for (int64_t M : {1, 7, 33})
     for (int64_t K : {1, 7, 769})
@@ -113,12 +141,15 @@ TEST_CASE("gemm matmul_f32 matches the MatMul reference on odd shapes") {
         Tensor a = random_f32({M, K}, seed++), b = random_f32({K, N}, seed++);
         Node n = make_node(OpType::MatMul, {&a, &b});
         Tensor ref = run(n, {&a, &b})[0];
-        Tensor fast = run(n, {&a, &b}, cpu::matmul_f32)[0];
+        Tensor fast = run(n, {&a, &b}, kern.fn)[0];
         check_close(fast, ref, 1e-4);
       }
+  }
 }
 
 TEST_CASE("gemm matmul_f32 is batch invariant: a row's bits do not depend on M or threads") {
+  for (NamedKernel kern : matmul_kernels()) {
+  CAPTURE(kern.name);
   for (int64_t K : {1, 7, 300, 769})
     for (int64_t N : {5, 130, 300}) {
       CAPTURE(K);
@@ -126,15 +157,15 @@ TEST_CASE("gemm matmul_f32 is batch invariant: a row's bits do not depend on M o
       const int64_t M = 300;
       Tensor a = random_f32({M, K}, 11), b = random_f32({K, N}, 12);
       Node n = make_node(OpType::MatMul, {&a, &b});
-      Tensor big = run(n, {&a, &b}, cpu::matmul_f32, 8)[0];
-      Tensor one_thread = run(n, {&a, &b}, cpu::matmul_f32, 1)[0];
+      Tensor big = run(n, {&a, &b}, kern.fn, 8)[0];
+      Tensor one_thread = run(n, {&a, &b}, kern.fn, 1)[0];
       CHECK(bit_equal(big.ptr<float>(), one_thread.ptr<float>(), M * N));
       for (int64_t rows : {1, 3, 5, 33}) {
         for (int64_t r0 : {(int64_t)0, M - rows, (int64_t)137}) {
           Tensor part = Tensor::empty(DType::F32, {rows, K});
           std::memcpy(part.data(), a.ptr<float>() + r0 * K, rows * K * 4);
           Node np = make_node(OpType::MatMul, {&part, &b});
-          Tensor small = run(np, {&part, &b}, cpu::matmul_f32, 3)[0];
+          Tensor small = run(np, {&part, &b}, kern.fn, 3)[0];
           CHECK_MESSAGE(bit_equal(small.ptr<float>(), big.ptr<float>() + r0 * N, rows * N),
                         "rows ", r0, "..", r0 + rows);
         }
@@ -143,10 +174,11 @@ TEST_CASE("gemm matmul_f32 is batch invariant: a row's bits do not depend on M o
       Tensor row = Tensor::empty(DType::F32, {K});
       std::memcpy(row.data(), a.ptr<float>() + 42 * K, K * 4);
       Node nv = make_node(OpType::MatMul, {&row, &b});
-      Tensor v = run(nv, {&row, &b}, cpu::matmul_f32)[0];
+      Tensor v = run(nv, {&row, &b}, kern.fn)[0];
       CHECK(v.shape() == Shape{N});
       CHECK(bit_equal(v.ptr<float>(), big.ptr<float>() + 42 * N, N));
     }
+  }
 }
 
 TEST_CASE("gemm matmul_f32 batch broadcasting and 1-D operands") {
@@ -450,4 +482,82 @@ TEST_CASE("norm_f32 Reduce references: values, dtypes, empty sets and errors") {
   CHECK(run(nbool, {&xb})[0].ptr<bool>()[0] == true);
   Node nbs = make_node(OpType::ReduceSum, {&xb});
   CHECK_THROWS_WITH(infer(nbs, {&xb}), doctest::Contains("unsupported dtype"));
+}
+
+namespace {
+
+// W [K, N] packed for FusedMatMul.
+Tensor pack_weights(const Tensor& w) {
+  int64_t K = w.dim(0), N = w.dim(1);
+  Tensor p = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
+  cpu::sgemm_pack_b(w.ptr<float>(), N, 1, K, N, p.ptr<float>());
+  return p;
+}
+
+Node fused_node(int64_t n, const char* act, bool bias) {
+  Node f;
+  f.op = OpType::FusedMatMul;
+  f.name = "fused";
+  f.inputs = {0, 1};
+  if (bias) f.inputs.push_back(2);
+  f.outputs = {100};
+  f.attrs.set("n", n);
+  f.attrs.set("activation", std::string(act));
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("gemm FusedMatMul: packed weights, bias and activation match MatMul + Add + act") {
+  uint32_t seed = 500;
+  for (NamedKernel kern : fused_matmul_kernels()) {
+    for (const char* act : {"none", "relu", "gelu", "gelu_tanh"})
+      for (int64_t M : {1, 6, 7, 130})
+        for (int64_t K : {1, 17, 300})
+          for (int64_t N : {1, 16, 33, 200}) {
+            CAPTURE(kern.name);
+            CAPTURE(act);
+            CAPTURE(M);
+            CAPTURE(K);
+            CAPTURE(N);
+            Tensor a = random_f32({2, M, K}, seed++, -2, 2), w = random_f32({K, N}, seed++, -2, 2);
+            Tensor bias = random_f32({N}, seed++), wp = pack_weights(w);
+            bool with_bias = N != 16;
+            Node f = fused_node(N, act, with_bias);
+            std::vector<const Tensor*> in = {&a, &wp};
+            if (with_bias) in.push_back(&bias);
+            Tensor ref = run(f, in)[0];
+            Tensor fast = run(f, in, kern.fn, 3)[0];
+            CHECK(fast.shape() == Shape{2, M, N});
+            check_close(fast, ref, 2e-5 * std::sqrt((double)K + 1));
+            // The same sums as MatMul on the unpacked weights (bias and act after).
+            if (std::string(act) == "none" && !with_bias) {
+              Node mm = make_node(OpType::MatMul, {&a, &w});
+              Tensor plain = run(mm, {&a, &w}, kern.fn == cpu::fused_matmul_f32
+                                                     ? cpu::matmul_f32 : matmul_kernels().back().fn)[0];
+              CHECK(bit_equal(plain.ptr<float>(), fast.ptr<float>(), fast.numel()));
+            }
+          }
+  }
+}
+
+TEST_CASE("gemm FusedMatMul is batch invariant and checks its packed weights") {
+  for (NamedKernel kern : fused_matmul_kernels()) {
+    CAPTURE(kern.name);
+    const int64_t M = 100, K = 384, N = 70;
+    Tensor a = random_f32({M, K}, 7), w = random_f32({K, N}, 8), wp = pack_weights(w);
+    Node f = fused_node(N, "gelu", false);
+    Tensor big = run(f, {&a, &wp}, kern.fn, 4)[0];
+    for (int64_t r0 : {0, 37, 99}) {
+      Tensor row = Tensor::empty(DType::F32, {1, K});
+      std::memcpy(row.data(), a.ptr<float>() + r0 * K, K * 4);
+      Tensor one = run(f, {&row, &wp}, kern.fn, 1)[0];
+      CHECK(bit_equal(one.ptr<float>(), big.ptr<float>() + r0 * N, N));
+    }
+  }
+  Tensor a = random_f32({3, 8}, 1), w = random_f32({8, 20}, 2), wp = pack_weights(w);
+  Node wrong_n = fused_node(40, "none", false);
+  CHECK_THROWS_WITH(infer(wrong_n, {&a, &wp}), doctest::Contains("does not fit"));
+  Node bad_act = fused_node(20, "swish", false);
+  CHECK_THROWS_WITH(infer(bad_act, {&a, &wp}), doctest::Contains("unknown activation"));
 }

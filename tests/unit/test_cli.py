@@ -36,10 +36,10 @@ def test_info_describes_the_model(model_path):
     out = r.stdout
     assert "x" in out and "float32" in out and "[batch, 8]" in out
     assert "parameters: 32" in out
-    assert "MatMul" in out and "Relu" in out
+    assert "MatMul" in out and "Relu" in out  # the ONNX histogram, before passes
     assert "peak arena:" in out
-    # per-node kernel and ISA
-    assert "mm" in out and "relu" in out and "matmul_f32" in out
+    # per-node kernel and ISA, after passes: MatMul + Relu run as one fused node
+    assert "mm" in out and "FusedMatMul" in out and "fused_matmul_f32" in out
 
 
 def test_run_writes_outputs(model_path, tmp_path, rng):

@@ -47,6 +47,8 @@ enum class OpType : uint16_t {
   LSTM, GRU, Resize, TopK,
   // control flow and data-dependent shapes (ops_control.cpp)
   If, Loop, NonZero,
+  // fused ops made by graph passes (ops_fused.cpp; each names what it replaces)
+  FusedMatMul,
   Count
 };
 
@@ -159,6 +161,7 @@ enum OpFlags : uint32_t {
   // ends a plan before the node, the executor runs it eagerly and its kernel allocates the
   // outputs. infer checks the inputs and returns no output types.
   kOpDynamic = 1u << 2,
+  kOpFused = 1u << 3,      // made by graph passes (cpp/src/graph/fuse.cpp), never by a frontend
 };
 
 struct OpDef {

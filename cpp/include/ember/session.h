@@ -35,6 +35,24 @@ struct PlanInfo {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
+// One node run of a profiled Session::run: a trace span. Eager nodes (If, Loop, NonZero) are
+// one span each, their subgraph runs inside it.
+struct NodeTiming {
+  std::string name;
+  std::string op;
+  std::string kernel;  // registry kernel name or "reference"
+  std::string isa;
+  int64_t start_ns = 0;  // steady clock, from the start of the run
+  int64_t end_ns = 0;
+  double flops = 0;      // cost model (cpp/src/runtime/cost.h): work the op must do
+  double bytes = 0;      // bytes read and written: inputs (constants included) + outputs
+};
+
+struct RunTiming {
+  std::vector<NodeTiming> nodes;  // in execution order
+  int64_t total_ns = 0;           // the whole run: the nodes plus the executor between them
+};
+
 class Session {
  public:
   Session(Graph graph, SessionOptions options);
@@ -46,6 +64,9 @@ class Session {
   const SessionOptions& options() const;
   // Runs the graph; `outputs` empty means all graph outputs, in graph order.
   NamedTensors run(const NamedTensors& feeds, const std::vector<std::string>& outputs = {});
+  // The same, timing every node into `timing` (when not null; replaced, not appended to).
+  NamedTensors run(const NamedTensors& feeds, const std::vector<std::string>& outputs,
+                   RunTiming* timing);
   // Runs with feeds already in graph-input order, contiguous and of the declared dtypes
   // (checked); returns every graph output in order. For subgraphs run once per iteration:
   // no name lookups.

@@ -15,7 +15,8 @@ struct OpIndex {
     for (auto table : {op_defs_elementwise(), op_defs_unary(), op_defs_linalg(), op_defs_reduce(),
                        op_defs_shape(), op_defs_index(), op_defs_scan(), op_defs_conv(),
                        op_defs_nn(), op_defs_pool(), op_defs_tensor(), op_defs_tensor_index(),
-                       op_defs_rnn(), op_defs_resize(), op_defs_control()}) {
+                       op_defs_rnn(), op_defs_resize(), op_defs_control(),
+                       op_defs_fused()}) {
       for (const OpDef& d : table) {
         EMBER_CHECK(rows[(size_t)d.op] == nullptr, Internal, "[ops] two rows for ", d.name);
         rows[(size_t)d.op] = &d;

@@ -152,6 +152,13 @@ std::span<const OpDef> op_defs_tensor_index();
 std::span<const OpDef> op_defs_rnn();
 std::span<const OpDef> op_defs_resize();
 std::span<const OpDef> op_defs_control();
+std::span<const OpDef> op_defs_fused();
+
+// Scalar activations in double, shared by the Sigmoid/Gelu references and fused ops
+// (ops_unary.cpp).
+double sigmoid_d(double x);
+double gelu_erf_d(double x);   // 0.5 x (1 + erf(x / sqrt 2))
+double gelu_tanh_d(double x);  // 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
 
 // Slice's start, step and length per data dim after ONNX's clamping (ops_index.cpp), shared
 // by the reference and the fast kernel. Returns an error message, empty on success.

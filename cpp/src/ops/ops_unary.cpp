@@ -10,6 +10,22 @@
 #include "ops/op_util.h"
 
 namespace ember {
+
+double sigmoid_d(double x) {
+  if (x >= 0) return 1.0 / (1.0 + std::exp(-x));
+  double e = std::exp(x);
+  return e / (1.0 + e);
+}
+
+// 0.5 x (1 + tanh(u)) == x sigmoid(2u): the same function, without cancellation for x << 0.
+double gelu_tanh_d(double x) {
+  constexpr double k = std::numbers::sqrt2 * std::numbers::inv_sqrtpi;  // sqrt(2 / pi)
+  return x * sigmoid_d(2.0 * k * (x + 0.044715 * x * x * x));
+}
+
+// 0.5 x (1 + erf(x / sqrt2)) == 0.5 x erfc(-x / sqrt2): no cancellation for x << 0.
+double gelu_erf_d(double x) { return 0.5 * x * std::erfc(-x / std::numbers::sqrt2); }
+
 namespace {
 
 // ---- unary maths ------------------------------------------------------------------------
@@ -61,21 +77,6 @@ bool dtype_in(int classes, DType t) {
 bool is_element_dtype(DType t) {
   return (size_t)t < (size_t)DType::Count && !dtype_info(t).is_quant;
 }
-
-double sigmoid_d(double x) {
-  if (x >= 0) return 1.0 / (1.0 + std::exp(-x));
-  double e = std::exp(x);
-  return e / (1.0 + e);
-}
-
-// 0.5 x (1 + tanh(u)) == x sigmoid(2u): the same function, without cancellation for x << 0.
-double gelu_tanh_d(double x) {
-  constexpr double k = std::numbers::sqrt2 * std::numbers::inv_sqrtpi;  // sqrt(2 / pi)
-  return x * sigmoid_d(2.0 * k * (x + 0.044715 * x * x * x));
-}
-
-// 0.5 x (1 + erf(x / sqrt2)) == 0.5 x erfc(-x / sqrt2): no cancellation for x << 0.
-double gelu_erf_d(double x) { return 0.5 * x * std::erfc(-x / std::numbers::sqrt2); }
 
 template <class C>
 C unary_float(Un op, C v) {

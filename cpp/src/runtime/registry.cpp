@@ -8,6 +8,9 @@
 
 #include "kernels/generic/conv_f32.h"
 #include "kernels/generic/kernels_generic.h"
+#if defined(__x86_64__)
+#include "kernels/x86/kernels_x86.h"
+#endif
 
 namespace ember {
 namespace {
@@ -16,10 +19,25 @@ using namespace cpu;
 
 const KernelEntry kCpuKernels[] = {
     // ---- linalg ----
+#if defined(__x86_64__)
+    {OpType::MatMul, DType::F32, Isa::Avx2, matmul_f32_avx2, "matmul_f32_avx2"},
+    {OpType::Gemm, DType::F32, Isa::Avx2, gemm_f32_avx2, "gemm_f32_avx2"},
+    {OpType::FusedMatMul, DType::F32, Isa::Avx2, fused_matmul_f32_avx2, "fused_matmul_f32_avx2"},
+#endif
+    {OpType::FusedMatMul, DType::F32, Isa::Generic, fused_matmul_f32, "fused_matmul_f32"},
     {OpType::MatMul, DType::F32, Isa::Generic, matmul_f32, "matmul_f32"},
     {OpType::Gemm, DType::F32, Isa::Generic, gemm_f32, "gemm_f32"},
+#if defined(__x86_64__)
+    {OpType::LayerNormalization, DType::F32, Isa::Avx2, layer_norm_f32_avx2, "layer_norm_f32_avx2", layer_norm_f32_supports},
+#endif
     {OpType::LayerNormalization, DType::F32, Isa::Generic, layer_norm_f32, "layer_norm_f32", layer_norm_f32_supports},
+#if defined(__x86_64__)
+    {OpType::Softmax, DType::F32, Isa::Avx2, softmax_f32_avx2, "softmax_f32_avx2", softmax_f32_supports},
+#endif
     {OpType::Softmax, DType::F32, Isa::Generic, softmax_f32, "softmax_f32", softmax_f32_supports},
+#if defined(__x86_64__)
+    {OpType::LogSoftmax, DType::F32, Isa::Avx2, log_softmax_f32_avx2, "log_softmax_f32_avx2", softmax_f32_supports},
+#endif
     {OpType::LogSoftmax, DType::F32, Isa::Generic, log_softmax_f32, "log_softmax_f32", softmax_f32_supports},
     {OpType::ReduceMean, DType::F32, Isa::Generic, reduce_mean_f32, "reduce_mean_f32", reduce_f32_supports},
     {OpType::ReduceSum, DType::F32, Isa::Generic, reduce_sum_f32, "reduce_sum_f32", reduce_f32_supports},
@@ -29,11 +47,26 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Mul, DType::F32, Isa::Generic, mul_f32, "mul_f32", binary_f32_supports},
     {OpType::Div, DType::F32, Isa::Generic, div_f32, "div_f32", binary_f32_supports},
     {OpType::Pow, DType::F32, Isa::Generic, pow_f32, "pow_f32", pow_f32_supports},
+#if defined(__x86_64__)
+    {OpType::Exp, DType::F32, Isa::Avx2, exp_f32_avx2, "exp_f32_avx2"},
+#endif
     {OpType::Exp, DType::F32, Isa::Generic, exp_f32, "exp_f32"},
+#if defined(__x86_64__)
+    {OpType::Tanh, DType::F32, Isa::Avx2, tanh_f32_avx2, "tanh_f32_avx2"},
+#endif
     {OpType::Tanh, DType::F32, Isa::Generic, tanh_f32, "tanh_f32"},
+#if defined(__x86_64__)
+    {OpType::Erf, DType::F32, Isa::Avx2, erf_f32_avx2, "erf_f32_avx2"},
+#endif
     {OpType::Erf, DType::F32, Isa::Generic, erf_f32, "erf_f32"},
+#if defined(__x86_64__)
+    {OpType::Sigmoid, DType::F32, Isa::Avx2, sigmoid_f32_avx2, "sigmoid_f32_avx2"},
+#endif
     {OpType::Sigmoid, DType::F32, Isa::Generic, sigmoid_f32, "sigmoid_f32"},
     {OpType::Relu, DType::F32, Isa::Generic, relu_f32, "relu_f32"},
+#if defined(__x86_64__)
+    {OpType::Gelu, DType::F32, Isa::Avx2, gelu_f32_avx2, "gelu_f32_avx2"},
+#endif
     {OpType::Gelu, DType::F32, Isa::Generic, gelu_f32, "gelu_f32"},
     {OpType::Sqrt, DType::F32, Isa::Generic, sqrt_f32, "sqrt_f32"},
     {OpType::Neg, DType::F32, Isa::Generic, neg_f32, "neg_f32"},
@@ -58,6 +91,9 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Slice, DType::BF16, Isa::Generic, slice_blocks, "slice_blocks_bf16"},
     {OpType::Slice, DType::I64, Isa::Generic, slice_blocks, "slice_blocks_i64"},
     // ---- convolution ----
+#if defined(__x86_64__)
+    {OpType::Conv, DType::F32, Isa::Avx2, conv_f32_avx2, "conv_f32_avx2", conv_f32_supports},
+#endif
     {OpType::Conv, DType::F32, Isa::Generic, conv_f32, "conv_f32", conv_f32_supports},
     {OpType::Count, DType::Count, Isa::Generic, nullptr, "end"},
 };

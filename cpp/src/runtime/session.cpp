@@ -10,7 +10,9 @@
 
 #include "ember/thread_pool.h"
 #include "graph/fold.h"
+#include "graph/fuse.h"
 #include "runtime/plan.h"
+#include "runtime/trace.h"
 
 namespace ember {
 namespace {
@@ -31,6 +33,7 @@ struct RunState {
   std::vector<Tensor> env;
   std::vector<char> owned;
   size_t bytes = 0;  // planned bytes of the parts run so far, for memory_limit
+  RunTrace* trace = nullptr;  // spans go here when set (a profiled run, EMBER_DEBUG >= 2)
 };
 
 struct Session::Impl : SubgraphRunner {
@@ -199,17 +202,16 @@ struct Session::Impl : SubgraphRunner {
     }
   }
 
-  void run_step(const Step& step, Plan& plan) {
+  void run_step(const Step& step, Plan& plan, RunTrace* trace) {
     const Node& node = *step.node;
     KernelCtx ctx{node, {}, {}, threads};
     for (int id : node.inputs) ctx.in.push_back(id >= 0 ? &plan.slots[id] : nullptr);
     for (int id : node.outputs) ctx.out.push_back(id >= 0 ? &plan.slots[id] : nullptr);
-    if (debug_level() < 2) return step.fn(ctx);
-    auto t0 = std::chrono::steady_clock::now();
+    if (!trace) return step.fn(ctx);
+    int64_t t0 = trace_now_ns();
     step.fn(ctx);
-    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "[ember] %-40s %-20s %-28s %10.1f us\n", node.name.c_str(),
-                 op_name(node.op), step.kernel, us);
+    int64_t t1 = trace_now_ns();
+    trace_record(*trace, node, step.kernel, step.isa, t0, t1, node_cost(ctx));
   }
 
   // Runs the plan's eager node on the plan's slots; its outputs go to the run state.
@@ -221,6 +223,8 @@ struct Session::Impl : SubgraphRunner {
     std::vector<Tensor> outs(node.outputs.size());
     KernelCtx ctx{node, in, {}, threads, this};
     KernelFn fn = def.reference;
+    const char* kernel = "reference";
+    Isa kernel_isa = Isa::Generic;
     if (!(def.flags & kOpDynamic)) {
       // Shape inference with every input value at hand, then outputs sized before the kernel.
       InferCtx ictx{node, {}, in, ErrorKind::Input};
@@ -235,10 +239,19 @@ struct Session::Impl : SubgraphRunner {
       for (size_t k = 0; k < node.outputs.size(); k++)
         if (node.outputs[k] >= 0) outs[k] = Tensor::empty(types[k].dtype, types[k].shape);
       const KernelEntry* e = options.reference_kernels ? nullptr : cpu_kernel_find(ictx, isa);
-      if (e) fn = e->fn;
+      if (e) {
+        fn = e->fn;
+        kernel = e->name;
+        kernel_isa = e->isa;
+      }
     }
     for (size_t k = 0; k < node.outputs.size(); k++) ctx.out.push_back(node.outputs[k] >= 0 ? &outs[k] : nullptr);
+    int64_t t0 = rs.trace ? trace_now_ns() : 0;
     fn(ctx);
+    if (rs.trace) {
+      int64_t t1 = trace_now_ns();
+      trace_record(*rs.trace, node, kernel, kernel_isa, t0, t1, node_cost(ctx));
+    }
     for (size_t k = 0; k < node.outputs.size(); k++) {
       int id = node.outputs[k];
       if (id < 0) continue;
@@ -271,7 +284,7 @@ struct Session::Impl : SubgraphRunner {
       }
     } unbind{plan};
 
-    for (const Step& step : plan.steps) run_step(step, plan);
+    for (const Step& step : plan.steps) run_step(step, plan, rs.trace);
     for (int id : plan.outputs) {
       SlotKind k = plan.kinds[id];
       if (k == SlotKind::Unused || k == SlotKind::Feed) continue;  // made in another part
@@ -286,10 +299,17 @@ struct Session::Impl : SubgraphRunner {
   }
 
   // Outputs in plan.outputs order; they never alias an arena, the plan's constants, the
-  // caller's feeds or each other.
-  std::vector<Tensor> execute(Plan& plan, const std::vector<Tensor>& feeds) {
+  // caller's feeds or each other. Spans go to `trace` when set; EMBER_DEBUG >= 2 prints them.
+  std::vector<Tensor> execute(Plan& plan, const std::vector<Tensor>& feeds,
+                              RunTrace* trace = nullptr) {
     std::lock_guard<std::mutex> lock(plan.mu);
     RunState rs;
+    RunTrace echo_only;
+    rs.trace = trace ? trace : debug_level() >= 2 ? &echo_only : nullptr;
+    if (rs.trace) {
+      rs.trace->echo = debug_level() >= 2;
+      rs.trace->origin_ns = trace_now_ns();
+    }
     rs.env.resize(graph.values.size());
     rs.owned.assign(graph.values.size(), 0);
     for (size_t i = 0; i < graph.inputs.size(); i++) rs.env[graph.inputs[i]] = feeds[i];
@@ -319,6 +339,8 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
   graph.validate();
   fold_constants(graph);
   bind_constant_captures(graph);
+  // The reference path runs the graph as written: it is what the fused kernels are tested against.
+  if (!options.reference_kernels) fuse_graph(graph);
   impl_->graph = std::move(graph);
   impl_->options = options;
   impl_->isa = cpu_isa();
@@ -333,13 +355,24 @@ const Graph& Session::graph() const { return impl_->graph; }
 const SessionOptions& Session::options() const { return impl_->options; }
 
 NamedTensors Session::run(const NamedTensors& feeds, const std::vector<std::string>& outputs) {
+  return run(feeds, outputs, nullptr);
+}
+
+NamedTensors Session::run(const NamedTensors& feeds, const std::vector<std::string>& outputs,
+                          RunTiming* timing) {
   std::vector<int> out_ids = impl_->resolve_outputs(outputs);
   std::vector<Tensor> bound = impl_->bind_feeds(feeds);
   std::shared_ptr<Plan> plan = impl_->get_plan(bound, out_ids);
+  RunTrace trace;
   auto t0 = std::chrono::steady_clock::now();
-  std::vector<Tensor> outs = impl_->execute(*plan, bound);
+  std::vector<Tensor> outs = impl_->execute(*plan, bound, timing ? &trace : nullptr);
+  auto t1 = std::chrono::steady_clock::now();
+  if (timing) {
+    timing->nodes = trace_export(trace);
+    timing->total_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
+  }
   if (debug_level() >= 1) {
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    double ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
     std::fprintf(stderr, "[ember] run: %.3f ms\n", ms);
   }
   NamedTensors result;

@@ -1,0 +1,17 @@
+// Load-time fusion passes (after constant folding): patterns rewritten into single ops whose
+// kernels do the work in one pass over memory. Each returns how many patterns it rewrote.
+#pragma once
+#include "ember/graph.h"
+
+namespace ember {
+
+// x * 0.5 * (1 + erf(x / sqrt 2)) in the forms exporters write (Div by sqrt 2 or Mul by its
+// inverse; the 0.5 on x, on the sum, or last) -> Gelu(x).
+int fuse_gelu(Graph& graph);
+// MatMul(A, W) with W a constant f32 [K, N], then optionally Add(., bias [N] constant) and
+// Relu / Gelu -> FusedMatMul(A, W packed, bias) (ops_fused.cpp).
+int fuse_matmul(Graph& graph);
+// Both, in order; then dead nodes and constants removed.
+int fuse_graph(Graph& graph);
+
+}  // namespace ember

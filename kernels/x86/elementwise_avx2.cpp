@@ -1,0 +1,374 @@
+// AVX2+FMA f32 elementwise maps and row kernels, 8 lanes a step, tails by masked load/store.
+// exp, tanh, sigmoid: the generic algorithms (kernels/generic/elementwise_f32.cpp) in vector
+// form. erf and erf-Gelu share Phi(-a) = R(a) exp(-a^2 / 2) / 2, R a piecewise polynomial (8
+// intervals, coefficients picked per lane with vpermps), a^2 split exactly by FMA; tanh-Gelu
+// forms its exponent in float-float; both Gelus round once from double. Softmax sums in double,
+// LayerNorm in two float passes, in a fixed lane order (batch invariant). References: OpDef rows
+// (cpp/src/ops/ops_unary.cpp, ops_linalg.cpp); tests: tests/cpp/test_x86_kernels.cpp. Built with
+// -mavx2 -mfma: raw pointers and intrinsics only, no ember header (op.h's inline functions would
+// be emitted with AVX2); declared in kernels_x86.h (a mismatch fails to link: names are mangled).
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+namespace ember::cpu {
+namespace {
+
+static inline __m256 v_set(float v) { return _mm256_set1_ps(v); }
+
+// Lanes i < n of an 8-lane block (n may exceed 8).
+static inline __m256i v_tail_mask(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static inline __m256 v_abs(__m256 x) { return _mm256_andnot_ps(v_set(-0.0f), x); }
+static inline __m256 v_copy_sign(__m256 mag, __m256 sign) {
+  return _mm256_or_ps(v_abs(mag), _mm256_and_ps(sign, v_set(-0.0f)));
+}
+static inline __m256 v_is_nan(__m256 x) { return _mm256_cmp_ps(x, x, _CMP_UNORD_Q); }
+// c ? a : b per lane (c a compare mask).
+static inline __m256 v_select(__m256 c, __m256 a, __m256 b) { return _mm256_blendv_ps(b, a, c); }
+
+// Lanes 0-3 / 4-7 widened to double, and back: tails that should round once.
+static inline __m256d v_lo_pd(__m256 x) { return _mm256_cvtps_pd(_mm256_castps256_ps128(x)); }
+static inline __m256d v_hi_pd(__m256 x) { return _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)); }
+static inline __m256 v_from_pd(__m256d lo, __m256d hi) {
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
+}
+
+// exp(x + xl) * 2^bias, <= 1 ulp, the generic exp_scaled: x = n ln2 + r, Cephes' degree-6
+// polynomial, 2^(n + bias) applied as two normal halves so subnormal results round once.
+// xl (|xl| <= ulp(x)) is a low part of the argument, added to r where it costs no rounding.
+static inline __m256 v_exp_scaled(__m256 x, __m256 xl, int bias) {
+  __m256 xc = _mm256_max_ps(x, v_set(-104.0f - 0.693147181f * (float)bias));
+  xc = _mm256_min_ps(xc, v_set(89.0f));
+  const __m256 round = v_set(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  __m256 t = _mm256_fmadd_ps(xc, v_set(1.44269504088896341f), round);
+  __m256 n = _mm256_sub_ps(t, round);
+  __m256i ni = _mm256_add_epi32(
+      _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(round)),
+      _mm256_set1_epi32(bias));
+  __m256 r = _mm256_fnmadd_ps(n, v_set(0.693359375f), xc);
+  r = _mm256_add_ps(_mm256_fnmadd_ps(n, v_set(-2.12194440e-4f), r), xl);
+  __m256 p = v_set(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, v_set(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, v_set(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, v_set(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, v_set(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, v_set(5.0000001201e-1f));
+  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), v_set(1.0f));
+  __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+  const __m256i e127 = _mm256_set1_epi32(127);
+  __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, e127), 23));
+  __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, e127), 23));
+  __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+  return v_select(v_is_nan(x), x, y);
+}
+
+static inline __m256 v_exp(__m256 x) { return v_exp_scaled(x, _mm256_setzero_ps(), 0); }
+
+// tanh: Cephes' odd polynomial below 0.625, else 1 - 2 / (exp(2|x|) + 1).
+static inline __m256 v_tanh(__m256 x) {
+  __m256 ax = v_abs(x), z = _mm256_mul_ps(x, x);
+  __m256 p = v_set(-5.70498872745e-3f);
+  p = _mm256_fmadd_ps(p, z, v_set(2.06390887954e-2f));
+  p = _mm256_fmadd_ps(p, z, v_set(-5.37397155531e-2f));
+  p = _mm256_fmadd_ps(p, z, v_set(1.33314422036e-1f));
+  p = _mm256_fmadd_ps(p, z, v_set(-3.33332819422e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
+  __m256 e = v_exp(_mm256_add_ps(ax, ax));
+  __m256 big =
+      _mm256_sub_ps(v_set(1.0f), _mm256_div_ps(v_set(2.0f), _mm256_add_ps(e, v_set(1.0f))));
+  __m256 small = _mm256_cmp_ps(ax, v_set(0.625f), _CMP_LT_OQ);  // NaN: exp branch, stays NaN
+  return v_copy_sign(v_select(small, p, big), x);
+}
+
+// 1 / (1 + exp(-x)) written with exp(-|x|) so that neither side overflows.
+static inline __m256 v_sigmoid(__m256 x) {
+  __m256 e = v_exp(_mm256_sub_ps(_mm256_setzero_ps(), v_abs(x)));
+  __m256 num = v_select(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ), v_set(1.0f), e);
+  return _mm256_div_ps(num, _mm256_add_ps(v_set(1.0f), e));
+}
+
+// R(a) = erfc(a / sqrt2) exp(a^2 / 2) for 0 <= a < 15. Interval k is the exponent and top
+// mantissa bit of a + 1: a in [0, .5), [.5, 1), [1, 2), [2, 3), [3, 5), [5, 7), [7, 11),
+// [11, 15); on each p_k(a - center_k) of degree 8, minimax in relative error (< 1.1e-8 with
+// these float coefficients, c0 split hi + lo; fitted offline: mpmath values, an LP solve).
+alignas(32) static const float kErfcxCenter[8] = {0.25f, 0.75f, 1.5f, 2.5f,
+                                                  4.0f,  6.0f,  9.0f, 13.0f};
+alignas(32) static const float kErfcxC0Hi[8] = {
+    0.828064203f, 0.60046494f, 0.41156134f, 0.28266266f,
+    0.188821286f, 0.129558623f, 0.0875975788f, 0.0610188283f};
+alignas(32) static const float kErfcxC0Lo[8] = {
+    2.63255417e-09f, -1.53913149e-08f, -6.15057472e-09f, 2.87681567e-09f,
+    -3.39211792e-09f, 5.81080073e-09f, -1.0445389e-09f, 6.8739725e-10f};
+alignas(32) static const float kErfcxC[8][8] = {  // kErfcxC[j - 1]: coefficient of d^j
+    {-0.590868533f, -0.347535878f, -0.180542558f, -0.091227904f, -0.0425994284f, -0.0205327887f,
+     -0.00950636063f, -0.00463978387f},
+    {0.340173572f, 0.169906527f, 0.0703737512f, 0.0272964519f, 0.00921178143f, 0.00318094762f,
+     0.001020164f, 0.000350818969f},
+    {-0.168605924f, -0.0733674914f, -0.0249940641f, -0.00766226137f, -0.00191746699f,
+     -0.000482369971f, -0.000108298278f, -2.63792281e-05f},
+    {0.0745018795f, 0.0287184883f, 0.0082206158f, 0.00203519431f, 0.000385507417f, 7.16852592e-05f,
+     1.13756496e-05f, 1.97273675e-06f},
+    {-0.0300681833f, -0.0104001928f, -0.00253127934f, -0.000514759216f, -7.49558167e-05f,
+     -1.04440187e-05f, -1.17990908e-06f, -1.46614966e-07f},
+    {0.011270863f, 0.00353533379f, 0.000737317372f, 0.000124713406f, 1.41890105e-05f,
+     1.49572588e-06f, 1.21634912e-07f, 1.08469136e-08f},
+    {-0.00327973324f, -0.000808274955f, -0.000211282459f, -2.96887083e-05f, -2.79113669e-06f,
+     -2.19807134e-07f, -1.34949829e-08f, -8.38689285e-10f},
+    {0.000366955734f, -5.64469628e-05f, 5.43093156e-05f, 6.54102178e-06f, 4.92597053e-07f,
+     3.01550394e-08f, 1.34001676e-09f, 6.15643231e-11f},
+};
+
+static inline __m256 v_erfcx_div_sqrt2(__m256 a) {  // a in [0, 15)
+  __m256i k = _mm256_sub_epi32(
+      _mm256_srli_epi32(_mm256_castps_si256(_mm256_add_ps(a, v_set(1.0f))), 22),
+      _mm256_set1_epi32(127 << 1));
+  auto pick = [k](const float* c) { return _mm256_permutevar8x32_ps(_mm256_load_ps(c), k); };
+  __m256 d = _mm256_sub_ps(a, pick(kErfcxCenter));
+  __m256 p = pick(kErfcxC[7]);
+  for (int j = 6; j >= 0; j--) p = _mm256_fmadd_ps(p, d, pick(kErfcxC[j]));
+  p = _mm256_fmadd_ps(p, d, pick(kErfcxC0Lo));
+  return _mm256_add_ps(p, pick(kErfcxC0Hi));
+}
+
+// erf: x + x r(x^2) below 0.875 (r degree 6, minimax, relative error < 1.2e-9), else
+// 1 - erfc(|x|) with erfc(z) = R(z sqrt2) exp(-z^2); erfc < 0.22 there, so its rounding
+// shrinks. |x| >= 4 gives 1.
+static inline __m256 v_erf(__m256 x) {
+  __m256 a = _mm256_min_ps(v_abs(x), v_set(4.0f));
+  __m256 s = _mm256_mul_ps(a, a);
+  __m256 r = v_set(8.66869668e-05f);
+  r = _mm256_fmadd_ps(r, s, v_set(-0.000820745889f));
+  r = _mm256_fmadd_ps(r, s, v_set(0.00520620635f));
+  r = _mm256_fmadd_ps(r, s, v_set(-0.0268612467f));
+  r = _mm256_fmadd_ps(r, s, v_set(0.112837233f));
+  r = _mm256_fmadd_ps(r, s, v_set(-0.376126349f));
+  r = _mm256_fmadd_ps(r, s, v_set(0.128379166f));
+  __m256 small = _mm256_fmadd_ps(a, r, a);
+  __m256 sl = _mm256_fmsub_ps(a, a, s);  // a^2 = s + sl
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 e = v_exp_scaled(_mm256_sub_ps(zero, s), _mm256_sub_ps(zero, sl), 0);  // exp(-a^2)
+  __m256 erfc = _mm256_mul_ps(v_erfcx_div_sqrt2(_mm256_mul_ps(a, v_set(1.41421354f))), e);
+  __m256 big = _mm256_sub_ps(v_set(1.0f), erfc);
+  __m256 y = v_select(_mm256_cmp_ps(a, v_set(0.875f), _CMP_LT_OQ), small, big);
+  y = v_copy_sign(y, x);
+  return v_select(v_is_nan(x), x, y);
+}
+
+// Gelu tails: beyond kGeluClamp, x Phi(x) (either form) is x, or 0 in float (-inf: NaN).
+constexpr float kGeluClamp = 14.5f;
+
+static inline __m256 v_gelu_tails(__m256 x, __m256 y) {
+  y = v_select(_mm256_cmp_ps(x, v_set(kGeluClamp), _CMP_GT_OQ), x, y);
+  y = v_select(_mm256_cmp_ps(x, v_set(-kGeluClamp), _CMP_LT_OQ),
+               _mm256_mul_ps(x, _mm256_setzero_ps()), y);
+  return v_select(v_is_nan(x), x, y);
+}
+
+// x Phi(x) from x and Phi(-|x|) = r e 2^-32 / 2, in double so that it rounds once:
+// x < 0 multiplies by Phi(x) directly, x >= 0 takes x - x Phi(-x).
+static inline __m256d v_gelu_erf_pd(__m256d x, __m256d r, __m256d e) {
+  __m256d p = _mm256_mul_pd(_mm256_mul_pd(r, e), _mm256_set1_pd(0x1p-33));
+  __m256d neg = _mm256_mul_pd(x, p), pos = _mm256_fnmadd_pd(x, p, x);
+  return _mm256_blendv_pd(neg, pos, _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_GE_OQ));
+}
+
+// erf-Gelu = x Phi(x), Phi(-a) = R(a) exp(-a^2 / 2) / 2 with a^2 = h + l exactly (FMA); exp
+// is scaled by 2^32 so that it stays normal wherever x Phi(x) is nonzero.
+static inline __m256 v_gelu_erf(__m256 x) {
+  __m256 xc = _mm256_min_ps(_mm256_max_ps(x, v_set(-kGeluClamp)), v_set(kGeluClamp));
+  __m256 a = v_abs(xc);
+  __m256 h = _mm256_mul_ps(a, a);
+  __m256 l = _mm256_fmsub_ps(a, a, h);
+  __m256 e = v_exp_scaled(_mm256_mul_ps(h, v_set(-0.5f)), _mm256_mul_ps(l, v_set(-0.5f)), 32);
+  __m256 r = v_erfcx_div_sqrt2(a);
+  __m256 y = v_from_pd(v_gelu_erf_pd(v_lo_pd(xc), v_lo_pd(r), v_lo_pd(e)),
+                       v_gelu_erf_pd(v_hi_pd(xc), v_hi_pd(r), v_hi_pd(e)));
+  return v_gelu_tails(x, y);
+}
+
+// x sigmoid(v) from x and e = exp(-|v|) 2^32, in double so that it rounds once.
+static inline __m256d v_gelu_tanh_pd(__m256d x, __m256d e) {
+  __m256d es = _mm256_mul_pd(e, _mm256_set1_pd(0x1p-32));
+  __m256d q = _mm256_div_pd(x, _mm256_add_pd(_mm256_set1_pd(1.0), es));  // x sigmoid(|v|)
+  __m256d pos = _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_GE_OQ);
+  return _mm256_blendv_pd(_mm256_mul_pd(q, es), q, pos);
+}
+
+// tanh-Gelu = x sigmoid(v), v = k x + k2 x^3 (k = 2 sqrt(2/pi), k2 = 0.044715 k). v reaches
+// ~200, so a float v would lose ~|v| ulp in exp(-|v|): v = vh + vl is formed in float-float
+// (FMA products, a two-sum) and exp gets -|v| as -|vh| plus a low part.
+static inline __m256 v_gelu_tanh(__m256 x) {
+  __m256 xc = _mm256_min_ps(_mm256_max_ps(x, v_set(-kGeluClamp)), v_set(kGeluClamp));
+  const __m256 kh = v_set(1.59576917f), kl = v_set(-4.53406805e-08f);
+  const __m256 k2h = v_set(0.0713548139f), k2l = v_set(2.39883247e-09f);
+  __m256 x2 = _mm256_mul_ps(xc, xc);
+  __m256 x2l = _mm256_fmsub_ps(xc, xc, x2);
+  __m256 ph = _mm256_mul_ps(k2h, x2);
+  __m256 pl = _mm256_fmsub_ps(k2h, x2, ph);
+  __m256 wh = _mm256_add_ps(kh, ph);  // two-sum: wh + ws == kh + ph exactly
+  __m256 bv = _mm256_sub_ps(wh, kh);
+  __m256 ws = _mm256_add_ps(_mm256_sub_ps(kh, _mm256_sub_ps(wh, bv)), _mm256_sub_ps(ph, bv));
+  __m256 wl = _mm256_add_ps(_mm256_add_ps(ws, pl),
+                            _mm256_add_ps(_mm256_fmadd_ps(k2h, x2l, _mm256_mul_ps(k2l, x2)), kl));
+  __m256 vh = _mm256_mul_ps(xc, wh);  // w = wh + wl = k + k2 x^2, v = x w
+  __m256 vl = _mm256_fmadd_ps(xc, wl, _mm256_fmsub_ps(xc, wh, vh));
+  __m256 flip = _mm256_andnot_ps(vh, v_set(-0.0f));  // -|v| = -|vh| + (vh < 0 ? vl : -vl)
+  __m256 e = v_exp_scaled(_mm256_or_ps(vh, v_set(-0.0f)), _mm256_xor_ps(vl, flip), 32);
+  __m256 y = v_from_pd(v_gelu_tanh_pd(v_lo_pd(xc), v_lo_pd(e)),
+                       v_gelu_tanh_pd(v_hi_pd(xc), v_hi_pd(e)));
+  return v_gelu_tails(x, y);
+}
+
+// y[i] = f(x[i]); x == y is allowed (each block is loaded before it is stored). Two blocks
+// a step: f is one long dependency chain, two independent ones keep the FMA ports busy.
+template <class F>
+static inline void v_map(const float* x, float* y, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256 a = f(_mm256_loadu_ps(x + i)), b = f(_mm256_loadu_ps(x + i + 8));
+    _mm256_storeu_ps(y + i, a);
+    _mm256_storeu_ps(y + i + 8, b);
+  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, f(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    __m256i m = v_tail_mask(n - i);
+    _mm256_maskstore_ps(y + i, m, f(_mm256_maskload_ps(x + i, m)));
+  }
+}
+
+// Sums of 4 accumulators, always folded in the same order.
+static inline float v_fold(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
+}
+
+// sum of f(x[i]) over a row in 32 fixed lanes; f(0-padding) is masked out of the tail.
+template <class F>
+static inline float v_row_sum(const float* x, int64_t n, F f) {
+  __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                 _mm256_setzero_ps()};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int l = 0; l < 4; l++) a[l] = _mm256_add_ps(a[l], f(_mm256_loadu_ps(x + i + 8 * l)));
+  for (int l = 0; i < n; i += 8, l++) {
+    __m256i m = v_tail_mask(n - i);
+    __m256 v = _mm256_and_ps(f(_mm256_maskload_ps(x + i, m)), _mm256_castsi256_ps(m));
+    a[l] = _mm256_add_ps(a[l], v);
+  }
+  return v_fold(a[0], a[1], a[2], a[3]);
+}
+
+// exp(x - m) with x - m = d + err exactly (two-sum): a rounded d alone would cost up to
+// |d| / 2 ulp (32 at d = -64). A -inf x gives 0 (its NaN err is dropped).
+static inline __m256 v_exp_diff(__m256 x, __m256 m) {
+  __m256 d = _mm256_sub_ps(x, m);
+  __m256 bv = _mm256_sub_ps(d, x);
+  __m256 err = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_sub_ps(d, bv)), _mm256_add_ps(m, bv));
+  err = _mm256_and_ps(err, _mm256_cmp_ps(err, err, _CMP_ORD_Q));
+  return v_exp_scaled(d, err, 0);
+}
+
+// y[i] = f(x[i]) (y == nullptr: not stored) and the sum of all f(x[i]) in double, in 8 fixed
+// lanes: softmax's denominator then costs half an ulp, whatever the row length.
+template <class F>
+static inline double v_map_sum_f64(const float* x, float* y, int64_t n, F f) {
+  __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+  auto add = [&a0, &a1](__m256 v) {
+    a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+  };
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = f(_mm256_loadu_ps(x + i));
+    if (y) _mm256_storeu_ps(y + i, v);
+    add(v);
+  }
+  if (i < n) {
+    __m256i m = v_tail_mask(n - i);
+    __m256 v = _mm256_and_ps(f(_mm256_maskload_ps(x + i, m)), _mm256_castsi256_ps(m));
+    if (y) _mm256_maskstore_ps(y + i, m, v);
+    add(v);
+  }
+  __m256d s = _mm256_add_pd(a0, a1);
+  __m128d q = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+}
+
+// Row max; NaN lanes are skipped (max(x, acc) keeps acc), as in the generic kernel: a NaN
+// still makes the whole row NaN through exp(NaN - max).
+static inline float v_row_max(const float* x, int64_t n) {
+  const __m256 ninf = v_set(-__builtin_inff());
+  __m256 acc = ninf;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_max_ps(_mm256_loadu_ps(x + i), acc);
+  if (i < n) {
+    __m256i m = v_tail_mask(n - i);
+    acc = _mm256_max_ps(v_select(_mm256_castsi256_ps(m), _mm256_maskload_ps(x + i, m), ninf), acc);
+  }
+  __m128 q = _mm_max_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_max_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
+}
+
+}  // namespace
+
+void exp_f32_array_avx2(const float* x, float* y, int64_t n) { v_map(x, y, n, v_exp); }
+void tanh_f32_array_avx2(const float* x, float* y, int64_t n) { v_map(x, y, n, v_tanh); }
+void sigmoid_f32_array_avx2(const float* x, float* y, int64_t n) { v_map(x, y, n, v_sigmoid); }
+void erf_f32_array_avx2(const float* x, float* y, int64_t n) { v_map(x, y, n, v_erf); }
+void gelu_erf_f32_array_avx2(const float* x, float* y, int64_t n) { v_map(x, y, n, v_gelu_erf); }
+void gelu_tanh_f32_array_avx2(const float* x, float* y, int64_t n) {
+  v_map(x, y, n, v_gelu_tanh);
+}
+
+void softmax_f32_row_avx2(const float* x, float* y, int64_t n) {
+  __m256 mx = v_set(v_row_max(x, n));
+  auto e = [mx](__m256 v) { return v_exp_diff(v, mx); };
+  __m256 s = v_set((float)v_map_sum_f64(x, y, n, e));
+  v_map(y, y, n, [s](__m256 v) { return _mm256_div_ps(v, s); });
+}
+
+void log_softmax_f32_row_avx2(const float* x, float* y, int64_t n) {
+  __m256 mx = v_set(v_row_max(x, n));
+  auto e = [mx](__m256 v) { return v_exp(_mm256_sub_ps(v, mx)); };
+  __m256 lse = v_set((float)log(v_map_sum_f64(x, nullptr, n, e)));
+  v_map(x, y, n, [mx, lse](__m256 v) { return _mm256_sub_ps(_mm256_sub_ps(v, mx), lse); });
+}
+
+void layer_norm_f32_row_avx2(const float* x, const float* scale, const float* bias, float* y,
+                             int64_t n, float eps, float* mean_out, float* inv_std_out) {
+  float mean = v_row_sum(x, n, [](__m256 v) { return v; }) / (float)n;
+  __m256 vm = v_set(mean);
+  float var = v_row_sum(x, n, [vm](__m256 v) {
+                __m256 d = _mm256_sub_ps(v, vm);
+                return _mm256_mul_ps(d, d);
+              }) / (float)n;
+  float inv = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(var + eps)));
+  __m256 vi = v_set(inv);
+  auto norm = [vm, vi](__m256 v, __m256 s, __m256 b) {
+    return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_sub_ps(v, vm), vi), s, b);
+  };
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 b = bias ? _mm256_loadu_ps(bias + i) : _mm256_setzero_ps();
+    _mm256_storeu_ps(y + i, norm(_mm256_loadu_ps(x + i), _mm256_loadu_ps(scale + i), b));
+  }
+  if (i < n) {
+    __m256i m = v_tail_mask(n - i);
+    __m256 b = bias ? _mm256_maskload_ps(bias + i, m) : _mm256_setzero_ps();
+    _mm256_maskstore_ps(y + i, m,
+                        norm(_mm256_maskload_ps(x + i, m), _mm256_maskload_ps(scale + i, m), b));
+  }
+  if (mean_out) *mean_out = mean;
+  if (inv_std_out) *inv_std_out = inv;
+}
+
+}  // namespace ember::cpu

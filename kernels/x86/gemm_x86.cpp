@@ -1,0 +1,21 @@
+// x86 GEMM drivers: the generic blocking and packing (kernels/generic/gemm_f32.cpp) on the
+// AVX2 + FMA micro-kernel. Registered as MatMul/Gemm/Conv/FusedMatMul kernels at Isa::Avx2.
+#include "kernels/generic/conv_f32.h"
+#include "kernels/x86/kernels_x86.h"
+
+namespace ember::cpu {
+
+const GemmMicro& gemm_micro_avx2() {
+  static const GemmMicro m{6, 16, sgemm_micro_6x16_avx2, "avx2 6x16"};
+  return m;
+}
+
+void matmul_f32_avx2(const KernelCtx& ctx) { matmul_f32_with(ctx, gemm_micro_avx2()); }
+void gemm_f32_avx2(const KernelCtx& ctx) { gemm_f32_with(ctx, gemm_micro_avx2()); }
+void conv_f32_avx2(const KernelCtx& ctx) { conv_f32_with(ctx, gemm_micro_avx2()); }
+void fused_matmul_f32_avx2(const KernelCtx& ctx) {
+  static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2};
+  fused_matmul_f32_with(ctx, gemm_micro_avx2(), acts);
+}
+
+}  // namespace ember::cpu
