@@ -193,16 +193,37 @@ void sgemm(const SgemmArgs& g, int max_threads, const GemmMicro& micro) {
   double flops =
       2.0 * (double)g.batch * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
   if (flops < 2e5) threads = 1;  // the pool costs more than it saves
-  // Smaller blocks until every thread has a few tasks; block sizes never change the sums.
+  // Blocks of equal size, as many tasks as keep every thread equally busy (the pool gives each
+  // thread an equal run of tasks): the fewest tasks whose count splits evenly over the threads,
+  // within block sizes that keep packing amortised. Block sizes never change the sums.
   int64_t mr = micro.mr;
-  int64_t mc = std::max<int64_t>(kMC / mr * mr, mr), nc = kNC;
-  auto count = [&] { return g.batch * ceil_div(g.M, mc) * ceil_div(g.N, nc); };
-  while (threads > 1 && count() < 4 * threads) {
-    if (nc > 4 * kMaxNR) nc = std::max<int64_t>(4 * kMaxNR, nc / 2 / kMaxNR * kMaxNR);
-    else if (mc > mr) mc = std::max<int64_t>(mr, mc / 2 / mr * mr);
-    else break;
+  auto round_up = [](int64_t v, int64_t m) { return ceil_div(v, m) * m; };
+  int64_t mb = ceil_div(g.M, kMC), nb = ceil_div(g.N, kNC);
+  if (threads > 1) {
+    int64_t best_mb = mb, best_nb = nb;
+    double best = 1e30;
+    for (int64_t n_blocks = nb; n_blocks <= std::max<int64_t>(nb, ceil_div(g.N, 4 * kMaxNR)); n_blocks++) {
+      for (int64_t m_blocks = mb; m_blocks <= std::max<int64_t>(mb, ceil_div(g.M, mr)); m_blocks++) {
+        int64_t tasks = g.batch * m_blocks * n_blocks;
+        double rounds = (double)ceil_div(tasks, threads);
+        // Time ~ rounds x task size; a little extra per task for packing and dispatch.
+        double cost = rounds * (double)round_up(ceil_div(g.M, m_blocks), mr) *
+                          (double)round_up(ceil_div(g.N, n_blocks), kMaxNR) * (1.0 + 0.02 * tasks);
+        if (cost < best) {
+          best = cost;
+          best_mb = m_blocks;
+          best_nb = n_blocks;
+        }
+        if (tasks >= 8 * threads) break;
+      }
+    }
+    mb = best_mb;
+    nb = best_nb;
   }
-  int64_t mb = ceil_div(g.M, mc), nb = ceil_div(g.N, nc);
+  int64_t mc = round_up(ceil_div(g.M, mb), mr), nc = round_up(ceil_div(g.N, nb), kMaxNR);
+  mb = ceil_div(g.M, mc);
+  nb = ceil_div(g.N, nc);
+  auto count = [&] { return g.batch * mb * nb; };
   ::ember::parallel_for(count(), 1, threads, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
       int64_t mat = t / (mb * nb), rem = t % (mb * nb);

@@ -59,6 +59,12 @@ void fused_matmul_f32(const KernelCtx& ctx);
 void matmul_f32(const KernelCtx& ctx);  // any numpy matmul shapes
 void gemm_f32(const KernelCtx& ctx);    // ONNX Gemm
 void softmax_f32(const KernelCtx& ctx);
+void softmax_f32_row(const float* x, float* y, int64_t n);  // one row [n] -> [n], n > 0
+// Attention (ops_fused.cpp): per (batch, query block) Q Kt and P V on `micro` (one thread each),
+// scale, mask and softmax (`softmax_row`) in between, scores kept in a per-thread buffer.
+void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
+                        void (*softmax_row)(const float* x, float* y, int64_t n));
+void attention_f32(const KernelCtx& ctx);
 void log_softmax_f32(const KernelCtx& ctx);
 bool softmax_f32_supports(const InferCtx& ctx);  // normalised dims contiguous (last axis, or 2-D legacy)
 void layer_norm_f32(const KernelCtx& ctx);

@@ -47,6 +47,18 @@ inline int64_t row_grain(int64_t cols) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1));
 }
 
+}  // namespace
+
+void softmax_f32_row(const float* x, float* y, int64_t n) {
+  float mx = max_f32(x, n);
+  for (int64_t j = 0; j < n; j++) y[j] = x[j] - mx;
+  exp_f32_array(y, y, n);
+  float s = sum_f32(y, n);
+  for (int64_t j = 0; j < n; j++) y[j] /= s;
+}
+
+namespace {
+
 void softmax_rows(const KernelCtx& ctx, bool log) {
   const Tensor& x = ctx.input(0);  // [rows, cols] viewed from any shape
   Tensor& y = ctx.output(0);       // same shape
@@ -64,17 +76,15 @@ void softmax_rows(const KernelCtx& ctx, bool log) {
     for (int64_t r = r0; r < r1; r++) {
       const float* xr = px + r * cols;
       float* yr = py + r * cols;
+      if (!log) {
+        softmax_f32_row(xr, yr, cols);
+        continue;
+      }
       float mx = max_f32(xr, cols);
       for (int64_t j = 0; j < cols; j++) yr[j] = xr[j] - mx;
-      if (log) {
-        exp_f32_array(yr, e.data(), cols);
-        float lse = std::log(sum_f32(e.data(), cols));
-        for (int64_t j = 0; j < cols; j++) yr[j] -= lse;
-      } else {
-        exp_f32_array(yr, yr, cols);
-        float s = sum_f32(yr, cols);
-        for (int64_t j = 0; j < cols; j++) yr[j] /= s;
-      }
+      exp_f32_array(yr, e.data(), cols);
+      float lse = std::log(sum_f32(e.data(), cols));
+      for (int64_t j = 0; j < cols; j++) yr[j] -= lse;
     }
   });
 }

@@ -20,9 +20,11 @@ void matmul_f32_avx2(const KernelCtx& ctx);
 void gemm_f32_avx2(const KernelCtx& ctx);
 void conv_f32_avx2(const KernelCtx& ctx);
 void fused_matmul_f32_avx2(const KernelCtx& ctx);
+void attention_f32_avx2(const KernelCtx& ctx);
 
 // ---- elementwise and normalisation (elementwise_avx2.cpp; drivers in elementwise_x86.cpp) ----
-// y[i] = f(x[i]) for i < n; x == y is allowed. <= 3 ulp from the double references (tests).
+// y[i] = f(x[i]) for i < n; x == y is allowed. Within 1 ulp (exp, tanh, erf), 2 (sigmoid,
+// gelu_tanh), 3 (gelu_erf) of the double references: tests/cpp/test_x86_kernels.cpp.
 void exp_f32_array_avx2(const float* x, float* y, int64_t n);        // [n] -> [n]
 void tanh_f32_array_avx2(const float* x, float* y, int64_t n);       // [n] -> [n]
 void sigmoid_f32_array_avx2(const float* x, float* y, int64_t n);    // [n] -> [n]

@@ -98,6 +98,10 @@ def cmd_info(args):
     print("ops (ONNX, before passes):")
     for op, n in sorted(info.op_histogram.items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"  {op:<24} {n}")
+    after = collections.Counter(eng._live_session().node_ops())
+    print(f"graph after passes (folding, fusion, packed weights): {sum(after.values())} nodes")
+    for op, n in sorted(after.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {op:<24} {n}")
     feeds = _sample_feeds(eng, _parse_shapes(args.shape), args.dim)
     plan = eng.plan_info(feeds)
     shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in feeds.items())

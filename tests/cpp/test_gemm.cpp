@@ -561,3 +561,54 @@ TEST_CASE("gemm FusedMatMul is batch invariant and checks its packed weights") {
   Node bad_act = fused_node(20, "swish", false);
   CHECK_THROWS_WITH(infer(bad_act, {&a, &wp}), doctest::Contains("unknown activation"));
 }
+
+TEST_CASE("gemm Attention kernels match the reference: shapes, masks, scale forms") {
+  std::vector<NamedKernel> ks = {{"attention_f32", cpu::attention_f32}};
+#if defined(__x86_64__)
+  if (cpu_isa() >= Isa::Avx2) ks.push_back({"attention_f32_avx2", cpu::attention_f32_avx2});
+#endif
+  uint32_t seed = 900;
+  struct Shp {
+    Shape q, k, v, mask;  // mask empty: none
+  };
+  std::vector<Shp> shapes = {
+      {{2, 3, 7, 8}, {2, 3, 8, 7}, {2, 3, 7, 5}, {2, 1, 1, 7}},     // BERT key mask
+      {{1, 4, 33, 16}, {1, 4, 16, 33}, {1, 4, 33, 16}, {1, 1, 33, 33}},  // causal [S, T]
+      {{1, 2, 1, 32}, {1, 2, 32, 70}, {1, 2, 70, 32}, {}},          // one query row
+      {{3, 5, 4}, {1, 4, 9}, {3, 9, 6}, {9}},                       // broadcast K, 1-D mask
+      {{2, 40, 8}, {2, 8, 40}, {2, 40, 8}, {2, 40, 1}},             // mask broadcast over T
+  };
+  for (NamedKernel kern : ks)
+    for (const Shp& sh : shapes)
+      for (const char* op : {"mul", "div"}) {
+        CAPTURE(kern.name);
+        CAPTURE(shape_str(sh.q));
+        CAPTURE(op);
+        Tensor q = random_f32(sh.q, seed++, -2, 2), k = random_f32(sh.k, seed++, -2, 2);
+        Tensor v = random_f32(sh.v, seed++), m = random_f32(sh.mask, seed++, -3, 0);
+        Node n;
+        n.op = OpType::Attention;
+        n.name = "attn";
+        n.inputs = {0, 1, 2};
+        if (!sh.mask.empty()) n.inputs.push_back(3);
+        n.outputs = {100};
+        n.attrs.set("scale", std::string(op) == "mul" ? 0.35 : 2.8);
+        n.attrs.set("scale_op", std::string(op));
+        std::vector<const Tensor*> in = {&q, &k, &v};
+        if (!sh.mask.empty()) in.push_back(&m);
+        Tensor ref = run(n, in)[0];
+        Tensor fast = run(n, in, kern.fn, 3)[0];
+        check_close(fast, ref, 2e-5);
+      }
+  // Shapes that do not chain, or a mask that would grow the scores, are refused.
+  Tensor q = random_f32({2, 4, 8}, 1), k = random_f32({2, 7, 4}, 2), v = random_f32({2, 4, 8}, 3);
+  Node n;
+  n.op = OpType::Attention;
+  n.name = "attn";
+  n.inputs = {0, 1, 2};
+  n.outputs = {100};
+  CHECK_THROWS_WITH(infer(n, {&q, &k, &v}), doctest::Contains("do not chain"));
+  Tensor k2 = random_f32({2, 8, 4}, 2), big_mask = random_f32({2, 9, 4}, 4);
+  n.inputs.push_back(3);
+  CHECK_THROWS_WITH(infer(n, {&q, &k2, &v, &big_mask}), doctest::Contains("does not broadcast"));
+}

@@ -102,13 +102,14 @@ struct UnaryFn {
   int64_t max_ulps;
 };
 
-// Bounds from the exhaustive sweep (all floats): see the report in the test output.
+// Bounds: the max over every third float (EMBER_X86_EXHAUSTIVE=3: exp, tanh, erf 1 ulp;
+// sigmoid, tanh-Gelu 2; erf-Gelu 3, all <= 2.4e-7 relative) plus one ulp of slack.
 const UnaryFn kUnary[] = {
     {"exp", cpu::exp_f32_array_avx2, OpType::Exp, nullptr, 90.0f, 2},
     {"tanh", cpu::tanh_f32_array_avx2, OpType::Tanh, nullptr, 12.0f, 2},
     {"sigmoid", cpu::sigmoid_f32_array_avx2, OpType::Sigmoid, nullptr, 20.0f, 3},
     {"erf", cpu::erf_f32_array_avx2, OpType::Erf, nullptr, 5.0f, 2},
-    {"gelu_erf", cpu::gelu_erf_f32_array_avx2, OpType::Gelu, "none", 16.0f, 3},
+    {"gelu_erf", cpu::gelu_erf_f32_array_avx2, OpType::Gelu, "none", 16.0f, 4},
     {"gelu_tanh", cpu::gelu_tanh_f32_array_avx2, OpType::Gelu, "tanh", 16.0f, 3},
 };
 

@@ -111,3 +111,68 @@ def test_gelu_pattern_with_wrong_constant_is_left_alone(rng):
     ops = [op for op, _ in run_both(build(nodes, ["y"], rng),
                                     rng.standard_normal((2, 3, K)).astype(np.float32))]
     assert "Erf" in ops and "Gelu" not in ops
+
+
+@pytest.mark.parametrize("conv_bias", [True, False])
+def test_conv_batch_norm_folds_into_the_conv(rng, conv_bias):
+    c_in, c_out = 3, 8
+    inits = [numpy_helper.from_array(rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, c_out).astype(np.float32), "scale"),
+             numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "beta"),
+             numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "mean"),
+             numpy_helper.from_array(rng.uniform(0.1, 3, c_out).astype(np.float32), "var"),
+             numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "b")]
+    conv_in = ["x", "w", "b"] if conv_bias else ["x", "w"]
+    nodes = [oh.make_node("Conv", conv_in, ["c"], name="conv", pads=[1, 1, 1, 1]),
+             oh.make_node("BatchNormalization", ["c", "scale", "beta", "mean", "var"], ["bn"],
+                          name="bn", epsilon=1e-3),
+             oh.make_node("Relu", ["bn"], ["y"], name="relu")]
+    g = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", T.FLOAT, ["N", c_in, 9, 11])],
+                      [vi("y")], initializer=inits)
+    data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    ops = [op for op, _ in run_both(data, rng.standard_normal((2, c_in, 9, 11)).astype(np.float32))]
+    assert ops == ["Conv", "Relu"], ops
+
+
+def attention_model(rng, scale_op, mask_kind, heads=2, d=8):
+    """q, k, v [B, H, S, D] fed; scores = q @ k^T (a Transpose node), scaled, masked, softmax,
+    @ v: the pattern torch and HF exports write."""
+    nodes = [oh.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             oh.make_node("MatMul", ["q", "kt"], ["s"], name="qk")]
+    inits = []
+    if scale_op == "div":
+        nodes.append(oh.make_node("Div", ["s", "c"], ["s2"], name="scale"))
+        inits.append(numpy_helper.from_array(np.float32(math.sqrt(d)), "c"))
+    else:
+        nodes.append(oh.make_node("Mul", ["c", "s"], ["s2"], name="scale"))
+        inits.append(numpy_helper.from_array(np.array([1 / math.sqrt(d)], np.float32), "c"))
+    x = "s2"
+    inputs = [oh.make_tensor_value_info(n, T.FLOAT, ["B", heads, "S", d]) for n in ("q", "k", "v")]
+    if mask_kind == "key":
+        inputs.append(oh.make_tensor_value_info("mask", T.FLOAT, ["B", 1, 1, "S"]))
+        nodes.append(oh.make_node("Add", ["s2", "mask"], ["s3"], name="mask_add"))
+        x = "s3"
+    elif mask_kind == "causal":
+        nodes.append(oh.make_node("Add", ["causal", "s2"], ["s3"], name="mask_add"))
+        inits.append(numpy_helper.from_array(
+            np.triu(np.full((16, 16), -1e9, np.float32), 1)[None, None], "causal"))
+        x = "s3"
+    nodes += [oh.make_node("Softmax", [x], ["p"], axis=-1, name="softmax"),
+              oh.make_node("MatMul", ["p", "v"], ["y"], name="pv")]
+    g = oh.make_graph(nodes, "g", inputs, [vi("y")], initializer=inits)
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("scale_op", ["div", "mul"])
+@pytest.mark.parametrize("mask_kind", ["none", "key", "causal"])
+def test_attention_subgraph_fuses_into_one_node(rng, scale_op, mask_kind):
+    data = attention_model(rng, scale_op, mask_kind)
+    e = ember.Engine(data)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    for b, s in ((1, 16), (3, 16)) if mask_kind == "causal" else ((1, 1), (2, 7), (3, 40)):
+        feeds = {n: rng.standard_normal((b, 2, s, 8)).astype(np.float32) for n in ("q", "k", "v")}
+        if mask_kind == "key":
+            feeds["mask"] = np.where(rng.random((b, 1, 1, s)) < 0.3, -1e4, 0).astype(np.float32)
+        np.testing.assert_allclose(e.run(feeds)["y"], sess.run(None, feeds)[0], rtol=1e-5, atol=1e-5)
+    ops = [op for _n, op, _k, _i in e.plan_info(feeds)["nodes"]]
+    assert ops == ["Transpose", "Attention"], ops

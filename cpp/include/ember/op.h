@@ -48,7 +48,7 @@ enum class OpType : uint16_t {
   // control flow and data-dependent shapes (ops_control.cpp)
   If, Loop, NonZero,
   // fused ops made by graph passes (ops_fused.cpp; each names what it replaces)
-  FusedMatMul,
+  FusedMatMul, Attention,
   Count
 };
 

@@ -186,8 +186,127 @@ int fuse_matmul(Graph& g) {
   return fused;
 }
 
+int fuse_conv_batch_norm(Graph& g) {
+  Uses uses(g);
+  std::vector<bool> drop(g.nodes.size(), false);
+  int fused = 0;
+  for (size_t ci = 0; ci < g.nodes.size(); ci++) {
+    const Node& conv = g.nodes[ci];
+    if (conv.op != OpType::Conv || conv.inputs.size() < 2) continue;
+    const Tensor* w = constant(g, conv.inputs[1]);
+    const Tensor* b = conv.inputs.size() > 2 && conv.inputs[2] >= 0 ? constant(g, conv.inputs[2]) : nullptr;
+    if (!w || w->dtype() != DType::F32 || w->rank() < 3) continue;
+    if (conv.inputs.size() > 2 && conv.inputs[2] >= 0 && (!b || b->dtype() != DType::F32)) continue;
+    int bi = uses.single_reader(conv.outputs[0]);
+    if (bi < 0 || g.nodes[bi].op != OpType::BatchNormalization) continue;
+    const Node& bn = g.nodes[bi];
+    if (bn.inputs.size() != 5 || bn.inputs[0] != conv.outputs[0] || bn.outputs.size() != 1 ||
+        bn.attrs.get_int("training_mode", 0) != 0)
+      continue;
+    int64_t m = w->dim(0);
+    const Tensor* p[4];  // scale, bias, mean, var
+    bool ok = true;
+    for (int k = 0; k < 4; k++) {
+      p[k] = constant(g, bn.inputs[1 + k]);
+      ok = ok && p[k] && p[k]->dtype() == DType::F32 && p[k]->shape() == Shape{m};
+    }
+    if (!ok || (b && b->shape() != Shape{m})) continue;
+    // y = (conv(x) + b - mean) * s + beta, s = scale / sqrt(var + eps): scale W's output
+    // channel m by s[m], bias b' = (b - mean) * s + beta. In double, rounded once.
+    double eps = bn.attrs.get_float("epsilon", 1e-5);
+    int64_t per = w->numel() / std::max<int64_t>(m, 1);
+    Tensor w2 = Tensor::empty(DType::F32, w->shape()), b2 = Tensor::empty(DType::F32, {m});
+    for (int64_t o = 0; o < m; o++) {
+      double sc = p[0]->ptr<float>()[o] / std::sqrt((double)p[3]->ptr<float>()[o] + eps);
+      for (int64_t j = 0; j < per; j++)
+        w2.ptr<float>()[o * per + j] = (float)(w->ptr<float>()[o * per + j] * sc);
+      double bias = b ? b->ptr<float>()[o] : 0.0;
+      b2.ptr<float>()[o] = (float)((bias - p[2]->ptr<float>()[o]) * sc + p[1]->ptr<float>()[o]);
+    }
+    int wid = g.add_value(g.values[conv.inputs[1]].name + "/bn", DType::F32);
+    int bid = g.add_value(bn.name + "/bias", DType::F32);
+    g.constants[wid] = w2;
+    g.constants[bid] = b2;
+    Node f = conv;
+    f.inputs = {conv.inputs[0], wid, bid};
+    f.outputs = bn.outputs;
+    drop[ci] = true;
+    g.nodes[bi] = std::move(f);
+    fused++;
+  }
+  std::vector<Node> kept;
+  for (size_t i = 0; i < g.nodes.size(); i++)
+    if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
+  g.nodes = std::move(kept);
+  return fused;
+}
+
+int fuse_attention(Graph& g) {
+  Uses uses(g);
+  std::vector<bool> drop(g.nodes.size(), false);
+  int fused = 0;
+  for (size_t si = 0; si < g.nodes.size(); si++) {
+    const Node& sm = g.nodes[si];
+    if (sm.op != OpType::Softmax || sm.attrs.has("legacy_axis_2d") || sm.attrs.get_int("axis", -1) != -1)
+      continue;
+    // probs -> MatMul(probs, V)
+    int pv = uses.single_reader(sm.outputs[0]);
+    if (pv < 0 || g.nodes[pv].op != OpType::MatMul || g.nodes[pv].inputs[0] != sm.outputs[0]) continue;
+    // [Add(scaled, mask)] before the softmax
+    int x = sm.inputs[0], add = -1, mask = -1;
+    int prod = uses.producer_of(x);
+    if (prod >= 0 && g.nodes[prod].op == OpType::Add && uses.single_reader(x) == (int)si) {
+      const Node& an = g.nodes[prod];
+      for (int side = 0; side < 2 && add < 0; side++) {
+        int sp = uses.producer_of(an.inputs[side]);
+        if (sp >= 0 && (g.nodes[sp].op == OpType::Mul || g.nodes[sp].op == OpType::Div)) {
+          add = prod;
+          mask = an.inputs[1 - side];
+          x = an.inputs[side];
+        }
+      }
+    }
+    // Mul(scores, c) or Div(scores, c), c a float32 scalar constant
+    int sc = uses.producer_of(x);
+    if (sc < 0 || uses.single_reader(x) != (add >= 0 ? add : (int)si)) continue;
+    const Node& sn = g.nodes[sc];
+    int scores = -1;
+    const Tensor* c = nullptr;
+    if (sn.op == OpType::Div || sn.op == OpType::Mul) {
+      for (int side = 0; side < 2 && !c; side++) {
+        if (sn.op == OpType::Div && side == 0) continue;  // the divisor must be input 1
+        const Tensor* t = constant(g, sn.inputs[side]);
+        if (t && t->dtype() == DType::F32 && t->numel() == 1) {
+          c = t;
+          scores = sn.inputs[1 - side];
+        }
+      }
+    }
+    if (!c) continue;
+    int qk = uses.producer_of(scores);
+    if (qk < 0 || g.nodes[qk].op != OpType::MatMul || uses.single_reader(scores) != sc) continue;
+    Node f;
+    f.op = OpType::Attention;
+    f.name = g.nodes[pv].name;
+    f.inputs = {g.nodes[qk].inputs[0], g.nodes[qk].inputs[1], g.nodes[pv].inputs[1]};
+    if (mask >= 0) f.inputs.push_back(mask);
+    f.outputs = g.nodes[pv].outputs;
+    f.attrs.set("scale", (double)c->ptr<float>()[0]);
+    f.attrs.set("scale_op", std::string(sn.op == OpType::Div ? "div" : "mul"));
+    for (int i : {qk, sc, add, (int)si}) if (i >= 0) drop[i] = true;
+    g.nodes[pv] = std::move(f);
+    fused++;
+  }
+  std::vector<Node> kept;
+  for (size_t i = 0; i < g.nodes.size(); i++)
+    if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
+  g.nodes = std::move(kept);
+  return fused;
+}
+
 int fuse_graph(Graph& graph) {
-  int n = fuse_gelu(graph) + fuse_matmul(graph);
+  int n = fuse_conv_batch_norm(graph) + fuse_gelu(graph) + fuse_matmul(graph) +
+          fuse_attention(graph);
   if (n) eliminate_dead_nodes(graph);
   return n;
 }

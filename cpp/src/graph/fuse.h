@@ -11,7 +11,13 @@ int fuse_gelu(Graph& graph);
 // MatMul(A, W) with W a constant f32 [K, N], then optionally Add(., bias [N] constant) and
 // Relu / Gelu -> FusedMatMul(A, W packed, bias) (ops_fused.cpp).
 int fuse_matmul(Graph& graph);
-// Both, in order; then dead nodes and constants removed.
+// Conv(X, W, B) -> BatchNormalization (inference, constant parameters) -> Conv(X, W', B') with
+// the normalisation folded into the weights and bias.
+int fuse_conv_batch_norm(Graph& graph);
+// MatMul(Q, Kt) -> Mul/Div by a scalar constant -> [Add(., mask)] -> Softmax(axis -1) ->
+// MatMul(., V) -> Attention(Q, Kt, V, mask) (ops_fused.cpp): scores never reach memory.
+int fuse_attention(Graph& graph);
+// All of the above, in order; then dead nodes and constants removed.
 int fuse_graph(Graph& graph);
 
 }  // namespace ember

@@ -25,6 +25,10 @@ const KernelEntry kCpuKernels[] = {
     {OpType::FusedMatMul, DType::F32, Isa::Avx2, fused_matmul_f32_avx2, "fused_matmul_f32_avx2"},
 #endif
     {OpType::FusedMatMul, DType::F32, Isa::Generic, fused_matmul_f32, "fused_matmul_f32"},
+#if defined(__x86_64__)
+    {OpType::Attention, DType::F32, Isa::Avx2, attention_f32_avx2, "attention_f32_avx2"},
+#endif
+    {OpType::Attention, DType::F32, Isa::Generic, attention_f32, "attention_f32"},
     {OpType::MatMul, DType::F32, Isa::Generic, matmul_f32, "matmul_f32"},
     {OpType::Gemm, DType::F32, Isa::Generic, gemm_f32, "gemm_f32"},
 #if defined(__x86_64__)
