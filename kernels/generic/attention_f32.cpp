@@ -13,7 +13,9 @@
 namespace ember::cpu {
 namespace {
 
-constexpr int64_t kQueryBlock = 32;  // rows of Q per task: scores [32, T] stay in cache
+// Scores per task at most ~32K floats (128 KiB, L2-sized): as many query rows as fit, so K and
+// V are packed once for many rows.
+constexpr int64_t kScoreBlock = 32768;
 
 // Per-matrix element offsets of each operand over the broadcast leading dims.
 struct AttnLayout {
@@ -63,12 +65,13 @@ void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
   const float* m = ctx.has_input(3) ? ctx.input(3).ptr<float>() : nullptr;
   float scale = (float)ctx.node.attrs.get_float("scale", 1.0);
   bool div = ctx.node.attrs.get_string("scale_op", "mul") == "div";
-  int64_t qblocks = (l.S + kQueryBlock - 1) / kQueryBlock;
+  int64_t qrows = std::min(l.S, std::max<int64_t>(8, kScoreBlock / std::max<int64_t>(l.T, 1)));
+  int64_t qblocks = (l.S + qrows - 1) / qrows;
   ctx.parallel_for(l.batch * qblocks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> scores(kQueryBlock * std::max<int64_t>(l.T, 1));
+    std::vector<float> scores(qrows * std::max<int64_t>(l.T, 1));
     for (int64_t task = t0; task < t1; task++) {
-      int64_t b = task / qblocks, s0 = task % qblocks * kQueryBlock;
-      int64_t rows = std::min(kQueryBlock, l.S - s0);
+      int64_t b = task / qblocks, s0 = task % qblocks * qrows;
+      int64_t rows = std::min(qrows, l.S - s0);
       SgemmArgs g;  // scores[rows, T] = Q[s0:s0+rows] Kt
       g.M = rows;
       g.N = l.T;

@@ -109,7 +109,10 @@ void epilogue(const SgemmArgs& g, float* C, int64_t m0, int64_t m1, int64_t n0, 
   }
 }
 
-// C[m0:m1, n0:n1] of matrix `mat`.
+// C[m0:m1, n0:n1] of matrix `mat`. Per KC slice: the B panels are packed (unless pre-packed
+// or read in place) and every MR-row strip of the A block is packed; then each 16-wide B panel
+// (kc x 16, L1-sized) meets every A strip in turn, so B streams from memory once per slice and
+// the packed A block stays in L2.
 void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t m0, int64_t m1,
                int64_t n0, int64_t n1) {
   const float* A = g.a + (g.a_off ? g.a_off[mat] : 0);
@@ -117,10 +120,10 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
   float* C = g.c + (g.c_off ? g.c_off[mat] : 0);
   const int mr = micro.mr;
   int64_t n_panels = ceil_div(n1 - n0, kMaxNR);
+  int64_t n_strips = ceil_div(m1 - m0, mr);
   thread_local std::vector<float> ap_buf, bp_buf;
-  ap_buf.resize(kKC * kMaxMR);
+  ap_buf.resize(kKC * mr * n_strips);
   if (!g.b_packed) bp_buf.resize(kKC * kMaxNR * n_panels);
-  float* ap = ap_buf.data();
   float* bp = bp_buf.data();
   alignas(64) float tile[kMaxMR * kMaxNR];
   // Row-major B read in place when packing would not be amortised over many strips.
@@ -138,26 +141,32 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
       if (!(direct_b && w == kMaxNR))
         pack_b(B + k0 * g.b_rs + j0 * g.b_cs, g.b_rs, g.b_cs, kc, w, bp + p * kc * kMaxNR);
     }
-    for (int64_t i0 = m0; i0 < m1; i0 += mr) {
+    for (int64_t s = 0; s < n_strips; s++) {
+      int64_t i0 = m0 + s * mr;
       int r = (int)std::min<int64_t>(mr, m1 - i0);
-      pack_a(A + i0 * g.a_rs + k0 * g.a_cs, g.a_rs, g.a_cs, r, mr, kc, ap);
-      for (int64_t p = 0; p < n_panels; p++) {
-        int64_t j0 = n0 + p * kMaxNR;
-        int w = (int)std::min<int64_t>(kMaxNR, n1 - j0);
-        const float* bk = bp + p * kc * kMaxNR;
-        int64_t ldb = kMaxNR;
-        if (g.b_packed) {
-          bk = g.b_packed + (j0 / kMaxNR) * g.K * kMaxNR + k0 * kMaxNR;
-        } else if (direct_b && w == kMaxNR) {
-          bk = B + k0 * g.b_rs + j0;
-          ldb = g.b_rs;
-        }
+      pack_a(A + i0 * g.a_rs + k0 * g.a_cs, g.a_rs, g.a_cs, r, mr, kc, ap_buf.data() + s * kc * mr);
+    }
+    for (int64_t p = 0; p < n_panels; p++) {
+      int64_t j0 = n0 + p * kMaxNR;
+      int w = (int)std::min<int64_t>(kMaxNR, n1 - j0);
+      const float* bk = bp + p * kc * kMaxNR;
+      int64_t ldb = kMaxNR;
+      if (g.b_packed) {
+        bk = g.b_packed + (j0 / kMaxNR) * g.K * kMaxNR + k0 * kMaxNR;
+      } else if (direct_b && w == kMaxNR) {
+        bk = B + k0 * g.b_rs + j0;
+        ldb = g.b_rs;
+      }
+      for (int64_t s = 0; s < n_strips; s++) {
+        int64_t i0 = m0 + s * mr;
+        int r = (int)std::min<int64_t>(mr, m1 - i0);
+        const float* ap = ap_buf.data() + s * kc * mr;
         float* ck = C + i0 * g.c_rs + j0;
-        if (w == kMaxNR && r == mr) {
+        if (w == kMaxNR) {
           micro.fn(kc, ap, bk, ldb, ck, g.c_rs, r, accumulate);
           continue;
         }
-        // Edge tiles: the same micro-kernel on a padded tile (same sums per element).
+        // Column tail: the same micro-kernel on a padded tile (same sums per element).
         if (accumulate)
           for (int i = 0; i < r; i++)
             std::copy(ck + i * g.c_rs, ck + i * g.c_rs + w, tile + i * kMaxNR);
