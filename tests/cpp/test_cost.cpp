@@ -32,6 +32,12 @@ TEST_CASE("cost: MatMul is 2*M*N*K per batch, broadcast batches included") {
   Node f = node(OpType::FusedMatMul);
   f.attrs.set("n", int64_t(7));
   CHECK(node_cost(f, {f32({3, 10}), f32({1, 10, 16}), f32({7})}, {f32({3, 7})}).flops == 2.0 * 3 * 7 * 10);
+  // Attention: Q [2, 4, 5, 8], Kt [2, 4, 8, 9], V [2, 4, 9, 6] -> [2, 4, 5, 6]: 2 S T (D + Dv)
+  // + 7 per score, per batch matrix.
+  Node a = node(OpType::Attention);
+  double scores = 2.0 * 4 * 5 * 9;
+  CHECK(node_cost(a, {f32({2, 4, 5, 8}), f32({2, 4, 8, 9}), f32({2, 4, 9, 6})}, {f32({2, 4, 5, 6})}).flops ==
+        scores * (2 * 8 + 2 * 6 + 7));
 }
 
 TEST_CASE("cost: Gemm is 2*M*N*K with transA read for K; the C add is not counted") {

@@ -37,6 +37,17 @@ double cost_gemm(const Node& n, const Types& in, const Types& out) {
   return 2 * numel(at(out, 0)) * k;
 }
 
+// Q [..., S, D] Kt [..., D, T] -> Y [..., S, Dv]: scores 2 S T D, P V 2 S T Dv, and ~7 per
+// score for scale, mask and softmax.
+double cost_attention(const Node&, const Types& in, const Types& out) {
+  const Shape& q = at(in, 0).shape;
+  const Shape& k = at(in, 1).shape;
+  const Shape& y = at(out, 0).shape;
+  if (q.size() < 2 || k.empty() || y.empty() || y.back() == 0) return 0;
+  double scores = numel(at(out, 0)) / (double)y.back() * (double)k.back();  // batch * S * T
+  return scores * (2.0 * (double)q.back() + 2.0 * (double)y.back() + 7.0);
+}
+
 // W [M, C/group, k...]: numel(W) / M = (C / group) * prod(k), the MACs per output element.
 double cost_conv(const Node&, const Types& in, const Types& out) {
   const TensorType& w = at(in, 1);
@@ -149,6 +160,7 @@ constexpr Basis O = Basis::Output, I = Basis::Input;
 const CostRow kCosts[] = {
     {OpType::MatMul, O, 0, cost_matmul},
     {OpType::FusedMatMul, O, 0, cost_matmul},  // bias and activation not counted
+    {OpType::Attention, O, 0, cost_attention},
     {OpType::Gemm, O, 0, cost_gemm},
     {OpType::Conv, O, 0, cost_conv},
     {OpType::ConvTranspose, O, 0, cost_conv_transpose},
