@@ -1,8 +1,8 @@
-// f32 GEMM driver for MatMul, Gemm, FusedMatMul and Conv (references: their OpDef rows).
-// Tasks are (matrix, MC-row block, NC-column block) on the shared pool. Inside a task K is cut
-// into KC slices: the B slice is packed into 16-wide panels (or read in place when row-major and
-// few rows share it, or pre-packed at load: sgemm_pack_b), each MR-row strip of A is packed
-// k-major, and an MR x 16 micro-kernel (per ISA: GemmMicro; generic 4x16 here, auto-vectorised)
+// f32 GEMM driver for MatMul, Gemm, FusedMatMul, Attention and Conv (references: their OpDef
+// rows). Tasks are (matrix, MC-row block, NC-column block) on the shared pool. Inside a task K
+// is cut into KC slices: the B slice is packed into 16-wide panels (or read in place when
+// row-major and few rows share it, or pre-packed at load: sgemm_pack_b), A rows are read in
+// place, and an MR x 16 micro-kernel (per ISA: GemmMicro; generic 4x16 here, auto-vectorised)
 // accumulates C.
 // Batch invariance: each C element is one accumulator summed over k = 0..K-1 in order (a new KC
 // slice resumes from the float stored in C), with the same arithmetic for every strip height, so
@@ -25,12 +25,12 @@ constexpr int64_t kNC = 256;  // multiple of NR
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Generic micro-kernel: c[R, 16] (+)= ap[kc, 4] (its first R rows) @ b[kc, 16] (row stride
-// ldb); c has row stride ldc. Local accumulators that g++ -O3 vectorises over N.
+// Generic micro-kernel: c[R, 16] (+)= a[R, kc] (row stride lda) @ b[kc, 16] (row stride ldb);
+// c has row stride ldc. Local accumulators that g++ -O3 vectorises over N.
 constexpr int kGenericMR = 4;
 template <int R>
-void micro_kernel(int64_t kc, const float* __restrict ap, const float* __restrict b, int64_t ldb,
-                  float* __restrict c, int64_t ldc, bool accumulate) {
+void micro_kernel(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b,
+                  int64_t ldb, float* __restrict c, int64_t ldc, bool accumulate) {
   float acc[R][kMaxNR];
   for (int i = 0; i < R; i++)
     for (int j = 0; j < kMaxNR; j++) acc[i][j] = accumulate ? c[i * ldc + j] : 0.0f;
@@ -39,37 +39,29 @@ void micro_kernel(int64_t kc, const float* __restrict ap, const float* __restric
     float bv[kMaxNR];
     for (int j = 0; j < kMaxNR; j++) bv[j] = bk[j];
     for (int i = 0; i < R; i++) {
-      float a = ap[k * kGenericMR + i];
-      for (int j = 0; j < kMaxNR; j++) acc[i][j] += a * bv[j];
+      float ai = a[i * lda + k];
+      for (int j = 0; j < kMaxNR; j++) acc[i][j] += ai * bv[j];
     }
   }
   for (int i = 0; i < R; i++)
     for (int j = 0; j < kMaxNR; j++) c[i * ldc + j] = acc[i][j];
 }
 
-void micro_generic(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t ldc,
-                   int rows, bool accumulate) {
+void micro_generic(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                   int64_t ldc, int rows, bool accumulate) {
   switch (rows) {
-    case 1: return micro_kernel<1>(kc, ap, b, ldb, c, ldc, accumulate);
-    case 2: return micro_kernel<2>(kc, ap, b, ldb, c, ldc, accumulate);
-    case 3: return micro_kernel<3>(kc, ap, b, ldb, c, ldc, accumulate);
-    default: return micro_kernel<4>(kc, ap, b, ldb, c, ldc, accumulate);
+    case 1: return micro_kernel<1>(kc, a, lda, b, ldb, c, ldc, accumulate);
+    case 2: return micro_kernel<2>(kc, a, lda, b, ldb, c, ldc, accumulate);
+    case 3: return micro_kernel<3>(kc, a, lda, b, ldb, c, ldc, accumulate);
+    default: return micro_kernel<4>(kc, a, lda, b, ldb, c, ldc, accumulate);
   }
 }
 
-// ap[kc, mr] <- a strip of `rows` (<= mr) rows of A; missing rows are zero.
-void pack_a(const float* a, int64_t rs, int64_t cs, int rows, int mr, int64_t kc, float* ap) {
-  if (cs == 1) {
-    for (int i = 0; i < rows; i++) {
-      const float* src = a + i * rs;
-      for (int64_t k = 0; k < kc; k++) ap[k * mr + i] = src[k];
-    }
-  } else {
-    for (int64_t k = 0; k < kc; k++)
-      for (int i = 0; i < rows; i++) ap[k * mr + i] = a[i * rs + k * cs];
-  }
-  for (int i = rows; i < mr; i++)
-    for (int64_t k = 0; k < kc; k++) ap[k * mr + i] = 0.0f;
+// ap[rows, kc] (row-major) <- `rows` rows of a transposed A (column stride cs != 1); A with
+// contiguous rows is read in place instead.
+void pack_a(const float* a, int64_t rs, int64_t cs, int rows, int64_t kc, float* ap) {
+  for (int64_t k = 0; k < kc; k++)
+    for (int i = 0; i < rows; i++) ap[i * kc + k] = a[i * rs + k * cs];
 }
 
 // bp[kc, NR] <- a panel of `cols` (<= NR) columns of B; missing columns are zero.
@@ -110,9 +102,9 @@ void epilogue(const SgemmArgs& g, float* C, int64_t m0, int64_t m1, int64_t n0, 
 }
 
 // C[m0:m1, n0:n1] of matrix `mat`. Per KC slice: the B panels are packed (unless pre-packed
-// or read in place) and every MR-row strip of the A block is packed; then each 16-wide B panel
-// (kc x 16, L1-sized) meets every A strip in turn, so B streams from memory once per slice and
-// the packed A block stays in L2.
+// or read in place); A is read in place (packed only when transposed); then each 16-wide B
+// panel (kc x 16, L1-sized) meets every MR-row strip of A in turn, so B streams from memory
+// once per slice and the A block stays in L2.
 void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t m0, int64_t m1,
                int64_t n0, int64_t n1) {
   const float* A = g.a + (g.a_off ? g.a_off[mat] : 0);
@@ -122,7 +114,8 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
   int64_t n_panels = ceil_div(n1 - n0, kMaxNR);
   int64_t n_strips = ceil_div(m1 - m0, mr);
   thread_local std::vector<float> ap_buf, bp_buf;
-  ap_buf.resize(kKC * mr * n_strips);
+  bool direct_a = g.a_cs == 1;
+  if (!direct_a) ap_buf.resize(kKC * mr * n_strips);
   if (!g.b_packed) bp_buf.resize(kKC * kMaxNR * n_panels);
   float* bp = bp_buf.data();
   alignas(64) float tile[kMaxMR * kMaxNR];
@@ -141,10 +134,10 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
       if (!(direct_b && w == kMaxNR))
         pack_b(B + k0 * g.b_rs + j0 * g.b_cs, g.b_rs, g.b_cs, kc, w, bp + p * kc * kMaxNR);
     }
-    for (int64_t s = 0; s < n_strips; s++) {
+    for (int64_t s = 0; s < n_strips && !direct_a; s++) {
       int64_t i0 = m0 + s * mr;
       int r = (int)std::min<int64_t>(mr, m1 - i0);
-      pack_a(A + i0 * g.a_rs + k0 * g.a_cs, g.a_rs, g.a_cs, r, mr, kc, ap_buf.data() + s * kc * mr);
+      pack_a(A + i0 * g.a_rs + k0 * g.a_cs, g.a_rs, g.a_cs, r, kc, ap_buf.data() + s * kc * mr);
     }
     for (int64_t p = 0; p < n_panels; p++) {
       int64_t j0 = n0 + p * kMaxNR;
@@ -160,17 +153,18 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
       for (int64_t s = 0; s < n_strips; s++) {
         int64_t i0 = m0 + s * mr;
         int r = (int)std::min<int64_t>(mr, m1 - i0);
-        const float* ap = ap_buf.data() + s * kc * mr;
+        const float* ap = direct_a ? A + i0 * g.a_rs + k0 : ap_buf.data() + s * kc * mr;
+        int64_t lda = direct_a ? g.a_rs : kc;
         float* ck = C + i0 * g.c_rs + j0;
         if (w == kMaxNR) {
-          micro.fn(kc, ap, bk, ldb, ck, g.c_rs, r, accumulate);
+          micro.fn(kc, ap, lda, bk, ldb, ck, g.c_rs, r, accumulate);
           continue;
         }
         // Column tail: the same micro-kernel on a padded tile (same sums per element).
         if (accumulate)
           for (int i = 0; i < r; i++)
             std::copy(ck + i * g.c_rs, ck + i * g.c_rs + w, tile + i * kMaxNR);
-        micro.fn(kc, ap, bk, ldb, tile, kMaxNR, r, accumulate);
+        micro.fn(kc, ap, lda, bk, ldb, tile, kMaxNR, r, accumulate);
         for (int i = 0; i < r; i++) std::copy(tile + i * kMaxNR, tile + i * kMaxNR + w, ck + i * g.c_rs);
       }
     }

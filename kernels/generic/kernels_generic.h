@@ -29,13 +29,14 @@ struct SgemmArgs {
   // Applied in place to each finished row segment after alpha and bias (x == y).
   void (*act)(const float* x, float* y, int64_t n) = nullptr;
 };
-// An MR x 16 register micro-kernel: c[rows, 16] (+)= ap[kc, MR] @ b[kc, 16] (b row stride ldb,
-// c row stride ldc); ap holds MR rows k-major (rows past `rows` are zero); accumulate: add to c.
-// Each c element is one chain over k = 0..kc-1, the same for every `rows`.
+// An MR x 16 register micro-kernel: c[rows, 16] (+)= a[rows, kc] @ b[kc, 16] for rows <= MR
+// (a row stride lda, b row stride ldb, c row stride ldc; only `rows` rows of a and c are
+// touched); accumulate: add to c. Each c element is one chain over k = 0..kc-1, the same for
+// every `rows`.
 struct GemmMicro {
   int mr, nr;
-  void (*fn)(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t ldc,
-             int rows, bool accumulate);
+  void (*fn)(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+             int64_t ldc, int rows, bool accumulate);
   const char* name;
 };
 const GemmMicro& gemm_micro_generic();

@@ -1,5 +1,5 @@
 // f32 GEMM micro-kernel, AVX2 + FMA: up to 6 x 16 (12 ymm accumulators, 2 for B, 1 broadcast
-// of A), the GemmMicro contract of kernels/generic/kernels_generic.h (driver: gemm_f32.cpp;
+// of A, read in place from its rows), the GemmMicro contract of kernels/generic/kernels_generic.h (driver: gemm_f32.cpp;
 // reference: the MatMul row in cpp/src/ops/ops_linalg.cpp). One instantiation per row count,
 // so a 1-row strip (M = 1, the decode case) does 1/6 of the work; every c element is one FMA
 // chain over k in order whatever the row count, so results do not depend on M.
@@ -12,8 +12,8 @@ namespace ember::cpu {
 namespace {
 
 template <int R>
-inline void micro(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t ldc,
-                  bool accumulate) {
+inline void micro(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                  int64_t ldc, bool accumulate) {
   __m256 lo[R], hi[R];
 #pragma GCC unroll 6
   for (int i = 0; i < R; i++) {
@@ -25,9 +25,9 @@ inline void micro(int64_t kc, const float* ap, const float* b, int64_t ldb, floa
     __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < R; i++) {
-      __m256 a = _mm256_broadcast_ss(ap + k * 6 + i);
-      lo[i] = _mm256_fmadd_ps(a, b0, lo[i]);
-      hi[i] = _mm256_fmadd_ps(a, b1, hi[i]);
+      __m256 ai = _mm256_broadcast_ss(a + i * lda + k);
+      lo[i] = _mm256_fmadd_ps(ai, b0, lo[i]);
+      hi[i] = _mm256_fmadd_ps(ai, b1, hi[i]);
     }
   }
 #pragma GCC unroll 6
@@ -39,15 +39,15 @@ inline void micro(int64_t kc, const float* ap, const float* b, int64_t ldb, floa
 
 }  // namespace
 
-void sgemm_micro_6x16_avx2(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c,
-                           int64_t ldc, int rows, bool accumulate) {
+void sgemm_micro_6x16_avx2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+                           float* c, int64_t ldc, int rows, bool accumulate) {
   switch (rows) {
-    case 1: return micro<1>(kc, ap, b, ldb, c, ldc, accumulate);
-    case 2: return micro<2>(kc, ap, b, ldb, c, ldc, accumulate);
-    case 3: return micro<3>(kc, ap, b, ldb, c, ldc, accumulate);
-    case 4: return micro<4>(kc, ap, b, ldb, c, ldc, accumulate);
-    case 5: return micro<5>(kc, ap, b, ldb, c, ldc, accumulate);
-    default: return micro<6>(kc, ap, b, ldb, c, ldc, accumulate);
+    case 1: return micro<1>(kc, a, lda, b, ldb, c, ldc, accumulate);
+    case 2: return micro<2>(kc, a, lda, b, ldb, c, ldc, accumulate);
+    case 3: return micro<3>(kc, a, lda, b, ldb, c, ldc, accumulate);
+    case 4: return micro<4>(kc, a, lda, b, ldb, c, ldc, accumulate);
+    case 5: return micro<5>(kc, a, lda, b, ldb, c, ldc, accumulate);
+    default: return micro<6>(kc, a, lda, b, ldb, c, ldc, accumulate);
   }
 }
 

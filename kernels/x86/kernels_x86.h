@@ -10,9 +10,9 @@
 namespace ember::cpu {
 
 // ---- GEMM micro-kernels (gemm_f32_avx2.cpp; driver in kernels/generic/gemm_f32.cpp) ----
-// The GemmMicro contract (kernels_generic.h): c[rows, 16] (+)= ap[kc, 6] @ b[kc, 16].
-void sgemm_micro_6x16_avx2(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c,
-                           int64_t ldc, int rows, bool accumulate);
+// The GemmMicro contract (kernels_generic.h): c[rows, 16] (+)= a[rows, kc] @ b[kc, 16], rows <= 6.
+void sgemm_micro_6x16_avx2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+                           float* c, int64_t ldc, int rows, bool accumulate);
 // Drivers (gemm_x86.cpp).
 struct GemmMicro;
 const GemmMicro& gemm_micro_avx2();
