@@ -4,6 +4,7 @@
 // in place for a 1x1 kernel with stride 1 and no pad, then sgemm (which threads over C's blocks)
 // with the bias as its broadcast term. Spatial dims are padded to three (see ConvGeom).
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "kernels/generic/conv_f32.h"
@@ -137,18 +138,19 @@ void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
   }
   if (is_depthwise(g)) return conv_depthwise(ctx, g, x, w, b, y);
   bool pointwise = is_pointwise(g);
-  std::vector<float> col(pointwise ? 0 : (size_t)(kg * osz));
+  // im2col fills every element: no zero-initialisation (a vector's would be one more pass).
+  std::unique_ptr<float[]> col(pointwise ? nullptr : new float[(size_t)(kg * osz)]);
   for (int64_t n = 0; n < g.N; n++) {
     for (int64_t grp = 0; grp < g.G; grp++) {
       const float* xg = x + (n * g.C + grp * cg) * isz;  // [C/G, in...]
-      if (!pointwise) im2col(ctx, g, xg, kg, col.data());
+      if (!pointwise) im2col(ctx, g, xg, kg, col.get());
       SgemmArgs a;
       a.M = mg;
       a.N = osz;
       a.K = kg;
       a.a = w + grp * mg * kg;
       a.a_rs = kg;
-      a.b = pointwise ? xg : col.data();
+      a.b = pointwise ? xg : col.get();
       a.b_rs = osz;
       a.c = y + (n * g.M + grp * mg) * osz;
       a.c_rs = osz;

@@ -99,6 +99,9 @@ bool pow_f32_supports(const InferCtx& ctx);  // scalar exponent
 void pow_f32(const KernelCtx& ctx);
 bool where_f32_supports(const InferCtx& ctx);  // equal shapes
 void where_f32(const KernelCtx& ctx);
+// ---- pooling (kernels/generic/pool_f32.cpp) ----
+bool max_pool_f32_supports(const InferCtx& ctx);  // f32 [N, C, H, W], no Indices output
+void max_pool_f32(const KernelCtx& ctx);
 // ---- data movement (kernels/generic/movement.cpp) ----
 // Any element dtype (moved as bytes); references in cpp/src/ops/ops_index.cpp, ops_shape.cpp.
 void gather_rows(const KernelCtx& ctx);        // Gather: checks indices, one row memcpy each

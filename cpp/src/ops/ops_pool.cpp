@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "ops/op_util.h"
+#include "ops/pool_geom.h"
 
 namespace ember {
 namespace {
@@ -12,12 +13,6 @@ namespace {
 // Kernel sizes, strides, dilations and pads above this are refused, so every window and
 // output-size expression stays far inside int64.
 constexpr int64_t kMaxPoolAttr = int64_t(1) << 31;
-
-struct PoolGeom {
-  int nsp = 0;                      // spatial dims
-  Shape in, out;                    // spatial sizes
-  std::vector<int64_t> k, s, d, pb, pe;  // kernel, stride, dilation, begin / end pads
-};
 
 std::vector<int64_t> attr_ints(const InferCtx& ctx, const char* name, int n, int64_t def,
                                int64_t lo) {
@@ -28,6 +23,8 @@ std::vector<int64_t> attr_ints(const InferCtx& ctx, const char* name, int n, int
     if (x < lo || x > kMaxPoolAttr) ctx.fail(name, " value ", x, " is out of range");
   return v;
 }
+
+}  // namespace
 
 PoolGeom pool_geom(const InferCtx& ctx, const Shape& x) {
   if (x.size() < 3) ctx.fail("X must have rank >= 3 ([N, C, spatial...]), got ", shape_str(x));
@@ -77,6 +74,8 @@ PoolGeom pool_geom(const InferCtx& ctx, const Shape& x) {
   }
   return g;
 }
+
+namespace {
 
 std::vector<TensorType> infer_pool(const InferCtx& ctx) {
   DType t = ctx.in[0].dtype;

@@ -99,6 +99,7 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Conv, DType::F32, Isa::Avx2, conv_f32_avx2, "conv_f32_avx2", conv_f32_supports},
 #endif
     {OpType::Conv, DType::F32, Isa::Generic, conv_f32, "conv_f32", conv_f32_supports},
+    {OpType::MaxPool, DType::F32, Isa::Generic, max_pool_f32, "max_pool_f32", max_pool_f32_supports},
     {OpType::Count, DType::Count, Isa::Generic, nullptr, "end"},
 };
 
