@@ -187,9 +187,11 @@ def test_outputs_and_bad_arguments(mlp):
 
 
 def _cli_env():
+    """The child imports the ember this process imported (the source tree in a dev build,
+    site-packages in an installed one, where the source tree has no compiled module)."""
     env = dict(os.environ)
-    python_dir = os.path.join(os.path.dirname(__file__), "..", "..", "python")
-    env["PYTHONPATH"] = os.path.abspath(python_dir) + os.pathsep + env.get("PYTHONPATH", "")
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(ember.__file__)))
+    env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
