@@ -20,7 +20,7 @@ namespace {
 constexpr int kMaxMR = 8;     // largest micro-kernel height (padded A strips)
 constexpr int kMaxNR = 16;    // every micro-kernel is 16 wide: one packed-B layout for all ISAs
 constexpr int64_t kKC = 256;
-constexpr int64_t kMC = 64;   // rounded down to a multiple of the micro-kernel's MR
+constexpr int64_t kMC = 192;  // rows per block (rounded to MR): B panels are reused across them
 constexpr int64_t kNC = 256;  // multiple of NR
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
