@@ -163,12 +163,16 @@ int fuse_matmul(Graph& g) {
     }
     Tensor packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
     cpu::sgemm_pack_b(w->ptr<float>(), N, 1, K, N, packed.ptr<float>());
-    int wp = g.add_value(g.values[mm.inputs[1]].name + "/packed", DType::F32);
+    int w_id = mm.inputs[1];
+    int wp = g.add_value(g.values[w_id].name + "/packed", DType::F32);
     g.constants[wp] = packed;
+    // Free the unpacked weights now, not at the final clean-up: the peak then holds one model's
+    // weights plus one matrix, not two models' worth.
+    if (uses.readers[w_id].size() == 1 && !uses.is_output[w_id]) g.constants.erase(w_id);
     Node f;
     f.op = OpType::FusedMatMul;
     f.name = mm.name;
-    f.inputs = {mm.inputs[0], wp};
+    f.inputs = {g.nodes[mi].inputs[0], wp};
     if (bias >= 0) f.inputs.push_back(bias);
     f.outputs = {y};
     f.attrs.set("n", N);
