@@ -139,7 +139,26 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
       int r = (int)std::min<int64_t>(mr, m1 - i0);
       pack_a(A + i0 * g.a_rs + k0 * g.a_cs, g.a_rs, g.a_cs, r, kc, ap_buf.data() + s * kc * mr);
     }
-    for (int64_t p = 0; p < n_panels; p++) {
+    int64_t p = 0;
+    if (micro.row4 && m1 - m0 == 1) {
+      // One row: four full panels at a time (a GEMV keeps more FMA chains in flight).
+      const float* a1 = direct_a ? A + m0 * g.a_rs + k0 : ap_buf.data();
+      for (; p + 4 <= n_panels && n0 + (p + 4) * kMaxNR <= n1; p += 4) {
+        int64_t j0 = n0 + p * kMaxNR;
+        const float* bk = bp + p * kc * kMaxNR;
+        int64_t ldb = kMaxNR, pstride = kc * kMaxNR;
+        if (g.b_packed) {
+          bk = g.b_packed + (j0 / kMaxNR) * g.K * kMaxNR + k0 * kMaxNR;
+          pstride = g.K * kMaxNR;
+        } else if (direct_b) {
+          bk = B + k0 * g.b_rs + j0;
+          ldb = g.b_rs;
+          pstride = kMaxNR;
+        }
+        micro.row4(kc, a1, bk, ldb, pstride, C + m0 * g.c_rs + j0, accumulate);
+      }
+    }
+    for (; p < n_panels; p++) {
       int64_t j0 = n0 + p * kMaxNR;
       int w = (int)std::min<int64_t>(kMaxNR, n1 - j0);
       const float* bk = bp + p * kc * kMaxNR;

@@ -6,7 +6,7 @@
 namespace ember::cpu {
 
 const GemmMicro& gemm_micro_avx2() {
-  static const GemmMicro m{6, 16, sgemm_micro_6x16_avx2, "avx2 6x16"};
+  static const GemmMicro m{6, 16, sgemm_micro_6x16_avx2, "avx2 6x16", sgemm_row_1x64_avx2};
   return m;
 }
 
