@@ -41,10 +41,17 @@ const Tensor* constant(const Graph& g, int id) {
   return it == g.constants.end() ? nullptr : &it->second;
 }
 
-// A constant float32 scalar (any shape of one element) close to `want`.
-bool is_scalar(const Graph& g, int id, double want) {
+// A float32 constant of shape [] or [1]: broadcasting it never changes the other operand's
+// shape, so the node it feeds can be rewritten without one.
+const Tensor* scalar_constant(const Graph& g, int id) {
   const Tensor* t = constant(g, id);
-  if (!t || t->dtype() != DType::F32 || t->numel() != 1) return false;
+  return t && t->dtype() == DType::F32 && t->numel() == 1 && t->rank() <= 1 ? t : nullptr;
+}
+
+// A scalar constant (as above) close to `want`.
+bool is_scalar(const Graph& g, int id, double want) {
+  const Tensor* t = scalar_constant(g, id);
+  if (!t) return false;
   double v = t->ptr<float>()[0];
   return std::fabs(v - want) <= 1e-4 * std::fabs(want);
 }
@@ -279,8 +286,8 @@ int fuse_attention(Graph& g) {
     if (sn.op == OpType::Div || sn.op == OpType::Mul) {
       for (int side = 0; side < 2 && !c; side++) {
         if (sn.op == OpType::Div && side == 0) continue;  // the divisor must be input 1
-        const Tensor* t = constant(g, sn.inputs[side]);
-        if (t && t->dtype() == DType::F32 && t->numel() == 1) {
+        const Tensor* t = scalar_constant(g, sn.inputs[side]);
+        if (t) {
           c = t;
           scores = sn.inputs[1 - side];
         }
