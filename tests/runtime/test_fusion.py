@@ -176,3 +176,30 @@ def test_attention_subgraph_fuses_into_one_node(rng, scale_op, mask_kind):
         np.testing.assert_allclose(e.run(feeds)["y"], sess.run(None, feeds)[0], rtol=1e-5, atol=1e-5)
     ops = [op for _n, op, _k, _i in e.plan_info(feeds)["nodes"]]
     assert ops == ["Transpose", "Attention"], ops
+
+
+@pytest.mark.parametrize("square", ["Pow", "Mul"])
+@pytest.mark.parametrize("beta", [True, False])
+def test_written_out_layer_norm_becomes_one_node(rng, square, beta):
+    """LayerNorm as opset < 17 exporters write it (ReduceMean axes as an attribute)."""
+    c = 24
+    nodes = [oh.make_node("ReduceMean", ["x"], ["m"], axes=[-1], keepdims=1),
+             oh.make_node("Sub", ["x", "m"], ["d"]),
+             (oh.make_node("Pow", ["d", "two"], ["d2"]) if square == "Pow"
+              else oh.make_node("Mul", ["d", "d"], ["d2"])),
+             oh.make_node("ReduceMean", ["d2"], ["v"], axes=[-1], keepdims=1),
+             oh.make_node("Add", ["v", "eps"], ["ve"]), oh.make_node("Sqrt", ["ve"], ["s"]),
+             oh.make_node("Div", ["d", "s"], ["n"]), oh.make_node("Mul", ["n", "gamma"], ["g"])]
+    out = "g"
+    if beta:
+        nodes.append(oh.make_node("Add", ["g", "beta"], ["y"]))
+        out = "y"
+    inits = [numpy_helper.from_array(np.float32(2), "two"), numpy_helper.from_array(np.float32(1e-5), "eps"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, c).astype(np.float32), "gamma"),
+             numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "beta")]
+    g = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", T.FLOAT, ["B", "S", c])], [vi(out)],
+                      initializer=inits)
+    data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)]).SerializeToString()
+    x = (rng.standard_normal((2, 5, c)) * 3 + 1).astype(np.float32)
+    ops = [op for op, _ in run_both(data, x)]
+    assert ops == ["LayerNormalization"], ops

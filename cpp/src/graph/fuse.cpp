@@ -315,9 +315,103 @@ int fuse_attention(Graph& g) {
   return fused;
 }
 
+namespace {
+
+// Node i is ReduceMean over the last axis only, keeping dims (axes input [-1]).
+bool is_mean_last(const Graph& g, int i) {
+  if (i < 0 || g.nodes[i].op != OpType::ReduceMean || g.nodes[i].inputs.size() != 2) return false;
+  const Tensor* axes = constant(g, g.nodes[i].inputs[1]);
+  return axes && axes->dtype() == DType::I64 && axes->numel() == 1 && axes->ptr<int64_t>()[0] == -1 &&
+         g.nodes[i].attrs.get_int("keepdims", 1) == 1;
+}
+
+}  // namespace
+
+int fuse_layer_norm(Graph& g) {
+  Uses uses(g);
+  std::vector<bool> drop(g.nodes.size(), false);
+  int fused = 0;
+  for (size_t si = 0; si < g.nodes.size(); si++) {
+    // d = x - mean(x)
+    const Node& sub = g.nodes[si];
+    if (sub.op != OpType::Sub || sub.inputs.size() != 2) continue;
+    int x = sub.inputs[0], m = uses.producer_of(sub.inputs[1]);
+    if (!is_mean_last(g, m) || g.nodes[m].inputs[0] != x || uses.single_reader(sub.inputs[1]) != (int)si)
+      continue;
+    int d = sub.outputs[0];
+    auto rd = uses.readers.find(d);
+    if (uses.is_output[d] || rd == uses.readers.end()) continue;
+    std::vector<int> d_readers = rd->second;  // Mul(d, d) reads it twice: count nodes
+    d_readers.erase(std::unique(d_readers.begin(), d_readers.end()), d_readers.end());
+    if (d_readers.size() != 2) continue;
+    // var = mean(d^2) (Pow(d, 2) or Mul(d, d)); n = d / sqrt(var + eps)
+    int sq = -1, div = -1;
+    for (int r : d_readers) {
+      const Node& rn = g.nodes[r];
+      if ((rn.op == OpType::Pow && rn.inputs[0] == d && is_scalar(g, rn.inputs[1], 2.0)) ||
+          (rn.op == OpType::Mul && rn.inputs[0] == d && rn.inputs[1] == d))
+        sq = r;
+      if (rn.op == OpType::Div && rn.inputs[0] == d) div = r;
+    }
+    if (sq < 0 || div < 0) continue;
+    int var = uses.single_reader(g.nodes[sq].outputs[0]);
+    if (!is_mean_last(g, var)) continue;
+    int add = uses.single_reader(g.nodes[var].outputs[0]);
+    if (add < 0 || g.nodes[add].op != OpType::Add) continue;
+    const Tensor* eps = scalar_constant(g, other_input(g.nodes[add], g.nodes[var].outputs[0]));
+    int sqrt = uses.single_reader(g.nodes[add].outputs[0]);
+    if (!eps || sqrt < 0 || g.nodes[sqrt].op != OpType::Sqrt ||
+        uses.single_reader(g.nodes[sqrt].outputs[0]) != div || g.nodes[div].inputs[1] != g.nodes[sqrt].outputs[0])
+      continue;
+    // Optional affine: * gamma [C], + beta [C] (constants).
+    std::vector<int> chain = {m, (int)si, sq, var, add, sqrt, div};
+    int y = g.nodes[div].outputs[0], gamma = -1, beta = -1;
+    int mul = uses.single_reader(y);
+    if (mul >= 0 && g.nodes[mul].op == OpType::Mul) {
+      int gm = other_input(g.nodes[mul], y);
+      const Tensor* gt = constant(g, gm);
+      if (gt && gt->dtype() == DType::F32 && gt->rank() == 1 && gt->numel() > 1) {
+        gamma = gm;
+        chain.push_back(mul);
+        y = g.nodes[mul].outputs[0];
+        int ab = uses.single_reader(y);
+        if (ab >= 0 && g.nodes[ab].op == OpType::Add) {
+          int bm = other_input(g.nodes[ab], y);
+          const Tensor* bt = constant(g, bm);
+          if (bt && bt->dtype() == DType::F32 && bt->shape() == gt->shape()) {
+            beta = bm;
+            chain.push_back(ab);
+            y = g.nodes[ab].outputs[0];
+          }
+        }
+      }
+    }
+    bool clash = false;
+    for (int i : chain) clash = clash || drop[i];
+    if (clash || gamma < 0) continue;  // without a scale the [C] shape is unknown here
+    Node ln;
+    ln.op = OpType::LayerNormalization;
+    ln.name = sub.name + "/layer_norm";
+    ln.inputs = {x, gamma};
+    if (beta >= 0) ln.inputs.push_back(beta);
+    ln.outputs = {y};
+    ln.attrs.set("axis", int64_t(-1));
+    ln.attrs.set("epsilon", (double)eps->ptr<float>()[0]);
+    int last = *std::max_element(chain.begin(), chain.end());
+    for (int i : chain) drop[i] = i != last;
+    g.nodes[last] = std::move(ln);
+    fused++;
+  }
+  std::vector<Node> kept;
+  for (size_t i = 0; i < g.nodes.size(); i++)
+    if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
+  g.nodes = std::move(kept);
+  return fused;
+}
+
 int fuse_graph(Graph& graph) {
-  int n = fuse_conv_batch_norm(graph) + fuse_gelu(graph) + fuse_matmul(graph) +
-          fuse_attention(graph);
+  int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_gelu(graph) +
+          fuse_matmul(graph) + fuse_attention(graph);
   if (n) eliminate_dead_nodes(graph);
   return n;
 }

@@ -17,6 +17,9 @@ int fuse_conv_batch_norm(Graph& graph);
 // MatMul(Q, Kt) -> Mul/Div by a scalar constant -> [Add(., mask)] -> Softmax(axis -1) ->
 // MatMul(., V) -> Attention(Q, Kt, V, mask) (ops_fused.cpp): scores never reach memory.
 int fuse_attention(Graph& graph);
+// LayerNorm written out (opset < 17 exports): d = x - ReduceMean(x, [-1]); d / Sqrt(
+// ReduceMean(d^2, [-1]) + eps) * gamma [+ beta] (constants) -> LayerNormalization(axis -1).
+int fuse_layer_norm(Graph& graph);
 // All of the above, in order; then dead nodes and constants removed.
 int fuse_graph(Graph& graph);
 
