@@ -578,10 +578,19 @@ TEST_CASE("gemm Attention kernels match the reference: shapes, masks, scale form
       {{3, 5, 4}, {1, 4, 9}, {3, 9, 6}, {9}},                       // broadcast K, 1-D mask
       {{2, 40, 8}, {2, 8, 40}, {2, 40, 8}, {2, 40, 1}},             // mask broadcast over T
   };
+  // layout bshd: Q [B, S, H, D], K [B, T, H, D], V [B, T, H, Dv]; B and H broadcast.
+  std::vector<Shp> heads = {
+      {{2, 7, 3, 8}, {2, 9, 3, 8}, {2, 9, 3, 5}, {2, 1, 1, 9}},
+      {{1, 33, 4, 16}, {1, 33, 4, 16}, {1, 33, 4, 16}, {1, 1, 33, 33}},
+      {{3, 1, 2, 32}, {1, 70, 2, 32}, {1, 70, 2, 32}, {}},
+      {{2, 5, 1, 4}, {2, 6, 3, 4}, {2, 6, 3, 7}, {6}},
+  };
   for (NamedKernel kern : ks)
-    for (const Shp& sh : shapes)
+    for (int layout = 0; layout < 2; layout++)
+    for (const Shp& sh : layout ? heads : shapes)
       for (const char* op : {"mul", "div"}) {
         CAPTURE(kern.name);
+        CAPTURE(layout);
         CAPTURE(shape_str(sh.q));
         CAPTURE(op);
         Tensor q = random_f32(sh.q, seed++, -2, 2), k = random_f32(sh.k, seed++, -2, 2);
@@ -594,6 +603,7 @@ TEST_CASE("gemm Attention kernels match the reference: shapes, masks, scale form
         n.outputs = {100};
         n.attrs.set("scale", std::string(op) == "mul" ? 0.35 : 2.8);
         n.attrs.set("scale_op", std::string(op));
+        if (layout) n.attrs.set("layout", std::string("bshd"));
         std::vector<const Tensor*> in = {&q, &k, &v};
         if (!sh.mask.empty()) in.push_back(&m);
         Tensor ref = run(n, in)[0];

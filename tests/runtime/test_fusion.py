@@ -203,3 +203,34 @@ def test_written_out_layer_norm_becomes_one_node(rng, square, beta):
     x = (rng.standard_normal((2, 5, c)) * 3 + 1).astype(np.float32)
     ops = [op for op, _ in run_both(data, x)]
     assert ops == ["LayerNormalization"], ops
+
+
+def test_attention_absorbs_the_head_transposes(rng):
+    """The BERT pattern around attention: Reshape to heads, Transpose (0 2 1 3 for Q and V,
+    0 2 3 1 for K), attention, Transpose back, Reshape: the transposes go into Attention."""
+    heads, d = 3, 8
+    hidden = heads * d
+    shape4 = numpy_helper.from_array(np.array([0, 0, heads, d], np.int64), "heads_shape")
+    shape3 = numpy_helper.from_array(np.array([0, 0, hidden], np.int64), "merged_shape")
+    scale = numpy_helper.from_array(np.float32(1 / math.sqrt(d)), "scale")
+    nodes = []
+    for name, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+        nodes += [oh.make_node("Reshape", [name, "heads_shape"], [name + "4"]),
+                  oh.make_node("Transpose", [name + "4"], [name + "t"], perm=perm)]
+    nodes += [oh.make_node("MatMul", ["qt", "kt"], ["s"]), oh.make_node("Mul", ["s", "scale"], ["s2"]),
+              oh.make_node("Add", ["s2", "mask"], ["s3"]), oh.make_node("Softmax", ["s3"], ["p"], axis=-1),
+              oh.make_node("MatMul", ["p", "vt"], ["ctx"]),
+              oh.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+              oh.make_node("Reshape", ["ctx_t", "merged_shape"], ["y"])]
+    inputs = [oh.make_tensor_value_info(n, T.FLOAT, ["B", "S", hidden]) for n in ("q", "k", "v")]
+    inputs.append(oh.make_tensor_value_info("mask", T.FLOAT, ["B", 1, 1, "S"]))
+    g = oh.make_graph(nodes, "g", inputs, [vi("y")], initializer=[shape4, shape3, scale])
+    data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    e = ember.Engine(data)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    for b, s in ((1, 1), (2, 9), (3, 40)):
+        feeds = {n: rng.standard_normal((b, s, hidden)).astype(np.float32) for n in ("q", "k", "v")}
+        feeds["mask"] = np.where(rng.random((b, 1, 1, s)) < 0.3, -1e4, 0).astype(np.float32)
+        np.testing.assert_allclose(e.run(feeds)["y"], sess.run(None, feeds)[0], rtol=1e-5, atol=1e-5)
+    ops = [op for _n, op, _k, _i in e.plan_info(feeds)["nodes"]]
+    assert ops.count("Transpose") == 0 and ops.count("Attention") == 1, ops

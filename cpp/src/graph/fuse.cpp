@@ -409,9 +409,54 @@ int fuse_layer_norm(Graph& g) {
   return fused;
 }
 
+namespace {
+
+// Node i is a Transpose with this permutation.
+bool is_transpose(const Graph& g, int i, std::initializer_list<int64_t> perm) {
+  return i >= 0 && g.nodes[i].op == OpType::Transpose &&
+         g.nodes[i].attrs.get_ints("perm") == std::vector<int64_t>(perm);
+}
+
+}  // namespace
+
+int fuse_attention_heads(Graph& g) {
+  Uses uses(g);
+  std::vector<bool> drop(g.nodes.size(), false);
+  int fused = 0;
+  for (size_t ai = 0; ai < g.nodes.size(); ai++) {
+    Node& at = g.nodes[ai];
+    if (at.op != OpType::Attention || at.attrs.get_string("layout", "bhsd") != "bhsd") continue;
+    // Q = Transpose(q, 0 2 1 3), Kt = Transpose(k, 0 2 3 1), V = Transpose(v, 0 2 1 3), each
+    // read only here; Y read only by Transpose(., 0 2 1 3).
+    int tq = uses.producer_of(at.inputs[0]), tk = uses.producer_of(at.inputs[1]);
+    int tv = uses.producer_of(at.inputs[2]), ty = uses.single_reader(at.outputs[0]);
+    if (!is_transpose(g, tq, {0, 2, 1, 3}) || !is_transpose(g, tk, {0, 2, 3, 1}) ||
+        !is_transpose(g, tv, {0, 2, 1, 3}) || !is_transpose(g, ty, {0, 2, 1, 3}))
+      continue;
+    bool single = true;
+    for (int i = 0; i < 3; i++) single = single && uses.single_reader(at.inputs[i]) == (int)ai;
+    if (!single || tq == tk || tq == tv || tk == tv) continue;
+    Node f = at;
+    f.inputs[0] = g.nodes[tq].inputs[0];
+    f.inputs[1] = g.nodes[tk].inputs[0];
+    f.inputs[2] = g.nodes[tv].inputs[0];
+    f.outputs = g.nodes[ty].outputs;
+    f.attrs.set("layout", std::string("bshd"));
+    for (int i : {tq, tk, tv, (int)ai}) drop[i] = true;
+    g.nodes[ty] = std::move(f);
+    fused++;
+  }
+  std::vector<Node> kept;
+  for (size_t i = 0; i < g.nodes.size(); i++)
+    if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
+  g.nodes = std::move(kept);
+  return fused;
+}
+
 int fuse_graph(Graph& graph) {
   int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_gelu(graph) +
           fuse_matmul(graph) + fuse_attention(graph);
+  n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (n) eliminate_dead_nodes(graph);
   return n;
 }

@@ -17,6 +17,10 @@ int fuse_conv_batch_norm(Graph& graph);
 // MatMul(Q, Kt) -> Mul/Div by a scalar constant -> [Add(., mask)] -> Softmax(axis -1) ->
 // MatMul(., V) -> Attention(Q, Kt, V, mask) (ops_fused.cpp): scores never reach memory.
 int fuse_attention(Graph& graph);
+// Attention whose Q, Kt, V come from head transposes (q, k, v [B, S, H, D] permuted 0 2 1 3,
+// 0 2 3 1, 0 2 1 3) and whose output goes through the inverse one -> Attention layout "bshd"
+// reading q, k, v and writing [B, S, H, Dv] in place: four transposes fewer per layer.
+int fuse_attention_heads(Graph& graph);
 // LayerNorm written out (opset < 17 exports): d = x - ReduceMean(x, [-1]); d / Sqrt(
 // ReduceMean(d^2, [-1]) + eps) * gamma [+ beta] (constants) -> LayerNormalization(axis -1).
 int fuse_layer_norm(Graph& graph);

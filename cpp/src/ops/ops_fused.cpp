@@ -11,12 +11,15 @@
 // scalar -> [Add(., mask)] -> Softmax(axis -1) -> MatMul(., V). Q [..., S, D], Kt [..., D, T]
 // (keys already transposed), V [..., T, Dv], mask (optional, f32) broadcasting to [..., S, T]
 // without growing S or T; leading dims broadcast as MatMul's do. attrs scale (float),
-// scale_op "mul" | "div" (how the scalar was applied, so the rounding matches). The reference
+// scale_op "mul" | "div" (how the scalar was applied, so the rounding matches), layout "bhsd"
+// (as above) | "bshd" (Q, K, V, Y as [B, S, H, D]: the head transposes absorbed; see
+// ops/attention_geom.h). The reference
 // follows the unfused ops in float: scores summed over d in order, scaled, masked, softmax
 // (max-subtracted), then the weighted sum over t in order.
 #include <cmath>
 #include <vector>
 
+#include "ops/attention_geom.h"
 #include "ops/op_util.h"
 
 namespace ember {
@@ -88,114 +91,159 @@ void ref_fused_matmul(const KernelCtx& ctx) {
 
 // ---- Attention ----
 
-struct AttnDims {
-  int64_t S, D, T, Dv;
-  Shape batch;                                // broadcast leading dims of Q, Kt, V, mask
-  Shape q_st, k_st, v_st, m_st;               // per-operand strides over `batch`, in matrices
-  int64_t mask_s = 0, mask_t = 0;             // mask strides along S and T (0: broadcast)
-  bool has_mask = false;
-};
-
-// Leading dims of `s` (rank - 2 of them; a mask of rank < 2 has none).
-Shape lead(const Shape& s) { return s.size() >= 2 ? Shape(s.begin(), s.end() - 2) : Shape{}; }
-
-AttnDims attn_dims(const InferCtx& ctx, const Shape& q, const Shape& k, const Shape& v,
-                   const Shape* mask) {
-  if (q.size() < 2 || k.size() < 2 || v.size() < 2)
-    ctx.fail("Q, Kt and V need rank >= 2, got ", shape_str(q), ", ", shape_str(k), ", ", shape_str(v));
-  AttnDims d;
-  d.S = q[q.size() - 2];
-  d.D = q.back();
-  d.T = k.back();
-  d.Dv = v.back();
-  if (k[k.size() - 2] != d.D || v[v.size() - 2] != d.T)
-    ctx.fail("Q ", shape_str(q), ", Kt ", shape_str(k), " and V ", shape_str(v), " do not chain");
-  d.batch = broadcast_shapes(ctx, broadcast_shapes(ctx, lead(q), lead(k)), lead(v));
-  if (mask) {
-    d.has_mask = true;
-    const Shape& m = *mask;
-    int64_t ms = m.size() >= 2 ? m[m.size() - 2] : 1, mt = m.empty() ? 1 : m.back();
-    if ((ms != 1 && ms != d.S) || (mt != 1 && mt != d.T))
-      ctx.fail("mask ", shape_str(m), " does not broadcast to scores [..., ", d.S, ", ", d.T, "]");
-    d.batch = broadcast_shapes(ctx, d.batch, lead(m));
-    d.mask_t = mt == 1 ? 0 : 1;
-    d.mask_s = ms == 1 ? 0 : mt;
-    Shape mats = lead(m);
-    d.m_st = broadcast_strides(mats, d.batch);
-    for (int64_t& x : d.m_st) x *= ms * mt;
-  }
-  auto strides = [&](const Shape& full, int64_t mat) {
-    Shape st = broadcast_strides(lead(full), d.batch);
-    for (int64_t& x : st) x *= mat;
-    return st;
-  };
-  d.q_st = strides(q, d.S * d.D);
-  d.k_st = strides(k, d.D * d.T);
-  d.v_st = strides(v, d.T * d.Dv);
-  return d;
-}
-
 std::vector<TensorType> infer_attention(const InferCtx& ctx) {
   for (int i = 0; i < ctx.num_inputs(); i++)
     if (ctx.has(i) && ctx.in[i].dtype != DType::F32) ctx.fail("input ", i, " must be float32");
   std::string op = ctx.node.attrs.get_string("scale_op", "mul");
   if (op != "mul" && op != "div") ctx.fail("scale_op must be 'mul' or 'div', got '", op, "'");
-  AttnDims d = attn_dims(ctx, ctx.in[0].shape, ctx.in[1].shape, ctx.in[2].shape,
-                         ctx.has(3) ? &ctx.in[3].shape : nullptr);
-  Shape out = d.batch;
-  out.push_back(d.S);
-  out.push_back(d.Dv);
-  return {{DType::F32, out}};
+  AttnGeom g = attention_geom(ctx, ctx.in[0].shape, ctx.in[1].shape, ctx.in[2].shape,
+                              ctx.has(3) ? &ctx.in[3].shape : nullptr);
+  return {{DType::F32, g.out}};
 }
 
 void ref_attention(const KernelCtx& ctx) {
   InferCtx ic{ctx.node, {}, {}};
   for (const Tensor* t : ctx.in) ic.in.push_back(t ? TensorType{t->dtype(), t->shape()} : TensorType{});
   const Shape* mshape = ctx.has_input(3) ? &ctx.input(3).shape() : nullptr;
-  AttnDims d = attn_dims(ic, ctx.input(0).shape(), ctx.input(1).shape(), ctx.input(2).shape(), mshape);
+  AttnGeom g = attention_geom(ic, ctx.input(0).shape(), ctx.input(1).shape(), ctx.input(2).shape(), mshape);
   float scale = (float)ctx.node.attrs.get_float("scale", 1.0);
   bool div = ctx.node.attrs.get_string("scale_op", "mul") == "div";
   const float* q = ctx.input(0).ptr<float>();
   const float* k = ctx.input(1).ptr<float>();
   const float* v = ctx.input(2).ptr<float>();
-  const float* m = d.has_mask ? ctx.input(3).ptr<float>() : nullptr;
+  const float* m = g.has_mask ? ctx.input(3).ptr<float>() : nullptr;
   float* y = ctx.output(0).ptr<float>();
-  std::vector<float> p(d.T);
-  int64_t bi = 0;
-  for (BroadcastIter it(d.batch, {d.q_st, d.k_st, d.v_st, d.has_mask ? d.m_st : Shape(d.batch.size(), 0)});
-       !it.done(); it.next(), bi++) {
-    for (int64_t s = 0; s < d.S; s++) {
-      const float* qs = q + it.off[0] + s * d.D;
+  std::vector<float> p(g.T);
+  for (BroadcastIter it(g.batch, {g.q_st, g.k_st, g.v_st, g.m_st, g.y_st}); !it.done(); it.next()) {
+    for (int64_t s = 0; s < g.S; s++) {
+      const float* qs = q + it.off[0] + s * g.q_rs;
       float mx = -INFINITY;
-      for (int64_t t = 0; t < d.T; t++) {
+      for (int64_t t = 0; t < g.T; t++) {
         float acc = 0.0f;
-        for (int64_t j = 0; j < d.D; j++) acc += qs[j] * k[it.off[1] + j * d.T + t];
+        for (int64_t j = 0; j < g.D; j++) acc += qs[j] * k[it.off[1] + j * g.k_d + t * g.k_t];
         acc = div ? acc / scale : acc * scale;
-        if (m) acc += m[it.off[3] + s * d.mask_s + t * d.mask_t];
+        if (m) acc += m[it.off[3] + s * g.mask_s + t * g.mask_t];
         p[t] = acc;
         mx = std::max(mx, acc);
       }
       float sum = 0.0f;
-      for (int64_t t = 0; t < d.T; t++) sum += (p[t] = std::exp(p[t] - mx));
-      for (int64_t t = 0; t < d.T; t++) p[t] /= sum;
-      float* ys = y + (bi * d.S + s) * d.Dv;
-      for (int64_t j = 0; j < d.Dv; j++) {
+      for (int64_t t = 0; t < g.T; t++) sum += (p[t] = std::exp(p[t] - mx));
+      for (int64_t t = 0; t < g.T; t++) p[t] /= sum;
+      float* ys = y + it.off[4] + s * g.y_rs;
+      for (int64_t j = 0; j < g.Dv; j++) {
         float acc = 0.0f;
-        for (int64_t t = 0; t < d.T; t++) acc += p[t] * v[it.off[2] + t * d.Dv + j];
+        for (int64_t t = 0; t < g.T; t++) acc += p[t] * v[it.off[2] + t * g.v_t + j];
         ys[j] = acc;
       }
     }
   }
 }
 
+// Leading dims of `s` (rank - 2 of them; a mask of rank < 2 has none).
+Shape lead(const Shape& s) { return s.size() >= 2 ? Shape(s.begin(), s.end() - 2) : Shape{}; }
+
+// The batch dims of a row-major [batch..., r, c] operand and the element step of each.
+std::pair<Shape, Shape> matrix_batch(const Shape& full) {
+  Shape dims = lead(full), unit(dims.size());
+  int64_t step = full.size() >= 2 ? full[full.size() - 2] * full.back() : 1;
+  for (int i = (int)dims.size() - 1; i >= 0; i--) {
+    unit[i] = step;
+    step *= dims[i];
+  }
+  return {dims, unit};
+}
+
+// Element offsets over `batch` of an operand with batch dims `dims` (trailing-aligned), `unit`
+// elements apart per step of each; 0 where the operand broadcasts.
+Shape batch_strides(const Shape& dims, const Shape& batch, const Shape& unit) {
+  Shape st(batch.size(), 0);
+  size_t off = batch.size() - dims.size();
+  for (size_t i = 0; i < dims.size(); i++) st[off + i] = dims[i] == 1 ? 0 : unit[i];
+  return st;
+}
+
 }  // namespace
+
+AttnGeom attention_geom(const InferCtx& ctx, const Shape& q, const Shape& k, const Shape& v,
+                        const Shape* mask) {
+  AttnGeom g;
+  std::string layout = ctx.node.attrs.get_string("layout", "bhsd");
+  if (layout == "bhsd") {
+    if (q.size() < 2 || k.size() < 2 || v.size() < 2)
+      ctx.fail("Q, Kt and V need rank >= 2, got ", shape_str(q), ", ", shape_str(k), ", ", shape_str(v));
+    g.S = q[q.size() - 2];
+    g.D = q.back();
+    g.T = k.back();
+    g.Dv = v.back();
+    if (k[k.size() - 2] != g.D || v[v.size() - 2] != g.T)
+      ctx.fail("Q ", shape_str(q), ", Kt ", shape_str(k), " and V ", shape_str(v), " do not chain");
+    g.batch = broadcast_shapes(ctx, broadcast_shapes(ctx, lead(q), lead(k)), lead(v));
+    auto [qd, qu] = matrix_batch(q);
+    auto [kd, ku] = matrix_batch(k);
+    auto [vd, vu] = matrix_batch(v);
+    g.q_rs = g.D;
+    g.k_d = g.T;
+    g.k_t = 1;
+    g.v_t = g.Dv;
+    g.y_rs = g.Dv;
+    if (mask) g.batch = broadcast_shapes(ctx, g.batch, lead(*mask));
+    g.q_st = batch_strides(qd, g.batch, qu);
+    g.k_st = batch_strides(kd, g.batch, ku);
+    g.v_st = batch_strides(vd, g.batch, vu);
+    g.out = g.batch;
+    g.out.push_back(g.S);
+    g.out.push_back(g.Dv);
+    auto [yd, yu] = matrix_batch(g.out);
+    g.y_st = batch_strides(yd, g.batch, yu);
+  } else if (layout == "bshd") {
+    if (q.size() != 4 || k.size() != 4 || v.size() != 4)
+      ctx.fail("layout bshd needs Q, K, V of rank 4, got ", shape_str(q), ", ", shape_str(k), ", ",
+               shape_str(v));
+    g.S = q[1];
+    g.D = q[3];
+    g.T = k[1];
+    g.Dv = v[3];
+    if (k[3] != g.D || v[1] != g.T)
+      ctx.fail("Q ", shape_str(q), ", K ", shape_str(k), " and V ", shape_str(v), " do not chain");
+    Shape qb{q[0], q[2]}, kb{k[0], k[2]}, vb{v[0], v[2]};
+    g.batch = broadcast_shapes(ctx, broadcast_shapes(ctx, qb, kb), vb);
+    if (mask) g.batch = broadcast_shapes(ctx, g.batch, lead(*mask));
+    if (g.batch.size() != 2) ctx.fail("mask ", shape_str(*mask), " has more batch dims than [B, H]");
+    g.q_rs = q[2] * g.D;
+    g.k_d = 1;
+    g.k_t = k[2] * g.D;
+    g.v_t = v[2] * g.Dv;
+    g.q_st = batch_strides(qb, g.batch, {g.S * q[2] * g.D, g.D});
+    g.k_st = batch_strides(kb, g.batch, {g.T * k[2] * g.D, g.D});
+    g.v_st = batch_strides(vb, g.batch, {g.T * v[2] * g.Dv, g.Dv});
+    g.out = {g.batch[0], g.S, g.batch[1], g.Dv};
+    g.y_rs = g.batch[1] * g.Dv;
+    g.y_st = {g.S * g.batch[1] * g.Dv, g.Dv};
+  } else {
+    ctx.fail("layout must be 'bhsd' or 'bshd', got '", layout, "'");
+  }
+  g.m_st = Shape(g.batch.size(), 0);
+  if (mask) {
+    g.has_mask = true;
+    const Shape& m = *mask;
+    int64_t ms = m.size() >= 2 ? m[m.size() - 2] : 1, mt = m.empty() ? 1 : m.back();
+    if ((ms != 1 && ms != g.S) || (mt != 1 && mt != g.T))
+      ctx.fail("mask ", shape_str(m), " does not broadcast to scores [..., ", g.S, ", ", g.T, "]");
+    g.mask_t = mt == 1 ? 0 : 1;
+    g.mask_s = ms == 1 ? 0 : mt;
+    auto [md, mu] = matrix_batch(m);
+    g.m_st = batch_strides(md, g.batch, mu);
+  }
+  return g;
+}
 
 static const OpDef kOps[] = {
     {OpType::FusedMatMul, "FusedMatMul", 2, 3, 1, 1, kOpFused,
      {{"n", AttrKind::Int, true}, {"activation", AttrKind::String}}, infer_fused_matmul,
      ref_fused_matmul},
     {OpType::Attention, "Attention", 3, 4, 1, 1, kOpFused,
-     {{"scale", AttrKind::Float}, {"scale_op", AttrKind::String}}, infer_attention, ref_attention},
+     {{"scale", AttrKind::Float}, {"scale_op", AttrKind::String}, {"layout", AttrKind::String}},
+     infer_attention, ref_attention},
 };
 
 std::span<const OpDef> op_defs_fused() { return kOps; }
