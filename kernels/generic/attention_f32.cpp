@@ -2,7 +2,8 @@
 // softmax(scale(Q Kt) + mask) V without writing the [.., S, T] scores to memory. Tasks are
 // (batch matrix, block of query rows) on the pool; each runs Q_blk Kt and P V as one-thread
 // sgemm calls on the ISA's micro-kernel, so every score and output element sums in order
-// (d, then t) as the unfused MatMuls do, and scales, masks and normalises its rows between.
+// (d, then t) as the unfused MatMuls do, and scales, masks and normalises its rows between
+// (one row function per ISA).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -33,8 +34,15 @@ Offsets offsets(const AttnGeom& g) {
 
 }  // namespace
 
-void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
-                        void (*softmax_row)(const float* x, float* y, int64_t n)) {
+void attention_scores_row(float* s, int64_t n, float scale, bool div, const float* mask,
+                          int64_t mask_t) {
+  for (int64_t t = 0; t < n; t++) s[t] = div ? s[t] / scale : s[t] * scale;
+  if (mask)
+    for (int64_t t = 0; t < n; t++) s[t] += mask[t * mask_t];
+  softmax_f32_row(s, s, n);
+}
+
+void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionRowFn scores_row) {
   InferCtx ic{ctx.node, {}, {}};
   for (const Tensor* t : ctx.in) ic.in.push_back(t ? TensorType{t->dtype(), t->shape()} : TensorType{});
   const Shape* mshape = ctx.has_input(3) ? &ctx.input(3).shape() : nullptr;
@@ -70,13 +78,8 @@ void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
       g.c_rs = l.T;
       if (l.T > 0) sgemm(g, 1, micro);
       for (int64_t r = 0; r < rows && l.T > 0; r++) {
-        float* sr = scores.data() + r * l.T;
-        for (int64_t t = 0; t < l.T; t++) sr[t] = div ? sr[t] / scale : sr[t] * scale;
-        if (m) {
-          const float* mr = m + off.m[b] + (s0 + r) * l.mask_s;
-          for (int64_t t = 0; t < l.T; t++) sr[t] += mr[t * l.mask_t];
-        }
-        softmax_row(sr, sr, l.T);
+        const float* mr = m ? m + off.m[b] + (s0 + r) * l.mask_s : nullptr;
+        scores_row(scores.data() + r * l.T, l.T, scale, div, mr, l.mask_t);
       }
       SgemmArgs o;  // Y[s0:s0+rows] = P V
       o.M = rows;
@@ -94,7 +97,7 @@ void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
 }
 
 void attention_f32(const KernelCtx& ctx) {
-  attention_f32_with(ctx, gemm_micro_generic(), softmax_f32_row);
+  attention_f32_with(ctx, gemm_micro_generic(), attention_scores_row);
 }
 
 }  // namespace ember::cpu

@@ -336,6 +336,51 @@ void softmax_f32_row_avx2(const float* x, float* y, int64_t n) {
   v_map(y, y, n, [s](__m256 v) { return _mm256_div_ps(v, s); });
 }
 
+void attention_scores_row_avx2(float* s, int64_t n, float scale, bool div, const float* mask,
+                               int64_t mask_t) {
+  __m256 vs = v_set(scale), vmax = v_set(-INFINITY);
+  auto scaled = [&](__m256 v, const float* m, __m256i lanes, bool tail) {
+    v = div ? _mm256_div_ps(v, vs) : _mm256_mul_ps(v, vs);
+    if (!mask) return v;
+    __m256 mv = mask_t == 0 ? v_set(*m) : tail ? _mm256_maskload_ps(m, lanes) : _mm256_loadu_ps(m);
+    return _mm256_add_ps(v, mv);
+  };
+  int64_t i = 0;
+  __m256i all = _mm256_set1_epi32(-1);
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = scaled(_mm256_loadu_ps(s + i), mask ? mask + i * mask_t : nullptr, all, false);
+    _mm256_storeu_ps(s + i, v);
+    vmax = _mm256_max_ps(v, vmax);  // a NaN score leaves the max alone, as std::max does
+  }
+  if (i < n) {
+    __m256i lanes = v_tail_mask(n - i);
+    __m256 v = scaled(_mm256_maskload_ps(s + i, lanes), mask ? mask + i * mask_t : nullptr, lanes, true);
+    _mm256_maskstore_ps(s + i, lanes, v);
+    vmax = _mm256_max_ps(v_select(_mm256_castsi256_ps(lanes), v, v_set(-INFINITY)), vmax);
+  }
+  float lane[8];
+  _mm256_storeu_ps(lane, vmax);
+  float mx = lane[0];
+  for (int l = 1; l < 8; l++) mx = lane[l] > mx ? lane[l] : mx;
+  __m256 vm = v_set(mx), sum = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 e = v_exp(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+    _mm256_storeu_ps(s + i, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  if (i < n) {
+    __m256i lanes = v_tail_mask(n - i);
+    __m256 e = v_exp(_mm256_sub_ps(_mm256_maskload_ps(s + i, lanes), vm));
+    _mm256_maskstore_ps(s + i, lanes, e);
+    sum = _mm256_add_ps(sum, v_select(_mm256_castsi256_ps(lanes), e, _mm256_setzero_ps()));
+  }
+  _mm256_storeu_ps(lane, sum);
+  float total = 0.0f;
+  for (int l = 0; l < 8; l++) total += lane[l];
+  __m256 vt = v_set(total);
+  v_map(s, s, n, [vt](__m256 v) { return _mm256_div_ps(v, vt); });
+}
+
 void log_softmax_f32_row_avx2(const float* x, float* y, int64_t n) {
   __m256 mx = v_set(v_row_max(x, n));
   auto e = [mx](__m256 v) { return v_exp(_mm256_sub_ps(v, mx)); };

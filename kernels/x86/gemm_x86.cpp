@@ -14,7 +14,7 @@ void matmul_f32_avx2(const KernelCtx& ctx) { matmul_f32_with(ctx, gemm_micro_avx
 void gemm_f32_avx2(const KernelCtx& ctx) { gemm_f32_with(ctx, gemm_micro_avx2()); }
 void conv_f32_avx2(const KernelCtx& ctx) { conv_f32_with(ctx, gemm_micro_avx2()); }
 void attention_f32_avx2(const KernelCtx& ctx) {
-  attention_f32_with(ctx, gemm_micro_avx2(), softmax_f32_row_avx2);
+  attention_f32_with(ctx, gemm_micro_avx2(), attention_scores_row_avx2);
 }
 void fused_matmul_f32_avx2(const KernelCtx& ctx) {
   static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2};

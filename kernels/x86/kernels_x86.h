@@ -24,7 +24,7 @@ void matmul_f32_avx2(const KernelCtx& ctx);
 void gemm_f32_avx2(const KernelCtx& ctx);
 void conv_f32_avx2(const KernelCtx& ctx);
 void fused_matmul_f32_avx2(const KernelCtx& ctx);
-void attention_f32_avx2(const KernelCtx& ctx);
+void attention_f32_avx2(const KernelCtx& ctx);  // AVX2 GEMMs and score rows
 
 // ---- elementwise and normalisation (elementwise_avx2.cpp; drivers in elementwise_x86.cpp) ----
 // y[i] = f(x[i]) for i < n; x == y is allowed. Within 1 ulp (exp, tanh, erf), 2 (sigmoid,
@@ -38,6 +38,10 @@ void gelu_tanh_f32_array_avx2(const float* x, float* y, int64_t n);  // [n] -> [
 // One row of n > 0 elements, summed in a fixed lane order; x == y is allowed.
 void softmax_f32_row_avx2(const float* x, float* y, int64_t n);      // [n] -> [n]
 void log_softmax_f32_row_avx2(const float* x, float* y, int64_t n);  // [n] -> [n]
+// One attention score row in place: s = softmax(s * scale (or / scale) + mask[t * mask_t]);
+// mask may be nullptr, mask_t 0 broadcasts mask[0]. Float sums (Attention's tolerance).
+void attention_scores_row_avx2(float* s, int64_t n, float scale, bool div, const float* mask,
+                               int64_t mask_t);
 // y = (x - mean) * inv_std * scale + bias (bias may be nullptr); mean_out / inv_std_out
 // (may be nullptr) receive the row's statistics.
 void layer_norm_f32_row_avx2(const float* x, const float* scale, const float* bias, float* y,
