@@ -71,15 +71,43 @@ bool binary_with_scalar(const Graph& g, int i, OpType op, int id, double value) 
   return other >= 0 && is_scalar(g, other, value);
 }
 
+// One pass's rewrites: each fused node takes the place of the last node it replaces (its
+// inputs are all defined earlier), the others are dropped when the pass finishes.
+struct Rewriter {
+  Graph& g;
+  Uses uses;
+  std::vector<bool> drop;
+  int fused = 0;
+
+  explicit Rewriter(Graph& graph) : g(graph), uses(graph), drop(graph.nodes.size(), false) {}
+  // None of `nodes` (-1 entries ignored) is taken by an earlier rewrite.
+  bool free(const std::vector<int>& nodes) const {
+    for (int i : nodes) if (i >= 0 && drop[i]) return false;
+    return true;
+  }
+  void replace(const std::vector<int>& nodes, Node f) {
+    int last = *std::max_element(nodes.begin(), nodes.end());
+    for (int i : nodes) if (i >= 0) drop[i] = i != last;
+    g.nodes[last] = std::move(f);
+    fused++;
+  }
+  int finish() {
+    std::vector<Node> kept;
+    for (size_t i = 0; i < g.nodes.size(); i++)
+      if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
+    g.nodes = std::move(kept);
+    return fused;
+  }
+};
+
 }  // namespace
 
 int fuse_gelu(Graph& g) {
-  Uses uses(g);
-  std::vector<bool> drop(g.nodes.size(), false);
-  int fused = 0;
+  Rewriter rw(g);
+  const Uses& uses = rw.uses;
   const double inv_sqrt2 = 1.0 / std::sqrt(2.0);
   for (size_t e = 0; e < g.nodes.size(); e++) {
-    if (g.nodes[e].op != OpType::Erf || drop[e]) continue;
+    if (g.nodes[e].op != OpType::Erf || rw.drop[e]) continue;
     // u = x / sqrt2 (or x * 1/sqrt2) -> erf -> + 1
     int u = g.nodes[e].inputs[0];
     int scale = uses.producer_of(u);
@@ -114,35 +142,23 @@ int fuse_gelu(Graph& g) {
       chain.push_back(half);
       result = g.nodes[m1].outputs[0];
     }
-    // Rewrite: the last node of the chain (in graph order) becomes Gelu(x) -> result.
-    int last = *std::max_element(chain.begin(), chain.end());
-    bool clash = false;
-    for (int i : chain) clash = clash || drop[i];
-    if (clash) continue;
-    for (int i : chain) drop[i] = true;
-    drop[last] = false;
+    if (!rw.free(chain)) continue;
     Node gelu;
     gelu.op = OpType::Gelu;
     gelu.name = g.nodes[e].name + "/gelu";
     gelu.inputs = {x};
     gelu.outputs = {result};
-    g.nodes[last] = std::move(gelu);
-    fused++;
+    rw.replace(chain, std::move(gelu));
   }
-  std::vector<Node> kept;
-  for (size_t i = 0; i < g.nodes.size(); i++)
-    if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
-  return fused;
+  return rw.finish();
 }
 
 int fuse_matmul(Graph& g) {
-  Uses uses(g);
-  std::vector<bool> drop(g.nodes.size(), false);
-  int fused = 0;
+  Rewriter rw(g);
+  const Uses& uses = rw.uses;
   for (size_t mi = 0; mi < g.nodes.size(); mi++) {
     Node& mm = g.nodes[mi];
-    if (mm.op != OpType::MatMul || drop[mi]) continue;
+    if (mm.op != OpType::MatMul || rw.drop[mi]) continue;
     const Tensor* w = constant(g, mm.inputs[1]);
     if (!w || w->dtype() != DType::F32 || w->rank() != 2) continue;
     int64_t K = w->dim(0), N = w->dim(1);
@@ -175,7 +191,7 @@ int fuse_matmul(Graph& g) {
     g.constants[wp] = packed;
     // Free the unpacked weights now, not at the final clean-up: the peak then holds one model's
     // weights plus one matrix, not two models' worth.
-    if (uses.readers[w_id].size() == 1 && !uses.is_output[w_id]) g.constants.erase(w_id);
+    if (uses.readers.at(w_id).size() == 1 && !uses.is_output[w_id]) g.constants.erase(w_id);
     Node f;
     f.op = OpType::FusedMatMul;
     f.name = mm.name;
@@ -184,23 +200,14 @@ int fuse_matmul(Graph& g) {
     f.outputs = {y};
     f.attrs.set("n", N);
     f.attrs.set("activation", act);
-    // The fused node takes the place of the last node it absorbs (inputs are all earlier).
-    int last = *std::max_element(absorbed.begin(), absorbed.end());
-    for (int i : absorbed) drop[i] = i != last;
-    g.nodes[last] = std::move(f);
-    fused++;
+    rw.replace(absorbed, std::move(f));
   }
-  std::vector<Node> kept;
-  for (size_t i = 0; i < g.nodes.size(); i++)
-    if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
-  return fused;
+  return rw.finish();
 }
 
 int fuse_conv_batch_norm(Graph& g) {
-  Uses uses(g);
-  std::vector<bool> drop(g.nodes.size(), false);
-  int fused = 0;
+  Rewriter rw(g);
+  const Uses& uses = rw.uses;
   for (size_t ci = 0; ci < g.nodes.size(); ci++) {
     const Node& conv = g.nodes[ci];
     if (conv.op != OpType::Conv || conv.inputs.size() < 2) continue;
@@ -241,21 +248,14 @@ int fuse_conv_batch_norm(Graph& g) {
     Node f = conv;
     f.inputs = {conv.inputs[0], wid, bid};
     f.outputs = bn.outputs;
-    drop[ci] = true;
-    g.nodes[bi] = std::move(f);
-    fused++;
+    rw.replace({(int)ci, bi}, std::move(f));
   }
-  std::vector<Node> kept;
-  for (size_t i = 0; i < g.nodes.size(); i++)
-    if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
-  return fused;
+  return rw.finish();
 }
 
 int fuse_attention(Graph& g) {
-  Uses uses(g);
-  std::vector<bool> drop(g.nodes.size(), false);
-  int fused = 0;
+  Rewriter rw(g);
+  const Uses& uses = rw.uses;
   for (size_t si = 0; si < g.nodes.size(); si++) {
     const Node& sm = g.nodes[si];
     if (sm.op != OpType::Softmax || sm.attrs.has("legacy_axis_2d") || sm.attrs.get_int("axis", -1) != -1)
@@ -304,15 +304,9 @@ int fuse_attention(Graph& g) {
     f.outputs = g.nodes[pv].outputs;
     f.attrs.set("scale", (double)c->ptr<float>()[0]);
     f.attrs.set("scale_op", std::string(sn.op == OpType::Div ? "div" : "mul"));
-    for (int i : {qk, sc, add, (int)si}) if (i >= 0) drop[i] = true;
-    g.nodes[pv] = std::move(f);
-    fused++;
+    rw.replace({qk, sc, add, (int)si, pv}, std::move(f));
   }
-  std::vector<Node> kept;
-  for (size_t i = 0; i < g.nodes.size(); i++)
-    if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
-  return fused;
+  return rw.finish();
 }
 
 namespace {
@@ -328,9 +322,8 @@ bool is_mean_last(const Graph& g, int i) {
 }  // namespace
 
 int fuse_layer_norm(Graph& g) {
-  Uses uses(g);
-  std::vector<bool> drop(g.nodes.size(), false);
-  int fused = 0;
+  Rewriter rw(g);
+  const Uses& uses = rw.uses;
   for (size_t si = 0; si < g.nodes.size(); si++) {
     // d = x - mean(x)
     const Node& sub = g.nodes[si];
@@ -386,9 +379,7 @@ int fuse_layer_norm(Graph& g) {
         }
       }
     }
-    bool clash = false;
-    for (int i : chain) clash = clash || drop[i];
-    if (clash || gamma < 0) continue;  // without a scale the [C] shape is unknown here
+    if (!rw.free(chain) || gamma < 0) continue;  // without a scale the [C] shape is unknown here
     Node ln;
     ln.op = OpType::LayerNormalization;
     ln.name = sub.name + "/layer_norm";
@@ -397,16 +388,9 @@ int fuse_layer_norm(Graph& g) {
     ln.outputs = {y};
     ln.attrs.set("axis", int64_t(-1));
     ln.attrs.set("epsilon", (double)eps->ptr<float>()[0]);
-    int last = *std::max_element(chain.begin(), chain.end());
-    for (int i : chain) drop[i] = i != last;
-    g.nodes[last] = std::move(ln);
-    fused++;
+    rw.replace(chain, std::move(ln));
   }
-  std::vector<Node> kept;
-  for (size_t i = 0; i < g.nodes.size(); i++)
-    if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
-  return fused;
+  return rw.finish();
 }
 
 namespace {
@@ -420,9 +404,8 @@ bool is_transpose(const Graph& g, int i, std::initializer_list<int64_t> perm) {
 }  // namespace
 
 int fuse_attention_heads(Graph& g) {
-  Uses uses(g);
-  std::vector<bool> drop(g.nodes.size(), false);
-  int fused = 0;
+  Rewriter rw(g);
+  const Uses& uses = rw.uses;
   for (size_t ai = 0; ai < g.nodes.size(); ai++) {
     Node& at = g.nodes[ai];
     if (at.op != OpType::Attention || at.attrs.get_string("layout", "bhsd") != "bhsd") continue;
@@ -442,15 +425,9 @@ int fuse_attention_heads(Graph& g) {
     f.inputs[2] = g.nodes[tv].inputs[0];
     f.outputs = g.nodes[ty].outputs;
     f.attrs.set("layout", std::string("bshd"));
-    for (int i : {tq, tk, tv, (int)ai}) drop[i] = true;
-    g.nodes[ty] = std::move(f);
-    fused++;
+    rw.replace({tq, tk, tv, (int)ai, ty}, std::move(f));
   }
-  std::vector<Node> kept;
-  for (size_t i = 0; i < g.nodes.size(); i++)
-    if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
-  return fused;
+  return rw.finish();
 }
 
 int fuse_graph(Graph& graph) {
