@@ -204,6 +204,20 @@ const Tensor& InferCtx::require_value(int i, const char* what) const {
   return *v;
 }
 
+std::vector<int64_t> int_values(const InferCtx& ctx, int i, const char* what, bool allow_i32) {
+  const Tensor& t = ctx.require_value(i, what);
+  if (t.dtype() != DType::I64 && !(allow_i32 && t.dtype() == DType::I32))
+    ctx.fail(what, " must be int64", allow_i32 ? " or int32" : "", ", got ", dtype_name(t.dtype()));
+  if (t.rank() > 1) ctx.fail(what, " must be 1-D, got shape ", shape_str(t.shape()));
+  return tensor_to_i64_vector(t.contiguous());
+}
+
+int64_t shape_prod(const Shape& s, int begin, int end) {
+  int64_t n = 1;
+  for (int i = begin; i < end; i++) n *= s[i];
+  return n;
+}
+
 void KernelCtx::parallel_for(int64_t n, int64_t grain,
                              const std::function<void(int64_t, int64_t)>& fn) const {
   ::ember::parallel_for(n, grain, max_threads, fn);

@@ -133,6 +133,12 @@ struct BroadcastIter {
   }
 };
 
+// Values of a 1-D integer input that shape inference needs (shapes, axes, pads, repeats):
+// int64, or int32 too when allow_i32; fails via ctx (value_missing when only running knows it).
+std::vector<int64_t> int_values(const InferCtx& ctx, int i, const char* what, bool allow_i32 = true);
+// Product of s[begin:end] (1 when empty).
+int64_t shape_prod(const Shape& s, int begin, int end);
+
 // One output with this dtype and shape.
 inline std::vector<TensorType> one(DType t, Shape s) { return {TensorType{t, std::move(s)}}; }
 

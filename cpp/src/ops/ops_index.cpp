@@ -8,21 +8,7 @@
 namespace ember {
 namespace {
 
-
 bool is_index_dtype(DType t) { return t == DType::I64 || t == DType::I32; }
-
-std::vector<int64_t> int_values(const InferCtx& ctx, int i, const char* what) {
-  const Tensor& t = ctx.require_value(i, what);
-  if (!is_index_dtype(t.dtype())) ctx.fail(what, " must be int64 or int32, got ", dtype_name(t.dtype()));
-  if (t.rank() > 1) ctx.fail(what, " must be 1-D, got shape ", shape_str(t.shape()));
-  return tensor_to_i64_vector(t.contiguous());
-}
-
-int64_t prod(const Shape& s, int begin, int end) {
-  int64_t n = 1;
-  for (int i = begin; i < end; i++) n *= s[i];
-  return n;
-}
 
 void copy_bytes(void* dst, const void* src, size_t n) {
   if (n) std::memcpy(dst, src, n);
@@ -57,7 +43,7 @@ void ref_concat(const KernelCtx& ctx) {
   Tensor& y = ctx.output(0);
   int axis = normalize_axis(ctx.node.attrs.get_int("axis", 0), y.rank());
   size_t es = dtype_size(y.dtype());
-  int64_t outer = prod(y.shape(), 0, axis), inner = prod(y.shape(), axis + 1, y.rank());
+  int64_t outer = shape_prod(y.shape(), 0, axis), inner = shape_prod(y.shape(), axis + 1, y.rank());
   int64_t row = y.dim(axis) * inner;  // elements per outer index in the output
   int64_t at = 0;                     // start of this input within a row
   for (const Tensor* x : ctx.in) {
@@ -111,7 +97,7 @@ void ref_split(const KernelCtx& ctx) {
   const Tensor& x = ctx.input(0);
   int axis = normalize_axis(ctx.node.attrs.get_int("axis", 0), x.rank());
   size_t es = dtype_size(x.dtype());
-  int64_t outer = prod(x.shape(), 0, axis), inner = prod(x.shape(), axis + 1, x.rank());
+  int64_t outer = shape_prod(x.shape(), 0, axis), inner = shape_prod(x.shape(), axis + 1, x.rank());
   int64_t row = x.dim(axis) * inner;
   int64_t at = 0;
   // Unused outputs have no tensor to read a size from, so the chunk sizes come from inference.
@@ -187,7 +173,7 @@ void ref_gather(const KernelCtx& ctx) {
   Tensor& y = ctx.output(0);
   int axis = normalize_axis(ctx.node.attrs.get_int("axis", 0), x.rank());
   size_t es = dtype_size(x.dtype());
-  int64_t outer = prod(x.shape(), 0, axis), dim = x.dim(axis), inner = prod(x.shape(), axis + 1, x.rank());
+  int64_t outer = shape_prod(x.shape(), 0, axis), dim = x.dim(axis), inner = shape_prod(x.shape(), axis + 1, x.rank());
   int64_t n = idx.numel();
   for (int64_t o = 0; o < outer; o++) {
     for (int64_t j = 0; j < n; j++) {

@@ -15,12 +15,6 @@ bool is_float_dtype(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F64;
 }
 
-int64_t prod(const Shape& s, int begin, int end) {
-  int64_t n = 1;
-  for (int i = begin; i < end; i++) n *= s[i];
-  return n;
-}
-
 // ---- TopK -----------------------------------------------------------------------------------
 
 int64_t topk_k(const InferCtx& ctx) {
@@ -54,7 +48,7 @@ void ref_topk(const KernelCtx& ctx) {
   int axis = normalize_axis(ctx.node.attrs.get_int("axis", -1), x.rank());
   bool largest = ctx.node.attrs.get_int("largest", 1) != 0;
   const Shape& s = x.shape();
-  int64_t outer = prod(s, 0, axis), n = s[axis], inner = prod(s, axis + 1, x.rank());
+  int64_t outer = shape_prod(s, 0, axis), n = s[axis], inner = shape_prod(s, axis + 1, x.rank());
   int64_t k = ctx.has_output(0) ? ctx.output(0).dim(axis) : ctx.output(1).dim(axis);
   dispatch_dtype(x.dtype(), [&](auto tag) {
     using T = decltype(tag);

@@ -8,17 +8,7 @@ namespace {
 
 // ---- helpers ------------------------------------------------------------------------------
 
-
 std::string ints_str(const std::vector<int64_t>& v) { return shape_str(v); }
-
-// Values of an integer input (shape, axes, ...) that must be known at plan time.
-std::vector<int64_t> int_values(const InferCtx& ctx, int i, const char* what) {
-  const Tensor& t = ctx.require_value(i, what);
-  if (t.dtype() != DType::I64 && t.dtype() != DType::I32)
-    ctx.fail(what, " must be int64 or int32, got ", dtype_name(t.dtype()));
-  if (t.rank() > 1) ctx.fail(what, " must be 1-D, got shape ", shape_str(t.shape()));
-  return tensor_to_i64_vector(t.contiguous());
-}
 
 // Product of dims that come from tensor values; fails on negative dims or overflow.
 int64_t checked_numel(const InferCtx& ctx, const Shape& s) {

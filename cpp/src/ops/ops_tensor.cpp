@@ -9,23 +9,8 @@
 namespace ember {
 namespace {
 
-std::vector<int64_t> int_values(const InferCtx& ctx, int i, const char* what, bool allow_i32) {
-  const Tensor& t = ctx.require_value(i, what);
-  if (t.dtype() != DType::I64 && !(allow_i32 && t.dtype() == DType::I32))
-    ctx.fail(what, " must be int64", allow_i32 ? " or int32" : "", ", got ", dtype_name(t.dtype()));
-  if (t.rank() > 1) ctx.fail(what, " must be 1-D, got shape ", shape_str(t.shape()));
-  return tensor_to_i64_vector(t.contiguous());
-}
-
-int64_t prod(const Shape& s, int begin, int end) {
-  int64_t n = 1;
-  for (int i = begin; i < end; i++) n *= s[i];
-  return n;
-}
-
 // ---- ReduceMin / ReduceProd / ReduceL2 ------------------------------------------------------
 // Same axes rules as ops_reduce.cpp (reduce_axes, reduced_shape in op_util.h).
-
 
 template <class T>
 void red_typed(OpType op, const Tensor& x, const ReduceAxes& r, Tensor& out) {
@@ -127,7 +112,7 @@ void arg_typed(const KernelCtx& ctx, int axis) {
   int64_t* py = ctx.output(0).ptr<int64_t>();
   bool is_max = ctx.node.op == OpType::ArgMax;
   bool last = ctx.node.attrs.get_int("select_last_index", 0) != 0;
-  int64_t outer = prod(x.shape(), 0, axis), n = x.dim(axis), inner = prod(x.shape(), axis + 1, x.rank());
+  int64_t outer = shape_prod(x.shape(), 0, axis), n = x.dim(axis), inner = shape_prod(x.shape(), axis + 1, x.rank());
   using C = compute_t<T>;
   // NaN ranks above every number for both (numpy's argmax and argmin both pick the first NaN).
   auto cmp = [&](C a, C b) -> int {  // > 0 when a beats b
@@ -184,7 +169,6 @@ std::vector<TensorType> infer_tile(const InferCtx& ctx) {
   }
   return one(ctx.in[0].dtype, out);
 }
-
 
 void ref_tile(const KernelCtx& ctx) {
   const Tensor& x = ctx.input(0);
