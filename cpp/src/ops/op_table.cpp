@@ -212,6 +212,12 @@ std::vector<int64_t> int_values(const InferCtx& ctx, int i, const char* what, bo
   return tensor_to_i64_vector(t.contiguous());
 }
 
+Shape reduce_out_strides(const Shape& x, const ReduceAxes& r) {
+  Shape kept;
+  for (size_t d = 0; d < x.size(); d++) kept.push_back(r.mask[d] ? 1 : x[d]);
+  return broadcast_strides(kept, x);
+}
+
 int64_t shape_prod(const Shape& s, int begin, int end) {
   int64_t n = 1;
   for (int i = begin; i < end; i++) n *= s[i];

@@ -77,6 +77,9 @@ struct ReduceAxes {
 };
 ReduceAxes reduce_axes(const Node& node, int rank, const Tensor* axes_in);
 Shape reduced_shape(const Shape& s, const ReduceAxes& r, bool keepdims);
+// Output offset strides of each input element of a reduction: reduced dims get stride 0
+// (keepdims or not, the output shares the kept dims' layout).
+Shape reduce_out_strides(const Shape& x, const ReduceAxes& r);
 // Shape inference shared by every Reduce* op (dtype check, axes, keepdims).
 std::vector<TensorType> infer_reduce(const InferCtx& ctx);
 

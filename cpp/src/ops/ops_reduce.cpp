@@ -81,8 +81,6 @@ std::vector<TensorType> infer_reduce(const InferCtx& ctx) {
 
 namespace {
 
-
-
 enum class Red { Sum, Mean, Max };
 
 template <class T>
@@ -90,10 +88,7 @@ void reduce_ref_typed(Red op, const Tensor& x, const ReduceAxes& r, Tensor& out)
   const T* px = x.ptr<T>();
   T* po = out.ptr<T>();
   int64_t n_out = out.numel();
-  // Output offset of each input element: reduced dims get stride 0 (keepdims shares the layout).
-  Shape kept;
-  for (int d = 0; d < x.rank(); d++) kept.push_back(r.mask[d] ? 1 : x.dim(d));
-  Shape st = broadcast_strides(kept, x.shape());
+  Shape st = reduce_out_strides(x.shape(), r);
   int64_t count = 1;  // elements per output
   for (int d = 0; d < x.rank(); d++) if (r.mask[d]) count *= x.dim(d);
   if constexpr (is_float_v<T> || std::is_same_v<T, bool>) {

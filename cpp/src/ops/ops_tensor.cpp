@@ -17,9 +17,7 @@ void red_typed(OpType op, const Tensor& x, const ReduceAxes& r, Tensor& out) {
   const T* px = x.ptr<T>();
   T* po = out.ptr<T>();
   int64_t n_out = out.numel();
-  Shape kept;
-  for (int d = 0; d < x.rank(); d++) kept.push_back(r.mask[d] ? 1 : x.dim(d));
-  Shape st = broadcast_strides(kept, x.shape());
+  Shape st = reduce_out_strides(x.shape(), r);
   if constexpr (std::is_same_v<T, bool>) {
     std::vector<uint8_t> acc(n_out, 1);  // Min over bools is AND; empty set: true
     int64_t i = 0;
