@@ -47,8 +47,11 @@ enum class OpType : uint16_t {
   LSTM, GRU, Resize, TopK,
   // control flow and data-dependent shapes (ops_control.cpp)
   If, Loop, NonZero,
-  // fused ops made by graph passes (ops_fused.cpp; each names what it replaces)
-  FusedMatMul, Attention,
+  // quantization (ops_quant.cpp; MatMulNBits is com.microsoft's)
+  QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul,
+  ConvInteger, QLinearConv, MatMulNBits,
+  // fused ops made by graph passes (ops_fused.cpp, ops_qmatmul.cpp, ops_q4matmul.cpp; each names what it replaces)
+  FusedMatMul, Attention, QMatMul, Q4MatMul,
   Count
 };
 

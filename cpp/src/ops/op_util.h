@@ -162,6 +162,9 @@ std::span<const OpDef> op_defs_rnn();
 std::span<const OpDef> op_defs_resize();
 std::span<const OpDef> op_defs_control();
 std::span<const OpDef> op_defs_fused();
+std::span<const OpDef> op_defs_quant();
+std::span<const OpDef> op_defs_qmatmul();
+std::span<const OpDef> op_defs_q4matmul();
 
 // Scalar activations in double, shared by the Sigmoid/Gelu references and fused ops
 // (ops_unary.cpp).

@@ -31,6 +31,8 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Attention, DType::F32, Isa::Generic, attention_f32, "attention_f32"},
     {OpType::MatMul, DType::F32, Isa::Generic, matmul_f32, "matmul_f32"},
     {OpType::Gemm, DType::F32, Isa::Generic, gemm_f32, "gemm_f32"},
+    // ---- quantized int8 (kernels/generic/gemm_i8.h) ----
+    // ---- quantized int4 (kernels/generic/gemm_q4.h) ----
 #if defined(__x86_64__)
     {OpType::LayerNormalization, DType::F32, Isa::Avx2, layer_norm_f32_avx2, "layer_norm_f32_avx2", layer_norm_f32_supports},
 #endif
