@@ -100,6 +100,12 @@ void init_session(nb::module_& m) {
         std::vector<std::string> ops;
         for (const Node& n : s.graph().nodes) ops.push_back(op_name(n.op));
         return ops;
+      })
+      .def("quant_fallbacks", &Session::quant_fallbacks)
+      .def("nodes", [](const Session& s) {
+        nb::list out;  // (name, op) of every node after the load-time passes
+        for (const Node& n : s.graph().nodes) out.append(nb::make_tuple(n.name, op_name(n.op)));
+        return out;
       });
 }
 

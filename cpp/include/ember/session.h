@@ -74,6 +74,9 @@ class Session {
   // Compiles (or fetches) the plan for these feeds and describes it without running.
   PlanInfo plan_info(const NamedTensors& feeds);
   size_t plans_cached() const;
+  // (name, op) of each quantization node no load-time pass turned into an integer kernel: it
+  // runs dequantized, in float or on a reference kernel (ember.Engine warns about these).
+  const std::vector<std::pair<std::string, std::string>>& quant_fallbacks() const;
 
  private:
   struct Impl;

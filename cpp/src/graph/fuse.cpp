@@ -7,100 +7,12 @@
 #include <unordered_map>
 
 #include "graph/fold.h"
+#include "graph/fuse_util.h"
 #include "kernels/generic/kernels_generic.h"
 
 namespace ember {
-namespace {
 
-struct Uses {
-  std::unordered_map<int, std::vector<int>> readers;  // value id -> node indexes reading it
-  std::unordered_map<int, int> producer;              // value id -> node index writing it
-  std::vector<bool> is_output;                        // per value id
-
-  explicit Uses(const Graph& g) : is_output(g.values.size(), false) {
-    for (int id : g.outputs) is_output[id] = true;
-    for (size_t i = 0; i < g.nodes.size(); i++) {
-      for (int id : g.nodes[i].inputs) if (id >= 0) readers[id].push_back((int)i);
-      for (int id : g.nodes[i].outputs) if (id >= 0) producer[id] = (int)i;
-    }
-  }
-  int producer_of(int id) const {
-    auto it = producer.find(id);
-    return it == producer.end() ? -1 : it->second;
-  }
-  // The one node reading `id`, or -1 (several readers, a graph output, or none).
-  int single_reader(int id) const {
-    auto it = readers.find(id);
-    if (id < 0 || is_output[id] || it == readers.end() || it->second.size() != 1) return -1;
-    return it->second[0];
-  }
-};
-
-const Tensor* constant(const Graph& g, int id) {
-  auto it = g.constants.find(id);
-  return it == g.constants.end() ? nullptr : &it->second;
-}
-
-// A float32 constant of shape [] or [1]: broadcasting it never changes the other operand's
-// shape, so the node it feeds can be rewritten without one.
-const Tensor* scalar_constant(const Graph& g, int id) {
-  const Tensor* t = constant(g, id);
-  return t && t->dtype() == DType::F32 && t->numel() == 1 && t->rank() <= 1 ? t : nullptr;
-}
-
-// A scalar constant (as above) close to `want`.
-bool is_scalar(const Graph& g, int id, double want) {
-  const Tensor* t = scalar_constant(g, id);
-  if (!t) return false;
-  double v = t->ptr<float>()[0];
-  return std::fabs(v - want) <= 1e-4 * std::fabs(want);
-}
-
-// The other input of a binary node when one of its inputs is `id`; -1 otherwise.
-int other_input(const Node& n, int id) {
-  if (n.inputs.size() != 2) return -1;
-  if (n.inputs[0] == id) return n.inputs[1];
-  if (n.inputs[1] == id) return n.inputs[0];
-  return -1;
-}
-
-// Node `i` of op `op` reads `id` and a scalar constant `value`.
-bool binary_with_scalar(const Graph& g, int i, OpType op, int id, double value) {
-  if (i < 0 || g.nodes[i].op != op) return false;
-  int other = other_input(g.nodes[i], id);
-  return other >= 0 && is_scalar(g, other, value);
-}
-
-// One pass's rewrites: each fused node takes the place of the last node it replaces (its
-// inputs are all defined earlier), the others are dropped when the pass finishes.
-struct Rewriter {
-  Graph& g;
-  Uses uses;
-  std::vector<bool> drop;
-  int fused = 0;
-
-  explicit Rewriter(Graph& graph) : g(graph), uses(graph), drop(graph.nodes.size(), false) {}
-  // None of `nodes` (-1 entries ignored) is taken by an earlier rewrite.
-  bool free(const std::vector<int>& nodes) const {
-    for (int i : nodes) if (i >= 0 && drop[i]) return false;
-    return true;
-  }
-  void replace(const std::vector<int>& nodes, Node f) {
-    int last = *std::max_element(nodes.begin(), nodes.end());
-    for (int i : nodes) if (i >= 0) drop[i] = i != last;
-    g.nodes[last] = std::move(f);
-    fused++;
-  }
-  int finish() {
-    std::vector<Node> kept;
-    for (size_t i = 0; i < g.nodes.size(); i++)
-      if (!drop[i]) kept.push_back(std::move(g.nodes[i]));
-    g.nodes = std::move(kept);
-    return fused;
-  }
-};
-
-}  // namespace
+using namespace fuse;
 
 int fuse_gelu(Graph& g) {
   Rewriter rw(g);
@@ -162,28 +74,9 @@ int fuse_matmul(Graph& g) {
     const Tensor* w = constant(g, mm.inputs[1]);
     if (!w || w->dtype() != DType::F32 || w->rank() != 2) continue;
     int64_t K = w->dim(0), N = w->dim(1);
-    int y = mm.outputs[0];
+    Epilogue ep = absorb_epilogue(g, uses, mm.outputs[0], N);
     std::vector<int> absorbed = {(int)mi};
-    int bias = -1;
-    std::string act = "none";
-    int add = uses.single_reader(y);
-    if (add >= 0 && g.nodes[add].op == OpType::Add) {
-      int b = other_input(g.nodes[add], y);
-      const Tensor* bt = constant(g, b);
-      if (bt && bt->dtype() == DType::F32 && bt->shape() == Shape{N}) {
-        bias = b;
-        absorbed.push_back(add);
-        y = g.nodes[add].outputs[0];
-      }
-    }
-    int a = uses.single_reader(y);
-    if (a >= 0 && (g.nodes[a].op == OpType::Relu || g.nodes[a].op == OpType::Gelu)) {
-      const Node& an = g.nodes[a];
-      act = an.op == OpType::Relu ? "relu"
-            : an.attrs.get_string("approximate", "none") == "tanh" ? "gelu_tanh" : "gelu";
-      absorbed.push_back(a);
-      y = an.outputs[0];
-    }
+    absorbed.insert(absorbed.end(), ep.nodes.begin(), ep.nodes.end());
     Tensor packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
     cpu::sgemm_pack_b(w->ptr<float>(), N, 1, K, N, packed.ptr<float>());
     int w_id = mm.inputs[1];
@@ -196,10 +89,10 @@ int fuse_matmul(Graph& g) {
     f.op = OpType::FusedMatMul;
     f.name = mm.name;
     f.inputs = {g.nodes[mi].inputs[0], wp};
-    if (bias >= 0) f.inputs.push_back(bias);
-    f.outputs = {y};
+    if (ep.bias >= 0) f.inputs.push_back(ep.bias);
+    f.outputs = {ep.y};
     f.attrs.set("n", N);
-    f.attrs.set("activation", act);
+    f.attrs.set("activation", ep.act);
     rw.replace(absorbed, std::move(f));
   }
   return rw.finish();

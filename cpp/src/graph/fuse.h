@@ -27,4 +27,18 @@ int fuse_layer_norm(Graph& graph);
 // All of the above, in order; then dead nodes and constants removed.
 int fuse_graph(Graph& graph);
 
+// ---- quantization (fuse_quant.cpp): run BEFORE constant folding, which would dequantize
+// constant weights into floats ----
+// int8 matmuls -> QMatMul (ops_qmatmul.cpp) with packed weights, absorbing a bias Add and
+// Relu / Gelu after them: ember.quantize's per-token form (a_mode "token"), onnxruntime's
+// DynamicQuantizeLinear + MatMulInteger ("tensor_u8"), and QDQ MatMul / Gemm ("static").
+int fuse_qmatmul(Graph& graph);
+// com.microsoft MatMulNBits (4 bits, constant weights) -> Q4MatMul (ops_q4matmul.cpp).
+int fuse_matmul_nbits(Graph& graph);
+// Both; then dead nodes and constants removed.
+int fuse_quant(Graph& graph);
+// The quantization-family nodes (QuantizeLinear, DequantizeLinear, MatMulInteger, ...) left in
+// `graph`: after fuse_quant, each runs on a reference or float path, not an integer kernel.
+std::vector<const Node*> quant_leftovers(const Graph& graph);
+
 }  // namespace ember

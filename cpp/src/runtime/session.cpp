@@ -45,6 +45,7 @@ struct Session::Impl : SubgraphRunner {
   std::unique_ptr<PlanCache> cache;
   std::mutex children_mu;
   std::unordered_map<const Graph*, std::unique_ptr<Session>> children;  // per subgraph
+  std::vector<std::pair<std::string, std::string>> quant_fallbacks;
 
   std::vector<int> resolve_outputs(const std::vector<std::string>& names) const {
     if (names.empty()) return graph.outputs;
@@ -337,6 +338,8 @@ struct Session::Impl : SubgraphRunner {
 
 Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<Impl>()) {
   graph.validate();
+  if (!options.reference_kernels) fuse_quant(graph);  // before folding dequantizes the weights
+  for (const Node* n : quant_leftovers(graph)) impl_->quant_fallbacks.emplace_back(n->name, op_name(n->op));
   fold_constants(graph);
   bind_constant_captures(graph);
   // The reference path runs the graph as written: it is what the fused kernels are tested against.
@@ -350,6 +353,10 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
 }
 
 Session::~Session() = default;
+
+const std::vector<std::pair<std::string, std::string>>& Session::quant_fallbacks() const {
+  return impl_->quant_fallbacks;
+}
 
 const Graph& Session::graph() const { return impl_->graph; }
 const SessionOptions& Session::options() const { return impl_->options; }

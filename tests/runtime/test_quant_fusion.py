@@ -1,0 +1,185 @@
+"""Quantization passes (cpp/src/graph/fuse_quant.cpp): the int8 forms ember.quantize and
+onnxruntime.quantization write become QMatMul, MatMulNBits becomes Q4MatMul. Each model checks
+that the fusion happened (no quantization node left, none reported as a fallback) and that the
+answer matches ember's unfused reference path (the graph as written) and onnxruntime; forms
+that must not fuse stay as they are and are reported.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto as T, helper as oh, numpy_helper as nh
+
+import ember
+
+ort = pytest.importorskip("onnxruntime")
+FLT_MIN = np.finfo(np.float32).tiny
+
+
+def vi(name, shape=None, dtype=T.FLOAT):
+    return oh.make_tensor_value_info(name, dtype, shape)
+
+
+def model(nodes, inits, k, outputs=("y",), opset=17, domains=()):
+    g = oh.make_graph(nodes, "g", [vi("x", ["B", k])], [vi(o) for o in outputs],
+                      initializer=[nh.from_array(v, n) for n, v in inits.items()])
+    ops = [oh.make_opsetid("", opset)] + [oh.make_opsetid(d, 1) for d in domains]
+    return oh.make_model(g, opset_imports=ops).SerializeToString()
+
+
+def per_channel_int8(w):
+    scale = np.maximum(np.abs(w).max(axis=0) / np.float32(127), FLT_MIN).astype(np.float32)
+    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
+
+
+def token_nodes(x="x", w="Wq", ws="w_scale", out="y0"):
+    """ember.quantize's per-token dynamic int8 form (python/ember/quantize)."""
+    return [oh.make_node("Abs", [x], ["a"]),
+            oh.make_node("ReduceMax", ["a"], ["am"], axes=[-1], keepdims=1),
+            oh.make_node("Div", ["am", "c127"], ["s0"]),
+            oh.make_node("Max", ["s0", "cmin"], ["s"]),
+            oh.make_node("Div", [x, "s"], ["xd"]),
+            oh.make_node("Round", ["xd"], ["xr"]),
+            oh.make_node("Clip", ["xr", "cneg127", "c127"], ["xc"]),
+            oh.make_node("Cast", ["xc"], ["xq"], to=T.INT8),
+            oh.make_node("MatMulInteger", ["xq", w], ["acc"], name="mm"),
+            oh.make_node("Cast", ["acc"], ["accf"], to=T.FLOAT),
+            oh.make_node("Mul", ["accf", "s"], ["y1"]),
+            oh.make_node("Mul", ["y1", ws], [out])]
+
+
+TOKEN_CONSTS = {"c127": np.float32(127), "cneg127": np.float32(-127), "cmin": np.float32(FLT_MIN)}
+
+
+def check(data, feeds, fused_op, atol, ort_atol=None):
+    eng = ember.Engine(data)
+    ops = [op for _, op in eng._session.nodes()]
+    assert fused_op in ops, ops
+    assert eng._session.quant_fallbacks() == []
+    got = eng.run(feeds)
+    want = ember.Engine(data, kernels="reference").run(feeds)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=atol)
+    if ort_atol is not None:
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        for o, w in zip(sess.get_outputs(), sess.run(None, feeds)):
+            np.testing.assert_allclose(got[o.name], w, rtol=0, atol=ort_atol)
+    return eng, got
+
+
+@pytest.mark.parametrize("act", ["none", "relu", "gelu"])
+@pytest.mark.parametrize("k,n", [(64, 48), (37, 17)])
+def test_token_int8_fuses_with_bias_and_activation(act, k, n):
+    rng = np.random.default_rng(k * n)
+    wq, ws = per_channel_int8(rng.standard_normal((k, n)).astype(np.float32))
+    inits = {"Wq": wq, "w_scale": ws, "bias": rng.standard_normal(n).astype(np.float32), **TOKEN_CONSTS}
+    nodes = token_nodes() + [oh.make_node("Add", ["y0", "bias"], ["y" if act == "none" else "h"])]
+    if act != "none":
+        nodes.append(oh.make_node({"relu": "Relu", "gelu": "Gelu"}[act], ["h"], ["y"]))
+    data = model(nodes, inits, k, opset=20)
+    x = rng.standard_normal((7, k)).astype(np.float32)
+    x[3] = 0  # an all-zero row: scale FLT_MIN, codes 0
+    eng, got = check(data, {"x": x}, "QMatMul", atol=1e-4, ort_atol=1e-4 if act != "gelu" else None)
+    assert "Add" not in [op for _, op in eng._session.nodes()]
+    # batch invariance: row 5 alone gives the same bits
+    alone = eng.run({"x": x[5:6]})["y"]
+    assert np.array_equal(alone[0], got["y"][5])
+
+
+def test_token_int8_shared_activation_quantization():
+    """Q, K, V style: three matmuls read one quantized activation; all three fuse."""
+    rng = np.random.default_rng(1)
+    k = 32
+    inits = dict(TOKEN_CONSTS)
+    nodes = token_nodes(w="W0", ws="s0w", out="y0")
+    for i in range(3):
+        wq, ws = per_channel_int8(rng.standard_normal((k, 24)).astype(np.float32))
+        inits[f"W{i}"], inits[f"s{i}w"] = wq, ws
+        if i:
+            nodes += [oh.make_node("MatMulInteger", ["xq", f"W{i}"], [f"acc{i}"]),
+                      oh.make_node("Cast", [f"acc{i}"], [f"accf{i}"], to=T.FLOAT),
+                      oh.make_node("Mul", [f"accf{i}", "s"], [f"y1_{i}"]),
+                      oh.make_node("Mul", [f"y1_{i}", f"s{i}w"], [f"y{i}"])]
+    data = model(nodes, inits, k, outputs=("y0", "y1", "y2"), opset=17)
+    eng, _ = check(data, {"x": rng.standard_normal((5, k)).astype(np.float32)}, "QMatMul",
+                   atol=1e-4, ort_atol=1e-4)
+    assert sorted(op for _, op in eng._session.nodes()) == ["QMatMul"] * 3
+
+
+def test_ort_dynamic_int8_fuses_and_matches_onnxruntime(tmp_path):
+    from onnxruntime.quantization import quantize_dynamic
+    rng = np.random.default_rng(2)
+    k, n = 96, 40
+    inits = {"W": rng.standard_normal((k, n)).astype(np.float32),
+             "bias": rng.standard_normal(n).astype(np.float32)}
+    data = model([oh.make_node("MatMul", ["x", "W"], ["h"]), oh.make_node("Add", ["h", "bias"], ["y"])],
+                 inits, k)
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    src.write_bytes(data)
+    for per_channel in (False, True):
+        quantize_dynamic(str(src), str(dst), per_channel=per_channel)
+        x = rng.standard_normal((9, k)).astype(np.float32)
+        check(dst.read_bytes(), {"x": x}, "QMatMul", atol=1e-4, ort_atol=2e-4)
+
+
+def test_static_qdq_matmul_and_gemm_fuse():
+    rng = np.random.default_rng(3)
+    k, n = 50, 33
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    wq, ws = per_channel_int8(w)
+    inits = {"sx": np.float32(0.03), "zx": np.uint8(128), "Wq": wq, "ws": ws, "wz": np.zeros(n, np.int8),
+             "WqT": np.ascontiguousarray(wq.T), "bias": rng.standard_normal(n).astype(np.float32)}
+    nodes = [oh.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             oh.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             oh.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["wd"], axis=1),
+             oh.make_node("MatMul", ["xd", "wd"], ["h"]),
+             oh.make_node("Add", ["h", "bias"], ["h2"]),
+             oh.make_node("Relu", ["h2"], ["y"]),
+             oh.make_node("DequantizeLinear", ["WqT", "ws", "wz"], ["wdt"], axis=0),
+             oh.make_node("Gemm", ["xd", "wdt", "bias"], ["g"], transB=1)]
+    data = model(nodes, inits, k, outputs=("y", "g"))
+    x = (rng.standard_normal((6, k)) * 2).astype(np.float32)  # some values saturate at 0/255
+    eng, _ = check(data, {"x": x}, "QMatMul", atol=1e-4, ort_atol=1e-3)
+    assert sorted(op for _, op in eng._session.nodes()) == ["QMatMul", "QMatMul"]
+
+
+def test_unfusable_forms_are_reported_as_fallbacks():
+    rng = np.random.default_rng(4)
+    k, n = 16, 8
+    # uint8 weights whose zero point leaves int8's range after subtraction
+    inits = {"sx": np.float32(0.05), "zx": np.uint8(0), "Wq": rng.integers(0, 256, (k, n)).astype(np.uint8),
+             "ws": np.float32(0.01), "wz": np.uint8(3)}
+    nodes = [oh.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"], name="q"),
+             oh.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"], name="dq_x"),
+             oh.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["wd"], name="dq_w"),
+             oh.make_node("MatMul", ["xd", "wd"], ["y"], name="mm")]
+    data = model(nodes, inits, k)
+    eng = ember.Engine(data)
+    assert "QMatMul" not in [op for _, op in eng._session.nodes()]
+    left = dict(eng._session.quant_fallbacks())
+    assert left == {"q": "QuantizeLinear", "dq_x": "DequantizeLinear", "dq_w": "DequantizeLinear"}
+    x = np.abs(rng.standard_normal((3, k))).astype(np.float32)
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(eng.run({"x": x})["y"], want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("block", [32, 64, 128])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_matmul_nbits_fuses_to_q4matmul(tmp_path, block, symmetric):
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    import onnx
+    rng = np.random.default_rng(block)
+    k, n = 100, 24
+    inits = {"W": rng.standard_normal((k, n)).astype(np.float32),
+             "bias": rng.standard_normal(n).astype(np.float32)}
+    data = model([oh.make_node("MatMul", ["x", "W"], ["h"]), oh.make_node("Add", ["h", "bias"], ["y"])],
+                 inits, k, opset=21)
+    q = MatMulNBitsQuantizer(onnx.load_from_string(data), block_size=block, is_symmetric=symmetric)
+    q.process()
+    qdata = q.model.model.SerializeToString()
+    x = rng.standard_normal((4, k)).astype(np.float32)
+    eng, got = check(qdata, {"x": x}, "Q4MatMul", atol=0.05 * np.sqrt(k) * 0.1, ort_atol=0.05 * np.sqrt(k) * 0.1)
+    # W4A8: the activation rounding costs well under 1% of the output's scale
+    want = ember.Engine(qdata, kernels="reference").run({"x": x})["y"]
+    rel = np.linalg.norm(got["y"] - want) / np.linalg.norm(want)
+    assert rel < 0.01, rel
