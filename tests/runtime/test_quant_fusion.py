@@ -183,3 +183,25 @@ def test_matmul_nbits_fuses_to_q4matmul(tmp_path, block, symmetric):
     want = ember.Engine(qdata, kernels="reference").run({"x": x})["y"]
     rel = np.linalg.norm(got["y"] - want) / np.linalg.norm(want)
     assert rel < 0.01, rel
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_static_qdq_conv_fuses_to_qconv(relu):
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    ws = np.maximum(np.abs(w).reshape(6, -1).max(axis=1) / 127, FLT_MIN).astype(np.float32)
+    wq = np.clip(np.rint(w / ws[:, None, None, None]), -127, 127).astype(np.int8)
+    inits = {"sx": np.float32(0.02), "zx": np.uint8(120), "Wq": wq, "ws": ws, "wz": np.zeros(6, np.int8),
+             "B": rng.standard_normal(6).astype(np.float32)}
+    nodes = [oh.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             oh.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             oh.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["wd"], axis=0),
+             oh.make_node("Conv", ["xd", "wd", "B"], ["c" if relu else "y"], pads=[1, 0, 1, 2], strides=[1, 2])]
+    if relu:
+        nodes.append(oh.make_node("Relu", ["c"], ["y"]))
+    g = oh.make_graph(nodes, "g", [vi("x", ["N", 3, 11, 12])], [vi("y")],
+                      initializer=[nh.from_array(v, n) for n, v in inits.items()])
+    data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    x = (rng.standard_normal((2, 3, 11, 12)) * 1.5).astype(np.float32)  # some saturate
+    eng, _ = check(data, {"x": x}, "QConv", atol=1e-5, ort_atol=1e-3)
+    assert [op for _, op in eng._session.nodes()] == ["QConv"]

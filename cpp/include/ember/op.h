@@ -50,8 +50,9 @@ enum class OpType : uint16_t {
   // quantization (ops_quant.cpp; MatMulNBits is com.microsoft's)
   QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul,
   ConvInteger, QLinearConv, MatMulNBits,
-  // fused ops made by graph passes (ops_fused.cpp, ops_qmatmul.cpp, ops_q4matmul.cpp; each names what it replaces)
-  FusedMatMul, Attention, QMatMul, Q4MatMul,
+  // fused ops made by graph passes (ops_fused.cpp, ops_qmatmul.cpp, ops_q4matmul.cpp,
+  // ops_qconv.cpp; each names what it replaces)
+  FusedMatMul, Attention, QMatMul, Q4MatMul, QConv,
   Count
 };
 

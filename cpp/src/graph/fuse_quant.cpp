@@ -71,13 +71,26 @@ std::optional<QWeights> q_weights(const Tensor* w, const Tensor* zp, const Tenso
   return q;
 }
 
-// The epilogue of a fused node: a given bias input (Gemm's C, MatMulNBits' bias; nothing more
-// is absorbed then), or the Add / activation chain after `y`.
+// The weights packed for the int8 GEMM, as a new constant.
+int pack_weights(Graph& g, const std::string& name, const QWeights& qw) {
+  Tensor packed = Tensor::empty(DType::I8, {(qw.N + 15) / 16, (qw.K + 1) / 2, 16, 2});
+  cpu::qgemm_i8_pack_b(qw.wq.data(), qw.N, 1, qw.K, qw.N, packed.ptr<int8_t>());
+  int id = g.add_value(name + "/w_packed", DType::I8);
+  g.constants[id] = std::move(packed);
+  return id;
+}
+
+int scale_of(Graph& g, const std::string& name, const QWeights& qw) {
+  int id = g.add_value(name + "/w_scale", DType::F32);
+  g.constants[id] = qw.scale;
+  return id;
+}
+
+// The epilogue of a fused node: the Add / activation chain after `y`, or with a bias input of
+// its own (Gemm's C, Conv's B, MatMulNBits' bias) only the activation.
 Epilogue epilogue(Rewriter& rw, int y, int64_t n, int bias) {
-  if (bias < 0) return absorb_epilogue(rw.g, rw.uses, y, n);
-  Epilogue ep;
-  ep.y = y;
-  ep.bias = bias;
+  Epilogue ep = absorb_epilogue(rw.g, rw.uses, y, n, bias < 0);
+  if (bias >= 0) ep.bias = bias;
   return ep;
 }
 
@@ -89,16 +102,10 @@ void emit_qmatmul(Rewriter& rw, std::vector<int> nodes, const std::string& name,
   Epilogue ep = epilogue(rw, g.nodes[nodes.back()].outputs[0], qw.N, bias);
   nodes.insert(nodes.end(), ep.nodes.begin(), ep.nodes.end());
   if (!rw.free(nodes)) return;
-  Tensor packed = Tensor::empty(DType::I8, {(qw.N + 15) / 16, (qw.K + 1) / 2, 16, 2});
-  cpu::qgemm_i8_pack_b(qw.wq.data(), qw.N, 1, qw.K, qw.N, packed.ptr<int8_t>());
-  int wp = g.add_value(name + "/w_packed", DType::I8);
-  int ws = g.add_value(name + "/w_scale", DType::F32);
-  g.constants[wp] = std::move(packed);
-  g.constants[ws] = qw.scale;
   Node f;
   f.op = OpType::QMatMul;
   f.name = name;
-  f.inputs = {x, wp, ws, ep.bias};
+  f.inputs = {x, pack_weights(g, name, qw), scale_of(g, name, qw), ep.bias};
   if (a_scale >= 0) f.inputs.insert(f.inputs.end(), {a_scale, a_zero});
   while (f.inputs.back() < 0) f.inputs.pop_back();
   f.outputs = {ep.y};
@@ -253,6 +260,46 @@ void fuse_static(Rewriter& rw, int mi) {
   emit_qmatmul(rw, {wdq, mi}, mm.name, act.x, *qw, "static", act.scale, act.zero, bias);
 }
 
+// Conv(DQ(Q(X)), DQ(Wq), B), group 1, the weight's DequantizeLinear per output channel (axis 0)
+// or per tensor -> QConv.
+void fuse_conv(Rewriter& rw, int ci) {
+  Graph& g = rw.g;
+  const Uses& uses = rw.uses;
+  const Node& conv = g.nodes[ci];
+  if (conv.attrs.get_int("group", 1) != 1) return;
+  ActQdq act = match_act_qdq(g, uses, conv.inputs[0]);
+  if (act.x < 0) return;
+  int wdq = uses.producer_of(conv.inputs[1]);
+  if (!is_op(g, wdq, OpType::DequantizeLinear) || uses.single_reader(conv.inputs[1]) != ci) return;
+  const Node& wd = g.nodes[wdq];
+  const Tensor* w = constant(g, wd.inputs[0]);
+  const Tensor* scale = constant(g, input(g, wdq, 1));
+  int zp_id = input(g, wdq, 2);
+  const Tensor* zp = zp_id >= 0 ? constant(g, zp_id) : nullptr;
+  if (!w || w->rank() < 3 || !scale || (zp_id >= 0 && !zp) || wd.attrs.has("block_size")) return;
+  if (scale->numel() > 1 && wd.attrs.get_int("axis", 1) != 0) return;
+  int64_t m = w->dim(0);
+  Tensor w2 = w->reshaped({m, w->numel() / std::max<int64_t>(m, 1)});
+  auto qw = q_weights(&w2, zp, scale, true);
+  int bias = input(g, ci, 2);
+  const Tensor* bt = bias >= 0 ? constant(g, bias) : nullptr;
+  if (!qw || (bias >= 0 && (!bt || bt->dtype() != DType::F32 || bt->shape() != Shape{m}))) return;
+  // Never an Add after the Conv: a [M] bias would broadcast over its last axis, not M.
+  Epilogue ep = absorb_epilogue(g, uses, conv.outputs[0], m, false);
+  ep.bias = bias;
+  std::vector<int> nodes = {wdq, ci};
+  nodes.insert(nodes.end(), ep.nodes.begin(), ep.nodes.end());
+  if (!rw.free(nodes)) return;
+  Node f = conv;  // keeps the Conv attributes
+  f.op = OpType::QConv;
+  f.inputs = {act.x, pack_weights(g, conv.name, *qw), scale_of(g, conv.name, *qw), ep.bias,
+              act.scale, act.zero};
+  f.outputs = {ep.y};
+  f.attrs.set("w_shape", std::vector<int64_t>(w->shape().begin(), w->shape().end()));
+  f.attrs.set("activation", ep.act);
+  rw.replace(nodes, std::move(f));
+}
+
 }  // namespace
 
 int fuse_qmatmul(Graph& g) {
@@ -265,6 +312,8 @@ int fuse_qmatmul(Graph& g) {
       if (!rw.drop[i]) fuse_tensor(rw, (int)i);
     } else if (op == OpType::MatMul || op == OpType::Gemm) {
       fuse_static(rw, (int)i);
+    } else if (op == OpType::Conv) {
+      fuse_conv(rw, (int)i);
     }
   }
   return rw.finish();

@@ -100,17 +100,19 @@ struct Rewriter {
 };
 
 // What follows a matmul-like node whose output `y` has N columns: optionally Add(., bias) with
-// bias a constant f32 [N], then optionally Relu or Gelu, each the single reader of the last.
+// bias a constant f32 [N] (unless the node has its own bias: take_add false), then optionally
+// Relu or Gelu, each the single reader of the last.
 struct Epilogue {
   int bias = -1;                 // the bias value id, or -1
   std::string act = "none";      // "none" | "relu" | "gelu" | "gelu_tanh"
   std::vector<int> nodes;        // the absorbed node indexes
   int y = -1;                    // the chain's final output
 };
-inline Epilogue absorb_epilogue(const Graph& g, const Uses& uses, int y, int64_t N) {
+inline Epilogue absorb_epilogue(const Graph& g, const Uses& uses, int y, int64_t N,
+                                bool take_add = true) {
   Epilogue ep;
   ep.y = y;
-  int add = uses.single_reader(ep.y);
+  int add = take_add ? uses.single_reader(ep.y) : -1;
   if (add >= 0 && g.nodes[add].op == OpType::Add) {
     int b = other_input(g.nodes[add], ep.y);
     const Tensor* bt = constant(g, b);

@@ -165,6 +165,7 @@ std::span<const OpDef> op_defs_fused();
 std::span<const OpDef> op_defs_quant();
 std::span<const OpDef> op_defs_qmatmul();
 std::span<const OpDef> op_defs_q4matmul();
+std::span<const OpDef> op_defs_qconv();
 
 // Scalar activations in double, shared by the Sigmoid/Gelu references and fused ops
 // (ops_unary.cpp).

@@ -1,0 +1,259 @@
+"""Quantized inference, side by side: ember int8/int4 against ember fp32 and onnxruntime.
+
+    PYTHONPATH=python python benchmarks/bench_quant.py --threads 2 [--quick] [--json out.json]
+
+1. all-MiniLM-L6-v2, batch 1 x seq 128 (a real sentence padded with its mask): ember fp32,
+   ember int8 (Engine(quantize="int8"): per-token W8A8), onnxruntime fp32 and onnxruntime's
+   default dynamic int8 (quantize_dynamic) of the same file, interleaved (ember.bench.compare).
+   Accuracy: cosine of the sentence embeddings with ember fp32 over 16 real sentences, for
+   ember int8, ember int4 and onnxruntime int8.
+2. INT8 GEMM M=N=K=2048 (a one-MatMul model quantized whole): GOPS = 2 M N K / median, against
+   ember fp32 on the same model and the AVX2 int16 peak (2 cores x 2 vpmaddwd/cycle x 16 MACs x
+   2 ops x GHz, the same arithmetic as bench_gemm.py's fp32 peak with twice the MACs).
+3. INT4 GEMV (M = 1): a chain of R MatMulNBits layers N = K = 4096 (group 128) whose weights
+   together are over 4x the L3 cache, so every run streams them from memory; GB/s = bytes of
+   codes + scales read per run / median, against the same-run streaming-read bandwidth of
+   2 threads (torch.sum over a 1 GiB float32 array; numpy's single-threaded sum without torch).
+Each section prints a table; --json writes every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Quantization trades a little accuracy for a lot of speed.",
+    "ember runs ONNX graphs and language models in one engine.",
+    "Il pleut depuis ce matin sur toute la Bretagne.",
+    "def add(a, b):\n    return a + b",
+    "Stock markets fell sharply after the announcement on Tuesday.",
+    "A recipe for lemon cake: flour, sugar, eggs, butter and two lemons.",
+    "The mitochondria is the powerhouse of the cell.",
+    "Please reset my password, I cannot log in since yesterday!!!",
+    "東京は日本の首都です。",
+    "Transformers use attention to mix information across tokens.",
+    "He scored twice in the second half to win the cup final.",
+    "SELECT name, count(*) FROM users GROUP BY name ORDER BY 2 DESC;",
+    "The patient reported mild headaches and occasional dizziness.",
+    "Solar panels convert sunlight directly into electricity.",
+    "What time does the last train to Edinburgh leave tonight?",
+]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="smoke mode: small shapes, 2 rounds")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--sections", default="minilm,gemm,gemv", help="comma list of sections to run")
+    p.add_argument("--json", metavar="OUT.json")
+    return p.parse_args(argv)
+
+
+def cosine_rows(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    num = (a * b).sum(-1)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return num / np.maximum(den, 1e-30)
+
+
+def minilm_feeds(tokenizer, texts, length):
+    tok = tokenizer.__class__.from_str(tokenizer.to_str())
+    tok.enable_truncation(max_length=length)
+    tok.enable_padding(length=length, pad_id=0, pad_token="[PAD]")
+    enc = tok.encode_batch(list(texts))
+    return {"input_ids": np.array([e.ids for e in enc], np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
+            "token_type_ids": np.array([e.type_ids for e in enc], np.int64)}
+
+
+def feeds_for(runner_inputs, feeds):
+    names = {t.name for t in runner_inputs} if runner_inputs else feeds.keys()
+    return {k: v for k, v in feeds.items() if k in names}
+
+
+def section_minilm(args, out):
+    import tokenizers
+    from onnxruntime.quantization import quantize_dynamic
+
+    import ember
+    from ember import bench, hub
+
+    path = hub.resolve("minilm-l6")
+    tokenizer = tokenizers.Tokenizer.from_file(os.path.join(hub.model_folder("minilm-l6"), "tokenizer.json"))
+    tmp = tempfile.mkdtemp(prefix="ember_bench_quant_")
+    ort_q = os.path.join(tmp, "minilm_ort_int8.onnx")
+    quantize_dynamic(path, ort_q)
+    engines = {
+        "ember fp32": ember.Engine(path, threads=args.threads),
+        "ember int8": ember.Engine(path, threads=args.threads, quantize="int8"),
+        "ember int4": ember.Engine(path, threads=args.threads, quantize="int4"),
+    }
+    ort = {"onnxruntime fp32": bench.ort_runner(path, args.threads, "onnxruntime fp32"),
+           "onnxruntime int8": bench.ort_runner(ort_q, args.threads, "onnxruntime int8")}
+    # accuracy on real sentences
+    feeds16 = minilm_feeds(tokenizer, SENTENCES, 128)
+    want = engines["ember fp32"].run(feeds16)["sentence_embedding"]
+    acc = {}
+    for label, eng in list(engines.items())[1:]:
+        acc[label] = cosine_rows(eng.run(feeds16)["sentence_embedding"], want)
+    ort_names = {o for o in ort["onnxruntime int8"](feeds16)}
+    key = "sentence_embedding" if "sentence_embedding" in ort_names else sorted(ort_names)[0]
+    acc["onnxruntime int8"] = cosine_rows(ort["onnxruntime int8"](feeds16)[key], want)
+    print("\nMiniLM embedding cosine vs ember fp32 (16 real sentences, seq 128)")
+    for label, c in acc.items():
+        print(f"  {label:18s} mean {c.mean():.5f}  min {c.min():.5f}")
+    # latency, batch 1 x 128
+    feeds1 = minilm_feeds(tokenizer, SENTENCES[1:2], 128)
+    runners = {label: eng.run for label, eng in engines.items() if label != "ember int4"}
+    runners.update(ort)
+    res = bench.compare(runners, feeds1, warmup=3, rounds=2 if args.quick else args.rounds)
+    med = {k: v["median_s"] for k, v in res["engines"].items()}
+    print(f"\nMiniLM 1x128 latency, {args.threads} threads (median ms; ratio to ember int8)")
+    for label, t in med.items():
+        print(f"  {label:18s} {t * 1e3:8.2f} ms  {t / med['ember int8']:.2f}x")
+    print(f"  ember int8 / onnxruntime int8 = {med['ember int8'] / med['onnxruntime int8']:.3f} "
+          f"(target <= 0.8); ember int8 / ember fp32 = {med['ember int8'] / med['ember fp32']:.3f} "
+          f"(target <= 0.6)")
+    out["minilm"] = {"median_ms": {k: v * 1e3 for k, v in med.items()},
+                     "cosine": {k: {"mean": float(c.mean()), "min": float(c.min())} for k, c in acc.items()}}
+
+
+def matmul_model(m_dim, k, n, seed=0):
+    from onnx import TensorProto as T, helper as oh, numpy_helper as nh
+    rng = np.random.default_rng(seed)
+    w = nh.from_array(rng.standard_normal((k, n)).astype(np.float32), "W")
+    g = oh.make_graph([oh.make_node("MatMul", ["x", "W"], ["y"], name="mm")], "mm",
+                      [oh.make_tensor_value_info("x", T.FLOAT, [m_dim, k])],
+                      [oh.make_tensor_value_info("y", T.FLOAT, [m_dim, n])], [w])
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+
+
+def whole_model_config(scheme, **kw):
+    from ember.quantize import QuantConfig
+    return QuantConfig(scheme=scheme, quantize_first_last=True, min_weight_elements=0, **kw)
+
+
+def section_gemm(args, out):
+    import ember
+    from ember import bench
+
+    size = 512 if args.quick else 2048
+    model = matmul_model(size, size, size)
+    x = np.random.default_rng(1).standard_normal((size, size)).astype(np.float32)
+    runners = {"ember int8": ember.Engine(model, threads=args.threads, quantize=whole_model_config("int8")),
+               "ember fp32": ember.Engine(model, threads=args.threads)}
+    ops = [op for _, op in runners["ember int8"]._session.nodes()]
+    assert ops == ["QMatMul"], ops
+    res = bench.compare({k: e.run for k, e in runners.items()}, {"x": x}, warmup=2,
+                        rounds=2 if args.quick else args.rounds)
+    mhz = _cpu_mhz()
+    peak = args.threads * 2 * 16 * 2 * mhz / 1e3 if mhz else None  # GOPS, int16 vpmaddwd
+    print(f"\nINT8 GEMM {size}^3, {args.threads} threads (median; GOPS = 2MNK / t)")
+    rows = {}
+    for label, st in res["engines"].items():
+        gops = 2 * size ** 3 / st["median_s"] / 1e9
+        rows[label] = gops
+        share = f"  {gops / peak:.0%} of the AVX2 int16 peak {peak:.0f}" if peak and "int8" in label else ""
+        print(f"  {label:12s} {st['median_s'] * 1e3:8.2f} ms  {gops:7.1f} GOPS{share}")
+    out["gemm"] = {"size": size, "gops": rows, "avx2_int16_peak_gops": peak}
+
+
+def _cpu_mhz():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def nbits_chain(layers, k, group, seed=0):
+    """R MatMulNBits layers [1, K] -> [1, K] (symmetric, group-wise), written by ember.quantize."""
+    from onnx import TensorProto as T, helper as oh, numpy_helper as nh
+
+    from ember.quantize import quantize_model
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    for i in range(layers):
+        inits.append(nh.from_array((rng.standard_normal((k, k)) / np.sqrt(k)).astype(np.float32), f"W{i}"))
+        nodes.append(oh.make_node("MatMul", [f"h{i}", f"W{i}"], [f"h{i + 1}"], name=f"mm{i}"))
+    g = oh.make_graph(nodes, "chain", [oh.make_tensor_value_info("h0", T.FLOAT, [1, k])],
+                      [oh.make_tensor_value_info(f"h{layers}", T.FLOAT, [1, k])], inits)
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 21)])
+    q = quantize_model(m, whole_model_config("int4", group_size=group))
+    nbytes = sum(nh.to_array(t).nbytes for t in q.graph.initializer)
+    return q.SerializeToString(), nbytes
+
+
+def stream_read_gbs(threads):
+    """Streaming-read bandwidth: sum over a 1 GiB float32 array (torch with `threads`, else numpy)."""
+    import time
+    n = 1 << 28
+    try:
+        import torch
+        torch.set_num_threads(threads)
+        a = torch.ones(n, dtype=torch.float32)
+        fn, label = (lambda: float(a.sum())), f"torch.sum, {threads} threads"
+    except ImportError:
+        a = np.ones(n, np.float32)
+        fn, label = (lambda: float(a.sum())), "numpy.sum, 1 thread"
+    fn()
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return n * 4 / float(np.median(times)) / 1e9, label
+
+
+def section_gemv(args, out):
+    import ember
+    from ember import bench
+
+    k, group = (1024, 128) if args.quick else (4096, 128)
+    layers = 2 if args.quick else 16  # 16 x 8.4 MiB = 134 MiB of int4 weights: > 4x L3 (32 MiB)
+    data, nbytes = nbits_chain(layers, k, group)
+    eng = ember.Engine(data, threads=args.threads)
+    ops = [op for _, op in eng._session.nodes()]
+    assert set(ops) == {"Q4MatMul"}, ops
+    x = {"h0": np.random.default_rng(2).standard_normal((1, k)).astype(np.float32)}
+    res = bench.compare({"ember int4": eng.run}, x, warmup=2, rounds=2 if args.quick else args.rounds)
+    t = res["engines"]["ember int4"]["median_s"]
+    gbs = nbytes / t / 1e9
+    bw, how = stream_read_gbs(args.threads)
+    fp32_bytes = layers * k * k * 4
+    print(f"\nINT4 GEMV, {layers} layers of {k}x{k} group {group}: {nbytes / 2**20:.1f} MiB of weights "
+          f"({nbytes / fp32_bytes:.3f}x fp32)")
+    print(f"  {t * 1e3:.2f} ms per run -> {gbs:.1f} GB/s; streaming read ({how}) {bw:.1f} GB/s; "
+          f"{gbs / bw:.0%} of it (target >= 70%)")
+    out["gemv"] = {"layers": layers, "k": k, "group": group, "weight_bytes": nbytes,
+                   "bytes_vs_fp32": nbytes / fp32_bytes, "median_ms": t * 1e3, "gbs": gbs,
+                   "stream_read_gbs": bw, "stream_read": how}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from ember import bench
+    out = {"machine": bench.machine_info(args.threads)}
+    sections = {"minilm": section_minilm, "gemm": section_gemm, "gemv": section_gemv}
+    for name in args.sections.split(","):
+        sections[name.strip()](args, out)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

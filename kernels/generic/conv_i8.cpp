@@ -1,0 +1,105 @@
+// QConv kernel (see conv_i8.h): quantize X per channel plane, im2row, int8 GEMM, transpose.
+#include "kernels/generic/conv_i8.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/generic/conv_f32.h"
+
+namespace ember::cpu {
+namespace {
+
+constexpr int64_t kMaxRowCodes = int64_t(1) << 28;
+
+ConvGeom geom(const Node& node, const Shape& x) {
+  InferCtx ic{node, {}, {}};
+  std::vector<int64_t> ws = node.attrs.get_ints("w_shape");
+  return conv_geom(ic, x, Shape(ws.begin(), ws.end()), false);
+}
+
+// rows[o, c * ksz + tap] = xq[c * xs + input position of (o, tap)], 0 where that is padding;
+// each row [lda] with its tail past C * ksz zeroed.
+void im2row(const KernelCtx& ctx, const ConvGeom& g, const int16_t* xq, int64_t xs, int64_t lda,
+            int16_t* rows) {
+  int64_t ksz = g.k_size(), kc = g.C * ksz;
+  int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, kc));
+  ctx.parallel_for(g.out_size(), grain, [&](int64_t o_lo, int64_t o_hi) {
+    for (int64_t o = o_lo; o < o_hi; o++) {
+      int64_t o2 = o % g.out[2], o1 = o / g.out[2] % g.out[1], o0 = o / (g.out[2] * g.out[1]);
+      int16_t* row = rows + o * lda;
+      std::fill(row + kc, row + lda, (int16_t)0);
+      for (int64_t t = 0; t < ksz; t++) {
+        int64_t t2 = t % g.k[2], t1 = t / g.k[2] % g.k[1], t0 = t / (g.k[2] * g.k[1]);
+        int64_t i0 = o0 * g.stride[0] - g.pad[0] + t0 * g.dil[0];
+        int64_t i1 = o1 * g.stride[1] - g.pad[1] + t1 * g.dil[1];
+        int64_t i2 = o2 * g.stride[2] - g.pad[2] + t2 * g.dil[2];
+        bool inside = i0 >= 0 && i0 < g.in[0] && i1 >= 0 && i1 < g.in[1] && i2 >= 0 && i2 < g.in[2];
+        int64_t at = (i0 * g.in[1] + i1) * g.in[2] + i2;
+        for (int64_t c = 0; c < g.C; c++) row[c * ksz + t] = inside ? xq[c * xs + at] : (int16_t)0;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+bool qconv_i8_supports(const InferCtx& ctx) {
+  ConvGeom g = geom(ctx.node, ctx.in[0].shape);
+  int64_t kc = g.C * g.k_size(), codes;
+  return !__builtin_mul_overflow(kc + 1, g.out_size(), &codes) && codes <= kMaxRowCodes;
+}
+
+void qconv_i8(const KernelCtx& ctx) {
+  static const QuantizeRowsI8 quant{quantize_row_i8_token, quantize_row_i8_linear, minmax_f32_row};
+  static const GemmActs acts{relu_f32_array, gelu_f32_array, gelu_tanh_f32_array};
+  qconv_i8_with(ctx, qgemm_i8_micro_generic(), quant, acts);
+}
+
+void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
+                   const GemmActs& acts) {
+  ConvGeom g = geom(ctx.node, ctx.input(0).shape());
+  const float* x = ctx.input(0).ptr<float>();  // [N, C, in...]
+  float* y = ctx.output(0).ptr<float>();       // [N, M, out...]
+  int64_t isz = g.in_size(), osz = g.out_size(), kc = g.C * g.k_size();
+  if (g.N == 0 || g.M == 0 || osz == 0) return;
+  float s = ctx.input(4).ptr<float>()[0];
+  const Tensor& zt = ctx.input(5);
+  bool u8 = zt.dtype() == DType::U8;
+  int32_t zp = u8 ? zt.ptr<uint8_t>()[0] : zt.ptr<int8_t>()[0];
+  int32_t qmin = u8 ? 0 : -128, qmax = u8 ? 255 : 127;
+  std::string act = ctx.node.attrs.get_string("activation", "none");
+
+  QGemmI8Args a;
+  a.M = osz;
+  a.N = g.M;
+  a.K = kc;
+  a.lda = kc + (kc & 1);
+  a.b_packed = ctx.input(1).ptr<int8_t>();  // [ceil(M / 16), ceil(Kc / 2), 16, 2]
+  a.w_scale = ctx.input(2).ptr<float>();    // [M]
+  a.bias = ctx.has_input(3) ? ctx.input(3).ptr<float>() : nullptr;  // [M]
+  a.ldc = g.M;
+  if (act == "relu") a.act = acts.relu;
+  if (act == "gelu") a.act = acts.gelu;
+  if (act == "gelu_tanh") a.act = acts.gelu_tanh;
+  int64_t xs = isz + (isz & 1);  // a channel's codes: the row quantizer pads odd rows with a 0
+  std::vector<int16_t> xq(g.C * xs), rows(osz * a.lda);
+  std::vector<float> scales(osz, s), out(osz * g.M);  // [positions, M]
+  a.a = rows.data();
+  a.a_scale = scales.data();
+  a.c = out.data();
+  for (int64_t n = 0; n < g.N; n++) {
+    ctx.parallel_for(g.C, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; c++)
+        quant.linear(x + (n * g.C + c) * isz, isz, s, zp, qmin, qmax, xq.data() + c * xs);
+    });
+    im2row(ctx, g, xq.data(), xs, a.lda, rows.data());
+    qgemm_i8(a, ctx.max_threads, micro);
+    float* yn = y + n * g.M * osz;
+    ctx.parallel_for(g.M, 1, [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; m++)
+        for (int64_t o = 0; o < osz; o++) yn[m * osz + o] = out[o * g.M + m];
+    });
+  }
+}
+
+}  // namespace ember::cpu

@@ -1,0 +1,19 @@
+// QConv (cpp/src/ops/ops_qconv.cpp): static W8A8 convolution, group 1. X is quantized once into
+// int16 codes, each output position's receptive field is gathered into a row (im2row, padding
+// 0), and the int8 GEMM (gemm_i8.h) multiplies [positions, C * kernel] by the packed weights
+// into [positions, M], transposed into Y [M, positions]. Registered in runtime/registry.cpp.
+#pragma once
+#include "ember/op.h"
+#include "kernels/generic/gemm_i8.h"
+
+namespace ember::cpu {
+
+bool qconv_i8_supports(const InferCtx& ctx);  // the im2row buffer stays under 2^28 codes
+void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
+                   const GemmActs& acts);
+void qconv_i8(const KernelCtx& ctx);
+#if defined(__x86_64__)
+void qconv_i8_avx2(const KernelCtx& ctx);  // kernels/x86/conv_i8_x86.cpp
+#endif
+
+}  // namespace ember::cpu
