@@ -19,7 +19,8 @@ from collections import Counter
 import numpy as np
 
 from ember.errors import ModelError, UnsupportedOpError
-from ember.onnx_ops import CONSTANT_VERSIONS, OPS, check_node, supported_ops
+from ember.onnx_ops import CONSTANT_VERSIONS, CONTRIB_OPS, OPS, check_node, supported_ops
+from ember.onnx_ops_quant import contrib_schema
 from ember.onnx_tensors import TensorValue, dtype_of, TensorReader
 
 __all__ = ["import_model", "supported_ops", "ModelInfo", "TensorInfo"]
@@ -189,7 +190,13 @@ def _classify(nodes, opset, origin):
             raise ModelError(f"[onnx] {origin}: node '{n.name}' has no op_type")
         dom = n.proto.domain
         if dom not in _DEFAULT_DOMAINS:
-            refuse(f"{dom}:{n.op_type}", n)
+            # Other domains: only the ops in CONTRIB_OPS (com.microsoft MatMulNBits), at the
+            # domain version their stand-in schema describes.
+            schema = contrib_schema(dom, n.op_type, opset.get(dom))
+            if schema is None or schema.since_version not in CONTRIB_OPS[dom].get(n.op_type, {}):
+                refuse(f"{dom}:{n.op_type}", n)
+                continue
+            n.since, n.schema = schema.since_version, schema
             continue
         if version is None:
             raise ModelError(f"[onnx] {origin}: node '{n.name}' ({n.op_type}) is in the default ONNX "
@@ -614,7 +621,8 @@ def _build(parts, ctx, captures=None):
         n.outputs = [value(x) for x in n.out_names]
         n.implicit_ids = [value(x) for x in n.implicit]
         b.current = n.name
-        OPS[n.op_type][n.since](n, b)
+        table = OPS if n.proto.domain in _DEFAULT_DOMAINS else CONTRIB_OPS[n.proto.domain]
+        table[n.op_type][n.since](n, b)
     for o in parts.outputs:
         vid = value(o.name)
         if captures is not None:  # a Loop that runs no iteration reads these

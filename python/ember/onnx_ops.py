@@ -150,21 +150,27 @@ def _table():
         "ConstantOfShape": {v: _constant_of_shape for v in (9, 20, 21, 23, 24, 25)},
     }
     # Op families with tables of their own (they import the handlers above).
-    from ember import onnx_ops_control, onnx_ops_conv, onnx_ops_nn, onnx_ops_rnn, onnx_ops_tensor
-    for family in (onnx_ops_conv, onnx_ops_nn, onnx_ops_tensor, onnx_ops_rnn, onnx_ops_control):
+    from ember import (onnx_ops_control, onnx_ops_conv, onnx_ops_nn, onnx_ops_quant,
+                       onnx_ops_rnn, onnx_ops_tensor)
+    for family in (onnx_ops_conv, onnx_ops_nn, onnx_ops_tensor, onnx_ops_rnn, onnx_ops_control,
+                   onnx_ops_quant):
         t.update(family.table())
     return t
 
 
 OPS = _table()
+# Ops of other domains ember imports (com.microsoft MatMulNBits): domain -> op -> versions.
+from ember.onnx_ops_quant import CONTRIB_OPS  # noqa: E402
 # Constant is not an ember op: the importer turns it into a graph constant.
 CONSTANT_VERSIONS = (11, 12, 13, 19, 21, 23, 24, 25)
 
 
 def check_node(n):
     """Extra per-node support checks: a reason string when ember cannot run the node."""
-    from ember import onnx_ops_rnn
+    from ember import onnx_ops_quant, onnx_ops_rnn
     if (reason := onnx_ops_rnn.check(n)) is not None:
+        return reason
+    if (reason := onnx_ops_quant.check(n)) is not None:
         return reason
     if n.op_type in ("Cast",):
         to = n.attrs.get("to")
@@ -181,8 +187,11 @@ def _onnx_type_name(code):
         return str(code)
 
 
-def supported_ops():
-    """op type -> the ONNX since_versions ember accepts (ascending)."""
+def supported_ops(domain="ai.onnx"):
+    """op type -> the since_versions ember accepts (ascending) in this domain: the ONNX ops
+    by default, or another domain's ("com.microsoft": MatMulNBits)."""
+    if domain not in ("", "ai.onnx"):
+        return {op: sorted(vs) for op, vs in CONTRIB_OPS.get(domain, {}).items()}
     out = {op: sorted(vs) for op, vs in OPS.items()}
     out["Constant"] = list(CONSTANT_VERSIONS)
     return out

@@ -850,6 +850,7 @@ case("Expand", {}, [((0, 1), F32, "normal"), C([0, 5])], tol="bits", id="empty")
 # ---- convolution, CNN layers, recurrent, tensor manipulation: cases_nn.py ----------------
 
 from cases_nn import CONTROL_OPS, CONV_OPS, NN_OPS, TENSOR_OPS  # noqa: E402  (adds its rows to CASES)
+from cases_quant import QUANT_OPS  # noqa: E402  (adds its rows to CASES)
 
 # ---- the table's own invariants ------------------------------------------------------------
 
@@ -864,6 +865,7 @@ OPS += "TopK LSTM GRU Resize".split()  # recurrent, resampling, selection
 OPS += TENSOR_OPS  # tensor manipulation
 OPS += CONV_OPS  # convolution
 OPS += CONTROL_OPS  # control flow, data-dependent shapes
+OPS += QUANT_OPS  # quantization (MatMulNBits: tests/unit/test_matmulnbits.py)
 
 _ids = [c.id for c in CASES]
 assert len(_ids) == len(set(_ids)), sorted({i for i in _ids if _ids.count(i) > 1})

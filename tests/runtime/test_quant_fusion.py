@@ -32,10 +32,13 @@ def per_channel_int8(w):
     return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
 
 
-def token_nodes(x="x", w="Wq", ws="w_scale", out="y0"):
-    """ember.quantize's per-token dynamic int8 form (python/ember/quantize)."""
+def token_nodes(x="x", w="Wq", ws="w_scale", out="y0", opset=17):
+    """ember.quantize's per-token dynamic int8 form (python/ember/quantize); ReduceMax's axes
+    an attribute before opset 18, an input (the constant "axes") from 18."""
+    rmax = (oh.make_node("ReduceMax", ["a", "axes"], ["am"], keepdims=1) if opset >= 18 else
+            oh.make_node("ReduceMax", ["a"], ["am"], axes=[-1], keepdims=1))
     return [oh.make_node("Abs", [x], ["a"]),
-            oh.make_node("ReduceMax", ["a"], ["am"], axes=[-1], keepdims=1),
+            rmax,
             oh.make_node("Div", ["am", "c127"], ["s0"]),
             oh.make_node("Max", ["s0", "cmin"], ["s"]),
             oh.make_node("Div", [x, "s"], ["xd"]),
@@ -44,11 +47,12 @@ def token_nodes(x="x", w="Wq", ws="w_scale", out="y0"):
             oh.make_node("Cast", ["xc"], ["xq"], to=T.INT8),
             oh.make_node("MatMulInteger", ["xq", w], ["acc"], name="mm"),
             oh.make_node("Cast", ["acc"], ["accf"], to=T.FLOAT),
-            oh.make_node("Mul", ["accf", "s"], ["y1"]),
-            oh.make_node("Mul", ["y1", ws], [out])]
+            oh.make_node("Mul", ["accf", "s"], ["t1"]),
+            oh.make_node("Mul", ["t1", ws], [out])]
 
 
-TOKEN_CONSTS = {"c127": np.float32(127), "cneg127": np.float32(-127), "cmin": np.float32(FLT_MIN)}
+TOKEN_CONSTS = {"c127": np.float32(127), "cneg127": np.float32(-127), "cmin": np.float32(FLT_MIN),
+                "axes": np.array([-1], np.int64)}
 
 
 def check(data, feeds, fused_op, atol, ort_atol=None):
@@ -59,7 +63,8 @@ def check(data, feeds, fused_op, atol, ort_atol=None):
     got = eng.run(feeds)
     want = ember.Engine(data, kernels="reference").run(feeds)
     for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=atol)
+        if atol is not None:
+            np.testing.assert_allclose(got[name], want[name], rtol=0, atol=atol)
     if ort_atol is not None:
         sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         for o, w in zip(sess.get_outputs(), sess.run(None, feeds)):
@@ -73,7 +78,7 @@ def test_token_int8_fuses_with_bias_and_activation(act, k, n):
     rng = np.random.default_rng(k * n)
     wq, ws = per_channel_int8(rng.standard_normal((k, n)).astype(np.float32))
     inits = {"Wq": wq, "w_scale": ws, "bias": rng.standard_normal(n).astype(np.float32), **TOKEN_CONSTS}
-    nodes = token_nodes() + [oh.make_node("Add", ["y0", "bias"], ["y" if act == "none" else "h"])]
+    nodes = token_nodes(opset=20) + [oh.make_node("Add", ["y0", "bias"], ["y" if act == "none" else "h"])]
     if act != "none":
         nodes.append(oh.make_node({"relu": "Relu", "gelu": "Gelu"}[act], ["h"], ["y"]))
     data = model(nodes, inits, k, opset=20)
@@ -107,6 +112,9 @@ def test_token_int8_shared_activation_quantization():
 
 
 def test_ort_dynamic_int8_fuses_and_matches_onnxruntime(tmp_path):
+    """reduce_range: 7-bit weights, so onnxruntime's AVX2 u8 x s8 kernel (vpmaddubsw, pairwise
+    products saturating at int16) computes the exact sums and is a fair oracle; with full-range
+    weights it is off by up to several units where ember follows the ONNX spec."""
     from onnxruntime.quantization import quantize_dynamic
     rng = np.random.default_rng(2)
     k, n = 96, 40
@@ -117,7 +125,7 @@ def test_ort_dynamic_int8_fuses_and_matches_onnxruntime(tmp_path):
     src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
     src.write_bytes(data)
     for per_channel in (False, True):
-        quantize_dynamic(str(src), str(dst), per_channel=per_channel)
+        quantize_dynamic(str(src), str(dst), per_channel=per_channel, reduce_range=True)
         x = rng.standard_normal((9, k)).astype(np.float32)
         check(dst.read_bytes(), {"x": x}, "QMatMul", atol=1e-4, ort_atol=2e-4)
 
@@ -178,9 +186,12 @@ def test_matmul_nbits_fuses_to_q4matmul(tmp_path, block, symmetric):
     q.process()
     qdata = q.model.model.SerializeToString()
     x = rng.standard_normal((4, k)).astype(np.float32)
-    eng, got = check(qdata, {"x": x}, "Q4MatMul", atol=0.05 * np.sqrt(k) * 0.1, ort_atol=0.05 * np.sqrt(k) * 0.1)
-    # W4A8: the activation rounding costs well under 1% of the output's scale
+    eng, got = check(qdata, {"x": x}, "Q4MatMul", atol=None)
+    # W4A8 against the float-activation reference (and onnxruntime, which computes the same):
+    # the activations' 8-bit rounding costs well under 1% of the output's norm
     want = ember.Engine(qdata, kernels="reference").run({"x": x})["y"]
+    ort_y = ort.InferenceSession(qdata, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(want, ort_y, rtol=1e-5, atol=1e-4)
     rel = np.linalg.norm(got["y"] - want) / np.linalg.norm(want)
     assert rel < 0.01, rel
 

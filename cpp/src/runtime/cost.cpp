@@ -55,6 +55,13 @@ double cost_conv(const Node&, const Types& in, const Types& out) {
   return 2 * numel(at(out, 0)) * numel(w) / (double)w.shape[0];
 }
 
+// QLinearConv: W is input 3 (after x, x_scale, x_zero_point).
+double cost_qlinear_conv(const Node&, const Types& in, const Types& out) {
+  const TensorType& w = at(in, 3);
+  if (w.shape.empty() || w.shape[0] == 0) return 0;
+  return 2 * numel(at(out, 0)) * numel(w) / (double)w.shape[0];
+}
+
 // W [C, M/group, k...]: each input element scatters onto (M / group) * prod(k) outputs.
 double cost_conv_transpose(const Node&, const Types& in, const Types&) {
   const TensorType& w = at(in, 1);
@@ -164,6 +171,14 @@ const CostRow kCosts[] = {
     {OpType::Gemm, O, 0, cost_gemm},
     {OpType::Conv, O, 0, cost_conv},
     {OpType::ConvTranspose, O, 0, cost_conv_transpose},
+    {OpType::MatMulInteger, O, 0, cost_matmul},
+    {OpType::QLinearMatMul, O, 0, cost_matmul},  // requantization not counted
+    {OpType::MatMulNBits, O, 0, cost_matmul},    // A [..., K]: dequantization not counted
+    {OpType::ConvInteger, O, 0, cost_conv},
+    {OpType::QLinearConv, O, 0, cost_qlinear_conv},
+    {OpType::QuantizeLinear, O, 2, nullptr},
+    {OpType::DequantizeLinear, O, 2, nullptr},
+    {OpType::DynamicQuantizeLinear, I, 4, nullptr},  // min/max pass, then divide and round
     {OpType::LSTM, O, 0, cost_rnn},
     {OpType::GRU, O, 0, cost_rnn},
     {OpType::Einsum, O, 0, cost_einsum},
