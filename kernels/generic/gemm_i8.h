@@ -1,0 +1,96 @@
+// INT8 W8A8 GEMM for QMatMul (reference and op contract: cpp/src/ops/ops_qmatmul.cpp): weights
+// packed once at load, activations quantized per row on the fly to int16 codes, exact int32
+// sums, one float epilogue. Generic kernels in kernels/generic/gemm_i8.cpp; the AVX2 ones in
+// kernels/x86/gemm_i8_avx2.cpp (driver gemm_i8_x86.cpp). Registered in runtime/registry.cpp.
+#pragma once
+#include <cstdint>
+
+#include "ember/op.h"
+#include "kernels/generic/kernels_generic.h"
+
+namespace ember::cpu {
+
+// ---- weight packing (called by the graph pass at load) ----
+// Wq[K, N] int8 (already minus its zero point) packed in 16-column panels of k pairs:
+// Wp[p, kk, j, t] = Wq[2 kk + t, 16 p + j], shape [ceil(N / 16), ceil(K / 2), 16, 2], zero
+// past K and past N. One panel row (kk) is 32 bytes: the two k of each of 16 columns.
+int64_t qgemm_i8_packed_size(int64_t K, int64_t N);  // bytes of Wp
+// Wq[k, n] = w[k * rs + n * cs]; out receives qgemm_i8_packed_size(K, N) bytes.
+void qgemm_i8_pack_b(const int8_t* w, int64_t rs, int64_t cs, int64_t K, int64_t N, int8_t* out);
+
+// ---- GEMM on quantized rows ----
+// C[m, n] = act(((float)acc[m, n] * a_scale[m]) * w_scale[n] (+ bias[n])), acc the exact int32
+// sum over k of a[m, k] * Wq[k, n]. Threads split M and N, never K, and the epilogue is the same
+// per element whatever the block, so a row's bits never depend on M or the thread count.
+// Preconditions: K <= 65536 and |a| <= 255 (no int32 overflow in any order).
+struct QGemmI8Args {
+  int64_t M = 0, N = 0, K = 0;
+  const int16_t* a = nullptr;        // [M, lda] codes; lda even >= K rounded up to even, a[m, K] = 0 when K is odd
+  int64_t lda = 0;
+  const int8_t* b_packed = nullptr;  // [ceil(N / 16), ceil(K / 2), 16, 2] (qgemm_i8_pack_b)
+  const float* a_scale = nullptr;    // [M]
+  const float* w_scale = nullptr;    // [N]
+  const float* bias = nullptr;       // [N] or nullptr
+  float* c = nullptr;                // C[m, n] = c[m * ldc + n]
+  int64_t ldc = 0;
+  // Applied in place to each finished row segment after the epilogue (x == y).
+  void (*act)(const float* x, float* y, int64_t n) = nullptr;
+};
+// One ISA's GEMM pieces.
+// fn: c[rows, 16] (+)= a[rows, 2 kp] @ one panel's rows kk = 0..kp-1 (b: 32 bytes per kk);
+// a rows lda int16 apart starting at an even k, c int32 rows ldc apart; rows <= mr;
+// accumulate: add to c. Exact integer sums, so any order gives the same result.
+// epilogue: one row segment, y[j] = ((float)acc[j] * a_scale) * w_scale[j] (+ bias[j]), two
+// separate roundings then the add (never fused into an FMA); bias may be nullptr.
+struct QGemmI8Micro {
+  int mr;  // rows per strip, <= 8; always 16 columns
+  void (*fn)(int64_t kp, const int16_t* a, int64_t lda, const int8_t* b, int32_t* c, int64_t ldc,
+             int rows, bool accumulate);
+  void (*epilogue)(const int32_t* acc, int64_t n, float a_scale, const float* w_scale,
+                   const float* bias, float* y);
+  const char* name;
+};
+const QGemmI8Micro& qgemm_i8_micro_generic();
+void qgemm_i8(const QGemmI8Args& args, int max_threads, const QGemmI8Micro& micro);
+
+// ---- activation quantization, one row x[0:k] -> int16 codes q[0:k] (+ q[k] = 0 if k is odd) ----
+// Rounding is half to even on the quotient x / s (a division, never a reciprocal multiply);
+// clamps send NaN to the low bound. Every ISA gives the same codes.
+// token: s = max(max_k |x[k]| / 127, FLT_MIN) (NaN ignored), q = clamp(round(x / s), -127, 127);
+// returns s.
+float quantize_row_i8_token(const float* x, int64_t k, int16_t* q);
+// linear (ONNX QuantizeLinear, zero point removed): q = clamp(round(x / s) + zp, qmin, qmax) - zp.
+void quantize_row_i8_linear(const float* x, int64_t k, float s, int32_t zp, int32_t qmin,
+                            int32_t qmax, int16_t* q);
+// lo = min(lo, min x), hi = max(hi, max x) over x[0:n], NaN ignored (DynamicQuantizeLinear's range).
+void minmax_f32_row(const float* x, int64_t n, float* lo, float* hi);
+struct QuantizeRowsI8 {
+  float (*token)(const float* x, int64_t k, int16_t* q);
+  void (*linear)(const float* x, int64_t k, float s, int32_t zp, int32_t qmin, int32_t qmax,
+                 int16_t* q);
+  void (*minmax)(const float* x, int64_t n, float* lo, float* hi);
+};
+
+// ---- the QMatMul kernel ----
+// Quantizes A (attr a_mode) into a per-thread int16 buffer [M, K rounded up to even], then
+// qgemm_i8. The registered generic kernel runs qmatmul_i8_with on the generic pieces.
+void qmatmul_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
+                     const GemmActs& acts);
+void qmatmul_i8(const KernelCtx& ctx);
+
+#if defined(__x86_64__)
+// AVX2 pieces (kernels/x86/gemm_i8_avx2.cpp), the contracts above; driver gemm_i8_x86.cpp.
+void qgemm_i8_micro_6x16_avx2(int64_t kp, const int16_t* a, int64_t lda, const int8_t* b,
+                              int32_t* c, int64_t ldc, int rows, bool accumulate);
+void qgemm_i8_epilogue_avx2(const int32_t* acc, int64_t n, float a_scale, const float* w_scale,
+                            const float* bias, float* y);  // [n] -> [n]
+float quantize_row_i8_token_avx2(const float* x, int64_t k, int16_t* q);
+void quantize_row_i8_linear_avx2(const float* x, int64_t k, float s, int32_t zp, int32_t qmin,
+                                 int32_t qmax, int16_t* q);
+void minmax_f32_row_avx2(const float* x, int64_t n, float* lo, float* hi);
+const QGemmI8Micro& qgemm_i8_micro_avx2();
+const QuantizeRowsI8& quantize_rows_i8_avx2();
+void qmatmul_i8_avx2(const KernelCtx& ctx);
+#endif
+
+}  // namespace ember::cpu
