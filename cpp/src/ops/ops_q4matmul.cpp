@@ -1,6 +1,153 @@
-// Placeholder: filled in by the quantization work.
+// Q4MatMul: Y = act(A @ W^T + bias) with W int4, computed W4A8. Replaces MatMulNBits (bits 4)
+// [-> Add(., bias)] [-> Relu | Gelu], and MatMul on GGUF Q4_0 / Q4_1 weights; the weights are
+// repacked at load (kernels/generic/gemm_q4.h: q4_pack_from_*).
+//   0 A       f32 [..., K]
+//   1 codes   u8 [N, nb, 16], nb = ceil(K / 32): byte j of block b of row n holds the code of
+//             W[n, 32b + j] in its low nibble and of W[n, 32b + j + 16] in its high (past K:
+//             0 when packed, ignored here)
+//   2 scales  f32 [N, ng], ng = ceil(K / group)
+//   3 offsets f32 [N, ng]   W[n, k] = code[n, k] * scales[n, k / group] + offsets[n, k / group]
+//   4 bias    f32 [N] (optional)
+// attrs n = N, k = K, group (a positive multiple of 32), activation "none" | "relu" | "gelu" |
+// "gelu_tanh". Output f32 [..., N].
+// Exact float semantics (every kernel follows it bit for bit but for the activation):
+//  - A row m, per 32-block b zero-padded past K: amax = max |a|, d_b = amax / 127 (NaN when the
+//    block holds an inf or NaN: that row's outputs are NaN), q = d_b ? clamp(nearbyint(a / d_b),
+//    -127, 127) : 0 (division; round half to even), isum_b = sum of the block's 32 q.
+//    G_g = fma(d_b, isum_b, .) over the blocks of group g in order, from 0.
+//  - Per (m, n): 8 lanes; lane l of block b is p_l = sum_{j = 4l}^{4l+3} q[j] * code[32b + j]
+//    (int, exact). Per group g: gacc_l = fma(p_l, d_b, gacc_l) over its blocks in order from 0;
+//    then acc_l = fma(gacc_l, scales[n, g], acc_l), from 0 over g in order. The offset term in
+//    8 lanes too: off_{g % 8} = fma(offsets[n, g], G_g, off_{g % 8}) over g in order from 0.
+//  - y = sum8(acc) + sum8(off), sum8(a) = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)),
+//    then y + bias[n], then the activation (in double here, as FusedMatMul; kernels use their
+//    ISA's activation rows).
+#include <cmath>
+#include <vector>
+
 #include "ops/op_util.h"
 
 namespace ember {
-std::span<const OpDef> op_defs_q4matmul() { return {}; }
+namespace {
+
+enum class Act { None, Relu, Gelu, GeluTanh };
+
+Act q4_act(const InferCtx* ctx, const Node& node) {
+  std::string a = node.attrs.get_string("activation", "none");
+  if (a == "none") return Act::None;
+  if (a == "relu") return Act::Relu;
+  if (a == "gelu") return Act::Gelu;
+  if (a == "gelu_tanh") return Act::GeluTanh;
+  if (ctx) ctx->fail("unknown activation '", a, "'");
+  fail(ErrorKind::Model, "[Q4MatMul] unknown activation '", a, "'");
+}
+
+std::vector<TensorType> infer_q4matmul(const InferCtx& ctx) {
+  const Attrs& at = ctx.node.attrs;
+  int64_t n = at.get_int("n", -1), k = at.get_int("k", -1), group = at.get_int("group", -1);
+  q4_act(&ctx, ctx.node);
+  if (n < 0 || k <= 0) ctx.fail("invalid n = ", n, ", k = ", k);
+  if (group < 32 || group % 32 != 0) ctx.fail("group ", group, " is not a positive multiple of 32");
+  const TensorType& a = ctx.in[0];
+  if (a.dtype != DType::F32) ctx.fail("A must be float32, got ", dtype_name(a.dtype));
+  if (a.shape.empty() || a.shape.back() != k)
+    ctx.fail("A ", shape_str(a.shape), " does not end in K = ", k);
+  const int64_t nb = (k + 31) / 32, ng = (k + group - 1) / group;
+  if (ctx.in[1].dtype != DType::U8 || ctx.in[1].shape != Shape{n, nb, 16})
+    ctx.fail("codes must be uint8 [", n, ", ", nb, ", 16], got ", dtype_name(ctx.in[1].dtype), " ",
+             shape_str(ctx.in[1].shape));
+  for (int i : {2, 3})
+    if (ctx.in[i].dtype != DType::F32 || ctx.in[i].shape != Shape{n, ng})
+      ctx.fail(i == 2 ? "scales" : "offsets", " must be float32 [", n, ", ", ng, "], got ",
+               dtype_name(ctx.in[i].dtype), " ", shape_str(ctx.in[i].shape));
+  if (ctx.has(4) && (ctx.in[4].dtype != DType::F32 || ctx.in[4].shape != Shape{n}))
+    ctx.fail("bias must be float32 [", n, "], got ", dtype_name(ctx.in[4].dtype), " ",
+             shape_str(ctx.in[4].shape));
+  Shape out = a.shape;
+  out.back() = n;
+  return one(DType::F32, out);
+}
+
+float sum8(const float* a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
+
+double activate(Act act, double v) {
+  switch (act) {
+    case Act::None: return v;
+    case Act::Relu: return v < 0 ? 0.0 : v;
+    case Act::Gelu: return gelu_erf_d(v);
+    case Act::GeluTanh: return gelu_tanh_d(v);
+  }
+  return v;
+}
+
+void ref_q4matmul(const KernelCtx& ctx) {
+  const Attrs& at = ctx.node.attrs;
+  const int64_t N = at.get_int("n", 0), K = at.get_int("k", 0), group = at.get_int("group", 32);
+  const int64_t nb = (K + 31) / 32, ng = (K + group - 1) / group, bpg = group / 32;
+  const float* a = ctx.input(0).ptr<float>();           // [M, K]
+  const uint8_t* codes = ctx.input(1).ptr<uint8_t>();  // [N, nb, 16]
+  const float* scales = ctx.input(2).ptr<float>();     // [N, ng]
+  const float* offsets = ctx.input(3).ptr<float>();    // [N, ng]
+  const float* bias = ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr;  // [N]
+  float* y = ctx.output(0).ptr<float>();                // [M, N]
+  const int64_t M = ctx.input(0).numel() / K;
+  Act act = q4_act(nullptr, ctx.node);
+  std::vector<int> q(nb * 32);
+  std::vector<float> d(nb), gs(ng);
+  for (int64_t m = 0; m < M; m++) {
+    // The row's activations, quantized per 32-block.
+    std::fill(gs.begin(), gs.end(), 0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+      float v[32], amax = 0.0f;
+      bool finite = true;
+      for (int j = 0; j < 32; j++) {
+        v[j] = 32 * b + j < K ? a[m * K + 32 * b + j] : 0.0f;
+        amax = std::max(amax, std::fabs(v[j]));
+        finite = finite && std::isfinite(v[j]);
+      }
+      d[b] = finite ? amax / 127.0f : NAN;
+      int isum = 0;
+      for (int j = 0; j < 32; j++) {
+        int c = finite && d[b] != 0.0f ? (int)std::nearbyint(v[j] / d[b]) : 0;
+        q[32 * b + j] = std::min(127, std::max(-127, c));
+        isum += q[32 * b + j];
+      }
+      gs[b / bpg] = std::fma(d[b], (float)isum, gs[b / bpg]);
+    }
+    for (int64_t n = 0; n < N; n++) {
+      float acc[8] = {}, off[8] = {};
+      for (int64_t g = 0; g < ng; g++) {
+        float gacc[8] = {};
+        for (int64_t b = g * bpg; b < std::min(nb, (g + 1) * bpg); b++) {
+          const uint8_t* blk = codes + (n * nb + b) * 16;
+          for (int l = 0; l < 8; l++) {
+            int p = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++)
+              p += q[32 * b + j] * (j < 16 ? blk[j] & 0x0f : blk[j - 16] >> 4);
+            gacc[l] = std::fma((float)p, d[b], gacc[l]);
+          }
+        }
+        for (int l = 0; l < 8; l++) acc[l] = std::fma(gacc[l], scales[n * ng + g], acc[l]);
+        off[g % 8] = std::fma(offsets[n * ng + g], gs[g], off[g % 8]);
+      }
+      float v = sum8(acc) + sum8(off);
+      if (bias) v = v + bias[n];
+      y[m * N + n] = (float)activate(act, v);
+    }
+  }
+}
+
+const OpDef kOps[] = {
+    {OpType::Q4MatMul, "Q4MatMul", 4, 5, 1, 1, kOpFused,
+     {{"n", AttrKind::Int, true},
+      {"k", AttrKind::Int, true},
+      {"group", AttrKind::Int, true},
+      {"activation", AttrKind::String}},
+     infer_q4matmul, ref_q4matmul},
+};
+
+}  // namespace
+
+std::span<const OpDef> op_defs_q4matmul() { return kOps; }
+
 }  // namespace ember

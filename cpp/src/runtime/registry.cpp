@@ -7,6 +7,9 @@
 #include <cstring>
 
 #include "kernels/generic/conv_f32.h"
+#include "kernels/generic/conv_i8.h"
+#include "kernels/generic/gemm_i8.h"
+#include "kernels/generic/gemm_q4.h"
 #include "kernels/generic/kernels_generic.h"
 #if defined(__x86_64__)
 #include "kernels/x86/kernels_x86.h"
@@ -31,8 +34,21 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Attention, DType::F32, Isa::Generic, attention_f32, "attention_f32"},
     {OpType::MatMul, DType::F32, Isa::Generic, matmul_f32, "matmul_f32"},
     {OpType::Gemm, DType::F32, Isa::Generic, gemm_f32, "gemm_f32"},
+    // ---- quantized conv (kernels/generic/conv_i8.h) ----
+#if defined(__x86_64__)
+    {OpType::QConv, DType::F32, Isa::Avx2, qconv_i8_avx2, "qconv_i8_avx2", qconv_i8_supports},
+#endif
+    {OpType::QConv, DType::F32, Isa::Generic, qconv_i8, "qconv_i8", qconv_i8_supports},
     // ---- quantized int8 (kernels/generic/gemm_i8.h) ----
+#if defined(__x86_64__)
+    {OpType::QMatMul, DType::F32, Isa::Avx2, qmatmul_i8_avx2, "qmatmul_i8_avx2"},
+#endif
+    {OpType::QMatMul, DType::F32, Isa::Generic, qmatmul_i8, "qmatmul_i8"},
     // ---- quantized int4 (kernels/generic/gemm_q4.h) ----
+#if defined(__x86_64__)
+    {OpType::Q4MatMul, DType::F32, Isa::Avx2, q4matmul_avx2, "q4matmul_avx2"},
+#endif
+    {OpType::Q4MatMul, DType::F32, Isa::Generic, q4matmul, "q4matmul"},
 #if defined(__x86_64__)
     {OpType::LayerNormalization, DType::F32, Isa::Avx2, layer_norm_f32_avx2, "layer_norm_f32_avx2", layer_norm_f32_supports},
 #endif

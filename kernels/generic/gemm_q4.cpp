@@ -1,0 +1,258 @@
+// INT4 weight-only GEMM, W4A8 (Q4MatMul; reference and the exact float order: the OpDef row in
+// cpp/src/ops/ops_q4matmul.cpp). This file: the pack functions (Q4G, GGUF Q4_0/Q4_1, float), the
+// portable kernels, and the driver shared with the AVX2 kernels (gemm_q4_x86.cpp). The driver
+// quantizes A's rows once, then runs (row block, column block) tasks on the shared pool; the
+// tile kernels take whole rows of K, so each output is one fixed sequence of float operations
+// whatever M, the split or the thread count (batch invariance).
+// NOTE: the float steps are fmas by definition; on baseline x86 (no FMA) std::fma is a libm call,
+// so the portable kernels are for portability (and FMA ISAs such as aarch64), not x86 speed.
+#include "kernels/generic/gemm_q4.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ember/thread_pool.h"
+
+namespace ember::cpu {
+namespace {
+
+void check_sizes(const char* what, int64_t N, int64_t K, int64_t group) {
+  EMBER_CHECK(N >= 0 && K > 0, Model, "[q4] ", what, ": invalid weight shape [", N, ", ", K, "]");
+  EMBER_CHECK(group >= 32 && group % 32 == 0, Model, "[q4] ", what, ": group size ", group,
+              " must be a positive multiple of 32");
+}
+
+// The 8 lanes summed in the order of the AVX2 reduction (and the reference's).
+float lanes_sum(const float* a) {
+  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+// One packed block (16 bytes) from 32 codes (values 0..15).
+void pack_block(const int* c, uint8_t* out) {
+  for (int j = 0; j < 16; j++) out[j] = (uint8_t)(c[j] | (c[j + 16] << 4));
+}
+
+// GGUF rows: the packed layout is GGUF's nibble order, so codes copy as they are.
+template <class Block, class ScaleFn>
+void pack_gguf(const char* what, const Block* w, int64_t N, int64_t K, uint8_t* codes,
+               float* scales, float* offsets, ScaleFn scale_offset) {
+  check_sizes(what, N, K, 32);
+  EMBER_CHECK(K % 32 == 0, Model, "[q4] ", what, ": K = ", K, " is not a multiple of 32");
+  const int64_t nb = K / 32;
+  for (int64_t i = 0; i < N * nb; i++) {
+    std::memcpy(codes + i * 16, w[i].qs, 16);
+    scale_offset(w[i], scales + i, offsets + i);
+  }
+}
+
+}  // namespace
+
+// ---- packing --------------------------------------------------------------------------------
+
+void q4_pack_from_q4g(const uint8_t* q, const float* scales, const uint8_t* zp, int64_t N,
+                      int64_t K, int64_t group, uint8_t* codes, float* scales_out,
+                      float* offsets_out) {
+  check_sizes("pack_from_q4g", N, K, group);
+  const int64_t nb = q4_blocks(K), ng = q4_groups(K, group);
+  const int64_t row_bytes = q4g_row_bytes(K, group), zp_bytes = q4g_zp_row_bytes(K, group);
+  for (int64_t n = 0; n < N; n++) {
+    const uint8_t* qr = q + n * row_bytes;
+    const uint8_t* zr = zp ? zp + n * zp_bytes : nullptr;
+    for (int64_t b = 0; b < nb; b++) {
+      int c[32];
+      for (int j = 0; j < 32; j++) {
+        int64_t k = 32 * b + j;
+        c[j] = k < K ? q4g_get_q(qr, k) : 0;
+      }
+      pack_block(c, codes + (n * nb + b) * 16);
+    }
+    for (int64_t g = 0; g < ng; g++) {
+      float s = scales[n * ng + g];
+      scales_out[n * ng + g] = s;
+      offsets_out[n * ng + g] = -(float)q4g_get_zp(zr, g) * s;
+    }
+  }
+}
+
+void q4_pack_from_q4_0(const block_q4_0* w, int64_t N, int64_t K, uint8_t* codes, float* scales,
+                       float* offsets) {
+  pack_gguf("pack_from_q4_0", w, N, K, codes, scales, offsets,
+            [](const block_q4_0& blk, float* s, float* o) {
+              *s = f16_to_f32(blk.d);
+              *o = -8.0f * *s;  // exact: d has 11 significant bits
+            });
+}
+
+void q4_pack_from_q4_1(const block_q4_1* w, int64_t N, int64_t K, uint8_t* codes, float* scales,
+                       float* offsets) {
+  pack_gguf("pack_from_q4_1", w, N, K, codes, scales, offsets,
+            [](const block_q4_1& blk, float* s, float* o) {
+              *s = f16_to_f32(blk.d);
+              *o = f16_to_f32(blk.m);
+            });
+}
+
+void q4_quantize(const float* w, int64_t N, int64_t K, int64_t group, bool with_zero_point,
+                 uint8_t* codes, float* scales, float* offsets) {
+  check_sizes("quantize", N, K, group);
+  std::vector<uint8_t> q(N * q4g_row_bytes(K, group));
+  std::vector<uint8_t> zp(with_zero_point ? N * q4g_zp_row_bytes(K, group) : 0);
+  std::vector<float> s(N * q4g_groups(K, group));
+  q4g_quantize(w, N, K, group, with_zero_point, q.data(), s.data(), zp.data());
+  q4_pack_from_q4g(q.data(), s.data(), with_zero_point ? zp.data() : nullptr, N, K, group, codes,
+                   scales, offsets);
+}
+
+// ---- portable kernels -------------------------------------------------------------------------
+
+void q4_act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group, int8_t* q,
+                     float* d, float* gsum) {
+  const int64_t nb = q4_blocks(K), ng = q4_groups(K, group), bpg = group / 32;
+  for (int64_t m = 0; m < M; m++) {
+    const float* x = a + m * lda;
+    float gs = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+      float v[32] = {};
+      std::copy(x + 32 * b, x + std::min(K, 32 * b + 32), v);
+      float amax = 0.0f;
+      bool finite = true;
+      for (float e : v) {
+        amax = std::max(amax, std::fabs(e));
+        finite = finite && std::isfinite(e);
+      }
+      float db = finite ? amax / 127.0f : NAN;
+      int8_t* qb = q + m * nb * 32 + 32 * b;
+      int isum = 0;
+      for (int j = 0; j < 32; j++) {
+        int c = 0;
+        if (finite && db != 0.0f) c = std::clamp((int)std::nearbyint(v[j] / db), -127, 127);
+        qb[j] = (int8_t)c;
+        isum += c;
+      }
+      d[m * nb + b] = db;
+      gs = std::fma(db, (float)isum, gs);
+      if ((b + 1) % bpg == 0 || b + 1 == nb) {
+        gsum[m * ng + b / bpg] = gs;
+        gs = 0.0f;
+      }
+    }
+  }
+}
+
+void q4_gemm_tile(const int8_t* q, const float* d, const float* gsum, int64_t rows,
+                  const uint8_t* codes, const float* scales, const float* offsets,
+                  const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                  int64_t ldy) {
+  const int64_t nb = q4_blocks(K), ng = q4_groups(K, group), bpg = group / 32;
+  thread_local std::vector<int16_t> w;  // one weight row's codes, 0..15, in element order
+  thread_local std::vector<int32_t> p;  // one (row, column)'s lane sums [nb, 8]
+  w.resize(nb * 32);
+  p.resize(nb * 8);
+  int16_t* wp = w.data();
+  int32_t* pp = p.data();
+  for (int64_t n = 0; n < cols; n++) {
+    const uint8_t* cn = codes + n * nb * 16;
+    for (int64_t b = 0; b < nb; b++) {
+      const uint8_t* c = cn + 16 * b;
+      int16_t* o = wp + 32 * b;
+      for (int j = 0; j < 16; j++) o[j] = c[j] & 0x0f;
+      for (int j = 0; j < 16; j++) o[j + 16] = c[j] >> 4;
+    }
+    const float* sn = scales + n * ng;
+    const float* on = offsets + n * ng;
+    for (int64_t m = 0; m < rows; m++) {
+      const int8_t* qm = q + m * nb * 32;
+      const float* dm = d + m * nb;
+      // Integer part first (vectorises): lane i % 8 of block i / 8 covers elements 4i .. 4i + 3.
+      for (int64_t i = 0; i < nb * 8; i++)
+        pp[i] = qm[4 * i] * wp[4 * i] + qm[4 * i + 1] * wp[4 * i + 1] +
+                qm[4 * i + 2] * wp[4 * i + 2] + qm[4 * i + 3] * wp[4 * i + 3];
+      float acc[8] = {}, off[8] = {};
+      for (int64_t g = 0; g < ng; g++) {
+        float gacc[8] = {};
+        for (int64_t b = g * bpg; b < std::min(nb, (g + 1) * bpg); b++)
+          for (int l = 0; l < 8; l++) gacc[l] = std::fma((float)pp[8 * b + l], dm[b], gacc[l]);
+        for (int l = 0; l < 8; l++) acc[l] = std::fma(gacc[l], sn[g], acc[l]);
+      }
+      for (int64_t g = 0; g < ng; g++)  // lane g % 8; the zeros past ng change nothing
+        off[g % 8] = std::fma(on[g], gsum[m * ng + g], off[g % 8]);
+      float v = lanes_sum(acc) + lanes_sum(off);
+      if (bias) v = v + bias[n];
+      y[m * ldy + n] = v;
+    }
+  }
+}
+
+// ---- driver -------------------------------------------------------------------------------------
+
+void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
+  const Tensor& a = ctx.input(0);        // [..., K] f32
+  const Tensor& codes = ctx.input(1);    // [N, nb, 16] u8
+  const Tensor& scales = ctx.input(2);   // [N, ng] f32
+  const Tensor& offsets = ctx.input(3);  // [N, ng] f32
+  Tensor& out = ctx.output(0);           // [..., N] f32
+  const Attrs& at = ctx.node.attrs;
+  const int64_t N = at.get_int("n", 0), K = at.get_int("k", 0), group = at.get_int("group", 0);
+  const int64_t M = N > 0 ? out.numel() / N : 0;
+  if (M == 0 || N == 0) return;
+  const int64_t nb = q4_blocks(K), ng = q4_groups(K, group);
+  const float* bias = ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr;  // [N]
+  void (*act)(const float*, float*, int64_t) = nullptr;
+  std::string act_name = at.get_string("activation", "none");
+  if (act_name == "relu") act = kern.acts.relu;
+  if (act_name == "gelu") act = kern.acts.gelu;
+  if (act_name == "gelu_tanh") act = kern.acts.gelu_tanh;
+
+  // Quantized activations: q [M, nb * 32], d [M, nb], gsum [M, ng].
+  thread_local std::vector<int8_t> qbuf;
+  thread_local std::vector<float> fbuf;
+  qbuf.resize(M * nb * 32);
+  fbuf.resize(M * (nb + ng));
+  int8_t* q = qbuf.data();
+  float* d = fbuf.data();
+  float* gsum = d + M * nb;
+  const float* ap = a.ptr<float>();
+  int threads = std::max(1, std::min(ctx.max_threads, thread_pool_size()));
+  if ((double)M * (double)N * (double)K < 1e6) threads = 1;  // the pool costs more than it saves
+  int64_t row_grain = std::max<int64_t>(1, 16384 / K);
+  ::ember::parallel_for(M, row_grain, threads, [&](int64_t m0, int64_t m1) {
+    kern.act_quantize(ap + m0 * K, K, m1 - m0, K, group, q + m0 * nb * 32, d + m0 * nb,
+                      gsum + m0 * ng);
+  });
+
+  // Tasks: column blocks of a multiple of 16 (the activation sees the same 8-wide vectors
+  // whatever the split), row blocks of 64 so one block's quantized rows stay in L2. The pool
+  // hands each thread a contiguous run of tasks: column-major task order keeps a thread's
+  // weight reads contiguous (the GEMV case streams them once).
+  const int64_t mc = 64, mb = (M + mc - 1) / mc;
+  int64_t per_thread = (N + threads - 1) / threads;
+  int64_t nc = std::clamp<int64_t>((per_thread + 3) / 4, 16, 256);
+  nc = (nc + 15) / 16 * 16;
+  const int64_t ncb = (N + nc - 1) / nc;
+  const uint8_t* cp = codes.ptr<uint8_t>();
+  const float* sp = scales.ptr<float>();
+  const float* op = offsets.ptr<float>();
+  float* yp = out.ptr<float>();
+  ::ember::parallel_for(ncb * mb, 1, threads, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t n0 = (t / mb) * nc, n1 = std::min(N, n0 + nc);
+      const int64_t m0 = (t % mb) * mc, m1 = std::min(M, m0 + mc);
+      kern.gemm_tile(q + m0 * nb * 32, d + m0 * nb, gsum + m0 * ng, m1 - m0, cp + n0 * nb * 16,
+                     sp + n0 * ng, op + n0 * ng, bias ? bias + n0 : nullptr, n1 - n0, K, group,
+                     yp + m0 * N + n0, N);
+      if (act)
+        for (int64_t m = m0; m < m1; m++) act(yp + m * N + n0, yp + m * N + n0, n1 - n0);
+    }
+  });
+}
+
+void q4matmul(const KernelCtx& ctx) {
+  static const Q4Kernels k{q4_act_quantize, q4_gemm_tile,
+                           {relu_f32_array, gelu_f32_array, gelu_tanh_f32_array}};
+  q4matmul_with(ctx, k);
+}
+
+}  // namespace ember::cpu

@@ -1,0 +1,104 @@
+// INT4 weight-only GEMM / GEMV computed W4A8 (op Q4MatMul, reference and exact float order in
+// cpp/src/ops/ops_q4matmul.cpp). Packed weights, one layout for every source format:
+//   codes   uint8 [N, nb, 16], nb = ceil(K / 32): byte j of block b of row n holds the code of
+//           W[n, 32 b + j] in its low nibble and of W[n, 32 b + j + 16] in its high (GGUF's
+//           order); codes past K are 0
+//   scales  f32 [N, ng], ng = ceil(K / group), group a positive multiple of 32
+//   offsets f32 [N, ng]     W[n, k] = code[n, k] * scales[n, k / group] + offsets[n, k / group]
+// Activations are quantized per row and 32-block on the fly (q4_act_quantize*). Generic kernels
+// here (gemm_q4.cpp), AVX2 in kernels/x86/gemm_q4_avx2.cpp, drivers registered in registry.cpp.
+#pragma once
+#include <cstdint>
+
+#include "kernels/common/quant.h"
+#include "kernels/generic/kernels_generic.h"
+
+namespace ember::cpu {
+
+// nb and ng of the layout above.
+inline int64_t q4_blocks(int64_t k) { return (k + 31) / 32; }
+inline int64_t q4_groups(int64_t k, int64_t group) { return (k + group - 1) / group; }
+
+// ---- packing (at load) ----------------------------------------------------------------------
+// Every pack writes codes [N, q4_blocks(K), 16], scales and offsets [N, q4_groups(K, group)];
+// throws ember::Error (Model) on bad sizes (N < 0, K <= 0, group not a positive multiple of 32).
+
+// From the Q4G layout of kernels/common/quant.h (MatMulNBits); offset = -zp * scale.
+void q4_pack_from_q4g(const uint8_t* q,       // [N, q4g_row_bytes(K, group)]
+                      const float* scales,    // [N, q4g_groups(K, group)]
+                      const uint8_t* zp,      // [N, q4g_zp_row_bytes(K, group)] or null (8)
+                      int64_t N, int64_t K, int64_t group,
+                      uint8_t* codes,         // [N, nb, 16]
+                      float* scales_out,      // [N, ng]
+                      float* offsets_out);    // [N, ng]
+// From GGUF rows (group 32, K a multiple of 32): Q4_0 scale d, offset -8 d; Q4_1 scale d,
+// offset m. Both reconstruct their blocks exactly.
+void q4_pack_from_q4_0(const block_q4_0* w,   // [N, K / 32]
+                       int64_t N, int64_t K,
+                       uint8_t* codes,        // [N, nb, 16]
+                       float* scales,         // [N, K / 32]
+                       float* offsets);       // [N, K / 32]
+void q4_pack_from_q4_1(const block_q4_1* w,   // [N, K / 32]
+                       int64_t N, int64_t K,
+                       uint8_t* codes,        // [N, nb, 16]
+                       float* scales,         // [N, K / 32]
+                       float* offsets);       // [N, K / 32]
+// From float weights, rounding to nearest per group exactly as q4g_quantize does
+// (with_zero_point: asymmetric with an integer zero point; else symmetric, zero point 8).
+void q4_quantize(const float* w,              // [N, K]
+                 int64_t N, int64_t K, int64_t group, bool with_zero_point,
+                 uint8_t* codes,              // [N, nb, 16]
+                 float* scales,               // [N, ng]
+                 float* offsets);             // [N, ng]
+
+// ---- kernels ------------------------------------------------------------------------------
+// Activation quantization, per row m and 32-block b (zero past K): d = amax / 127 (NaN when the
+// block holds an inf or NaN), q = d ? clamp(nearbyint(a / d), -127, 127) : 0; per group,
+// gsum = fma(d_b, isum_b, .) over its blocks in order from 0 (isum_b: the block's sum of q).
+void q4_act_quantize(const float* a,  // [M, K], row stride lda
+                     int64_t lda, int64_t M, int64_t K, int64_t group,
+                     int8_t* q,       // [M, nb * 32]
+                     float* d,        // [M, nb]
+                     float* gsum);    // [M, ng]
+// y[m, n] for m < rows, n < cols: Q4MatMul's sums (+ bias[n]; no activation) of quantized
+// activation rows and packed weight rows. Each element follows the reference's float sequence
+// whatever rows and cols are (batch invariance).
+void q4_gemm_tile(const int8_t* q,        // [rows, nb * 32]   (q4_act_quantize)
+                  const float* d,         // [rows, nb]
+                  const float* gsum,      // [rows, ng]
+                  int64_t rows,
+                  const uint8_t* codes,   // [cols, nb, 16]
+                  const float* scales,    // [cols, ng]
+                  const float* offsets,   // [cols, ng]
+                  const float* bias,      // [cols] or nullptr
+                  int64_t cols, int64_t K, int64_t group,
+                  float* y,               // [rows, cols], row stride ldy
+                  int64_t ldy);
+
+// The ISA-specific pieces of the Q4MatMul driver.
+struct Q4Kernels {
+  void (*act_quantize)(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
+                       int8_t* q, float* d, float* gsum);
+  void (*gemm_tile)(const int8_t* q, const float* d, const float* gsum, int64_t rows,
+                    const uint8_t* codes, const float* scales, const float* offsets,
+                    const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                    int64_t ldy);
+  GemmActs acts;
+};
+// Q4MatMul on these kernels: quantizes A's rows, then tasks of (row block, column block) on the
+// shared pool (threads split M and N, never K), the activation applied per task.
+void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& k);
+void q4matmul(const KernelCtx& ctx);  // Isa::Generic
+
+#if defined(__x86_64__)
+// AVX2 + FMA versions (gemm_q4_avx2.cpp), bit-identical to the generic ones above.
+void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
+                          int8_t* q, float* d, float* gsum);
+void q4_gemm_tile_avx2(const int8_t* q, const float* d, const float* gsum, int64_t rows,
+                       const uint8_t* codes, const float* scales, const float* offsets,
+                       const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                       int64_t ldy);
+void q4matmul_avx2(const KernelCtx& ctx);  // Isa::Avx2 (gemm_q4_x86.cpp)
+#endif
+
+}  // namespace ember::cpu

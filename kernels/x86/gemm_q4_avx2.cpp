@@ -1,0 +1,205 @@
+// INT4 x INT8 GEMM tiles and activation quantization, AVX2 + FMA (contracts and generic twins in
+// kernels/generic/gemm_q4.h; reference and float order: cpp/src/ops/ops_q4matmul.cpp). A 16-byte
+// code block is broadcast to both halves and shifted by 0 / 4, lining its 32 codes up with the
+// activation block's 32 int8; maddubs + madd give 8 int32 lanes of 4 products, converted and
+// FMA'd with the block scale into group lanes, folded into the output lanes with the group
+// scale at each group's end; the offsets meet the per-group activation sums in a final 8-lane
+// dot. Tiles: 4 rows x 2 columns reuse each unpacked block 4 times (GEMM, bound by the one
+// integer-multiply pipe: maddubs + madd per 32 MACs); 1 row x 4 columns streams codes with
+// prefetch (GEMV). Raw pointers and intrinsics only (see CMakeLists.txt).
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+namespace ember::cpu {
+namespace {
+
+inline float hsum8(__m256 v) {
+  // ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), the reference's order.
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+inline float fma1(float a, float b, float c) {
+  return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
+// y[r * ldy + c] (r < R, c < C) = row r of the quantized activations (q [R, nb * 32], d [R, nb],
+// gsum [R, ng]) times weight row c (codes [C, nb, 16], scales and offsets [C, ng]), + bias[c].
+// ONE: groups of one block (GGUF), folded as they come: acc = fma(f * d, scale, acc), the same
+// bits as the general gacc = fma(f, d, 0) (f * d is never -0 here), with half the registers.
+template <int R, int C, bool ONE>
+inline void tile(const int8_t* q, const float* d, const float* gsum, const uint8_t* codes,
+                 const float* scales, const float* offsets, const float* bias, int64_t nb,
+                 int64_t ng, int64_t bpg, float* y, int64_t ldy) {
+  const int64_t ldq = nb * 32, ldc = nb * 16;
+  const __m256i low4 = _mm256_set1_epi8(0x0f), shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R][C];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
+  __m256 gacc[R][C];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) gacc[r][c] = _mm256_setzero_ps();
+  // One flat loop over blocks (group ends are a predictable branch): cheaper than a loop per
+  // group when groups are one block (GGUF).
+  int64_t g = 0, left = bpg;
+  for (int64_t b = 0; b < nb; b++) {
+    __m256i w[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++) {
+      const uint8_t* p = codes + c * ldc + b * 16;
+      // GEMV: C streams in lock step outrun the hardware prefetcher; fetch the same line of
+      // the next tile (once per 64 bytes; past the end it is a harmless hint).
+      if (R == 1 && (b & 3) == 0) _mm_prefetch((const char*)(p + C * ldc), _MM_HINT_T0);
+      __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)p));
+      w[c] = _mm256_and_si256(_mm256_srlv_epi32(raw, shift), low4);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+      __m256i qv = _mm256_loadu_si256((const __m256i*)(q + r * ldq + b * 32));
+      __m256 dv = _mm256_broadcast_ss(d + r * nb + b);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; c++) {
+        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(w[c], qv), ones);
+        if (ONE)
+          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), dv),
+                                      _mm256_broadcast_ss(scales + c * ng + b), acc[r][c]);
+        else
+          gacc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), dv, gacc[r][c]);
+      }
+    }
+    if (!ONE && (--left == 0 || b + 1 == nb)) {  // the group's end: fold with its scale
+#pragma GCC unroll 4
+      for (int c = 0; c < C; c++) {
+        __m256 sv = _mm256_broadcast_ss(scales + c * ng + g);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+          acc[r][c] = _mm256_fmadd_ps(gacc[r][c], sv, acc[r][c]);
+          gacc[r][c] = _mm256_setzero_ps();
+        }
+      }
+      g++;
+      left = bpg;
+    }
+  }
+  // The offset term: sum over groups of offsets[n, g] * gsum[m, g] in 8 lanes, zeros past ng.
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(ng % 8)),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < C; c++) {
+      const float* o = offsets + c * ng;
+      const float* gs = gsum + r * ng;
+      __m256 ov = _mm256_setzero_ps();
+      int64_t i = 0;
+      for (; i + 8 <= ng; i += 8)
+        ov = _mm256_fmadd_ps(_mm256_loadu_ps(o + i), _mm256_loadu_ps(gs + i), ov);
+      if (i < ng)
+        ov = _mm256_fmadd_ps(_mm256_maskload_ps(o + i, tail), _mm256_maskload_ps(gs + i, tail), ov);
+      float v = hsum8(acc[r][c]) + hsum8(ov);
+      if (bias) v = v + bias[c];
+      y[r * ldy + c] = v;
+    }
+}
+
+using TileFn = void (*)(const int8_t*, const float*, const float*, const uint8_t*, const float*,
+                        const float*, const float*, int64_t, int64_t, int64_t, float*, int64_t);
+
+// Tiles of r = 1..4 rows for C columns: kRows<C, ONE>[r].
+template <int C, bool ONE>
+constexpr TileFn kRows[5] = {nullptr, tile<1, C, ONE>, tile<2, C, ONE>, tile<3, C, ONE>,
+                             tile<4, C, ONE>};
+
+}  // namespace
+
+void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
+                          int8_t* q, float* d, float* gsum) {
+  const int64_t nb = (K + 31) / 32, ng = (K + group - 1) / group, bpg = group / 32;
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t m = 0; m < M; m++) {
+    const float* x = a + m * lda;
+    float gs = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+      const float* src = x + 32 * b;
+      float pad[32];
+      if (32 * b + 32 > K) {  // the tail block, zero-padded
+        for (int j = 0; j < 32; j++) pad[j] = 32 * b + j < K ? src[j] : 0.0f;
+        src = pad;
+      }
+      __m256 v[4], vmax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+      for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_loadu_ps(src + 8 * i);
+        vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, v[i]));
+        // x - x is NaN exactly for inf and NaN.
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v[i], v[i]), v[i], _CMP_UNORD_Q));
+      }
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+      bool finite = _mm256_movemask_ps(bad) == 0;
+      float db = finite ? amax / 127.0f : NAN;
+      __m256i qi[4];
+      if (finite && db != 0.0f) {
+        __m256 dv = _mm256_set1_ps(db);
+        for (int i = 0; i < 4; i++) {
+          __m256i t = _mm256_cvtps_epi32(_mm256_div_ps(v[i], dv));  // nearest even (MXCSR)
+          qi[i] = _mm256_max_epi32(_mm256_min_epi32(t, lim), nlim);
+        }
+      } else {
+        for (int i = 0; i < 4; i++) qi[i] = _mm256_setzero_si256();
+      }
+      __m256i s = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+      __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+      int isum = _mm_cvtsi128_si32(s4);
+      __m256i p16 = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]),
+                                       _mm256_packs_epi32(qi[2], qi[3]));
+      _mm256_storeu_si256((__m256i*)(q + m * nb * 32 + 32 * b),
+                          _mm256_permutevar8x32_epi32(p16, order));
+      d[m * nb + b] = db;
+      gs = fma1(db, (float)isum, gs);
+      if ((b + 1) % bpg == 0 || b + 1 == nb) {
+        gsum[m * ng + b / bpg] = gs;
+        gs = 0.0f;
+      }
+    }
+  }
+}
+
+void q4_gemm_tile_avx2(const int8_t* q, const float* d, const float* gsum, int64_t rows,
+                       const uint8_t* codes, const float* scales, const float* offsets,
+                       const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                       int64_t ldy) {
+  const int64_t nb = (K + 31) / 32, ng = (K + group - 1) / group, bpg = group / 32;
+  const bool one = bpg == 1;
+  int64_t c0 = 0;
+  // One row (GEMV): four columns at a time, each a stream of codes.
+  if (rows == 1) {
+    TileFn gemv = one ? kRows<4, true>[1] : kRows<4, false>[1];
+    for (; c0 + 4 <= cols; c0 += 4)
+      gemv(q, d, gsum, codes + c0 * nb * 16, scales + c0 * ng, offsets + c0 * ng,
+           bias ? bias + c0 : nullptr, nb, ng, bpg, y + c0, ldy);
+  }
+  // Then 4 x 2 tiles (any rows), and a last column 4 x 1.
+  for (int cw = 2; cw >= 1; cw--) {
+    for (; c0 + cw <= cols; c0 += cw) {
+      for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        int64_t r = rows - r0 < 4 ? rows - r0 : 4;
+        TileFn fn = cw == 2 ? (one ? kRows<2, true>[r] : kRows<2, false>[r])
+                            : (one ? kRows<1, true>[r] : kRows<1, false>[r]);
+        fn(q + r0 * nb * 32, d + r0 * nb, gsum + r0 * ng, codes + c0 * nb * 16, scales + c0 * ng,
+           offsets + c0 * ng, bias ? bias + c0 : nullptr, nb, ng, bpg, y + r0 * ldy + c0, ldy);
+      }
+    }
+  }
+}
+
+}  // namespace ember::cpu

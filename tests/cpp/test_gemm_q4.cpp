@@ -1,0 +1,600 @@
+// INT4 weight GEMM, W4A8 (kernels/generic/gemm_q4.h, kernels/x86/gemm_q4_avx2.cpp) and its op
+// Q4MatMul (cpp/src/ops/ops_q4matmul.cpp): every kernel path bit for bit against the reference
+// on odd shapes, groups, zero points, bias and activations; extreme values; the pack functions
+// against kernels/common/quant.cpp's dequantizers; accuracy against a float matmul on the
+// dequantized weights; batch invariance over M, threads and paths; shape inference errors.
+// "q4 bench" (skipped unless asked for) measures GEMV bandwidth and GEMM throughput.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "doctest/doctest.h"
+#include "ember/thread_pool.h"
+#include "kernels/common/quant.h"
+#include "kernels/generic/gemm_q4.h"
+#include "op_test_util.h"
+#include "runtime/registry.h"
+
+using namespace ember;
+using ember::test::error_of;
+using ember::test::op_run;
+
+namespace {
+
+struct NamedQ4 {
+  const char* name;
+  KernelFn fn;
+};
+
+// The Q4MatMul kernels this CPU can run.
+std::vector<NamedQ4> q4_kernels() {
+  std::vector<NamedQ4> ks = {{"q4matmul", cpu::q4matmul}};
+#if defined(__x86_64__)
+  if (cpu_isa() >= Isa::Avx2) ks.push_back({"q4matmul_avx2", cpu::q4matmul_avx2});
+#endif
+  return ks;
+}
+
+Tensor random_f32(const Shape& s, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  Tensor t = Tensor::empty(DType::F32, s);
+  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = u(rng);
+  return t;
+}
+
+// Packed weights (codes, scales, offsets) of N x K.
+struct Q4W {
+  int64_t N = 0, K = 0, group = 0;
+  Tensor codes, scales, offsets;
+};
+
+Q4W q4_alloc(int64_t N, int64_t K, int64_t group) {
+  Q4W w{N, K, group};
+  w.codes = Tensor::zeros(DType::U8, {N, cpu::q4_blocks(K), 16});
+  w.scales = Tensor::zeros(DType::F32, {N, cpu::q4_groups(K, group)});
+  w.offsets = Tensor::zeros(DType::F32, {N, cpu::q4_groups(K, group)});
+  return w;
+}
+
+Q4W q4_from_float(const Tensor& w, int64_t group, bool zp) {
+  Q4W p = q4_alloc(w.dim(0), w.dim(1), group);
+  cpu::q4_quantize(w.ptr<float>(), p.N, p.K, group, zp, p.codes.ptr<uint8_t>(),
+                   p.scales.ptr<float>(), p.offsets.ptr<float>());
+  return p;
+}
+
+// W [N, K] as the kernels see it: code * scale + offset (one rounding: fma).
+std::vector<float> q4_weights(const Q4W& p) {
+  const int64_t nb = cpu::q4_blocks(p.K), ng = cpu::q4_groups(p.K, p.group);
+  std::vector<float> w(p.N * p.K);
+  for (int64_t n = 0; n < p.N; n++)
+    for (int64_t k = 0; k < p.K; k++) {
+      const uint8_t* blk = p.codes.ptr<uint8_t>() + (n * nb + k / 32) * 16;
+      int j = (int)(k % 32), c = j < 16 ? blk[j] & 15 : blk[j - 16] >> 4;
+      int64_t g = n * ng + k / p.group;
+      w[n * p.K + k] = std::fma((float)c, p.scales.ptr<float>()[g], p.offsets.ptr<float>()[g]);
+    }
+  return w;
+}
+
+Node q4_node(const Q4W& p, const std::string& act = "none") {
+  Node n = test::node(OpType::Q4MatMul);
+  n.attrs.set("n", p.N);
+  n.attrs.set("k", p.K);
+  n.attrs.set("group", p.group);
+  if (act != "none") n.attrs.set("activation", act);
+  return n;
+}
+
+// Runs Q4MatMul with `fn` (the reference when null).
+Tensor q4_run(const Q4W& p, const Tensor& a, const Tensor* bias, const std::string& act,
+              KernelFn fn, int threads = 2) {
+  return op_run(q4_node(p, act), {&a, &p.codes, &p.scales, &p.offsets, bias}, fn, false, threads,
+                true)[0];
+}
+
+bool bit_equal(const float* a, const float* b, int64_t n) { return std::memcmp(a, b, n * 4) == 0; }
+
+// Index of the first element whose bits differ (NaNs equal), -1 when none.
+int64_t first_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  for (int64_t i = 0; i < a.numel(); i++) {
+    float x = a.ptr<float>()[i], y = b.ptr<float>()[i];
+    if (std::memcmp(&x, &y, 4) != 0 && !(std::isnan(x) && std::isnan(y))) return i;
+  }
+  return -1;
+}
+
+void check_close(const Tensor& a, const Tensor& b, double tol) {
+  REQUIRE(a.shape() == b.shape());
+  for (int64_t i = 0; i < a.numel(); i++) {
+    double x = a.ptr<float>()[i], y = b.ptr<float>()[i];
+    if (!(std::fabs(x - y) <= tol * (1.0 + std::fabs(y)))) {
+      FAIL_CHECK("element ", i, ": ", x, " vs ", y);
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("q4matmul kernels match the reference bit for bit on odd shapes") {
+  const char* acts[] = {"none", "relu", "gelu", "gelu_tanh"};
+  uint32_t seed = 1;
+  int combo = 0;
+  for (int64_t K : {1, 31, 32, 33, 100, 257, 4096 + 32})
+    for (int64_t N : {1, 3, 17, 33, 100})
+      for (int64_t M : {1, 2, 3, 5, 17, 64}) {
+        combo++;
+        int64_t group = std::vector<int64_t>{32, 64, 128}[combo % 3];
+        bool zp = combo % 2 == 0, with_bias = combo % 5 < 3;
+        std::string act = acts[combo % 7 < 4 ? 0 : combo % 4];
+        CAPTURE(M);
+        CAPTURE(N);
+        CAPTURE(K);
+        CAPTURE(group);
+        CAPTURE(zp);
+        CAPTURE(act);
+        Q4W p = q4_from_float(random_f32({N, K}, seed++, -1.5f, 1.0f), group, zp);
+        Tensor a = random_f32({M, K}, seed++, -3.0f, 3.0f), bias = random_f32({N}, seed++);
+        const Tensor* b = with_bias ? &bias : nullptr;
+        Tensor ref = q4_run(p, a, b, act, nullptr);
+        for (NamedQ4 k : q4_kernels()) {
+          CAPTURE(k.name);
+          Tensor y = q4_run(p, a, b, act, k.fn, 2);
+          REQUIRE(y.shape() == Shape{M, N});
+          if (act == "none") CHECK(first_diff(y, ref) == -1);
+          else check_close(y, ref, 1e-6);  // the activation rows are within a few ulp
+        }
+      }
+}
+
+TEST_CASE("q4matmul leading dims, absent bias and a 1-D input") {
+  Q4W p = q4_from_float(random_f32({20, 96}, 3), 64, true);
+  Tensor a = random_f32({2, 3, 96}, 4), a1 = random_f32({96}, 5);
+  Tensor ref = q4_run(p, a, nullptr, "none", nullptr), ref1 = q4_run(p, a1, nullptr, "none", nullptr);
+  CHECK(ref.shape() == Shape{2, 3, 20});
+  CHECK(ref1.shape() == Shape{20});
+  for (NamedQ4 k : q4_kernels()) {
+    CAPTURE(k.name);
+    CHECK(first_diff(q4_run(p, a, nullptr, "none", k.fn), ref) == -1);
+    CHECK(first_diff(q4_run(p, a1, nullptr, "none", k.fn), ref1) == -1);
+  }
+  // The registry holds the generic kernel (op_run asks at Isa::Generic).
+  test::OpRun r = op_run(q4_node(p), {&a, &p.codes, &p.scales, &p.offsets}, nullptr, true, 2, true);
+  REQUIRE(r.fast != nullptr);
+  CHECK(std::string(r.fast->name) == "q4matmul");
+  CHECK(first_diff(r[0], ref) == -1);
+}
+
+#if defined(__x86_64__)
+TEST_CASE("q4 AVX2 activation quantizer and tiles equal the generic ones bit for bit") {
+  if (cpu_isa() < Isa::Avx2) return;  // no AVX2 on this CPU: nothing to compare
+  uint32_t seed = 100;
+  for (int64_t K : {1, 31, 32, 33, 95, 257, 1000})
+    for (int64_t group : {32, 64, 128}) {
+      CAPTURE(K);
+      CAPTURE(group);
+      const int64_t M = 9, lda = K + 3, nb = cpu::q4_blocks(K), ng = cpu::q4_groups(K, group);
+      Tensor a = random_f32({M, lda}, seed++, -2.0f, 2.0f);
+      float* ap = a.ptr<float>();
+      ap[0] = 0.0f;  // a few special rows: zeros, tiny, huge
+      for (int64_t k = 0; k < K; k++) ap[1 * lda + k] = 0.0f;
+      for (int64_t k = 0; k < K; k++) ap[2 * lda + k] *= 1e-39f;
+      for (int64_t k = 0; k < K; k++) ap[3 * lda + k] *= 3e37f;
+      std::vector<int8_t> q0(M * nb * 32), q1(M * nb * 32);
+      std::vector<float> d0(M * nb), d1(M * nb), g0(M * ng), g1(M * ng);
+      cpu::q4_act_quantize(ap, lda, M, K, group, q0.data(), d0.data(), g0.data());
+      cpu::q4_act_quantize_avx2(ap, lda, M, K, group, q1.data(), d1.data(), g1.data());
+      CHECK(q0 == q1);
+      CHECK(bit_equal(d0.data(), d1.data(), M * nb));
+      CHECK(bit_equal(g0.data(), g1.data(), M * ng));
+      for (int64_t m = 0; m < M; m++)  // zero padding past K
+        for (int64_t j = K; j < nb * 32; j++) CHECK(q1[m * nb * 32 + j] == 0);
+
+      const int64_t N = 11, ldy = N + 5;
+      Q4W p = q4_from_float(random_f32({N, K}, seed++), group, K % 2 == 1);
+      Tensor bias = random_f32({N}, seed++);
+      for (int64_t rows : {1, 2, 3, 4, 5, 9})
+        for (int64_t cols : {1, 2, 3, 4, 5, 11})
+          for (bool with_bias : {false, true}) {
+            CAPTURE(rows);
+            CAPTURE(cols);
+            std::vector<float> y0(rows * ldy, -1.0f), y1(rows * ldy, -1.0f);
+            const float* b = with_bias ? bias.ptr<float>() : nullptr;
+            cpu::q4_gemm_tile(q0.data(), d0.data(), g0.data(), rows, p.codes.ptr<uint8_t>(),
+                              p.scales.ptr<float>(), p.offsets.ptr<float>(), b, cols, K, group,
+                              y0.data(), ldy);
+            cpu::q4_gemm_tile_avx2(q0.data(), d0.data(), g0.data(), rows,
+                                   p.codes.ptr<uint8_t>(), p.scales.ptr<float>(),
+                                   p.offsets.ptr<float>(), b, cols, K, group, y1.data(), ldy);
+            CHECK(bit_equal(y0.data(), y1.data(), rows * ldy));  // padding untouched too
+            CHECK(y1[cols] == -1.0f);
+          }
+    }
+}
+#endif
+
+TEST_CASE("q4matmul extreme values: codes 0 and 15, +-amax, zero blocks, huge and tiny") {
+  const int64_t N = 6, K = 160, group = 64, M = 7;
+  Q4W p = q4_alloc(N, K, group);
+  uint8_t* c = p.codes.ptr<uint8_t>();
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t i = 0; i < cpu::q4_blocks(K) * 16; i++)
+      c[n * cpu::q4_blocks(K) * 16 + i] = n == 0 ? 0x00 : n == 1 ? 0xff : (uint8_t)(i * 37 + n);
+  Tensor scales = random_f32(p.scales.shape(), 1, 0.5f, 2.0f);
+  Tensor offsets = random_f32(p.offsets.shape(), 2, -8.0f, 1.0f);
+  p.scales = scales;
+  p.offsets = offsets;
+  p.scales.ptr<float>()[2 * 3 + 1] = 1e30f;  // a huge and a tiny group scale
+  p.scales.ptr<float>()[3 * 3 + 2] = 1e-30f;
+  Tensor a = random_f32({M, K}, 3, -1.0f, 1.0f);
+  float* ap = a.ptr<float>();
+  for (int64_t k = 0; k < K; k++) {
+    ap[0 * K + k] = k % 3 ? 5.0f : -5.0f;          // every element at +-amax: q = +-127
+    if (k < 32) ap[1 * K + k] = 0.0f;              // a block of zeros, the rest random
+    ap[2 * K + k] *= 1e25f;                        // huge
+    ap[3 * K + k] *= k < 128 ? 1e-36f : 1e-44f;    // tiny, subnormal, and a block whose d is 0
+    ap[4 * K + k] = k % 32 == 5 ? 1.0f : 1e-3f;    // one outlier per block
+  }
+  ap[5 * K + 40] = NAN;  // a non-finite element makes its row NaN
+  ap[6 * K + 159] = -INFINITY;
+  {
+    int8_t q[5 * 32];
+    float d[5], gs[3];
+    cpu::q4_act_quantize(ap + 3 * K, K, 1, K, group, q, d, gs);
+    CHECK(d[0] > 0.0f);
+    CHECK(d[4] == 0.0f);  // the tiny block quantizes to zeros
+    cpu::q4_act_quantize(ap, K, 1, K, group, q, d, gs);
+    CHECK((q[0] == -127 && q[1] == 127));
+  }
+  Tensor bias = random_f32({N}, 4);
+  Tensor ref = q4_run(p, a, &bias, "none", nullptr);
+  for (int64_t n = 0; n < N; n++) {
+    CHECK(std::isnan(ref.ptr<float>()[5 * N + n]));
+    CHECK(std::isnan(ref.ptr<float>()[6 * N + n]));
+    for (int64_t m = 0; m < 5; m++)  // but huge A x huge scale (row 2, column 2) overflows
+      CHECK(std::isfinite(ref.ptr<float>()[m * N + n]) == (m != 2 || n != 2));
+  }
+  // Row 0 against exact integer arithmetic: q = +-127, d = 5 / 127.
+  const int64_t ng = 3;
+  for (int64_t n : {0, 1}) {
+    double want = bias.ptr<float>()[n];
+    for (int64_t k = 0; k < K; k++) {
+      int code = n == 0 ? 0 : 15;
+      double w = code * (double)p.scales.ptr<float>()[n * ng + k / group] +
+                 p.offsets.ptr<float>()[n * ng + k / group];
+      want += w * (k % 3 ? 127 : -127) * (double)(5.0f / 127.0f);
+    }
+    CHECK(ref.ptr<float>()[n] == doctest::Approx(want).epsilon(1e-5));
+  }
+  for (NamedQ4 k : q4_kernels()) {
+    CAPTURE(k.name);
+    for (int64_t m0 = 0; m0 < M; m0++) {  // and each row alone
+      Tensor row = Tensor::empty(DType::F32, {1, K});
+      std::memcpy(row.data(), ap + m0 * K, K * 4);
+      Tensor one = q4_run(p, row, &bias, "none", k.fn, 1);
+      if (m0 >= 5)
+        for (int64_t n = 0; n < N; n++) CHECK(std::isnan(one.ptr<float>()[n]));
+      else
+        CHECK(bit_equal(one.ptr<float>(), ref.ptr<float>() + m0 * N, N));
+    }
+    CHECK(first_diff(q4_run(p, a, &bias, "none", k.fn), ref) == -1);
+  }
+}
+
+TEST_CASE("q4 pack from Q4G matches q4g_dequantize within float rounding") {
+  uint32_t seed = 200;
+  for (int64_t K : {1, 33, 100, 256, 300})
+    for (int64_t group : {32, 64, 128})
+      for (bool zp : {false, true}) {
+        CAPTURE(K);
+        CAPTURE(group);
+        CAPTURE(zp);
+        const int64_t N = 7;
+        Tensor w = random_f32({N, K}, seed++, -2.0f, 0.5f);
+        std::vector<uint8_t> q(N * q4g_row_bytes(K, group)), z(N * q4g_zp_row_bytes(K, group));
+        std::vector<float> s(N * q4g_groups(K, group)), ref(N * K);
+        q4g_quantize(w.ptr<float>(), N, K, group, zp, q.data(), s.data(), z.data());
+        q4g_dequantize(q.data(), s.data(), zp ? z.data() : nullptr, N, K, group, ref.data());
+        Q4W p = q4_alloc(N, K, group);
+        cpu::q4_pack_from_q4g(q.data(), s.data(), zp ? z.data() : nullptr, N, K, group,
+                              p.codes.ptr<uint8_t>(), p.scales.ptr<float>(),
+                              p.offsets.ptr<float>());
+        std::vector<float> got = q4_weights(p);
+        for (int64_t i = 0; i < N * K; i++) {
+          float scale = s[(i / K) * q4g_groups(K, group) + (i % K) / group];
+          // (q - zp) * s once rounded vs q * s + (-zp * s): two roundings of values <= 15 |s|.
+          CHECK(std::fabs(got[i] - ref[i]) <= 16.0f * std::fabs(scale) * 0x1p-23f);
+        }
+        // q4_quantize is exactly q4g_quantize followed by this pack.
+        Q4W p2 = q4_from_float(w, group, zp);
+        CHECK(std::memcmp(p2.codes.data(), p.codes.data(), p.codes.nbytes()) == 0);
+        CHECK(bit_equal(p2.scales.ptr<float>(), p.scales.ptr<float>(), p.scales.numel()));
+        CHECK(bit_equal(p2.offsets.ptr<float>(), p.offsets.ptr<float>(), p.offsets.numel()));
+        // Codes past K are 0.
+        const int64_t nb = cpu::q4_blocks(K);
+        for (int64_t n = 0; n < N; n++)
+          for (int64_t k = K; k < nb * 32; k++) {
+            const uint8_t* blk = p.codes.ptr<uint8_t>() + (n * nb + k / 32) * 16;
+            int j = (int)(k % 32);
+            CHECK((j < 16 ? blk[j] & 15 : blk[j - 16] >> 4) == 0);
+          }
+      }
+}
+
+TEST_CASE("q4 pack from GGUF Q4_0 and Q4_1 reconstructs the blocks exactly") {
+  const int64_t N = 5, K = 96;
+  Tensor w = random_f32({N, K}, 300, -3.0f, 2.0f);
+  std::vector<block_q4_0> b0(N * K / 32);
+  std::vector<block_q4_1> b1(N * K / 32);
+  q4_0_from_float(w.ptr<float>(), b0.data(), N * K);
+  q4_1_from_float(w.ptr<float>(), b1.data(), N * K);
+  std::vector<float> ref0(N * K), ref1(N * K);
+  q4_0_to_float(b0.data(), ref0.data(), N * K);
+  q4_1_to_float(b1.data(), ref1.data(), N * K);
+  Q4W p0 = q4_alloc(N, K, 32), p1 = q4_alloc(N, K, 32);
+  cpu::q4_pack_from_q4_0(b0.data(), N, K, p0.codes.ptr<uint8_t>(), p0.scales.ptr<float>(),
+                         p0.offsets.ptr<float>());
+  cpu::q4_pack_from_q4_1(b1.data(), N, K, p1.codes.ptr<uint8_t>(), p1.scales.ptr<float>(),
+                         p1.offsets.ptr<float>());
+  std::vector<float> got0 = q4_weights(p0), got1 = q4_weights(p1);
+  CHECK(bit_equal(got0.data(), ref0.data(), N * K));
+  // q4_1_to_float rounds q * d, then adds m; q * d is exact, so one fma rounds the same.
+  CHECK(bit_equal(got1.data(), ref1.data(), N * K));
+  // Q4MatMul on the packed Q4_0 weights matches a float matmul on the dequantized ones.
+  Tensor a = random_f32({3, K}, 301);
+  for (NamedQ4 k : q4_kernels()) {
+    Tensor y = q4_run(p0, a, nullptr, "none", k.fn);
+    for (int64_t m = 0; m < 3; m++)
+      for (int64_t n = 0; n < N; n++) {
+        double want = 0, bound = 0;
+        for (int64_t j = 0; j < K; j++) {
+          want += (double)a.ptr<float>()[m * K + j] * ref0[n * K + j];
+          bound += std::fabs(ref0[n * K + j]) / 254.0 * 1.0;  // |a| <= 1: step <= 1 / 127
+        }
+        CHECK(std::fabs(y.ptr<float>()[m * N + n] - want) <= bound * 1.01 + 1e-5);
+      }
+  }
+  CHECK(error_of([&] {
+          cpu::q4_pack_from_q4_0(b0.data(), N, 40, p0.codes.ptr<uint8_t>(),
+                                 p0.scales.ptr<float>(), p0.offsets.ptr<float>());
+        }) == ErrorKind::Model);
+  CHECK(error_of([&] {
+          cpu::q4_quantize(w.ptr<float>(), N, K, 48, false, p0.codes.ptr<uint8_t>(),
+                           p0.scales.ptr<float>(), p0.offsets.ptr<float>());
+        }) == ErrorKind::Model);
+}
+
+TEST_CASE("q4matmul error against a float matmul is that of 8-bit activations") {
+  const int64_t M = 8, N = 64, K = 1000;
+  for (int64_t group : {32, 128}) {
+    Q4W p = q4_from_float(random_f32({N, K}, 400, -1.0f, 1.0f), group, true);
+    std::vector<float> w = q4_weights(p);
+    std::mt19937 rng(401);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    Tensor a = Tensor::empty(DType::F32, {M, K});
+    for (int64_t i = 0; i < M * K; i++) a.ptr<float>()[i] = nd(rng);
+    for (NamedQ4 k : q4_kernels()) {
+      CAPTURE(k.name);
+      Tensor y = q4_run(p, a, nullptr, "none", k.fn);
+      double err2 = 0, ref2 = 0;
+      for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+          double want = 0, bound = 0;
+          for (int64_t j = 0; j < K; j++) {
+            const float* ab = a.ptr<float>() + m * K + j / 32 * 32;
+            float amax = 0;
+            for (int64_t t = 0; t < std::min<int64_t>(32, K - j / 32 * 32); t++)
+              amax = std::max(amax, std::fabs(ab[t]));
+            want += (double)a.ptr<float>()[m * K + j] * w[n * K + j];
+            bound += std::fabs(w[n * K + j]) * amax / 254.0;  // half a quantization step
+          }
+          double got = y.ptr<float>()[m * N + n];
+          CHECK(std::fabs(got - want) <= bound * 1.001 + 1e-4);
+          err2 += (got - want) * (got - want);
+          ref2 += want * want;
+        }
+      CHECK(std::sqrt(err2 / ref2) < 0.01);  // ~0.4% for normal data
+    }
+  }
+}
+
+TEST_CASE("q4matmul is batch invariant: M, threads and GEMV/GEMM paths give the same bits") {
+  const int64_t M = 64, N = 512, K = 2048 + 32;
+  Q4W p = q4_from_float(random_f32({N, K}, 500), 128, true);
+  Tensor a = random_f32({M, K}, 501, -2.0f, 2.0f), bias = random_f32({N}, 502);
+  Tensor first;
+  bool have_first = false;
+  for (NamedQ4 k : q4_kernels()) {
+    CAPTURE(k.name);
+    Tensor big = q4_run(p, a, &bias, "gelu", k.fn, 2);
+    Tensor big1 = q4_run(p, a, &bias, "gelu", k.fn, 1);
+    CHECK(first_diff(big, big1) == -1);
+    Tensor seven = Tensor::empty(DType::F32, {7, K});
+    std::memcpy(seven.data(), a.ptr<float>() + 20 * K, 7 * K * 4);
+    for (int threads : {1, 2}) {
+      Tensor y7 = q4_run(p, seven, &bias, "gelu", k.fn, threads);
+      CHECK(bit_equal(y7.ptr<float>(), big.ptr<float>() + 20 * N, 7 * N));
+    }
+    for (int64_t r0 : {0, 23, 63})
+      for (int threads : {1, 2}) {
+        Tensor row = Tensor::empty(DType::F32, {1, K});
+        std::memcpy(row.data(), a.ptr<float>() + r0 * K, K * 4);
+        Tensor one = q4_run(p, row, &bias, "gelu", k.fn, threads);
+        CHECK(bit_equal(one.ptr<float>(), big.ptr<float>() + r0 * N, N));
+      }
+    // Generic and AVX2 give the same sums (activations aside).
+    Tensor plain = q4_run(p, a, &bias, "none", k.fn, 2);
+    if (!have_first) first = plain;
+    have_first = true;
+    CHECK(first_diff(plain, first) == -1);
+  }
+}
+
+TEST_CASE("q4matmul shape inference and its errors") {
+  Q4W p = q4_from_float(random_f32({10, 70}, 600), 64, false);
+  Tensor a = random_f32({4, 70}, 601), bias = random_f32({10}, 602);
+  auto infer = [&](const Node& n, std::vector<const Tensor*> in) {
+    return op_run(n, in, nullptr, false, 1, true);
+  };
+  auto err = [&](Node n, std::vector<const Tensor*> in) {
+    return error_of([&] { infer(n, in); });
+  };
+  Node good = q4_node(p);
+  CHECK(infer(good, {&a, &p.codes, &p.scales, &p.offsets, &bias}).types[0].shape == Shape{4, 10});
+  CHECK((op_def(OpType::Q4MatMul).flags & kOpFused) != 0);
+  std::vector<const Tensor*> in = {&a, &p.codes, &p.scales, &p.offsets};
+  // Attributes.
+  for (int64_t g : {0, 16, 48, -32}) {
+    Node n = good;
+    n.attrs.set("group", g);
+    CHECK(err(n, in) == ErrorKind::Model);
+  }
+  Node bad_k = good;
+  bad_k.attrs.set("k", int64_t(71));
+  CHECK(err(bad_k, in) == ErrorKind::Model);
+  Node bad_n = good;
+  bad_n.attrs.set("n", int64_t(11));
+  CHECK(err(bad_n, in) == ErrorKind::Model);
+  Node no_group = test::node(OpType::Q4MatMul);
+  no_group.attrs.set("n", int64_t(10));
+  no_group.attrs.set("k", int64_t(70));
+  CHECK(err(no_group, in) == ErrorKind::Model);
+  CHECK(err(q4_node(p, "swish"), in) == ErrorKind::Model);
+  // Shapes and dtypes.
+  Tensor a_short = random_f32({4, 69}, 603), a_scalar = Tensor::zeros(DType::F32, {});
+  Tensor a_f64 = Tensor::zeros(DType::F64, {4, 70}), codes_i8 = Tensor::zeros(DType::I8, {10, 3, 16});
+  Tensor codes_short = Tensor::zeros(DType::U8, {10, 2, 16}), codes_wide = Tensor::zeros(DType::U8, {10, 3, 32});
+  Tensor scales_f16 = Tensor::zeros(DType::F16, {10, 2}), scales_short = Tensor::zeros(DType::F32, {10, 1});
+  Tensor bias_long = Tensor::zeros(DType::F32, {11}), bias_i32 = Tensor::zeros(DType::I32, {10});
+  CHECK(err(good, {&a_short, &p.codes, &p.scales, &p.offsets}) == ErrorKind::Model);
+  CHECK(err(good, {&a_scalar, &p.codes, &p.scales, &p.offsets}) == ErrorKind::Model);
+  CHECK(err(good, {&a_f64, &p.codes, &p.scales, &p.offsets}) == ErrorKind::Model);
+  CHECK(err(good, {&a, &codes_i8, &p.scales, &p.offsets}) == ErrorKind::Model);
+  CHECK(err(good, {&a, &codes_short, &p.scales, &p.offsets}) == ErrorKind::Model);
+  CHECK(err(good, {&a, &codes_wide, &p.scales, &p.offsets}) == ErrorKind::Model);
+  CHECK(err(good, {&a, &p.codes, &scales_f16, &p.offsets}) == ErrorKind::Model);
+  CHECK(err(good, {&a, &p.codes, &p.scales, &scales_short}) == ErrorKind::Model);
+  CHECK(err(good, {&a, &p.codes, &p.scales, &p.offsets, &bias_long}) == ErrorKind::Model);
+  CHECK(err(good, {&a, &p.codes, &p.scales, &p.offsets, &bias_i32}) == ErrorKind::Model);
+  CHECK(err(good, {&a, &p.codes, &p.scales}) == ErrorKind::Model);  // too few inputs
+  CHECK_THROWS_WITH(infer(good, {&a, &codes_short, &p.scales, &p.offsets}),
+                    doctest::Contains("[Q4MatMul]"));
+}
+
+TEST_CASE("q4 weights take at most 0.16 of their fp32 bytes (N = K = 4096, group 128)") {
+  const int64_t N = 4096, K = 4096, group = 128;
+  double q4 = N * cpu::q4_blocks(K) * 16.0 + 2.0 * N * cpu::q4_groups(K, group) * 4.0;
+  double ratio = q4 / (N * K * 4.0);
+  MESSAGE("q4 bytes / fp32 bytes = ", ratio);
+  CHECK(ratio <= 0.16);
+}
+
+TEST_CASE("q4 bench: GEMV bandwidth vs a streaming read, GEMM throughput" *
+          doctest::skip(true) * doctest::description("timing only; run with -tc='q4 bench*' --no-skip")) {
+  // Rounds interleave every measurement so that load from other processes hits all of them;
+  // each reports its best round (what the machine can do) and its median.
+  using clock = std::chrono::steady_clock;
+  struct Stat {
+    std::vector<double> t;
+    double best() const { return *std::min_element(t.begin(), t.end()); }
+    double median() const {
+      std::vector<double> v = t;
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    }
+  };
+  auto seconds = [](clock::time_point t0) {
+    return std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  // Streaming read: a sum over 512 MiB, split over the threads.
+  std::vector<uint64_t> buf((size_t(512) << 20) / 8);
+  for (size_t i = 0; i < buf.size(); i++) buf[i] = i * 0x9e3779b97f4a7c15ull;
+  uint64_t sink = 0;
+  auto stream = [&](int threads) {
+    std::vector<uint64_t> part(threads * 8, 0);
+    parallel_for(threads, 1, threads, [&](int64_t i0, int64_t i1) {
+      for (int64_t th = i0; th < i1; th++) {
+        int64_t n = (int64_t)buf.size() / threads, b = th * n;
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (int64_t i = b; i < b + n; i += 4) {
+          s0 += buf[i];
+          s1 += buf[i + 1];
+          s2 += buf[i + 2];
+          s3 += buf[i + 3];
+        }
+        part[th * 8] = s0 + s1 + s2 + s3;
+      }
+    });
+    for (uint64_t v : part) sink += v;
+  };
+  // GEMV: 8 weight matrices of 4096 x 4096 (72 MiB at group 128, 2x L3), rotated; group 32
+  // (the GGUF case) shares the codes with its own scales and offsets.
+  const int64_t N = 4096, K = 4096, mats = 8;
+  std::vector<Q4W> w128, w32;
+  for (int64_t i = 0; i < mats; i++) {
+    Q4W p = q4_alloc(N, K, 128), p32 = q4_alloc(N, K, 32);
+    std::mt19937 rng(700 + i);
+    for (int64_t j = 0; j < p.codes.numel(); j++) p.codes.ptr<uint8_t>()[j] = (uint8_t)rng();
+    for (Q4W* q : {&p, &p32}) {
+      std::fill(q->scales.ptr<float>(), q->scales.ptr<float>() + q->scales.numel(), 0.01f);
+      std::fill(q->offsets.ptr<float>(), q->offsets.ptr<float>() + q->offsets.numel(), -0.08f);
+    }
+    p32.codes = p.codes;
+    w128.push_back(std::move(p));
+    w32.push_back(std::move(p32));
+  }
+  auto wbytes = [&](int64_t group) {
+    return N * cpu::q4_blocks(K) * 16.0 + 2.0 * N * cpu::q4_groups(K, group) * 4.0;
+  };
+  Tensor x = random_f32({1, K}, 701), y = Tensor::zeros(DType::F32, {1, N});
+  Tensor x64 = random_f32({64, K}, 702), y64 = Tensor::zeros(DType::F32, {64, N});
+  // The kernel alone, on inputs already in place.
+  auto call = [&](KernelFn fn, const Q4W& p, const Tensor& a, Tensor& out, int threads) {
+    Node node = q4_node(p);
+    node.inputs = {0, 1, 2, 3};
+    KernelCtx ctx{node, {&a, &p.codes, &p.scales, &p.offsets}, {&out}, threads};
+    fn(ctx);
+  };
+  for (NamedQ4 k : q4_kernels()) {
+    bool generic = std::string(k.name) == "q4matmul";  // slow on x86 (fmaf calls): one round
+    const int rounds = generic ? 1 : 25;
+    Stat st[3], g128[3], g32[3], gemm[3];
+    for (int r = 0; r < rounds; r++)
+      for (int threads : {1, 2}) {
+        auto t0 = clock::now();
+        stream(threads);
+        st[threads].t.push_back(seconds(t0));
+        t0 = clock::now();
+        for (const Q4W& p : w128) call(k.fn, p, x, y, threads);
+        g128[threads].t.push_back(seconds(t0) / mats);
+        t0 = clock::now();
+        for (const Q4W& p : w32) call(k.fn, p, x, y, threads);
+        g32[threads].t.push_back(seconds(t0) / mats);
+        if (r % 5 == 0 && !generic) {
+          t0 = clock::now();
+          call(k.fn, w128[0], x64, y64, threads);
+          gemm[threads].t.push_back(seconds(t0));
+        }
+      }
+    for (int threads : {1, 2}) {
+      double sb = buf.size() * 8.0;
+      MESSAGE(std::string(k.name), ", ", threads, " thread(s), best (median): stream read ",
+              sb / st[threads].best() / 1e9, " (", sb / st[threads].median() / 1e9,
+              ") GB/s; GEMV 4096x4096 group 128 ", wbytes(128) / g128[threads].best() / 1e9, " (",
+              wbytes(128) / g128[threads].median() / 1e9, ") GB/s = ",
+              st[threads].best() / sb * wbytes(128) / g128[threads].best(), " of the stream; group 32 ",
+              wbytes(32) / g32[threads].best() / 1e9, " (", wbytes(32) / g32[threads].median() / 1e9,
+              ") GB/s = ", st[threads].best() / sb * wbytes(32) / g32[threads].best(),
+              "; GEMM M=64 ",
+              gemm[threads].t.empty() ? 0.0 : 2.0 * 64 * N * K / gemm[threads].best() / 1e9, " GOPS");
+    }
+  }
+  CHECK(sink != 1);
+}
