@@ -325,7 +325,7 @@ int fuse_attention_heads(Graph& g) {
 
 int fuse_graph(Graph& graph) {
   int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_gelu(graph) +
-          fuse_matmul(graph) + fuse_attention(graph);
+          fuse_quant_activation(graph) + fuse_matmul(graph) + fuse_attention(graph);
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (n) eliminate_dead_nodes(graph);
   return n;

@@ -37,6 +37,9 @@ int fuse_qmatmul(Graph& graph);
 int fuse_matmul_nbits(Graph& graph);
 // Both; then dead nodes and constants removed.
 int fuse_quant(Graph& graph);
+// QMatMul / Q4MatMul / QConv without an activation, read only by Relu or Gelu (made by
+// fuse_gelu after fuse_quant ran) -> the activation in the node's epilogue. Part of fuse_graph.
+int fuse_quant_activation(Graph& graph);
 // The quantization-family nodes (QuantizeLinear, DequantizeLinear, MatMulInteger, ...) left in
 // `graph`: after fuse_quant, each runs on a reference or float path, not an integer kernel.
 std::vector<const Node*> quant_leftovers(const Graph& graph);

@@ -368,6 +368,25 @@ int fuse_matmul_nbits(Graph& g) {
   return rw.finish();
 }
 
+int fuse_quant_activation(Graph& g) {
+  Rewriter rw(g);
+  for (size_t i = 0; i < g.nodes.size(); i++) {
+    const Node& q = g.nodes[i];
+    bool quant = q.op == OpType::QMatMul || q.op == OpType::Q4MatMul || q.op == OpType::QConv;
+    if (!quant || rw.drop[i] || q.attrs.get_string("activation", "none") != "none") continue;
+    // N only matters to an Add, which take_add = false never absorbs.
+    Epilogue ep = absorb_epilogue(g, rw.uses, q.outputs[0], 0, false);
+    if (ep.nodes.empty()) continue;
+    std::vector<int> nodes = {(int)i, ep.nodes[0]};
+    if (!rw.free(nodes)) continue;
+    Node f = q;
+    f.outputs = {ep.y};
+    f.attrs.set("activation", ep.act);
+    rw.replace(nodes, std::move(f));
+  }
+  return rw.finish();
+}
+
 int fuse_quant(Graph& g) {
   int n = fuse_qmatmul(g) + fuse_matmul_nbits(g);
   if (n) eliminate_dead_nodes(g);

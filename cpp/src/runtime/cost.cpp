@@ -62,6 +62,15 @@ double cost_qlinear_conv(const Node&, const Types& in, const Types& out) {
   return 2 * numel(at(out, 0)) * numel(w) / (double)w.shape[0];
 }
 
+// QConv: W's shape is the attribute w_shape [M, C, k...] (its input is packed).
+double cost_qconv(const Node& n, const Types&, const Types& out) {
+  std::vector<int64_t> w = n.attrs.get_ints("w_shape");
+  if (w.empty() || w[0] == 0) return 0;
+  double per = 1;
+  for (size_t i = 1; i < w.size(); i++) per *= (double)w[i];
+  return 2 * numel(at(out, 0)) * per;
+}
+
 // W [C, M/group, k...]: each input element scatters onto (M / group) * prod(k) outputs.
 double cost_conv_transpose(const Node&, const Types& in, const Types&) {
   const TensorType& w = at(in, 1);
@@ -174,6 +183,9 @@ const CostRow kCosts[] = {
     {OpType::MatMulInteger, O, 0, cost_matmul},
     {OpType::QLinearMatMul, O, 0, cost_matmul},  // requantization not counted
     {OpType::MatMulNBits, O, 0, cost_matmul},    // A [..., K]: dequantization not counted
+    {OpType::QMatMul, O, 0, cost_matmul},        // integer ops; activation quantization not counted
+    {OpType::Q4MatMul, O, 0, cost_matmul},
+    {OpType::QConv, O, 0, cost_qconv},
     {OpType::ConvInteger, O, 0, cost_conv},
     {OpType::QLinearConv, O, 0, cost_qlinear_conv},
     {OpType::QuantizeLinear, O, 2, nullptr},
