@@ -76,6 +76,7 @@ class Session {
   size_t plans_cached() const;
   // (name, op) of each quantization node no load-time pass turned into an integer kernel: it
   // runs dequantized, in float or on a reference kernel (ember.Engine warns about these).
+  // Empty with reference_kernels, which runs every node as written on purpose.
   const std::vector<std::pair<std::string, std::string>>& quant_fallbacks() const;
 
  private:

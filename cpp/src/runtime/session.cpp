@@ -338,8 +338,10 @@ struct Session::Impl : SubgraphRunner {
 
 Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<Impl>()) {
   graph.validate();
-  if (!options.reference_kernels) fuse_quant(graph);  // before folding dequantizes the weights
-  for (const Node* n : quant_leftovers(graph)) impl_->quant_fallbacks.emplace_back(n->name, op_name(n->op));
+  if (!options.reference_kernels) {
+    fuse_quant(graph);  // before folding dequantizes the weights
+    for (const Node* n : quant_leftovers(graph)) impl_->quant_fallbacks.emplace_back(n->name, op_name(n->op));
+  }
   fold_constants(graph);
   bind_constant_captures(graph);
   // The reference path runs the graph as written: it is what the fused kernels are tested against.
