@@ -11,6 +11,7 @@ import numpy as np
 
 from ember import cli_bench
 from ember import cli_profile
+from ember import cli_quantize
 from ember.errors import EmberError, InputError
 
 
@@ -177,6 +178,7 @@ def build_parser():
     # Commands with modules of their own register below: <module>.add_parser(sub).
     cli_profile.add_parser(sub)
     cli_bench.add_parser(sub)
+    cli_quantize.add_parser(sub)
     return p
 
 

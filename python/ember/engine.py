@@ -41,6 +41,10 @@ class Engine:
 
     model: path to an .onnx file, an onnx.ModelProto, the bytes of one, or a known model name
     ("minilm-l6"). threads caps this engine's share of the process-wide thread pool.
+    quantize: None, "int8" (dynamic W8A8), "int4" (MatMulNBits, group-wise) or an
+    ember.QuantConfig: the ONNX model is quantized in memory (ember.quantize_model) at load.
+    quant_fallbacks lists (name, op) of quantization nodes left unfused after the graph passes
+    (they run on slower reference paths; a QuantFallbackWarning names them at load).
     memory_limit (bytes) refuses feeds whose plan would need more. kernels="reference" runs
     every node with its scalar reference kernel (for testing the fast kernels).
     Engine.run may be called from several threads at once: each compiled plan (one per input
@@ -57,7 +61,8 @@ class Engine:
             raise EmberError(f"[engine] device {device!r} is not available in this build; "
                              "ember.cuda.is_available() tells whether CUDA is")
         if quantize is not None:
-            raise EmberError(f"[engine] quantize={quantize!r} is not supported yet")
+            from ember.quantize.config import config_from
+            quantize = config_from(quantize)      # InputError for anything but int8/int4/config
         if precision != "fp32":
             raise EmberError(f"[engine] precision={precision!r} is not supported yet; use 'fp32'")
         if kernels not in ("auto", "reference"):
@@ -73,12 +78,20 @@ class Engine:
         if isinstance(model, (str, os.PathLike)) and not os.path.exists(model):
             from ember import hub
             model = hub.resolve(str(model))
-        graph, self.info = import_model(model)
+        base_dir = None
+        if quantize is not None:
+            from ember.quantize.api import quantize_for_engine
+            model, base_dir = quantize_for_engine(model, quantize)
+        graph, self.info = import_model(model, base_dir)
         self.inputs = [TensorInfo(t.name, t.dtype, t.shape) for t in self.info.inputs]
         self.outputs = [TensorInfo(t.name, t.dtype, t.shape) for t in self.info.outputs]
         self._session = _core.Session(graph, threads=threads or 0, memory_limit=memory_limit or 0,
                                       reference_kernels=kernels == "reference",
                                       plan_cache_size=plan_cache_size)
+        # Quantized nodes the fusion passes left alone run on slow reference paths: say which.
+        from ember.quantize.fallback import warn_fallbacks
+        self.quant_fallbacks = [tuple(f) for f in self._session.quant_fallbacks()]
+        warn_fallbacks(self.quant_fallbacks)
 
     # ---- running ----
 
