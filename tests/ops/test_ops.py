@@ -27,6 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # cases.py, in a
 from case_types import ABSENT, Case, generate, lay_out  # noqa: E402
 from cases import CASES  # noqa: E402
 
+# One-node models of QuantizeLinear & co. are unfused by nature: their fallback warning is noise here.
+pytestmark = pytest.mark.filterwarnings("ignore::ember.QuantFallbackWarning")
+
 FLOATS = ("float32", "float16", "bfloat16", "float64")
 
 
