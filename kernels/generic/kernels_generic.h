@@ -108,6 +108,11 @@ bool pow_f32_supports(const InferCtx& ctx);  // scalar exponent
 void pow_f32(const KernelCtx& ctx);
 bool where_f32_supports(const InferCtx& ctx);  // equal shapes
 void where_f32(const KernelCtx& ctx);
+// ---- quantize / dequantize, one scale for the whole tensor (kernels/generic/quant_linear.cpp) ----
+bool quantize_linear_f32_supports(const InferCtx& ctx);   // f32 x, scalar scale and zero point
+void quantize_linear_f32(const KernelCtx& ctx);           // QuantizeLinear -> uint8 | int8
+bool dequantize_linear_q8_supports(const InferCtx& ctx);  // uint8 | int8 x, scalar scale and zp
+void dequantize_linear_q8(const KernelCtx& ctx);          // DequantizeLinear -> float32
 // ---- pooling (kernels/generic/pool_f32.cpp) ----
 bool max_pool_f32_supports(const InferCtx& ctx);  // f32 [N, C, H, W], no Indices output
 void max_pool_f32(const KernelCtx& ctx);

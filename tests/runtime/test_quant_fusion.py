@@ -166,7 +166,8 @@ def test_unfusable_forms_are_reported_as_fallbacks():
         eng = ember.Engine(data)
     assert "QMatMul" not in [op for _, op in eng._session.nodes()]
     left = dict(eng._session.quant_fallbacks())
-    assert left == {"q": "QuantizeLinear", "dq_x": "DequantizeLinear", "dq_w": "DequantizeLinear"}
+    # the two dequantized MatMul operands; the QuantizeLinear is elementwise (a fast kernel)
+    assert left == {"dq_x": "DequantizeLinear", "dq_w": "DequantizeLinear"}
     x = np.abs(rng.standard_normal((3, k))).astype(np.float32)
     want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(eng.run({"x": x})["y"], want, rtol=1e-5, atol=1e-4)
@@ -217,3 +218,45 @@ def test_static_qdq_conv_fuses_to_qconv(relu):
     x = (rng.standard_normal((2, 3, 11, 12)) * 1.5).astype(np.float32)  # some saturate
     eng, _ = check(data, {"x": x}, "QConv", atol=1e-5, ort_atol=1e-3)
     assert [op for _, op in eng._session.nodes()] == ["QConv"]
+
+
+def test_onnxruntime_static_qdq_model_fuses_and_matches(tmp_path):
+    """onnxruntime.quantization.quantize_static (QDQ, per-channel): int32 biases behind
+    DequantizeLinear, Q/DQ pairs on every activation. Conv and MatMul become QConv and QMatMul,
+    the remaining activation pairs run as elementwise kernels, and nothing is reported.
+    onnxruntime runs with graph optimizations off: its fused u8 x s8 kernels saturate pairwise
+    products on AVX2, while its unfused QDQ path computes what the file says."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    rng = np.random.default_rng(6)
+    inits = {"W1": (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+             "B1": (rng.standard_normal(8) * 0.1).astype(np.float32),
+             "W2": (rng.standard_normal((8 * 6 * 6, 10)) * 0.1).astype(np.float32),
+             "B2": (rng.standard_normal(10) * 0.1).astype(np.float32),
+             "shape": np.array([-1, 8 * 6 * 6], np.int64)}
+    nodes = [oh.make_node("Conv", ["x", "W1", "B1"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             oh.make_node("Relu", ["c"], ["r"]),
+             oh.make_node("Reshape", ["r", "shape"], ["f"]),
+             oh.make_node("MatMul", ["f", "W2"], ["m"]),
+             oh.make_node("Add", ["m", "B2"], ["y"])]
+    g = oh.make_graph(nodes, "g", [vi("x", ["N", 3, 12, 12])], [vi("y", ["N", 10])],
+                      initializer=[nh.from_array(v, n) for n, v in inits.items()])
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    src.write_bytes(oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString())
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"x": rng.standard_normal((1, 3, 12, 12)).astype(np.float32)} for _ in range(16)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    eng = ember.Engine(str(dst))
+    ops = [op for _, op in eng._session.nodes()]
+    assert "QConv" in ops and "QMatMul" in ops and "Conv" not in ops and "MatMul" not in ops, ops
+    assert eng.quant_fallbacks == []
+    x = rng.standard_normal((4, 3, 12, 12)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    want = ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(eng.run({"x": x})["y"], want, rtol=0, atol=1e-5)

@@ -724,23 +724,39 @@ def test_report(rng, tmp_path):
 
 
 def test_unfused_quant_nodes_warn_once(rng):
-    # A Q/DQ pair around a Relu matches no integer-kernel pattern: it stays as two nodes.
+    # A dequantized activation feeding a MatMul whose other operand is a graph input matches no
+    # integer-kernel pattern: the MatMul runs in float, and the DequantizeLinear is named.
     m = make([oh.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
               oh.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
-              oh.make_node("Relu", ["xd"], ["y"], name="relu")],
-             [oh.make_tensor_value_info("x", TP.FLOAT, [4])],
-             [oh.make_tensor_value_info("y", TP.FLOAT, [4])],
+              oh.make_node("MatMul", ["xd", "w"], ["y"], name="mm")],
+             [oh.make_tensor_value_info("x", TP.FLOAT, [1, 4]), oh.make_tensor_value_info("w", TP.FLOAT, [4, 1])],
+             [oh.make_tensor_value_info("y", TP.FLOAT, [1, 1])],
              [onh.from_array(np.array(0.1, np.float32), "s"),
               onh.from_array(np.array(128, np.uint8), "z")])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         eng = ember.Engine(m)
-    assert eng.quant_fallbacks == [("q", "QuantizeLinear"), ("dq", "DequantizeLinear")]
+    assert eng.quant_fallbacks == [("dq", "DequantizeLinear")]
     (w,) = [w for w in caught if issubclass(w.category, QuantFallbackWarning)]
-    assert "'q' (QuantizeLinear)" in str(w.message) and "'dq' (DequantizeLinear)" in str(w.message)
+    assert "'dq' (DequantizeLinear)" in str(w.message)
     assert w.filename == __file__                      # points at the caller's line
-    x = np.array([-1.0, 0.26, 3.0, 20.0], np.float32)
-    np.testing.assert_allclose(eng.run({"x": x})["y"], [0.0, 0.3, 3.0, 12.7], atol=1e-6)
+    x = np.array([[-1.0, 0.26, 3.0, 20.0]], np.float32)
+    np.testing.assert_allclose(eng.run({"x": x, "w": np.ones((4, 1), np.float32)})["y"], [[-1.0 + 0.3 + 3.0 + 12.7]],
+                               atol=1e-5)
+    # A Q/DQ pair around a Relu is elementwise work with fast kernels: nothing to warn about.
+    relu = make([oh.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+                 oh.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+                 oh.make_node("Relu", ["xd"], ["y"], name="relu")],
+                [oh.make_tensor_value_info("x", TP.FLOAT, [4])],
+                [oh.make_tensor_value_info("y", TP.FLOAT, [4])],
+                [onh.from_array(np.array(0.1, np.float32), "s"),
+                 onh.from_array(np.array(128, np.uint8), "z")])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        eng = ember.Engine(relu)
+    assert eng.quant_fallbacks == []
+    assert not [w for w in caught if issubclass(w.category, QuantFallbackWarning)]
+    np.testing.assert_allclose(eng.run({"x": x[0]})["y"], [0.0, 0.3, 3.0, 12.7], atol=1e-6)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert ember.Engine(mlp(rng)).quant_fallbacks == []       # a float model: no warning

@@ -40,8 +40,11 @@ int fuse_quant(Graph& graph);
 // QMatMul / Q4MatMul / QConv without an activation, read only by Relu or Gelu (made by
 // fuse_gelu after fuse_quant ran) -> the activation in the node's epilogue. Part of fuse_graph.
 int fuse_quant_activation(Graph& graph);
-// The quantization-family nodes (QuantizeLinear, DequantizeLinear, MatMulInteger, ...) left in
-// `graph`: after fuse_quant, each runs on a reference or float path, not an integer kernel.
+// The quantization nodes left in `graph` after fuse_quant that mean a slow path: integer ops
+// run by their references (MatMulInteger, QLinearMatMul, ConvInteger, QLinearConv,
+// MatMulNBits, DynamicQuantizeLinear) and a DequantizeLinear read by a float MatMul / Gemm /
+// Conv. QuantizeLinear and other DequantizeLinear nodes are elementwise (fast kernels, or
+// folded when their inputs are constants) and are not listed.
 std::vector<const Node*> quant_leftovers(const Graph& graph);
 
 }  // namespace ember

@@ -300,6 +300,30 @@ void fuse_conv(Rewriter& rw, int ci) {
   rw.replace(nodes, std::move(f));
 }
 
+// onnxruntime's QDQ writes biases as DequantizeLinear(int32 constant): computed once here (as
+// folding would, but folding runs after these passes), so the patterns see a float bias.
+int fold_bias_dequantize(Graph& g) {
+  int folded = 0;
+  std::vector<Node> kept;
+  for (Node& node : g.nodes) {
+    bool bias = node.op == OpType::DequantizeLinear && node.outputs.size() == 1 &&
+                constant(g, node.inputs[0]) && constant(g, node.inputs[0])->dtype() == DType::I32;
+    std::vector<const Tensor*> in;
+    for (int id : node.inputs) {
+      in.push_back(id >= 0 ? constant(g, id) : nullptr);
+      bias = bias && (id < 0 || in.back());
+    }
+    if (!bias) {
+      kept.push_back(std::move(node));
+      continue;
+    }
+    g.constants[node.outputs[0]] = evaluate_node(node, in, ErrorKind::Model)[0];
+    folded++;
+  }
+  g.nodes = std::move(kept);
+  return folded;
+}
+
 }  // namespace
 
 int fuse_qmatmul(Graph& g) {
@@ -388,7 +412,8 @@ int fuse_quant_activation(Graph& g) {
 }
 
 int fuse_quant(Graph& g) {
-  int n = fuse_qmatmul(g) + fuse_matmul_nbits(g);
+  int n = fold_bias_dequantize(g);
+  n += fuse_qmatmul(g) + fuse_matmul_nbits(g);
   if (n) eliminate_dead_nodes(g);
   return n;
 }
@@ -398,10 +423,26 @@ std::vector<const Node*> quant_leftovers(const Graph& g) {
                                      OpType::DynamicQuantizeLinear, OpType::MatMulInteger,
                                      OpType::QLinearMatMul, OpType::ConvInteger,
                                      OpType::QLinearConv, OpType::MatMulNBits};
+  static const OpType kMatmuls[] = {OpType::MatMul, OpType::Gemm, OpType::Conv, OpType::ConvTranspose};
+  auto is_any = [](OpType op, const auto& ops) {
+    return std::find(std::begin(ops), std::end(ops), op) != std::end(ops);
+  };
+  Uses uses(g);
   std::vector<const Node*> out;
-  for (const Node& n : g.nodes)
-    if (std::find(std::begin(kQuantOps), std::end(kQuantOps), n.op) != std::end(kQuantOps))
-      out.push_back(&n);
+  for (const Node& n : g.nodes) {
+    if (!is_any(n.op, kQuantOps)) continue;
+    // Quantize / dequantize elsewhere is elementwise (a fast kernel; a DequantizeLinear of
+    // constants folds): only one whose result a float matmul reads means a slow path.
+    if (n.op == OpType::QuantizeLinear) continue;
+    if (n.op == OpType::DequantizeLinear) {
+      auto it = uses.readers.find(n.outputs[0]);
+      bool feeds_matmul = false;
+      if (it != uses.readers.end())
+        for (int r : it->second) feeds_matmul = feeds_matmul || is_any(g.nodes[r].op, kMatmuls);
+      if (!feeds_matmul) continue;
+    }
+    out.push_back(&n);
+  }
   return out;
 }
 

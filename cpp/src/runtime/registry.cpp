@@ -34,6 +34,9 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Attention, DType::F32, Isa::Generic, attention_f32, "attention_f32"},
     {OpType::MatMul, DType::F32, Isa::Generic, matmul_f32, "matmul_f32"},
     {OpType::Gemm, DType::F32, Isa::Generic, gemm_f32, "gemm_f32"},
+    {OpType::QuantizeLinear, DType::F32, Isa::Generic, quantize_linear_f32, "quantize_linear_f32", quantize_linear_f32_supports},
+    {OpType::DequantizeLinear, DType::U8, Isa::Generic, dequantize_linear_q8, "dequantize_linear_u8", dequantize_linear_q8_supports},
+    {OpType::DequantizeLinear, DType::I8, Isa::Generic, dequantize_linear_q8, "dequantize_linear_i8", dequantize_linear_q8_supports},
     // ---- quantized conv (kernels/generic/conv_i8.h) ----
 #if defined(__x86_64__)
     {OpType::QConv, DType::F32, Isa::Avx2, qconv_i8_avx2, "qconv_i8_avx2", qconv_i8_supports},

@@ -1,0 +1,86 @@
+// QuantizeLinear (float32 -> uint8 / int8) and DequantizeLinear (uint8 / int8 -> float32) with
+// one scale and zero point for the whole tensor: the activation Q/DQ pairs of QDQ models that
+// stay outside the integer kernels. Same arithmetic as the references in
+// cpp/src/ops/ops_quant.cpp (float32 divide or multiply, round half to even, saturate, NaN to
+// the minimum); the op case table runs both on every row.
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/generic/kernels_generic.h"
+#include "ops/op_util.h"
+
+namespace ember::cpu {
+namespace {
+
+constexpr int64_t kGrain = 16384;
+
+bool scalar_of(const TensorType& t, bool (*dtype_ok)(DType)) {
+  return dtype_ok(t.dtype) && shape_numel(t.shape) == 1 && t.shape.size() <= 1;
+}
+bool is_f32(DType t) { return t == DType::F32; }
+bool is_q8(DType t) { return t == DType::U8 || t == DType::I8; }
+
+template <class Q>
+void quantize_rows(const KernelCtx& ctx, const float* x, float s, int zp, Q* y, int64_t n) {
+  constexpr float lo = std::is_signed_v<Q> ? -128.0f : 0.0f, hi = std::is_signed_v<Q> ? 127.0f : 255.0f;
+  ctx.parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      float v = std::nearbyint(x[i] / s) + (float)zp;
+      v = v >= lo ? v : lo;  // NaN too
+      v = v <= hi ? v : hi;
+      y[i] = (Q)v;
+    }
+  });
+}
+
+template <class Q>
+void dequantize_rows(const KernelCtx& ctx, const Q* x, float s, int zp, float* y, int64_t n) {
+  float z = (float)zp;
+  ctx.parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) y[i] = ((float)x[i] - z) * s;
+  });
+}
+
+int zero_point(const KernelCtx& ctx) {
+  if (!ctx.has_input(2)) return 0;
+  const Tensor& z = ctx.input(2);
+  return z.dtype() == DType::U8 ? (int)z.ptr<uint8_t>()[0] : (int)z.ptr<int8_t>()[0];
+}
+
+}  // namespace
+
+bool quantize_linear_f32_supports(const InferCtx& ctx) {
+  const Attrs& a = ctx.node.attrs;
+  int64_t od = a.get_int("output_dtype", 0);
+  return ctx.in[0].dtype == DType::F32 && scalar_of(ctx.in[1], is_f32) &&
+         (!ctx.has(2) || scalar_of(ctx.in[2], is_q8)) && a.get_int("block_size", 0) == 0 &&
+         a.get_int("precision", 0) == 0 && (od == 0 || od == 2 || od == 3);
+}
+
+void quantize_linear_f32(const KernelCtx& ctx) {
+  const float* x = ctx.input(0).ptr<float>();  // [n]
+  float s = ctx.input(1).ptr<float>()[0];
+  int zp = zero_point(ctx);
+  Tensor& y = ctx.output(0);                   // [n] uint8 | int8
+  if (y.dtype() == DType::U8) quantize_rows(ctx, x, s, zp, y.ptr<uint8_t>(), y.numel());
+  else quantize_rows(ctx, x, s, zp, y.ptr<int8_t>(), y.numel());
+}
+
+bool dequantize_linear_q8_supports(const InferCtx& ctx) {
+  int64_t od = ctx.node.attrs.get_int("output_dtype", 0);
+  return is_q8(ctx.in[0].dtype) && scalar_of(ctx.in[1], is_f32) &&
+         (!ctx.has(2) || scalar_of(ctx.in[2], is_q8)) && ctx.node.attrs.get_int("block_size", 0) == 0 &&
+         (od == 0 || od == 1);
+}
+
+void dequantize_linear_q8(const KernelCtx& ctx) {
+  const Tensor& x = ctx.input(0);  // [n] uint8 | int8
+  float s = ctx.input(1).ptr<float>()[0];
+  int zp = zero_point(ctx);
+  float* y = ctx.output(0).ptr<float>();  // [n]
+  if (x.dtype() == DType::U8) dequantize_rows(ctx, x.ptr<uint8_t>(), s, zp, y, x.numel());
+  else dequantize_rows(ctx, x.ptr<int8_t>(), s, zp, y, x.numel());
+}
+
+}  // namespace ember::cpu
