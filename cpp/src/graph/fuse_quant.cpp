@@ -21,7 +21,7 @@ using namespace fuse;
 
 namespace {
 
-constexpr int64_t kOnnxFloat = 1, kOnnxUint8 = 2, kOnnxInt8 = 3;
+constexpr int64_t kOnnxFloat = 1, kOnnxInt8 = 3;  // TensorProto.DataType codes (Cast "to")
 
 bool is_op(const Graph& g, int i, OpType op) { return i >= 0 && g.nodes[i].op == op; }
 
