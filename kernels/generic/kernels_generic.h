@@ -79,6 +79,11 @@ void log_softmax_f32(const KernelCtx& ctx);
 bool softmax_f32_supports(const InferCtx& ctx);  // normalised dims contiguous (last axis, or 2-D legacy)
 void layer_norm_f32(const KernelCtx& ctx);
 bool layer_norm_f32_supports(const InferCtx& ctx);  // Scale/B cover exactly X[axis:], stash float
+// y = x / sqrt(mean(x^2) + eps) * scale (scale nullptr: ones), x^2 summed in double in a
+// fixed lane order; n > 0, x == y allowed.
+void rms_norm_f32_row(const float* x, const float* scale, float* y, int64_t n, float eps);
+void rms_norm_f32(const KernelCtx& ctx);
+bool rms_norm_f32_supports(const InferCtx& ctx);  // scale covers exactly X[axis:] or is one element
 void reduce_mean_f32(const KernelCtx& ctx);
 void reduce_sum_f32(const KernelCtx& ctx);
 bool reduce_f32_supports(const InferCtx& ctx);  // reduced dims are one contiguous run

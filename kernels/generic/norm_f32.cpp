@@ -1,8 +1,10 @@
 // Row-wise f32 kernels: Softmax / LogSoftmax over contiguous rows (last axis, or the opset<13
-// 2-D coercion), LayerNormalization over X[axis:], ReduceMean / ReduceSum over one run of dims.
-// References: the OpDef rows in cpp/src/ops/ops_linalg.cpp and ops_reduce.cpp.
-// Rows are split across threads; each row's sums use a fixed lane order (written so g++ -O3
-// vectorises it without -ffast-math), so results do not depend on the thread count or batch.
+// 2-D coercion), LayerNormalization and RMSNormalization over X[axis:], ReduceMean / ReduceSum
+// over one run of dims. References: the OpDef rows in cpp/src/ops/ops_linalg.cpp and
+// ops_reduce.cpp. Rows are split across threads; each row's sums use a fixed lane order
+// (written so g++ -O3 vectorises it without -ffast-math), so results do not depend on the
+// thread count or batch. RMSNorm sums x^2 in double: exact squares, no overflow past 1.8e19.
+#include <cfloat>
 #include <cmath>
 #include <vector>
 
@@ -257,6 +259,72 @@ bool layer_norm_f32_supports(const InferCtx& ctx) {
       int64_t pd = d >= (int)off ? p[d - off] : 1;
       if (d < axis ? pd != 1 : (pd != x[d])) return false;
     }
+  }
+  return true;
+}
+
+void rms_norm_f32_row(const float* x, const float* scale, float* y, int64_t n, float eps) {
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; l++) acc[l] += (double)x[i + l] * (double)x[i + l];
+  for (int l = 0; i < n; i++, l++) acc[l] += (double)x[i] * (double)x[i];
+  double inv = 1.0 / std::sqrt(fold_lanes(acc) / (double)n + (double)eps);
+  if (!(inv >= FLT_MIN && inv <= FLT_MAX)) {
+    // 1/rms is no normal float (|x| near FLT_MAX, eps 0 with tiny x, inf or NaN): the
+    // reference's arithmetic, in double.
+    for (int64_t j = 0; j < n; j++)
+      y[j] = (float)((double)x[j] * inv * (scale ? (double)scale[j] : 1.0));
+    return;
+  }
+  float fi = (float)inv;
+  if (scale) {
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] * fi * scale[j];
+  } else {
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] * fi;
+  }
+}
+
+void rms_norm_f32(const KernelCtx& ctx) {
+  const Tensor& x = ctx.input(0);  // [rows, cols], cols = prod(X.shape[axis:])
+  const Tensor& s = ctx.input(1);  // [cols], or one element broadcast (fuse_rms_norm's ones)
+  int64_t axis = ctx.node.attrs.get_int("axis", -1);
+  if (axis < 0) axis += x.rank();
+  float eps = (float)ctx.node.attrs.get_float("epsilon", 1e-5);
+  int64_t cols = 1;
+  for (int d = (int)axis; d < x.rank(); d++) cols *= x.dim(d);
+  if (x.numel() == 0 || cols == 0) return;
+  int64_t rows = x.numel() / cols;
+  bool bcast = s.numel() != cols;
+  const float* scale = bcast ? nullptr : s.ptr<float>();
+  float s0 = s.ptr<float>()[0];
+  const float* px = x.ptr<float>();
+  float* py = ctx.output(0).ptr<float>();
+  ctx.parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      float* yr = py + r * cols;
+      rms_norm_f32_row(px + r * cols, scale, yr, cols, eps);
+      if (bcast && s0 != 1.0f)
+        for (int64_t j = 0; j < cols; j++) yr[j] *= s0;
+    }
+  });
+}
+
+bool rms_norm_f32_supports(const InferCtx& ctx) {
+  const Shape& x = ctx.in[0].shape;
+  int rank = (int)x.size();
+  int64_t axis = ctx.node.attrs.get_int("axis", -1);
+  if (ctx.in[0].dtype != DType::F32 || rank == 0 || axis < -rank || axis >= rank) return false;
+  if (axis < 0) axis += rank;
+  if (ctx.node.attrs.get_int("stash_type", 1) != 1 || ctx.in[1].dtype != DType::F32) return false;
+  // Scale holds exactly X[axis:] (leading 1s allowed) or is one element.
+  const Shape& p = ctx.in[1].shape;
+  if (p.size() > x.size()) return false;
+  if (shape_numel(p) == 1) return true;
+  size_t off = x.size() - p.size();
+  for (int d = 0; d < rank; d++) {
+    int64_t pd = d >= (int)off ? p[d - off] : 1;
+    if (d < axis ? pd != 1 : (pd != x[d])) return false;
   }
   return true;
 }

@@ -3,8 +3,9 @@
 // form. erf and erf-Gelu share Phi(-a) = R(a) exp(-a^2 / 2) / 2, R a piecewise polynomial (8
 // intervals, coefficients picked per lane with vpermps), a^2 split exactly by FMA; tanh-Gelu
 // forms its exponent in float-float; both Gelus round once from double. Softmax sums in double,
-// LayerNorm in two float passes, in a fixed lane order (batch invariant). References: OpDef rows
-// (cpp/src/ops/ops_unary.cpp, ops_linalg.cpp); tests: tests/cpp/test_x86_kernels.cpp. Built with
+// LayerNorm in two float passes, RMSNorm x^2 in double, in a fixed lane order (batch
+// invariant). References: OpDef rows (cpp/src/ops/ops_unary.cpp, ops_linalg.cpp); tests:
+// tests/cpp/test_x86_kernels.cpp, test_rms_norm.cpp. Built with
 // -mavx2 -mfma: raw pointers and intrinsics only, no ember header (op.h's inline functions would
 // be emitted with AVX2); declared in kernels_x86.h (a mismatch fails to link: names are mangled).
 #include <immintrin.h>
@@ -318,6 +319,27 @@ static inline float v_row_max(const float* x, int64_t n) {
   return _mm_cvtss_f32(q);
 }
 
+// Sum of x[i]^2 in double (each square exact, no overflow), 16 fixed lanes: 16 elements a
+// step into four accumulators, the tail (< 16, masked) into the first two or all four.
+static inline double v_row_sum_sq_f64(const float* x, int64_t n) {
+  __m256d a[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
+                  _mm256_setzero_pd()};
+  auto add = [&a](__m256 v, int l) {
+    __m256d lo = v_lo_pd(v), hi = v_hi_pd(v);
+    a[l] = _mm256_fmadd_pd(lo, lo, a[l]);
+    a[l + 1] = _mm256_fmadd_pd(hi, hi, a[l + 1]);
+  };
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    add(_mm256_loadu_ps(x + i), 0);
+    add(_mm256_loadu_ps(x + i + 8), 2);
+  }
+  for (int l = 0; i < n; i += 8, l += 2) add(_mm256_maskload_ps(x + i, v_tail_mask(n - i)), l);
+  __m256d s = _mm256_add_pd(_mm256_add_pd(a[0], a[1]), _mm256_add_pd(a[2], a[3]));
+  __m128d q = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+}
+
 }  // namespace
 
 void exp_f32_array_avx2(const float* x, float* y, int64_t n) { v_map(x, y, n, v_exp); }
@@ -414,6 +436,28 @@ void layer_norm_f32_row_avx2(const float* x, const float* scale, const float* bi
   }
   if (mean_out) *mean_out = mean;
   if (inv_std_out) *inv_std_out = inv;
+}
+
+void rms_norm_f32_row_avx2(const float* x, const float* scale, float* y, int64_t n, float eps) {
+  double inv = 1.0 / sqrt(v_row_sum_sq_f64(x, n) / (double)n + (double)eps);
+  if (!(inv >= 0x1p-126 && inv <= 0x1.fffffep127)) {
+    // 1/rms is no normal float (|x| near FLT_MAX, eps 0 with tiny x, inf or NaN): the
+    // reference's arithmetic, in double.
+    for (int64_t j = 0; j < n; j++)
+      y[j] = (float)((double)x[j] * inv * (scale ? (double)scale[j] : 1.0));
+    return;
+  }
+  __m256 vi = v_set((float)inv);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vi);
+    _mm256_storeu_ps(y + i, scale ? _mm256_mul_ps(v, _mm256_loadu_ps(scale + i)) : v);
+  }
+  if (i < n) {
+    __m256i m = v_tail_mask(n - i);
+    __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + i, m), vi);
+    _mm256_maskstore_ps(y + i, m, scale ? _mm256_mul_ps(v, _mm256_maskload_ps(scale + i, m)) : v);
+  }
 }
 
 }  // namespace ember::cpu

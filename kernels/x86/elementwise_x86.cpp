@@ -81,4 +81,25 @@ void layer_norm_f32_avx2(const KernelCtx& ctx) {
   });
 }
 
+void rms_norm_f32_avx2(const KernelCtx& ctx) {
+  const Tensor& x = ctx.input(0);  // [rows, cols]
+  const Tensor& s = ctx.input(1);  // [cols], or one element broadcast (fuse_rms_norm's ones)
+  int64_t cols = cols_from(x, ctx.node.attrs.get_int("axis", -1));
+  float eps = (float)ctx.node.attrs.get_float("epsilon", 1e-5);
+  if (x.numel() == 0 || cols == 0) return;
+  bool bcast = s.numel() != cols;
+  const float* scale = bcast ? nullptr : s.ptr<float>();
+  float s0 = s.ptr<float>()[0];
+  const float* px = x.ptr<float>();
+  float* py = ctx.output(0).ptr<float>();  // [rows, cols]
+  ctx.parallel_for(x.numel() / cols, row_grain(cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      float* yr = py + r * cols;
+      rms_norm_f32_row_avx2(px + r * cols, scale, yr, cols, eps);
+      if (bcast && s0 != 1.0f)
+        for (int64_t j = 0; j < cols; j++) yr[j] *= s0;
+    }
+  });
+}
+
 }  // namespace ember::cpu

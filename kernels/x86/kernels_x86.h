@@ -46,6 +46,8 @@ void attention_scores_row_avx2(float* s, int64_t n, float scale, bool div, const
 // (may be nullptr) receive the row's statistics.
 void layer_norm_f32_row_avx2(const float* x, const float* scale, const float* bias, float* y,
                              int64_t n, float eps, float* mean_out, float* inv_std_out);
+// y = x / sqrt(mean(x^2) + eps) * scale (scale may be nullptr: ones); x^2 summed in double.
+void rms_norm_f32_row_avx2(const float* x, const float* scale, float* y, int64_t n, float eps);
 // Drivers (elementwise_x86.cpp); each accepts what its generic kernel's supports() accepts.
 void exp_f32_avx2(const KernelCtx& ctx);
 void tanh_f32_avx2(const KernelCtx& ctx);
@@ -55,5 +57,6 @@ void gelu_f32_avx2(const KernelCtx& ctx);  // both forms (attr approximate)
 void softmax_f32_avx2(const KernelCtx& ctx);
 void log_softmax_f32_avx2(const KernelCtx& ctx);
 void layer_norm_f32_avx2(const KernelCtx& ctx);
+void rms_norm_f32_avx2(const KernelCtx& ctx);
 
 }  // namespace ember::cpu

@@ -119,7 +119,7 @@ def _table():
         "CastLike": {v: _cast for v in (15, 19, 21, 23, 24, 25)},
         # linear algebra and normalisation
         "MatMul": {9: S, 13: S}, "Gemm": {11: S, 13: S},
-        "LayerNormalization": {17: S},
+        "LayerNormalization": {17: S}, "RMSNormalization": {23: S},
         "Softmax": {11: _softmax_legacy, 13: S}, "LogSoftmax": {11: _softmax_legacy, 13: S},
         # reductions: axes moved from attribute to input (ReduceSum at 13, others at 18);
         # ReduceMax 12 and 20 add types (20 also defines the empty-set result as -inf).

@@ -353,6 +353,31 @@ case("LayerNormalization", {}, [((7, 769), F32, ("uniform", 100.0, 104.0)),
                                 In((769,), F32, const=True)], opset=17, tol="accum",
      id="large-mean")
 
+RMSNORMS = [  # (label, attrs, X shape, scale shape)
+    ("last", {}, (7, 769), (769,)),
+    ("axis1-3d", {"axis": 1}, (3, 7, 65), (7, 65)),
+    ("axis-neg2", {"axis": -2, "epsilon": 1e-3}, (3, 7, 65), (7, 65)),
+    ("axis0", {"axis": 0}, (3, 7, 33), (3, 7, 33)),
+    ("tail", {"epsilon": 1e-6}, (1, 5125), (5125,)),
+    ("one-row", {}, (1, 7), (7,)),
+    ("width1", {}, (7, 1), (1,)),
+    ("scalar-scale", {}, (7, 769), (1,)),  # one element broadcast (fuse_rms_norm's ones)
+    ("bcast-scale", {"axis": 1}, (3, 7, 65), (65,)),  # broadcast within X[axis:]: reference
+]
+for label, attrs, x, norm in RMSNORMS:
+    case("RMSNormalization", attrs, [(x, F32, "normal"), In(norm, F32, "normal", const=True)],
+         opset=23, tol="accum", id=label)
+case("RMSNormalization", {}, [((7, 769), F32, "normal"), ((769,), F32, "normal")], opset=23,
+     tol="accum", id="runtime-scale")
+case("RMSNormalization", {}, [In((769, 7), F32, layout="t"), In((7,), F32, const=True)],
+     opset=23, tol="accum", id="transposed")
+case("RMSNormalization", {}, [((7, 769), F16, "normal"), In((769,), F16, const=True)], opset=23,
+     tol="accum", id="f16")
+case("RMSNormalization", {}, [((7, 769), F64, "normal"), In((769,), F64, const=True)], opset=23,
+     tol="accum", id="f64")
+case("RMSNormalization", {}, [((7, 769), F32, ("uniform", 1e4, 1e5)),
+                              In((769,), F32, const=True)], opset=23, tol="accum", id="large")
+
 for op in ("Softmax", "LogSoftmax"):
     for opset in (13, 18):
         case(op, {}, [((7, 769), F32, "normal")], opset=opset, tol="accum", id=f"default-op{opset}")
@@ -796,6 +821,8 @@ case("Transpose", {"perm": [0, 3, 1, 2]}, [((2, 5, 7, 9), F32, "normal")], tol="
      id="nhwc-nchw")
 case("Transpose", {"perm": [2, 0, 3, 1]}, [((3, 5, 7, 9), F16, "normal")], tol="bits",
      id="4d-shuffle-f16")
+case("RMSNormalization", {}, [((129, 5125), F32, "normal"), In((5125,), F32, const=True)],
+     opset=23, tol="accum", id="big")
 case("ReduceSum", {"keepdims": 0}, [((129, 5125), F32, "normal"), C([0])], opset=13, tol="accum",
      id="big-axis0")
 case("ReduceMean", {}, [((129, 5125), F32, "normal"), C([-1])], opset=18, tol="accum",
@@ -837,6 +864,8 @@ case("ReduceMean", {}, [((0, 7), F32, "normal"), C([1])], opset=18, tol="accum",
 case("Softmax", {}, [((0, 7), F32, "normal")], opset=13, tol="accum", id="empty")
 case("LayerNormalization", {}, [((0, 7), F32, "normal"), In((7,), F32, const=True)], opset=17,
      tol="accum", id="empty")
+case("RMSNormalization", {}, [((0, 7), F32, "normal"), In((7,), F32, const=True)], opset=23,
+     tol="accum", id="empty")
 case("Concat", {"axis": 0}, [((0, 769), F32, "normal"), ((7, 769), F32, "normal")], tol="bits",
      id="empty-piece")
 case("Gather", {"axis": 0}, [((7, 65), F32, "normal"), ((0,), I64, ("int", 0, 7))], tol="bits",
@@ -857,9 +886,9 @@ from cases_quant import QUANT_OPS  # noqa: E402  (adds its rows to CASES)
 OPS = ("Add Sub Mul Div Pow Min Max Sum Mean Equal Less Greater LessOrEqual GreaterOrEqual "
        "And Or Xor IsNaN IsInf Sqrt Exp Log Neg Abs Reciprocal Erf Tanh Sigmoid Relu Gelu "
        "Softplus Sin Cos Not Identity Dropout Clip Where Cast CastLike MatMul Gemm "
-       "LayerNormalization Softmax LogSoftmax ReduceMean ReduceSum ReduceMax CumSum Reshape "
-       "Flatten Transpose Squeeze Unsqueeze Concat Split Slice Gather GatherND Expand Shape Size "
-       "Range Trilu ConstantOfShape").split()
+       "LayerNormalization RMSNormalization Softmax LogSoftmax ReduceMean ReduceSum ReduceMax "
+       "CumSum Reshape Flatten Transpose Squeeze Unsqueeze Concat Split Slice Gather GatherND "
+       "Expand Shape Size Range Trilu ConstantOfShape").split()
 OPS += NN_OPS
 OPS += "TopK LSTM GRU Resize".split()  # recurrent, resampling, selection
 OPS += TENSOR_OPS  # tensor manipulation

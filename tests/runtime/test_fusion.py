@@ -1,14 +1,16 @@
 """Load-time fusion passes (cpp/src/graph/fuse.cpp) against onnxruntime and against ember's
-unfused reference path: MatMul + bias + activation -> FusedMatMul (packed weights), and the
-erf-GELU forms exporters write -> Gelu. Each model checks that the fusion happened (plan_info)
-and that the answer did not change; patterns that must not fuse (a shared intermediate, a
-graph output in the middle, a non-constant weight) stay as they are.
+unfused reference path: MatMul + bias + activation -> FusedMatMul (packed weights), the
+erf-GELU forms exporters write -> Gelu, and written-out RMSNorm (torch's exports of it too) ->
+RMSNormalization. Each model checks that the fusion happened (plan_info) and that the answer
+did not change; patterns that must not fuse (a shared intermediate, a graph output in the
+middle, a non-constant weight) stay as they are.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto as T, helper as oh, numpy_helper
 
@@ -234,3 +236,197 @@ def test_attention_absorbs_the_head_transposes(rng):
         np.testing.assert_allclose(e.run(feeds)["y"], sess.run(None, feeds)[0], rtol=1e-5, atol=1e-5)
     ops = [op for _n, op, _k, _i in e.plan_info(feeds)["nodes"]]
     assert ops.count("Transpose") == 0 and ops.count("Attention") == 1, ops
+
+
+# ---- RMSNorm written out -> RMSNormalization ---------------------------------------------
+
+D = 40
+
+
+def rms_head(square="Pow", eps_first=False, x="x"):
+    """ms = ReduceMean(x^2, [-1]); rms = Sqrt(ms + eps) (axes an attribute: opset 13)."""
+    sq = (oh.make_node("Pow", [x, "two"], ["x2"]) if square == "Pow"
+          else oh.make_node("Mul", [x, x], ["x2"]))
+    return [sq, oh.make_node("ReduceMean", ["x2"], ["ms"], axes=[-1], keepdims=1, name="ms"),
+            oh.make_node("Add", ["eps", "ms"] if eps_first else ["ms", "eps"], ["mse"]),
+            oh.make_node("Sqrt", ["mse"], ["rms"])]
+
+
+RMS_FORMS = {
+    # x / Sqrt(mean(x^2) + eps) * w
+    "pow-div-w": rms_head() + [oh.make_node("Div", ["x", "rms"], ["n"]),
+                               oh.make_node("Mul", ["n", "w"], ["y"])],
+    # (w * (x * Reciprocal(Sqrt(eps + mean(x * x))))): torch dynamo exports (rsqrt)
+    "mul-reciprocal-w-first": rms_head("Mul", True) + [
+        oh.make_node("Reciprocal", ["rms"], ["r"]), oh.make_node("Mul", ["r", "x"], ["n"]),
+        oh.make_node("Mul", ["w", "n"], ["y"])],
+    # x * Div(1, Sqrt(.)) then a no-op Cast to float before * w: torch TorchScript exports
+    "div-one-cast-w": rms_head() + [
+        oh.make_node("Div", ["one", "rms"], ["r"]), oh.make_node("Mul", ["x", "r"], ["n"]),
+        oh.make_node("Cast", ["n"], ["nc"], to=T.FLOAT), oh.make_node("Mul", ["w", "nc"], ["y"])],
+    # no weight: scale = ones
+    "pow-div-no-weight": rms_head() + [oh.make_node("Div", ["x", "rms"], ["y"])],
+    # a scalar weight
+    "div-one-scalar-w": rms_head("Mul") + [
+        oh.make_node("Div", ["one", "rms"], ["r"]), oh.make_node("Mul", ["r", "x"], ["n"]),
+        oh.make_node("Mul", ["n", "half"], ["y"])],
+}
+
+
+def rms_model(rng, nodes, outputs=("y",), opset=13, x_type=T.FLOAT):
+    inits = [numpy_helper.from_array(np.float32(2), "two"),
+             numpy_helper.from_array(np.float32(1e-6), "eps"),
+             numpy_helper.from_array(np.float32(1), "one"),
+             numpy_helper.from_array(np.array([0.5], np.float32), "half"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, D).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, D).astype(np.float16), "w16")]
+    g = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", x_type, ["B", "S", D])],
+                      [oh.make_tensor_value_info(o, x_type if o == "y" else T.FLOAT, None)
+                       for o in outputs], initializer=inits)
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", opset)]).SerializeToString()
+
+
+def rms_input(rng, shape, dtype=np.float32):
+    return (rng.standard_normal(shape) * 3 + 0.5).astype(dtype)
+
+
+@pytest.mark.parametrize("form", list(RMS_FORMS))
+def test_written_out_rms_norm_becomes_one_node(rng, form):
+    data = rms_model(rng, RMS_FORMS[form])
+    for shape in ((1, 1), (2, 7), (3, 33)):
+        ops = run_both(data, rms_input(rng, (*shape, D)))
+        assert [op for op, _ in ops] == ["RMSNormalization"], ops
+        assert ops[0][1].startswith("rms_norm_f32"), ops
+    nodes = [op for _name, op in ember.Engine(data)._session.nodes()]
+    assert nodes == ["RMSNormalization"], nodes
+
+
+def test_rms_norm_fuses_with_opset18_axes_input_and_a_shared_x(rng):
+    """ReduceMean's axes as an input (opset 18); x also read by a residual Add outside the
+    pattern: x is the fused node's input, so it may have other readers."""
+    nodes = [oh.make_node("Mul", ["x", "x"], ["x2"]),
+             oh.make_node("ReduceMean", ["x2", "axes"], ["ms"], keepdims=1),
+             oh.make_node("Add", ["ms", "eps"], ["mse"]), oh.make_node("Sqrt", ["mse"], ["rms"]),
+             oh.make_node("Div", ["x", "rms"], ["n"]), oh.make_node("Mul", ["n", "w"], ["y"]),
+             oh.make_node("Add", ["x", "y"], ["res"])]
+    m = onnx.load_from_string(rms_model(rng, nodes, ("y", "res"), opset=18))
+    m.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "axes"))
+    data = m.SerializeToString()
+    ops = [op for op, _ in run_both(data, rms_input(rng, (2, 5, D)))]
+    assert ops == ["RMSNormalization", "Add"], ops
+
+
+@pytest.mark.parametrize("shared", ["ms-output", "rms-second-reader", "n-output", "axis0"])
+def test_rms_norm_not_fused_where_an_intermediate_is_shared(rng, shared):
+    nodes = rms_head() + [oh.make_node("Div", ["x", "rms"], ["n"]),
+                          oh.make_node("Mul", ["n", "w"], ["y"])]
+    outputs = ["y"]
+    if shared == "ms-output":
+        outputs.append("ms")
+    elif shared == "rms-second-reader":
+        nodes.append(oh.make_node("Mul", ["rms", "two"], ["rms2"]))
+        outputs.append("rms2")
+    elif shared == "n-output":  # the norm fuses; the weight multiply stays apart
+        outputs.append("n")
+    else:
+        nodes[1] = oh.make_node("ReduceMean", ["x2"], ["ms"], axes=[0], keepdims=1)
+    data = rms_model(rng, nodes, outputs)
+    ops = [op for op, _ in run_both(data, rms_input(rng, (2, 5, D)))]
+    if shared == "n-output":
+        assert ops == ["RMSNormalization", "Mul"], ops
+    else:
+        assert "RMSNormalization" not in ops and "Sqrt" in ops, ops
+
+
+def test_rms_norm_in_fp16_casts_fuses_its_float_middle(rng):
+    """fp16 exports: Cast(x, float) -> the pattern -> Cast(., float16) -> * w16: the casts and
+    the fp16 weight multiply stay, the float middle becomes RMSNormalization."""
+    nodes = ([oh.make_node("Cast", ["x"], ["xf"], to=T.FLOAT)] + rms_head(x="xf") +
+             [oh.make_node("Div", ["one", "rms"], ["r"]), oh.make_node("Mul", ["xf", "r"], ["n"]),
+              oh.make_node("Cast", ["n"], ["n16"], to=T.FLOAT16),
+              oh.make_node("Mul", ["w16", "n16"], ["y"])])
+    data = rms_model(rng, nodes, x_type=T.FLOAT16)
+    x = rms_input(rng, (2, 7, D), np.float16)
+    e = ember.Engine(data)
+    ops = [op for _name, op in e._session.nodes()]
+    assert ops == ["Cast", "RMSNormalization", "Cast", "Mul"], ops
+    got = e.run({"x": x})["y"]
+    want = ember.Engine(data, kernels="reference").run({"x": x})["y"]
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.dtype == np.float16
+    for y in (got, want):
+        np.testing.assert_allclose(y.astype(np.float32), ref.astype(np.float32), rtol=2e-3,
+                                   atol=2e-3)
+
+
+def _torch_rms_modules():
+    torch = pytest.importorskip("torch")
+
+    class LlamaRMSNorm(torch.nn.Module):  # transformers' LlamaRMSNorm
+        def __init__(self, d, eps=1e-6):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.rand(d) + 0.5)
+            self.variance_epsilon = eps
+
+        def forward(self, x):
+            input_dtype = x.dtype
+            h = x.to(torch.float32)
+            variance = h.pow(2).mean(-1, keepdim=True)
+            h = h * torch.rsqrt(variance + self.variance_epsilon)
+            return self.weight * h.to(input_dtype)
+
+    class T5LayerNorm(torch.nn.Module):  # transformers' T5LayerNorm
+        def __init__(self, d, eps=1e-6):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.rand(d) + 0.5)
+            self.variance_epsilon = eps
+
+        def forward(self, x):
+            variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+            x = x * torch.rsqrt(variance + self.variance_epsilon)
+            return self.weight * x
+
+    return torch, {"llama": LlamaRMSNorm, "t5": T5LayerNorm}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notice
+@pytest.mark.parametrize("module", ["llama", "t5"])
+def test_torch_exported_rms_norm_fuses_and_matches_torch(rng, module):
+    import io
+
+    torch, modules = _torch_rms_modules()
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    m = modules[module](D).eval()
+    f = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(m, (torch.randn(2, 5, D),), f, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "B", 1: "S"}}, dynamo=False, opset_version=17)
+    data = f.getvalue()
+    e = ember.Engine(data)
+    ops = [op for _name, op in e._session.nodes()]
+    # torch's x.to(float32) stays as a Cast: ember cannot tell at load time that x is float.
+    assert ops == ["Cast", "RMSNormalization"], ops
+    for shape in ((1, 1), (3, 17)):
+        x = rms_input(rng, (*shape, D))
+        with torch.no_grad():
+            want = m(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(e.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own deprecation notice
+def test_torch_dynamo_export_at_opset_23_runs_rms_normalization(rng):
+    """torch.nn.RMSNorm exported at opset 23 is one RMSNormalization node."""
+    torch, _ = _torch_rms_modules()
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    m = torch.nn.RMSNorm(D, eps=1e-6).eval()
+    with torch.no_grad():
+        m.weight.copy_(torch.rand(D) + 0.5)
+        prog = torch.onnx.export(m, (torch.randn(2, 5, D),), input_names=["x"],
+                                 output_names=["y"], dynamo=True, opset_version=23, verbose=False)
+    data = prog.model_proto.SerializeToString()
+    e = ember.Engine(data)
+    assert [op for _name, op in e._session.nodes()] == ["RMSNormalization"]
+    x = rms_input(rng, (2, 5, D))
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(e.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)

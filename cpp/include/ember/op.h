@@ -28,7 +28,7 @@ enum class OpType : uint16_t {
   Sqrt, Exp, Log, Neg, Abs, Reciprocal, Erf, Tanh, Sigmoid, Relu, Gelu, Softplus, Sin, Cos,
   Not, Identity, Dropout, Clip, Where, Cast, CastLike,
   // linear algebra and normalisation
-  MatMul, Gemm, LayerNormalization, Softmax, LogSoftmax,
+  MatMul, Gemm, LayerNormalization, RMSNormalization, Softmax, LogSoftmax,
   // reductions and scans
   ReduceMean, ReduceSum, ReduceMax, CumSum,
   // shape and data movement

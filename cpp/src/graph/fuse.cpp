@@ -286,6 +286,88 @@ int fuse_layer_norm(Graph& g) {
   return rw.finish();
 }
 
+int fuse_rms_norm(Graph& g) {
+  Rewriter rw(g);
+  const Uses& uses = rw.uses;
+  for (size_t mi = 0; mi < g.nodes.size(); mi++) {
+    // ms = mean(x^2) over the last axis: Pow(x, 2) or Mul(x, x), read only by the mean
+    if (!is_mean_last(g, (int)mi)) continue;
+    int sq_out = g.nodes[mi].inputs[0], sq = uses.producer_of(sq_out);
+    if (sq < 0 || uses.single_reader(sq_out) != (int)mi) continue;
+    const Node& sn = g.nodes[sq];
+    int x = sn.inputs.empty() ? -1 : sn.inputs[0];
+    bool square = sn.inputs.size() == 2 &&
+                  ((sn.op == OpType::Pow && is_scalar(g, sn.inputs[1], 2.0)) ||
+                   (sn.op == OpType::Mul && sn.inputs[1] == x));
+    if (!square) continue;
+    // rms = Sqrt(ms + eps), eps a float32 scalar constant on either side (so x is float32)
+    int ms = g.nodes[mi].outputs[0];
+    int add = uses.single_reader(ms);
+    if (add < 0 || g.nodes[add].op != OpType::Add) continue;
+    const Tensor* eps = scalar_constant(g, other_input(g.nodes[add], ms));
+    int sqrt = uses.single_reader(g.nodes[add].outputs[0]);
+    if (!eps || sqrt < 0 || g.nodes[sqrt].op != OpType::Sqrt) continue;
+    // n = Div(x, rms), or Mul(x, r) with r = Reciprocal(rms) or Div(1, rms), either order
+    int rms = g.nodes[sqrt].outputs[0];
+    int dn = uses.single_reader(rms);
+    if (dn < 0) continue;
+    std::vector<int> chain = {sq, (int)mi, add, sqrt, dn};
+    const Node& d = g.nodes[dn];
+    int n = -1;
+    if (d.op == OpType::Div && d.inputs.size() == 2 && d.inputs[0] == x && d.inputs[1] == rms) {
+      n = d.outputs[0];
+    } else if (d.op == OpType::Reciprocal ||
+               (d.op == OpType::Div && d.inputs.size() == 2 && d.inputs[1] == rms &&
+                is_scalar(g, d.inputs[0], 1.0))) {
+      int r = d.outputs[0], mul = uses.single_reader(r);
+      if (mul < 0 || g.nodes[mul].op != OpType::Mul || other_input(g.nodes[mul], r) != x) continue;
+      chain.push_back(mul);
+      n = g.nodes[mul].outputs[0];
+    }
+    if (n < 0) continue;
+    // A Cast to float of the float n is a no-op (torch's `.to(input_dtype)` in f32 exports).
+    int y = n, w = -1;
+    int cast = uses.single_reader(n);
+    if (cast >= 0 && g.nodes[cast].op == OpType::Cast &&
+        g.nodes[cast].attrs.get_int("to", 0) == 1) {  // ONNX FLOAT
+      chain.push_back(cast);
+      y = g.nodes[cast].outputs[0];
+    }
+    // Optional: * w, w a float32 constant [D] or scalar, either order.
+    int wm = uses.single_reader(y);
+    if (wm >= 0 && g.nodes[wm].op == OpType::Mul) {
+      int wv = other_input(g.nodes[wm], y);
+      const Tensor* wt = constant(g, wv);
+      // A [D] weight must not widen x (last dim 1 broadcast to D): skip where x says so.
+      const ValueInfo& xi = g.values[x];
+      bool widens = wt && wt->rank() == 1 && wt->numel() > 1 && xi.has_shape &&
+                    !xi.dims.empty() && xi.dims.back().value == 1;
+      if (wt && wt->dtype() == DType::F32 && wt->rank() <= 1 && wt->numel() >= 1 && !widens &&
+          wv != x) {
+        w = wv;
+        chain.push_back(wm);
+        y = g.nodes[wm].outputs[0];
+      }
+    }
+    if (!rw.free(chain)) continue;
+    if (w < 0) {  // no weight: ones, one element (broadcast over X[axis:])
+      w = g.add_value(g.values[y].name + "/rms_norm_ones", DType::F32);
+      Tensor one = Tensor::empty(DType::F32, {1});
+      one.ptr<float>()[0] = 1.0f;
+      g.constants[w] = one;
+    }
+    Node f;
+    f.op = OpType::RMSNormalization;
+    f.name = g.nodes[mi].name + "/rms_norm";
+    f.inputs = {x, w};
+    f.outputs = {y};
+    f.attrs.set("axis", int64_t(-1));
+    f.attrs.set("epsilon", (double)eps->ptr<float>()[0]);
+    rw.replace(chain, std::move(f));
+  }
+  return rw.finish();
+}
+
 namespace {
 
 // Node i is a Transpose with this permutation.
@@ -324,8 +406,9 @@ int fuse_attention_heads(Graph& g) {
 }
 
 int fuse_graph(Graph& graph) {
-  int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_gelu(graph) +
-          fuse_quant_activation(graph) + fuse_matmul(graph) + fuse_attention(graph);
+  int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_rms_norm(graph) +
+          fuse_gelu(graph) + fuse_quant_activation(graph) + fuse_matmul(graph) +
+          fuse_attention(graph);
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (n) eliminate_dead_nodes(graph);
   return n;

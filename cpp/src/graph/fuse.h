@@ -24,6 +24,16 @@ int fuse_attention_heads(Graph& graph);
 // LayerNorm written out (opset < 17 exports): d = x - ReduceMean(x, [-1]); d / Sqrt(
 // ReduceMean(d^2, [-1]) + eps) * gamma [+ beta] (constants) -> LayerNormalization(axis -1).
 int fuse_layer_norm(Graph& graph);
+// RMSNorm written out (torch exports of LlamaRMSNorm / T5LayerNorm, HF graphs), float32:
+//   rms = Sqrt(ReduceMean(Pow(x, 2) | Mul(x, x), axes [-1], keepdims 1) + eps)
+//   n   = Div(x, rms) | Mul(x, Reciprocal(rms)) | Mul(x, Div(1, rms))
+//   y   = [Cast(to float)] n [* w]
+// Add, the Muls and the weight multiply in either operand order; eps a float32 scalar
+// constant, w a float32 constant [D] or scalar; every intermediate read once (x may have
+// other readers). -> RMSNormalization(x, w or ones [1], axis -1, epsilon eps). The no-op Cast
+// is torch's `.to(input_dtype)` in f32 exports; x = Cast(to float) of an fp16 input and a
+// Cast back before * w (fp16 exports) stay outside: the float middle fuses.
+int fuse_rms_norm(Graph& graph);
 // All of the above, in order; then dead nodes and constants removed.
 int fuse_graph(Graph& graph);
 

@@ -1,5 +1,5 @@
 // Linear algebra and normalisation: MatMul (numpy matmul), Gemm, LayerNormalization,
-// Softmax / LogSoftmax (opset 13, plus the opset<13 2-D coercion behind `legacy_axis_2d`).
+// RMSNormalization, Softmax / LogSoftmax (opset 13, plus the opset<13 2-D coercion behind `legacy_axis_2d`).
 // References accumulate floats in double and integers in int64 (wrapping like numpy).
 #include "ops/op_util.h"
 
@@ -280,6 +280,62 @@ void ref_layer_norm(const KernelCtx& ctx) {
   });
 }
 
+// ---- RMSNormalization ------------------------------------------------------------------------
+
+// Y = X / sqrt(mean(X^2 over X[axis:]) + epsilon) * scale. Only stash_type 1 (float), as
+// onnx.reference; the reference computes in double (never float32's overflow of x^2 past 1.8e19).
+std::vector<TensorType> infer_rms_norm(const InferCtx& ctx) {
+  DType t = ctx.in[0].dtype;
+  const Shape& x = ctx.in[0].shape;
+  if (!is_float_dtype(t)) ctx.fail("unsupported dtype ", dtype_name(t));
+  if (x.empty()) ctx.fail("X must have rank >= 1");
+  normalize_axis(ctx, ctx.node.attrs.get_int("axis", -1), (int)x.size());
+  int64_t st = ctx.node.attrs.get_int("stash_type", 1);
+  if (st != 1) ctx.fail("stash_type ", st, " is not supported (1: float)");
+  // ONNX lets scale (and Y) have another float type than X; ember keeps one type.
+  if (ctx.in[1].dtype != t)
+    ctx.fail("scale is ", dtype_name(ctx.in[1].dtype), ", X is ", dtype_name(t));
+  if (!broadcasts_onto(ctx.in[1].shape, x))
+    ctx.fail("scale ", shape_str(ctx.in[1].shape), " does not broadcast to X ", shape_str(x));
+  return one(t, x);
+}
+
+template <class T>
+void rms_norm_ref_typed(const KernelCtx& ctx, int axis, double eps) {
+  const Tensor& x = ctx.input(0);
+  const T* px = x.ptr<T>();
+  T* py = ctx.output(0).ptr<T>();
+  int64_t rows = 1, cols = 1;
+  for (int i = 0; i < x.rank(); i++) (i < axis ? rows : cols) *= x.dim(i);
+  if (x.numel() == 0) return;
+  const T* ps = ctx.input(1).ptr<T>();
+  Shape ss = broadcast_strides(ctx.input(1).shape(), x.shape());
+  int64_t i = 0;
+  BroadcastIter it(x.shape(), {ss});
+  for (int64_t r = 0; r < rows; r++) {
+    const T* xr = px + r * cols;
+    double sq = 0;
+    for (int64_t c = 0; c < cols; c++) {
+      double v = (double)load(xr, c);
+      sq += v * v;
+    }
+    double inv = 1.0 / std::sqrt(sq / (double)cols + eps);
+    for (int64_t c = 0; c < cols; c++, i++, it.next())
+      store(py, i, (compute_t<T>)((double)load(xr, c) * inv * (double)load(ps, it.off[0])));
+  }
+}
+
+void ref_rms_norm(const KernelCtx& ctx) {
+  const Tensor& x = ctx.input(0);
+  int axis = normalize_axis(ctx.node.attrs.get_int("axis", -1), x.rank());
+  double eps = ctx.node.attrs.get_float("epsilon", 1e-5);
+  dispatch_dtype(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    if constexpr (is_float_v<T>) rms_norm_ref_typed<T>(ctx, axis, eps);
+    else fail(ErrorKind::Model, "[RMSNormalization] unsupported dtype ", dtype_name(x.dtype()));
+  });
+}
+
 // ---- Softmax / LogSoftmax -------------------------------------------------------------------
 
 // The op viewed as [outer, n, inner]: normalise over n for each (outer, inner).
@@ -361,6 +417,9 @@ static const OpDef kOps[] = {
     {OpType::LayerNormalization, "LayerNormalization", 2, 3, 1, 3, 0,
      {{"axis", AttrKind::Int}, {"epsilon", AttrKind::Float}, {"stash_type", AttrKind::Int}},
      infer_layer_norm, ref_layer_norm},
+    {OpType::RMSNormalization, "RMSNormalization", 2, 2, 1, 1, 0,
+     {{"axis", AttrKind::Int}, {"epsilon", AttrKind::Float}, {"stash_type", AttrKind::Int}},
+     infer_rms_norm, ref_rms_norm},
     {OpType::Softmax, "Softmax", 1, 1, 1, 1, 0,
      {{"axis", AttrKind::Int}, {"legacy_axis_2d", AttrKind::Bool}}, infer_softmax, ref_softmax},
     {OpType::LogSoftmax, "LogSoftmax", 1, 1, 1, 1, 0,

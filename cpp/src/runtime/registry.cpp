@@ -57,6 +57,10 @@ const KernelEntry kCpuKernels[] = {
 #endif
     {OpType::LayerNormalization, DType::F32, Isa::Generic, layer_norm_f32, "layer_norm_f32", layer_norm_f32_supports},
 #if defined(__x86_64__)
+    {OpType::RMSNormalization, DType::F32, Isa::Avx2, rms_norm_f32_avx2, "rms_norm_f32_avx2", rms_norm_f32_supports},
+#endif
+    {OpType::RMSNormalization, DType::F32, Isa::Generic, rms_norm_f32, "rms_norm_f32", rms_norm_f32_supports},
+#if defined(__x86_64__)
     {OpType::Softmax, DType::F32, Isa::Avx2, softmax_f32_avx2, "softmax_f32_avx2", softmax_f32_supports},
 #endif
     {OpType::Softmax, DType::F32, Isa::Generic, softmax_f32, "softmax_f32", softmax_f32_supports},
