@@ -174,8 +174,13 @@ TEST_CASE("f16: f32 -> f16 rounds to nearest even (ties, neighbours, random)") {
     }
     uint16_t want = ref.round(x, 0x8000);
     if (got != want) FAIL_CHECK("x=", x, " bits=", f32_bits(x), " got ", got, " want ", want);
-#if defined(__FLT16_MAX__)
+#if defined(__aarch64__) || defined(__FLT16_MAX__)
+#if defined(__aarch64__)
+    // g++ < 13 defines __FLT16_MAX__ but has no _Float16 in C++ here; __fp16 is IEEE binary16.
+    __fp16 hw = (__fp16)x;
+#else
     _Float16 hw = (_Float16)x;  // the compiler's conversion, where g++ has _Float16
+#endif
     uint16_t hb;
     std::memcpy(&hb, &hw, 2);
     if (got != hb) FAIL_CHECK("x=", x, " got ", got, " _Float16 gives ", hb);

@@ -4,6 +4,8 @@
 // through the registry; max ulp / relative error are printed. Skipped without AVX2+FMA.
 // `x86 avx2 bench` (EMBER_X86_BENCH=1) times generic vs AVX2; `x86 avx2 exhaustive`
 // (EMBER_X86_EXHAUSTIVE=stride) sweeps every stride-th float.
+// NOTE: x86 builds only; elsewhere kernels/x86 is not compiled (and Isa::Neon > Isa::Avx2).
+#if defined(__x86_64__)
 #include <algorithm>
 #include <bit>
 #include <chrono>
@@ -458,3 +460,4 @@ TEST_CASE("x86 avx2 bench" * doctest::skip(std::getenv("EMBER_X86_BENCH") == nul
     std::printf("%-22s generic %6.2f ns/elem   avx2 %6.2f ns/elem   x%.1f\n", b.name, g, a, g / a);
   }
 }
+#endif  // defined(__x86_64__)
