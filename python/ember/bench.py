@@ -50,9 +50,9 @@ class Runner:
             self._close = None
 
 
-def ember_runner(model, threads: int | None = None, label: str = "ember") -> Runner:
+def ember_runner(model, threads: int | None = None, label: str = "ember", quantize=None) -> Runner:
     from ember.engine import Engine
-    eng = Engine(model, threads=threads)
+    eng = Engine(model, threads=threads, quantize=quantize)
     return Runner(label, eng.run, eng.close, eng.inputs)
 
 

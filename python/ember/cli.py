@@ -15,6 +15,13 @@ from ember import cli_quantize
 from ember.errors import EmberError, InputError
 
 
+def add_quantize_arg(parser):
+    """--quantize int8|int4: Engine(quantize=...), the model quantized in memory at load."""
+    parser.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                        help="quantize the model at load (int8: W8A8 per token; int4: "
+                             "group-wise weights); `ember quantize` writes a file instead")
+
+
 def _parse_shapes(specs):
     """--shape name=1x128 -> {name: [1, 128]}."""
     shapes = {}
@@ -81,7 +88,7 @@ def cmd_info(args):
     from ember.engine import Engine
     from ember.errors import UnsupportedOpError
     try:
-        eng = Engine(args.model, threads=args.threads)
+        eng = Engine(args.model, threads=args.threads, quantize=args.quantize)
     except UnsupportedOpError as e:
         _print_coverage(args.model, e)
         return 0
@@ -132,7 +139,7 @@ def _load_input(spec):
 
 def cmd_run(args):
     from ember.engine import Engine
-    eng = Engine(args.model, threads=args.threads)
+    eng = Engine(args.model, threads=args.threads, quantize=args.quantize)
     feeds = _sample_feeds(eng, _parse_shapes(args.shape), args.dim) if args.sample else {}
     feeds.update(_load_input(s) for s in args.input or [])
     outputs = eng.run(feeds, outputs=args.output or None)
@@ -162,6 +169,7 @@ def build_parser():
     info.add_argument("--nodes", action="store_true",
                       help="list every node's kernel and ISA (default for graphs of <= 40 nodes)")
     info.add_argument("--threads", type=int, default=None)
+    add_quantize_arg(info)
     info.set_defaults(fn=cmd_info)
 
     run = sub.add_parser("run", help="run a model on .npy inputs")
@@ -174,6 +182,7 @@ def build_parser():
     run.add_argument("--output", action="append", metavar="NAME", help="only these outputs")
     run.add_argument("--output-dir", help="write each output to DIR/<name>.npy")
     run.add_argument("--threads", type=int, default=None)
+    add_quantize_arg(run)
     run.set_defaults(fn=cmd_run)
     # Commands with modules of their own register below: <module>.add_parser(sub).
     cli_profile.add_parser(sub)

@@ -36,6 +36,8 @@ def add_parser(sub):
                    help="value of each input's later symbolic dims (repeatable; default 128)")
     p.add_argument("--shape", action="append", metavar="NAME=DxD",
                    help="an input's whole shape; overrides --batch/--seq for it (repeatable)")
+    from ember.cli import add_quantize_arg  # cli imports this module: import at call time
+    add_quantize_arg(p)
     p.add_argument("--threads", type=int, default=None,
                    help="threads for both engines (default: ember's pool size)")
     p.add_argument("--compare", choices=["onnxruntime", "ember", "none"], default="onnxruntime",
@@ -121,11 +123,11 @@ def cmd_bench(args):
         threads = _core.thread_pool_size()
     overrides = _parse_shapes(args.shape)
 
-    runners = [bench.ember_runner(model, threads)]
+    runners = [bench.ember_runner(model, threads, quantize=args.quantize)]
     if args.compare == "onnxruntime":
         runners.append(bench.ort_runner(model, threads))
     elif args.compare == "ember":
-        runners.append(bench.ember_runner(model, threads, label="ember (B)"))
+        runners.append(bench.ember_runner(model, threads, label="ember (B)", quantize=args.quantize))
     ember = runners[0]
     unknown = set(overrides) - {t.name for t in ember.inputs}
     if unknown:

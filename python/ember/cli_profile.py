@@ -17,6 +17,8 @@ def add_parser(sub):
     p.add_argument("--runs", type=int, default=10, help="timed runs (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     p.add_argument("--threads", type=int, default=None)
+    from ember.cli import add_quantize_arg  # cli imports this module: import at call time
+    add_quantize_arg(p)
     p.add_argument("--trace", metavar="OUT.json",
                    help="write a Chrome trace (open in ui.perfetto.dev or chrome://tracing)")
     p.add_argument("--json", metavar="OUT.json", help="write the whole profile as JSON")
@@ -29,7 +31,7 @@ def add_parser(sub):
 def cmd_profile(args):
     from ember import cli
     from ember.engine import Engine
-    eng = Engine(args.model, threads=args.threads)
+    eng = Engine(args.model, threads=args.threads, quantize=args.quantize)
     feeds = cli._sample_feeds(eng, cli._parse_shapes(args.shape), args.dim)
     shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in feeds.items())
     print(f"profiling {args.model} ({shapes}): {args.warmup} warmup + {args.runs} runs",

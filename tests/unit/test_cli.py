@@ -100,3 +100,27 @@ def test_info_lists_unsupported_ops_without_failing(tmp_path):
     assert any(l.split()[:3] == ["FancyOp", "2", "UNSUPPORTED"] for l in lines), r.stdout
     assert any(l.split()[:2] == ["Relu", "1"] and "UNSUPPORTED" not in l for l in lines), r.stdout
     assert "unsupported: 2 op types, 3 nodes (of 4)" in r.stdout
+
+
+def test_quantize_flag_on_info_and_run(tmp_path, rng):
+    # Three 64 x 64 layers: the first and last stay float by default, the middle one is int8.
+    ws = [(rng.standard_normal((64, 64)) / 8).astype(np.float32) for _ in range(3)]
+    nodes = [helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"h{i + 1}"], name=f"mm{i}") for i in range(3)]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("h3", TensorProto.FLOAT, ["batch", 64])],
+        [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(ws)])
+    path = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    r = ember_cli("info", str(path), "--shape", "h0=2x64", "--quantize", "int8")
+    assert r.returncode == 0, r.stderr
+    assert "QMatMul" in r.stdout and "qmatmul_i8" in r.stdout
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = ember_cli("run", str(path), "--input", f"h0={tmp_path / 'x.npy'}", "--output-dir",
+                  str(tmp_path / "out"), "--quantize", "int8")
+    assert r.returncode == 0, r.stderr
+    want = x @ ws[0] @ ws[1] @ ws[2]
+    got = np.load(tmp_path / "out" / "h3.npy")
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+    assert ember_cli("run", str(path), "--sample", "--quantize", "int3").returncode == 2
