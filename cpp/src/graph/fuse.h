@@ -45,6 +45,11 @@ int fuse_graph(Graph& graph);
 int fuse_qmatmul(Graph& graph);
 // com.microsoft MatMulNBits (4 bits, constant weights) -> Q4MatMul (ops_q4matmul.cpp).
 int fuse_matmul_nbits(Graph& graph);
+// QLinearMatMul / QLinearConv (group 1) with constant weights and scalar activation scales ->
+// DequantizeLinear -> QMatMul | QConv (static: the codes come back exactly) -> QuantizeLinear;
+// the float multiplier ((acc * sa) * sw [+ bias]) / sy may round a value one code apart from
+// the integer-multiplier form.
+int fuse_qlinear(Graph& graph);
 // Both; then dead nodes and constants removed.
 int fuse_quant(Graph& graph);
 // QMatMul / Q4MatMul / QConv without an activation, read only by Relu or Gelu (made by

@@ -324,7 +324,90 @@ int fold_bias_dequantize(Graph& g) {
   return folded;
 }
 
+// A uint8 / int8 scalar constant (a zero point).
+const Tensor* q8_scalar(const Graph& g, int id) {
+  const Tensor* t = constant(g, id);
+  return t && t->numel() == 1 && t->rank() <= 1 && (t->dtype() == DType::U8 || t->dtype() == DType::I8)
+             ? t
+             : nullptr;
+}
+
+// QLinearMatMul / QLinearConv (onnxruntime's QOperator format) with constant weights, scalar
+// activation and output scales: the nodes that stand in for it, in order —
+// DequantizeLinear(a) -> QMatMul | QConv (static, requantizing a to the same codes exactly)
+// -> QuantizeLinear(y, y_scale, y_zp) — or none when it does not fit.
+std::vector<Node> expand_qlinear(Graph& g, const Node& n) {
+  bool conv = n.op == OpType::QLinearConv;
+  int a = n.inputs[0], sa = n.inputs[1], za = n.inputs[2], sy = n.inputs[6], zy = n.inputs[7];
+  if (!scalar_constant(g, sa) || !q8_scalar(g, za) || !scalar_constant(g, sy) || !q8_scalar(g, zy) ||
+      !(scalar_constant(g, sa)->ptr<float>()[0] > 0))
+    return {};
+  const Tensor* w = constant(g, n.inputs[3]);
+  const Tensor* ws = constant(g, n.inputs[4]);
+  const Tensor* wz = constant(g, n.inputs[5]);
+  if (!w || !ws || !wz || (conv && (w->rank() < 3 || n.attrs.get_int("group", 1) != 1))) return {};
+  int64_t m = conv ? w->dim(0) : 0;
+  Tensor w2 = conv ? w->reshaped({m, w->numel() / std::max<int64_t>(m, 1)}) : *w;
+  auto qw = q_weights(&w2, wz, ws, conv);
+  if (!qw) return {};
+  int bias = -1;
+  if (conv && n.inputs.size() > 8 && n.inputs[8] >= 0) {
+    // int32 B at scale x_scale * w_scale[m]: a float bias with the same value.
+    const Tensor* b = constant(g, n.inputs[8]);
+    if (!b || b->dtype() != DType::I32 || b->shape() != Shape{m}) return {};
+    Tensor bf = Tensor::empty(DType::F32, {m});
+    float xs = scalar_constant(g, sa)->ptr<float>()[0];
+    for (int64_t i = 0; i < m; i++)
+      bf.ptr<float>()[i] = (float)b->ptr<int32_t>()[i] * (xs * qw->scale.ptr<float>()[i]);
+    bias = g.add_value(n.name + "/bias", DType::F32);
+    g.constants[bias] = std::move(bf);
+  }
+  Node dq;
+  dq.op = OpType::DequantizeLinear;
+  dq.name = n.name + "/dequantize";
+  dq.inputs = {a, sa, za};
+  dq.outputs = {g.add_value(n.name + "/a", DType::F32)};
+  Node mm;
+  mm.name = n.name;
+  mm.inputs = {dq.outputs[0], pack_weights(g, n.name, *qw), scale_of(g, n.name, *qw), bias, sa, za};
+  mm.outputs = {g.add_value(n.name + "/y", DType::F32)};
+  mm.attrs.set("activation", std::string("none"));
+  if (conv) {
+    mm = Node{n.op, n.name, mm.inputs, mm.outputs, n.attrs};
+    mm.op = OpType::QConv;
+    mm.attrs.set("w_shape", std::vector<int64_t>(w->shape().begin(), w->shape().end()));
+    mm.attrs.set("activation", std::string("none"));
+  } else {
+    mm.op = OpType::QMatMul;
+    mm.attrs.set("n", qw->N);
+    mm.attrs.set("a_mode", std::string("static"));
+  }
+  Node q;
+  q.op = OpType::QuantizeLinear;
+  q.name = n.name + "/quantize";
+  q.inputs = {mm.outputs[0], sy, zy};
+  q.outputs = n.outputs;
+  return {std::move(dq), std::move(mm), std::move(q)};
+}
+
 }  // namespace
+
+int fuse_qlinear(Graph& g) {
+  int fused = 0;
+  std::vector<Node> nodes;
+  for (Node& n : g.nodes) {
+    std::vector<Node> parts;
+    if (n.op == OpType::QLinearMatMul || n.op == OpType::QLinearConv) parts = expand_qlinear(g, n);
+    if (parts.empty()) {
+      nodes.push_back(std::move(n));
+      continue;
+    }
+    for (Node& p : parts) nodes.push_back(std::move(p));
+    fused++;
+  }
+  g.nodes = std::move(nodes);
+  return fused;
+}
 
 int fuse_qmatmul(Graph& g) {
   Rewriter rw(g);
@@ -413,7 +496,7 @@ int fuse_quant_activation(Graph& g) {
 
 int fuse_quant(Graph& g) {
   int n = fold_bias_dequantize(g);
-  n += fuse_qmatmul(g) + fuse_matmul_nbits(g);
+  n += fuse_qmatmul(g) + fuse_matmul_nbits(g) + fuse_qlinear(g);
   if (n) eliminate_dead_nodes(g);
   return n;
 }
