@@ -14,11 +14,16 @@
    together are over 4x the L3 cache, so every run streams them from memory; GB/s = bytes of
    codes + scales read per run / median, against the same-run streaming-read bandwidth of
    2 threads (torch.sum over a 1 GiB float32 array; numpy's single-threaded sum without torch).
+4. A ResNet-18-style CNN (benchmarks/bench_models.py), batch 1 x 224, quantized by
+   onnxruntime.quantization.quantize_static (QDQ, per-channel, 8 random calibration images):
+   ember and onnxruntime on the same QDQ file, and both on the float file; top-1 agreement of
+   ember's int8 with the float model over 16 random images.
 Each section prints a table; --json writes every figure.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -53,7 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="smoke mode: small shapes, 2 rounds")
     p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--sections", default="minilm,gemm,gemv", help="comma list of sections to run")
+    p.add_argument("--sections", default="minilm,gemm,gemv,cnn", help="comma list of sections to run")
     p.add_argument("--json", metavar="OUT.json")
     return p.parse_args(argv)
 
@@ -242,11 +247,53 @@ def section_gemv(args, out):
                    "stream_read_gbs": bw, "stream_read": how}
 
 
+def section_cnn(args, out):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    import ember
+    from ember import bench
+    from bench_models import export_resnet
+
+    tmp = tempfile.mkdtemp(prefix="ember_bench_cnn_")
+    fp32, qdq = os.path.join(tmp, "resnet.onnx"), os.path.join(tmp, "resnet_qdq.onnx")
+    size = export_resnet(fp32, args.quick)
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"image": rng.standard_normal((1, 3, size, size)).astype(np.float32)}
+                               for _ in range(8)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(fp32, qdq, Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    e8 = ember.Engine(qdq, threads=args.threads)
+    e32 = ember.Engine(fp32, threads=args.threads)
+    ops = collections.Counter(op for _, op in e8._session.nodes())
+    x16 = rng.standard_normal((16, 3, size, size)).astype(np.float32)
+    agree = float(np.mean(e8.run({"image": x16})["logits"].argmax(-1) ==
+                          e32.run({"image": x16})["logits"].argmax(-1)))
+    runners = {"ember int8": e8.run, "ember fp32": e32.run,
+               "onnxruntime int8": bench.ort_runner(qdq, args.threads), "onnxruntime fp32": bench.ort_runner(fp32, args.threads)}
+    res = bench.compare(runners, {"image": x16[:1]}, warmup=2, rounds=2 if args.quick else args.rounds)
+    med = {k: v["median_s"] for k, v in res["engines"].items()}
+    print(f"\nResNet-18-style 1x3x{size}x{size}, QDQ by onnxruntime.quantize_static, {args.threads} threads")
+    print(f"  ember ops after passes: {dict(ops)}; fallbacks: {e8.quant_fallbacks}")
+    for label, t in med.items():
+        print(f"  {label:18s} {t * 1e3:8.2f} ms")
+    print(f"  ember int8 / onnxruntime int8 = {med['ember int8'] / med['onnxruntime int8']:.3f}; "
+          f"ember int8 / ember fp32 = {med['ember int8'] / med['ember fp32']:.3f}; "
+          f"top-1 agreement with fp32 {agree:.0%} (16 random images)")
+    out["cnn"] = {"size": size, "median_ms": {k: v * 1e3 for k, v in med.items()}, "top1_agreement": agree,
+                  "ops": dict(ops)}
+
+
 def main(argv=None):
     args = parse_args(argv)
     from ember import bench
     out = {"machine": bench.machine_info(args.threads)}
-    sections = {"minilm": section_minilm, "gemm": section_gemm, "gemv": section_gemv}
+    sections = {"minilm": section_minilm, "gemm": section_gemm, "gemv": section_gemv, "cnn": section_cnn}
     for name in args.sections.split(","):
         sections[name.strip()](args, out)
     if args.json:

@@ -18,7 +18,8 @@ ConvGeom geom(const Node& node, const Shape& x) {
 }
 
 // rows[o, c * ksz + tap] = xq[c * xs + input position of (o, tap)], 0 where that is padding;
-// each row [lda] with its tail past C * ksz zeroed.
+// each row [lda] with its tail past C * ksz zeroed. Per output position, each (c, kernel row)
+// fills k[2] consecutive codes, with the bounds checks hoisted out of that innermost run.
 void im2row(const KernelCtx& ctx, const ConvGeom& g, const int16_t* xq, int64_t xs, int64_t lda,
             int16_t* rows) {
   int64_t ksz = g.k_size(), kc = g.C * ksz;
@@ -28,16 +29,35 @@ void im2row(const KernelCtx& ctx, const ConvGeom& g, const int16_t* xq, int64_t 
       int64_t o2 = o % g.out[2], o1 = o / g.out[2] % g.out[1], o0 = o / (g.out[2] * g.out[1]);
       int16_t* row = rows + o * lda;
       std::fill(row + kc, row + lda, (int16_t)0);
-      for (int64_t t = 0; t < ksz; t++) {
-        int64_t t2 = t % g.k[2], t1 = t / g.k[2] % g.k[1], t0 = t / (g.k[2] * g.k[1]);
+      for (int64_t t0 = 0; t0 < g.k[0]; t0++) {
         int64_t i0 = o0 * g.stride[0] - g.pad[0] + t0 * g.dil[0];
-        int64_t i1 = o1 * g.stride[1] - g.pad[1] + t1 * g.dil[1];
-        int64_t i2 = o2 * g.stride[2] - g.pad[2] + t2 * g.dil[2];
-        bool inside = i0 >= 0 && i0 < g.in[0] && i1 >= 0 && i1 < g.in[1] && i2 >= 0 && i2 < g.in[2];
-        int64_t at = (i0 * g.in[1] + i1) * g.in[2] + i2;
-        for (int64_t c = 0; c < g.C; c++) row[c * ksz + t] = inside ? xq[c * xs + at] : (int16_t)0;
+        for (int64_t t1 = 0; t1 < g.k[1]; t1++) {
+          int64_t i1 = o1 * g.stride[1] - g.pad[1] + t1 * g.dil[1];
+          int64_t t = (t0 * g.k[1] + t1) * g.k[2];  // first tap of this kernel row
+          bool inside = i0 >= 0 && i0 < g.in[0] && i1 >= 0 && i1 < g.in[1];
+          int64_t base = (i0 * g.in[1] + i1) * g.in[2];
+          for (int64_t c = 0; c < g.C; c++) {
+            int16_t* dst = row + c * ksz + t;  // [k[2]]
+            const int16_t* src = xq + c * xs + base;
+            for (int64_t t2 = 0; t2 < g.k[2]; t2++) {
+              int64_t i2 = o2 * g.stride[2] - g.pad[2] + t2 * g.dil[2];
+              dst[t2] = inside && i2 >= 0 && i2 < g.in[2] ? src[i2] : (int16_t)0;
+            }
+          }
+        }
       }
     }
+  });
+}
+
+// y[m, o] = out[o, m]: 16 x 16 tiles, so both sides stream whole cache lines.
+void transpose_out(const KernelCtx& ctx, const float* out, int64_t P, int64_t M, float* y) {
+  constexpr int64_t kT = 16;
+  ctx.parallel_for((M + kT - 1) / kT, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t m0 = b0 * kT; m0 < std::min(M, b1 * kT); m0 += kT)
+      for (int64_t p0 = 0; p0 < P; p0 += kT)
+        for (int64_t m = m0; m < std::min(M, m0 + kT); m++)
+          for (int64_t p = p0; p < std::min(P, p0 + kT); p++) y[m * P + p] = out[p * M + m];
   });
 }
 
@@ -82,23 +102,27 @@ void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const Quanti
   if (act == "gelu") a.act = acts.gelu;
   if (act == "gelu_tanh") a.act = acts.gelu_tanh;
   int64_t xs = isz + (isz & 1);  // a channel's codes: the row quantizer pads odd rows with a 0
-  std::vector<int16_t> xq(g.C * xs), rows(osz * a.lda);
-  std::vector<float> scales(osz, s), out(osz * g.M);  // [positions, M]
+  // NOTE: kept per calling thread between runs (as QMatMul's codes): fresh megabytes on every
+  // call cost more in page faults than the convolution itself.
+  thread_local std::vector<int16_t> xq, rows;
+  thread_local std::vector<float> scales, out;  // out: [positions, M]
+  xq.resize(g.C * xs);
+  rows.resize(osz * a.lda);
+  scales.assign(osz, s);
+  out.resize(osz * g.M);
+  // Pointers, not the names: a lambda run on a pool worker would see that thread's buffers.
+  int16_t* codes = xq.data();
   a.a = rows.data();
   a.a_scale = scales.data();
   a.c = out.data();
   for (int64_t n = 0; n < g.N; n++) {
     ctx.parallel_for(g.C, 1, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; c++)
-        quant.linear(x + (n * g.C + c) * isz, isz, s, zp, qmin, qmax, xq.data() + c * xs);
+        quant.linear(x + (n * g.C + c) * isz, isz, s, zp, qmin, qmax, codes + c * xs);
     });
-    im2row(ctx, g, xq.data(), xs, a.lda, rows.data());
+    im2row(ctx, g, codes, xs, a.lda, rows.data());
     qgemm_i8(a, ctx.max_threads, micro);
-    float* yn = y + n * g.M * osz;
-    ctx.parallel_for(g.M, 1, [&](int64_t m0, int64_t m1) {
-      for (int64_t m = m0; m < m1; m++)
-        for (int64_t o = 0; o < osz; o++) yn[m * osz + o] = out[o * g.M + m];
-    });
+    transpose_out(ctx, out.data(), osz, g.M, y + n * g.M * osz);
   }
 }
 

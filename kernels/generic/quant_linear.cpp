@@ -3,7 +3,6 @@
 // stay outside the integer kernels. Same arithmetic as the references in
 // cpp/src/ops/ops_quant.cpp (float32 divide or multiply, round half to even, saturate, NaN to
 // the minimum); the op case table runs both on every row.
-#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -21,24 +20,45 @@ bool scalar_of(const TensorType& t, bool (*dtype_ok)(DType)) {
 bool is_f32(DType t) { return t == DType::F32; }
 bool is_q8(DType t) { return t == DType::U8 || t == DType::I8; }
 
+// nearbyint without a libm call (baseline x86 has no round instruction): clamped far inside
+// 2^22 (beyond it every value saturates anyway; NaN goes to the low end), adding and removing
+// 1.5 * 2^23 leaves the nearest integer, ties to even.
+inline float round_even_clamped(float v) {
+  v = v > -0x1p22f ? v : -0x1p22f;
+  v = v < 0x1p22f ? v : 0x1p22f;
+  return (v + 0x1.8p23f) - 0x1.8p23f;
+}
+
+// One chunk, with everything in locals and restrict pointers: a uint8 store may alias anything,
+// so through the lambda's captures the compiler would reload s and zp per element and not
+// vectorise.
+template <class Q>
+void quantize_chunk(const float* __restrict x, float s, float fz, Q* __restrict y, int64_t n) {
+  constexpr float lo = std::is_signed_v<Q> ? -128.0f : 0.0f, hi = std::is_signed_v<Q> ? 127.0f : 255.0f;
+  for (int64_t i = 0; i < n; i++) {
+    float v = round_even_clamped(x[i] / s) + fz;
+    v = v >= lo ? v : lo;  // NaN too
+    v = v <= hi ? v : hi;
+    y[i] = (Q)(int32_t)v;
+  }
+}
+
 template <class Q>
 void quantize_rows(const KernelCtx& ctx, const float* x, float s, int zp, Q* y, int64_t n) {
-  constexpr float lo = std::is_signed_v<Q> ? -128.0f : 0.0f, hi = std::is_signed_v<Q> ? 127.0f : 255.0f;
   ctx.parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-      float v = std::nearbyint(x[i] / s) + (float)zp;
-      v = v >= lo ? v : lo;  // NaN too
-      v = v <= hi ? v : hi;
-      y[i] = (Q)v;
-    }
+    quantize_chunk(x + i0, s, (float)zp, y + i0, i1 - i0);
   });
 }
 
 template <class Q>
+void dequantize_chunk(const Q* __restrict x, float s, float z, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = ((float)x[i] - z) * s;
+}
+
+template <class Q>
 void dequantize_rows(const KernelCtx& ctx, const Q* x, float s, int zp, float* y, int64_t n) {
-  float z = (float)zp;
   ctx.parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) y[i] = ((float)x[i] - z) * s;
+    dequantize_chunk(x + i0, s, (float)zp, y + i0, i1 - i0);
   });
 }
 

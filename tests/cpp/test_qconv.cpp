@@ -56,6 +56,8 @@ TEST_CASE("qconv kernels match the QConv reference") {
       {{1, 7, 11, 6}, {4, 7, 1, 1}, {}, {}, {}},
       {{1, 2, 10, 10}, {3, 2, 3, 2}, {1, 2}, {2, 2, 2, 2}, {2, 1}},
       {{3, 5, 13}, {6, 5, 4}, {3}, {1, 2}, {}},
+      // many channels: pool workers quantize some of them (buffers must be the caller's)
+      {{1, 48, 9, 9}, {8, 48, 3, 3}, {}, {1, 1, 1, 1}, {}},
   };
   std::mt19937 rng(7);
   int idx = 0;
