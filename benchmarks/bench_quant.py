@@ -17,7 +17,8 @@
 4. A ResNet-18-style CNN (benchmarks/bench_models.py), batch 1 x 224, quantized by
    onnxruntime.quantization.quantize_static (QDQ, per-channel, 8 random calibration images):
    ember and onnxruntime on the same QDQ file, and both on the float file; top-1 agreement of
-   ember's int8 with the float model over 16 random images.
+   ember's int8 with the float model over 16 random images (a sanity check only: with random
+   weights most images share one class; tests/e2e/test_quantize_models.py measures accuracy).
 Each section prints a table; --json writes every figure.
 """
 from __future__ import annotations
@@ -284,7 +285,8 @@ def section_cnn(args, out):
         print(f"  {label:18s} {t * 1e3:8.2f} ms")
     print(f"  ember int8 / onnxruntime int8 = {med['ember int8'] / med['onnxruntime int8']:.3f}; "
           f"ember int8 / ember fp32 = {med['ember int8'] / med['ember fp32']:.3f}; "
-          f"top-1 agreement with fp32 {agree:.0%} (16 random images)")
+          f"top-1 agreement with fp32 {agree:.0%} (random weights and images: a sanity check, "
+          f"not an accuracy figure)")
     out["cnn"] = {"size": size, "median_ms": {k: v * 1e3 for k, v in med.items()}, "top1_agreement": agree,
                   "ops": dict(ops)}
 
