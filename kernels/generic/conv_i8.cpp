@@ -87,7 +87,6 @@ void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const Quanti
   bool u8 = zt.dtype() == DType::U8;
   int32_t zp = u8 ? zt.ptr<uint8_t>()[0] : zt.ptr<int8_t>()[0];
   int32_t qmin = u8 ? 0 : -128, qmax = u8 ? 255 : 127;
-  std::string act = ctx.node.attrs.get_string("activation", "none");
 
   QGemmI8Args a;
   a.M = osz;
@@ -98,9 +97,7 @@ void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const Quanti
   a.w_scale = ctx.input(2).ptr<float>();    // [M]
   a.bias = ctx.has_input(3) ? ctx.input(3).ptr<float>() : nullptr;  // [M]
   a.ldc = g.M;
-  if (act == "relu") a.act = acts.relu;
-  if (act == "gelu") a.act = acts.gelu;
-  if (act == "gelu_tanh") a.act = acts.gelu_tanh;
+  a.act = acts.for_node(ctx.node);
   int64_t xs = isz + (isz & 1);  // a channel's codes: the row quantizer pads odd rows with a 0
   // NOTE: kept per calling thread between runs (as QMatMul's codes): fresh megabytes on every
   // call cost more in page faults than the convolution itself.

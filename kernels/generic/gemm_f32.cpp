@@ -358,10 +358,7 @@ void fused_matmul_f32_with(const KernelCtx& ctx, const GemmMicro& micro, const G
     g.bias_cs = 1;
     g.beta = 1.0f;
   }
-  std::string act = ctx.node.attrs.get_string("activation", "none");
-  if (act == "relu") g.act = acts.relu;
-  if (act == "gelu") g.act = acts.gelu;
-  if (act == "gelu_tanh") g.act = acts.gelu_tanh;
+  g.act = acts.for_node(ctx.node);
   sgemm(g, ctx.max_threads, micro);
 }
 

@@ -262,10 +262,7 @@ void qmatmul_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const Quan
   g.bias = ctx.has_input(3) ? ctx.input(3).ptr<float>() : nullptr;  // [N]
   g.c = out.ptr<float>();
   g.ldc = g.N;
-  std::string act = at.get_string("activation", "none");
-  if (act == "relu") g.act = acts.relu;
-  if (act == "gelu") g.act = acts.gelu;
-  if (act == "gelu_tanh") g.act = acts.gelu_tanh;
+  g.act = acts.for_node(ctx.node);
 
   // NOTE: kept per calling thread between runs (like sgemm's packing buffers).
   thread_local std::vector<int16_t> codes;

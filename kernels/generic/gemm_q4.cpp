@@ -200,11 +200,7 @@ void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
   if (M == 0 || N == 0) return;
   const int64_t nb = q4_blocks(K), ng = q4_groups(K, group);
   const float* bias = ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr;  // [N]
-  void (*act)(const float*, float*, int64_t) = nullptr;
-  std::string act_name = at.get_string("activation", "none");
-  if (act_name == "relu") act = kern.acts.relu;
-  if (act_name == "gelu") act = kern.acts.gelu;
-  if (act_name == "gelu_tanh") act = kern.acts.gelu_tanh;
+  GemmActs::Fn act = kern.acts.for_node(ctx.node);
 
   // Quantized activations: q [M, nb * 32], d [M, nb], gsum [M, ng].
   thread_local std::vector<int8_t> qbuf;

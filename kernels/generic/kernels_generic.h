@@ -54,9 +54,14 @@ void gemm_f32_with(const KernelCtx& ctx, const GemmMicro& micro);
 // FusedMatMul (ops_fused.cpp): the packed-weight GEMM with bias and activation in the epilogue;
 // `acts` holds the row functions for relu, gelu (erf) and gelu_tanh on this ISA.
 struct GemmActs {
-  void (*relu)(const float* x, float* y, int64_t n);
-  void (*gelu)(const float* x, float* y, int64_t n);
-  void (*gelu_tanh)(const float* x, float* y, int64_t n);
+  using Fn = void (*)(const float* x, float* y, int64_t n);
+  Fn relu, gelu, gelu_tanh;
+  // The row function for the node's attr "activation" (nullptr for "none"; the OpDef's shape
+  // inference has refused anything else).
+  Fn for_node(const Node& node) const {
+    std::string a = node.attrs.get_string("activation", "none");
+    return a == "relu" ? relu : a == "gelu" ? gelu : a == "gelu_tanh" ? gelu_tanh : nullptr;
+  }
 };
 void fused_matmul_f32_with(const KernelCtx& ctx, const GemmMicro& micro, const GemmActs& acts);
 void fused_matmul_f32(const KernelCtx& ctx);

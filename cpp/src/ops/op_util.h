@@ -173,6 +173,14 @@ double sigmoid_d(double x);
 double gelu_erf_d(double x);   // 0.5 x (1 + erf(x / sqrt 2))
 double gelu_tanh_d(double x);  // 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
 
+// The epilogue activation of the fused matmul-like ops (FusedMatMul, QMatMul, Q4MatMul, QConv;
+// defined in ops_fused.cpp): attr "activation" = "none" | "relu" | "gelu" | "gelu_tanh".
+// fused_activation fails through ctx on anything else (without ctx: a Model error naming the
+// node); fused_activate_d applies it in double, like the Relu / Gelu references.
+enum class FusedAct { None, Relu, Gelu, GeluTanh };
+FusedAct fused_activation(const InferCtx* ctx, const Node& node);
+double fused_activate_d(FusedAct act, double v);
+
 // Slice's start, step and length per data dim after ONNX's clamping (ops_index.cpp), shared
 // by the reference and the fast kernel. Returns an error message, empty on success.
 struct SliceSpec {

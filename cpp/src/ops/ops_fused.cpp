@@ -27,23 +27,11 @@ namespace {
 
 constexpr int64_t kPanel = 16;
 
-enum class Act { None, Relu, Gelu, GeluTanh };
-
-Act fused_act(const InferCtx* ctx, const Node& node) {
-  std::string a = node.attrs.get_string("activation", "none");
-  if (a == "none") return Act::None;
-  if (a == "relu") return Act::Relu;
-  if (a == "gelu") return Act::Gelu;
-  if (a == "gelu_tanh") return Act::GeluTanh;
-  if (ctx) ctx->fail("unknown activation '", a, "'");
-  fail(ErrorKind::Model, "[FusedMatMul] unknown activation '", a, "'");
-}
-
 std::vector<TensorType> infer_fused_matmul(const InferCtx& ctx) {
   const TensorType& a = ctx.in[0];
   const TensorType& w = ctx.in[1];
   int64_t n = ctx.node.attrs.get_int("n", -1);
-  fused_act(&ctx, ctx.node);
+  fused_activation(&ctx, ctx.node);
   if (a.dtype != DType::F32 || w.dtype != DType::F32) ctx.fail("A and W must be float32");
   if (a.shape.empty()) ctx.fail("A must have rank >= 1");
   int64_t k = a.shape.back();
@@ -57,16 +45,6 @@ std::vector<TensorType> infer_fused_matmul(const InferCtx& ctx) {
   return {{DType::F32, out}};
 }
 
-double activate(Act act, double v) {
-  switch (act) {
-    case Act::None: return v;
-    case Act::Relu: return v < 0 ? 0.0 : v;
-    case Act::Gelu: return gelu_erf_d(v);
-    case Act::GeluTanh: return gelu_tanh_d(v);
-  }
-  return v;
-}
-
 void ref_fused_matmul(const KernelCtx& ctx) {
   const Tensor& a = ctx.input(0);  // [..., K]
   const Tensor& w = ctx.input(1);  // [ceil(N / 16), K, 16]
@@ -76,7 +54,7 @@ void ref_fused_matmul(const KernelCtx& ctx) {
   const float* ap = a.ptr<float>();
   const float* wp = w.ptr<float>();
   const float* bias = ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr;
-  Act act = fused_act(nullptr, ctx.node);
+  FusedAct act = fused_activation(nullptr, ctx.node);
   float* yp = y.ptr<float>();
   for (int64_t m = 0; m < rows; m++) {
     for (int64_t j = 0; j < n; j++) {
@@ -84,7 +62,7 @@ void ref_fused_matmul(const KernelCtx& ctx) {
       float acc = 0.0f;
       for (int64_t k = 0; k < k_dim; k++) acc += ap[m * k_dim + k] * col[k * kPanel];
       if (bias) acc += bias[j];
-      yp[m * n + j] = (float)activate(act, acc);
+      yp[m * n + j] = (float)fused_activate_d(act, acc);
     }
   }
 }
@@ -163,6 +141,26 @@ Shape batch_strides(const Shape& dims, const Shape& batch, const Shape& unit) {
 }
 
 }  // namespace
+
+FusedAct fused_activation(const InferCtx* ctx, const Node& node) {
+  std::string a = node.attrs.get_string("activation", "none");
+  if (a == "none") return FusedAct::None;
+  if (a == "relu") return FusedAct::Relu;
+  if (a == "gelu") return FusedAct::Gelu;
+  if (a == "gelu_tanh") return FusedAct::GeluTanh;
+  if (ctx) ctx->fail("unknown activation '", a, "'");
+  fail(ErrorKind::Model, "[", op_name(node.op), "] node '", node.name, "': unknown activation '", a, "'");
+}
+
+double fused_activate_d(FusedAct act, double v) {
+  switch (act) {
+    case FusedAct::None: return v;
+    case FusedAct::Relu: return v < 0 ? 0.0 : v;
+    case FusedAct::Gelu: return gelu_erf_d(v);
+    case FusedAct::GeluTanh: return gelu_tanh_d(v);
+  }
+  return v;
+}
 
 AttnGeom attention_geom(const InferCtx& ctx, const Shape& q, const Shape& k, const Shape& v,
                         const Shape* mask) {

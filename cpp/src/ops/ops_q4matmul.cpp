@@ -30,22 +30,10 @@
 namespace ember {
 namespace {
 
-enum class Act { None, Relu, Gelu, GeluTanh };
-
-Act q4_act(const InferCtx* ctx, const Node& node) {
-  std::string a = node.attrs.get_string("activation", "none");
-  if (a == "none") return Act::None;
-  if (a == "relu") return Act::Relu;
-  if (a == "gelu") return Act::Gelu;
-  if (a == "gelu_tanh") return Act::GeluTanh;
-  if (ctx) ctx->fail("unknown activation '", a, "'");
-  fail(ErrorKind::Model, "[Q4MatMul] unknown activation '", a, "'");
-}
-
 std::vector<TensorType> infer_q4matmul(const InferCtx& ctx) {
   const Attrs& at = ctx.node.attrs;
   int64_t n = at.get_int("n", -1), k = at.get_int("k", -1), group = at.get_int("group", -1);
-  q4_act(&ctx, ctx.node);
+  fused_activation(&ctx, ctx.node);
   if (n < 0 || k <= 0) ctx.fail("invalid n = ", n, ", k = ", k);
   if (group < 32 || group % 32 != 0) ctx.fail("group ", group, " is not a positive multiple of 32");
   const TensorType& a = ctx.in[0];
@@ -70,16 +58,6 @@ std::vector<TensorType> infer_q4matmul(const InferCtx& ctx) {
 
 float sum8(const float* a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
 
-double activate(Act act, double v) {
-  switch (act) {
-    case Act::None: return v;
-    case Act::Relu: return v < 0 ? 0.0 : v;
-    case Act::Gelu: return gelu_erf_d(v);
-    case Act::GeluTanh: return gelu_tanh_d(v);
-  }
-  return v;
-}
-
 void ref_q4matmul(const KernelCtx& ctx) {
   const Attrs& at = ctx.node.attrs;
   const int64_t N = at.get_int("n", 0), K = at.get_int("k", 0), group = at.get_int("group", 32);
@@ -91,7 +69,7 @@ void ref_q4matmul(const KernelCtx& ctx) {
   const float* bias = ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr;  // [N]
   float* y = ctx.output(0).ptr<float>();                // [M, N]
   const int64_t M = ctx.input(0).numel() / K;
-  Act act = q4_act(nullptr, ctx.node);
+  FusedAct act = fused_activation(nullptr, ctx.node);
   std::vector<int> q(nb * 32);
   std::vector<float> d(nb), gs(ng);
   for (int64_t m = 0; m < M; m++) {
@@ -132,7 +110,7 @@ void ref_q4matmul(const KernelCtx& ctx) {
       }
       float v = sum8(acc) + sum8(off);
       if (bias) v = v + bias[n];
-      y[m * N + n] = (float)activate(act, v);
+      y[m * N + n] = (float)fused_activate_d(act, v);
     }
   }
 }

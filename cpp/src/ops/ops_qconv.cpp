@@ -53,19 +53,10 @@ std::vector<TensorType> infer_qconv(const InferCtx& ctx) {
   DType zt = ctx.in[5].dtype;
   if ((zt != DType::U8 && zt != DType::I8) || ctx.in[5].shape.size() > 1 || shape_numel(ctx.in[5].shape) != 1)
     ctx.fail("a_zero_point must be a uint8 or int8 scalar");
-  std::string act = ctx.node.attrs.get_string("activation", "none");
-  if (act != "none" && act != "relu" && act != "gelu" && act != "gelu_tanh")
-    ctx.fail("unknown activation '", act, "'");
+  fused_activation(&ctx, ctx.node);
   Shape out = {g.N, g.M};
   for (int i = 3 - g.nsp; i < 3; i++) out.push_back(g.out[i]);
   return {{DType::F32, out}};
-}
-
-double qconv_activate(const std::string& act, double v) {
-  if (act == "relu") return v < 0 ? 0.0 : v;
-  if (act == "gelu") return gelu_erf_d(v);
-  if (act == "gelu_tanh") return gelu_tanh_d(v);
-  return v;
 }
 
 void ref_qconv(const KernelCtx& ctx) {
@@ -80,7 +71,7 @@ void ref_qconv(const KernelCtx& ctx) {
   bool u8 = zt.dtype() == DType::U8;
   int zp = u8 ? zt.ptr<uint8_t>()[0] : zt.ptr<int8_t>()[0];
   int qmin = u8 ? 0 : -128, qmax = u8 ? 255 : 127;
-  std::string act = ctx.node.attrs.get_string("activation", "none");
+  FusedAct act = fused_activation(nullptr, ctx.node);
   float* y = ctx.output(0).ptr<float>();  // [N, M, out...]
   int64_t ksz = g.k_size(), isz = g.in_size(), kh = (g.C * ksz + 1) / 2;
   auto code = [&](float v) {
@@ -111,7 +102,7 @@ void ref_qconv(const KernelCtx& ctx) {
             }
             float r = ((float)acc * s) * ws[m];
             if (b) r += b[m];
-            *y++ = (float)qconv_activate(act, r);
+            *y++ = (float)fused_activate_d(act, r);
           }
         }
       }

@@ -28,16 +28,7 @@ namespace {
 constexpr int64_t kPanel = 16;
 constexpr int64_t kMaxK = 65536;  // 65536 * 255 * 128 < 2^31: the int32 sums cannot overflow
 
-enum class Act { None, Relu, Gelu, GeluTanh };
 enum class AMode { Token, Static, TensorU8 };
-
-Act qmatmul_act(const Node& node) {
-  std::string a = node.attrs.get_string("activation", "none");
-  if (a == "relu") return Act::Relu;
-  if (a == "gelu") return Act::Gelu;
-  if (a == "gelu_tanh") return Act::GeluTanh;
-  return Act::None;
-}
 
 AMode qmatmul_mode(const Node& node) {
   std::string m = node.attrs.get_string("a_mode", "token");
@@ -53,9 +44,7 @@ std::vector<TensorType> infer_qmatmul(const InferCtx& ctx) {
   const TensorType& w = ctx.in[1];
   const Attrs& at = ctx.node.attrs;
   int64_t n = at.get_int("n", -1);
-  std::string act = at.get_string("activation", "none");
-  if (act != "none" && act != "relu" && act != "gelu" && act != "gelu_tanh")
-    ctx.fail("unknown activation '", act, "'");
+  fused_activation(&ctx, ctx.node);
   std::string mode = at.get_string("a_mode", "token");
   if (mode != "token" && mode != "static" && mode != "tensor_u8")
     ctx.fail("a_mode must be 'token', 'static' or 'tensor_u8', got '", mode, "'");
@@ -92,16 +81,6 @@ std::vector<TensorType> infer_qmatmul(const InferCtx& ctx) {
   return {{DType::F32, out}};
 }
 
-double activate(Act act, double v) {
-  switch (act) {
-    case Act::None: return v;
-    case Act::Relu: return v < 0 ? 0.0 : v;
-    case Act::Gelu: return gelu_erf_d(v);
-    case Act::GeluTanh: return gelu_tanh_d(v);
-  }
-  return v;
-}
-
 // Max / min that keep the running value where v is NaN (v > m ? v : m).
 float max_keep(float v, float m) { return v > m ? v : m; }
 float min_keep(float v, float m) { return v < m ? v : m; }
@@ -134,7 +113,7 @@ void ref_qmatmul(const KernelCtx& ctx) {
   const int8_t* wp = wt.ptr<int8_t>();
   const float* w_scale = ctx.input(2).ptr<float>();
   const float* bias = ctx.has_input(3) ? ctx.input(3).ptr<float>() : nullptr;
-  Act act = qmatmul_act(ctx.node);
+  FusedAct act = fused_activation(nullptr, ctx.node);
   AMode mode = qmatmul_mode(ctx.node);
   float s = 1.0f;
   int32_t zp = 0, qmin = 0, qmax = 255;
@@ -179,7 +158,7 @@ void ref_qmatmul(const KernelCtx& ctx) {
       float v = (float)acc * sm;
       v = rounded(v * w_scale[j]);
       if (bias) v = v + bias[j];
-      yp[m * n + j] = (float)activate(act, v);
+      yp[m * n + j] = (float)fused_activate_d(act, v);
     }
   }
 }
