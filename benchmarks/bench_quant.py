@@ -161,7 +161,8 @@ def section_gemm(args, out):
     assert ops == ["QMatMul"], ops
     res = bench.compare({k: e.run for k, e in runners.items()}, {"x": x}, warmup=2,
                         rounds=2 if args.quick else args.rounds)
-    mhz = _cpu_mhz()
+    from bench_gemm import cpu_mhz  # same directory: the script's own path is on sys.path
+    mhz = cpu_mhz()
     peak = args.threads * 2 * 16 * 2 * mhz / 1e3 if mhz else None  # GOPS, int16 vpmaddwd
     print(f"\nINT8 GEMM {size}^3, {args.threads} threads (median; GOPS = 2MNK / t)")
     rows = {}
@@ -171,17 +172,6 @@ def section_gemm(args, out):
         share = f"  {gops / peak:.0%} of the AVX2 int16 peak {peak:.0f}" if peak and "int8" in label else ""
         print(f"  {label:12s} {st['median_s'] * 1e3:8.2f} ms  {gops:7.1f} GOPS{share}")
     out["gemm"] = {"size": size, "gops": rows, "avx2_int16_peak_gops": peak}
-
-
-def _cpu_mhz():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("cpu MHz"):
-                    return float(line.split(":", 1)[1])
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def nbits_chain(layers, k, group, seed=0):
