@@ -207,30 +207,21 @@ void sgemm_pack_b(const float* b, int64_t rs, int64_t cs, int64_t K, int64_t N, 
   }
 }
 
-void sgemm(const SgemmArgs& g, int max_threads, const GemmMicro& micro) {
-  if (g.batch <= 0 || g.M <= 0 || g.N <= 0) return;
-  EMBER_CHECK(micro.nr == kMaxNR && micro.mr <= kMaxMR, Internal, "[sgemm] micro-kernel ",
-              micro.name, " is ", micro.mr, "x", micro.nr);
-  int threads = std::max(1, std::min(max_threads, thread_pool_size()));
-  double flops =
-      2.0 * (double)g.batch * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
-  if (flops < 2e5) threads = 1;  // the pool costs more than it saves
-  // Blocks of equal size, as many tasks as keep every thread equally busy (the pool gives each
-  // thread an equal run of tasks): the fewest tasks whose count splits evenly over the threads,
-  // within block sizes that keep packing amortised. Block sizes never change the sums.
-  int64_t mr = micro.mr;
+GemmBlocks gemm_blocks(int64_t batch, int64_t M, int64_t N, int64_t mr, int64_t nr, int64_t mc_max,
+                       int64_t nc_max, int threads) {
+  // The pool gives each thread an equal run of tasks; block sizes never change the sums.
   auto round_up = [](int64_t v, int64_t m) { return ceil_div(v, m) * m; };
-  int64_t mb = ceil_div(g.M, kMC), nb = ceil_div(g.N, kNC);
+  int64_t mb = ceil_div(M, mc_max), nb = ceil_div(N, nc_max);
   if (threads > 1) {
     int64_t best_mb = mb, best_nb = nb;
     double best = 1e30;
-    for (int64_t n_blocks = nb; n_blocks <= std::max<int64_t>(nb, ceil_div(g.N, 4 * kMaxNR)); n_blocks++) {
-      for (int64_t m_blocks = mb; m_blocks <= std::max<int64_t>(mb, ceil_div(g.M, mr)); m_blocks++) {
-        int64_t tasks = g.batch * m_blocks * n_blocks;
+    for (int64_t n_blocks = nb; n_blocks <= std::max<int64_t>(nb, ceil_div(N, 4 * nr)); n_blocks++) {
+      for (int64_t m_blocks = mb; m_blocks <= std::max<int64_t>(mb, ceil_div(M, mr)); m_blocks++) {
+        int64_t tasks = batch * m_blocks * n_blocks;
         double rounds = (double)ceil_div(tasks, threads);
         // Time ~ rounds x task size; a little extra per task for packing and dispatch.
-        double cost = rounds * (double)round_up(ceil_div(g.M, m_blocks), mr) *
-                          (double)round_up(ceil_div(g.N, n_blocks), kMaxNR) * (1.0 + 0.02 * tasks);
+        double cost = rounds * (double)round_up(ceil_div(M, m_blocks), mr) *
+                      (double)round_up(ceil_div(N, n_blocks), nr) * (1.0 + 0.02 * tasks);
         if (cost < best) {
           best = cost;
           best_mb = m_blocks;
@@ -242,9 +233,19 @@ void sgemm(const SgemmArgs& g, int max_threads, const GemmMicro& micro) {
     mb = best_mb;
     nb = best_nb;
   }
-  int64_t mc = round_up(ceil_div(g.M, mb), mr), nc = round_up(ceil_div(g.N, nb), kMaxNR);
-  mb = ceil_div(g.M, mc);
-  nb = ceil_div(g.N, nc);
+  int64_t mc = round_up(ceil_div(M, mb), mr), nc = round_up(ceil_div(N, nb), nr);
+  return {mc, nc, ceil_div(M, mc), ceil_div(N, nc)};
+}
+
+void sgemm(const SgemmArgs& g, int max_threads, const GemmMicro& micro) {
+  if (g.batch <= 0 || g.M <= 0 || g.N <= 0) return;
+  EMBER_CHECK(micro.nr == kMaxNR && micro.mr <= kMaxMR, Internal, "[sgemm] micro-kernel ",
+              micro.name, " is ", micro.mr, "x", micro.nr);
+  int threads = std::max(1, std::min(max_threads, thread_pool_size()));
+  double flops =
+      2.0 * (double)g.batch * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
+  if (flops < 2e5) threads = 1;  // the pool costs more than it saves
+  auto [mc, nc, mb, nb] = gemm_blocks(g.batch, g.M, g.N, micro.mr, kMaxNR, kMC, kNC, threads);
   auto count = [&] { return g.batch * mb * nb; };
   ::ember::parallel_for(count(), 1, threads, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {

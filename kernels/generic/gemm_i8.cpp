@@ -209,33 +209,7 @@ void qgemm_i8(const QGemmI8Args& g, int max_threads, const QGemmI8Micro& micro) 
   int threads = std::max(1, std::min(max_threads, thread_pool_size()));
   double ops = 2.0 * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
   if (ops < 2e5) threads = 1;  // the pool costs more than it saves
-  // Equal blocks, the fewest tasks that split evenly over the threads (as sgemm does).
-  int64_t mr = micro.mr;
-  auto round_up = [](int64_t v, int64_t m) { return ceil_div(v, m) * m; };
-  int64_t mb = ceil_div(g.M, kMC), nb = ceil_div(g.N, kNC);
-  if (threads > 1) {
-    int64_t best_mb = mb, best_nb = nb;
-    double best = 1e30;
-    for (int64_t n_blocks = nb; n_blocks <= std::max<int64_t>(nb, ceil_div(g.N, 4 * kNR)); n_blocks++) {
-      for (int64_t m_blocks = mb; m_blocks <= std::max<int64_t>(mb, ceil_div(g.M, mr)); m_blocks++) {
-        int64_t tasks = m_blocks * n_blocks;
-        double rounds = (double)ceil_div(tasks, threads);
-        double cost = rounds * (double)round_up(ceil_div(g.M, m_blocks), mr) *
-                      (double)round_up(ceil_div(g.N, n_blocks), kNR) * (1.0 + 0.02 * tasks);
-        if (cost < best) {
-          best = cost;
-          best_mb = m_blocks;
-          best_nb = n_blocks;
-        }
-        if (tasks >= 8 * threads) break;
-      }
-    }
-    mb = best_mb;
-    nb = best_nb;
-  }
-  int64_t mc = round_up(ceil_div(g.M, mb), mr), nc = round_up(ceil_div(g.N, nb), kNR);
-  mb = ceil_div(g.M, mc);
-  nb = ceil_div(g.N, nc);
+  auto [mc, nc, mb, nb] = gemm_blocks(1, g.M, g.N, micro.mr, kNR, kMC, kNC, threads);
   ::ember::parallel_for(mb * nb, 1, threads, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
       int64_t jb = t / mb, ib = t % mb;  // neighbouring tasks share a column block

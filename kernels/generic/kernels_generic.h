@@ -44,6 +44,15 @@ struct GemmMicro {
                bool accumulate) = nullptr;
 };
 const GemmMicro& gemm_micro_generic();
+// How a GEMM's batch x M x N output is cut into tasks for `threads` threads: blocks of equal
+// size (mc a multiple of mr, nc of nr, at most mc_max x nc_max unless the threads want more
+// tasks), the fewest tasks that keep every thread equally busy. mb x nb blocks per matrix.
+// Shared by sgemm and the int8 GEMM (gemm_i8.h).
+struct GemmBlocks {
+  int64_t mc, nc, mb, nb;
+};
+GemmBlocks gemm_blocks(int64_t batch, int64_t M, int64_t N, int64_t mr, int64_t nr, int64_t mc_max,
+                       int64_t nc_max, int threads);
 void sgemm(const SgemmArgs& args, int max_threads, const GemmMicro& micro = gemm_micro_generic());
 // B[K, N] (B[k, n] = b[k * rs + n * cs]) packed as [ceil(N / 16)][K][16], zero-padded.
 int64_t sgemm_packed_b_size(int64_t K, int64_t N);
