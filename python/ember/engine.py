@@ -53,7 +53,7 @@ class Engine:
 
     def __init__(self, model: Any, device: str = "cpu", threads: int | None = None,
                  quantize: Any = None, precision: str = "fp32", memory_limit: int | None = None,
-                 kernels: str = "auto", plan_cache_size: int = 8):
+                 kernels: str = "auto", plan_cache_size: int = 8, **llm_options):
         from ember import _core
         from ember.onnx_import import import_model
 
@@ -78,6 +78,13 @@ class Engine:
         if isinstance(model, (str, os.PathLike)) and not os.path.exists(model):
             from ember import hub
             model = hub.resolve(str(model))
+        self._llm = None
+        if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".gguf"):
+            self._init_llm(str(model), threads, quantize, kernels, llm_options)
+            return
+        if llm_options:
+            raise EmberError(f"[engine] {', '.join(sorted(llm_options))}: LLM options apply to "
+                             "GGUF models only")
         base_dir = None
         if quantize is not None:
             from ember.quantize.api import quantize_for_engine
@@ -93,10 +100,58 @@ class Engine:
         self.quant_fallbacks = [tuple(f) for f in self._session.quant_fallbacks()]
         warn_fallbacks(self.quant_fallbacks)
 
+    def _init_llm(self, path, threads, quantize, kernels, llm_options):
+        from ember.llm.engine import LlmEngine
+        if quantize is not None:
+            raise EmberError("[engine] quantize= applies to ONNX models; a GGUF model keeps the "
+                             "quantization its file has")
+        self._llm = LlmEngine(path, threads=threads, kernels=kernels, **llm_options)
+        self._session = self._llm._session
+        self.info = None
+        self.inputs, self.outputs, self.quant_fallbacks = [], [], []
+
+    def _need_llm(self, what):
+        if getattr(self, "_llm", None) is None:
+            if getattr(self, "_session", None) is None:
+                raise EmberError("[engine] this engine is closed")
+            raise EmberError(f"[engine] {what} needs a decoder LLM (a .gguf model); this engine "
+                             "runs an ONNX graph: use run()")
+        return self._llm
+
+    # ---- LLMs ----
+
+    def generate(self, prompts, max_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+                 top_k: int = 0, seed: int | None = None, stop=None, **sampling):
+        """str | list[str] | list[int] | list[list[int]] -> list[Completion(text, token_ids,
+        finish_reason, usage)]. Every prompt runs concurrently (continuous batching)."""
+        return self._need_llm("generate").generate(prompts, max_tokens=max_tokens, temperature=temperature,
+                                                   top_p=top_p, top_k=top_k, seed=seed, stop=stop, **sampling)
+
+    def stream(self, prompt, max_tokens: int = 128, stop=None, **sampling):
+        """Iterator of text deltas of one prompt."""
+        return self._need_llm("stream").stream(prompt, max_tokens=max_tokens, stop=stop, **sampling)
+
+    def chat(self, messages, max_tokens: int = 128, **sampling):
+        """Applies the model's chat template (sandboxed jinja2) and generates -> Completion."""
+        return self._need_llm("chat").chat(messages, max_tokens=max_tokens, **sampling)
+
+    @property
+    def tokenizer(self):
+        return self._need_llm("tokenizer").tokenizer
+
+    @property
+    def memory_plan(self) -> dict:
+        return self._need_llm("memory_plan").memory_plan
+
+    def llm_stats(self) -> dict:
+        return self._need_llm("llm_stats").stats()
+
     # ---- running ----
 
     def run(self, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict:
         """Runs the graph: feeds {name: array-like} -> {output name: np.ndarray}."""
+        if getattr(self, "_llm", None) is not None:
+            raise EmberError("[engine] this engine runs a decoder LLM: use generate / stream / chat")
         session = self._live_session()
         if not isinstance(feeds, Mapping):
             raise InputError(f"[run] feeds must be a dict of name -> array, not {type(feeds).__name__}")
@@ -169,6 +224,9 @@ class Engine:
 
     def close(self) -> None:
         """Frees the compiled plans and weights now (runs in flight finish first)."""
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            llm.close()
         self._session = None
 
     def __enter__(self) -> "Engine":

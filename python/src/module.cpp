@@ -9,6 +9,7 @@ namespace ember::py {
 void init_graph(nb::module_& m);
 void init_session(nb::module_& m);
 void init_runtime(nb::module_& m);
+void init_llm(nb::module_& m);
 }  // namespace ember::py
 
 namespace {
@@ -41,4 +42,5 @@ NB_MODULE(_core, m) {
   ember::py::init_graph(m);
   ember::py::init_session(m);
   ember::py::init_runtime(m);
+  ember::py::init_llm(m);
 }

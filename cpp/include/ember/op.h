@@ -53,6 +53,10 @@ enum class OpType : uint16_t {
   // fused ops made by graph passes (ops_fused.cpp, ops_qmatmul.cpp, ops_q4matmul.cpp,
   // ops_qconv.cpp; each names what it replaces)
   FusedMatMul, Attention, QMatMul, Q4MatMul, QConv,
+  // LLM ops emitted by the model builders (python/ember/llm): rotary embedding, attention over
+  // the paged KV cache (stateful: it writes the cache), GGUF Q8_0 matmul and embedding rows
+  // (ops_llm.cpp, ops_q8matmul.cpp)
+  Rope, PagedAttention, Q8MatMul, Q8Gather,
   Count
 };
 

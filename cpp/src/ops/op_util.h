@@ -166,6 +166,8 @@ std::span<const OpDef> op_defs_quant();
 std::span<const OpDef> op_defs_qmatmul();
 std::span<const OpDef> op_defs_q4matmul();
 std::span<const OpDef> op_defs_qconv();
+std::span<const OpDef> op_defs_llm();
+std::span<const OpDef> op_defs_q8matmul();
 
 // Scalar activations in double, shared by the Sigmoid/Gelu references and fused ops
 // (ops_unary.cpp).

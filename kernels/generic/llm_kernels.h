@@ -1,0 +1,41 @@
+// Kernels of the LLM ops Rope and PagedAttention (specification: cpp/src/ops/ops_llm.cpp).
+// Generic versions here (llm_kernels.cpp) are the references; ISA versions follow the same
+// float order (kernels/x86/llm_kernels_avx2.cpp).
+#pragma once
+#include <cstdint>
+
+namespace ember::cpu {
+
+struct RopeArgs {
+  const float* x = nullptr;          // [tokens, heads * head_dim]
+  float* y = nullptr;                // [tokens, heads * head_dim]
+  const int64_t* positions = nullptr;  // [tokens]
+  const float* inv_freq = nullptr;   // [rot_half]
+  int64_t tokens = 0, heads = 0, head_dim = 0, rot_half = 0;
+  bool interleaved = false;
+};
+void rope_f32(const RopeArgs& a);
+
+struct PagedAttentionArgs {
+  const float* q = nullptr;          // [tokens, heads * head_dim]
+  const float* k = nullptr;          // [tokens, kv_heads * head_dim]
+  const float* v = nullptr;          // [tokens, kv_heads * head_dim]
+  void* k_cache = nullptr;           // [blocks, block_size, kv_heads, head_dim] f32 or f16
+  void* v_cache = nullptr;
+  bool cache_f16 = false;
+  const int64_t* slots = nullptr;    // [tokens]
+  const int32_t* query_start = nullptr;  // [seqs + 1]
+  const int32_t* seq_lens = nullptr;     // [seqs]
+  const int32_t* block_tables = nullptr; // [seqs, max_blocks]
+  float* y = nullptr;                // [tokens, heads * head_dim]
+  int64_t tokens = 0, seqs = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t blocks = 0, block_size = 0, max_blocks = 0;
+  float scale = 1.0f;
+};
+// Writes every token's k and v into its cache slot (slot -1: skipped).
+void paged_attention_write_kv(const PagedAttentionArgs& a);
+// Attention outputs of work items [begin, end), item = token * kv_heads + kv_head: the query
+// heads of that kv head for that token (padding tokens get zeros).
+void paged_attention_f32(const PagedAttentionArgs& a, int64_t begin, int64_t end);
+
+}  // namespace ember::cpu

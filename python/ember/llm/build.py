@@ -1,0 +1,207 @@
+"""Decoder LLM -> ember graph (one step of the continuous-batching loop).
+
+The graph runs one varlen batch: T tokens of S sequences, flat. Inputs (DESIGN.md):
+  token_ids i32 [T], positions i32 [T], slot_mapping i64 [T], query_start i32 [S+1],
+  seq_lens i32 [S], block_tables i32 [S, MB], logits_indices i32 [R],
+  k_cache.{l}, v_cache.{l} [NB, BS, Hkv, D] (f16 or f32) per layer: written in place.
+Output: logits f32 [R, vocab] — the LM head runs only on the R tokens that need logits.
+
+Weights stay in their quantized form where a kernel takes it: Q4_0/Q4_1/Q4_K -> Q4MatMul,
+Q8_0 -> Q8MatMul (and Q8Gather for the embedding table); anything else is dequantized to
+float32 and runs as MatMul.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ember.errors import ModelError
+
+STEP_INPUTS = ("token_ids", "positions", "slot_mapping", "query_start", "seq_lens",
+               "block_tables", "logits_indices")
+
+
+@dataclass
+class LlamaConfig:
+    """What the graph builder needs of a LLaMA-family decoder (llama, qwen2, mistral)."""
+
+    arch: str
+    vocab_size: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    rms_eps: float
+    rope_theta: float
+    context_length: int
+    rope_interleaved: bool           # GGUF llama stores Q/K permuted for pairwise rotation
+    rope_scaling: dict = field(default_factory=dict)
+    attn_bias: bool = False          # qwen2: q/k/v projections have biases
+    tied_embeddings: bool = True
+
+    def check(self, origin: str) -> None:
+        for name in ("vocab_size", "hidden", "layers", "heads", "kv_heads", "head_dim", "ffn",
+                     "context_length"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 0 < v < 2**31:
+                raise ModelError(f"[llm] {origin}: {name} = {v!r} is not a positive int")
+        if self.heads % self.kv_heads:
+            raise ModelError(f"[llm] {origin}: {self.kv_heads} kv heads do not divide "
+                             f"{self.heads} attention heads")
+        if self.head_dim % 2:
+            raise ModelError(f"[llm] {origin}: head_dim {self.head_dim} is odd")
+        if not (self.rms_eps > 0 and self.rope_theta > 0):
+            raise ModelError(f"[llm] {origin}: rms epsilon {self.rms_eps} and rope base "
+                             f"{self.rope_theta} must be positive")
+
+    def kv_bytes_per_token(self, kv_dtype: str) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * (2 if kv_dtype == "f16" else 4)
+
+
+def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
+    """inv_freq [head_dim / 2] in float32 as transformers computes it, with the config's
+    rope scaling variant (linear, llama3) folded in."""
+    d = cfg.head_dim
+    exps = np.arange(0, d, 2, dtype=np.int64).astype(np.float32) / np.float32(d)
+    inv = (np.float32(1.0) / (np.float32(cfg.rope_theta) ** exps)).astype(np.float32)
+    kind = (cfg.rope_scaling or {}).get("type") or (cfg.rope_scaling or {}).get("rope_type")
+    if kind in (None, "default", "none"):
+        return inv
+    factor = float(cfg.rope_scaling.get("factor", 1.0))
+    if kind == "linear":
+        return (inv / np.float32(factor)).astype(np.float32)
+    if kind == "llama3":
+        low = float(cfg.rope_scaling.get("low_freq_factor", 1.0))
+        high = float(cfg.rope_scaling.get("high_freq_factor", 4.0))
+        old = float(cfg.rope_scaling.get("original_max_position_embeddings", 8192))
+        wavelen = 2 * np.pi / inv
+        low_wl, high_wl = old / low, old / high
+        scaled = np.where(wavelen > low_wl, inv / factor, inv)
+        smooth = (old / wavelen - low) / (high - low)
+        mid = (1 - smooth) * scaled / factor + smooth * scaled
+        is_mid = (wavelen >= high_wl) & (wavelen <= low_wl)
+        return np.where(is_mid, mid, scaled).astype(np.float32)
+    raise ModelError(f"[llm] rope scaling type {kind!r} is not supported "
+                     "(supported: linear, llama3)")
+
+
+class _G:
+    """Small graph-building helper: fresh value names, constants, nodes."""
+
+    def __init__(self):
+        from ember import _core
+        self.g = _core.Graph()
+        self.n = 0
+
+    def value(self, name, dtype=None, dims=None):
+        return self.g.add_value(name, dtype, dims)
+
+    def const(self, name, array, dtype=""):
+        vid = self.g.add_value(name)
+        self.g.set_constant(vid, np.ascontiguousarray(array), dtype)
+        return vid
+
+    def node(self, op, inputs, name, n_out=1, **attrs):
+        self.n += 1
+        outs = [self.g.add_value(f"{name}:{i}" if n_out > 1 else name) for i in range(n_out)]
+        self.g.add_node(op, f"{name}#{self.n}", list(inputs), outs, attrs)
+        return outs if n_out > 1 else outs[0]
+
+
+class _Linear:
+    """Emits y = x @ W^T (+ b) for a weight in whichever form it is stored."""
+
+    def __init__(self, gb: _G, weights):
+        self.gb, self.w = gb, weights
+
+    def __call__(self, x, name, wname, bias=None):
+        t = self.w.tensor(wname)
+        rows, cols = t.shape
+        if t.ggml_type in ("Q4_0", "Q4_1", "Q4_K"):
+            codes, scales, offsets = self.w.q4_blocks(wname)
+            ins = [x, self.gb.const(wname + ".codes", codes, "uint8"),
+                   self.gb.const(wname + ".scales", scales), self.gb.const(wname + ".offsets", offsets)]
+            if bias is not None:
+                ins.append(self.gb.const(wname + ".bias", bias))
+            return self.gb.node("Q4MatMul", ins, name, n=rows, k=cols, group=32)
+        if t.ggml_type == "Q8_0":
+            codes, scales = self.w.q8_blocks(wname)
+            ins = [x, self.gb.const(wname + ".codes", codes, "int8"), self.gb.const(wname + ".scales", scales)]
+            if bias is not None:
+                ins.append(self.gb.const(wname + ".bias", bias))
+            return self.gb.node("Q8MatMul", ins, name, n=rows, k=cols)
+        w = self.w.dequantize(wname)
+        y = self.gb.node("MatMul", [x, self.gb.const(wname + ".T", np.ascontiguousarray(w.T))], name)
+        if bias is not None:
+            y = self.gb.node("Add", [y, self.gb.const(wname + ".bias", bias)], name + ".bias")
+        return y
+
+
+def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
+    """The step graph of a LLaMA-family decoder. `weights` maps GGUF tensor names
+    (token_embd.weight, blk.{i}.attn_q.weight, ...) to their stored form (see gguf_weights)."""
+    gb = _G()
+    lin = _Linear(gb, weights)
+    kvt = "float16" if kv_dtype == "f16" else "float32"
+    tok = gb.value("token_ids", "int32", ["T"])
+    pos = gb.value("positions", "int32", ["T"])
+    slots = gb.value("slot_mapping", "int64", ["T"])
+    qstart = gb.value("query_start", "int32", ["S1"])
+    seq_lens = gb.value("seq_lens", "int32", ["S"])
+    tables = gb.value("block_tables", "int32", ["S", "MB"])
+    logit_idx = gb.value("logits_indices", "int32", ["R"])
+    for v in (tok, pos, slots, qstart, seq_lens, tables, logit_idx):
+        gb.g.add_input(v)
+    caches = []
+    for i in range(cfg.layers):
+        kc = gb.value(f"k_cache.{i}", kvt, ["NB", "BS", cfg.kv_heads, cfg.head_dim])
+        vc = gb.value(f"v_cache.{i}", kvt, ["NB", "BS", cfg.kv_heads, cfg.head_dim])
+        gb.g.add_input(kc)
+        gb.g.add_input(vc)
+        caches.append((kc, vc))
+
+    emb = weights.tensor("token_embd.weight")
+    if emb.ggml_type == "Q8_0":
+        codes, scales = weights.q8_blocks("token_embd.weight")
+        emb_codes = gb.const("token_embd.codes", codes, "int8")
+        emb_scales = gb.const("token_embd.scales", scales)
+        x = gb.node("Q8Gather", [emb_codes, emb_scales, tok], "embed", k=cfg.hidden)
+    else:
+        table = gb.const("token_embd.f32", weights.dequantize("token_embd.weight"))
+        x = gb.node("Gather", [table, tok], "embed", axis=0)
+
+    inv_freq = gb.const("rope.inv_freq", rope_inv_freq(cfg))
+    eps = float(cfg.rms_eps)
+    for i in range(cfg.layers):
+        p = f"blk.{i}"
+        h = gb.node("RMSNormalization", [x, gb.const(f"{p}.attn_norm", weights.dequantize(f"{p}.attn_norm.weight"))],
+                    f"{p}.attn_norm", epsilon=eps, axis=-1)
+        bias = (lambda n: weights.dequantize(f"{p}.{n}.bias")) if cfg.attn_bias else (lambda n: None)
+        q = lin(h, f"{p}.q", f"{p}.attn_q.weight", bias("attn_q"))
+        k = lin(h, f"{p}.k", f"{p}.attn_k.weight", bias("attn_k"))
+        v = lin(h, f"{p}.v", f"{p}.attn_v.weight", bias("attn_v"))
+        rope = dict(head_dim=cfg.head_dim, interleaved=int(cfg.rope_interleaved))
+        q = gb.node("Rope", [q, pos, inv_freq], f"{p}.q_rope", num_heads=cfg.heads, **rope)
+        k = gb.node("Rope", [k, pos, inv_freq], f"{p}.k_rope", num_heads=cfg.kv_heads, **rope)
+        a = gb.node("PagedAttention", [q, k, v, caches[i][0], caches[i][1], slots, qstart, seq_lens, tables],
+                    f"{p}.attn", num_heads=cfg.heads, num_kv_heads=cfg.kv_heads, head_dim=cfg.head_dim,
+                    scale=float(1.0 / np.sqrt(cfg.head_dim)))
+        x = gb.node("Add", [x, lin(a, f"{p}.o", f"{p}.attn_output.weight")], f"{p}.attn_res")
+        h = gb.node("RMSNormalization", [x, gb.const(f"{p}.ffn_norm", weights.dequantize(f"{p}.ffn_norm.weight"))],
+                    f"{p}.ffn_norm", epsilon=eps, axis=-1)
+        g = lin(h, f"{p}.gate", f"{p}.ffn_gate.weight")
+        u = lin(h, f"{p}.up", f"{p}.ffn_up.weight")
+        silu = gb.node("Mul", [g, gb.node("Sigmoid", [g], f"{p}.sig")], f"{p}.silu")
+        m = gb.node("Mul", [silu, u], f"{p}.swiglu")
+        x = gb.node("Add", [x, lin(m, f"{p}.down", f"{p}.ffn_down.weight")], f"{p}.ffn_res")
+
+    last = gb.node("Gather", [x, logit_idx], "logits_rows", axis=0)
+    h = gb.node("RMSNormalization", [last, gb.const("output_norm", weights.dequantize("output_norm.weight"))],
+                "output_norm", epsilon=eps, axis=-1)
+    head = "token_embd.weight" if cfg.tied_embeddings else "output.weight"
+    logits = lin(h, "logits", head)
+    gb.g.add_output(logits)
+    return gb.g

@@ -1,0 +1,267 @@
+"""LlmEngine: generate / stream / chat / score over the C++ step loop (cpp/src/llm/runner.h).
+
+The runner's loop thread steps while there is work (GIL released); one pump thread here polls
+its outputs and routes each to its request's queue. Everything per request that needs text
+(incremental UTF-8 detokenization, stop strings) happens on the caller's side of that queue.
+"""
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ember.errors import EmberError, InputError
+
+_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                  "presence_penalty", "frequency_penalty", "seed", "logprobs")
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list
+    finish_reason: str            # "stop" | "length" | "abort"
+    usage: dict                   # prompt_tokens, completion_tokens, total_tokens
+    logprobs: list | None = None  # per generated token: logprob (and top: [(token, logprob)])
+    top_logprobs: list | None = None
+
+
+@dataclass
+class _Request:
+    id: int
+    prompt: list
+    stop: tuple
+    q: "queue.Queue" = field(default_factory=queue.Queue)
+
+
+class LlmEngine:
+    def __init__(self, path: str, threads: int | None = None, kernels: str = "auto", **llm_options):
+        from ember import _core
+        from ember.llm.build import build_llama
+        from ember.llm.gguf import load_gguf
+        from ember.llm.model import config_from_gguf, memory_plan, resolve_settings
+        from ember.llm.tokenizer import Tokenizer
+
+        with load_gguf(path) as gguf:
+            self.config = cfg = config_from_gguf(gguf)
+            self.settings = s = resolve_settings(cfg, **llm_options)
+            self.memory_plan = memory_plan(gguf, cfg, s)
+            self.tokenizer = Tokenizer.from_gguf(gguf)
+            self.chat_template = gguf.get("tokenizer.chat_template")
+            graph = build_llama(cfg, gguf, kv_dtype=s.kv_dtype)
+        self._session = _core.Session(graph, threads=threads or 0, plan_cache_size=64,
+                                      reference_kernels=kernels == "reference")
+        self._runner = _core.LlmRunner(
+            self._session, layers=cfg.layers, kv_heads=cfg.kv_heads, head_dim=cfg.head_dim,
+            vocab=cfg.vocab_size, kv_dtype=s.kv_dtype, block_size=s.block_size,
+            num_blocks=s.num_blocks(cfg), max_num_seqs=s.max_num_seqs,
+            max_num_batched_tokens=s.max_num_batched_tokens, max_model_len=s.max_model_len,
+            prefix_caching=s.enable_prefix_caching)
+        self._ids = itertools.count(1)
+        self._requests: dict[int, _Request] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._runner.start()
+        self._pump = threading.Thread(target=self._pump_outputs, name="ember-llm-pump", daemon=True)
+        self._pump.start()
+
+    # ---- plumbing ----
+
+    def _pump_outputs(self):
+        while not self._closed:
+            for out in self._runner.poll(50):
+                with self._lock:
+                    req = self._requests.get(out[0])
+                if req is not None:
+                    req.q.put(out)
+
+    def _submit(self, prompt, max_tokens, stop, sampling) -> _Request:
+        if self._closed:
+            raise EmberError("[engine] this engine is closed")
+        ids = self._prompt_ids(prompt)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise InputError(f"[generate] max_tokens must be a positive int, not {max_tokens!r}")
+        stops, stop_ids = _split_stop(stop)
+        params = {k: v for k, v in sampling.items() if v is not None}
+        unknown = set(params) - set(_SAMPLING_KEYS) - {"stop_token_ids", "ignore_eos"}
+        if unknown:
+            raise InputError(f"[generate] unknown sampling options: {', '.join(sorted(unknown))}")
+        ignore_eos = bool(params.pop("ignore_eos", False))
+        stop_ids = list(stop_ids) + list(params.pop("stop_token_ids", []) or [])
+        if not ignore_eos:
+            stop_ids += sorted(self.tokenizer.eos_ids)
+        room = self.settings.max_model_len - len(ids)
+        req = _Request(next(self._ids), ids, stops)
+        with self._lock:
+            self._requests[req.id] = req
+        try:
+            self._runner.add_request(req.id, ids, dict(params, max_tokens=min(max_tokens, max(room, 1)),
+                                                       stop_token_ids=stop_ids))
+        except BaseException:
+            with self._lock:
+                self._requests.pop(req.id, None)
+            raise
+        return req
+
+    def _prompt_ids(self, prompt) -> list:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt)
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool)
+                                                     for t in prompt):
+            return list(prompt)
+        raise InputError("[generate] a prompt is a str or a list of token ids")
+
+    def _events(self, req: _Request) -> Iterator[tuple]:
+        """(token, logprob, top, finished, reason) as the runner produces them."""
+        try:
+            while True:
+                _, token, logprob, top, finished, reason = req.q.get()
+                if reason.startswith("error"):
+                    raise EmberError(f"[generate] request failed: {reason[len('error: '):]}")
+                yield token, logprob, top, finished, reason
+                if finished:
+                    return
+        finally:
+            with self._lock:
+                self._requests.pop(req.id, None)
+
+    def _run(self, req: _Request, want_logprobs: bool) -> Iterator[tuple[str, Completion | None]]:
+        """Text deltas of one request, with stop strings applied; the last item carries the
+        Completion."""
+        dec = self.tokenizer.incremental_decoder()
+        text, tokens, lps, tops = "", [], [], []
+        reason, done, ended = "length", False, False
+        held = 0  # chars at the end of text that may start a stop string: not yet streamed
+        emitted = 0
+        events = self._events(req)
+        for token, logprob, top, finished, why in events:
+            if why == "abort":
+                reason = "abort"
+                break
+            tokens.append(token)
+            if want_logprobs:
+                lps.append(logprob)
+                tops.append(top)
+            stop_token = finished and why == "stop"
+            if not stop_token:
+                text += dec.push(token)
+            if finished:
+                text += dec.flush()
+                reason, ended = why, True
+            cut = _find_stop(text, req.stop)
+            if cut is not None:
+                text, reason, done = text[:cut], "stop", True
+                if not ended:
+                    self._runner.cancel([req.id])
+            held = 0 if (finished or done) else _stop_prefix_len(text, req.stop)
+            if len(text) - held > emitted:
+                yield text[emitted:len(text) - held], None
+                emitted = len(text) - held
+            if finished or done:
+                break
+        if done and not ended:  # drain up to the final event the cancel leads to
+            for _ in events:
+                pass
+        events.close()
+        if len(text) > emitted:
+            yield text[emitted:], None
+        usage = dict(prompt_tokens=len(req.prompt), completion_tokens=len(tokens),
+                     total_tokens=len(req.prompt) + len(tokens))
+        yield "", Completion(text, tokens, reason, usage, lps if want_logprobs else None,
+                             tops if want_logprobs else None)
+
+    # ---- API ----
+
+    def generate(self, prompts, max_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+                 top_k: int = 0, seed: int | None = None, stop=None, **sampling) -> list[Completion]:
+        single = isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts
+                                              and all(isinstance(t, int) for t in prompts))
+        batch = [prompts] if single else list(prompts)
+        if not batch:
+            return []
+        opts = dict(sampling, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+        reqs = []
+        try:
+            for p in batch:
+                reqs.append(self._submit(p, max_tokens, stop, opts))
+        except BaseException:
+            self._runner.cancel([r.id for r in reqs])
+            raise
+        want = sampling.get("logprobs") is not None
+        out = []
+        for r in reqs:
+            for _, c in self._run(r, want):
+                if c is not None:
+                    out.append(c)
+        return out
+
+    def stream(self, prompt, max_tokens: int = 128, stop=None, **sampling) -> Iterator[str]:
+        req = self._submit(prompt, max_tokens, stop, sampling)
+        gen = self._run(req, False)
+        try:
+            for delta, c in gen:
+                if delta:
+                    yield delta
+        finally:
+            if gen.gi_frame is not None:  # abandoned mid-stream: stop generating
+                self._runner.cancel([req.id])
+                gen.close()
+
+    def chat(self, messages, max_tokens: int = 128, **sampling) -> Completion:
+        return self.generate(self.apply_chat_template(messages), max_tokens=max_tokens, **sampling)[0]
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> list:
+        from ember.llm.chat import render_chat
+        if not self.chat_template:
+            raise InputError("[chat] this model has no chat template (tokenizer.chat_template)")
+        tok = self.tokenizer
+        text = render_chat(self.chat_template, messages, add_generation_prompt=add_generation_prompt,
+                           bos_token=_tok_text(tok, tok.bos_id), eos_token=_tok_text(tok, tok.eos_id))
+        return tok.encode(text, add_special_tokens=False)
+
+    def stats(self) -> dict:
+        return dict(self._runner.stats())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._runner.stop()
+        self._pump.join()
+        with self._lock:
+            pending = list(self._requests.values())
+        for r in pending:
+            r.q.put((r.id, 0, 0.0, [], True, "error: the engine was closed"))
+
+
+def _tok_text(tok, tid) -> str:
+    return (tok.id_to_token(tid) or "") if tid is not None else ""
+
+
+def _split_stop(stop) -> tuple[tuple, tuple]:
+    if stop is None:
+        return (), ()
+    items = [stop] if isinstance(stop, (str, int)) else list(stop)
+    strs = tuple(s for s in items if isinstance(s, str))
+    ids = tuple(s for s in items if isinstance(s, int) and not isinstance(s, bool))
+    if len(strs) + len(ids) != len(items) or any(not s for s in strs):
+        raise InputError("[generate] stop must be a non-empty str, a token id, or a list of them")
+    return strs, ids
+
+
+def _find_stop(text: str, stops) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _stop_prefix_len(text: str, stops) -> int:
+    """Length of the longest suffix of text that is a proper prefix of a stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
