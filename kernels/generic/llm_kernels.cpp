@@ -57,6 +57,8 @@ void paged_attention_write_kv(const PagedAttentionArgs& a) {
 
 namespace {
 
+constexpr int64_t kMaxHeadDim = 1024;
+
 float sum8(const float* a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
 
 // Row `pos` of sequence s's cache for one kv head, as float (f16 converted into `buf`).
@@ -72,52 +74,126 @@ const float* cache_row(const PagedAttentionArgs& a, const void* cache, int64_t s
 
 }  // namespace
 
-void paged_attention_f32(const PagedAttentionArgs& a, int64_t begin, int64_t end) {
+void paged_attention_item(const PagedAttentionArgs& a, int64_t t, int64_t kvh, int64_t s,
+                          int64_t ctx, float* scores, float* out) {
+  const int64_t D = a.head_dim, G = a.heads / a.kv_heads, qrow = a.heads * D;
+  float kbuf[kMaxHeadDim], vbuf[kMaxHeadDim];
+  const float* q = a.q + t * qrow + kvh * G * D;
+  float* y = a.y + t * qrow + kvh * G * D;
+  for (int64_t j = 0; j < ctx; j++) {
+    const float* k = cache_row(a, a.k_cache, s, j, kvh, kbuf);
+    for (int64_t g = 0; g < G; g++) {
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t d = 0; d < D; d++) acc[d % 8] = std::fma(q[g * D + d], k[d], acc[d % 8]);
+      scores[g * ctx + j] = sum8(acc) * a.scale;
+    }
+  }
+  std::fill(out, out + G * D, 0.0f);
+  for (int64_t g = 0; g < G; g++) {
+    float* sc = scores + g * ctx;
+    float m = -INFINITY;
+    for (int64_t j = 0; j < ctx; j++) m = std::max(m, sc[j]);
+    for (int64_t j = 0; j < ctx; j++) sc[j] = std::exp(sc[j] - m);
+  }
+  for (int64_t j = 0; j < ctx; j++) {
+    const float* v = cache_row(a, a.v_cache, s, j, kvh, vbuf);
+    for (int64_t g = 0; g < G; g++) {
+      const float w = scores[g * ctx + j];
+      for (int64_t d = 0; d < D; d++) out[g * D + d] = std::fma(w, v[d], out[g * D + d]);
+    }
+  }
+  for (int64_t g = 0; g < G; g++) {
+    float l = 0.0f;
+    for (int64_t j = 0; j < ctx; j++) l += scores[g * ctx + j];
+    for (int64_t d = 0; d < D; d++) y[g * D + d] = out[g * D + d] / l;
+  }
+}
+
+void paged_attention_run(const PagedAttentionArgs& a, int64_t begin, int64_t end,
+                         PagedAttentionItemFn item) {
   const int64_t D = a.head_dim, G = a.heads / a.kv_heads;
-  const int64_t qrow = a.heads * D;
-  std::vector<float> scores, out(G * D), kbuf(D), vbuf(D);
-  for (int64_t item = begin; item < end; item++) {
-    const int64_t t = item / a.kv_heads, kvh = item % a.kv_heads;
-    float* y = a.y + t * qrow + kvh * G * D;
+  // Per calling thread, sized to the longest context seen (taken here, on the thread that runs).
+  thread_local std::vector<float> scores, out;
+  out.resize(G * D);
+  for (int64_t it = begin; it < end; it++) {
+    const int64_t t = it / a.kv_heads, kvh = it % a.kv_heads;
     if (t >= a.query_start[a.seqs]) {  // padding token
-      std::fill(y, y + G * D, 0.0f);
+      std::fill(a.y + t * a.heads * D + kvh * G * D, a.y + t * a.heads * D + (kvh + 1) * G * D, 0.0f);
       continue;
     }
     const int64_t s = std::upper_bound(a.query_start, a.query_start + a.seqs + 1, (int32_t)t) -
                       a.query_start - 1;
     const int64_t n_new = a.query_start[s + 1] - a.query_start[s];
     const int64_t ctx = a.seq_lens[s] - n_new + (t - a.query_start[s]) + 1;
-    scores.resize(G * ctx);
-    const float* q = a.q + t * qrow + kvh * G * D;
-    for (int64_t j = 0; j < ctx; j++) {
-      const float* k = cache_row(a, a.k_cache, s, j, kvh, kbuf.data());
-      for (int64_t g = 0; g < G; g++) {
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int64_t d = 0; d < D; d++) acc[d % 8] = std::fma(q[g * D + d], k[d], acc[d % 8]);
-        scores[g * ctx + j] = sum8(acc) * a.scale;
-      }
-    }
-    std::fill(out.begin(), out.end(), 0.0f);
-    std::vector<float> l(G, 0.0f);
-    for (int64_t g = 0; g < G; g++) {
-      float* sc = scores.data() + g * ctx;
-      float m = -INFINITY;
-      for (int64_t j = 0; j < ctx; j++) m = std::max(m, sc[j]);
-      for (int64_t j = 0; j < ctx; j++) {
-        sc[j] = std::exp(sc[j] - m);
-        l[g] += sc[j];
-      }
-    }
-    for (int64_t j = 0; j < ctx; j++) {
-      const float* v = cache_row(a, a.v_cache, s, j, kvh, vbuf.data());
-      for (int64_t g = 0; g < G; g++) {
-        const float w = scores[g * ctx + j];
-        for (int64_t d = 0; d < D; d++) out[g * D + d] = std::fma(w, v[d], out[g * D + d]);
-      }
-    }
-    for (int64_t g = 0; g < G; g++)
-      for (int64_t d = 0; d < D; d++) y[g * D + d] = out[g * D + d] / l[g];
+    if ((int64_t)scores.size() < G * ctx) scores.resize(G * ctx);
+    item(a, t, kvh, s, ctx, scores.data(), out.data());
   }
 }
+
+namespace {
+
+// The step metadata is untrusted (it may come from a caller's own feeds): every offset,
+// length and block id is checked before the kernel reads the cache.
+PagedAttentionArgs paged_attention_args(const KernelCtx& ctx) {
+  const Attrs& at = ctx.node.attrs;
+  PagedAttentionArgs a;
+  a.heads = at.get_int("num_heads", 0);
+  a.kv_heads = at.get_int("num_kv_heads", 0);
+  a.head_dim = at.get_int("head_dim", 0);
+  a.scale = (float)at.get_float("scale", 1.0 / std::sqrt((double)a.head_dim));
+  const Tensor& kc = ctx.input(3);
+  a.tokens = ctx.input(0).dim(0);
+  a.blocks = kc.dim(0);
+  a.block_size = kc.dim(1);
+  a.seqs = ctx.input(6).numel() - 1;
+  a.max_blocks = ctx.input(8).dim(1);
+  a.q = ctx.input(0).ptr<float>();
+  a.k = ctx.input(1).ptr<float>();
+  a.v = ctx.input(2).ptr<float>();
+  a.k_cache = kc.data();
+  a.v_cache = ctx.input(4).data();
+  a.cache_f16 = kc.dtype() == DType::F16;
+  a.slots = ctx.input(5).ptr<int64_t>();
+  a.query_start = ctx.input(6).ptr<int32_t>();
+  a.seq_lens = ctx.input(7).ptr<int32_t>();
+  a.block_tables = ctx.input(8).ptr<int32_t>();
+  a.y = ctx.output(0).ptr<float>();
+  const std::string& who = ctx.node.name;
+  const int64_t slots = a.blocks * a.block_size;
+  for (int64_t t = 0; t < a.tokens; t++)
+    EMBER_CHECK(a.slots[t] >= -1 && a.slots[t] < slots, Input, "[PagedAttention] node '", who,
+                "': slot_mapping[", t, "] = ", a.slots[t], " is outside the cache's ", slots, " slots");
+  EMBER_CHECK(a.query_start[0] == 0, Input, "[PagedAttention] node '", who, "': query_start[0] is ",
+              a.query_start[0], ", not 0");
+  for (int64_t s = 0; s < a.seqs; s++) {
+    const int64_t n = (int64_t)a.query_start[s + 1] - a.query_start[s];
+    EMBER_CHECK(n >= 0 && a.query_start[s + 1] <= a.tokens, Input, "[PagedAttention] node '", who,
+                "': query_start is not increasing within ", a.tokens, " tokens at sequence ", s);
+    EMBER_CHECK(a.seq_lens[s] >= n && a.seq_lens[s] <= a.max_blocks * a.block_size, Input,
+                "[PagedAttention] node '", who, "': seq_lens[", s, "] = ", a.seq_lens[s],
+                " is below its ", n, " new tokens or past its block table (",
+                a.max_blocks * a.block_size, " slots)");
+    const int64_t used = (a.seq_lens[s] + a.block_size - 1) / a.block_size;
+    for (int64_t b = 0; b < used; b++) {
+      int32_t id = a.block_tables[s * a.max_blocks + b];
+      EMBER_CHECK(id >= 0 && id < a.blocks, Input, "[PagedAttention] node '", who,
+                  "': block_tables[", s, ", ", b, "] = ", id, " is outside [0, ", a.blocks, ")");
+    }
+  }
+  return a;
+}
+
+}  // namespace
+
+void paged_attention_with(const KernelCtx& ctx, PagedAttentionItemFn item) {
+  PagedAttentionArgs a = paged_attention_args(ctx);
+  paged_attention_write_kv(a);
+  ctx.parallel_for(a.tokens * a.kv_heads, 1, [&](int64_t b, int64_t e) {
+    paged_attention_run(a, b, e, item);
+  });
+}
+
+
+void paged_attention_f32(const KernelCtx& ctx) { paged_attention_with(ctx, paged_attention_item); }
 
 }  // namespace ember::cpu

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "ember/op.h"
+
 namespace ember::cpu {
 
 struct RopeArgs {
@@ -34,8 +36,27 @@ struct PagedAttentionArgs {
 };
 // Writes every token's k and v into its cache slot (slot -1: skipped).
 void paged_attention_write_kv(const PagedAttentionArgs& a);
-// Attention outputs of work items [begin, end), item = token * kv_heads + kv_head: the query
-// heads of that kv head for that token (padding tokens get zeros).
-void paged_attention_f32(const PagedAttentionArgs& a, int64_t begin, int64_t end);
+// One work item: the outputs of kv head `kvh`'s query heads for token t of sequence s, whose
+// context is positions [0, ctx). scores [heads / kv_heads, ctx] and out [heads / kv_heads,
+// head_dim] are scratch.
+using PagedAttentionItemFn = void (*)(const PagedAttentionArgs& a, int64_t t, int64_t kvh,
+                                      int64_t s, int64_t ctx, float* scores, float* out);
+void paged_attention_item(const PagedAttentionArgs& a, int64_t t, int64_t kvh, int64_t s,
+                          int64_t ctx, float* scores, float* out);
+// Work items [begin, end), item = token * kv_heads + kv_head (padding tokens get zeros).
+void paged_attention_run(const PagedAttentionArgs& a, int64_t begin, int64_t end,
+                         PagedAttentionItemFn item);
+// The PagedAttention driver: checks the step metadata (untrusted: InputError naming the bad
+// slot, offset or block id), writes the new k, v, then runs `item` over (token, kv head) on
+// the shared pool.
+void paged_attention_with(const KernelCtx& ctx, PagedAttentionItemFn item);
+void paged_attention_f32(const KernelCtx& ctx);       // Isa::Generic (the reference)
+#if defined(__x86_64__)
+void paged_attention_f32_avx2(const KernelCtx& ctx);  // Isa::Avx2 (llm_kernels_x86.cpp)
+bool paged_attention_avx2_supports(const InferCtx& ctx);  // head_dim a multiple of 8
+// AVX2 + FMA + F16C (llm_kernels_avx2.cpp); head_dim a multiple of 8. Same bits as the generic.
+void paged_attention_item_avx2(const PagedAttentionArgs& a, int64_t t, int64_t kvh, int64_t s,
+                               int64_t ctx, float* scores, float* out);
+#endif
 
 }  // namespace ember::cpu

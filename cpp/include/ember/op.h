@@ -169,7 +169,7 @@ enum OpFlags : uint32_t {
   // ends a plan before the node, the executor runs it eagerly and its kernel allocates the
   // outputs. infer checks the inputs and returns no output types.
   kOpDynamic = 1u << 2,
-  kOpFused = 1u << 3,      // made by graph passes (cpp/src/graph/fuse.cpp), never by a frontend
+  kOpFused = 1u << 3,      // ember-internal: made by graph passes or the LLM builders, never imported
 };
 
 struct OpDef {

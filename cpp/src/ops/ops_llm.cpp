@@ -79,9 +79,9 @@ std::vector<TensorType> infer_paged_attention(const InferCtx& ctx) {
   const Attrs& at = ctx.node.attrs;
   int64_t hq = at.get_int("num_heads", -1), hkv = at.get_int("num_kv_heads", -1),
           d = at.get_int("head_dim", -1);
-  if (hq <= 0 || hkv <= 0 || d <= 0 || hq % hkv)
+  if (hq <= 0 || hkv <= 0 || d <= 0 || d > 1024 || hq % hkv)
     ctx.fail("invalid num_heads = ", hq, ", num_kv_heads = ", hkv, ", head_dim = ", d,
-             " (num_kv_heads must divide num_heads)");
+             " (num_kv_heads must divide num_heads; head_dim at most 1024)");
   const TensorType& q = ctx.in[0];
   if (q.dtype != DType::F32 || q.shape.size() != 2 || q.shape[1] != hq * d)
     ctx.fail("q must be float32 [T, ", hq * d, "], got ", dtype_name(q.dtype), " ", shape_str(q.shape));
@@ -107,77 +107,20 @@ std::vector<TensorType> infer_paged_attention(const InferCtx& ctx) {
   return one(DType::F32, q.shape);
 }
 
-// The step metadata is untrusted (it may come from a caller's own feeds): every offset,
-// length and block id is checked before the kernel reads the cache.
-cpu::PagedAttentionArgs paged_attention_args(const KernelCtx& ctx) {
-  const Attrs& at = ctx.node.attrs;
-  cpu::PagedAttentionArgs a;
-  a.heads = at.get_int("num_heads", 0);
-  a.kv_heads = at.get_int("num_kv_heads", 0);
-  a.head_dim = at.get_int("head_dim", 0);
-  a.scale = (float)at.get_float("scale", 1.0 / std::sqrt((double)a.head_dim));
-  const Tensor& kc = ctx.input(3);
-  a.tokens = ctx.input(0).dim(0);
-  a.blocks = kc.dim(0);
-  a.block_size = kc.dim(1);
-  a.seqs = ctx.input(6).numel() - 1;
-  a.max_blocks = ctx.input(8).dim(1);
-  a.q = ctx.input(0).ptr<float>();
-  a.k = ctx.input(1).ptr<float>();
-  a.v = ctx.input(2).ptr<float>();
-  a.k_cache = kc.data();
-  a.v_cache = ctx.input(4).data();
-  a.cache_f16 = kc.dtype() == DType::F16;
-  a.slots = ctx.input(5).ptr<int64_t>();
-  a.query_start = ctx.input(6).ptr<int32_t>();
-  a.seq_lens = ctx.input(7).ptr<int32_t>();
-  a.block_tables = ctx.input(8).ptr<int32_t>();
-  a.y = ctx.output(0).ptr<float>();
-  const std::string& who = ctx.node.name;
-  const int64_t slots = a.blocks * a.block_size;
-  for (int64_t t = 0; t < a.tokens; t++)
-    EMBER_CHECK(a.slots[t] >= -1 && a.slots[t] < slots, Input, "[PagedAttention] node '", who,
-                "': slot_mapping[", t, "] = ", a.slots[t], " is outside the cache's ", slots, " slots");
-  EMBER_CHECK(a.query_start[0] == 0, Input, "[PagedAttention] node '", who, "': query_start[0] is ",
-              a.query_start[0], ", not 0");
-  for (int64_t s = 0; s < a.seqs; s++) {
-    const int64_t n = (int64_t)a.query_start[s + 1] - a.query_start[s];
-    EMBER_CHECK(n >= 0 && a.query_start[s + 1] <= a.tokens, Input, "[PagedAttention] node '", who,
-                "': query_start is not increasing within ", a.tokens, " tokens at sequence ", s);
-    EMBER_CHECK(a.seq_lens[s] >= n && a.seq_lens[s] <= a.max_blocks * a.block_size, Input,
-                "[PagedAttention] node '", who, "': seq_lens[", s, "] = ", a.seq_lens[s],
-                " is below its ", n, " new tokens or past its block table (",
-                a.max_blocks * a.block_size, " slots)");
-    const int64_t used = (a.seq_lens[s] + a.block_size - 1) / a.block_size;
-    for (int64_t b = 0; b < used; b++) {
-      int32_t id = a.block_tables[s * a.max_blocks + b];
-      EMBER_CHECK(id >= 0 && id < a.blocks, Input, "[PagedAttention] node '", who,
-                  "': block_tables[", s, ", ", b, "] = ", id, " is outside [0, ", a.blocks, ")");
-    }
-  }
-  return a;
-}
 
-void run_paged_attention(const KernelCtx& ctx) {
-  cpu::PagedAttentionArgs a = paged_attention_args(ctx);
-  cpu::paged_attention_write_kv(a);
-  ctx.parallel_for(a.tokens * a.kv_heads, 1, [&](int64_t b, int64_t e) {
-    cpu::paged_attention_f32(a, b, e);
-  });
-}
 
 const OpDef kOps[] = {
-    {OpType::Rope, "Rope", 3, 3, 1, 1, 0,
+    {OpType::Rope, "Rope", 3, 3, 1, 1, kOpFused,
      {{"num_heads", AttrKind::Int, true},
       {"head_dim", AttrKind::Int, true},
       {"interleaved", AttrKind::Bool}},
      infer_rope, run_rope},
-    {OpType::PagedAttention, "PagedAttention", 9, 9, 1, 1, kOpStateful,
+    {OpType::PagedAttention, "PagedAttention", 9, 9, 1, 1, kOpStateful | kOpFused,
      {{"num_heads", AttrKind::Int, true},
       {"num_kv_heads", AttrKind::Int, true},
       {"head_dim", AttrKind::Int, true},
       {"scale", AttrKind::Float}},
-     infer_paged_attention, run_paged_attention},
+     infer_paged_attention, cpu::paged_attention_f32},
 };
 
 }  // namespace

@@ -185,6 +185,8 @@ const CostRow kCosts[] = {
     {OpType::MatMulNBits, O, 0, cost_matmul},    // A [..., K]: dequantization not counted
     {OpType::QMatMul, O, 0, cost_matmul},        // integer ops; activation quantization not counted
     {OpType::Q4MatMul, O, 0, cost_matmul},
+    {OpType::Q8MatMul, O, 0, cost_matmul},
+    {OpType::Q8Gather, O, 1, nullptr, true},  // one multiply per element; reads only its rows' codes
     {OpType::QConv, O, 0, cost_qconv},
     {OpType::ConvInteger, O, 0, cost_conv},
     {OpType::QLinearConv, O, 0, cost_qlinear_conv},

@@ -10,7 +10,9 @@
 #include "kernels/generic/conv_i8.h"
 #include "kernels/generic/gemm_i8.h"
 #include "kernels/generic/gemm_q4.h"
+#include "kernels/generic/gemm_q8.h"
 #include "kernels/generic/kernels_generic.h"
+#include "kernels/generic/llm_kernels.h"
 #if defined(__x86_64__)
 #include "kernels/x86/kernels_x86.h"
 #endif
@@ -32,6 +34,10 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Attention, DType::F32, Isa::Avx2, attention_f32_avx2, "attention_f32_avx2"},
 #endif
     {OpType::Attention, DType::F32, Isa::Generic, attention_f32, "attention_f32"},
+#if defined(__x86_64__)
+    {OpType::PagedAttention, DType::F32, Isa::Avx2, paged_attention_f32_avx2, "paged_attention_f32_avx2", paged_attention_avx2_supports},
+#endif
+    {OpType::PagedAttention, DType::F32, Isa::Generic, paged_attention_f32, "paged_attention_f32"},
     {OpType::MatMul, DType::F32, Isa::Generic, matmul_f32, "matmul_f32"},
     {OpType::Gemm, DType::F32, Isa::Generic, gemm_f32, "gemm_f32"},
     {OpType::QuantizeLinear, DType::F32, Isa::Generic, quantize_linear_f32, "quantize_linear_f32", quantize_linear_f32_supports},
@@ -52,6 +58,12 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Q4MatMul, DType::F32, Isa::Avx2, q4matmul_avx2, "q4matmul_avx2"},
 #endif
     {OpType::Q4MatMul, DType::F32, Isa::Generic, q4matmul, "q4matmul"},
+    // ---- quantized int8 per 32-block, GGUF Q8_0 (kernels/generic/gemm_q8.h) ----
+#if defined(__x86_64__)
+    {OpType::Q8MatMul, DType::F32, Isa::Avx2, q8matmul_avx2, "q8matmul_avx2"},
+#endif
+    {OpType::Q8MatMul, DType::F32, Isa::Generic, q8matmul, "q8matmul"},
+    {OpType::Q8Gather, DType::I8, Isa::Generic, q8gather, "q8gather"},
 #if defined(__x86_64__)
     {OpType::LayerNormalization, DType::F32, Isa::Avx2, layer_norm_f32_avx2, "layer_norm_f32_avx2", layer_norm_f32_supports},
 #endif

@@ -221,6 +221,53 @@ class LlmEngine:
                            bos_token=_tok_text(tok, tok.bos_id), eos_token=_tok_text(tok, tok.eos_id))
         return tok.encode(text, add_special_tokens=False)
 
+    def score(self, texts) -> list[dict]:
+        """Per-token logprobs of each text under the model (teacher-forced) and its perplexity:
+        [{"token_ids", "logprobs" (None for the first token), "perplexity"}]. Runs the step
+        graph directly on a private KV cache, in chunks of max_num_batched_tokens."""
+        import numpy as np
+        single = isinstance(texts, str)
+        out = []
+        for text in ([texts] if single else list(texts)):
+            ids = self._prompt_ids(text)
+            if len(ids) > self.settings.max_model_len:
+                raise InputError(f"[score] the text has {len(ids)} tokens; max_model_len is "
+                                 f"{self.settings.max_model_len}")
+            logits = self._all_logits(ids)
+            lp = logits - logits.max(-1, keepdims=True)
+            lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+            token_lp = [None] + [float(lp[i, ids[i + 1]]) for i in range(len(ids) - 1)]
+            nll = -np.mean(token_lp[1:]) if len(ids) > 1 else float("nan")
+            out.append({"token_ids": ids, "logprobs": token_lp, "perplexity": float(np.exp(nll))})
+        return out[0] if single else out
+
+    def _all_logits(self, ids):
+        """Logits [len(ids), vocab] at every position, through the step graph."""
+        import numpy as np
+        cfg, s = self.config, self.settings
+        bs, n = s.block_size, len(ids)
+        nb = -(-n // bs)
+        mb = -(-s.max_model_len // bs)
+        kvt = np.float16 if s.kv_dtype == "f16" else np.float32
+        caches = [np.zeros((nb, bs, cfg.kv_heads, cfg.head_dim), kvt) for _ in range(2 * cfg.layers)]
+        table = np.zeros((1, mb), np.int32)
+        table[0, :nb] = np.arange(nb)
+        rows = []
+        for start in range(0, n, s.max_num_batched_tokens):
+            chunk = ids[start:start + s.max_num_batched_tokens]
+            t = len(chunk)
+            feeds = [("token_ids", np.asarray(chunk, np.int32), ""),
+                     ("positions", np.arange(start, start + t, dtype=np.int32), ""),
+                     ("slot_mapping", np.arange(start, start + t, dtype=np.int64), ""),
+                     ("query_start", np.array([0, t], np.int32), ""),
+                     ("seq_lens", np.array([start + t], np.int32), ""),
+                     ("block_tables", table, ""),
+                     ("logits_indices", np.arange(t, dtype=np.int32), "")]
+            for i in range(cfg.layers):
+                feeds += [(f"k_cache.{i}", caches[2 * i], ""), (f"v_cache.{i}", caches[2 * i + 1], "")]
+            rows.append(self._session.run(feeds, [])[0][1])
+        return np.concatenate(rows)
+
     def stats(self) -> dict:
         return dict(self._runner.stats())
 

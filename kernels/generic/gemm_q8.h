@@ -1,0 +1,76 @@
+// INT8 weight GEMM / GEMV computed W8A8 (op Q8MatMul) and embedding rows (op Q8Gather), both on
+// one packed layout (reference and exact float order in cpp/src/ops/ops_q8matmul.cpp):
+//   codes  int8 [N, nb, 32], nb = ceil(K / 32): W[n, 32 b + j] at codes[n, b, j]; 0 past K
+//   scales f32 [N, nb]      W[n, k] = codes[n, k] * scales[n, k / 32]
+// GGUF Q8_0 rows repack exactly (f16 d -> f32). Activations are quantized per row and 32-block
+// by Q4MatMul's quantizer (q4_act_quantize*, group 32). Generic kernels here (gemm_q8.cpp), AVX2
+// in kernels/x86/gemm_q8_avx2.cpp, drivers registered in registry.cpp.
+#pragma once
+#include <cstdint>
+
+#include "kernels/common/quant.h"
+#include "kernels/generic/gemm_q4.h"
+
+namespace ember::cpu {
+
+// nb of the layout above.
+inline int64_t q8_blocks(int64_t k) { return (k + 31) / 32; }
+
+// ---- packing (at load) ----------------------------------------------------------------------
+// Both write codes [N, q8_blocks(K), 32] and scales [N, q8_blocks(K)]; throw ember::Error
+// (Model) on bad sizes (N < 0, K <= 0).
+
+// From GGUF Q8_0 rows (K a multiple of 32): codes copied, scale = f16 d as f32 (exact).
+void q8_pack_from_q8_0(const block_q8_0* w,  // [N, K / 32]
+                       int64_t N, int64_t K,
+                       int8_t* codes,        // [N, K / 32, 32]
+                       float* scales);       // [N, K / 32]
+// From float weights, round to nearest per 32-block as ggml's quantize_row_q8_0 (but the scale
+// stays f32): d = amax / 127, q = d ? roundf(w / d) : 0 (half away from zero). Non-finite
+// weights throw Model.
+void q8_quantize(const float* w,             // [N, K]
+                 int64_t N, int64_t K,
+                 int8_t* codes,              // [N, nb, 32]
+                 float* scales);             // [N, nb]
+
+// ---- kernels ------------------------------------------------------------------------------
+// y[m, n] for m < rows, n < cols: Q8MatMul's sums (+ bias[n]; no activation) of quantized
+// activation rows (q4_act_quantize with group 32) and packed weight rows. Each element follows
+// the reference's float sequence whatever rows and cols are (batch invariance).
+void q8_gemm_tile(const int8_t* q,       // [rows, nb * 32]
+                  const float* d,        // [rows, nb]
+                  int64_t rows,
+                  const int8_t* codes,   // [cols, nb, 32]
+                  const float* scales,   // [cols, nb]
+                  const float* bias,     // [cols] or nullptr
+                  int64_t cols, int64_t K,
+                  float* y,              // [rows, cols], row stride ldy
+                  int64_t ldy);
+
+// The ISA-specific pieces of the Q8MatMul driver (act_quantize: q4_act_quantize*'s contract).
+struct Q8Kernels {
+  void (*act_quantize)(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
+                       int8_t* q, float* d, float* gsum);
+  void (*gemm_tile)(const int8_t* q, const float* d, int64_t rows, const int8_t* codes,
+                    const float* scales, const float* bias, int64_t cols, int64_t K, float* y,
+                    int64_t ldy);
+  GemmActs acts;
+};
+// Q8MatMul on these kernels: quantizes A's rows, then gemm_blocks tasks of (row block, column
+// block) on the shared pool (threads split M and N, never K), the activation applied per task.
+void q8matmul_with(const KernelCtx& ctx, const Q8Kernels& k);
+void q8matmul(const KernelCtx& ctx);  // Isa::Generic
+
+// Q8Gather (also its OpDef reference): out[i, k] = codes[idx_i, k] * scales[idx_i, k / 32]
+// for k < K, indices int32 or int64, negative ones wrapping; others throw Input.
+void q8gather(const KernelCtx& ctx);
+
+#if defined(__x86_64__)
+// AVX2 + FMA tiles (gemm_q8_avx2.cpp), bit-identical to q8_gemm_tile.
+void q8_gemm_tile_avx2(const int8_t* q, const float* d, int64_t rows, const int8_t* codes,
+                       const float* scales, const float* bias, int64_t cols, int64_t K, float* y,
+                       int64_t ldy);
+void q8matmul_avx2(const KernelCtx& ctx);  // Isa::Avx2 (gemm_q8_x86.cpp)
+#endif
+
+}  // namespace ember::cpu

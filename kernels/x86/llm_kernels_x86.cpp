@@ -1,0 +1,13 @@
+// Drivers of the x86 LLM kernels (llm_kernels_avx2.cpp): the generic PagedAttention driver
+// with the AVX2 work item.
+#include "kernels/generic/llm_kernels.h"
+
+namespace ember::cpu {
+
+bool paged_attention_avx2_supports(const InferCtx& ctx) {
+  return ctx.node.attrs.get_int("head_dim", 0) % 8 == 0;
+}
+
+void paged_attention_f32_avx2(const KernelCtx& ctx) { paged_attention_with(ctx, paged_attention_item_avx2); }
+
+}  // namespace ember::cpu
