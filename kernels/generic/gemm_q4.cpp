@@ -212,7 +212,8 @@ void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
   float* gsum = d + M * nb;
   const float* ap = a.ptr<float>();
   int threads = std::max(1, std::min(ctx.max_threads, thread_pool_size()));
-  if ((double)M * (double)N * (double)K < 1e6) threads = 1;  // the pool costs more than it saves
+  // Below ~128 KiB of weights the pool costs more than it saves (a decode GEMV streams them).
+  if ((double)M * (double)N * (double)K < 2.5e5) threads = 1;
   int64_t row_grain = std::max<int64_t>(1, 16384 / K);
   ::ember::parallel_for(M, row_grain, threads, [&](int64_t m0, int64_t m1) {
     kern.act_quantize(ap + m0 * K, K, m1 - m0, K, group, q + m0 * nb * 32, d + m0 * nb,

@@ -188,7 +188,14 @@ PagedAttentionArgs paged_attention_args(const KernelCtx& ctx) {
 void paged_attention_with(const KernelCtx& ctx, PagedAttentionItemFn item) {
   PagedAttentionArgs a = paged_attention_args(ctx);
   paged_attention_write_kv(a);
-  ctx.parallel_for(a.tokens * a.kv_heads, 1, [&](int64_t b, int64_t e) {
+  // Items get at least ~64k flops each, so a short decode step does not pay for a fork/join.
+  double flops = 0;
+  for (int64_t s = 0; s < a.seqs; s++)
+    flops += (double)(a.query_start[s + 1] - a.query_start[s]) * a.seq_lens[s];
+  flops *= 4.0 * a.heads * a.head_dim;
+  const int64_t items = a.tokens * a.kv_heads;
+  const int64_t grain = std::max<int64_t>(1, (int64_t)(65536.0 * items / std::max(flops, 1.0)));
+  ctx.parallel_for(items, grain, [&](int64_t b, int64_t e) {
     paged_attention_run(a, b, e, item);
   });
 }

@@ -112,32 +112,60 @@ class _G:
 
 
 class _Linear:
-    """Emits y = x @ W^T (+ b) for a weight in whichever form it is stored."""
+    """Emits y = x @ W^T (+ b) for a weight in whichever form it is stored. Several weights
+    that read the same x (q/k/v, gate/up) run as one matmul over their rows concatenated, then
+    a Split: fewer, larger kernel calls, and every output element is computed exactly as it
+    would be alone."""
 
     def __init__(self, gb: _G, weights):
         self.gb, self.w = gb, weights
 
     def __call__(self, x, name, wname, bias=None):
-        t = self.w.tensor(wname)
-        rows, cols = t.shape
-        if t.ggml_type in ("Q4_0", "Q4_1", "Q4_K"):
-            codes, scales, offsets = self.w.q4_blocks(wname)
-            ins = [x, self.gb.const(wname + ".codes", codes, "uint8"),
-                   self.gb.const(wname + ".scales", scales), self.gb.const(wname + ".offsets", offsets)]
+        return self.merged(x, [name], [wname], [bias])[0]
+
+    def merged(self, x, names, wnames, biases):
+        ts = [self.w.tensor(n) for n in wnames]
+        kind = {_kind(t.ggml_type) for t in ts}
+        if len(kind) > 1 or len({t.shape[1] for t in ts}) > 1:  # mixed storage: one by one
+            return [self.merged(x, [n], [w], [b])[0] for n, w, b in zip(names, wnames, biases)]
+        kind = kind.pop()
+        rows = [t.shape[0] for t in ts]
+        cols = ts[0].shape[1]
+        tag = "+".join(wnames) if len(wnames) > 1 else wnames[0]
+        bias = None
+        if any(b is not None for b in biases):
+            bias = np.concatenate([b if b is not None else np.zeros(r, np.float32)
+                                   for b, r in zip(biases, rows)]).astype(np.float32)
+        cat = (lambda parts: np.concatenate(parts)) if len(ts) > 1 else (lambda parts: parts[0])
+        name = names[0] if len(names) == 1 else "+".join(names)
+        if kind == "q4":
+            parts = [self.w.q4_blocks(n) for n in wnames]
+            ins = [x, self.gb.const(tag + ".codes", cat([p[0] for p in parts]), "uint8"),
+                   self.gb.const(tag + ".scales", cat([p[1] for p in parts])),
+                   self.gb.const(tag + ".offsets", cat([p[2] for p in parts]))]
             if bias is not None:
-                ins.append(self.gb.const(wname + ".bias", bias))
-            return self.gb.node("Q4MatMul", ins, name, n=rows, k=cols, group=32)
-        if t.ggml_type == "Q8_0":
-            codes, scales = self.w.q8_blocks(wname)
-            ins = [x, self.gb.const(wname + ".codes", codes, "int8"), self.gb.const(wname + ".scales", scales)]
+                ins.append(self.gb.const(tag + ".bias", bias))
+            y = self.gb.node("Q4MatMul", ins, name, n=sum(rows), k=cols, group=32)
+        elif kind == "q8":
+            parts = [self.w.q8_blocks(n) for n in wnames]
+            ins = [x, self.gb.const(tag + ".codes", cat([p[0] for p in parts]), "int8"),
+                   self.gb.const(tag + ".scales", cat([p[1] for p in parts]))]
             if bias is not None:
-                ins.append(self.gb.const(wname + ".bias", bias))
-            return self.gb.node("Q8MatMul", ins, name, n=rows, k=cols)
-        w = self.w.dequantize(wname)
-        y = self.gb.node("MatMul", [x, self.gb.const(wname + ".T", np.ascontiguousarray(w.T))], name)
-        if bias is not None:
-            y = self.gb.node("Add", [y, self.gb.const(wname + ".bias", bias)], name + ".bias")
-        return y
+                ins.append(self.gb.const(tag + ".bias", bias))
+            y = self.gb.node("Q8MatMul", ins, name, n=sum(rows), k=cols)
+        else:
+            w = cat([self.w.dequantize(n) for n in wnames])
+            y = self.gb.node("MatMul", [x, self.gb.const(tag + ".T", np.ascontiguousarray(w.T))], name)
+            if bias is not None:
+                y = self.gb.node("Add", [y, self.gb.const(tag + ".bias", bias)], name + ".bias")
+        if len(ts) == 1:
+            return [y]
+        return self.gb.node("Split", [y, self.gb.const(tag + ".split", np.array(rows, np.int64))],
+                            name + ".split", n_out=len(ts), axis=-1)
+
+
+def _kind(ggml_type: str) -> str:
+    return "q4" if ggml_type in ("Q4_0", "Q4_1", "Q4_K") else "q8" if ggml_type == "Q8_0" else "f32"
 
 
 def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
@@ -180,9 +208,9 @@ def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
         h = gb.node("RMSNormalization", [x, gb.const(f"{p}.attn_norm", weights.dequantize(f"{p}.attn_norm.weight"))],
                     f"{p}.attn_norm", epsilon=eps, axis=-1)
         bias = (lambda n: weights.dequantize(f"{p}.{n}.bias")) if cfg.attn_bias else (lambda n: None)
-        q = lin(h, f"{p}.q", f"{p}.attn_q.weight", bias("attn_q"))
-        k = lin(h, f"{p}.k", f"{p}.attn_k.weight", bias("attn_k"))
-        v = lin(h, f"{p}.v", f"{p}.attn_v.weight", bias("attn_v"))
+        q, k, v = lin.merged(h, [f"{p}.q", f"{p}.k", f"{p}.v"],
+                             [f"{p}.attn_q.weight", f"{p}.attn_k.weight", f"{p}.attn_v.weight"],
+                             [bias("attn_q"), bias("attn_k"), bias("attn_v")])
         rope = dict(head_dim=cfg.head_dim, interleaved=int(cfg.rope_interleaved))
         q = gb.node("Rope", [q, pos, inv_freq], f"{p}.q_rope", num_heads=cfg.heads, **rope)
         k = gb.node("Rope", [k, pos, inv_freq], f"{p}.k_rope", num_heads=cfg.kv_heads, **rope)
@@ -192,8 +220,8 @@ def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
         x = gb.node("Add", [x, lin(a, f"{p}.o", f"{p}.attn_output.weight")], f"{p}.attn_res")
         h = gb.node("RMSNormalization", [x, gb.const(f"{p}.ffn_norm", weights.dequantize(f"{p}.ffn_norm.weight"))],
                     f"{p}.ffn_norm", epsilon=eps, axis=-1)
-        g = lin(h, f"{p}.gate", f"{p}.ffn_gate.weight")
-        u = lin(h, f"{p}.up", f"{p}.ffn_up.weight")
+        g, u = lin.merged(h, [f"{p}.gate", f"{p}.up"], [f"{p}.ffn_gate.weight", f"{p}.ffn_up.weight"],
+                          [None, None])
         silu = gb.node("Mul", [g, gb.node("Sigmoid", [g], f"{p}.sig")], f"{p}.silu")
         m = gb.node("Mul", [silu, u], f"{p}.swiglu")
         x = gb.node("Add", [x, lin(m, f"{p}.down", f"{p}.ffn_down.weight")], f"{p}.ffn_res")
