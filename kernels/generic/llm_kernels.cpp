@@ -74,6 +74,21 @@ const float* cache_row(const PagedAttentionArgs& a, const void* cache, int64_t s
 
 }  // namespace
 
+float attention_exp(float x) {
+  if (std::isnan(x)) return x;
+  if (x < kExpMin) return 0.0f;
+  const float n = std::nearbyint(x * kExpLog2e);
+  float r = std::fma(n, -kExpLn2Hi, x);
+  r = std::fma(n, -kExpLn2Lo, r);
+  float p = kExpPoly[0];
+  for (int i = 1; i < 6; i++) p = std::fma(p, r, kExpPoly[i]);
+  p = std::fma(p, r, 1.0f);
+  uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
 void paged_attention_item(const PagedAttentionArgs& a, int64_t t, int64_t kvh, int64_t s,
                           int64_t ctx, float* scores, float* out) {
   const int64_t D = a.head_dim, G = a.heads / a.kv_heads, qrow = a.heads * D;
@@ -93,7 +108,7 @@ void paged_attention_item(const PagedAttentionArgs& a, int64_t t, int64_t kvh, i
     float* sc = scores + g * ctx;
     float m = -INFINITY;
     for (int64_t j = 0; j < ctx; j++) m = std::max(m, sc[j]);
-    for (int64_t j = 0; j < ctx; j++) sc[j] = std::exp(sc[j] - m);
+    for (int64_t j = 0; j < ctx; j++) sc[j] = attention_exp(sc[j] - m);
   }
   for (int64_t j = 0; j < ctx; j++) {
     const float* v = cache_row(a, a.v_cache, s, j, kvh, vbuf);
@@ -115,7 +130,11 @@ void paged_attention_run(const PagedAttentionArgs& a, int64_t begin, int64_t end
   // Per calling thread, sized to the longest context seen (taken here, on the thread that runs).
   thread_local std::vector<float> scores, out;
   out.resize(G * D);
-  for (int64_t it = begin; it < end; it++) {
+  const int64_t items = a.tokens * a.kv_heads;
+  for (int64_t k = begin; k < end; k++) {
+    // Zigzag order (0, n-1, 1, n-2, ...): a causal prefill's late tokens cost the most, and
+    // the pool hands each thread a contiguous run of k.
+    const int64_t it = k % 2 == 0 ? k / 2 : items - 1 - k / 2;
     const int64_t t = it / a.kv_heads, kvh = it % a.kv_heads;
     if (t >= a.query_start[a.seqs]) {  // padding token
       std::fill(a.y + t * a.heads * D + kvh * G * D, a.y + t * a.heads * D + (kvh + 1) * G * D, 0.0f);

@@ -18,6 +18,17 @@ struct RopeArgs {
 };
 void rope_f32(const RopeArgs& a);
 
+// PagedAttention's exp (every kernel computes exactly this, so the ISA paths agree bit for
+// bit): for x <= 0, x < kExpMin -> 0; n = nearbyint(x * log2(e)); r = fma(n, -ln2_hi, x);
+// r = fma(n, -ln2_lo, r); p = Horner over kExpPoly with fma, from the highest power down to
+// p = fma(p, r, 1); result p * 2^n. Within 2 ulp of expf on [-87, 0]. NaN stays NaN.
+constexpr float kExpMin = -87.0f;
+constexpr float kExpLog2e = 1.44269504088896341f;
+constexpr float kExpLn2Hi = 0.693145751953125f;
+constexpr float kExpLn2Lo = 1.42860682030941723e-06f;
+constexpr float kExpPoly[6] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f};
+float attention_exp(float x);  // the scalar definition (llm_kernels.cpp)
+
 struct PagedAttentionArgs {
   const float* q = nullptr;          // [tokens, heads * head_dim]
   const float* k = nullptr;          // [tokens, kv_heads * head_dim]

