@@ -86,13 +86,14 @@ EMBER_QUANT_HD int q4g_get_zp(const uint8_t* zp_row, int64_t g) {
 namespace ember {
 
 // One row per block-quantized DType. Kernels consuming Q8_0/Q4_0/Q4_1/Q4G weights on the
-// CPU take their activations quantized on the fly to Q8_0 blocks (W8A8 / W4A8), so the
-// dot product of a weight block pairs with exactly one activation block of 32 elements.
+// CPU take their activations quantized on the fly per 32-element block, like Q8_0's grid but
+// with int16 codes (W8A16i / W4A16i: int8 codes flipped SmolLM2's greedy answers), so the dot
+// product of a weight block pairs with exactly one activation block of 32 elements.
 struct QuantTraits {
   DType dtype;
   int64_t block_size;      // elements per block; 0 for Q4G (group size varies, see q4g_*)
   int64_t block_bytes;     // bytes per block; 0 for Q4G
-  DType act_dtype;         // activation format of the CPU kernels that consume it
+  DType act_dtype;         // the activation block grid of the CPU kernels that consume it
   // Reference conversion of n elements (n a multiple of block_size); null for Q4G.
   void (*to_float)(const void* blocks, float* out, int64_t n);
   void (*from_float)(const float* in, void* blocks, int64_t n);

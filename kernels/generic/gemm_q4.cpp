@@ -1,4 +1,4 @@
-// INT4 weight-only GEMM, W4A8 (Q4MatMul; reference and the exact float order: the OpDef row in
+// INT4 weight-only GEMM, W4A16i (Q4MatMul; reference and the exact float order: the OpDef row in
 // cpp/src/ops/ops_q4matmul.cpp). This file: the pack functions (Q4G, GGUF Q4_0/Q4_1, float), the
 // portable kernels, and the driver shared with the AVX2 kernels (gemm_q4_x86.cpp). The driver
 // quantizes A's rows once, then runs (row block, column block) tasks on the shared pool; the
@@ -45,6 +45,42 @@ void pack_gguf(const char* what, const Block* w, int64_t N, int64_t K, uint8_t* 
   for (int64_t i = 0; i < N * nb; i++) {
     std::memcpy(codes + i * 16, w[i].qs, 16);
     scale_offset(w[i], scales + i, offsets + i);
+  }
+}
+
+// q4_act_quantize16 and the int8 q4_act_quantize: one algorithm, limit 32767 or 127.
+template <class T, int kLim>
+void act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group, T* q,
+                  float* d, float* gsum) {
+  const int64_t nb = q4_blocks(K), ng = q4_groups(K, group), bpg = group / 32;
+  for (int64_t m = 0; m < M; m++) {
+    const float* x = a + m * lda;
+    float gs = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+      float v[32] = {};
+      std::copy(x + 32 * b, x + std::min(K, 32 * b + 32), v);
+      float amax = 0.0f;
+      bool finite = true;
+      for (float e : v) {
+        amax = std::max(amax, std::fabs(e));
+        finite = finite && std::isfinite(e);
+      }
+      float db = finite ? amax / (float)kLim : NAN;
+      T* qb = q + m * nb * 32 + 32 * b;
+      int isum = 0;
+      for (int j = 0; j < 32; j++) {
+        int c = 0;
+        if (finite && db != 0.0f) c = std::clamp((int)std::nearbyint(v[j] / db), -kLim, kLim);
+        qb[j] = (T)c;
+        isum += c;
+      }
+      d[m * nb + b] = db;
+      gs = std::fma(db, (float)isum, gs);  // |isum| <= 32 * 32767 < 2^24: exact
+      if ((b + 1) % bpg == 0 || b + 1 == nb) {
+        gsum[m * ng + b / bpg] = gs;
+        gs = 0.0f;
+      }
+    }
   }
 }
 
@@ -108,41 +144,17 @@ void q4_quantize(const float* w, int64_t N, int64_t K, int64_t group, bool with_
 
 // ---- portable kernels -------------------------------------------------------------------------
 
-void q4_act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group, int8_t* q,
-                     float* d, float* gsum) {
-  const int64_t nb = q4_blocks(K), ng = q4_groups(K, group), bpg = group / 32;
-  for (int64_t m = 0; m < M; m++) {
-    const float* x = a + m * lda;
-    float gs = 0.0f;
-    for (int64_t b = 0; b < nb; b++) {
-      float v[32] = {};
-      std::copy(x + 32 * b, x + std::min(K, 32 * b + 32), v);
-      float amax = 0.0f;
-      bool finite = true;
-      for (float e : v) {
-        amax = std::max(amax, std::fabs(e));
-        finite = finite && std::isfinite(e);
-      }
-      float db = finite ? amax / 127.0f : NAN;
-      int8_t* qb = q + m * nb * 32 + 32 * b;
-      int isum = 0;
-      for (int j = 0; j < 32; j++) {
-        int c = 0;
-        if (finite && db != 0.0f) c = std::clamp((int)std::nearbyint(v[j] / db), -127, 127);
-        qb[j] = (int8_t)c;
-        isum += c;
-      }
-      d[m * nb + b] = db;
-      gs = std::fma(db, (float)isum, gs);
-      if ((b + 1) % bpg == 0 || b + 1 == nb) {
-        gsum[m * ng + b / bpg] = gs;
-        gs = 0.0f;
-      }
-    }
-  }
+void q4_act_quantize16(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
+                       int16_t* q, float* d, float* gsum) {
+  act_quantize<int16_t, 32767>(a, lda, M, K, group, q, d, gsum);
 }
 
-void q4_gemm_tile(const int8_t* q, const float* d, const float* gsum, int64_t rows,
+void q4_act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group, int8_t* q,
+                     float* d, float* gsum) {
+  act_quantize<int8_t, 127>(a, lda, M, K, group, q, d, gsum);
+}
+
+void q4_gemm_tile(const int16_t* q, const float* d, const float* gsum, int64_t rows,
                   const uint8_t* codes, const float* scales, const float* offsets,
                   const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
                   int64_t ldy) {
@@ -164,12 +176,17 @@ void q4_gemm_tile(const int8_t* q, const float* d, const float* gsum, int64_t ro
     const float* sn = scales + n * ng;
     const float* on = offsets + n * ng;
     for (int64_t m = 0; m < rows; m++) {
-      const int8_t* qm = q + m * nb * 32;
+      const int16_t* qm = q + m * nb * 32;
       const float* dm = d + m * nb;
-      // Integer part first (vectorises): lane i % 8 of block i / 8 covers elements 4i .. 4i + 3.
-      for (int64_t i = 0; i < nb * 8; i++)
-        pp[i] = qm[4 * i] * wp[4 * i] + qm[4 * i + 1] * wp[4 * i + 1] +
-                qm[4 * i + 2] * wp[4 * i + 2] + qm[4 * i + 3] * wp[4 * i + 3];
+      // Integer part first (vectorises): lane l of block b covers elements 2l, 2l + 1 and
+      // 2l + 16, 2l + 17 (madd_epi16 on each half of the block, added).
+      for (int64_t b = 0; b < nb; b++) {
+        const int16_t* qb = qm + 32 * b;
+        const int16_t* wb = wp + 32 * b;
+        for (int l = 0; l < 8; l++)
+          pp[8 * b + l] = qb[2 * l] * wb[2 * l] + qb[2 * l + 1] * wb[2 * l + 1] +
+                          qb[2 * l + 16] * wb[2 * l + 16] + qb[2 * l + 17] * wb[2 * l + 17];
+      }
       float acc[8] = {}, off[8] = {};
       for (int64_t g = 0; g < ng; g++) {
         float gacc[8] = {};
@@ -203,11 +220,11 @@ void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
   GemmActs::Fn act = kern.acts.for_node(ctx.node);
 
   // Quantized activations: q [M, nb * 32], d [M, nb], gsum [M, ng].
-  thread_local std::vector<int8_t> qbuf;
+  thread_local std::vector<int16_t> qbuf;
   thread_local std::vector<float> fbuf;
   qbuf.resize(M * nb * 32);
   fbuf.resize(M * (nb + ng));
-  int8_t* q = qbuf.data();
+  int16_t* q = qbuf.data();
   float* d = fbuf.data();
   float* gsum = d + M * nb;
   const float* ap = a.ptr<float>();
@@ -247,7 +264,7 @@ void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
 }
 
 void q4matmul(const KernelCtx& ctx) {
-  static const Q4Kernels k{q4_act_quantize, q4_gemm_tile,
+  static const Q4Kernels k{q4_act_quantize16, q4_gemm_tile,
                            {relu_f32_array, gelu_f32_array, gelu_tanh_f32_array}};
   q4matmul_with(ctx, k);
 }

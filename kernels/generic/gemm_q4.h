@@ -1,12 +1,13 @@
-// INT4 weight-only GEMM / GEMV computed W4A8 (op Q4MatMul, reference and exact float order in
+// INT4 weight-only GEMM / GEMV computed W4A16i (op Q4MatMul, reference and exact float order in
 // cpp/src/ops/ops_q4matmul.cpp). Packed weights, one layout for every source format:
 //   codes   uint8 [N, nb, 16], nb = ceil(K / 32): byte j of block b of row n holds the code of
 //           W[n, 32 b + j] in its low nibble and of W[n, 32 b + j + 16] in its high (GGUF's
 //           order); codes past K are 0
 //   scales  f32 [N, ng], ng = ceil(K / group), group a positive multiple of 32
 //   offsets f32 [N, ng]     W[n, k] = code[n, k] * scales[n, k / group] + offsets[n, k / group]
-// Activations are quantized per row and 32-block on the fly (q4_act_quantize*). Generic kernels
-// here (gemm_q4.cpp), AVX2 in kernels/x86/gemm_q4_avx2.cpp, drivers registered in registry.cpp.
+// Activations are quantized to int16 per row and 32-block on the fly (q4_act_quantize16*).
+// Generic kernels here (gemm_q4.cpp), AVX2 in kernels/x86/gemm_q4_avx2.cpp, drivers registered in
+// registry.cpp.
 #pragma once
 #include <cstdint>
 
@@ -52,9 +53,16 @@ void q4_quantize(const float* w,              // [N, K]
                  float* offsets);             // [N, ng]
 
 // ---- kernels ------------------------------------------------------------------------------
-// Activation quantization, per row m and 32-block b (zero past K): d = amax / 127 (NaN when the
-// block holds an inf or NaN), q = d ? clamp(nearbyint(a / d), -127, 127) : 0; per group,
+// Activation quantization, per row m and 32-block b (zero past K): d = amax / 32767 (NaN when
+// the block holds an inf or NaN), q = d ? clamp(nearbyint(a / d), -32767, 32767) : 0; per group,
 // gsum = fma(d_b, isum_b, .) over its blocks in order from 0 (isum_b: the block's sum of q).
+void q4_act_quantize16(const float* a,  // [M, K], row stride lda
+                       int64_t lda, int64_t M, int64_t K, int64_t group,
+                       int16_t* q,      // [M, nb * 32]
+                       float* d,        // [M, nb]
+                       float* gsum);    // [M, ng]
+// The same with int8: d = amax / 127, q clamped to +-127 (Q8MatMul's former quantizer).
+// TODO: remove once Q8MatMul moves to int16.
 void q4_act_quantize(const float* a,  // [M, K], row stride lda
                      int64_t lda, int64_t M, int64_t K, int64_t group,
                      int8_t* q,       // [M, nb * 32]
@@ -63,7 +71,7 @@ void q4_act_quantize(const float* a,  // [M, K], row stride lda
 // y[m, n] for m < rows, n < cols: Q4MatMul's sums (+ bias[n]; no activation) of quantized
 // activation rows and packed weight rows. Each element follows the reference's float sequence
 // whatever rows and cols are (batch invariance).
-void q4_gemm_tile(const int8_t* q,        // [rows, nb * 32]   (q4_act_quantize)
+void q4_gemm_tile(const int16_t* q,       // [rows, nb * 32]   (q4_act_quantize16)
                   const float* d,         // [rows, nb]
                   const float* gsum,      // [rows, ng]
                   int64_t rows,
@@ -78,8 +86,8 @@ void q4_gemm_tile(const int8_t* q,        // [rows, nb * 32]   (q4_act_quantize)
 // The ISA-specific pieces of the Q4MatMul driver.
 struct Q4Kernels {
   void (*act_quantize)(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
-                       int8_t* q, float* d, float* gsum);
-  void (*gemm_tile)(const int8_t* q, const float* d, const float* gsum, int64_t rows,
+                       int16_t* q, float* d, float* gsum);
+  void (*gemm_tile)(const int16_t* q, const float* d, const float* gsum, int64_t rows,
                     const uint8_t* codes, const float* scales, const float* offsets,
                     const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
                     int64_t ldy);
@@ -92,9 +100,12 @@ void q4matmul(const KernelCtx& ctx);  // Isa::Generic
 
 #if defined(__x86_64__)
 // AVX2 + FMA versions (gemm_q4_avx2.cpp), bit-identical to the generic ones above.
+void q4_act_quantize16_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
+                            int16_t* q, float* d, float* gsum);
+// TODO: remove once Q8MatMul moves to int16.
 void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
                           int8_t* q, float* d, float* gsum);
-void q4_gemm_tile_avx2(const int8_t* q, const float* d, const float* gsum, int64_t rows,
+void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int64_t rows,
                        const uint8_t* codes, const float* scales, const float* offsets,
                        const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
                        int64_t ldy);

@@ -1,10 +1,10 @@
-// INT8 weight GEMM, W8A8 (Q8MatMul; reference and the exact float order: the OpDef row in
+// INT8 weight GEMM, W8A16i (Q8MatMul; reference and the exact float order: the OpDef row in
 // cpp/src/ops/ops_q8matmul.cpp), and Q8Gather. This file: the pack functions (GGUF Q8_0, float),
-// the portable tile kernel, the driver shared with the AVX2 tiles (gemm_q8_x86.cpp) and the
-// gather. The driver quantizes A's rows once (Q4MatMul's quantizer, group 32), then runs
-// (row block, column block) tasks from gemm_blocks on the shared pool; tiles take whole rows of
-// K, so each output is one fixed sequence of float operations whatever M, the split or the
-// thread count (batch invariance).
+// the portable activation quantizer and tile kernel, the driver shared with the AVX2 kernels
+// (gemm_q8_x86.cpp) and the gather. The driver quantizes A's rows once (int16 per 32-block),
+// then runs (row block, column block) tasks from gemm_blocks on the shared pool; tiles take
+// whole rows of K, so each output is one fixed sequence of float operations whatever M, the
+// split or the thread count (batch invariance).
 // NOTE: as in gemm_q4.cpp the float steps are fmas by definition (libm calls on baseline x86):
 // the portable tile is for portability and FMA ISAs, not x86 speed.
 #include "kernels/generic/gemm_q8.h"
@@ -63,9 +63,34 @@ void q8_quantize(const float* w, int64_t N, int64_t K, int8_t* codes, float* sca
     }
 }
 
-// ---- portable tile --------------------------------------------------------------------------
+// ---- portable kernels -----------------------------------------------------------------------
 
-void q8_gemm_tile(const int8_t* q, const float* d, int64_t rows, const int8_t* codes,
+void q8_act_quantize16(const float* a, int64_t lda, int64_t M, int64_t K, int16_t* q, float* d) {
+  const int64_t nb = q8_blocks(K);
+  for (int64_t m = 0; m < M; m++) {
+    const float* x = a + m * lda;
+    for (int64_t b = 0; b < nb; b++) {
+      float v[32] = {};
+      std::copy(x + 32 * b, x + std::min(K, 32 * b + 32), v);
+      float amax = 0.0f;
+      bool finite = true;
+      for (float e : v) {
+        amax = std::max(amax, std::fabs(e));
+        finite = finite && std::isfinite(e);
+      }
+      const float db = finite ? amax / 32767.0f : NAN;
+      int16_t* qb = q + m * nb * 32 + 32 * b;
+      // |v / db| <= 32767 but for rounding (and a subnormal db): the clamp guards that.
+      for (int j = 0; j < 32; j++)
+        qb[j] = finite && db != 0.0f
+                    ? (int16_t)std::clamp((int)std::nearbyint(v[j] / db), -32767, 32767)
+                    : 0;
+      d[m * nb + b] = db;
+    }
+  }
+}
+
+void q8_gemm_tile(const int16_t* q, const float* d, int64_t rows, const int8_t* codes,
                   const float* scales, const float* bias, int64_t cols, int64_t K, float* y,
                   int64_t ldy) {
   const int64_t nb = q8_blocks(K);
@@ -79,12 +104,17 @@ void q8_gemm_tile(const int8_t* q, const float* d, int64_t rows, const int8_t* c
     const int8_t* wn = codes + n * nb * 32;
     const float* sn = scales + n * nb;
     for (int64_t m = 0; m < rows; m++) {
-      const int8_t* qm = q + m * nb * 32;
+      const int16_t* qm = q + m * nb * 32;
       const float* dm = d + m * nb;
-      // Integer part first (vectorises): lane i % 8 of block i / 8 covers elements 4i .. 4i + 3.
-      for (int64_t i = 0; i < nb * 8; i++)
-        pp[i] = qm[4 * i] * wn[4 * i] + qm[4 * i + 1] * wn[4 * i + 1] +
-                qm[4 * i + 2] * wn[4 * i + 2] + qm[4 * i + 3] * wn[4 * i + 3];
+      // Integer part first (exact): lane l of block b covers elements 2l, 2l + 1, 2l + 16 and
+      // 2l + 17, the two halves' madd_epi16 pairs added.
+      for (int64_t b = 0; b < nb; b++) {
+        const int16_t* qb = qm + 32 * b;
+        const int8_t* wb = wn + 32 * b;
+        for (int l = 0; l < 8; l++)
+          pp[8 * b + l] = qb[2 * l] * wb[2 * l] + qb[2 * l + 1] * wb[2 * l + 1] +
+                          qb[2 * l + 16] * wb[2 * l + 16] + qb[2 * l + 17] * wb[2 * l + 17];
+      }
       for (int64_t b = 0; b < nb; b++) sp[b] = dm[b] * sn[b];
       float acc[8] = {};
       for (int64_t b = 0; b < nb; b++)
@@ -111,21 +141,19 @@ void q8matmul_with(const KernelCtx& ctx, const Q8Kernels& kern) {
   const float* bias = ctx.has_input(3) ? ctx.input(3).ptr<float>() : nullptr;  // [N]
   GemmActs::Fn act = kern.acts.for_node(ctx.node);
 
-  // Quantized activations: q [M, nb * 32], d [M, nb] (and the quantizer's group sums, unused).
-  thread_local std::vector<int8_t> qbuf;
-  thread_local std::vector<float> fbuf;
+  // Quantized activations: q [M, nb * 32], d [M, nb].
+  thread_local std::vector<int16_t> qbuf;
+  thread_local std::vector<float> dbuf;
   qbuf.resize(M * nb * 32);
-  fbuf.resize(M * nb * 2);
-  int8_t* q = qbuf.data();
-  float* d = fbuf.data();
-  float* gsum = d + M * nb;
+  dbuf.resize(M * nb);
+  int16_t* q = qbuf.data();
+  float* d = dbuf.data();
   const float* ap = a.ptr<float>();
   int threads = std::max(1, std::min(ctx.max_threads, thread_pool_size()));
   if ((double)M * (double)N * (double)K < 1e6) threads = 1;  // the pool costs more than it saves
   int64_t row_grain = std::max<int64_t>(1, 16384 / K);
   ::ember::parallel_for(M, row_grain, threads, [&](int64_t m0, int64_t m1) {
-    kern.act_quantize(ap + m0 * K, K, m1 - m0, K, 32, q + m0 * nb * 32, d + m0 * nb,
-                      gsum + m0 * nb);
+    kern.act_quantize(ap + m0 * K, K, m1 - m0, K, q + m0 * nb * 32, d + m0 * nb);
   });
 
   // Column blocks a multiple of 16 (the activation sees the same 8-wide vectors whatever the
@@ -148,7 +176,7 @@ void q8matmul_with(const KernelCtx& ctx, const Q8Kernels& kern) {
 }
 
 void q8matmul(const KernelCtx& ctx) {
-  static const Q8Kernels k{q4_act_quantize, q8_gemm_tile,
+  static const Q8Kernels k{q8_act_quantize16, q8_gemm_tile,
                            {relu_f32_array, gelu_f32_array, gelu_tanh_f32_array}};
   q8matmul_with(ctx, k);
 }

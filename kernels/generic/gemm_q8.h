@@ -1,15 +1,15 @@
-// INT8 weight GEMM / GEMV computed W8A8 (op Q8MatMul) and embedding rows (op Q8Gather), both on
-// one packed layout (reference and exact float order in cpp/src/ops/ops_q8matmul.cpp):
+// INT8 weight GEMM / GEMV computed W8A16i (op Q8MatMul) and embedding rows (op Q8Gather), both
+// on one packed layout (reference and exact float order in cpp/src/ops/ops_q8matmul.cpp):
 //   codes  int8 [N, nb, 32], nb = ceil(K / 32): W[n, 32 b + j] at codes[n, b, j]; 0 past K
 //   scales f32 [N, nb]      W[n, k] = codes[n, k] * scales[n, k / 32]
 // GGUF Q8_0 rows repack exactly (f16 d -> f32). Activations are quantized per row and 32-block
-// by Q4MatMul's quantizer (q4_act_quantize*, group 32). Generic kernels here (gemm_q8.cpp), AVX2
-// in kernels/x86/gemm_q8_avx2.cpp, drivers registered in registry.cpp.
+// to int16 (q8_act_quantize16*). Generic kernels here (gemm_q8.cpp), AVX2 in
+// kernels/x86/gemm_q8_avx2.cpp, drivers registered in registry.cpp.
 #pragma once
 #include <cstdint>
 
 #include "kernels/common/quant.h"
-#include "kernels/generic/gemm_q4.h"
+#include "kernels/generic/kernels_generic.h"
 
 namespace ember::cpu {
 
@@ -34,10 +34,18 @@ void q8_quantize(const float* w,             // [N, K]
                  float* scales);             // [N, nb]
 
 // ---- kernels ------------------------------------------------------------------------------
+// Q8MatMul's activation quantizer: rows m < M of a, per 32-block b (zero-padded past K),
+// d[m, b] = amax / 32767 (NaN when the block holds an inf or NaN) and q = d ? clamp(
+// nearbyint(a / d), -32767, 32767) : 0 (0 in a non-finite block; rounding half to even).
+void q8_act_quantize16(const float* a,   // [M, K], row stride lda
+                       int64_t lda, int64_t M, int64_t K,
+                       int16_t* q,       // [M, nb * 32]
+                       float* d);        // [M, nb]
+
 // y[m, n] for m < rows, n < cols: Q8MatMul's sums (+ bias[n]; no activation) of quantized
-// activation rows (q4_act_quantize with group 32) and packed weight rows. Each element follows
-// the reference's float sequence whatever rows and cols are (batch invariance).
-void q8_gemm_tile(const int8_t* q,       // [rows, nb * 32]
+// activation rows (q8_act_quantize16) and packed weight rows. Each element follows the
+// reference's float sequence whatever rows and cols are (batch invariance).
+void q8_gemm_tile(const int16_t* q,      // [rows, nb * 32]
                   const float* d,        // [rows, nb]
                   int64_t rows,
                   const int8_t* codes,   // [cols, nb, 32]
@@ -47,11 +55,10 @@ void q8_gemm_tile(const int8_t* q,       // [rows, nb * 32]
                   float* y,              // [rows, cols], row stride ldy
                   int64_t ldy);
 
-// The ISA-specific pieces of the Q8MatMul driver (act_quantize: q4_act_quantize*'s contract).
+// The ISA-specific pieces of the Q8MatMul driver.
 struct Q8Kernels {
-  void (*act_quantize)(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
-                       int8_t* q, float* d, float* gsum);
-  void (*gemm_tile)(const int8_t* q, const float* d, int64_t rows, const int8_t* codes,
+  void (*act_quantize)(const float* a, int64_t lda, int64_t M, int64_t K, int16_t* q, float* d);
+  void (*gemm_tile)(const int16_t* q, const float* d, int64_t rows, const int8_t* codes,
                     const float* scales, const float* bias, int64_t cols, int64_t K, float* y,
                     int64_t ldy);
   GemmActs acts;
@@ -66,8 +73,10 @@ void q8matmul(const KernelCtx& ctx);  // Isa::Generic
 void q8gather(const KernelCtx& ctx);
 
 #if defined(__x86_64__)
-// AVX2 + FMA tiles (gemm_q8_avx2.cpp), bit-identical to q8_gemm_tile.
-void q8_gemm_tile_avx2(const int8_t* q, const float* d, int64_t rows, const int8_t* codes,
+// AVX2 + FMA (gemm_q8_avx2.cpp), bit-identical to q8_act_quantize16 and q8_gemm_tile.
+void q8_act_quantize16_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int16_t* q,
+                            float* d);
+void q8_gemm_tile_avx2(const int16_t* q, const float* d, int64_t rows, const int8_t* codes,
                        const float* scales, const float* bias, int64_t cols, int64_t K, float* y,
                        int64_t ldy);
 void q8matmul_avx2(const KernelCtx& ctx);  // Isa::Avx2 (gemm_q8_x86.cpp)

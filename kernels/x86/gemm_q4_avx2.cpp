@@ -1,12 +1,12 @@
-// INT4 x INT8 GEMM tiles and activation quantization, AVX2 + FMA (contracts and generic twins in
+// INT4 x INT16 GEMM tiles and activation quantization, AVX2 + FMA (contracts and generic twins in
 // kernels/generic/gemm_q4.h; reference and float order: cpp/src/ops/ops_q4matmul.cpp). A 16-byte
-// code block is broadcast to both halves and shifted by 0 / 4, lining its 32 codes up with the
-// activation block's 32 int8; maddubs + madd give 8 int32 lanes of 4 products, converted and
-// FMA'd with the block scale into group lanes, folded into the output lanes with the group
-// scale at each group's end; the offsets meet the per-group activation sums in a final 8-lane
-// dot. Tiles: 4 rows x 2 columns reuse each unpacked block 4 times (GEMM, bound by the one
-// integer-multiply pipe: maddubs + madd per 32 MACs); 1 row x 4 columns streams codes with
-// prefetch (GEMV). Raw pointers and intrinsics only (see CMakeLists.txt).
+// code block is zero-extended to 16 bits and split by mask / shift into elements 0..15 and
+// 16..31, lining up with the activation block's two halves of 16 int16; madd + madd + add give
+// 8 int32 lanes of 4 products, converted and FMA'd with the block scale into group lanes, folded
+// into the output lanes with the group scale at each group's end; the offsets meet the
+// per-group activation sums in a final 8-lane dot. Tiles: 4 rows x 2 columns reuse each
+// unpacked block 4 times (GEMM, bound by vector uops: madd, madd, add, cvt, fma per 32 MACs);
+// 1 row x 4 columns streams codes with prefetch (GEMV). Raw pointers and intrinsics only.
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -35,12 +35,11 @@ inline float fma1(float a, float b, float c) {
 // ONE: groups of one block (GGUF), folded as they come: acc = fma(f * d, scale, acc), the same
 // bits as the general gacc = fma(f, d, 0) (f * d is never -0 here), with half the registers.
 template <int R, int C, bool ONE>
-inline void tile(const int8_t* q, const float* d, const float* gsum, const uint8_t* codes,
+inline void tile(const int16_t* q, const float* d, const float* gsum, const uint8_t* codes,
                  const float* scales, const float* offsets, const float* bias, int64_t nb,
                  int64_t ng, int64_t bpg, float* y, int64_t ldy) {
   const int64_t ldq = nb * 32, ldc = nb * 16;
-  const __m256i low4 = _mm256_set1_epi8(0x0f), shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
-  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i low4 = _mm256_set1_epi16(0x0f);
   __m256 acc[R][C];
 #pragma GCC unroll 4
   for (int r = 0; r < R; r++)
@@ -55,23 +54,28 @@ inline void tile(const int8_t* q, const float* d, const float* gsum, const uint8
   // group when groups are one block (GGUF).
   int64_t g = 0, left = bpg;
   for (int64_t b = 0; b < nb; b++) {
-    __m256i w[C];
+    __m256i wlo[C], whi[C];  // elements 0..15 and 16..31 of the block, int16
 #pragma GCC unroll 4
     for (int c = 0; c < C; c++) {
       const uint8_t* p = codes + c * ldc + b * 16;
       // GEMV: C streams in lock step outrun the hardware prefetcher; fetch the same line of
       // the next tile (once per 64 bytes; past the end it is a harmless hint).
       if (R == 1 && (b & 3) == 0) _mm_prefetch((const char*)(p + kPrefetchTiles * C * ldc), _MM_HINT_T0);
-      __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)p));
-      w[c] = _mm256_and_si256(_mm256_srlv_epi32(raw, shift), low4);
+      // Byte j -> 16-bit j: its low nibble is element j, its high nibble element j + 16.
+      __m256i raw = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)p));
+      wlo[c] = _mm256_and_si256(raw, low4);
+      whi[c] = _mm256_srli_epi16(raw, 4);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
-      __m256i qv = _mm256_loadu_si256((const __m256i*)(q + r * ldq + b * 32));
+      __m256i qlo = _mm256_loadu_si256((const __m256i*)(q + r * ldq + b * 32));
+      __m256i qhi = _mm256_loadu_si256((const __m256i*)(q + r * ldq + b * 32 + 16));
       __m256 dv = _mm256_broadcast_ss(d + r * nb + b);
 #pragma GCC unroll 4
       for (int c = 0; c < C; c++) {
-        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(w[c], qv), ones);
+        // Lane l: elements 2l, 2l + 1, 2l + 16, 2l + 17 (|p| < 2^21: exact in float).
+        __m256i p = _mm256_add_epi32(_mm256_madd_epi16(wlo[c], qlo),
+                                     _mm256_madd_epi16(whi[c], qhi));
         if (ONE)
           acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), dv),
                                       _mm256_broadcast_ss(scales + c * ng + b), acc[r][c]);
@@ -119,7 +123,7 @@ inline void tile(const int8_t* q, const float* d, const float* gsum, const uint8
     }
 }
 
-using TileFn = void (*)(const int8_t*, const float*, const float*, const uint8_t*, const float*,
+using TileFn = void (*)(const int16_t*, const float*, const float*, const uint8_t*, const float*,
                         const float*, const float*, int64_t, int64_t, int64_t, float*, int64_t);
 
 // Tiles of r = 1..4 rows for C columns: kRows<C, ONE>[r].
@@ -127,14 +131,13 @@ template <int C, bool ONE>
 constexpr TileFn kRows[5] = {nullptr, tile<1, C, ONE>, tile<2, C, ONE>, tile<3, C, ONE>,
                              tile<4, C, ONE>};
 
-}  // namespace
-
-void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
-                          int8_t* q, float* d, float* gsum) {
+// q4_act_quantize16_avx2 and the int8 q4_act_quantize_avx2: one algorithm, limit 32767 or 127.
+template <class T, int kLim>
+void act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group, T* q,
+                  float* d, float* gsum) {
   const int64_t nb = (K + 31) / 32, ng = (K + group - 1) / group, bpg = group / 32;
   const __m256 sign = _mm256_set1_ps(-0.0f);
-  const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256i lim = _mm256_set1_epi32(kLim), nlim = _mm256_set1_epi32(-kLim);
   for (int64_t m = 0; m < M; m++) {
     const float* x = a + m * lda;
     float gs = 0.0f;
@@ -156,7 +159,7 @@ void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int
       m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
       float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
       bool finite = _mm256_movemask_ps(bad) == 0;
-      float db = finite ? amax / 127.0f : NAN;
+      float db = finite ? amax / (float)kLim : NAN;
       __m256i qi[4];
       if (finite && db != 0.0f) {
         __m256 dv = _mm256_set1_ps(db);
@@ -172,10 +175,18 @@ void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int
       s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
       s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
       int isum = _mm_cvtsi128_si32(s4);
-      __m256i p16 = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]),
-                                       _mm256_packs_epi32(qi[2], qi[3]));
-      _mm256_storeu_si256((__m256i*)(q + m * nb * 32 + 32 * b),
-                          _mm256_permutevar8x32_epi32(p16, order));
+      // packs works within 128-bit lanes: packs_epi32(e0..7, e8..15) holds e0..3 e8..11 e4..7
+      // e12..15 in 64-bit quarters, hence the permutes back to element order.
+      __m256i p01 = _mm256_packs_epi32(qi[0], qi[1]), p23 = _mm256_packs_epi32(qi[2], qi[3]);
+      T* dst = q + m * nb * 32 + 32 * b;
+      if constexpr (sizeof(T) == 2) {
+        _mm256_storeu_si256((__m256i*)dst, _mm256_permute4x64_epi64(p01, 0xd8));
+        _mm256_storeu_si256((__m256i*)(dst + 16), _mm256_permute4x64_epi64(p23, 0xd8));
+      } else {
+        _mm256_storeu_si256((__m256i*)dst,
+                            _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23),
+                                                        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+      }
       d[m * nb + b] = db;
       gs = fma1(db, (float)isum, gs);
       if ((b + 1) % bpg == 0 || b + 1 == nb) {
@@ -186,7 +197,19 @@ void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int
   }
 }
 
-void q4_gemm_tile_avx2(const int8_t* q, const float* d, const float* gsum, int64_t rows,
+}  // namespace
+
+void q4_act_quantize16_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
+                            int16_t* q, float* d, float* gsum) {
+  act_quantize<int16_t, 32767>(a, lda, M, K, group, q, d, gsum);
+}
+
+void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
+                          int8_t* q, float* d, float* gsum) {
+  act_quantize<int8_t, 127>(a, lda, M, K, group, q, d, gsum);
+}
+
+void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int64_t rows,
                        const uint8_t* codes, const float* scales, const float* offsets,
                        const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
                        int64_t ldy) {

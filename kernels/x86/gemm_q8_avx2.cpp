@@ -1,18 +1,22 @@
-// INT8 x INT8 GEMM tiles, AVX2 + FMA (contract and generic twin in kernels/generic/gemm_q8.h;
-// reference and float order: cpp/src/ops/ops_q8matmul.cpp). Per 32-block the sign trick puts
-// |w| (u8, <= 128) against a * sign(w) (|a| <= 127): maddubs pair sums <= 32512 never saturate;
-// madd with ones gives the reference's 8 int32 lanes of 4 products, converted and FMA'd with the
-// block's combined scale d * scale (8 blocks' products by one vmulps, kept on the stack).
-// Tiles: 4 rows x 3 columns share each |w| and activation load (GEMM, bound by the vector ALUs);
-// up to 4 rows x 1 column walk the codes as one sequential stream with software prefetch (GEMV
-// and small batches, bound by memory: columns read in lock step are short streams that the
-// hardware prefetcher misses, 0.65x the read bandwidth for 4 columns). Raw pointers and
-// intrinsics only (see CMakeLists.txt).
+// INT8 weight x INT16 activation GEMM tiles and the int16 activation quantizer, AVX2 + FMA
+// (contract and generic twins in kernels/generic/gemm_q8.h; reference and float order:
+// cpp/src/ops/ops_q8matmul.cpp). Per 32-block the codes widen to int16 in two halves
+// (cvtepi8_epi16) and madd_epi16 against the int16 activations gives the reference's 8 int32
+// lanes (|lane| <= 4 * 32767 * 128 < 2^24), converted and FMA'd with the block's combined scale
+// d * scale (8 blocks' products by one vmulps, kept on the stack). Tiles: kGemmR rows x kGemmC
+// columns share each widened code and activation load (GEMM, bound by the vector ALUs); up to
+// 4 rows x 1 column walk the codes as one sequential stream with software prefetch (GEMV and
+// small batches, bound by memory: columns read in lock step are short streams that the
+// hardware prefetcher misses). Raw pointers and intrinsics only (see CMakeLists.txt).
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 
 namespace ember::cpu {
 namespace {
+
+// The GEMM tile (rows > 4): 4 x 3 needs 12 accumulators and 6 widened code halves.
+constexpr int kGemmR = 4, kGemmC = 3;
 
 inline float hsum8(__m256 v) {
   // ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), the reference's order.
@@ -24,10 +28,9 @@ inline float hsum8(__m256 v) {
 // y[r * ldy + c] (r < R, c < C) = row r of the quantized activations (q [R, nb * 32], d [R, nb])
 // times weight row c (codes [C, nb, 32], scales [C, nb]), + bias[c].
 template <int R, int C>
-inline void tile(const int8_t* q, const float* d, const int8_t* codes, const float* scales,
+inline void tile(const int16_t* q, const float* d, const int8_t* codes, const float* scales,
                  const float* bias, int64_t nb, float* y, int64_t ldy) {
   const int64_t ldq = nb * 32, ldc = nb * 32;
-  const __m256i ones = _mm256_set1_epi16(1);
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256 acc[R][C];
 #pragma GCC unroll 4
@@ -52,24 +55,26 @@ inline void tile(const int8_t* q, const float* d, const int8_t* codes, const flo
     }
     for (int64_t i = 0; i < nbc; i++) {
       const int64_t b = b0 + i;
-      __m256i w[C], aw[C];
+      __m256i wl[C], wh[C];
 #pragma GCC unroll 4
       for (int c = 0; c < C; c++) {
         const int8_t* p = codes + c * ldc + b * 32;
         // One column: the codes are one stream; fetch 4 KiB ahead (once per 64-byte line; past
         // the end it is a harmless hint). Measured best between 2 and 9 KiB.
         if (C == 1 && (b & 1) == 0) _mm_prefetch((const char*)p + 4096, _MM_HINT_T0);
-        w[c] = _mm256_loadu_si256((const __m256i*)p);
-        aw[c] = _mm256_sign_epi8(w[c], w[c]);  // |w| as u8 (-128 -> 128)
+        wl[c] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)p));
+        wh[c] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(p + 16)));
       }
 #pragma GCC unroll 4
       for (int r = 0; r < R; r++) {
-        __m256i qv = _mm256_loadu_si256((const __m256i*)(q + r * ldq + b * 32));
+        const __m256i ql = _mm256_loadu_si256((const __m256i*)(q + r * ldq + b * 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i*)(q + r * ldq + b * 32 + 16));
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++) {
-          __m256i p16 = _mm256_maddubs_epi16(aw[c], _mm256_sign_epi8(qv, w[c]));
-          __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-          acc[r][c] = _mm256_fmadd_ps(f, _mm256_broadcast_ss(&sc[r][c][i]), acc[r][c]);
+          __m256i p32 =
+              _mm256_add_epi32(_mm256_madd_epi16(wl[c], ql), _mm256_madd_epi16(wh[c], qh));
+          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_broadcast_ss(&sc[r][c][i]),
+                                      acc[r][c]);
         }
       }
     }
@@ -84,7 +89,7 @@ inline void tile(const int8_t* q, const float* d, const int8_t* codes, const flo
     }
 }
 
-using TileFn = void (*)(const int8_t*, const float*, const int8_t*, const float*, const float*,
+using TileFn = void (*)(const int16_t*, const float*, const int8_t*, const float*, const float*,
                         int64_t, float*, int64_t);
 
 // Tiles of r = 1..4 rows for C columns: kRows<C>[r].
@@ -93,18 +98,67 @@ constexpr TileFn kRows[5] = {nullptr, tile<1, C>, tile<2, C>, tile<3, C>, tile<4
 
 }  // namespace
 
-void q8_gemm_tile_avx2(const int8_t* q, const float* d, int64_t rows, const int8_t* codes,
+void q8_act_quantize16_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int16_t* q,
+                            float* d) {
+  const int64_t nb = (K + 31) / 32;
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i lim = _mm256_set1_epi32(32767), nlim = _mm256_set1_epi32(-32767);
+  for (int64_t m = 0; m < M; m++) {
+    const float* x = a + m * lda;
+    for (int64_t b = 0; b < nb; b++) {
+      const float* src = x + 32 * b;
+      float pad[32];
+      if (32 * b + 32 > K) {  // the tail block, zero-padded
+        for (int j = 0; j < 32; j++) pad[j] = 32 * b + j < K ? src[j] : 0.0f;
+        src = pad;
+      }
+      __m256 v[4], vmax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+      for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_loadu_ps(src + 8 * i);
+        vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, v[i]));
+        // x - x is NaN exactly for inf and NaN.
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v[i], v[i]), v[i], _CMP_UNORD_Q));
+      }
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+      const bool finite = _mm256_movemask_ps(bad) == 0;
+      const float db = finite ? amax / 32767.0f : NAN;
+      __m256i qi[4];
+      if (finite && db != 0.0f) {
+        const __m256 dv = _mm256_set1_ps(db);
+        for (int i = 0; i < 4; i++) {
+          // Nearest even (MXCSR); |v / db| < 2 * 32767 even where db is subnormal.
+          __m256i t = _mm256_cvtps_epi32(_mm256_div_ps(v[i], dv));
+          qi[i] = _mm256_max_epi32(_mm256_min_epi32(t, lim), nlim);
+        }
+      } else {
+        for (int i = 0; i < 4; i++) qi[i] = _mm256_setzero_si256();
+      }
+      // packs_epi32 interleaves 128-bit halves: (0..3, 8..11, 4..7, 12..15) -> 0..15.
+      int16_t* qb = q + m * nb * 32 + 32 * b;
+      _mm256_storeu_si256((__m256i*)qb,
+                          _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[0], qi[1]), 0xd8));
+      _mm256_storeu_si256((__m256i*)(qb + 16),
+                          _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[2], qi[3]), 0xd8));
+      d[m * nb + b] = db;
+    }
+  }
+}
+
+void q8_gemm_tile_avx2(const int16_t* q, const float* d, int64_t rows, const int8_t* codes,
                        const float* scales, const float* bias, int64_t cols, int64_t K, float* y,
                        int64_t ldy) {
   const int64_t nb = (K + 31) / 32;
   int64_t c0 = 0;
-  // Many rows: 4 x 3 tiles (column triples outer, so their codes stay in L1 over the rows).
+  // Many rows: kGemmR x kGemmC tiles (column groups outer, so their codes stay in L1 over the
+  // rows).
   if (rows > 4)
-    for (; c0 + 3 <= cols; c0 += 3)
-      for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-        int64_t r = rows - r0 < 4 ? rows - r0 : 4;
-        kRows<3>[r](q + r0 * nb * 32, d + r0 * nb, codes + c0 * nb * 32, scales + c0 * nb,
-                    bias ? bias + c0 : nullptr, nb, y + r0 * ldy + c0, ldy);
+    for (; c0 + kGemmC <= cols; c0 += kGemmC)
+      for (int64_t r0 = 0; r0 < rows; r0 += kGemmR) {
+        int64_t r = rows - r0 < kGemmR ? rows - r0 : kGemmR;
+        kRows<kGemmC>[r](q + r0 * nb * 32, d + r0 * nb, codes + c0 * nb * 32, scales + c0 * nb,
+                         bias ? bias + c0 : nullptr, nb, y + r0 * ldy + c0, ldy);
       }
   // Up to 4 rows (and the last columns of more): one column at a time, a stream of codes.
   for (; c0 < cols; c0++)

@@ -1,5 +1,5 @@
 // Q8MatMul on the AVX2 kernels (gemm_q8_avx2.cpp): the generic driver (kernels/generic/gemm_q8.cpp)
-// with Q4MatMul's AVX2 activation quantizer (group 32), the AVX2 tiles and activation rows.
+// with the AVX2 int16 activation quantizer, tiles and activation rows.
 // Registered at Isa::Avx2.
 #include "kernels/generic/gemm_q8.h"
 #include "kernels/x86/kernels_x86.h"
@@ -7,7 +7,7 @@
 namespace ember::cpu {
 
 void q8matmul_avx2(const KernelCtx& ctx) {
-  static const Q8Kernels k{q4_act_quantize_avx2, q8_gemm_tile_avx2,
+  static const Q8Kernels k{q8_act_quantize16_avx2, q8_gemm_tile_avx2,
                            {relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2}};
   q8matmul_with(ctx, k);
 }

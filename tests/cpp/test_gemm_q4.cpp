@@ -1,4 +1,4 @@
-// INT4 weight GEMM, W4A8 (kernels/generic/gemm_q4.h, kernels/x86/gemm_q4_avx2.cpp) and its op
+// INT4 weight GEMM, W4A16i (kernels/generic/gemm_q4.h, kernels/x86/gemm_q4_avx2.cpp) and its op
 // Q4MatMul (cpp/src/ops/ops_q4matmul.cpp): every kernel path bit for bit against the reference
 // on odd shapes, groups, zero points, bias and activations; extreme values; the pack functions
 // against kernels/common/quant.cpp's dequantizers; accuracy against a float matmul on the
@@ -187,15 +187,24 @@ TEST_CASE("q4 AVX2 activation quantizer and tiles equal the generic ones bit for
       for (int64_t k = 0; k < K; k++) ap[1 * lda + k] = 0.0f;
       for (int64_t k = 0; k < K; k++) ap[2 * lda + k] *= 1e-39f;
       for (int64_t k = 0; k < K; k++) ap[3 * lda + k] *= 3e37f;
-      std::vector<int8_t> q0(M * nb * 32), q1(M * nb * 32);
+      std::vector<int16_t> q0(M * nb * 32), q1(M * nb * 32);
       std::vector<float> d0(M * nb), d1(M * nb), g0(M * ng), g1(M * ng);
-      cpu::q4_act_quantize(ap, lda, M, K, group, q0.data(), d0.data(), g0.data());
-      cpu::q4_act_quantize_avx2(ap, lda, M, K, group, q1.data(), d1.data(), g1.data());
+      cpu::q4_act_quantize16(ap, lda, M, K, group, q0.data(), d0.data(), g0.data());
+      cpu::q4_act_quantize16_avx2(ap, lda, M, K, group, q1.data(), d1.data(), g1.data());
       CHECK(q0 == q1);
       CHECK(bit_equal(d0.data(), d1.data(), M * nb));
       CHECK(bit_equal(g0.data(), g1.data(), M * ng));
       for (int64_t m = 0; m < M; m++)  // zero padding past K
         for (int64_t j = K; j < nb * 32; j++) CHECK(q1[m * nb * 32 + j] == 0);
+      {  // TODO: remove once Q8MatMul moves to int16 (the int8 quantizers go then).
+        std::vector<int8_t> p0(M * nb * 32), p1(M * nb * 32);
+        std::vector<float> e0(M * nb), e1(M * nb), h0(M * ng), h1(M * ng);
+        cpu::q4_act_quantize(ap, lda, M, K, group, p0.data(), e0.data(), h0.data());
+        cpu::q4_act_quantize_avx2(ap, lda, M, K, group, p1.data(), e1.data(), h1.data());
+        CHECK(p0 == p1);
+        CHECK(bit_equal(e0.data(), e1.data(), M * nb));
+        CHECK(bit_equal(h0.data(), h1.data(), M * ng));
+      }
 
       const int64_t N = 11, ldy = N + 5;
       Q4W p = q4_from_float(random_f32({N, K}, seed++), group, K % 2 == 1);
@@ -220,7 +229,7 @@ TEST_CASE("q4 AVX2 activation quantizer and tiles equal the generic ones bit for
 }
 #endif
 
-TEST_CASE("q4matmul extreme values: codes 0 and 15, +-amax, zero blocks, huge and tiny") {
+TEST_CASE("q4matmul extreme values: codes 0 and 15, +-amax, zero blocks, huge, tiny, clamped") {
   const int64_t N = 6, K = 160, group = 64, M = 7;
   Q4W p = q4_alloc(N, K, group);
   uint8_t* c = p.codes.ptr<uint8_t>();
@@ -236,22 +245,41 @@ TEST_CASE("q4matmul extreme values: codes 0 and 15, +-amax, zero blocks, huge an
   Tensor a = random_f32({M, K}, 3, -1.0f, 1.0f);
   float* ap = a.ptr<float>();
   for (int64_t k = 0; k < K; k++) {
-    ap[0 * K + k] = k % 3 ? 5.0f : -5.0f;          // every element at +-amax: q = +-127
+    ap[0 * K + k] = k % 3 ? 5.0f : -5.0f;          // every element at +-amax: q = +-32767
     if (k < 32) ap[1 * K + k] = 0.0f;              // a block of zeros, the rest random
     ap[2 * K + k] *= 1e25f;                        // huge
     ap[3 * K + k] *= k < 128 ? 1e-36f : 1e-44f;    // tiny, subnormal, and a block whose d is 0
     ap[4 * K + k] = k % 32 == 5 ? 1.0f : 1e-3f;    // one outlier per block
   }
+  // Row 3, block 2: subnormals whose d rounds down (81590 / 32767 = 2.49 -> 2 units of 2^-149),
+  // so amax / d = 40795 and the clamp to +-32767 decides q.
+  for (int64_t k = 64; k < 96; k++)
+    ap[3 * K + k] = std::ldexp((float)(k % 4 == 0 ? 81590 : (k * 2311) % 60000), -149) *
+                    (k % 8 < 4 ? 1.0f : -1.0f);
   ap[5 * K + 40] = NAN;  // a non-finite element makes its row NaN
   ap[6 * K + 159] = -INFINITY;
-  {
-    int8_t q[5 * 32];
+  using QuantFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int16_t*, float*,
+                           float*);
+  std::vector<QuantFn> quantizers = {cpu::q4_act_quantize16};
+#if defined(__x86_64__)
+  if (cpu_isa() >= Isa::Avx2) quantizers.push_back(cpu::q4_act_quantize16_avx2);
+#endif
+  for (QuantFn quant : quantizers) {
+    int16_t q[5 * 32];
     float d[5], gs[3];
-    cpu::q4_act_quantize(ap + 3 * K, K, 1, K, group, q, d, gs);
+    quant(ap + 3 * K, K, 1, K, group, q, d, gs);
     CHECK(d[0] > 0.0f);
+    CHECK(d[2] == std::ldexp(2.0f, -149));
     CHECK(d[4] == 0.0f);  // the tiny block quantizes to zeros
-    cpu::q4_act_quantize(ap, K, 1, K, group, q, d, gs);
-    CHECK((q[0] == -127 && q[1] == 127));
+    for (int j = 0; j < 32; j++) {
+      float v = ap[3 * K + 64 + j] / d[2];
+      int want = std::fabs(v) > 32767 ? (v > 0 ? 32767 : -32767) : (int)std::nearbyint(v);
+      CHECK(q[64 + j] == want);
+    }
+    CHECK((q[64] == 32767 && q[68] == -32767));
+    CHECK((q[65] > -32767 && q[65] < 32767));
+    quant(ap, K, 1, K, group, q, d, gs);
+    CHECK((q[0] == -32767 && q[1] == 32767));
   }
   Tensor bias = random_f32({N}, 4);
   Tensor ref = q4_run(p, a, &bias, "none", nullptr);
@@ -261,7 +289,7 @@ TEST_CASE("q4matmul extreme values: codes 0 and 15, +-amax, zero blocks, huge an
     for (int64_t m = 0; m < 5; m++)  // but huge A x huge scale (row 2, column 2) overflows
       CHECK(std::isfinite(ref.ptr<float>()[m * N + n]) == (m != 2 || n != 2));
   }
-  // Row 0 against exact integer arithmetic: q = +-127, d = 5 / 127.
+  // Row 0 against exact integer arithmetic: q = +-32767, d = 5 / 32767.
   const int64_t ng = 3;
   for (int64_t n : {0, 1}) {
     double want = bias.ptr<float>()[n];
@@ -269,7 +297,7 @@ TEST_CASE("q4matmul extreme values: codes 0 and 15, +-amax, zero blocks, huge an
       int code = n == 0 ? 0 : 15;
       double w = code * (double)p.scales.ptr<float>()[n * ng + k / group] +
                  p.offsets.ptr<float>()[n * ng + k / group];
-      want += w * (k % 3 ? 127 : -127) * (double)(5.0f / 127.0f);
+      want += w * (k % 3 ? 32767 : -32767) * (double)(5.0f / 32767.0f);
     }
     CHECK(ref.ptr<float>()[n] == doctest::Approx(want).epsilon(1e-5));
   }
@@ -356,9 +384,9 @@ TEST_CASE("q4 pack from GGUF Q4_0 and Q4_1 reconstructs the blocks exactly") {
         double want = 0, bound = 0;
         for (int64_t j = 0; j < K; j++) {
           want += (double)a.ptr<float>()[m * K + j] * ref0[n * K + j];
-          bound += std::fabs(ref0[n * K + j]) / 254.0 * 1.0;  // |a| <= 1: step <= 1 / 127
+          bound += std::fabs(ref0[n * K + j]) / 65534.0;  // |a| <= 1: step <= 1 / 32767
         }
-        CHECK(std::fabs(y.ptr<float>()[m * N + n] - want) <= bound * 1.01 + 1e-5);
+        CHECK(std::fabs(y.ptr<float>()[m * N + n] - want) <= bound * 1.01 + 1e-6);
       }
   }
   CHECK(error_of([&] {
@@ -371,7 +399,7 @@ TEST_CASE("q4 pack from GGUF Q4_0 and Q4_1 reconstructs the blocks exactly") {
         }) == ErrorKind::Model);
 }
 
-TEST_CASE("q4matmul error against a float matmul is that of 8-bit activations") {
+TEST_CASE("q4matmul error against a float matmul is that of 16-bit activations") {
   const int64_t M = 8, N = 64, K = 1000;
   for (int64_t group : {32, 128}) {
     Q4W p = q4_from_float(random_f32({N, K}, 400, -1.0f, 1.0f), group, true);
@@ -393,14 +421,15 @@ TEST_CASE("q4matmul error against a float matmul is that of 8-bit activations") 
             for (int64_t t = 0; t < std::min<int64_t>(32, K - j / 32 * 32); t++)
               amax = std::max(amax, std::fabs(ab[t]));
             want += (double)a.ptr<float>()[m * K + j] * w[n * K + j];
-            bound += std::fabs(w[n * K + j]) * amax / 254.0;  // half a quantization step
+            bound += std::fabs(w[n * K + j]) * amax / 65534.0;  // half a quantization step
           }
           double got = y.ptr<float>()[m * N + n];
           CHECK(std::fabs(got - want) <= bound * 1.001 + 1e-4);
           err2 += (got - want) * (got - want);
           ref2 += want * want;
         }
-      CHECK(std::sqrt(err2 / ref2) < 0.01);  // ~0.4% for normal data
+      // ~2e-5 for normal data (8-bit activations: ~4e-3).
+      CHECK(std::sqrt(err2 / ref2) < 1e-4);
     }
   }
 }

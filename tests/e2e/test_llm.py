@@ -19,13 +19,15 @@ PROMPTS = [
     "Once upon a time, in a small village by the sea, there lived",
 ]
 
-# W4A8: ember quantizes activations per 32-block to int8 (as llama.cpp does for Q4_1), the
-# reference runs float activations on the dequantized weights. Measured on these prompts
-# (logits of magnitude ~30): max |diff| 1.0-1.8, cosine of logit rows: min 0.984, mean >= 0.998.
-LOGIT_COSINE_MIN = 0.97
-LOGIT_COSINE_MEAN = 0.997
-LOGIT_MAX_ABS = 3.0
-GREEDY_MARGIN = 1.5  # ember's greedy pick must be within this many logits of the reference best
+# ember computes Q4_1 / Q8_0 matmuls with activations quantized per 32-block to int16 (W4A16i,
+# W8A16i); the reference runs float activations on the same dequantized weights. Measured on
+# these prompts (logits of magnitude ~30): max |diff| 0.013-0.044, cosine 1.00000, argmax 100%.
+# (With int8 activations, as llama.cpp's Q8_1 path, the max diff was 1.0-1.8 and SmolLM2's
+# greedy chat answer about France's capital went wrong.)
+LOGIT_COSINE_MIN = 0.9999
+LOGIT_COSINE_MEAN = 0.99999
+LOGIT_MAX_ABS = 0.15
+GREEDY_MARGIN = 0.1  # ember's greedy pick must be within this many logits of the reference best
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +82,13 @@ def test_teacher_forced_logits_match_transformers(eng, reference):
         cos = (got * want).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(want, axis=-1)
         assert cos.min() > LOGIT_COSINE_MIN and cos.mean() > LOGIT_COSINE_MEAN, (prompt, cos)
         assert np.abs(got - want).max() < LOGIT_MAX_ABS, prompt
-        assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.75, prompt
+        assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.95, prompt
 
 
 def test_greedy_tokens_follow_the_reference(eng, reference):
     """Every greedy token ember picks is the reference's best, or within GREEDY_MARGIN of it
-    (a near-tie that int8 activations may flip), with the reference teacher-forced on ember's
-    own tokens; most must be exactly the reference's."""
+    (a near-tie that quantized activations may flip), with the reference teacher-forced on
+    ember's own tokens; nearly all must be exactly the reference's."""
     exact = total = 0
     for prompt, c in zip(PROMPTS, eng.generate(PROMPTS, max_tokens=24, ignore_eos=True)):
         ids = eng.tokenizer.encode(prompt)
@@ -96,7 +98,7 @@ def test_greedy_tokens_follow_the_reference(eng, reference):
             assert row.max() - row[tok] < GREEDY_MARGIN, (prompt, pos, tok, row.argmax())
             exact += tok == row.argmax()
             total += 1
-    assert exact / total >= 0.9
+    assert exact / total >= 0.97
 
 
 def test_score_matches_reference_logprobs(eng, reference):
@@ -108,8 +110,8 @@ def test_score_matches_reference_logprobs(eng, reference):
     ref = ref - np.log(np.exp(ref).sum(-1, keepdims=True))
     want = np.array([ref[i, ids[i + 1]] for i in range(len(ids) - 1)])
     assert s["logprobs"][0] is None
-    np.testing.assert_allclose(s["logprobs"][1:], want, atol=0.6)
-    assert abs(np.log(s["perplexity"]) - (-want.mean())) < 0.1
+    np.testing.assert_allclose(s["logprobs"][1:], want, atol=0.05)
+    assert abs(np.log(s["perplexity"]) - (-want.mean())) < 0.01
 
 
 def test_generate_text_and_finish_reasons(eng):
@@ -141,6 +143,8 @@ def test_chat_uses_the_model_template(eng):
     assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
     c = eng.chat([{"role": "user", "content": "What is 2+2?"}], max_tokens=30)
     assert "4" in c.text
+    c = eng.chat([{"role": "user", "content": "What is the capital of France?"}], max_tokens=20)
+    assert "Paris" in c.text
 
 
 def test_batch_invariance_16_prompts(eng):

@@ -3,8 +3,9 @@ MatMul, run on ember and compared with onnxruntime; and the models ember refuses
 the quantization family's other import refusals: output types ember has no dtype for).
 
 The reference kernels (kernels="reference": dequantize with Q4G, then a float matmul) must match
-onnxruntime's fp32 path (accuracy_level unset) to float rounding. The default kernels may quantize
-activations to int8 (W4A8), so they are held to a looser bound against the same outputs.
+onnxruntime's fp32 path (accuracy_level unset) to float rounding. The default kernels quantize
+activations per 32-block to int16 (W4A16i), so they are held to a looser bound against the same
+outputs.
 """
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def check_against_ort(m, a):
     fast = ember_run(m, {"a": a}, kernels="auto")
     assert fast.shape == want.shape
     err = np.abs(fast.astype(np.float32) - want.astype(np.float32)).max()
-    assert err <= 0.05 * scale, f"default kernels differ from onnxruntime by {err} (scale {scale})"
+    # int16 activation blocks: ~3e-5 of the scale measured
+    assert err <= 2e-4 * scale, f"default kernels differ from onnxruntime by {err} (scale {scale})"
     return got
 
 

@@ -1,6 +1,6 @@
 // Quantization passes. They run before constant folding, which would turn DequantizeLinear of a
 // constant weight into float weights and lose the integers. Three int8 forms become QMatMul
-// (W8A8, ops_qmatmul.cpp) and MatMulNBits becomes Q4MatMul (W4A8, ops_q4matmul.cpp), weights
+// (W8A8, ops_qmatmul.cpp) and MatMulNBits becomes Q4MatMul (W4A16i, ops_q4matmul.cpp), weights
 // packed for the kernels at load:
 //   token:  ember.quantize's dynamic int8 (per-token scales written out in standard ops)
 //   tensor: onnxruntime's quantize_dynamic (DynamicQuantizeLinear + MatMulInteger)

@@ -1,6 +1,7 @@
-// Q4MatMul: Y = act(A @ W^T + bias) with W int4, computed W4A8. Replaces MatMulNBits (bits 4)
-// [-> Add(., bias)] [-> Relu | Gelu], and MatMul on GGUF Q4_0 / Q4_1 weights; the weights are
-// repacked at load (kernels/generic/gemm_q4.h: q4_pack_from_*).
+// Q4MatMul: Y = act(A @ W^T + bias) with W int4, computed W4A16i (activations quantized to int16
+// per 32-block: int8 blocks cost SmolLM2-135M its greedy chat answer). Replaces MatMulNBits
+// (bits 4) [-> Add(., bias)] [-> Relu | Gelu], and MatMul on GGUF Q4_0 / Q4_1 weights; the
+// weights are repacked at load (kernels/generic/gemm_q4.h: q4_pack_from_*).
 //   0 A       f32 [..., K]
 //   1 codes   u8 [N, nb, 16], nb = ceil(K / 32): byte j of block b of row n holds the code of
 //             W[n, 32b + j] in its low nibble and of W[n, 32b + j + 16] in its high (past K:
@@ -11,14 +12,17 @@
 // attrs n = N, k = K, group (a positive multiple of 32), activation "none" | "relu" | "gelu" |
 // "gelu_tanh". Output f32 [..., N].
 // Exact float semantics (every kernel follows it bit for bit but for the activation):
-//  - A row m, per 32-block b zero-padded past K: amax = max |a|, d_b = amax / 127 (NaN when the
-//    block holds an inf or NaN: that row's outputs are NaN), q = d_b ? clamp(nearbyint(a / d_b),
-//    -127, 127) : 0 (division; round half to even), isum_b = sum of the block's 32 q.
-//    G_g = fma(d_b, isum_b, .) over the blocks of group g in order, from 0.
-//  - Per (m, n): 8 lanes; lane l of block b is p_l = sum_{j = 4l}^{4l+3} q[j] * code[32b + j]
-//    (int, exact). Per group g: gacc_l = fma(p_l, d_b, gacc_l) over its blocks in order from 0;
-//    then acc_l = fma(gacc_l, scales[n, g], acc_l), from 0 over g in order. The offset term in
-//    8 lanes too: off_{g % 8} = fma(offsets[n, g], G_g, off_{g % 8}) over g in order from 0.
+//  - A row m, per 32-block b zero-padded past K: amax = max |a|, d_b = amax / 32767 (NaN when
+//    the block holds an inf or NaN: that row's outputs are NaN), q = d_b ? clamp(nearbyint(a /
+//    d_b), -32767, 32767) : 0 (int16; division; round half to even), isum_b = sum of the
+//    block's 32 q (int32; |isum| < 2^24, so exact in float). G_g = fma(d_b, isum_b, .) over the
+//    blocks of group g in order, from 0.
+//  - Per (m, n): 8 lanes; lane l of block b is p_l = sum of q[32b + j] * code[32b + j] over
+//    j in {2l, 2l + 1, 2l + 16, 2l + 17} (int, exact; |p| < 2^21: exact in float; the lanes of
+//    madd_epi16 on elements 0..15 plus madd_epi16 on 16..31). Per group g: gacc_l = fma(p_l,
+//    d_b, gacc_l) over its blocks in order from 0; then acc_l = fma(gacc_l, scales[n, g],
+//    acc_l), from 0 over g in order. The offset term in 8 lanes too:
+//    off_{g % 8} = fma(offsets[n, g], G_g, off_{g % 8}) over g in order from 0.
 //  - y = sum8(acc) + sum8(off), sum8(a) = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)),
 //    then y + bias[n], then the activation (in double here, as FusedMatMul; kernels use their
 //    ISA's activation rows).
@@ -83,11 +87,11 @@ void ref_q4matmul(const KernelCtx& ctx) {
         amax = std::max(amax, std::fabs(v[j]));
         finite = finite && std::isfinite(v[j]);
       }
-      d[b] = finite ? amax / 127.0f : NAN;
+      d[b] = finite ? amax / 32767.0f : NAN;
       int isum = 0;
       for (int j = 0; j < 32; j++) {
         int c = finite && d[b] != 0.0f ? (int)std::nearbyint(v[j] / d[b]) : 0;
-        q[32 * b + j] = std::min(127, std::max(-127, c));
+        q[32 * b + j] = std::min(32767, std::max(-32767, c));
         isum += q[32 * b + j];
       }
       gs[b / bpg] = std::fma(d[b], (float)isum, gs[b / bpg]);
@@ -100,7 +104,7 @@ void ref_q4matmul(const KernelCtx& ctx) {
           const uint8_t* blk = codes + (n * nb + b) * 16;
           for (int l = 0; l < 8; l++) {
             int p = 0;
-            for (int j = 4 * l; j < 4 * l + 4; j++)
+            for (int j : {2 * l, 2 * l + 1, 2 * l + 16, 2 * l + 17})
               p += q[32 * b + j] * (j < 16 ? blk[j] & 0x0f : blk[j - 16] >> 4);
             gacc[l] = std::fma((float)p, d[b], gacc[l]);
           }

@@ -1,6 +1,7 @@
-// Q8MatMul: Y = act(A @ W^T + bias) with W int8 per 32-block, computed W8A8. Replaces MatMul on
-// GGUF Q8_0 weights [-> Add(., bias)] [-> Relu | Gelu] (e.g. SmolLM2's tied LM head); the
-// weights are repacked at load (kernels/generic/gemm_q8.h: q8_pack_from_q8_0, q8_quantize).
+// Q8MatMul: Y = act(A @ W^T + bias) with W int8 per 32-block, computed W8A16i (int16 activations:
+// int8 ones made SmolLM2's logits noisy enough to flip greedy tokens). Replaces MatMul on GGUF
+// Q8_0 weights [-> Add(., bias)] [-> Relu | Gelu] (e.g. SmolLM2's tied LM head); the weights are
+// repacked at load (kernels/generic/gemm_q8.h: q8_pack_from_q8_0, q8_quantize).
 //   0 A      f32 [..., K]
 //   1 codes  i8 [N, nb, 32], nb = ceil(K / 32): W[n, 32b + j] at codes[n, b, j] (past K: 0 when
 //            packed, ignored here)
@@ -8,12 +9,14 @@
 //   3 bias   f32 [N] (optional)
 // attrs n = N, k = K, activation "none" | "relu" | "gelu" | "gelu_tanh". Output f32 [..., N].
 // Exact float semantics (every kernel follows it bit for bit but for the activation):
-//  - A row m, per 32-block b zero-padded past K, exactly as Q4MatMul: amax = max |a|,
-//    d_b = amax / 127 (NaN when the block holds an inf or NaN: that row's outputs are NaN),
-//    q = d_b ? clamp(nearbyint(a / d_b), -127, 127) : 0 (division; round half to even).
+//  - A row m, per 32-block b zero-padded past K: amax = max |a|, d_b = amax / 32767 (NaN when
+//    the block holds an inf or NaN: that row's outputs are NaN), q = d_b ? clamp(nearbyint(a /
+//    d_b), -32767, 32767) : 0 (int16, 0 in a non-finite block; division; round half to even).
 //  - Per (m, n): s_b = d_b * scales[n, b] (one float product); 8 lanes, lane l of block b is
-//    p_l = sum_{j = 4l}^{4l+3} q[32b + j] * codes[n, b, j] (int, exact, |p_l| <= 65024 so
-//    (float)p_l is exact); acc_l = fma(p_l, s_b, acc_l) over b in order, from 0.
+//    p_l = sum over j in {2l, 2l+1, 2l+16, 2l+17} of q[32b + j] * codes[n, b, j] (AVX2's
+//    madd_epi16 of elements 0..15 plus that of 16..31; int, exact, |p_l| <= 4 * 32767 * 128 =
+//    16776704 < 2^24 so (float)p_l is exact); acc_l = fma(p_l, s_b, acc_l) over b in order,
+//    from 0.
 //  - y = sum8(acc), sum8(a) = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), then
 //    y + bias[n], then the activation (in double here, as FusedMatMul; kernels use their ISA's
 //    activation rows).
@@ -76,7 +79,7 @@ void ref_q8matmul(const KernelCtx& ctx) {
   float* y = ctx.output(0).ptr<float>();                // [M, N]
   const int64_t M = ctx.input(0).numel() / K;
   FusedAct act = fused_activation(nullptr, ctx.node);
-  std::vector<int> q(nb * 32);
+  std::vector<int> q(nb * 32);  // int16 values
   std::vector<float> d(nb);
   for (int64_t m = 0; m < M; m++) {
     // The row's activations, quantized per 32-block.
@@ -88,10 +91,10 @@ void ref_q8matmul(const KernelCtx& ctx) {
         amax = std::max(amax, std::fabs(v[j]));
         finite = finite && std::isfinite(v[j]);
       }
-      d[b] = finite ? amax / 127.0f : NAN;
+      d[b] = finite ? amax / 32767.0f : NAN;
       for (int j = 0; j < 32; j++) {
         int c = finite && d[b] != 0.0f ? (int)std::nearbyint(v[j] / d[b]) : 0;
-        q[32 * b + j] = std::min(127, std::max(-127, c));
+        q[32 * b + j] = std::min(32767, std::max(-32767, c));
       }
     }
     for (int64_t n = 0; n < N; n++) {
@@ -101,7 +104,7 @@ void ref_q8matmul(const KernelCtx& ctx) {
         float s = d[b] * scales[n * nb + b];
         for (int l = 0; l < 8; l++) {
           int p = 0;
-          for (int j = 4 * l; j < 4 * l + 4; j++) p += q[32 * b + j] * blk[j];
+          for (int j : {2 * l, 2 * l + 1, 2 * l + 16, 2 * l + 17}) p += q[32 * b + j] * blk[j];
           acc[l] = std::fma((float)p, s, acc[l]);
         }
       }

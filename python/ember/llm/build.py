@@ -229,7 +229,9 @@ def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
     last = gb.node("Gather", [x, logit_idx], "logits_rows", axis=0)
     h = gb.node("RMSNormalization", [last, gb.const("output_norm", weights.dequantize("output_norm.weight"))],
                 "output_norm", epsilon=eps, axis=-1)
-    head = "token_embd.weight" if cfg.tied_embeddings else "output.weight"
-    logits = lin(h, "logits", head)
+    if cfg.tied_embeddings and emb.ggml_type == "Q8_0":  # one copy of the table serves both
+        logits = gb.node("Q8MatMul", [h, emb_codes, emb_scales], "logits", n=cfg.vocab_size, k=cfg.hidden)
+    else:
+        logits = lin(h, "logits", "token_embd.weight" if cfg.tied_embeddings else "output.weight")
     gb.g.add_output(logits)
     return gb.g
