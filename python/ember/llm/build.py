@@ -101,7 +101,7 @@ class _G:
 
     def const(self, name, array, dtype=""):
         vid = self.g.add_value(name)
-        self.g.set_constant(vid, np.ascontiguousarray(array), dtype)
+        self.g.set_constant(vid, np.ascontiguousarray(array), dtype)  # copied
         return vid
 
     def node(self, op, inputs, name, n_out=1, **attrs):
@@ -168,9 +168,35 @@ def _kind(ggml_type: str) -> str:
     return "q4" if ggml_type in ("Q4_0", "Q4_1", "Q4_K") else "q8" if ggml_type == "Q8_0" else "f32"
 
 
+class _Releasing:
+    """The weights, each tensor's file pages dropped from memory once it has been copied out
+    (GGUFFile.release), so the load's peak is not file + repacked weights."""
+
+    def __init__(self, weights):
+        self.w = weights
+
+    def tensor(self, name):
+        return self.w.tensor(name)
+
+    def _done(self, name, out):
+        if hasattr(self.w, "release"):
+            self.w.release(name)
+        return out
+
+    def dequantize(self, name):
+        return self._done(name, self.w.dequantize(name))
+
+    def q4_blocks(self, name):
+        return self._done(name, self.w.q4_blocks(name))
+
+    def q8_blocks(self, name):
+        return self._done(name, self.w.q8_blocks(name))
+
+
 def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
-    """The step graph of a LLaMA-family decoder. `weights` maps GGUF tensor names
-    (token_embd.weight, blk.{i}.attn_q.weight, ...) to their stored form (see gguf_weights)."""
+    """The step graph of a LLaMA-family decoder. `weights` (a GGUFFile) maps GGUF tensor names
+    (token_embd.weight, blk.{i}.attn_q.weight, ...) to their stored form."""
+    weights = _Releasing(weights)
     gb = _G()
     lin = _Linear(gb, weights)
     kvt = "float16" if kv_dtype == "f16" else "float32"

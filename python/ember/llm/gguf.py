@@ -154,6 +154,21 @@ class GGUFFile:
                              "not a 2-D Q8_0 weight")
         return q8_0_to_q8_blocks(t.raw, *t.shape)
 
+    def release(self, name: str) -> None:
+        """Drops the named tensor's pages from this process's resident memory (they are read
+        back from the file if touched again): the builder calls it once a tensor is repacked,
+        so loading never holds the file and the repacked weights in memory at once."""
+        t = self._tensor(name)
+        if self._mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        start = t.offset // page * page
+        end = -(-(t.offset + t.n_bytes) // page) * page
+        try:
+            self._mm.madvise(mmap.MADV_DONTNEED, start, min(end, self.file_size) - start)
+        except (OSError, ValueError):
+            pass  # advice only
+
     def close(self):
         """Drops the memory map. Later `raw` accesses raise EmberError."""
         self._buf = None
