@@ -57,6 +57,7 @@ class Engine:
         from ember import _core
         from ember.onnx_import import import_model
 
+        self._source = model if isinstance(model, (str, os.PathLike)) else None  # for embed()
         if device != "cpu":
             raise EmberError(f"[engine] device {device!r} is not available in this build; "
                              "ember.cuda.is_available() tells whether CUDA is")
@@ -82,6 +83,11 @@ class Engine:
         if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".gguf"):
             self._init_llm(str(model), threads, quantize, kernels, llm_options)
             return
+        if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):  # HOOK: HF decoder folder
+            from ember.llm.hf import is_hf_llm_folder
+            if is_hf_llm_folder(model):
+                self._init_llm(os.fspath(model), threads, quantize, kernels, llm_options)
+                return
         if llm_options:
             raise EmberError(f"[engine] {', '.join(sorted(llm_options))}: LLM options apply to "
                              "GGUF models only")
@@ -149,6 +155,31 @@ class Engine:
 
     def llm_stats(self) -> dict:
         return self._need_llm("llm_stats").stats()
+
+    # ---- encoders ----
+
+    def embed(self, texts, batch_size: int = 32) -> np.ndarray:
+        """Pooled (and, where the model says, L2-normalised) sentence embeddings, as
+        sentence-transformers' encode computes them: str -> float32 [dim]; list of str ->
+        float32 [n, dim]. Needs an encoder whose folder has tokenizer.json and a
+        sentence-transformers config (modules.json / 1_Pooling): a known name ("minilm-l6"),
+        that folder, or an .onnx file inside it. See ember.embed."""
+        if getattr(self, "_llm", None) is not None:
+            raise EmberError("[engine] embed needs an encoder (e.g. 'minilm-l6'); this engine "
+                             "runs a decoder LLM (GGUF): use generate / score")
+        self._live_session()                      # EmberError once closed
+        embedder = getattr(self, "_embedder", None)
+        if embedder is None:
+            from ember.embed import Embedder, find_st_folder
+            folder = find_st_folder(getattr(self, "_source", None))
+            if folder is None:
+                source = getattr(self, "_source", None) or "an in-memory model"
+                raise EmberError("[engine] embed needs an encoder with a sentence-transformers "
+                                 "config (tokenizer.json + modules.json or 1_Pooling/config.json "
+                                 "next to the model, or a known encoder name such as 'minilm-l6'); "
+                                 f"this engine was created from {source}")
+            embedder = self._embedder = Embedder(folder, self.inputs, self.outputs)
+        return embedder.embed(self.run, texts, batch_size=batch_size)
 
     # ---- running ----
 

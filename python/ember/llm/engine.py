@@ -7,6 +7,7 @@ its outputs and routes each to its request's queue. Everything per request that 
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 import weakref
@@ -45,13 +46,22 @@ class LlmEngine:
         from ember.llm.model import config_from_gguf, memory_plan, resolve_settings
         from ember.llm.tokenizer import Tokenizer
 
-        with load_gguf(path) as gguf:
-            self.config = cfg = config_from_gguf(gguf)
-            self.settings = s = resolve_settings(cfg, **llm_options)
-            self.memory_plan = memory_plan(gguf, cfg, s)
-            self.tokenizer = Tokenizer.from_gguf(gguf)
-            self.chat_template = gguf.get("tokenizer.chat_template")
-            graph = build_llama(cfg, gguf, kv_dtype=s.kv_dtype)
+        if os.path.isdir(path):  # HOOK: a Hugging Face folder (config.json + safetensors): llm/hf.py
+            from ember.llm.hf import load_hf
+            cfg, weights, self.tokenizer, self.chat_template = load_hf(path)
+            with weights:  # memory_plan and build_llama read it as they read a GGUFFile
+                self.config = cfg
+                self.settings = s = resolve_settings(cfg, **llm_options)
+                self.memory_plan = memory_plan(weights, cfg, s)
+                graph = build_llama(cfg, weights, kv_dtype=s.kv_dtype)
+        else:
+            with load_gguf(path) as gguf:
+                self.config = cfg = config_from_gguf(gguf)
+                self.settings = s = resolve_settings(cfg, **llm_options)
+                self.memory_plan = memory_plan(gguf, cfg, s)
+                self.tokenizer = Tokenizer.from_gguf(gguf)
+                self.chat_template = gguf.get("tokenizer.chat_template")
+                graph = build_llama(cfg, gguf, kv_dtype=s.kv_dtype)
         self._session = _core.Session(graph, threads=threads or 0, plan_cache_size=64,
                                       reference_kernels=kernels == "reference")
         self._runner = _core.LlmRunner(
@@ -153,7 +163,8 @@ class LlmEngine:
                 lps.append(logprob)
                 tops.append(top)
             stop_token = finished and why == "stop"
-            if not stop_token:
+            # Models may pad their vocabulary past the tokenizer's (Qwen2): such ids have no text.
+            if not stop_token and token < self.tokenizer.vocab_size:
                 text += dec.push(token)
             if finished:
                 text += dec.flush()
