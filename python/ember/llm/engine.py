@@ -12,7 +12,7 @@ import queue
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ember.errors import EmberError, InputError
 
@@ -36,6 +36,12 @@ class _Request:
     prompt: list
     stop: tuple
     q: "queue.Queue" = field(default_factory=queue.Queue)
+    # Set by callers that are not a blocking thread (AsyncEngine): takes each output (from the
+    # pump thread) instead of q; it must not block or raise.
+    sink: Callable | None = None
+
+    def put(self, out) -> None:
+        (self.sink or self.q.put)(out)
 
 
 class LlmEngine:
@@ -89,9 +95,13 @@ class LlmEngine:
         with self._lock:
             req = self._requests.get(out[0])
         if req is not None:
-            req.q.put(out)
+            req.put(out)
 
-    def _submit(self, prompt, max_tokens, stop, sampling) -> _Request:
+    def _forget(self, req: _Request) -> None:
+        with self._lock:
+            self._requests.pop(req.id, None)
+
+    def _submit(self, prompt, max_tokens, stop, sampling, sink: Callable | None = None) -> _Request:
         if self._closed:
             raise EmberError("[engine] this engine is closed")
         ids = self._prompt_ids(prompt)
@@ -111,7 +121,7 @@ class LlmEngine:
         if not ignore_eos:
             stop_ids += sorted(self.tokenizer.eos_ids)
         room = self.settings.max_model_len - len(ids)
-        req = _Request(next(self._ids), ids, stops)
+        req = _Request(next(self._ids), ids, stops, sink=sink)
         with self._lock:
             self._requests[req.id] = req
         try:
@@ -135,69 +145,37 @@ class LlmEngine:
         """(token, logprob, top, finished, reason) as the runner produces them."""
         try:
             while True:
-                _, token, logprob, top, finished, reason = req.q.get()
-                if reason.startswith("error"):
-                    raise EmberError(f"[generate] request failed: {reason[len('error: '):]}")
-                yield token, logprob, top, finished, reason
-                if finished:
+                event = _event(req.q.get())
+                yield event
+                if event[3]:
                     return
         finally:
-            with self._lock:
-                self._requests.pop(req.id, None)
+            self._forget(req)
 
     def _run(self, req: _Request, want_logprobs: bool) -> Iterator[tuple[str, Completion | None]]:
         """Text deltas of one request, with stop strings applied; the last item carries the
         Completion."""
-        dec = self.tokenizer.incremental_decoder()
-        text, tokens, lps, tops = "", [], [], []
-        reason, done, ended = "length", False, False
-        held = 0  # chars at the end of text that may start a stop string: not yet streamed
-        emitted = 0
+        state = _TextState(self.tokenizer, req.stop, want_logprobs)
         events = self._events(req)
-        for token, logprob, top, finished, why in events:
-            if why == "abort":
-                reason = "abort"
+        for event in events:
+            delta, done = state.feed(*event)
+            if state.cut_short:  # a stop string ended it before the runner did
+                self._runner.cancel([req.id])
+            if delta:
+                yield delta, None
+            if done:
                 break
-            tokens.append(token)
-            if want_logprobs:
-                lps.append(logprob)
-                tops.append(top)
-            stop_token = finished and why == "stop"
-            # Models may pad their vocabulary past the tokenizer's (Qwen2): such ids have no text.
-            if not stop_token and token < self.tokenizer.vocab_size:
-                text += dec.push(token)
-            if finished:
-                text += dec.flush()
-                reason, ended = why, True
-            cut = _find_stop(text, req.stop)
-            if cut is not None:
-                text, reason, done = text[:cut], "stop", True
-                if not ended:
-                    self._runner.cancel([req.id])
-            held = 0 if (finished or done) else _stop_prefix_len(text, req.stop)
-            if len(text) - held > emitted:
-                yield text[emitted:len(text) - held], None
-                emitted = len(text) - held
-            if finished or done:
-                break
-        if done and not ended:  # drain up to the final event the cancel leads to
+        if state.cut_short:  # drain up to the final event the cancel leads to
             for _ in events:
                 pass
         events.close()
-        if len(text) > emitted:
-            yield text[emitted:], None
-        usage = dict(prompt_tokens=len(req.prompt), completion_tokens=len(tokens),
-                     total_tokens=len(req.prompt) + len(tokens))
-        yield "", Completion(text, tokens, reason, usage, lps if want_logprobs else None,
-                             tops if want_logprobs else None)
+        yield "", state.completion(len(req.prompt))
 
     # ---- API ----
 
     def generate(self, prompts, max_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
                  top_k: int = 0, seed: int | None = None, stop=None, **sampling) -> list[Completion]:
-        single = isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts
-                                              and all(isinstance(t, int) for t in prompts))
-        batch = [prompts] if single else list(prompts)
+        batch = _prompt_batch(prompts)
         if not batch:
             return []
         opts = dict(sampling, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
@@ -299,7 +277,78 @@ class LlmEngine:
         with self._lock:
             pending = list(self._requests.values())
         for r in pending:
-            r.q.put((r.id, 0, 0.0, [], True, "error: the engine was closed"))
+            r.put((r.id, 0, 0.0, [], True, "error: the engine was closed"))
+
+
+def _prompt_batch(prompts) -> list:
+    """generate()'s prompts (str | list[int] | a list of either) -> a list of prompts."""
+    single = isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts
+                                          and all(isinstance(t, int) for t in prompts))
+    return [prompts] if single else list(prompts)
+
+
+def _event(out) -> tuple:
+    """A runner output (id, token, logprob, top, finished, reason) -> (token, logprob, top,
+    finished, reason); a failed request raises EmberError."""
+    _, token, logprob, top, finished, reason = out
+    if reason.startswith("error"):
+        raise EmberError(f"[generate] request failed: {reason[len('error: '):]}")
+    return token, logprob, top, finished, reason
+
+
+class _TextState:
+    """What one request's events mean as text: incremental UTF-8 detokenization, stop strings,
+    and how much may be streamed yet (a suffix that may start a stop string is held back).
+    Shared by the blocking path (LlmEngine._run) and ember.AsyncEngine.
+
+    feed(*event) takes each event in order and returns (delta, done); after done, completion()
+    is the result. cut_short: a stop string ended the request while the runner still runs it
+    (the caller cancels it there)."""
+
+    def __init__(self, tokenizer, stops, want_logprobs: bool):
+        self._tok = tokenizer
+        self._dec = tokenizer.incremental_decoder()
+        self._stops = stops
+        self._want = want_logprobs
+        self.text, self.tokens, self.logprobs, self.tops = "", [], [], []
+        self.reason = "length"
+        self.cut_short = False
+        self._emitted = 0
+
+    def feed(self, token, logprob, top, finished, why) -> tuple[str, bool]:
+        if why == "abort":
+            self.reason = "abort"
+            return self._emit(0), True
+        self.tokens.append(token)
+        if self._want:
+            self.logprobs.append(logprob)
+            self.tops.append(top)
+        stop_token = finished and why == "stop"
+        # Models may pad their vocabulary past the tokenizer's (Qwen2): such ids have no text.
+        if not stop_token and token < self._tok.vocab_size:
+            self.text += self._dec.push(token)
+        if finished:
+            self.text += self._dec.flush()
+            self.reason = why
+        cut = _find_stop(self.text, self._stops)
+        if cut is not None:
+            self.text, self.reason = self.text[:cut], "stop"
+            self.cut_short = not finished
+        done = finished or cut is not None
+        return self._emit(0 if done else _stop_prefix_len(self.text, self._stops)), done
+
+    def _emit(self, held: int) -> str:
+        end = len(self.text) - held
+        if end <= self._emitted:
+            return ""
+        delta, self._emitted = self.text[self._emitted:end], end
+        return delta
+
+    def completion(self, prompt_tokens: int) -> Completion:
+        n = len(self.tokens)
+        usage = dict(prompt_tokens=prompt_tokens, completion_tokens=n, total_tokens=prompt_tokens + n)
+        return Completion(self.text, self.tokens, self.reason, usage,
+                          self.logprobs if self._want else None, self.tops if self._want else None)
 
 
 def _pump_outputs(engine_ref, runner, stop) -> None:
