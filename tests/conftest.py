@@ -104,3 +104,4 @@ def finish_model_fn():
 def make_model():
     """build_model as a fixture: make_model(op, inputs, outputs, attrs, opset, initializers)."""
     return build_model
+

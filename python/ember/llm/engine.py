@@ -12,7 +12,7 @@ import queue
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from ember.errors import EmberError, InputError
 
