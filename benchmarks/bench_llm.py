@@ -32,6 +32,7 @@ llama.cpp comes from benchmarks/build_llama_cpp.sh; without it the rival columns
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -382,6 +383,39 @@ def llama_rss(bench, model, threads, ctx):
     return rss, cmd
 
 
+LCPP_CHILD = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+os.environ["LLAMA_CPP_LIB_PATH"] = sys.argv[2]
+import llama_cpp
+ctx = int(sys.argv[5])
+m = llama_cpp.Llama(model_path=sys.argv[3], n_ctx=ctx, n_threads=int(sys.argv[4]), verbose=False)
+m.create_completion(prompt=[1000 + i for i in range(ctx // 2)], max_tokens=ctx // 2, temperature=0.0)
+"""
+
+
+def find_llama_cpp_python(bench):
+    """(python package dir, lib dir) of llama-cpp-python next to llama-bench's build (the sdist
+    build_llama_cpp.sh unpacks: its pure-Python ctypes package, loading the built libllama), or None."""
+    if bench is None:
+        return None
+    lib = os.path.dirname(bench)
+    root = os.path.dirname(os.path.dirname(lib))
+    pkgs = sorted(glob.glob(os.path.join(root, "llama_cpp_python-*", "llama_cpp", "__init__.py")))
+    if not pkgs or not glob.glob(os.path.join(lib, "libllama.so*")):
+        return None
+    return os.path.dirname(os.path.dirname(pkgs[-1])), lib
+
+
+def llama_cpp_python_rss(found, model, threads, ctx):
+    """Peak RSS MB of a llama-cpp-python process filling a ctx-token context, as ember's child."""
+    cmd = [sys.executable, "-c", LCPP_CHILD, found[0], found[1], model, str(threads), str(ctx)]
+    rc, _, err, rss = run_with_rusage(cmd)
+    if rc or rss is None:
+        raise RuntimeError(f"llama-cpp-python RSS child failed ({rc}): {err.strip()[-2000:]}")
+    return rss
+
+
 # ---- bandwidth --------------------------------------------------------------------------------
 
 def numpy_read_gbs(mb, reps=5):
@@ -490,9 +524,19 @@ def main(argv=None):
             print(f"llama.cpp: tg{n_g} {fmt_value(L.get('llama_tg'))}, pp{n_p} "
                   f"{fmt_value(L.get('llama_pp'))} tok/s", flush=True)
         if "memory" in secs:
-            L["llama_rss_mb"], cmd = llama_rss(bench, path, args.threads, args.mem_ctx)
-            L["rss_command"] = " ".join(cmd)
-            results["notes"].append("llama.cpp RSS is llama-bench's (the library llama-cpp-python wraps)")
+            found = find_llama_cpp_python(bench)
+            if found is not None:  # the rival the issue names: a llama-cpp-python process
+                L["llama_rss_mb"] = llama_cpp_python_rss(found, path, args.threads, args.mem_ctx)
+                L["llama_bench_rss_mb"], _ = llama_rss(bench, path, args.threads, args.mem_ctx)
+                L["rss_command"] = f"llama-cpp-python ({found[0]}, LLAMA_CPP_LIB_PATH={found[1]})"
+                results["notes"].append(
+                    f"llama.cpp RSS is a llama-cpp-python process's (llama-bench alone: "
+                    f"{L['llama_bench_rss_mb']:.0f} MB)")
+            else:
+                L["llama_rss_mb"], cmd = llama_rss(bench, path, args.threads, args.mem_ctx)
+                L["rss_command"] = " ".join(cmd)
+                results["notes"].append("llama.cpp RSS is llama-bench's (the library llama-cpp-python "
+                                        "wraps; no llama-cpp-python package found next to it)")
 
     bw = numpy_read_gbs(args.bw_mb)
     results["bandwidth"] = bb = bandwidth_bounds(bw, weight_bytes, kv_per_token, args)
@@ -514,8 +558,7 @@ def main(argv=None):
     if "peak_rss_mb" in E:
         print(f"peak RSS: a fresh process, ctx {args.mem_ctx} filled ({args.mem_ctx // 2} prompt + "
               f"{args.mem_ctx // 2} generated), wait4's ru_maxrss via a lean launcher (ember's child's "
-              f"own VmHWM: {fmt_value(E.get('peak_rss_vmhwm_mb'), 0)} MB); llama.cpp's is llama-bench "
-              "-pg, standing in for llama-cpp-python (same library).")
+              f"own VmHWM: {fmt_value(E.get('peak_rss_vmhwm_mb'), 0)} MB); llama.cpp's: see the note below.")
     for n in results["notes"]:
         print(f"note: {n}")
     if args.json:
