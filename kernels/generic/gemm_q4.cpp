@@ -154,10 +154,16 @@ void q4_act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t 
   act_quantize<int8_t, 127>(a, lda, M, K, group, q, d, gsum);
 }
 
-void q4_gemm_tile(const int16_t* q, const float* d, const float* gsum, int64_t rows,
-                  const uint8_t* codes, const float* scales, const float* offsets,
-                  const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
-                  int64_t ldy) {
+namespace {
+
+inline float scale_value(float s) { return s; }
+inline float scale_value(uint16_t h) { return f16_to_f32(h); }  // exact
+
+// q4_gemm_tile for scales and offsets of type S (float, or uint16_t f16 bits).
+template <class S>
+void gemm_tile(const int16_t* q, const float* d, const float* gsum, int64_t rows,
+               const uint8_t* codes, const S* scales, const S* offsets, const float* bias,
+               int64_t cols, int64_t K, int64_t group, float* y, int64_t ldy) {
   const int64_t nb = q4_blocks(K), ng = q4_groups(K, group), bpg = group / 32;
   thread_local std::vector<int16_t> w;  // one weight row's codes, 0..15, in element order
   thread_local std::vector<int32_t> p;  // one (row, column)'s lane sums [nb, 8]
@@ -173,8 +179,8 @@ void q4_gemm_tile(const int16_t* q, const float* d, const float* gsum, int64_t r
       for (int j = 0; j < 16; j++) o[j] = c[j] & 0x0f;
       for (int j = 0; j < 16; j++) o[j + 16] = c[j] >> 4;
     }
-    const float* sn = scales + n * ng;
-    const float* on = offsets + n * ng;
+    const S* sn = scales + n * ng;
+    const S* on = offsets + n * ng;
     for (int64_t m = 0; m < rows; m++) {
       const int16_t* qm = q + m * nb * 32;
       const float* dm = d + m * nb;
@@ -192,10 +198,11 @@ void q4_gemm_tile(const int16_t* q, const float* d, const float* gsum, int64_t r
         float gacc[8] = {};
         for (int64_t b = g * bpg; b < std::min(nb, (g + 1) * bpg); b++)
           for (int l = 0; l < 8; l++) gacc[l] = std::fma((float)pp[8 * b + l], dm[b], gacc[l]);
-        for (int l = 0; l < 8; l++) acc[l] = std::fma(gacc[l], sn[g], acc[l]);
+        const float s = scale_value(sn[g]);
+        for (int l = 0; l < 8; l++) acc[l] = std::fma(gacc[l], s, acc[l]);
       }
       for (int64_t g = 0; g < ng; g++)  // lane g % 8; the zeros past ng change nothing
-        off[g % 8] = std::fma(on[g], gsum[m * ng + g], off[g % 8]);
+        off[g % 8] = std::fma(scale_value(on[g]), gsum[m * ng + g], off[g % 8]);
       float v = lanes_sum(acc) + lanes_sum(off);
       if (bias) v = v + bias[n];
       y[m * ldy + n] = v;
@@ -203,13 +210,29 @@ void q4_gemm_tile(const int16_t* q, const float* d, const float* gsum, int64_t r
   }
 }
 
+}  // namespace
+
+void q4_gemm_tile(const int16_t* q, const float* d, const float* gsum, int64_t rows,
+                  const uint8_t* codes, const float* scales, const float* offsets,
+                  const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                  int64_t ldy) {
+  gemm_tile(q, d, gsum, rows, codes, scales, offsets, bias, cols, K, group, y, ldy);
+}
+
+void q4_gemm_tile(const int16_t* q, const float* d, const float* gsum, int64_t rows,
+                  const uint8_t* codes, const uint16_t* scales, const uint16_t* offsets,
+                  const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                  int64_t ldy) {
+  gemm_tile(q, d, gsum, rows, codes, scales, offsets, bias, cols, K, group, y, ldy);
+}
+
 // ---- driver -------------------------------------------------------------------------------------
 
 void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
   const Tensor& a = ctx.input(0);        // [..., K] f32
   const Tensor& codes = ctx.input(1);    // [N, nb, 16] u8
-  const Tensor& scales = ctx.input(2);   // [N, ng] f32
-  const Tensor& offsets = ctx.input(3);  // [N, ng] f32
+  const Tensor& scales = ctx.input(2);   // [N, ng] f32 or f16
+  const Tensor& offsets = ctx.input(3);  // [N, ng] the dtype of scales
   Tensor& out = ctx.output(0);           // [..., N] f32
   const Attrs& at = ctx.node.attrs;
   const int64_t N = at.get_int("n", 0), K = at.get_int("k", 0), group = at.get_int("group", 0);
@@ -247,16 +270,22 @@ void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
   nc = (nc + 15) / 16 * 16;
   const int64_t ncb = (N + nc - 1) / nc;
   const uint8_t* cp = codes.ptr<uint8_t>();
-  const float* sp = scales.ptr<float>();
-  const float* op = offsets.ptr<float>();
+  const bool f16 = scales.dtype() == DType::F16;  // shape inference: offsets the same
   float* yp = out.ptr<float>();
   ::ember::parallel_for(ncb * mb, 1, threads, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
       const int64_t n0 = (t / mb) * nc, n1 = std::min(N, n0 + nc);
       const int64_t m0 = (t % mb) * mc, m1 = std::min(M, m0 + mc);
-      kern.gemm_tile(q + m0 * nb * 32, d + m0 * nb, gsum + m0 * ng, m1 - m0, cp + n0 * nb * 16,
-                     sp + n0 * ng, op + n0 * ng, bias ? bias + n0 : nullptr, n1 - n0, K, group,
-                     yp + m0 * N + n0, N);
+      if (f16)
+        kern.gemm_tile_f16(q + m0 * nb * 32, d + m0 * nb, gsum + m0 * ng, m1 - m0,
+                           cp + n0 * nb * 16, scales.ptr<uint16_t>() + n0 * ng,
+                           offsets.ptr<uint16_t>() + n0 * ng, bias ? bias + n0 : nullptr,
+                           n1 - n0, K, group, yp + m0 * N + n0, N);
+      else
+        kern.gemm_tile(q + m0 * nb * 32, d + m0 * nb, gsum + m0 * ng, m1 - m0,
+                       cp + n0 * nb * 16, scales.ptr<float>() + n0 * ng,
+                       offsets.ptr<float>() + n0 * ng, bias ? bias + n0 : nullptr, n1 - n0, K,
+                       group, yp + m0 * N + n0, N);
       if (act)
         for (int64_t m = m0; m < m1; m++) act(yp + m * N + n0, yp + m * N + n0, n1 - n0);
     }
@@ -264,7 +293,7 @@ void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
 }
 
 void q4matmul(const KernelCtx& ctx) {
-  static const Q4Kernels k{q4_act_quantize16, q4_gemm_tile,
+  static const Q4Kernels k{q4_act_quantize16, q4_gemm_tile, q4_gemm_tile,
                            {relu_f32_array, gelu_f32_array, gelu_tanh_f32_array}};
   q4matmul_with(ctx, k);
 }

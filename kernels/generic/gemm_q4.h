@@ -3,8 +3,12 @@
 //   codes   uint8 [N, nb, 16], nb = ceil(K / 32): byte j of block b of row n holds the code of
 //           W[n, 32 b + j] in its low nibble and of W[n, 32 b + j + 16] in its high (GGUF's
 //           order); codes past K are 0
-//   scales  f32 [N, ng], ng = ceil(K / group), group a positive multiple of 32
-//   offsets f32 [N, ng]     W[n, k] = code[n, k] * scales[n, k / group] + offsets[n, k / group]
+//   scales  f32 or f16 (uint16_t bits) [N, ng], ng = ceil(K / group), group a positive
+//           multiple of 32
+//   offsets the dtype of scales [N, ng]
+//           W[n, k] = code[n, k] * scales[n, k / group] + offsets[n, k / group]
+// f16 scales and offsets (GGUF's own d and m: 20 bytes per block, not 24) give the same bits as
+// their f32 values: f16 -> f32 is exact. The pack functions write f32.
 // Activations are quantized to int16 per row and 32-block on the fly (q4_act_quantize16*).
 // Generic kernels here (gemm_q4.cpp), AVX2 in kernels/x86/gemm_q4_avx2.cpp, drivers registered in
 // registry.cpp.
@@ -70,7 +74,8 @@ void q4_act_quantize(const float* a,  // [M, K], row stride lda
                      float* gsum);    // [M, ng]
 // y[m, n] for m < rows, n < cols: Q4MatMul's sums (+ bias[n]; no activation) of quantized
 // activation rows and packed weight rows. Each element follows the reference's float sequence
-// whatever rows and cols are (batch invariance).
+// whatever rows and cols are (batch invariance). Overloaded on the scale/offset dtype: f32, or
+// f16 bits (uint16_t), one templated body.
 void q4_gemm_tile(const int16_t* q,       // [rows, nb * 32]   (q4_act_quantize16)
                   const float* d,         // [rows, nb]
                   const float* gsum,      // [rows, ng]
@@ -82,15 +87,29 @@ void q4_gemm_tile(const int16_t* q,       // [rows, nb * 32]   (q4_act_quantize1
                   int64_t cols, int64_t K, int64_t group,
                   float* y,               // [rows, cols], row stride ldy
                   int64_t ldy);
+void q4_gemm_tile(const int16_t* q,       // [rows, nb * 32]
+                  const float* d,         // [rows, nb]
+                  const float* gsum,      // [rows, ng]
+                  int64_t rows,
+                  const uint8_t* codes,   // [cols, nb, 16]
+                  const uint16_t* scales,  // [cols, ng] f16
+                  const uint16_t* offsets, // [cols, ng] f16
+                  const float* bias,      // [cols] or nullptr
+                  int64_t cols, int64_t K, int64_t group,
+                  float* y,               // [rows, cols], row stride ldy
+                  int64_t ldy);
 
 // The ISA-specific pieces of the Q4MatMul driver.
 struct Q4Kernels {
+  template <class S>  // float, or uint16_t for f16 scales and offsets
+  using TileFn = void (*)(const int16_t* q, const float* d, const float* gsum, int64_t rows,
+                          const uint8_t* codes, const S* scales, const S* offsets,
+                          const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                          int64_t ldy);
   void (*act_quantize)(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
                        int16_t* q, float* d, float* gsum);
-  void (*gemm_tile)(const int16_t* q, const float* d, const float* gsum, int64_t rows,
-                    const uint8_t* codes, const float* scales, const float* offsets,
-                    const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
-                    int64_t ldy);
+  TileFn<float> gemm_tile;
+  TileFn<uint16_t> gemm_tile_f16;
   GemmActs acts;
 };
 // Q4MatMul on these kernels: quantizes A's rows, then tasks of (row block, column block) on the
@@ -99,7 +118,7 @@ void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& k);
 void q4matmul(const KernelCtx& ctx);  // Isa::Generic
 
 #if defined(__x86_64__)
-// AVX2 + FMA versions (gemm_q4_avx2.cpp), bit-identical to the generic ones above.
+// AVX2 + FMA + F16C versions (gemm_q4_avx2.cpp), bit-identical to the generic ones above.
 void q4_act_quantize16_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
                             int16_t* q, float* d, float* gsum);
 // TODO: remove once Q8MatMul moves to int16.
@@ -107,6 +126,10 @@ void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int
                           int8_t* q, float* d, float* gsum);
 void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int64_t rows,
                        const uint8_t* codes, const float* scales, const float* offsets,
+                       const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                       int64_t ldy);
+void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int64_t rows,
+                       const uint8_t* codes, const uint16_t* scales, const uint16_t* offsets,
                        const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
                        int64_t ldy);
 void q4matmul_avx2(const KernelCtx& ctx);  // Isa::Avx2 (gemm_q4_x86.cpp)

@@ -6,7 +6,8 @@
 // into the output lanes with the group scale at each group's end; the offsets meet the
 // per-group activation sums in a final 8-lane dot. Tiles: 4 rows x 2 columns reuse each
 // unpacked block 4 times (GEMM, bound by vector uops: madd, madd, add, cvt, fma per 32 MACs);
-// 1 row x 4 columns streams codes with prefetch (GEMV). Raw pointers and intrinsics only.
+// 1 row x 4 columns streams codes with prefetch (GEMV). Scales and offsets are f32 or f16 (F16C
+// converts them; exact). Raw pointers and intrinsics only.
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -30,15 +31,47 @@ inline float fma1(float a, float b, float c) {
   return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
 }
 
+// Scales and offsets as floats, from f32 or f16 bits (uint16_t): one value in every lane, and
+// 8 values of which only the first n are read (n < 8: the rest are 0).
+inline __m256 broadcast1(const float* p) { return _mm256_broadcast_ss(p); }
+inline __m256 broadcast1(const uint16_t* p) { return _mm256_cvtph_ps(_mm_set1_epi16((short)*p)); }
+inline __m256 load8(const float* p, int64_t n) {
+  if (n >= 8) return _mm256_loadu_ps(p);
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lanes));
+}
+inline __m256 load8(const uint16_t* p, int64_t n) {
+  if (n >= 8) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
+  // Inserts, not a copy through the stack: a memcpy call in the GEMV loop spills its registers.
+  __m128i h = _mm_setzero_si128();
+  switch (n) {
+    case 7: h = _mm_insert_epi16(h, p[6], 6); [[fallthrough]];
+    case 6: h = _mm_insert_epi16(h, p[5], 5); [[fallthrough]];
+    case 5: h = _mm_insert_epi16(h, p[4], 4); [[fallthrough]];
+    case 4: h = _mm_insert_epi16(h, p[3], 3); [[fallthrough]];
+    case 3: h = _mm_insert_epi16(h, p[2], 2); [[fallthrough]];
+    case 2: h = _mm_insert_epi16(h, p[1], 1); [[fallthrough]];
+    case 1: h = _mm_insert_epi16(h, p[0], 0); [[fallthrough]];
+    default: break;
+  }
+  return _mm256_cvtph_ps(h);
+}
+
 // y[r * ldy + c] (r < R, c < C) = row r of the quantized activations (q [R, nb * 32], d [R, nb],
 // gsum [R, ng]) times weight row c (codes [C, nb, 16], scales and offsets [C, ng]), + bias[c].
 // ONE: groups of one block (GGUF), folded as they come: acc = fma(f * d, scale, acc), the same
 // bits as the general gacc = fma(f, d, 0) (f * d is never -0 here), with half the registers.
-template <int R, int C, bool ONE>
+// S: float, or uint16_t for f16 scales and offsets.
+template <int R, int C, bool ONE, class S>
 inline void tile(const int16_t* q, const float* d, const float* gsum, const uint8_t* codes,
-                 const float* scales, const float* offsets, const float* bias, int64_t nb,
-                 int64_t ng, int64_t bpg, float* y, int64_t ldy) {
+                 const S* scales, const S* offsets, const float* bias, int64_t nb, int64_t ng,
+                 int64_t bpg, float* y, int64_t ldy) {
+  constexpr bool kF16 = sizeof(S) == 2;
+  constexpr int64_t kLine = 64 / sizeof(S);  // scale (offset) elements per cache line
   const int64_t ldq = nb * 32, ldc = nb * 16;
+  // ONE with f16: each column's scales of the next 8 blocks, converted at once (not a scalar
+  // conversion per block), then broadcast from here.
+  alignas(32) float sbuf[C][8];
   const __m256i low4 = _mm256_set1_epi16(0x0f);
   __m256 acc[R][C];
 #pragma GCC unroll 4
@@ -54,6 +87,12 @@ inline void tile(const int16_t* q, const float* d, const float* gsum, const uint
   // group when groups are one block (GGUF).
   int64_t g = 0, left = bpg;
   for (int64_t b = 0; b < nb; b++) {
+    if constexpr (ONE && kF16) {
+      if ((b & 7) == 0) {
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) _mm256_store_ps(sbuf[c], load8(scales + c * ng + b, nb - b));
+      }
+    }
     __m256i wlo[C], whi[C];  // elements 0..15 and 16..31 of the block, int16
 #pragma GCC unroll 4
     for (int c = 0; c < C; c++) {
@@ -76,14 +115,17 @@ inline void tile(const int16_t* q, const float* d, const float* gsum, const uint
         // Lane l: elements 2l, 2l + 1, 2l + 16, 2l + 17 (|p| < 2^21: exact in float).
         __m256i p = _mm256_add_epi32(_mm256_madd_epi16(wlo[c], qlo),
                                      _mm256_madd_epi16(whi[c], qhi));
-        if (ONE)
-          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), dv),
-                                      _mm256_broadcast_ss(scales + c * ng + b), acc[r][c]);
-        else
+        if (ONE) {
+          __m256 sv;
+          if constexpr (kF16) sv = _mm256_broadcast_ss(&sbuf[c][b & 7]);
+          else sv = _mm256_broadcast_ss(scales + c * ng + b);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), dv), sv, acc[r][c]);
+        } else {
           gacc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), dv, gacc[r][c]);
+        }
       }
     }
-    if (R == 1 && (b & 15) == 0) {
+    if (R == 1 && (b & (kLine - 1)) == 0) {  // once per line of each stream
 #pragma GCC unroll 4
       for (int c = 0; c < C; c++) {
         _mm_prefetch((const char*)(scales + (c + kPrefetchTiles * C) * ng + b), _MM_HINT_T0);
@@ -93,7 +135,7 @@ inline void tile(const int16_t* q, const float* d, const float* gsum, const uint
     if (!ONE && (--left == 0 || b + 1 == nb)) {  // the group's end: fold with its scale
 #pragma GCC unroll 4
       for (int c = 0; c < C; c++) {
-        __m256 sv = _mm256_broadcast_ss(scales + c * ng + g);
+        __m256 sv = broadcast1(scales + c * ng + g);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
           acc[r][c] = _mm256_fmadd_ps(gacc[r][c], sv, acc[r][c]);
@@ -105,31 +147,29 @@ inline void tile(const int16_t* q, const float* d, const float* gsum, const uint
     }
   }
   // The offset term: sum over groups of offsets[n, g] * gsum[m, g] in 8 lanes, zeros past ng.
-  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(ng % 8)),
-                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   for (int r = 0; r < R; r++)
     for (int c = 0; c < C; c++) {
-      const float* o = offsets + c * ng;
+      const S* o = offsets + c * ng;
       const float* gs = gsum + r * ng;
       __m256 ov = _mm256_setzero_ps();
       int64_t i = 0;
       for (; i + 8 <= ng; i += 8)
-        ov = _mm256_fmadd_ps(_mm256_loadu_ps(o + i), _mm256_loadu_ps(gs + i), ov);
-      if (i < ng)
-        ov = _mm256_fmadd_ps(_mm256_maskload_ps(o + i, tail), _mm256_maskload_ps(gs + i, tail), ov);
+        ov = _mm256_fmadd_ps(load8(o + i, 8), _mm256_loadu_ps(gs + i), ov);
+      if (i < ng) ov = _mm256_fmadd_ps(load8(o + i, ng - i), load8(gs + i, ng - i), ov);
       float v = hsum8(acc[r][c]) + hsum8(ov);
       if (bias) v = v + bias[c];
       y[r * ldy + c] = v;
     }
 }
 
-using TileFn = void (*)(const int16_t*, const float*, const float*, const uint8_t*, const float*,
-                        const float*, const float*, int64_t, int64_t, int64_t, float*, int64_t);
+template <class S>
+using TileFn = void (*)(const int16_t*, const float*, const float*, const uint8_t*, const S*,
+                        const S*, const float*, int64_t, int64_t, int64_t, float*, int64_t);
 
-// Tiles of r = 1..4 rows for C columns: kRows<C, ONE>[r].
-template <int C, bool ONE>
-constexpr TileFn kRows[5] = {nullptr, tile<1, C, ONE>, tile<2, C, ONE>, tile<3, C, ONE>,
-                             tile<4, C, ONE>};
+// Tiles of r = 1..4 rows for C columns: kRows<C, ONE, S>[r].
+template <int C, bool ONE, class S>
+constexpr TileFn<S> kRows[5] = {nullptr, tile<1, C, ONE, S>, tile<2, C, ONE, S>,
+                                tile<3, C, ONE, S>, tile<4, C, ONE, S>};
 
 // q4_act_quantize16_avx2 and the int8 q4_act_quantize_avx2: one algorithm, limit 32767 or 127.
 template <class T, int kLim>
@@ -209,16 +249,18 @@ void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int
   act_quantize<int8_t, 127>(a, lda, M, K, group, q, d, gsum);
 }
 
-void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int64_t rows,
-                       const uint8_t* codes, const float* scales, const float* offsets,
-                       const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
-                       int64_t ldy) {
+namespace {
+
+template <class S>
+void gemm_tile(const int16_t* q, const float* d, const float* gsum, int64_t rows,
+               const uint8_t* codes, const S* scales, const S* offsets, const float* bias,
+               int64_t cols, int64_t K, int64_t group, float* y, int64_t ldy) {
   const int64_t nb = (K + 31) / 32, ng = (K + group - 1) / group, bpg = group / 32;
   const bool one = bpg == 1;
   int64_t c0 = 0;
   // One row (GEMV): four columns at a time, each a stream of codes.
   if (rows == 1) {
-    TileFn gemv = one ? kRows<4, true>[1] : kRows<4, false>[1];
+    TileFn<S> gemv = one ? kRows<4, true, S>[1] : kRows<4, false, S>[1];
     for (; c0 + 4 <= cols; c0 += 4)
       gemv(q, d, gsum, codes + c0 * nb * 16, scales + c0 * ng, offsets + c0 * ng,
            bias ? bias + c0 : nullptr, nb, ng, bpg, y + c0, ldy);
@@ -228,13 +270,29 @@ void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int6
     for (; c0 + cw <= cols; c0 += cw) {
       for (int64_t r0 = 0; r0 < rows; r0 += 4) {
         int64_t r = rows - r0 < 4 ? rows - r0 : 4;
-        TileFn fn = cw == 2 ? (one ? kRows<2, true>[r] : kRows<2, false>[r])
-                            : (one ? kRows<1, true>[r] : kRows<1, false>[r]);
+        TileFn<S> fn = cw == 2 ? (one ? kRows<2, true, S>[r] : kRows<2, false, S>[r])
+                               : (one ? kRows<1, true, S>[r] : kRows<1, false, S>[r]);
         fn(q + r0 * nb * 32, d + r0 * nb, gsum + r0 * ng, codes + c0 * nb * 16, scales + c0 * ng,
            offsets + c0 * ng, bias ? bias + c0 : nullptr, nb, ng, bpg, y + r0 * ldy + c0, ldy);
       }
     }
   }
+}
+
+}  // namespace
+
+void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int64_t rows,
+                       const uint8_t* codes, const float* scales, const float* offsets,
+                       const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                       int64_t ldy) {
+  gemm_tile(q, d, gsum, rows, codes, scales, offsets, bias, cols, K, group, y, ldy);
+}
+
+void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int64_t rows,
+                       const uint8_t* codes, const uint16_t* scales, const uint16_t* offsets,
+                       const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                       int64_t ldy) {
+  gemm_tile(q, d, gsum, rows, codes, scales, offsets, bias, cols, K, group, y, ldy);
 }
 
 }  // namespace ember::cpu

@@ -6,7 +6,7 @@
 namespace ember::cpu {
 
 void q4matmul_avx2(const KernelCtx& ctx) {
-  static const Q4Kernels k{q4_act_quantize16_avx2, q4_gemm_tile_avx2,
+  static const Q4Kernels k{q4_act_quantize16_avx2, q4_gemm_tile_avx2, q4_gemm_tile_avx2,
                            {relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2}};
   q4matmul_with(ctx, k);
 }

@@ -2,7 +2,8 @@
 // Q4MatMul (cpp/src/ops/ops_q4matmul.cpp): every kernel path bit for bit against the reference
 // on odd shapes, groups, zero points, bias and activations; extreme values; the pack functions
 // against kernels/common/quant.cpp's dequantizers; accuracy against a float matmul on the
-// dequantized weights; batch invariance over M, threads and paths; shape inference errors.
+// dequantized weights; batch invariance over M, threads and paths; f16 scales and offsets bit
+// for bit against the same values as f32; shape inference errors.
 // "q4 bench" (skipped unless asked for) measures GEMV bandwidth and GEMM throughput.
 #include <algorithm>
 #include <chrono>
@@ -82,6 +83,33 @@ std::vector<float> q4_weights(const Q4W& p) {
   return w;
 }
 
+// p with its scales and offsets rounded to f16 (a few special values put in: subnormal, -0,
+// the largest half), twice: those values as f32, and as f16. The codes are shared.
+struct Q4Pair {
+  Q4W f32, f16;
+};
+Q4Pair q4_f16_pair(const Q4W& p) {
+  Q4Pair r{p, p};
+  r.f32.scales = Tensor::empty(DType::F32, p.scales.shape());
+  r.f32.offsets = Tensor::empty(DType::F32, p.offsets.shape());
+  r.f16.scales = Tensor::empty(DType::F16, p.scales.shape());
+  r.f16.offsets = Tensor::empty(DType::F16, p.offsets.shape());
+  const int64_t n = p.scales.numel();
+  for (int which = 0; which < 2; which++) {
+    const float* src = (which ? p.offsets : p.scales).ptr<float>();
+    float* f = (which ? r.f32.offsets : r.f32.scales).ptr<float>();
+    uint16_t* h = (which ? r.f16.offsets : r.f16.scales).ptr<uint16_t>();
+    for (int64_t i = 0; i < n; i++) {
+      float v = src[i];
+      if (i % 13 == 5) v = std::ldexp(which ? -3.0f : 5.0f, -22);  // f16 subnormals
+      if (i % 29 == 7) v = which ? -0.0f : 65504.0f;
+      h[i] = f32_to_f16(v);
+      f[i] = f16_to_f32(h[i]);
+    }
+  }
+  return r;
+}
+
 Node q4_node(const Q4W& p, const std::string& act = "none") {
   Node n = test::node(OpType::Q4MatMul);
   n.attrs.set("n", p.N);
@@ -154,6 +182,44 @@ TEST_CASE("q4matmul kernels match the reference bit for bit on odd shapes") {
       }
 }
 
+TEST_CASE("q4matmul with f16 scales and offsets equals the same values as f32 bit for bit") {
+  const char* acts[] = {"none", "relu", "gelu", "gelu_tanh"};
+  uint32_t seed = 800;
+  int combo = 0;
+  for (int64_t group : {32, 64, 128})
+    for (int64_t K : {1, 33, 257, 1000, 4096 + 32})
+      for (int64_t N : {1, 5, 17, 33})
+        for (int64_t M : {1, 2, 7, 64}) {
+          combo++;
+          bool zp = combo % 2 == 0, with_bias = combo % 3 != 0;
+          std::string act = acts[combo % 5 < 3 ? 0 : combo % 4];
+          CAPTURE(M);
+          CAPTURE(N);
+          CAPTURE(K);
+          CAPTURE(group);
+          CAPTURE(with_bias);
+          CAPTURE(act);
+          Q4W p32 = q4_from_float(random_f32({N, K}, seed++, -1.5f, 1.0f), group, zp);
+          Q4Pair p = q4_f16_pair(p32);
+          Tensor a = random_f32({M, K}, seed++, -3.0f, 3.0f), bias = random_f32({N}, seed++);
+          const Tensor* b = with_bias ? &bias : nullptr;
+          // The reference reads f16 as its f32 value.
+          Tensor ref = q4_run(p.f32, a, b, act, nullptr);
+          CHECK(first_diff(q4_run(p.f16, a, b, act, nullptr), ref) == -1);
+          for (NamedQ4 k : q4_kernels()) {
+            CAPTURE(k.name);
+            for (int threads : {1, 2}) {
+              CAPTURE(threads);
+              Tensor y32 = q4_run(p.f32, a, b, act, k.fn, threads);
+              Tensor y16 = q4_run(p.f16, a, b, act, k.fn, threads);
+              REQUIRE(y16.shape() == Shape{M, N});
+              CHECK(first_diff(y16, y32) == -1);
+              if (act == "none") CHECK(first_diff(y16, ref) == -1);
+            }
+          }
+        }
+}
+
 TEST_CASE("q4matmul leading dims, absent bias and a 1-D input") {
   Q4W p = q4_from_float(random_f32({20, 96}, 3), 64, true);
   Tensor a = random_f32({2, 3, 96}, 4), a1 = random_f32({96}, 5);
@@ -208,6 +274,7 @@ TEST_CASE("q4 AVX2 activation quantizer and tiles equal the generic ones bit for
 
       const int64_t N = 11, ldy = N + 5;
       Q4W p = q4_from_float(random_f32({N, K}, seed++), group, K % 2 == 1);
+      Q4Pair ph = q4_f16_pair(p);
       Tensor bias = random_f32({N}, seed++);
       for (int64_t rows : {1, 2, 3, 4, 5, 9})
         for (int64_t cols : {1, 2, 3, 4, 5, 11})
@@ -224,6 +291,20 @@ TEST_CASE("q4 AVX2 activation quantizer and tiles equal the generic ones bit for
                                    p.offsets.ptr<float>(), b, cols, K, group, y1.data(), ldy);
             CHECK(bit_equal(y0.data(), y1.data(), rows * ldy));  // padding untouched too
             CHECK(y1[cols] == -1.0f);
+            // f16 scales and offsets: generic and AVX2 equal the f32 tiles on the same values.
+            std::vector<float> z0(rows * ldy, -1.0f), h0(rows * ldy, -1.0f), h1(rows * ldy, -1.0f);
+            cpu::q4_gemm_tile(q0.data(), d0.data(), g0.data(), rows, ph.f32.codes.ptr<uint8_t>(),
+                              ph.f32.scales.ptr<float>(), ph.f32.offsets.ptr<float>(), b, cols, K,
+                              group, z0.data(), ldy);
+            cpu::q4_gemm_tile(q0.data(), d0.data(), g0.data(), rows, ph.f16.codes.ptr<uint8_t>(),
+                              ph.f16.scales.ptr<uint16_t>(), ph.f16.offsets.ptr<uint16_t>(), b,
+                              cols, K, group, h0.data(), ldy);
+            cpu::q4_gemm_tile_avx2(q0.data(), d0.data(), g0.data(), rows,
+                                   ph.f16.codes.ptr<uint8_t>(), ph.f16.scales.ptr<uint16_t>(),
+                                   ph.f16.offsets.ptr<uint16_t>(), b, cols, K, group, h1.data(),
+                                   ldy);
+            CHECK(bit_equal(z0.data(), h0.data(), rows * ldy));
+            CHECK(bit_equal(z0.data(), h1.data(), rows * ldy));
           }
     }
 }
@@ -512,6 +593,19 @@ TEST_CASE("q4matmul shape inference and its errors") {
   CHECK(err(good, {&a, &p.codes, &p.scales, &scales_short}) == ErrorKind::Model);
   CHECK(err(good, {&a, &p.codes, &p.scales, &p.offsets, &bias_long}) == ErrorKind::Model);
   CHECK(err(good, {&a, &p.codes, &p.scales, &p.offsets, &bias_i32}) == ErrorKind::Model);
+  // f16 scales and offsets: both or neither; no other dtype.
+  Q4Pair ph = q4_f16_pair(p);
+  CHECK(infer(good, {&a, &p.codes, &ph.f16.scales, &ph.f16.offsets}).types[0].shape ==
+        Shape{4, 10});
+  CHECK(err(good, {&a, &p.codes, &ph.f16.scales, &p.offsets}) == ErrorKind::Model);
+  CHECK(err(good, {&a, &p.codes, &p.scales, &ph.f16.offsets}) == ErrorKind::Model);
+  CHECK_THROWS_WITH(infer(good, {&a, &p.codes, &ph.f16.scales, &p.offsets}),
+                    doctest::Contains("same dtype"));
+  Tensor s_bf16 = Tensor::zeros(DType::BF16, {10, 2}), s_f64 = Tensor::zeros(DType::F64, {10, 2});
+  CHECK(err(good, {&a, &p.codes, &s_bf16, &s_bf16}) == ErrorKind::Model);
+  CHECK(err(good, {&a, &p.codes, &s_f64, &s_f64}) == ErrorKind::Model);
+  Tensor s16_short = Tensor::zeros(DType::F16, {10, 1});
+  CHECK(err(good, {&a, &p.codes, &s16_short, &s16_short}) == ErrorKind::Model);
   CHECK(err(good, {&a, &p.codes, &p.scales}) == ErrorKind::Model);  // too few inputs
   CHECK_THROWS_WITH(infer(good, {&a, &codes_short, &p.scales, &p.offsets}),
                     doctest::Contains("[Q4MatMul]"));
@@ -564,11 +658,11 @@ TEST_CASE("q4 bench: GEMV bandwidth vs a streaming read, GEMM throughput" *
     for (uint64_t v : part) sink += v;
   };
   // GEMV: 8 weight matrices of 4096 x 4096 (72 MiB at group 128, 2x L3), rotated; group 32
-  // (the GGUF case) shares the codes with its own scales and offsets.
+  // (the GGUF case) shares the codes with its own scales and offsets, f32 and f16.
   const int64_t N = 4096, K = 4096, mats = 8;
-  std::vector<Q4W> w128, w32;
+  std::vector<Q4W> w128, w32, w32h;
   for (int64_t i = 0; i < mats; i++) {
-    Q4W p = q4_alloc(N, K, 128), p32 = q4_alloc(N, K, 32);
+    Q4W p = q4_alloc(N, K, 128), p32 = q4_alloc(N, K, 32), p16 = q4_alloc(N, K, 32);
     std::mt19937 rng(700 + i);
     for (int64_t j = 0; j < p.codes.numel(); j++) p.codes.ptr<uint8_t>()[j] = (uint8_t)rng();
     for (Q4W* q : {&p, &p32}) {
@@ -576,11 +670,19 @@ TEST_CASE("q4 bench: GEMV bandwidth vs a streaming read, GEMM throughput" *
       std::fill(q->offsets.ptr<float>(), q->offsets.ptr<float>() + q->offsets.numel(), -0.08f);
     }
     p32.codes = p.codes;
+    p16.codes = p.codes;
+    p16.scales = Tensor::empty(DType::F16, p32.scales.shape());
+    p16.offsets = Tensor::empty(DType::F16, p32.offsets.shape());
+    std::fill(p16.scales.ptr<uint16_t>(), p16.scales.ptr<uint16_t>() + p16.scales.numel(),
+              f32_to_f16(0.01f));
+    std::fill(p16.offsets.ptr<uint16_t>(), p16.offsets.ptr<uint16_t>() + p16.offsets.numel(),
+              f32_to_f16(-0.08f));
     w128.push_back(std::move(p));
     w32.push_back(std::move(p32));
+    w32h.push_back(std::move(p16));
   }
-  auto wbytes = [&](int64_t group) {
-    return N * cpu::q4_blocks(K) * 16.0 + 2.0 * N * cpu::q4_groups(K, group) * 4.0;
+  auto wbytes = [&](int64_t group, double scale_bytes = 4.0) {
+    return N * cpu::q4_blocks(K) * 16.0 + 2.0 * N * cpu::q4_groups(K, group) * scale_bytes;
   };
   Tensor x = random_f32({1, K}, 701), y = Tensor::zeros(DType::F32, {1, N});
   Tensor x64 = random_f32({64, K}, 702), y64 = Tensor::zeros(DType::F32, {64, N});
@@ -594,7 +696,7 @@ TEST_CASE("q4 bench: GEMV bandwidth vs a streaming read, GEMM throughput" *
   for (NamedQ4 k : q4_kernels()) {
     bool generic = std::string(k.name) == "q4matmul";  // slow on x86 (fmaf calls): one round
     const int rounds = generic ? 1 : 25;
-    Stat st[3], g128[3], g32[3], gemm[3];
+    Stat st[3], g128[3], g32[3], g32h[3], gemm[3];
     for (int r = 0; r < rounds; r++)
       for (int threads : {1, 2}) {
         auto t0 = clock::now();
@@ -606,6 +708,9 @@ TEST_CASE("q4 bench: GEMV bandwidth vs a streaming read, GEMM throughput" *
         t0 = clock::now();
         for (const Q4W& p : w32) call(k.fn, p, x, y, threads);
         g32[threads].t.push_back(seconds(t0) / mats);
+        t0 = clock::now();
+        for (const Q4W& p : w32h) call(k.fn, p, x, y, threads);
+        g32h[threads].t.push_back(seconds(t0) / mats);
         if (r % 5 == 0 && !generic) {
           t0 = clock::now();
           call(k.fn, w128[0], x64, y64, threads);
@@ -621,7 +726,10 @@ TEST_CASE("q4 bench: GEMV bandwidth vs a streaming read, GEMM throughput" *
               st[threads].best() / sb * wbytes(128) / g128[threads].best(), " of the stream; group 32 ",
               wbytes(32) / g32[threads].best() / 1e9, " (", wbytes(32) / g32[threads].median() / 1e9,
               ") GB/s = ", st[threads].best() / sb * wbytes(32) / g32[threads].best(),
-              "; GEMM M=64 ",
+              ", median ", g32[threads].median() * 1e6, " us; group 32 f16 ",
+              wbytes(32, 2.0) / g32h[threads].best() / 1e9, " (",
+              wbytes(32, 2.0) / g32h[threads].median() / 1e9, ") GB/s, median ",
+              g32h[threads].median() * 1e6, " us; GEMM M=64 ",
               gemm[threads].t.empty() ? 0.0 : 2.0 * 64 * N * K / gemm[threads].best() / 1e9, " GOPS");
     }
   }

@@ -6,8 +6,11 @@
 //   1 codes   u8 [N, nb, 16], nb = ceil(K / 32): byte j of block b of row n holds the code of
 //             W[n, 32b + j] in its low nibble and of W[n, 32b + j + 16] in its high (past K:
 //             0 when packed, ignored here)
-//   2 scales  f32 [N, ng], ng = ceil(K / group)
-//   3 offsets f32 [N, ng]   W[n, k] = code[n, k] * scales[n, k / group] + offsets[n, k / group]
+//   2 scales  f32 or f16 [N, ng], ng = ceil(K / group)
+//   3 offsets the dtype of scales [N, ng]
+//             W[n, k] = code[n, k] * scales[n, k / group] + offsets[n, k / group]
+//             (f16: GGUF's d and m as stored, 20 bytes per block with the codes instead of 24;
+//             each value enters every step below as its exact f32 value)
 //   4 bias    f32 [N] (optional)
 // attrs n = N, k = K, group (a positive multiple of 32), activation "none" | "relu" | "gelu" |
 // "gelu_tanh". Output f32 [..., N].
@@ -49,9 +52,13 @@ std::vector<TensorType> infer_q4matmul(const InferCtx& ctx) {
     ctx.fail("codes must be uint8 [", n, ", ", nb, ", 16], got ", dtype_name(ctx.in[1].dtype), " ",
              shape_str(ctx.in[1].shape));
   for (int i : {2, 3})
-    if (ctx.in[i].dtype != DType::F32 || ctx.in[i].shape != Shape{n, ng})
-      ctx.fail(i == 2 ? "scales" : "offsets", " must be float32 [", n, ", ", ng, "], got ",
-               dtype_name(ctx.in[i].dtype), " ", shape_str(ctx.in[i].shape));
+    if ((ctx.in[i].dtype != DType::F32 && ctx.in[i].dtype != DType::F16) ||
+        ctx.in[i].shape != Shape{n, ng})
+      ctx.fail(i == 2 ? "scales" : "offsets", " must be float32 or float16 [", n, ", ", ng,
+               "], got ", dtype_name(ctx.in[i].dtype), " ", shape_str(ctx.in[i].shape));
+  if (ctx.in[2].dtype != ctx.in[3].dtype)
+    ctx.fail("scales (", dtype_name(ctx.in[2].dtype), ") and offsets (",
+             dtype_name(ctx.in[3].dtype), ") must have the same dtype");
   if (ctx.has(4) && (ctx.in[4].dtype != DType::F32 || ctx.in[4].shape != Shape{n}))
     ctx.fail("bias must be float32 [", n, "], got ", dtype_name(ctx.in[4].dtype), " ",
              shape_str(ctx.in[4].shape));
@@ -68,8 +75,12 @@ void ref_q4matmul(const KernelCtx& ctx) {
   const int64_t nb = (K + 31) / 32, ng = (K + group - 1) / group, bpg = group / 32;
   const float* a = ctx.input(0).ptr<float>();           // [M, K]
   const uint8_t* codes = ctx.input(1).ptr<uint8_t>();  // [N, nb, 16]
-  const float* scales = ctx.input(2).ptr<float>();     // [N, ng]
-  const float* offsets = ctx.input(3).ptr<float>();    // [N, ng]
+  const Tensor& scales = ctx.input(2);                  // [N, ng] f32 or f16
+  const Tensor& offsets = ctx.input(3);                 // [N, ng] the same dtype
+  // f16 -> f32 is exact: the same arithmetic on the same values.
+  auto value = [](const Tensor& t, int64_t i) {
+    return t.dtype() == DType::F16 ? f16_to_f32(t.ptr<uint16_t>()[i]) : t.ptr<float>()[i];
+  };
   const float* bias = ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr;  // [N]
   float* y = ctx.output(0).ptr<float>();                // [M, N]
   const int64_t M = ctx.input(0).numel() / K;
@@ -109,8 +120,9 @@ void ref_q4matmul(const KernelCtx& ctx) {
             gacc[l] = std::fma((float)p, d[b], gacc[l]);
           }
         }
-        for (int l = 0; l < 8; l++) acc[l] = std::fma(gacc[l], scales[n * ng + g], acc[l]);
-        off[g % 8] = std::fma(offsets[n * ng + g], gs[g], off[g % 8]);
+        const float sc = value(scales, n * ng + g);
+        for (int l = 0; l < 8; l++) acc[l] = std::fma(gacc[l], sc, acc[l]);
+        off[g % 8] = std::fma(value(offsets, n * ng + g), gs[g], off[g % 8]);
       }
       float v = sum8(acc) + sum8(off);
       if (bias) v = v + bias[n];

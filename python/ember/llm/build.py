@@ -140,9 +140,15 @@ class _Linear:
         name = names[0] if len(names) == 1 else "+".join(names)
         if kind == "q4":
             parts = [self.w.q4_blocks(n) for n in wnames]
+            scales, offsets = cat([p[1] for p in parts]), cat([p[2] for p in parts])
+            # Q4_0/Q4_1's d and m are f16: stored as such the weights stream 20 bytes per block,
+            # not 24, with the same values (Q4_K's products may not fit f16: f32 then).
+            if all(np.array_equal(v.astype(np.float16).astype(np.float32), v)
+                   for v in (scales, offsets)):
+                scales, offsets = scales.astype(np.float16), offsets.astype(np.float16)
             ins = [x, self.gb.const(tag + ".codes", cat([p[0] for p in parts]), "uint8"),
-                   self.gb.const(tag + ".scales", cat([p[1] for p in parts])),
-                   self.gb.const(tag + ".offsets", cat([p[2] for p in parts]))]
+                   self.gb.const(tag + ".scales", scales),
+                   self.gb.const(tag + ".offsets", offsets)]
             if bias is not None:
                 ins.append(self.gb.const(tag + ".bias", bias))
             y = self.gb.node("Q4MatMul", ins, name, n=sum(rows), k=cols, group=32)
