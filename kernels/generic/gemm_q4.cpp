@@ -48,7 +48,7 @@ void pack_gguf(const char* what, const Block* w, int64_t N, int64_t K, uint8_t* 
   }
 }
 
-// q4_act_quantize16 and the int8 q4_act_quantize: one algorithm, limit 32767 or 127.
+// q4_act_quantize16's algorithm for codes of type T clamped to +-kLim.
 template <class T, int kLim>
 void act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group, T* q,
                   float* d, float* gsum) {
@@ -147,11 +147,6 @@ void q4_quantize(const float* w, int64_t N, int64_t K, int64_t group, bool with_
 void q4_act_quantize16(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
                        int16_t* q, float* d, float* gsum) {
   act_quantize<int16_t, 32767>(a, lda, M, K, group, q, d, gsum);
-}
-
-void q4_act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group, int8_t* q,
-                     float* d, float* gsum) {
-  act_quantize<int8_t, 127>(a, lda, M, K, group, q, d, gsum);
 }
 
 namespace {

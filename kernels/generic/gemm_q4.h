@@ -65,13 +65,6 @@ void q4_act_quantize16(const float* a,  // [M, K], row stride lda
                        int16_t* q,      // [M, nb * 32]
                        float* d,        // [M, nb]
                        float* gsum);    // [M, ng]
-// The same with int8: d = amax / 127, q clamped to +-127 (Q8MatMul's former quantizer).
-// TODO: remove once Q8MatMul moves to int16.
-void q4_act_quantize(const float* a,  // [M, K], row stride lda
-                     int64_t lda, int64_t M, int64_t K, int64_t group,
-                     int8_t* q,       // [M, nb * 32]
-                     float* d,        // [M, nb]
-                     float* gsum);    // [M, ng]
 // y[m, n] for m < rows, n < cols: Q4MatMul's sums (+ bias[n]; no activation) of quantized
 // activation rows and packed weight rows. Each element follows the reference's float sequence
 // whatever rows and cols are (batch invariance). Overloaded on the scale/offset dtype: f32, or
@@ -121,9 +114,6 @@ void q4matmul(const KernelCtx& ctx);  // Isa::Generic
 // AVX2 + FMA + F16C versions (gemm_q4_avx2.cpp), bit-identical to the generic ones above.
 void q4_act_quantize16_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
                             int16_t* q, float* d, float* gsum);
-// TODO: remove once Q8MatMul moves to int16.
-void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
-                          int8_t* q, float* d, float* gsum);
 void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int64_t rows,
                        const uint8_t* codes, const float* scales, const float* offsets,
                        const float* bias, int64_t cols, int64_t K, int64_t group, float* y,

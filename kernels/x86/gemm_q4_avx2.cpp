@@ -171,7 +171,7 @@ template <int C, bool ONE, class S>
 constexpr TileFn<S> kRows[5] = {nullptr, tile<1, C, ONE, S>, tile<2, C, ONE, S>,
                                 tile<3, C, ONE, S>, tile<4, C, ONE, S>};
 
-// q4_act_quantize16_avx2 and the int8 q4_act_quantize_avx2: one algorithm, limit 32767 or 127.
+// q4_act_quantize16_avx2's algorithm for codes of type T clamped to +-kLim.
 template <class T, int kLim>
 void act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group, T* q,
                   float* d, float* gsum) {
@@ -242,11 +242,6 @@ void act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t gro
 void q4_act_quantize16_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
                             int16_t* q, float* d, float* gsum) {
   act_quantize<int16_t, 32767>(a, lda, M, K, group, q, d, gsum);
-}
-
-void q4_act_quantize_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int64_t group,
-                          int8_t* q, float* d, float* gsum) {
-  act_quantize<int8_t, 127>(a, lda, M, K, group, q, d, gsum);
 }
 
 namespace {

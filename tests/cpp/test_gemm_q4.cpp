@@ -262,15 +262,6 @@ TEST_CASE("q4 AVX2 activation quantizer and tiles equal the generic ones bit for
       CHECK(bit_equal(g0.data(), g1.data(), M * ng));
       for (int64_t m = 0; m < M; m++)  // zero padding past K
         for (int64_t j = K; j < nb * 32; j++) CHECK(q1[m * nb * 32 + j] == 0);
-      {  // TODO: remove once Q8MatMul moves to int16 (the int8 quantizers go then).
-        std::vector<int8_t> p0(M * nb * 32), p1(M * nb * 32);
-        std::vector<float> e0(M * nb), e1(M * nb), h0(M * ng), h1(M * ng);
-        cpu::q4_act_quantize(ap, lda, M, K, group, p0.data(), e0.data(), h0.data());
-        cpu::q4_act_quantize_avx2(ap, lda, M, K, group, p1.data(), e1.data(), h1.data());
-        CHECK(p0 == p1);
-        CHECK(bit_equal(e0.data(), e1.data(), M * nb));
-        CHECK(bit_equal(h0.data(), h1.data(), M * ng));
-      }
 
       const int64_t N = 11, ldy = N + 5;
       Q4W p = q4_from_float(random_f32({N, K}, seed++), group, K % 2 == 1);
