@@ -254,6 +254,9 @@ void relu_f32_array(const float* x, float* y, int64_t n) {
 void gelu_f32_array(const float* x, float* y, int64_t n) {
   map_range(x, y, n, [](float v) { return gelu_erf_approx(v); });
 }
+void sigmoid_f32_array(const float* x, float* y, int64_t n) {
+  map_range(x, y, n, [](float v) { return sigmoid_approx(v); });
+}
 void gelu_tanh_f32_array(const float* x, float* y, int64_t n) {
   map_range(x, y, n, [](float v) { return gelu_tanh_approx(v); });
 }

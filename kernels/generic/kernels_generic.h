@@ -105,6 +105,7 @@ bool reduce_f32_supports(const InferCtx& ctx);  // reduced dims are one contiguo
 // y[i] = exp(x[i]) for i < n, <= 2 ulp, vectorised; x == y is allowed. For other kernels.
 void exp_f32_array(const float* x, float* y, int64_t n);  // [n] -> [n]
 void relu_f32_array(const float* x, float* y, int64_t n);        // [n] -> [n], x == y allowed
+void sigmoid_f32_array(const float* x, float* y, int64_t n);     // as sigmoid_f32, x == y allowed
 void gelu_f32_array(const float* x, float* y, int64_t n);        // erf form, as gelu_f32
 void gelu_tanh_f32_array(const float* x, float* y, int64_t n);   // tanh form
 void exp_f32(const KernelCtx& ctx);

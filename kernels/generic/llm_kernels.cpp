@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ember/dtype.h"
+#include "kernels/generic/kernels_generic.h"
 
 namespace ember::cpu {
 
@@ -35,6 +36,24 @@ void rope_f32(const RopeArgs& a) {
     }
   }
 }
+
+void swiglu_with(const KernelCtx& ctx, SigmoidRowFn sigmoid) {
+  const Tensor& x = ctx.input(0);  // [..., 2F]
+  const int64_t F = x.dim(-1) / 2, rows = F ? x.numel() / (2 * F) : 0;
+  const float* xp = x.ptr<float>();
+  float* yp = ctx.output(0).ptr<float>();  // [..., F]
+  ctx.parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(F, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float* g = xp + r * 2 * F;
+      const float* u = g + F;
+      float* y = yp + r * F;
+      sigmoid(g, y, F);
+      for (int64_t i = 0; i < F; i++) y[i] = (g[i] * y[i]) * u[i];
+    }
+  });
+}
+
+void swiglu_f32(const KernelCtx& ctx) { swiglu_with(ctx, sigmoid_f32_array); }
 
 void paged_attention_write_kv(const PagedAttentionArgs& a) {
   const int64_t row = a.kv_heads * a.head_dim;

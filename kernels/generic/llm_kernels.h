@@ -29,6 +29,16 @@ constexpr float kExpLn2Lo = 1.42860682030941723e-06f;
 constexpr float kExpPoly[6] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f};
 float attention_exp(float x);  // the scalar definition (llm_kernels.cpp)
 
+// SwiGLU rows: y[r, i] = (g * sigmoid(g)) * u with g = x[r, i], u = x[r, F + i], x [rows, 2F],
+// y [rows, F]; `sigmoid` is the ISA's Sigmoid row function, so the bits equal the unfused
+// Mul(Mul(g, Sigmoid(g)), u). The driver runs rows on the shared pool.
+using SigmoidRowFn = void (*)(const float* x, float* y, int64_t n);
+void swiglu_with(const KernelCtx& ctx, SigmoidRowFn sigmoid);
+void swiglu_f32(const KernelCtx& ctx);  // Isa::Generic
+#if defined(__x86_64__)
+void swiglu_f32_avx2(const KernelCtx& ctx);  // Isa::Avx2 (llm_kernels_x86.cpp)
+#endif
+
 struct PagedAttentionArgs {
   const float* q = nullptr;          // [tokens, heads * head_dim]
   const float* k = nullptr;          // [tokens, kv_heads * head_dim]

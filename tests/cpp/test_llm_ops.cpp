@@ -14,6 +14,9 @@
 #include "doctest/doctest.h"
 #include "ember/dtype.h"
 #include "kernels/generic/llm_kernels.h"
+#if defined(__x86_64__)
+#include "kernels/x86/kernels_x86.h"
+#endif
 #include "op_test_util.h"
 #include "runtime/registry.h"
 
@@ -481,4 +484,48 @@ TEST_CASE("llm ops rope shape inference errors") {
   infer_fails(rope_node(2, 16, 1), {&x, &p, &long_f}, bad_freq);
   infer_fails(rope_node(2, 16, 1), {&x, &p, &no_f}, bad_freq);
   infer_fails(rope_node(2, 16, 2), {&x, &p, &f}, "'interleaved' must be");
+}
+
+TEST_CASE("llm ops swiglu equals the unfused Sigmoid and Mul kernels bit for bit") {
+  // The fused op must give the bits of Mul(Mul(g, Sigmoid(g)), u) run with the same ISA's
+  // Sigmoid kernel, on odd widths, extreme values (overflowing exp, NaN, +-inf) and 1/2 threads.
+  std::mt19937 rng(31);
+  struct Path { KernelFn swiglu, sigmoid; };
+  std::vector<Path> paths = {{cpu::swiglu_f32, op_def(OpType::Sigmoid).reference}};
+  if (const KernelEntry* e = [] {
+        Node n = test::node(OpType::Sigmoid);
+        n.inputs = {0};
+        std::vector<TensorType> t = {{DType::F32, {4}}};
+        InferCtx ictx{n, t, {nullptr}};
+        return cpu_kernel_find(ictx, Isa::Generic);
+      }())
+    paths[0].sigmoid = e->fn;  // the generic Sigmoid kernel the unfused graph would run
+#if defined(__x86_64__)
+  if (cpu_isa() >= Isa::Avx2) paths.push_back({cpu::swiglu_f32_avx2, cpu::sigmoid_f32_avx2});
+#endif
+  for (const Path& path : paths)
+    for (int64_t F : {1, 7, 8, 33, 1536})
+      for (int64_t rows : {1, 5})
+        for (int threads : {1, 2}) {
+          INFO("F ", F, " rows ", rows, " threads ", threads);
+          Tensor x = rnd({rows, 2 * F}, rng);
+          float* xp = x.ptr<float>();
+          for (float v : {100.0f, -100.0f, 1e30f, -1e30f, NAN, INFINITY, -INFINITY, 0.0f})
+            xp[std::uniform_int_distribution<int64_t>(0, rows * 2 * F - 1)(rng)] = v * 0.5f;
+          test::OpRun r = op_run(test::node(OpType::SwiGLU), {&x}, path.swiglu, false, threads, true);
+          REQUIRE(r[0].shape() == Shape{rows, F});
+          for (int64_t m = 0; m < rows; m++) {
+            Tensor g = Tensor::empty(DType::F32, {F});
+            std::copy(xp + m * 2 * F, xp + m * 2 * F + F, g.ptr<float>());
+            test::OpRun s = op_run(test::node(OpType::Sigmoid), {&g}, path.sigmoid, false, 1, true);
+            for (int64_t i = 0; i < F; i++) {
+              const float want = (g.ptr<float>()[i] * s[0].ptr<float>()[i]) * xp[m * 2 * F + F + i];
+              const float got = r[0].ptr<float>()[m * F + i];
+              CHECK((std::memcmp(&want, &got, 4) == 0 || (std::isnan(want) && std::isnan(got))));
+            }
+          }
+        }
+  Tensor odd = rnd({2, 5}, rng);
+  CHECK(test::error_of([&] { op_run(test::node(OpType::SwiGLU), {&odd}, nullptr, false, 1, true); }) ==
+        ErrorKind::Model);
 }

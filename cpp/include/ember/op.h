@@ -56,7 +56,7 @@ enum class OpType : uint16_t {
   // LLM ops emitted by the model builders (python/ember/llm): rotary embedding, attention over
   // the paged KV cache (stateful: it writes the cache), GGUF Q8_0 matmul and embedding rows
   // (ops_llm.cpp, ops_q8matmul.cpp)
-  Rope, PagedAttention, Q8MatMul, Q8Gather,
+  Rope, PagedAttention, Q8MatMul, Q8Gather, SwiGLU,
   Count
 };
 

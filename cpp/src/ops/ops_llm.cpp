@@ -10,6 +10,11 @@
 //   a = (float)pos * inv_freq[i] (one float product), c = cos(a), s = sin(a) (float),
 //   y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c; dims past R are copied.
 //
+// SwiGLU: the gated MLP's activation on a merged gate/up projection.
+//   0 x f32 [..., 2F] (gate in the first half, up in the second). Output f32 [..., F]:
+//   y = (g * sigmoid(g)) * u, with the Sigmoid op's kernel on each path: bit-identical to the
+//   unfused Split -> Sigmoid -> Mul -> Mul it replaces.
+//
 // PagedAttention: causal grouped-query attention over a paged KV cache (stateful: writes it).
 //   0 q            f32 [T, Hq * D]     the step's tokens, sequences concatenated
 //   1 k, 2 v       f32 [T, Hkv * D]
@@ -109,6 +114,15 @@ std::vector<TensorType> infer_paged_attention(const InferCtx& ctx) {
 
 
 
+std::vector<TensorType> infer_swiglu(const InferCtx& ctx) {
+  const TensorType& x = ctx.in[0];
+  if (x.dtype != DType::F32 || x.shape.empty() || x.shape.back() % 2)
+    ctx.fail("x must be float32 [..., 2F], got ", dtype_name(x.dtype), " ", shape_str(x.shape));
+  Shape out = x.shape;
+  out.back() /= 2;
+  return one(DType::F32, out);
+}
+
 const OpDef kOps[] = {
     {OpType::Rope, "Rope", 3, 3, 1, 1, kOpFused,
      {{"num_heads", AttrKind::Int, true},
@@ -121,6 +135,7 @@ const OpDef kOps[] = {
       {"head_dim", AttrKind::Int, true},
       {"scale", AttrKind::Float}},
      infer_paged_attention, cpu::paged_attention_f32},
+    {OpType::SwiGLU, "SwiGLU", 1, 1, 1, 1, kOpFused, {}, infer_swiglu, cpu::swiglu_f32},
 };
 
 }  // namespace

@@ -187,6 +187,8 @@ const CostRow kCosts[] = {
     {OpType::Q4MatMul, O, 0, cost_matmul},
     {OpType::Q8MatMul, O, 0, cost_matmul},
     {OpType::Q8Gather, O, 1, nullptr, true},  // one multiply per element; reads only its rows' codes
+    {OpType::SwiGLU, O, 4, nullptr},          // sigmoid (~1), two multiplies; per output element
+    {OpType::Rope, O, 3, nullptr},            // a rotation: 4 mul + 2 add per pair
     {OpType::QConv, O, 0, cost_qconv},
     {OpType::ConvInteger, O, 0, cost_conv},
     {OpType::QLinearConv, O, 0, cost_qlinear_conv},

@@ -38,6 +38,10 @@ const KernelEntry kCpuKernels[] = {
     {OpType::PagedAttention, DType::F32, Isa::Avx2, paged_attention_f32_avx2, "paged_attention_f32_avx2", paged_attention_avx2_supports},
 #endif
     {OpType::PagedAttention, DType::F32, Isa::Generic, paged_attention_f32, "paged_attention_f32"},
+#if defined(__x86_64__)
+    {OpType::SwiGLU, DType::F32, Isa::Avx2, swiglu_f32_avx2, "swiglu_f32_avx2"},
+#endif
+    {OpType::SwiGLU, DType::F32, Isa::Generic, swiglu_f32, "swiglu_f32"},
     {OpType::MatMul, DType::F32, Isa::Generic, matmul_f32, "matmul_f32"},
     {OpType::Gemm, DType::F32, Isa::Generic, gemm_f32, "gemm_f32"},
     {OpType::QuantizeLinear, DType::F32, Isa::Generic, quantize_linear_f32, "quantize_linear_f32", quantize_linear_f32_supports},

@@ -123,7 +123,7 @@ class _Linear:
     def __call__(self, x, name, wname, bias=None):
         return self.merged(x, [name], [wname], [bias])[0]
 
-    def merged(self, x, names, wnames, biases):
+    def merged(self, x, names, wnames, biases, split=True):
         ts = [self.w.tensor(n) for n in wnames]
         kind = {_kind(t.ggml_type) for t in ts}
         if len(kind) > 1 or len({t.shape[1] for t in ts}) > 1:  # mixed storage: one by one
@@ -164,7 +164,7 @@ class _Linear:
             y = self.gb.node("MatMul", [x, self.gb.const(tag + ".T", np.ascontiguousarray(w.T))], name)
             if bias is not None:
                 y = self.gb.node("Add", [y, self.gb.const(tag + ".bias", bias)], name + ".bias")
-        if len(ts) == 1:
+        if len(ts) == 1 or not split:
             return [y]
         return self.gb.node("Split", [y, self.gb.const(tag + ".split", np.array(rows, np.int64))],
                             name + ".split", n_out=len(ts), axis=-1)
@@ -252,10 +252,14 @@ def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
         x = gb.node("Add", [x, lin(a, f"{p}.o", f"{p}.attn_output.weight")], f"{p}.attn_res")
         h = gb.node("RMSNormalization", [x, gb.const(f"{p}.ffn_norm", weights.dequantize(f"{p}.ffn_norm.weight"))],
                     f"{p}.ffn_norm", epsilon=eps, axis=-1)
-        g, u = lin.merged(h, [f"{p}.gate", f"{p}.up"], [f"{p}.ffn_gate.weight", f"{p}.ffn_up.weight"],
-                          [None, None])
-        silu = gb.node("Mul", [g, gb.node("Sigmoid", [g], f"{p}.sig")], f"{p}.silu")
-        m = gb.node("Mul", [silu, u], f"{p}.swiglu")
+        gu = lin.merged(h, [f"{p}.gate", f"{p}.up"], [f"{p}.ffn_gate.weight", f"{p}.ffn_up.weight"],
+                        [None, None], split=False)
+        if len(gu) == 1:  # gate and up in one output: the fused activation reads both halves
+            m = gb.node("SwiGLU", gu, f"{p}.swiglu")
+        else:
+            g, u = gu
+            silu = gb.node("Mul", [g, gb.node("Sigmoid", [g], f"{p}.sig")], f"{p}.silu")
+            m = gb.node("Mul", [silu, u], f"{p}.swiglu")
         x = gb.node("Add", [x, lin(m, f"{p}.down", f"{p}.ffn_down.weight")], f"{p}.ffn_res")
 
     last = gb.node("Gather", [x, logit_idx], "logits_rows", axis=0)
