@@ -239,6 +239,40 @@ void paged_attention_with(const KernelCtx& ctx, PagedAttentionItemFn item) {
 }
 
 
+void paged_attention_tiled_with(const KernelCtx& ctx, PagedAttentionTileFn tile) {
+  PagedAttentionArgs a = paged_attention_args(ctx);
+  paged_attention_write_kv(a);
+  const int64_t D = a.head_dim, G = a.heads / a.kv_heads, qrow = a.heads * D;
+  struct Tile {
+    int64_t t0, nt, s;
+  };
+  std::vector<Tile> tiles;
+  double flops = 0;
+  for (int64_t s = 0; s < a.seqs; s++) {
+    for (int64_t t0 = a.query_start[s]; t0 < a.query_start[s + 1]; t0 += kPagedAttentionTile)
+      tiles.push_back({t0, std::min<int64_t>(kPagedAttentionTile, a.query_start[s + 1] - t0), s});
+    flops += (double)(a.query_start[s + 1] - a.query_start[s]) * a.seq_lens[s];
+  }
+  flops *= 4.0 * a.heads * a.head_dim;
+  std::fill(a.y + a.query_start[a.seqs] * qrow, a.y + a.tokens * qrow, 0.0f);  // padding tokens
+  const int64_t items = (int64_t)tiles.size() * a.kv_heads;
+  const int64_t grain = std::max<int64_t>(1, (int64_t)(65536.0 * items / std::max(flops, 1.0)));
+  ctx.parallel_for(items, grain, [&](int64_t b, int64_t e) {
+    thread_local std::vector<float> scores, out;  // per running thread, grown as needed
+    for (int64_t k = b; k < e; k++) {
+      const int64_t it = k % 2 == 0 ? k / 2 : items - 1 - k / 2;  // zigzag, as paged_attention_run
+      const Tile& tl = tiles[it / a.kv_heads];
+      const int64_t kvh = it % a.kv_heads;
+      const int64_t n_new = a.query_start[tl.s + 1] - a.query_start[tl.s];
+      const int64_t ctx0 = a.seq_lens[tl.s] - n_new + (tl.t0 - a.query_start[tl.s]) + 1;
+      const int64_t need = tl.nt * G * (ctx0 + tl.nt - 1);
+      if ((int64_t)scores.size() < need) scores.resize(need);
+      if ((int64_t)out.size() < tl.nt * G * D) out.resize(tl.nt * G * D);
+      tile(a, tl.t0, tl.nt, kvh, tl.s, ctx0, scores.data(), out.data());
+    }
+  });
+}
+
 void paged_attention_f32(const KernelCtx& ctx) { paged_attention_with(ctx, paged_attention_item); }
 
 }  // namespace ember::cpu

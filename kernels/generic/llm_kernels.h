@@ -67,6 +67,17 @@ void paged_attention_item(const PagedAttentionArgs& a, int64_t t, int64_t kvh, i
 // Work items [begin, end), item = token * kv_heads + kv_head (padding tokens get zeros).
 void paged_attention_run(const PagedAttentionArgs& a, int64_t begin, int64_t end,
                          PagedAttentionItemFn item);
+// A tile of nt consecutive query tokens t0.. of sequence s (token i's context: [0, ctx0 + i)),
+// kv head kvh: the tokens share each K/V row read from the cache. scores [nt * G, ctx0 + nt - 1]
+// and out [nt * G, head_dim] are scratch (G = heads / kv_heads).
+using PagedAttentionTileFn = void (*)(const PagedAttentionArgs& a, int64_t t0, int64_t nt,
+                                      int64_t kvh, int64_t s, int64_t ctx0, float* scores,
+                                      float* out);
+constexpr int64_t kPagedAttentionTile = 4;  // query tokens per tile
+// The same driver over tiles of up to kPagedAttentionTile tokens (a prefill chunk's tokens
+// share the f16 -> f32 conversion of their common context).
+void paged_attention_tiled_with(const KernelCtx& ctx, PagedAttentionTileFn tile);
+
 // The PagedAttention driver: checks the step metadata (untrusted: InputError naming the bad
 // slot, offset or block id), writes the new k, v, then runs `item` over (token, kv head) on
 // the shared pool.
@@ -78,6 +89,8 @@ bool paged_attention_avx2_supports(const InferCtx& ctx);  // head_dim a multiple
 // AVX2 + FMA + F16C (llm_kernels_avx2.cpp); head_dim a multiple of 8. Same bits as the generic.
 void paged_attention_item_avx2(const PagedAttentionArgs& a, int64_t t, int64_t kvh, int64_t s,
                                int64_t ctx, float* scores, float* out);
+void paged_attention_tile_avx2(const PagedAttentionArgs& a, int64_t t0, int64_t nt, int64_t kvh,
+                               int64_t s, int64_t ctx0, float* scores, float* out);
 #endif
 
 }  // namespace ember::cpu

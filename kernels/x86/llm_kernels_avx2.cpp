@@ -56,87 +56,95 @@ inline const float* rows_f32(const void* cache, bool f16, int64_t off, int64_t s
   return buf;
 }
 
-// Context rows are visited block by block, kRows at a time (no division per row). Scores take
-// four keys at once (four independent fma chains); each query head's output row is
-// accumulated over j in order, 64 dims in registers per pass (the generic kernel's sequence of
-// fmas per element, kept in `out` between row chunks).
-void paged_attention_item_avx2(const PagedAttentionArgs& a, int64_t t, int64_t kvh, int64_t s,
-                               int64_t ctx, float* scores, float* out) {
+// Query tokens t0 .. t0 + nt - 1 of sequence s (token i's context: positions [0, ctx0 + i)),
+// kv head kvh. Context rows are visited block by block, kRows at a time (no division per row),
+// converted once for every token and query head of the tile. Scores take four keys at once
+// (four independent fma chains); each output row is accumulated over j in order, 64 dims in
+// registers per pass, kept in `out` between row chunks. Per token this is exactly the generic
+// kernel's sequence of operations, so the tile size never changes a bit.
+void paged_attention_tile_avx2(const PagedAttentionArgs& a, int64_t t0, int64_t nt, int64_t kvh,
+                               int64_t s, int64_t ctx0, float* scores, float* out) {
   const int64_t D = a.head_dim, G = a.heads / a.kv_heads, qrow = a.heads * D, BS = a.block_size;
   const int64_t row_stride = a.kv_heads * D;  // between consecutive positions of a block
-  const float* q = a.q + t * qrow + kvh * G * D;
-  float* y = a.y + t * qrow + kvh * G * D;
+  const int64_t cmax = ctx0 + nt - 1;         // the last token's context: scores row stride
   const int32_t* table = a.block_tables + s * a.max_blocks;
   float buf[kRows * 1024];  // head_dim <= 1024 (checked by the op)
-  for (int64_t j0 = 0; j0 < ctx; j0 += BS) {
+  for (int64_t j0 = 0; j0 < cmax; j0 += BS) {
     const int64_t base = ((int64_t)table[j0 / BS] * BS * a.kv_heads + kvh) * D;
-    const int64_t nb = ctx - j0 < BS ? ctx - j0 : BS;
+    const int64_t nb = cmax - j0 < BS ? cmax - j0 : BS;
     for (int64_t c0 = 0; c0 < nb; c0 += kRows) {
       const int64_t n = nb - c0 < kRows ? nb - c0 : kRows;
       int64_t ld;
       const float* k = rows_f32(a.k_cache, a.cache_f16, base + c0 * row_stride, row_stride, n, D, buf, &ld);
-      for (int64_t g = 0; g < G; g++) {
-        const float* qg = q + g * D;
-        float* sc = scores + g * ctx + j0 + c0;
-        int64_t i = 0;
-        for (; i + 4 <= n; i += 4) {
-          const float* k0 = k + i * ld;
-          __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-          for (int64_t d = 0; d < D; d += 8) {
-            const __m256 qv = _mm256_loadu_ps(qg + d);
-            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + ld + d), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * ld + d), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * ld + d), a3);
+      for (int64_t ti = 0; ti < nt; ti++) {
+        const int64_t left = ctx0 + ti - (j0 + c0);  // this token's keys in the chunk
+        const int64_t m = left < n ? left : n;
+        for (int64_t g = 0; g < G; g++) {
+          const float* qg = a.q + (t0 + ti) * qrow + (kvh * G + g) * D;
+          float* sc = scores + (ti * G + g) * cmax + j0 + c0;
+          int64_t i = 0;
+          for (; i + 4 <= m; i += 4) {
+            const float* k0 = k + i * ld;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t d = 0; d < D; d += 8) {
+              const __m256 qv = _mm256_loadu_ps(qg + d);
+              a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+              a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + ld + d), a1);
+              a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * ld + d), a2);
+              a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * ld + d), a3);
+            }
+            sc[i] = sum8_avx2(a0) * a.scale;
+            sc[i + 1] = sum8_avx2(a1) * a.scale;
+            sc[i + 2] = sum8_avx2(a2) * a.scale;
+            sc[i + 3] = sum8_avx2(a3) * a.scale;
           }
-          sc[i] = sum8_avx2(a0) * a.scale;
-          sc[i + 1] = sum8_avx2(a1) * a.scale;
-          sc[i + 2] = sum8_avx2(a2) * a.scale;
-          sc[i + 3] = sum8_avx2(a3) * a.scale;
-        }
-        for (; i < n; i++) {
-          __m256 acc = _mm256_setzero_ps();
-          for (int64_t d = 0; d < D; d += 8)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(k + i * ld + d), acc);
-          sc[i] = sum8_avx2(acc) * a.scale;
+          for (; i < m; i++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t d = 0; d < D; d += 8)
+              acc = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(k + i * ld + d), acc);
+            sc[i] = sum8_avx2(acc) * a.scale;
+          }
         }
       }
     }
   }
-  for (int64_t g = 0; g < G; g++) {
-    float* sc = scores + g * ctx;
-    float m = -INFINITY;
-    for (int64_t j = 0; j < ctx; j++) m = sc[j] > m ? sc[j] : m;
-    const __m256 mv = _mm256_set1_ps(m);
+  for (int64_t r = 0; r < nt * G; r++) {
+    const int64_t ctx = ctx0 + r / G;
+    float* sc = scores + r * cmax;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < ctx; j++) mx = sc[j] > mx ? sc[j] : mx;
+    const __m256 mv = _mm256_set1_ps(mx);
     int64_t j = 0;
     for (; j + 8 <= ctx; j += 8) _mm256_storeu_ps(sc + j, exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j), mv)));
     if (j < ctx) {
       float tmp[8];
-      for (int i = 0; i < 8; i++) tmp[i] = j + i < ctx ? sc[j + i] : m;
+      for (int i = 0; i < 8; i++) tmp[i] = j + i < ctx ? sc[j + i] : mx;
       _mm256_storeu_ps(tmp, exp8(_mm256_sub_ps(_mm256_loadu_ps(tmp), mv)));
       for (int64_t i = 0; j + i < ctx; i++) sc[j + i] = tmp[i];
     }
   }
-  for (int64_t i = 0; i < G * D; i++) out[i] = 0.0f;
-  for (int64_t j0 = 0; j0 < ctx; j0 += BS) {
+  for (int64_t i = 0; i < nt * G * D; i++) out[i] = 0.0f;
+  for (int64_t j0 = 0; j0 < cmax; j0 += BS) {
     const int64_t base = ((int64_t)table[j0 / BS] * BS * a.kv_heads + kvh) * D;
-    const int64_t nb = ctx - j0 < BS ? ctx - j0 : BS;
+    const int64_t nb = cmax - j0 < BS ? cmax - j0 : BS;
     for (int64_t c0 = 0; c0 < nb; c0 += kRows) {
       const int64_t n = nb - c0 < kRows ? nb - c0 : kRows;
       int64_t ld;
       const float* v = rows_f32(a.v_cache, a.cache_f16, base + c0 * row_stride, row_stride, n, D, buf, &ld);
-      for (int64_t g = 0; g < G; g++) {
-        const float* sc = scores + g * ctx + j0 + c0;
+      for (int64_t r = 0; r < nt * G; r++) {
+        const int64_t left = ctx0 + r / G - (j0 + c0);
+        const int64_t m = left < n ? left : n;
+        const float* sc = scores + r * cmax + j0 + c0;
         int64_t d0 = 0;
         for (; d0 + 64 <= D; d0 += 64) {  // 8 accumulators in registers
-          float* o = out + g * D + d0;
-          __m256 c0 = _mm256_loadu_ps(o), c1 = _mm256_loadu_ps(o + 8), c2 = _mm256_loadu_ps(o + 16),
+          float* o = out + r * D + d0;
+          __m256 c0v = _mm256_loadu_ps(o), c1 = _mm256_loadu_ps(o + 8), c2 = _mm256_loadu_ps(o + 16),
                  c3 = _mm256_loadu_ps(o + 24), c4 = _mm256_loadu_ps(o + 32), c5 = _mm256_loadu_ps(o + 40),
                  c6 = _mm256_loadu_ps(o + 48), c7 = _mm256_loadu_ps(o + 56);
-          for (int64_t i = 0; i < n; i++) {
+          for (int64_t i = 0; i < m; i++) {
             const __m256 wj = _mm256_set1_ps(sc[i]);
             const float* vr = v + i * ld + d0;
-            c0 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr), c0);
+            c0v = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr), c0v);
             c1 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 8), c1);
             c2 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 16), c2);
             c3 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 24), c3);
@@ -145,7 +153,7 @@ void paged_attention_item_avx2(const PagedAttentionArgs& a, int64_t t, int64_t k
             c6 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 48), c6);
             c7 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 56), c7);
           }
-          _mm256_storeu_ps(o, c0);
+          _mm256_storeu_ps(o, c0v);
           _mm256_storeu_ps(o + 8, c1);
           _mm256_storeu_ps(o + 16, c2);
           _mm256_storeu_ps(o + 24, c3);
@@ -155,23 +163,30 @@ void paged_attention_item_avx2(const PagedAttentionArgs& a, int64_t t, int64_t k
           _mm256_storeu_ps(o + 56, c7);
         }
         for (; d0 < D; d0 += 8) {  // head_dim % 64 tail, one vector at a time
-          float* o = out + g * D + d0;
+          float* o = out + r * D + d0;
           __m256 c = _mm256_loadu_ps(o);
-          for (int64_t i = 0; i < n; i++)
+          for (int64_t i = 0; i < m; i++)
             c = _mm256_fmadd_ps(_mm256_set1_ps(sc[i]), _mm256_loadu_ps(v + i * ld + d0), c);
           _mm256_storeu_ps(o, c);
         }
       }
     }
   }
-  for (int64_t g = 0; g < G; g++) {
-    const float* sc = scores + g * ctx;
+  for (int64_t r = 0; r < nt * G; r++) {
+    const int64_t ctx = ctx0 + r / G;
+    const float* sc = scores + r * cmax;
     float l = 0.0f;
     for (int64_t j = 0; j < ctx; j++) l += sc[j];
     const __m256 lv = _mm256_set1_ps(l);
+    float* y = a.y + (t0 + r / G) * qrow + (kvh * G + r % G) * D;
     for (int64_t d = 0; d < D; d += 8)
-      _mm256_storeu_ps(y + g * D + d, _mm256_div_ps(_mm256_loadu_ps(out + g * D + d), lv));
+      _mm256_storeu_ps(y + d, _mm256_div_ps(_mm256_loadu_ps(out + r * D + d), lv));
   }
+}
+
+void paged_attention_item_avx2(const PagedAttentionArgs& a, int64_t t, int64_t kvh, int64_t s,
+                               int64_t ctx, float* scores, float* out) {
+  paged_attention_tile_avx2(a, t, 1, kvh, s, ctx, scores, out);
 }
 
 }  // namespace ember::cpu

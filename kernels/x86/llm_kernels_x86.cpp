@@ -11,6 +11,8 @@ bool paged_attention_avx2_supports(const InferCtx& ctx) {
   return ctx.node.attrs.get_int("head_dim", 0) % 8 == 0;
 }
 
-void paged_attention_f32_avx2(const KernelCtx& ctx) { paged_attention_with(ctx, paged_attention_item_avx2); }
+void paged_attention_f32_avx2(const KernelCtx& ctx) {
+  paged_attention_tiled_with(ctx, paged_attention_tile_avx2);
+}
 
 }  // namespace ember::cpu
