@@ -481,13 +481,32 @@ def main(argv=None):
             hits = {}
             if "decode" in secs:
                 h0 = _hits(eng)
-                dec, e2e = ember_decode(eng, prompts, args.gen, args.runs)
+                if bench is None:
+                    dec, e2e = ember_decode(eng, prompts, args.gen, args.runs)
+                else:  # one run of each engine in turn: the VM's speed drifts within minutes
+                    dec, e2e, tg = [], [], []
+                    for _ in range(args.runs):
+                        d, e = ember_decode(eng, prompts, args.gen, 1)
+                        dec, e2e = dec + d, e2e + e
+                        parsed, _, cmd = llama_speed(bench, path, args.threads, 1, 0, args.gen)
+                        tg += parsed[("tg", args.gen)]["samples"]
+                        L["command_tg"], L["info"] = " ".join(cmd), parsed.get("_info")
+                    L["llama_tg"] = summary(tg)
                 E["decode_tps"], E["decode_e2e_tps"] = summary(dec), summary(e2e)
                 hits["decode"] = _hits(eng) - h0
                 print(f"ember decode: {fmt_value(E['decode_tps'])} tok/s", flush=True)
             if "prefill" in secs:
                 h0 = _hits(eng)
-                E["prefill_tps"] = summary(ember_prefill(eng, prompts, args.prompt, args.runs))
+                if bench is None:
+                    E["prefill_tps"] = summary(ember_prefill(eng, prompts, args.prompt, args.runs))
+                else:  # interleaved, as decode
+                    rates, pp = [], []
+                    for _ in range(args.runs):
+                        rates += ember_prefill(eng, prompts, args.prompt, 1)
+                        parsed, _, cmd = llama_speed(bench, path, args.threads, 1, args.prompt, 0)
+                        pp += parsed[("pp", args.prompt)]["samples"]
+                        L["command_pp"], L["info"] = " ".join(cmd), parsed.get("_info")
+                    E["prefill_tps"], L["llama_pp"] = summary(rates), summary(pp)
                 hits["prefill"] = _hits(eng) - h0
                 print(f"ember prefill: {fmt_value(E['prefill_tps'])} tok/s", flush=True)
             if "concurrent" in secs:
@@ -511,8 +530,9 @@ def main(argv=None):
         results["notes"].append(f"llama.cpp: {note}")
         print(f"note: {note}; the llama.cpp columns are empty", flush=True)
     else:
-        n_p = args.prompt if "prefill" in secs else 0
-        n_g = args.gen if {"decode", "concurrent"} & set(secs) else 0
+        # What the interleaved sections above did not measure yet.
+        n_p = args.prompt if "prefill" in secs and "llama_pp" not in L else 0
+        n_g = args.gen if {"decode", "concurrent"} & set(secs) and "llama_tg" not in L else 0
         if n_p or n_g:
             parsed, _, cmd = llama_speed(bench, path, args.threads, args.runs, n_p, n_g)
             L["command"] = " ".join(cmd)
