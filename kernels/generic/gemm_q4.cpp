@@ -77,7 +77,7 @@ void act_quantize(const float* a, int64_t lda, int64_t M, int64_t K, int64_t gro
       d[m * nb + b] = db;
       gs = std::fma(db, (float)isum, gs);  // |isum| <= 32 * 32767 < 2^24: exact
       if ((b + 1) % bpg == 0 || b + 1 == nb) {
-        gsum[m * ng + b / bpg] = gs;
+        if (gsum) gsum[m * ng + b / bpg] = gs;  // null: Q8MatMul, which has no offsets
         gs = 0.0f;
       }
     }

@@ -64,7 +64,7 @@ void q4_act_quantize16(const float* a,  // [M, K], row stride lda
                        int64_t lda, int64_t M, int64_t K, int64_t group,
                        int16_t* q,      // [M, nb * 32]
                        float* d,        // [M, nb]
-                       float* gsum);    // [M, ng]
+                       float* gsum);    // [M, ng], or null when not wanted (Q8MatMul)
 // y[m, n] for m < rows, n < cols: Q4MatMul's sums (+ bias[n]; no activation) of quantized
 // activation rows and packed weight rows. Each element follows the reference's float sequence
 // whatever rows and cols are (batch invariance). Overloaded on the scale/offset dtype: f32, or

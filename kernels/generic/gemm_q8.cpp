@@ -9,6 +9,8 @@
 // the portable tile is for portability and FMA ISAs, not x86 speed.
 #include "kernels/generic/gemm_q8.h"
 
+#include "kernels/generic/gemm_q4.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -66,28 +68,7 @@ void q8_quantize(const float* w, int64_t N, int64_t K, int8_t* codes, float* sca
 // ---- portable kernels -----------------------------------------------------------------------
 
 void q8_act_quantize16(const float* a, int64_t lda, int64_t M, int64_t K, int16_t* q, float* d) {
-  const int64_t nb = q8_blocks(K);
-  for (int64_t m = 0; m < M; m++) {
-    const float* x = a + m * lda;
-    for (int64_t b = 0; b < nb; b++) {
-      float v[32] = {};
-      std::copy(x + 32 * b, x + std::min(K, 32 * b + 32), v);
-      float amax = 0.0f;
-      bool finite = true;
-      for (float e : v) {
-        amax = std::max(amax, std::fabs(e));
-        finite = finite && std::isfinite(e);
-      }
-      const float db = finite ? amax / 32767.0f : NAN;
-      int16_t* qb = q + m * nb * 32 + 32 * b;
-      // |v / db| <= 32767 but for rounding (and a subnormal db): the clamp guards that.
-      for (int j = 0; j < 32; j++)
-        qb[j] = finite && db != 0.0f
-                    ? (int16_t)std::clamp((int)std::nearbyint(v[j] / db), -32767, 32767)
-                    : 0;
-      d[m * nb + b] = db;
-    }
-  }
+  q4_act_quantize16(a, lda, M, K, 32, q, d, nullptr);  // one quantizer for both ops
 }
 
 void q8_gemm_tile(const int16_t* q, const float* d, int64_t rows, const int8_t* codes,

@@ -37,6 +37,7 @@ void q8_quantize(const float* w,             // [N, K]
 // Q8MatMul's activation quantizer: rows m < M of a, per 32-block b (zero-padded past K),
 // d[m, b] = amax / 32767 (NaN when the block holds an inf or NaN) and q = d ? clamp(
 // nearbyint(a / d), -32767, 32767) : 0 (0 in a non-finite block; rounding half to even).
+// It is q4_act_quantize16 (gemm_q4.h) at group 32 without the group sums.
 void q8_act_quantize16(const float* a,   // [M, K], row stride lda
                        int64_t lda, int64_t M, int64_t K,
                        int16_t* q,       // [M, nb * 32]
@@ -73,7 +74,8 @@ void q8matmul(const KernelCtx& ctx);  // Isa::Generic
 void q8gather(const KernelCtx& ctx);
 
 #if defined(__x86_64__)
-// AVX2 + FMA (gemm_q8_avx2.cpp), bit-identical to q8_act_quantize16 and q8_gemm_tile.
+// AVX2 + FMA, bit-identical to q8_act_quantize16 and q8_gemm_tile (the quantizer forwards to
+// q4_act_quantize16_avx2 in gemm_q8_x86.cpp; the tiles are in gemm_q8_avx2.cpp).
 void q8_act_quantize16_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int16_t* q,
                             float* d);
 void q8_gemm_tile_avx2(const int16_t* q, const float* d, int64_t rows, const int8_t* codes,

@@ -1,4 +1,4 @@
-// INT8 weight x INT16 activation GEMM tiles and the int16 activation quantizer, AVX2 + FMA
+// INT8 weight x INT16 activation GEMM tiles, AVX2 + FMA (activations: q4_act_quantize16_avx2)
 // (contract and generic twins in kernels/generic/gemm_q8.h; reference and float order:
 // cpp/src/ops/ops_q8matmul.cpp). Per 32-block the codes widen to int16 in two halves
 // (cvtepi8_epi16) and madd_epi16 against the int16 activations gives the reference's 8 int32
@@ -97,54 +97,6 @@ template <int C>
 constexpr TileFn kRows[5] = {nullptr, tile<1, C>, tile<2, C>, tile<3, C>, tile<4, C>};
 
 }  // namespace
-
-void q8_act_quantize16_avx2(const float* a, int64_t lda, int64_t M, int64_t K, int16_t* q,
-                            float* d) {
-  const int64_t nb = (K + 31) / 32;
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  const __m256i lim = _mm256_set1_epi32(32767), nlim = _mm256_set1_epi32(-32767);
-  for (int64_t m = 0; m < M; m++) {
-    const float* x = a + m * lda;
-    for (int64_t b = 0; b < nb; b++) {
-      const float* src = x + 32 * b;
-      float pad[32];
-      if (32 * b + 32 > K) {  // the tail block, zero-padded
-        for (int j = 0; j < 32; j++) pad[j] = 32 * b + j < K ? src[j] : 0.0f;
-        src = pad;
-      }
-      __m256 v[4], vmax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
-      for (int i = 0; i < 4; i++) {
-        v[i] = _mm256_loadu_ps(src + 8 * i);
-        vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, v[i]));
-        // x - x is NaN exactly for inf and NaN.
-        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v[i], v[i]), v[i], _CMP_UNORD_Q));
-      }
-      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
-      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-      const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-      const bool finite = _mm256_movemask_ps(bad) == 0;
-      const float db = finite ? amax / 32767.0f : NAN;
-      __m256i qi[4];
-      if (finite && db != 0.0f) {
-        const __m256 dv = _mm256_set1_ps(db);
-        for (int i = 0; i < 4; i++) {
-          // Nearest even (MXCSR); |v / db| < 2 * 32767 even where db is subnormal.
-          __m256i t = _mm256_cvtps_epi32(_mm256_div_ps(v[i], dv));
-          qi[i] = _mm256_max_epi32(_mm256_min_epi32(t, lim), nlim);
-        }
-      } else {
-        for (int i = 0; i < 4; i++) qi[i] = _mm256_setzero_si256();
-      }
-      // packs_epi32 interleaves 128-bit halves: (0..3, 8..11, 4..7, 12..15) -> 0..15.
-      int16_t* qb = q + m * nb * 32 + 32 * b;
-      _mm256_storeu_si256((__m256i*)qb,
-                          _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[0], qi[1]), 0xd8));
-      _mm256_storeu_si256((__m256i*)(qb + 16),
-                          _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[2], qi[3]), 0xd8));
-      d[m * nb + b] = db;
-    }
-  }
-}
 
 void q8_gemm_tile_avx2(const int16_t* q, const float* d, int64_t rows, const int8_t* codes,
                        const float* scales, const float* bias, int64_t cols, int64_t K, float* y,
