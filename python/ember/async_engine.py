@@ -151,6 +151,15 @@ class AsyncEngine:
         self._engine = engine
 
     @classmethod
+    def from_engine(cls, engine) -> "AsyncEngine":
+        """Wraps an ember.Engine that runs an LLM (it then belongs to the AsyncEngine)."""
+        if getattr(engine, "_llm", None) is None:
+            raise EmberError("[engine] AsyncEngine needs a decoder LLM engine")
+        self = cls.__new__(cls)
+        self._engine = engine
+        return self
+
+    @classmethod
     async def create(cls, model, **engine_kwargs) -> "AsyncEngine":
         """Builds the engine in a worker thread (loading and compiling take seconds)."""
         loop = asyncio.get_running_loop()

@@ -212,6 +212,11 @@ class Embedder:
             self._dim = int(self._embed_batch(run, [[self._tok.token_to_id("[CLS]") or 0]]).shape[1])
         return self._dim
 
+    def token_count(self, texts) -> int:
+        """Tokens the encoder sees for these texts (after truncation): for usage figures."""
+        prepared = [t.strip().lower() if self.lower_case else t.strip() for t in texts]
+        return sum(len(e.ids) for e in self._tok.encode_batch(prepared))
+
     def embed(self, run: Callable, texts, batch_size: int = 32) -> np.ndarray:
         """run: Engine.run. texts: str -> float32 [dim]; list of str -> float32 [n, dim]."""
         single = isinstance(texts, str)
