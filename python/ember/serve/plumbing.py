@@ -58,8 +58,14 @@ def error_body(path: str, status: int, message: str, param: str | None = None,
     return {"error": message}
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "function-after",
+              "literal", "union"}
+
+
 def _field(loc) -> str:
+    # pydantic names the union member it tried ("prompt.list[int]"): the field is what counts.
     parts = [str(p) for p in loc if p != "body"]
+    parts = [p for p in parts if p.split("[")[0].lower() not in _TYPE_TAGS]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
@@ -71,9 +77,13 @@ def install_error_handlers(app) -> None:
         errs = exc.errors()
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
         field = _field(first.get("loc", ()))
-        msg = f"{field}: {first.get('msg')}"
-        if len(errs) > 1:
-            msg += f" (and {len(errs) - 1} more)"
+        fields = {_field(e.get("loc", ())) for e in errs}
+        if len(fields) == 1 and len(errs) > 1:  # every member of a union refused it
+            msg = f"{field}: has the wrong type or value ({first.get('msg')}, ...)"
+        else:
+            msg = f"{field}: {first.get('msg')}"
+            if len(errs) > 1:
+                msg += f" (and {len(errs) - 1} more)"
         _record_failure(request, 400, exc)
         return JSONResponse(error_body(request.url.path, 400, msg, param=field), status_code=400)
 
