@@ -197,29 +197,46 @@ class ModelManager:
     async def sync_model(self, name: str, config: ModelConfig, available: dict) -> None:
         """Brings a model to its policy: loads the versions it selects from `available`
         (version -> (path, fingerprint of its files)) that are not serving, then retires the
-        rest. A new version serves before the old one retires; a failed load leaves the old
-        one serving; a version whose files or config changed is reloaded and swapped in."""
+        rest. A new version serves before the old one retires; a version whose files or
+        config changed is reloaded and swapped in. A version that fails to load is left out
+        of the selection until its files or the config change, so the policy falls back to
+        the versions that do load (latest = 1 with a broken newest: the one before it)."""
         async with self._load_lock:
             changed = name in self.configs and self.configs[name] != config
             self.configs[name] = config
-            want = config.version_policy.select(set(available) - self.held_back(name))
-            for v in want:
-                path, fingerprint = available[v]
-                rec = self.records.get((name, v))
-                same = rec is not None and not changed and (rec.path, rec.fingerprint) == (path, fingerprint)
-                if same and rec.state in ("serving", "failed"):
-                    continue                    # up to date (a broken version waits for new files)
-                await self._load(name, v, path, fingerprint, config, replace=rec)
-            keep = {v for v in want if self.records.get((name, v)) is not None
-                    and self.records[(name, v)].state == "serving"}
-            if not keep and any(r.state == "serving" for r in self.serving(name)):
-                return                          # nothing new could load: keep what serves
+            while True:
+                want = config.version_policy.select(
+                    set(available) - self.held_back(name) - self._broken(name, available, changed))
+                failures = 0
+                for v in want:
+                    path, fingerprint = available[v]
+                    rec = self.records.get((name, v))
+                    if self._current(rec, path, fingerprint, changed) and rec.state == "serving":
+                        continue
+                    await self._load(name, v, path, fingerprint, config, replace=rec)
+                    failures += self.records[(name, v)].state == "failed"
+                changed = False
+                if not failures:
+                    break
+            keep = set(want)
+            if not keep and self.serving(name) and available:
+                return                          # nothing could load: keep what serves
             for (n, v), rec in list(self.records.items()):
                 if n == name and v not in keep and rec.state == "serving":
                     self._retire(rec, "not selected by the version policy"
                                  if v in available else "removed from the repository")
                 if n == name and v not in available and rec.state in ("failed", "staged"):
                     self._set(rec, "retired", "removed from the repository")
+
+    @staticmethod
+    def _current(rec, path, fingerprint, changed) -> bool:
+        return rec is not None and not changed and (rec.path, rec.fingerprint) == (path, fingerprint)
+
+    def _broken(self, name, available, changed) -> set:
+        """Versions that failed to load with the files and config they have now."""
+        return {v for v, (path, fp) in available.items()
+                if (rec := self.records.get((name, v))) is not None and rec.state == "failed"
+                and self._current(rec, path, fp, changed)}
 
     async def _load(self, name, version, path, fingerprint, config, replace=None) -> None:
         rec = VersionRecord(name, version, path, config, fingerprint)
