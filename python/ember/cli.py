@@ -13,7 +13,9 @@ from ember import cli_bench
 from ember import cli_llm
 from ember import cli_profile
 from ember import cli_quantize
+from ember import cli_serve
 from ember.errors import EmberError, InputError
+from ember.serve import bench as serve_bench
 
 
 def add_quantize_arg(parser):
@@ -249,11 +251,18 @@ def build_parser():
     cli_profile.add_parser(sub)
     cli_bench.add_parser(sub)
     cli_quantize.add_parser(sub)
+    serve_bench.add_parser(sub)
+    cli_serve.add_parser(sub)
     cli_llm.add_parsers(sub)
     return p
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `ember bench serve ...` is the bench-serve command (serve/bench.py), so a model file named
+    # exactly "serve" must be benched as ./serve.
+    if argv[:2] == ["bench", "serve"]:
+        argv[:2] = ["bench-serve"]
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import ServerProc, metric_value
+from serve_util import ServerProc, metric_value
 
 MODEL = "minilm"
 CONFIG = """

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ServerProc, metric_value
+from serve_util import ServerProc, metric_value
 
 openai = pytest.importorskip("openai", reason="the openai client is not installed")
 
@@ -197,8 +197,8 @@ def test_metrics_cover_the_requests(server, client):
 
 
 def test_auth_timeout_and_graceful_shutdown(smollm2_path, tmp_path):
-    s = ServerProc([smollm2_path, "--name", MODEL, "--api-key", "sekret", "--request-timeout", "1"],
-                   log_path=str(tmp_path / "auth.log"))
+    s = ServerProc([smollm2_path, "--name", MODEL, "--api-key", "sekret", "--request-timeout", "1",
+                    "--max-queue-size", "2"], log_path=str(tmp_path / "auth.log"))
     try:
         assert httpx.get(s.url + "/v1/models").status_code == 401
         assert httpx.get(s.url + "/v2/health/live").status_code == 200
@@ -210,6 +210,16 @@ def test_auth_timeout_and_graceful_shutdown(smollm2_path, tmp_path):
             c.completions.create(model=MODEL, prompt="Hi", max_tokens=4000,
                                  extra_body={"ignore_eos": True})
         assert e.value.status_code == 504
+        # Past max_queue_size: 429 with Retry-After, at once.
+        async def flood():
+            async with httpx.AsyncClient(timeout=30, headers={"Authorization": "Bearer sekret"}) as h:
+                body = {"model": MODEL, "prompt": "Hi", "max_tokens": 30, "ignore_eos": True}
+                return await asyncio.gather(*(h.post(s.url + "/v1/completions", json=body)
+                                              for _ in range(6)))
+        rs = asyncio.run(flood())
+        busy = [r for r in rs if r.status_code == 429]
+        assert len(busy) >= 4 and all(int(r.headers["retry-after"]) >= 1 for r in busy)
+        assert "max_queue_size" in busy[0].json()["error"]["message"]
         # SIGTERM while a stream runs: the stream still completes, then the server exits 0.
         body = {"model": MODEL, "prompt": "Tell me a story.", "max_tokens": 40, "ignore_eos": True,
                 "stream": True}

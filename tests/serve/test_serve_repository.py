@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import ServerProc
+from serve_util import ServerProc
 
 
 def _write_model(path, version: int) -> None:
