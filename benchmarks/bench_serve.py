@@ -6,7 +6,7 @@
 The serving targets of issue 7, each measured side by side in one run:
 
 - overhead: POST /v1/completions ("Hello", max_tokens 1, temperature 0, not streamed), one
-  request at a time over one keep-alive httpx.Client, vs ember.Engine("smollm2-135m")
+  request at a time over one keep-alive http.client connection, vs ember.Engine("smollm2-135m")
   .generate("Hello", max_tokens=1) in this process. Target: server median - in-process median
   <= 2 ms.
 - kserve: POST /v2/models/minilm/infer with the binary-tensor extension (MiniLM, input_ids /
@@ -348,9 +348,33 @@ class Server:
 
 # ---- parts 1 and 2: one call at a time --------------------------------------------------------
 
-def timed_calls(fn, n):
+class KeepAlive:
+    """One keep-alive HTTP/1.1 connection through the standard library's http.client: the
+    leanest Python client, so the figures are the server's cost more than the client's
+    (httpx adds ~0.4 ms a request here)."""
+
+    def __init__(self, url):
+        import http.client
+        from urllib.parse import urlsplit
+        u = urlsplit(url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+
+    def request(self, method, path, body=None, headers=None):
+        self.conn.request(method, path, body=body, headers=headers or {})
+        r = self.conn.getresponse()
+        return r.status, r.read(), dict(r.getheaders())
+
+    def close(self):
+        self.conn.close()
+
+IDLE_GAP_S = 0.002   # about what a server call idles between runs (HTTP round trip, handling)
+
+
+def timed_calls(fn, n, gap_s=0.0):
     out = []
     for _ in range(n):
+        if gap_s:
+            time.sleep(gap_s)
         t0 = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
@@ -363,7 +387,7 @@ def interleave(server_fn, inproc_fn, floor_fn, args):
     for fn in (server_fn, floor_fn, inproc_fn):
         for _ in range(args.warmup):
             fn()
-    got = {"server": [], "inprocess": [], "floor": []}
+    got = {"server": [], "inprocess": [], "floor": [], "inprocess_idle": []}
     for rnd in range(args.rounds):
         order = ("server", "inprocess") if rnd % 2 == 0 else ("inprocess", "server")
         for side in order:
@@ -373,6 +397,7 @@ def interleave(server_fn, inproc_fn, floor_fn, args):
                 got["floor"].append(timed_calls(floor_fn, args.requests))
             else:
                 got["inprocess"].append(timed_calls(inproc_fn, args.requests))
+                got["inprocess_idle"].append(timed_calls(inproc_fn, args.requests, IDLE_GAP_S))
     return got
 
 
@@ -382,27 +407,32 @@ def part_overhead(args, logdir):
     import ember
     eng = ember.Engine(LLM)
     try:
-        with Server([LLM, "--name", LLM_NAME], os.path.join(logdir, "overhead.log")) as srv, \
-                httpx.Client(base_url=srv.url, timeout=60) as client:
-            body = {"model": LLM_NAME, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+        with Server([LLM, "--name", LLM_NAME], os.path.join(logdir, "overhead.log")) as srv:
+            client = KeepAlive(srv.url)
+            body = json.dumps({"model": LLM_NAME, "prompt": "Hello", "max_tokens": 1,
+                               "temperature": 0}).encode()
+            jh = {"content-type": "application/json"}
 
             def server_call():
-                r = client.post("/v1/completions", json=body)
-                if r.status_code != 200 or r.json()["usage"]["completion_tokens"] != 1:
-                    raise RuntimeError(f"/v1/completions: HTTP {r.status_code}: {r.text[:500]}")
+                status, data, _ = client.request("POST", "/v1/completions", body, jh)
+                if status != 200 or json.loads(data)["usage"]["completion_tokens"] != 1:
+                    raise RuntimeError(f"/v1/completions: HTTP {status}: {data[:500]!r}")
 
             def inproc_call():
                 if eng.generate("Hello", max_tokens=1)[0].usage["completion_tokens"] != 1:
                     raise RuntimeError("generate: not 1 token")
 
             def floor_call():
-                if client.get("/v2/health/live").status_code != 200:
+                if client.request("GET", "/v2/health/live")[0] != 200:
                     raise RuntimeError("/v2/health/live is not 200")
 
             got = interleave(server_call, inproc_call, floor_call, args)
+            client.close()
             return {"inprocess": latency_summary(got["inprocess"]),
                     "server": latency_summary(got["server"]),
-                    "floor": latency_summary(got["floor"]), "server_ready_s": srv.ready_s,
+                    "floor": latency_summary(got["floor"]),
+                    "inprocess_idle": latency_summary(got["inprocess_idle"]),
+                    "server_ready_s": srv.ready_s,
                     "server_command": shlex.join(srv.cmd), "samples_s": got}
     finally:
         eng.close()
@@ -420,24 +450,27 @@ def part_kserve(args, logdir):
         body, n = kserve_binary_body(feeds)
         headers = {"Inference-Header-Content-Length": str(n),
                    "content-type": "application/octet-stream"}
-        with Server([ENCODER, "--name", ENCODER_NAME], os.path.join(logdir, "kserve.log")) as srv, \
-                httpx.Client(base_url=srv.url, timeout=60) as client:
+        with Server([ENCODER, "--name", ENCODER_NAME], os.path.join(logdir, "kserve.log")) as srv:
             url = f"/v2/models/{ENCODER_NAME}/infer"
-            check_binary_response(client.post(url, content=body, headers=headers), names)
+            with httpx.Client(base_url=srv.url, timeout=60) as hc:
+                check_binary_response(hc.post(url, content=body, headers=headers), names)
+            client = KeepAlive(srv.url)
 
             def server_call():
-                r = client.post(url, content=body, headers=headers)
-                if r.status_code != 200:
-                    raise RuntimeError(f"infer: HTTP {r.status_code}: {r.text[:500]}")
+                status, data, _ = client.request("POST", url, body, headers)
+                if status != 200:
+                    raise RuntimeError(f"infer: HTTP {status}: {data[:500]!r}")
 
             def floor_call():
-                if client.get("/v2/health/live").status_code != 200:
+                if client.request("GET", "/v2/health/live")[0] != 200:
                     raise RuntimeError("/v2/health/live is not 200")
 
             got = interleave(server_call, lambda: eng.run(feeds), floor_call, args)
+            client.close()
             return {"inprocess": latency_summary(got["inprocess"]),
                     "server": latency_summary(got["server"]),
                     "floor": latency_summary(got["floor"]), "outputs": names,
+                    "inprocess_idle": latency_summary(got["inprocess_idle"]),
                     "server_ready_s": srv.ready_s, "server_command": shlex.join(srv.cmd),
                     "samples_s": got}
     finally:
@@ -589,6 +622,11 @@ def main(argv=None):
             print(f"floor ({part}): GET /v2/health/live on the same keep-alive client, "
                   f"{fmt_latency(r['floor'])} median; server - in-process - floor = "
                   f"{r['server']['median'] - r['inprocess']['median'] - r['floor']['median']:+.2f} ms")
+        if r and r.get("inprocess_idle"):
+            idle = r["inprocess_idle"]["median"]
+            print(f"in-process ({part}) with {IDLE_GAP_S * 1e3:g} ms idle before each call (as a "
+                  f"server's runs are): {fmt_latency(r['inprocess_idle'])}; server - that = "
+                  f"{r['server']['median'] - idle:+.2f} ms")
     if {"overhead", "kserve"} & set(args.parts):
         print(f"latency: medians of {args.rounds} x {args.requests} calls per side after "
               f"{args.warmup} warm-up calls, [spread of the per-round medians]; one call at a time.")

@@ -87,8 +87,10 @@ class Server:
     async def with_deadline(self, servable, awaitable):
         from ember.serve.llm_call import Timeout
         t = servable.config.request_timeout_s or self.settings.request_timeout_s
+        if not t:
+            return await awaitable
         try:
-            return await asyncio.wait_for(awaitable, t or None)
+            return await asyncio.wait_for(awaitable, t)
         except asyncio.TimeoutError:
             raise Timeout(f"[serve] the request ran past its timeout of {t:g} s") from None
 

@@ -8,7 +8,6 @@ from fastapi.responses import JSONResponse, Response
 
 from ember.serve.kserve_codec import encode_infer_response, model_metadata, parse_infer_request
 from ember.serve.models import NotFound, Unavailable
-from ember.serve.plumbing import until_disconnect
 
 router = APIRouter()
 
@@ -90,8 +89,10 @@ async def _infer(request: Request, name: str, version: str | None):
     req = parse_infer_request(body, header_len, eng.inputs, eng.outputs,
                               max_elements=srv.max_elements)
     with servable.hold():
-        results, queue_s = await until_disconnect(
-            request, srv.with_deadline(servable, servable.batcher.submit(req.feeds, req.outputs)))
+        # No disconnect watch here: a graph run takes milliseconds, and a queued request whose
+        # client left still costs only its own rows.
+        results, queue_s = await srv.with_deadline(servable,
+                                                   servable.batcher.submit(req.feeds, req.outputs))
     srv.metrics.queue.labels(*servable.labels).observe(queue_s)
     data, headers = encode_infer_response(name, str(servable.version), req.id, results,
                                           req.binary_outputs)
