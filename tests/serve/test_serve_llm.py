@@ -183,6 +183,25 @@ def test_disconnect_mid_stream_frees_the_sequence(server):
     assert metric_value(text, "ember_generation_tokens_total", model=MODEL) > 0
 
 
+def test_disconnect_before_a_full_response_cancels(server):
+    """A non-streamed request whose client leaves is cancelled in the runner too."""
+    import socket
+    body = json.dumps({"model": MODEL, "prompt": "Count to a thousand:", "max_tokens": 3000,
+                       "ignore_eos": True}).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        deadline = time.monotonic() + 10
+        while metric_value(server.metrics(), "ember_llm_running_sequences", model=MODEL) == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while metric_value(server.metrics(), "ember_llm_running_sequences", model=MODEL) != 0:
+        assert time.monotonic() < deadline, "the generation was not cancelled"
+        time.sleep(0.1)
+    assert metric_value(server.metrics(), "ember_kv_cache_usage_ratio", model=MODEL) == 0
+
+
 def test_metrics_cover_the_requests(server, client):
     before = server.metrics()
     r = client.completions.create(model=MODEL, prompt=PROMPTS[5], max_tokens=5, temperature=0)

@@ -200,3 +200,34 @@ def test_llm_hot_reload_does_not_break_streams(tmp_path, smollm2_path):
         assert _states(s.url)[("lm", "1")] == "retired"
     finally:
         s.stop()
+
+
+def test_validation_gates_a_version(tmp_path):
+    """With [validation], a version that loads but gives non-finite outputs never serves."""
+    root = tmp_path / "repo"
+    _add_version(root, "m", 1)
+    (root / "m" / "config.toml").write_text('[validation]\nfeeds = "val.npz"\n')
+    np.savez(root / "m" / "val.npz", x=np.ones((2, 4), np.float32))
+    s = ServerProc(["--model-repository", str(root), "--poll-interval", "0.2",
+                    "--state-path", str(tmp_path / "state.json")], log_path=str(tmp_path / "v.log"))
+    try:
+        assert _serving(s.url, "m") == ["1"]
+
+        def nan_model(path, version):
+            _write_model(path, version)
+            import onnx
+            from onnx import numpy_helper
+            m = onnx.load(str(path))
+            m.graph.initializer[0].CopyFrom(numpy_helper.from_array(
+                np.full((4, 3), np.nan, np.float32), "W"))
+            onnx.save(m, str(path))
+        _add_version(root, "m", 2, nan_model)
+        _wait(lambda: _states(s.url).get(("m", "2")) == "failed", what="version 2 failed validation")
+        index = httpx.post(s.url + "/v2/repository/index").json()
+        reason = next(r["reason"] for r in index if r["version"] == "2")
+        assert "non-finite" in reason
+        assert _serving(s.url, "m") == ["1"]
+        _add_version(root, "m", 3)
+        _wait(lambda: _serving(s.url, "m") == ["3"], what="version 3 validated and serving")
+    finally:
+        s.stop()

@@ -62,6 +62,8 @@ class Server:
             state = StateStore.for_repository(s.repository, s.state_path)
             self.watcher = RepositoryWatcher(s.repository, settle_s=s.settle_s)
         self.manager = ModelManager(self.metrics, state)
+        from ember.serve.validate import validate_version
+        self.manager.validator = validate_version
         self.sources: dict[str, dict] = {}      # name -> {version: (path, fingerprint)}
         self.unloaded: set[str] = set()         # explicitly unloaded: the poller leaves them
         self.started = False

@@ -26,6 +26,9 @@ leave a default in force); every error is a ModelError naming the file and the k
 
     [llm]                       # LLM engine options (Engine(..., **llm))
     max_num_seqs = 32
+
+    [validation]                # a check before a loaded version serves (serve/validate.py)
+    feeds = "validation.npz"
 """
 from __future__ import annotations
 

@@ -142,7 +142,9 @@ class ModelManager:
     def __init__(self, metrics, state=None):
         self.metrics = metrics
         self.state = state                      # StateStore or None (single-model mode)
-        self.validator = None                   # async (VersionRecord) -> None, raises to fail
+        # async (VersionRecord) -> None, raising to fail the version; runs for versions whose
+        # config has a [validation] section (serve/validate.py)
+        self.validator = None
         self.records: dict[tuple[str, int], VersionRecord] = {}
         self.configs: dict[str, ModelConfig] = {}
         self._load_lock = asyncio.Lock()        # one load at a time: bounded peak memory
@@ -247,7 +249,7 @@ class ModelManager:
         self._set(rec, "loading")
         try:
             rec.servable = await asyncio.to_thread(Servable, name, version, path, config, self.metrics)
-            if self.validator is not None:
+            if self.validator is not None and config.extra.get("validation") is not None:
                 self._set(rec, "validating")
                 await self.validator(rec)
         except Exception as e:  # noqa: BLE001 - any failure fails this version, not the server
