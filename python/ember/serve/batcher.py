@@ -118,6 +118,17 @@ class DynamicBatcher:
                 self._wake.set()                # the oldest request, hence the deadline, may change
             raise
 
+    def shutdown(self) -> None:
+        """Stops at once, from any thread: for an owner that knows nothing is queued or
+        running (a retired version whose last request is done, or server shutdown)."""
+        self._closed = True
+        self._pool.shutdown(wait=False)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not the loop's thread: the idle loop task ends with its loop
+            return
+        self._wake.set()
+
     async def close(self) -> None:
         """Stops taking requests; returns once the queued and running ones have finished."""
         self._closed = True

@@ -109,11 +109,16 @@ class Servable:
             self._close()
 
     def _close(self) -> None:
-        # Closing joins the LLM loop thread: never on the event loop's thread if avoidable.
+        if self.batcher is not None:
+            self.batcher.shutdown()
+        # Closing joins the LLM loop thread: never on the event loop's thread.
         threading.Thread(target=self.engine.close, name="ember-serve-close", daemon=True).start()
 
     def close_now(self) -> None:
+        """At shutdown or after a failed validation: close now, on the calling thread."""
         self._retired = True
+        if self.batcher is not None:
+            self.batcher.shutdown()
         self.engine.close()
 
 
