@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 
 import httpx
@@ -26,8 +27,9 @@ mask_input = "attention_mask"
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, minilm_path):
-    """A repository with MiniLM as version 1: model.onnx beside its sentence-transformers files."""
+def repo(tmp_path_factory, minilm_path, smollm2_path):
+    """A repository with MiniLM as version 1 (model.onnx beside its sentence-transformers files)
+    and SmolLM2 beside it: two models, one process, one thread pool."""
     from ember.embed import find_st_folder
     root = tmp_path_factory.mktemp("repo")
     vdir = root / MODEL / "1"
@@ -35,6 +37,8 @@ def repo(tmp_path_factory, minilm_path):
                     ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "onnx"))
     shutil.copy(minilm_path, vdir / "model.onnx")
     (root / MODEL / "config.toml").write_text(CONFIG)
+    (root / "lm" / "1").mkdir(parents=True)
+    os.symlink(smollm2_path, root / "lm" / "1" / "model.gguf")
     return root
 
 
@@ -107,8 +111,10 @@ def test_embeddings_match_engine(server, engine):
 def test_kserve_json_and_binary_match_engine(server, engine):
     feeds = _feeds(engine, "KServe v2 carries tensors as JSON or raw bytes.")
     want = engine.run(feeds)
-    r = httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json=_json_request(feeds))
+    r = httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json=_json_request(feeds),
+                   headers={"X-Request-Id": "my-id-1"})
     assert r.status_code == 200, r.text
+    assert r.headers["x-request-id"] == "my-id-1"
     out = {o["name"]: o for o in r.json()["outputs"]}
     assert r.json()["model_version"] == "1" and r.json()["id"] == "r1"
     emb = np.array(out["sentence_embedding"]["data"], np.float32).reshape(out["sentence_embedding"]["shape"])
@@ -173,3 +179,23 @@ def test_concurrent_requests_batch_and_match_solo(server, engine):
             - metric_value(before, "ember_batch_size_sum", model=MODEL))
     assert rows == len(texts) and runs < len(texts), (runs, rows)
     assert metric_value(after, "ember_queue_time_seconds_count", model=MODEL) >= len(texts)
+
+
+def test_two_models_serve_concurrently(server, engine):
+    """An LLM stream and encoder infers at the same time, in one server process."""
+    feeds = _feeds(engine, "two models, one pool")
+    want = engine.run(feeds)["sentence_embedding"].ravel()
+
+    async def main():
+        async with httpx.AsyncClient(timeout=120) as c:
+            gen = c.post(server.url + "/v1/completions", json={
+                "model": "lm", "prompt": "Hello", "max_tokens": 24, "ignore_eos": True})
+            infers = [c.post(f"{server.url}/v2/models/{MODEL}/infer",
+                             json=_json_request(feeds, ["sentence_embedding"])) for _ in range(8)]
+            return await asyncio.gather(gen, *infers)
+    gen, *infers = asyncio.run(main())
+    assert gen.status_code == 200 and gen.json()["usage"]["completion_tokens"] == 24
+    for r in infers:
+        np.testing.assert_allclose(r.json()["outputs"][0]["data"], want, atol=1e-5)
+    names = [m["id"] for m in httpx.get(server.url + "/v1/models").json()["data"]]
+    assert sorted(names) == ["lm", MODEL]

@@ -8,6 +8,7 @@ import hmac
 import json
 import logging
 import time
+import uuid
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -174,6 +175,11 @@ class GuardMiddleware:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         headers = dict(scope.get("headers") or [])
+        # Every request has an id (the client's X-Request-Id, else a new one): responses carry
+        # it, and POST /v2/feedback ties outcomes to it.
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        extra_headers = [(b"x-request-id", rid.encode("latin-1"))]
         if self.key and not (path.startswith("/v2/health") or path == "/health"):
             got = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(got.encode(), f"Bearer {self.key}".encode()):
@@ -213,6 +219,9 @@ class GuardMiddleware:
                     await _reply(send, path, 413, f"request body exceeds the limit of "
                                  f"{self.limit} bytes")
                 return
+            if msg["type"] == "http.response.start":
+                msg = dict(msg, headers=[*msg.get("headers", []), *extra_headers,
+                                         *scope["state"].get("response_headers", [])])
             await send(msg)
 
         try:
