@@ -62,8 +62,10 @@ class Server:
             state = StateStore.for_repository(s.repository, s.state_path)
             self.watcher = RepositoryWatcher(s.repository, settle_s=s.settle_s)
         self.manager = ModelManager(self.metrics, state)
+        from ember.serve.production import Production
         from ember.serve.validate import validate_version
         self.manager.validator = validate_version
+        self.production = Production(self.metrics, state)
         self.sources: dict[str, dict] = {}      # name -> {version: (path, fingerprint)}
         self.unloaded: set[str] = set()         # explicitly unloaded: the poller leaves them
         self.started = False
@@ -74,9 +76,44 @@ class Server:
     def resolve(self, name: str, version: str | None = None):
         return self.manager.resolve(name, version)
 
-    def llm_servable(self, name: str):
+    def resolve_request(self, request: Request, name: str, version: str | None = None,
+                        user: str | None = None):
+        """The servable for one HTTP request: an explicit version, else the variant its model's
+        experiment assigns (sticky by the configured key), else the newest serving version.
+        The request is remembered for POST /v2/feedback, and its response says who served it."""
+        assignment = None
+        servable = None
+        if version is None and name in self.production.experiments:
+            from ember.serve.production import request_key
+            exp = self.production.experiments[name]
+            assignment, target = self.production.route(
+                name, request_key(request, exp.config.key, user))
+            try:
+                servable = self.manager.resolve(target.get("model", name),
+                                                str(target["version"]) if "version" in target else None)
+            except EmberError as e:  # the variant is not serving: default routing, not counted
+                log.warning("experiment %s: variant %s unavailable (%s)", assignment.experiment,
+                            assignment.variant, e)
+                assignment = None
+        if servable is None:
+            servable = self.manager.resolve(name, version)
+        if assignment is not None:
+            assignment.version = servable.version
+        request.state.assignment = assignment
+        rid = getattr(request.state, "request_id", None)
+        if rid:
+            self.production.remember(rid, assignment, servable)
+        hdrs = [(b"x-ember-model", servable.name.encode()),
+                (b"x-ember-version", str(servable.version).encode())]
+        if assignment is not None:
+            hdrs.append((b"x-ember-variant", assignment.variant.encode()))
+        request.state.response_headers = hdrs
+        return servable
+
+    def llm_servable(self, name: str, request: Request | None = None, user: str | None = None):
         from ember.serve.plumbing import OpenAIError
-        servable = self.resolve(name)
+        servable = self.resolve_request(request, name, None, user) if request is not None \
+            else self.resolve(name)
         if servable.kind != "llm":
             raise OpenAIError(400, f"model {name!r} is not a text-generation model (LLM); "
                                    "use /v2/models/{name}/infer or /v1/embeddings", param="model")
@@ -97,7 +134,9 @@ class Server:
             raise Timeout(f"[serve] the request ran past its timeout of {t:g} s") from None
 
     def track(self, request: Request, servable, endpoint: str | None = None) -> Tracker:
-        t = Tracker(self.metrics, servable.labels, endpoint or endpoint_of(request))
+        assignment = getattr(request.state, "assignment", None)
+        on_done = (lambda status: self.production.finished(assignment, status)) if assignment else None
+        t = Tracker(self.metrics, servable.labels, endpoint or endpoint_of(request), on_done)
         request.state.track = t
         return t
 
@@ -117,13 +156,14 @@ class Server:
             name = s.name or model_name_for(s.model)
             self.sources[name] = {1: (s.model, None)}
             await self.manager.sync_model(name, s.config, self.sources[name])
+            self._configure(name, s.config)
             rec = self.manager.records[(name, 1)]
             if rec.state != "serving":
                 raise EmberError(f"[serve] {s.model}: {rec.reason}")
         else:
             await self.poll_once()
-            if s.poll_interval_s > 0:
-                self._poller = asyncio.create_task(self._poll_forever())
+        if s.poll_interval_s > 0:
+            self._poller = asyncio.create_task(self._poll_forever())
         self.started = True
 
     async def poll_once(self) -> None:
@@ -145,12 +185,15 @@ class Server:
             self.sources[name] = {v: (src.path, src.fingerprint) for v, src in model.versions.items()}
             if name not in self.unloaded:
                 await self.manager.sync_model(name, model.config, self.sources[name])
+                self._configure(name, model.config)
 
     async def _poll_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
-                await self.poll_once()
+                if self.watcher is not None:
+                    await self.poll_once()
+                await asyncio.to_thread(self.production.save)
             except Exception:  # noqa: BLE001 - one bad poll must not stop the watching
                 log.exception("repository poll failed")
 
@@ -170,6 +213,13 @@ class Server:
             config = model.config
             self.sources[name] = {v: (s.path, s.fingerprint) for v, s in model.versions.items()}
         await self.manager.sync_model(name, config, self.sources[name])
+        self._configure(name, config)
+
+    def _configure(self, name: str, config) -> None:
+        try:
+            self.production.configure(name, config)
+        except EmberError as e:  # a bad [experiment] table: the model serves without it
+            log.error("model %s: %s (serving without the experiment)", name, e)
 
     async def unload(self, name: str) -> None:
         await self.manager.unload(name)
@@ -183,11 +233,12 @@ class Server:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        self.production.save(force=True)
         await self.manager.close()
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
-    from ember.serve import kserve_api, openai_api
+    from ember.serve import kserve_api, openai_api, production_api
     server = Server(settings)
 
     @contextlib.asynccontextmanager
@@ -204,11 +255,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(openai_api.router)
     app.include_router(kserve_api.router)
+    app.include_router(production_api.router)
 
     @app.get("/metrics")
     async def metrics():
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
         server.manager.update_gauges()
+        server.production.update_gauges()
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")

@@ -3,6 +3,8 @@ and /infer with JSON tensors or the binary-tensor extension; plus the model-repo
 extension (index, load, unload) and rollback."""
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -74,7 +76,7 @@ async def model_version_ready(name: str, version: str, request: Request):
 
 async def _infer(request: Request, name: str, version: str | None):
     srv = request.app.state.server
-    servable = srv.resolve(name, version)
+    servable = srv.resolve_request(request, name, version)   # sticky keys: headers only
     track = srv.track(request, servable, "infer")
     if servable.kind != "graph":
         raise Unavailable(f"[serve] {name} is an LLM: use /v1/completions or /v1/chat/completions",
@@ -97,6 +99,11 @@ async def _infer(request: Request, name: str, version: str | None):
     data, headers = encode_infer_response(name, str(servable.version), req.id, results,
                                           req.binary_outputs)
     track.done(200)
+    if servable.monitor is not None:
+        rows = servable.monitor.features_graph(req.feeds, results)
+        srv.production.observe(servable, getattr(request.state, "request_id", None), rows,
+                               time.perf_counter() - track.t0,
+                               prediction=rows[0].get("output:class") if rows else None)
     return Response(content=data, headers=headers)
 
 

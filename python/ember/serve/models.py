@@ -68,6 +68,12 @@ class Servable:
                                           config.batching, max_queue_size=config.max_queue_size,
                                           on_batch=lambda rows, n: batch_hist.observe(rows))
             self.can_embed = find_st_folder(path) is not None
+        from ember.serve.production import build_monitor
+        try:
+            self.monitor = build_monitor(self)
+        except BaseException:
+            self.engine.close()
+            raise
         self.loaded_at = time.time()
         self._holders = 0
         self._retired = False

@@ -84,6 +84,25 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
 
 
+def _user(body) -> str | None:
+    user = getattr(body, "user", None)
+    return user if isinstance(user, str) and user else None
+
+
+def _observe(srv, request, servable, completions, t0: float) -> None:
+    """Feeds a finished generation to the model version's drift monitor, if it has one."""
+    mon = servable.monitor
+    if mon is None:
+        return
+    rows = []
+    for c in completions:
+        lps = [x for x in (c.logprobs or []) if x is not None]
+        rows.append(mon.features_llm(c.usage["prompt_tokens"], c.usage["completion_tokens"],
+                                     sum(lps) / len(lps) if lps else None))
+    srv.production.observe(servable, getattr(request.state, "request_id", None), rows,
+                           time.perf_counter() - t0)
+
+
 def _text_of(content) -> str:
     if content is None or isinstance(content, str):
         return content or ""
@@ -101,7 +120,7 @@ def _text_of(content) -> str:
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
     srv = request.app.state.server
-    servable = srv.llm_servable(body.model)
+    servable = srv.llm_servable(body.model, request, _user(body))
     prompts = body.prompt
     if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
         prompts = [prompts]
@@ -117,7 +136,7 @@ async def completions(body: CompletionRequest, request: Request):
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request):
     srv = request.app.state.server
-    servable = srv.llm_servable(body.model)
+    servable = srv.llm_servable(body.model, request, _user(body))
     messages = [dict(m.model_dump(exclude_none=True), content=_text_of(m.content))
                 for m in body.messages]
     ids = servable.engine._llm.apply_chat_template(messages)
@@ -142,14 +161,17 @@ async def _respond(srv, request, servable, endpoint, body, prompt_ids, max_token
         hold.__exit__(type(e), e, None)
         raise
     track = srv.track(request, servable, endpoint)
+    t0 = time.perf_counter()
+    observe = lambda comps: _observe(srv, request, servable, comps, t0)  # noqa: E731
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(calls, fmt, usage, hold, track),
+        return StreamingResponse(_sse(calls, fmt, usage, hold, track, observe),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
         results = await until_disconnect(request, asyncio.gather(*(c.run() for c in calls)))
         track.done(200)
+        observe([c for c, _ in results])
     except BaseException as e:
         for c in calls:
             c.cancel()
@@ -160,7 +182,7 @@ async def _respond(srv, request, servable, endpoint, body, prompt_ids, max_token
     return JSONResponse(fmt.full(results))
 
 
-async def _sse(calls, fmt, include_usage, hold, track):
+async def _sse(calls, fmt, include_usage, hold, track, observe):
     """Chunks of every prompt as they come (interleaved by index), then usage, then [DONE]."""
     q: asyncio.Queue = asyncio.Queue()
 
@@ -194,6 +216,7 @@ async def _sse(calls, fmt, include_usage, hold, track):
             yield _event(fmt.usage_chunk([c.completion for c in calls]))
         yield "data: [DONE]\n\n"
         track.done(status)
+        observe([c.completion for c in calls])
     except BaseException as e:  # the client went away (cancelled): stop generating
         track.failed(e, status=499)
         raise
@@ -328,7 +351,7 @@ async def embeddings(body: EmbeddingRequest, request: Request):
 
     import numpy as np
     srv = request.app.state.server
-    servable = srv.resolve(body.model)
+    servable = srv.resolve_request(request, body.model, None, _user(body))
     if servable.kind != "graph" or not servable.can_embed:
         raise OpenAIError(400, f"model {body.model!r} is not a sentence encoder", param="model")
     texts = [body.input] if isinstance(body.input, str) else body.input

@@ -120,8 +120,9 @@ def endpoint_of(request: Request) -> str:
 class Tracker:
     """Counts one request once: status, error type and latency by model/version/endpoint."""
 
-    def __init__(self, metrics, labels: tuple, endpoint: str):
+    def __init__(self, metrics, labels: tuple, endpoint: str, on_done=None):
         self.m, self.labels, self.endpoint = metrics, labels, endpoint
+        self.on_done = on_done              # (status) -> None, e.g. an experiment's counts
         self.t0 = time.perf_counter()
         self.finished = False
 
@@ -131,6 +132,8 @@ class Tracker:
         self.finished = True
         self.m.requests.labels(*self.labels, self.endpoint, str(status)).inc()
         self.m.latency.labels(*self.labels, self.endpoint).observe(time.perf_counter() - self.t0)
+        if self.on_done is not None:
+            self.on_done(status)
 
     def failed(self, exc: BaseException, status: int | None = None) -> None:
         if self.finished:
