@@ -253,6 +253,7 @@ def build_parser():
     cli_quantize.add_parser(sub)
     serve_bench.add_parser(sub)
     cli_serve.add_parser(sub)
+    cli_serve.add_rollback_parser(sub)
     cli_llm.add_parsers(sub)
     return p
 

@@ -100,3 +100,34 @@ def cmd_serve(args) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.access_log, timeout_graceful_shutdown=args.graceful_timeout)
     return 0
+
+
+def add_rollback_parser(sub):
+    p = sub.add_parser("rollback", help="make a running server serve the previous version of a model",
+                       description="Holds back the newest serving version of NAME on a running "
+                       "`ember serve --model-repository` and serves the one before it; requests in "
+                       "flight finish on the version they started on. `POST /v2/repository/models/"
+                       "NAME/load` ends the hold.")
+    p.add_argument("name", help="the model's name in the repository")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default %(default)s)")
+    p.add_argument("--api-key", default=os.environ.get("EMBER_API_KEY"))
+    p.set_defaults(fn=cmd_rollback)
+    return p
+
+
+def cmd_rollback(args) -> int:
+    import httpx
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    try:
+        r = httpx.post(f"{args.url.rstrip('/')}/v2/repository/models/{args.name}/rollback",
+                       headers=headers, timeout=600)
+    except httpx.HTTPError as e:
+        raise EmberError(f"[rollback] cannot reach {args.url}: {e}") from None
+    try:
+        body = r.json()
+    except ValueError:
+        body = {"error": r.text[:500]}
+    if r.status_code != 200:
+        raise EmberError(f"[rollback] {args.name}: HTTP {r.status_code}: {body.get('error', body)}")
+    print(f"{args.name}: now serving version {body['serving']}")
+    return 0

@@ -108,8 +108,11 @@ def test_new_versions_replace_old_under_load_and_rollback(repo_server):
 
     # Rollback: back to 1 under load; the hold is kept outside the model tree.
     load = _Load(s.url, "m")
-    r = httpx.post(f"{s.url}/v2/repository/models/m/rollback")
-    assert r.status_code == 200 and r.json()["serving"] == "1"
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "ember", "rollback", "m", "--url", s.url],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "now serving version 1" in out.stdout, out.stderr
     time.sleep(0.6)   # a few polls: the watcher must not bring 2 back
     results = load.stop()
     assert all(r[0] == 200 for r in results)
