@@ -63,13 +63,17 @@ class Server:
             self.watcher = RepositoryWatcher(s.repository, settle_s=s.settle_s)
         self.manager = ModelManager(self.metrics, state)
         from ember.serve.production import Production
-        from ember.serve.validate import validate_version
-        self.manager.validator = validate_version
+        self.manager.validator = self._validate
         self.production = Production(self.metrics, state)
         self.sources: dict[str, dict] = {}      # name -> {version: (path, fingerprint)}
         self.unloaded: set[str] = set()         # explicitly unloaded: the poller leaves them
         self.started = False
         self._poller = None
+
+    async def _validate(self, rec) -> None:
+        from ember.serve.validate import validate_version
+        live = self.manager.serving(rec.name)
+        await validate_version(rec, live[-1].servable if live else None)
 
     # ---- used by the routes ----
 
