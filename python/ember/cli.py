@@ -14,7 +14,9 @@ from ember import cli_llm
 from ember import cli_profile
 from ember import cli_quantize
 from ember import cli_serve
+from ember import cli_validate
 from ember.errors import EmberError, InputError
+from ember.experiments import cli as experiments_cli
 from ember.serve import bench as serve_bench
 
 
@@ -254,6 +256,8 @@ def build_parser():
     serve_bench.add_parser(sub)
     cli_serve.add_parser(sub)
     cli_serve.add_rollback_parser(sub)
+    cli_validate.add_parser(sub)
+    experiments_cli.add_parser(sub)
     cli_llm.add_parsers(sub)
     return p
 

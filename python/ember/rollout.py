@@ -2,7 +2,8 @@
 reference data, with limits that decide whether the candidate may replace it.
 
 Graph models run the data in batches; per output: max/mean abs diff, cosine per row (mean, min),
-top-1 agreement of [N, C] float outputs (match rate of integer outputs), accuracy against labels;
+top-1 agreement and accuracy against labels of classifier-like outputs ([N, C] floats: argmax,
+[N] integers: ids; NOTE: a [N, dim] embedding is [N, C] too: min_top1_agreement = false skips it);
 latency is the median of interleaved timed passes; memory is weights + one batch's plan (arena,
 outputs, plan-time folds) as the session reports them. LLMs: perplexity on the texts, greedy
 token agreement of short generations, latency of one fixed generation, weights + KV cache.
@@ -110,11 +111,13 @@ class ValidationReport:
     def text(self) -> str:
         fmt = lambda v: "-" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)  # noqa: E731
         out = [f"ember validate ({self.kind}, {self.samples} samples)",
-               f"  candidate: {self.candidate}", f"  baseline:  {self.baseline or '(none: absolute checks only)'}",
+               f"  candidate: {self.candidate}",
+               f"  baseline:  {self.baseline or '(none: absolute checks only)'}",
                "", f"{'metric':<40} {'candidate':>11} {'baseline':>11} {'value':>11}  check"]
         for r in self.rows:
             op = ">=" if (r["limit"] or "").startswith("min_") else "<="
-            check = f"{r['limit']} {op} {r['bound']:g}" if r["bound"] is not None else (r["limit"] or "")
+            check = (f"{r['limit']} {op} {r['bound']:g}" if r["bound"] is not None
+                     else f"{r['limit']} (off)" if r["limit"] and r["ok"] is None else r["limit"] or "")
             mark = {True: "  ok", False: "  FAIL", None: ""}[r["ok"]]
             out.append(f"{r['metric']:<40} {fmt(r['candidate']):>11} {fmt(r['baseline']):>11} "
                        f"{fmt(r['value']):>11}  {check}{mark}")
@@ -173,8 +176,9 @@ def _check_feeds(data, where) -> int:
     """Rows in the data; ModelError unless every array has the same axis-0 length >= 1."""
     sizes = {k: v.shape[0] if v.ndim else 0 for k, v in data.items()}
     if not set(data) - {LABELS} or not all(sizes.values()):
+        got = ", ".join(f"{k}{list(v.shape)}" for k, v in data.items()) or "none"
         raise ModelError(f"[validate] {where}: needs input arrays, each with a batch axis 0 of "
-                         f"at least 1 row; got {', '.join(f'{k}{list(v.shape)}' for k, v in data.items()) or 'none'}")
+                         f"at least 1 row; got {got}")
     if len(set(sizes.values())) > 1:
         raise ModelError(f"[validate] {where}: arrays disagree on the batch size (axis 0): "
                          + ", ".join(f"{k}={n}" for k, n in sizes.items()))
@@ -253,23 +257,15 @@ def _latency_memory(report, engines, run_once, mem, runs, what):
 def _compare_graphs(report, cand, base, data, labels, runs):
     n, bs = report.samples, report.limits.batch_size
     batches = [{k: v[i:i + bs] for k, v in data.items()} for i in range(0, n, bs)]
+    sizes = [len(next(iter(b.values()))) for b in batches]
     engines = [cand] + ([base] if base is not None else [])
-    rss = []     # RSS growth around each first pass: memory only when the session says nothing
-
-    def first(e):
-        before = _rss()
-        out = [e.run(b) for b in batches]
-        rss.append(_rss() - before)
-        return out
-
-    outs = _run_all(report, engines, first)
+    outs = _run_all(report, engines, lambda e: [e.run(b) for b in batches])
     if outs is None:
         return
-    sizes = [len(next(iter(b.values()))) for b in batches]
     scored = False
     for name in outs[0][0]:
         c = [o[name] for o in outs[0]]
-        bad = sum(int((~np.isfinite(_f64(a))).sum()) for a in c)
+        bad = sum(int((~np.isfinite(a)).sum()) for a in c if a.dtype.kind in "fV")
         if bad:
             report.fail("finite", f"candidate output '{name}' has {bad} non-finite values "
                         f"(of {sum(a.size for a in c)})")
@@ -297,17 +293,11 @@ def _compare_graphs(report, cand, base, data, labels, runs):
     if labels is not None and not scored:
         raise ModelError("[validate] labels given, but no output is [N, C] float scores or "
                          "[N] integer classes to score them against")
-    mem = [_graph_memory(e, batches[0]) for e in engines]
-    if None in mem:
-        mem = rss if None not in rss else None
-        report.notes.append("memory: the session reports no sizes, so RSS growth around each "
-                            "model's first pass (weights loaded earlier are not counted)")
-    else:
-        report.notes.append(f"memory: weights and constants after the graph passes + the plan "
-                            f"of one batch of {sizes[0]} rows (arena, outputs, plan-time folds); "
-                            "RSS is not used: both models share one process")
-    _latency_memory(report, engines, lambda e: [e.run(b) for b in batches], mem, runs,
-                    f"{n} rows")
+    report.notes.append(f"memory: weights and constants after the graph passes + the plan of "
+                        f"one batch of {sizes[0]} rows (arena, outputs, plan-time folds), as the "
+                        "session reports them; not RSS, which both models share")
+    _latency_memory(report, engines, lambda e: [e.run(b) for b in batches],
+                    [_graph_memory(report, e, batches[0]) for e in engines], runs, f"{n} rows")
 
 
 def _f64(a):
@@ -356,13 +346,13 @@ def _predictions(chunks, sizes):
     return np.concatenate([pick(x) for x in chunks])
 
 
-def _graph_memory(eng, feeds):
-    """Bytes of weights/constants + one batch's plan, as the session reports them."""
+def _graph_memory(report, eng, feeds):
     try:
         plan = eng.plan_info(feeds)
-        return int(eng._live_session().constant_bytes + plan["arena_bytes"]
-                   + plan.get("output_bytes", 0) + plan.get("folded_bytes", 0))
-    except (AttributeError, KeyError, TypeError, EmberError):
+        return (eng._live_session().constant_bytes + plan["arena_bytes"] + plan["output_bytes"]
+                + plan["folded_bytes"])
+    except (AttributeError, KeyError, EmberError) as e:
+        report.notes.append(f"memory: not reported ({type(e).__name__}: {e})")
         return None
 
 
@@ -370,7 +360,10 @@ def _graph_memory(eng, feeds):
 
 def _compare_llms(report, cand, base, texts, runs):
     prompts = texts[:report.limits.batch_size]
-    gen = lambda e: e.generate(prompts, max_tokens=GEN_TOKENS, temperature=0.0, ignore_eos=True)  # noqa: E731
+
+    def gen(e):
+        return e.generate(prompts, max_tokens=GEN_TOKENS, temperature=0.0, ignore_eos=True)
+
     engines = [cand] + ([base] if base is not None else [])
     res = _run_all(report, engines, lambda e: (e.score(texts), [c.token_ids for c in gen(e)]))
     if res is None:
@@ -388,7 +381,7 @@ def _compare_llms(report, cand, base, texts, runs):
         agree = [_prefix(a, b) / max(len(a), len(b), 1) for a, b in zip(res[0][1], res[1][1])]
         report.add(f"greedy token agreement ({GEN_TOKENS} tokens)", float(np.mean(agree)),
                    "min_token_agreement")
-    _latency_memory(report, engines, gen, [_llm_memory(e) for e in engines], runs,
+    _latency_memory(report, engines, gen, [_llm_memory(report, e) for e in engines], runs,
                     f"{len(prompts)} prompts x {GEN_TOKENS} tokens")
     report.notes += ["perplexity: exp of the mean token NLL over all texts (per each model's "
                      "tokenizer); agreement: share of greedy tokens before the first divergence",
@@ -396,24 +389,12 @@ def _compare_llms(report, cand, base, texts, runs):
 
 
 def _prefix(a, b) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def _rss():
-    """Resident bytes of this process now (Linux), else None."""
+def _llm_memory(report, eng):
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _llm_memory(eng):
-    try:
-        plan = eng.memory_plan
-        return int(plan["weight_bytes"] + plan["kv_cache_bytes"])
-    except (AttributeError, KeyError, TypeError, EmberError):
+        return eng.memory_plan["weight_bytes"] + eng.memory_plan["kv_cache_bytes"]
+    except (AttributeError, KeyError, EmberError) as e:
+        report.notes.append(f"memory: not reported ({type(e).__name__}: {e})")
         return None

@@ -216,8 +216,9 @@ def _canary(raw, mode, where) -> Canary | None:
     alpha = a.get("alpha", 0.05, _in01, "a number in (0, 1)")
     a.done()
     t.done()
-    return Canary(tuple(float(s) for s in stages), reqs if secs is None and reqs else
-                  (None if secs is not None else 1000), secs, rate, min_req, alpha)
+    if secs is None and reqs is None:
+        reqs = 1000
+    return Canary(tuple(float(s) for s in stages), reqs, secs, rate, min_req, alpha)
 
 
 def _bandit(raw, mode, mtype, k, where) -> BanditSpec | None:
