@@ -17,6 +17,7 @@ from ember import cli_serve
 from ember import cli_validate
 from ember.errors import EmberError, InputError
 from ember.experiments import cli as experiments_cli
+from ember.monitor import cli as monitor_cli
 from ember.serve import bench as serve_bench
 
 
@@ -258,6 +259,7 @@ def build_parser():
     cli_serve.add_rollback_parser(sub)
     cli_validate.add_parser(sub)
     experiments_cli.add_parser(sub)
+    monitor_cli.add_parser(sub)
     cli_llm.add_parsers(sub)
     return p
 

@@ -4,14 +4,16 @@ all their p-values, then the rule and the ranking.
 Drift rule: a feature is drifted when
   (a) any of its corrected p-values (KS, chi2; corrected together across all features of the
       check, BH or Holm) is below alpha, OR
-  (b) any of its distances (PSI, JS, KL) exceeds its threshold.
+  (b) any of its distances (PSI, JS, KL), less its noise floor, exceeds its threshold.
 (a) is the statistical evidence and what bounds the false-alarm rate; (b) flags a change large
-enough to matter even where many features make the correction strict. At the sizes a verdict
-needs (min_window rows on both sides) noise alone rarely crosses the default thresholds: PSI
-times n*m/(n+m) is about chi-square with bins-1 degrees of freedom when nothing drifted.
+enough to matter even where many features make the correction strict. The noise floor is the
+distance's expected value when nothing drifted, (bins-1)(1/n_ref + 1/n_cur) for PSI (PSI times
+n_ref*n_cur/(n_ref+n_cur) is about chi-square with bins-1 degrees of freedom), half that for KL
+and an eighth for JS (their second-order expansions); without it a window of 200 rows crosses
+PSI 0.25 by noise on about 1 feature in 400.
 
-Score (the ranking): the largest of distance / its threshold and log(p_adj) / log(alpha), so a
-feature is drifted exactly when its score exceeds 1, and scores of different tests compare.
+Score (the ranking): the largest of (distance - floor) / threshold and log(p_adj) / log(alpha),
+so a feature is drifted exactly when its score exceeds 1, and scores of different tests compare.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from ember.monitor import stats
 from ember.monitor.config import DISTANCES, P_TESTS, MonitorConfig
 
 P_FLOOR = 1e-300    # log of a p-value of 0 (KS on disjoint samples) would be inf
+FLOOR_SHARE = {"psi": 1.0, "kl": 0.5, "js": 0.125}   # of (bins-1)(1/n_ref + 1/n_cur)
 
 
 def numeric_values(values) -> tuple[np.ndarray, int]:
@@ -68,9 +71,11 @@ def compare(name: str, ftype: str, ref: list, cur: list, cfg: MonitorConfig) -> 
     if "chi2" in cfg.tests or (ftype == "categorical" and "ks" in cfg.tests):
         x2, p = stats.chi2(rc, cc)
         entry["tests"]["chi2"] = {"statistic": x2, "p": p, "bins": int(len(rc))}
+    noise = (np.count_nonzero(rc + cc) - 1) * (1 / len(r) + 1 / len(c))
     for d in DISTANCES:
         if d in cfg.tests:
             entry["tests"][d] = getattr(stats, d)(rc, cc)
+            entry.setdefault("floor", {})[d] = FLOOR_SHARE[d] * noise
     return entry
 
 
@@ -86,7 +91,8 @@ def evaluate(entries: list[dict], cfg: MonitorConfig) -> list[dict]:
             continue
         scores = [math.log(max(e["tests"][t]["p_adj"], P_FLOOR)) / log_alpha
                   for t in P_TESTS if t in e["tests"]]
-        scores += [e["tests"][d] / cfg.threshold(d) for d in DISTANCES if d in e["tests"]]
+        scores += [(e["tests"][d] - e["floor"][d]) / cfg.threshold(d)
+                   for d in DISTANCES if d in e["tests"]]
         e["score"] = float(max(scores, default=0.0))
         # p_adj < alpha  <=>  log(p_adj)/log(alpha) > 1: the rule and the score agree.
         e["drifted"] = e["score"] > 1.0

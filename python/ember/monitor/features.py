@@ -1,10 +1,11 @@
 """Feature rows from one run of a model: what the monitor compares, one dict per batch row.
 
 Inputs (batch on axis 0):
-  numeric [batch] -> "name"; numeric [batch, F] with a fixed F <= MAX_COLUMNS -> "name:col{j}";
-  other numeric tensors (ids [batch, seq], images, embeddings, wide tables) -> summaries of the
-  flattened row "name:mean|std|min|max|l2" plus `projections` random unit projections
-  "name:proj{k}" (seeded by the tensor name and k, so stable across restarts and row lengths);
+  numeric [batch] -> "name"; numeric [batch, F], F <= MAX_COLUMNS, whose declared dim 1 is a
+  number (or unknown, for float tensors) -> "name:col{j}"; other numeric tensors (ids
+  [batch, seq], images, embeddings, wide tables) -> summaries of the flattened row
+  "name:mean|std|min|max|l2" plus `projections` random unit projections "name:proj{k}"
+  (seeded by the tensor name and k, so stable across restarts and row lengths);
   string tensors -> categorical "name" / "name:col{j}" (first MAX_COLUMNS columns);
   bool tensors -> categorical when at most MAX_COLUMNS per row, else numeric summaries.
 Outputs: [batch, C] float with C >= 2 -> class scores: probabilities (as given when every value

@@ -1,7 +1,8 @@
 """Two-sample drift statistics on one feature, and the multiple-testing corrections.
 
 Binning rule (numeric features): `bins` quantile bins of the baseline — interior edges at the
-baseline's k/bins quantiles (k = 1..bins-1), deduplicated (ties merge bins), outermost edges
+baseline's k/bins quantiles (k = 1..bins-1; numpy's inverted_cdf, so each edge is a baseline
+value), deduplicated (ties merge bins), outermost edges
 -inf/+inf; a value equal to an edge falls in the bin above it. Categorical features: one bin per
 baseline category seen at least MIN_CATEGORY_COUNT times (at most MAX_CATEGORIES, the most
 frequent), plus a catch-all bin for every other value, so an unseen category lands somewhere.
@@ -24,7 +25,9 @@ OTHER = "(other)"           # the catch-all bin's name
 def quantile_edges(ref: np.ndarray, bins: int) -> np.ndarray:
     """Interior edges of the quantile bins of `ref` (ascending, unique); the outer edges are
     -inf/+inf implicitly, so len(edges) + 1 bins."""
-    qs = np.quantile(np.asarray(ref, dtype=np.float64), np.arange(1, bins) / bins)
+    # inverted_cdf: edges are baseline values, so discrete features get no in-between edges
+    qs = np.quantile(np.asarray(ref, dtype=np.float64), np.arange(1, bins) / bins,
+                     method="inverted_cdf")
     return np.unique(qs)
 
 

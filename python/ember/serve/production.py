@@ -56,6 +56,7 @@ class Production:
                                  "outputs drift beyond its thresholds", ["model", "version"],
                                  registry=r)
         self._checking: set = set()
+        self._tasks: set = set()
 
     # ---- experiments ----
 
@@ -149,30 +150,39 @@ class Production:
         mon.observe_latency(latency_s)
         if servable.labels not in self._checking:
             self._checking.add(servable.labels)
-            asyncio.get_running_loop().create_task(self._check(servable))
+            self._spawn(self._check(servable))
+
+    def _spawn(self, coro) -> None:
+        # The loop keeps only weak references to tasks: hold them until they finish.
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _check(self, servable) -> None:
         try:
-            alerts = await asyncio.to_thread(servable.monitor.check)
-            for name, score in list(servable.monitor.gauges().items())[:64]:
-                if name == "drift_alert":
-                    self.drift_alert.labels(*servable.labels).set(score)
-                else:
-                    self.drift_score.labels(*servable.labels, name).set(score)
+            alerts, gauges = await asyncio.to_thread(_check_and_gauges, servable.monitor)
+            self.drift_alert.labels(*servable.labels).set(gauges.pop("drift_alert", 0.0))
+            top = sorted(gauges.items(), key=lambda kv: -kv[1])[:32]   # bounded series
+            for name, score in top:
+                self.drift_score.labels(*servable.labels, name).set(score)
             for a in alerts:
                 self._alert(servable, a)
         except Exception:  # noqa: BLE001 - monitoring must never fail serving
             log.exception("drift check of %s version %s failed", *servable.labels)
-        finally:
+            self._checking.discard(servable.labels)
+            return
+        # Rows that came in while this check ran may already be due for the next one.
+        if servable.monitor.due():
+            self._spawn(self._check(servable))
+        else:
             self._checking.discard(servable.labels)
 
     def _alert(self, servable, alert: dict) -> None:
         name, version = servable.labels
         log.warning("drift alert: model %s version %s: %s", name, version, alert)
-        cfg = servable.monitor.config
+        cfg = servable.monitor.cfg
         if getattr(cfg, "webhook", None):
-            asyncio.get_running_loop().create_task(_post_webhook(cfg.webhook, dict(
-                alert, model=name, version=version)))
+            self._spawn(_post_webhook(cfg.webhook, dict(alert, model=name, version=version)))
         if getattr(cfg, "hook", None):
             env = dict(os.environ, EMBER_MODEL=name, EMBER_VERSION=version,
                        EMBER_ALERT=str(alert))
@@ -181,6 +191,12 @@ class Production:
                                  start_new_session=True)
             except OSError as e:
                 log.error("drift hook %r failed to start: %s", cfg.hook, e)
+
+
+def _check_and_gauges(monitor) -> tuple[list, dict]:
+    """Off the event loop: a drift check can take tens of milliseconds."""
+    alerts = monitor.check()
+    return alerts, monitor.gauges()
 
 
 async def _post_webhook(url: str, payload: dict) -> None:
