@@ -4,6 +4,8 @@ and validation that gates a version against the serving one."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import httpx
@@ -86,6 +88,41 @@ hook = "touch {marker}"
         assert "col3" in report["features"][0]["name"]        # ranked first
         assert marker.exists()                                   # the hook ran
         assert metric_value(s.metrics(), "ember_drift_alert", model="tab") == 1
+        html = tmp_path / "drift.html"
+        out = subprocess.run([sys.executable, "-m", "ember", "monitor", "report", "--url", s.url,
+                              "--model", "tab", "--out", str(html)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        page = html.read_text()
+        assert "x:col3" in page and "data:image/png;base64," in page
+    finally:
+        s.stop()
+
+
+def test_concept_drift_from_feedback(tmp_path):
+    """Outcomes posted to /v2/feedback: right while the baseline forms, then mostly wrong."""
+    root = tmp_path / "repo"
+    _version(root, "cd", 1)
+    (root / "cd" / "config.toml").write_text("""
+[monitor]
+window = 300
+min_window = 200
+baseline_requests = 300
+check_every = 50
+""")
+    s = _serve(root, tmp_path)
+    rng = np.random.default_rng(3)
+    try:
+        with httpx.Client(timeout=60) as c:
+            for i in range(600):
+                r = _infer(c, s.url, "cd", rng.standard_normal((1, F)).astype(np.float32))
+                pred = int(np.argmax(r.json()["outputs"][0]["data"]))
+                truth = pred if i < 300 or rng.random() < 0.5 else (pred + 1) % 3
+                fb = c.post(f"{s.url}/v2/feedback", json={
+                    "request_id": r.headers["x-request-id"], "value": truth})
+                assert fb.status_code == 200 and fb.json()["monitored"]
+            report = c.get(f"{s.url}/v2/models/cd/drift").json()
+        assert report["concept"] is not None and "concept" in report["alerts"], report["concept"]
     finally:
         s.stop()
 
@@ -124,8 +161,12 @@ plan = {alpha = 0.05, power = 0.8, baseline_rate = 0.1, mde = 0.05}
             report = c.get(f"{s.url}/v2/models/ab/experiment").json()
         shares = list(seen.values())
         assert 0.3 < shares.count("treatment") / len(shares) < 0.7
-        text = str(report).lower()
-        assert "insufficient" in text          # 150 users per arm is short of the plan
+        assert report["decision"] == "insufficient_data"     # 150 users per arm: short of plan
+        out = subprocess.run([sys.executable, "-m", "ember", "experiment", "report", "--url", s.url,
+                              "--model", "ab"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "insufficient" in out.stdout.lower(), out.stderr
+        assert metric_value(s.metrics(), "ember_experiment_requests_total",
+                            experiment="ab-test") == 300
     finally:
         s.stop()
 

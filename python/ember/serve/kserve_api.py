@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ember.serve.kserve_codec import encode_infer_response, model_metadata, parse_infer_request
 from ember.serve.models import NotFound, Unavailable
+from ember.serve.production import prediction_of
 
 router = APIRouter()
 
@@ -103,7 +104,7 @@ async def _infer(request: Request, name: str, version: str | None):
         rows = servable.monitor.features_graph(req.feeds, results)
         srv.production.observe(servable, getattr(request.state, "request_id", None), rows,
                                time.perf_counter() - track.t0,
-                               prediction=rows[0].get("output:class") if rows else None)
+                               prediction=prediction_of(rows[0]) if rows else None)
     return Response(content=data, headers=headers)
 
 

@@ -239,6 +239,18 @@ def _beside(model_path: str, file: str) -> str:
     raise EmberError(f"[monitor] baseline file {file!r} not found beside {model_path}")
 
 
+def prediction_of(row: dict):
+    """What a request predicted, for concept drift: the first output's class ("<output>:class"),
+    else its score ("<output>:score"); None when the outputs are neither."""
+    for k, v in row.items():
+        if k.endswith(":class"):
+            return int(v)            # categorical features are strings
+    for k, v in row.items():
+        if k.endswith(":score"):
+            return v
+    return None
+
+
 def request_key(request, spec: str, body_user: str | None) -> str | None:
     """The sticky key of a request: "header:NAME" or "body:user"."""
     kind, _, name = spec.partition(":")
