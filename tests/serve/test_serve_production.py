@@ -51,10 +51,36 @@ def _serve(root, tmp_path, name="serve.log"):
                       log_path=str(tmp_path / name))
 
 
+class _Webhook:
+    """A local HTTP endpoint that keeps the JSON bodies posted to it."""
+
+    def __init__(self):
+        import http.server
+        import json
+        import threading
+        posts = self.posts = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
 def test_drift_detected_and_alerted(tmp_path):
     root = tmp_path / "repo"
     _version(root, "tab", 1)
     marker = tmp_path / "alerted"
+    hook = _Webhook()
     (root / "tab" / "config.toml").write_text(f"""
 [monitor]
 window = 500
@@ -62,6 +88,7 @@ min_window = 200
 baseline_requests = 500
 check_every = 100
 hook = "touch {marker}"
+webhook = "{hook.url}"
 """)
     s = _serve(root, tmp_path)
     rng = np.random.default_rng(7)
@@ -87,6 +114,11 @@ hook = "touch {marker}"
         assert report["status"] == "drift"
         assert "col3" in report["features"][0]["name"]        # ranked first
         assert marker.exists()                                   # the hook ran
+        deadline = time.monotonic() + 10
+        while not any("col3" in str(p.get("feature")) for p in hook.posts):
+            assert time.monotonic() < deadline, hook.posts
+            time.sleep(0.1)
+        assert all(p["model"] == "tab" and p["event"] == "drift" for p in hook.posts)
         assert metric_value(s.metrics(), "ember_drift_alert", model="tab") == 1
         html = tmp_path / "drift.html"
         out = subprocess.run([sys.executable, "-m", "ember", "monitor", "report", "--url", s.url,
@@ -97,6 +129,7 @@ hook = "touch {marker}"
         assert "x:col3" in page and "data:image/png;base64," in page
     finally:
         s.stop()
+        hook.close()
 
 
 def test_concept_drift_from_feedback(tmp_path):
