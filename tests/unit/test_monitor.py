@@ -145,8 +145,8 @@ def test_baseline_from_first_n(rng):
 
 
 def test_explicit_baseline_and_check_events(rng):
-    mon = Monitor(_cfg(window=200, min_window=200, baseline_requests=200, check_every=200),
-                  "graph", [], [])
+    mon = Monitor(_cfg(window=200, min_window=200, baseline_requests=200, check_every=200,
+                       alert_after=1), "graph", [], [])
     mon.set_baseline([{"x": float(v)} for v in rng.normal(size=500)])
     for v in rng.normal(size=199):
         mon.observe({"x": float(v)})
@@ -166,6 +166,24 @@ def test_explicit_baseline_and_check_events(rng):
     assert [(e["event"], e["feature"]) for e in mon.check()] == [("recovered", "x")]
     rep = mon.report()
     assert rep["baseline"] == 500 and rep["status"] == "ok"
+
+
+def test_alert_needs_consecutive_drifted_checks(rng):
+    """alert_after = 2 (the default): one drifted check is not yet an alert; a drifted check
+    after a clean one starts the count again."""
+    mon = Monitor(_cfg(window=100, min_window=100, baseline_requests=0, check_every=100),
+                  "graph", [], [])
+    mon.set_baseline([{"x": float(v)} for v in rng.normal(size=500)])
+
+    def window(mean):
+        for v in rng.normal(mean, 1, size=100):
+            mon.observe({"x": float(v)})
+        return [(e["event"], e["feature"]) for e in mon.check()]
+    assert window(3) == []                 # drifted once
+    assert window(0) == []                 # clean: the streak ends
+    assert window(3) == []
+    assert window(3) == [("drift", "x")]   # twice in a row
+    assert window(0) == [("recovered", "x")]
 
 
 def test_report_cached_and_json(rng):

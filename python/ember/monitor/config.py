@@ -15,6 +15,7 @@ typo must not leave a default silently in force); every error is a ModelError na
     bins = 10                   # quantile bins of the baseline (numeric features)
     projections = 8             # random unit projections per non-tabular tensor
     check_every = 100           # check() runs the drift check every N observations
+    alert_after = 2             # alert once a feature drifted in this many checks in a row
     max_pending = 100000        # predictions kept (LRU) for feedback()
     webhook = "https://..."     # carried through for the caller
     hook = "..."                # carried through for the caller
@@ -49,6 +50,7 @@ class MonitorConfig:
     bins: int = 10
     projections: int = 8
     check_every: int = 100
+    alert_after: int = 2
     max_pending: int = 100000
     webhook: str | None = None
     hook: str | None = None
@@ -79,6 +81,7 @@ class MonitorConfig:
             bins=c.int_("bins", 10, 2),
             projections=c.int_("projections", 8, 0, 64),
             check_every=c.int_("check_every", 100, 1),
+            alert_after=c.int_("alert_after", 2, 1),
             max_pending=c.int_("max_pending", 100000, 0),
             webhook=c.str_("webhook"),
             hook=c.str_("hook"),

@@ -78,6 +78,7 @@ class Monitor:
         self._base_rows = self._cur_rows = self._since_check = self._version = 0
         self._cache: tuple | None = None    # (version, report)
         self._alerted: set = set()
+        self._streak: dict = {}             # feature -> consecutive checks it was drifted
         n_ref = cfg.baseline_requests or cfg.min_window
         self._concept = Concept(cfg.window, cfg.max_pending, n_ref, cfg.min_window)
 
@@ -281,12 +282,16 @@ class Monitor:
             clear = {n for n, e in entries.items() if "skipped" not in e and not e["drifted"]}
             if rep["concept"] is not None and "tests" in rep["concept"] and "concept" not in now:
                 clear.add("concept")
+            # A feature alerts once it drifted in alert_after consecutive checks: checks repeat
+            # every check_every rows, and one noisy window must not page anyone.
+            self._streak = {n: self._streak.get(n, 0) + 1 for n in now}
+            firing = {n for n, k in self._streak.items() if k >= self.cfg.alert_after}
             events = []
-            for name in sorted(now - self._alerted):
+            for name in sorted(firing - self._alerted):
                 events.append(self._event("drift", name, entries, rep))
             for name in sorted(self._alerted & clear):
                 events.append(self._event("recovered", name, entries, rep))
-            self._alerted = (self._alerted - clear) | now
+            self._alerted = (self._alerted - clear) | firing
             return events
 
     def _event(self, kind: str, name: str, entries: dict, rep: dict) -> dict:
