@@ -116,18 +116,11 @@ def add_rollback_parser(sub):
 
 
 def cmd_rollback(args) -> int:
-    import httpx
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    try:
-        r = httpx.post(f"{args.url.rstrip('/')}/v2/repository/models/{args.name}/rollback",
-                       headers=headers, timeout=600)
-    except httpx.HTTPError as e:
-        raise EmberError(f"[rollback] cannot reach {args.url}: {e}") from None
-    try:
-        body = r.json()
-    except ValueError:
-        body = {"error": r.text[:500]}
-    if r.status_code != 200:
-        raise EmberError(f"[rollback] {args.name}: HTTP {r.status_code}: {body.get('error', body)}")
+    import urllib.parse
+
+    from ember.serve.client import request_json
+    name = urllib.parse.quote(args.name, safe="")
+    body = request_json("POST", f"{args.url.rstrip('/')}/v2/repository/models/{name}/rollback",
+                        area="rollback", api_key=args.api_key, timeout=600)
     print(f"{args.name}: now serving version {body['serving']}")
     return 0

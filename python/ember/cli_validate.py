@@ -12,7 +12,7 @@ import dataclasses
 import json
 import sys
 
-from ember.errors import EmberError, InputError, ModelError
+from ember.errors import EmberError, InputError
 
 # Keys of the server's [validation] table that serve/validate.py reads itself (not limits).
 SERVER_KEYS = ("feeds", "prompt", "max_tokens", "data")
@@ -48,15 +48,8 @@ def read_limits(path=None, specs=()):
     from ember.rollout import ValidationLimits
     table = {}
     if path:
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib
-        try:
-            with open(path, "rb") as f:
-                table = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ModelError(f"[validate] --limits {path}: {e}") from None
+        from ember.serve.config import read_toml
+        table = read_toml(path, "validate")
         table = table.get("validation", table)
     limits = ValidationLimits.from_dict(table, where=path or "--limits", ignore=SERVER_KEYS)
     given = {}

@@ -72,7 +72,7 @@ def test_fetch_report_errors_say_why():
     def down(request):
         raise httpx.ConnectError("refused")
 
-    with pytest.raises(EmberError, match=r"^\[experiments\] cannot reach http://h"):
+    with pytest.raises(EmberError, match=r"^\[experiments\] GET http://h/.*cannot reach the server"):
         cli.fetch_report("http://h", "m", transport=httpx.MockTransport(down))
 
 

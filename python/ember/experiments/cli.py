@@ -7,7 +7,7 @@ import json
 import os
 import urllib.parse
 
-from ember.errors import EmberError, InputError
+from ember.errors import InputError
 
 
 def add_parser(sub):
@@ -37,22 +37,9 @@ def add_parser(sub):
 
 
 def fetch_report(url: str, model: str, api_key: str | None = None, transport=None) -> dict:
-    import httpx
-    target = (f"{url.rstrip('/')}/v2/models/{urllib.parse.quote(model, safe='')}/experiment")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        with httpx.Client(transport=transport, timeout=30) as client:
-            r = client.get(target, headers=headers)
-    except httpx.HTTPError as e:
-        raise EmberError(f"[experiments] cannot reach {url}: {e}") from None
-    try:
-        body = r.json()
-    except ValueError:
-        body = {"error": r.text[:500]}
-    if r.status_code != 200:
-        msg = body.get("error", body) if isinstance(body, dict) else body
-        raise EmberError(f"[experiments] GET {target}: HTTP {r.status_code}: {msg}")
-    return body
+    from ember.serve.client import request_json
+    target = f"{url.rstrip('/')}/v2/models/{urllib.parse.quote(model, safe='')}/experiment"
+    return request_json("GET", target, area="experiments", api_key=api_key, transport=transport)
 
 
 def cmd_report(args) -> int:

@@ -5,6 +5,7 @@ as a self-contained HTML file."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ember.errors import EmberError
@@ -20,6 +21,8 @@ def add_parser(sub):
     r.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
     r.add_argument("--json", metavar="OUT.json", default=None, help="also write the raw report")
     r.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in s (default 30)")
+    r.add_argument("--api-key", default=os.environ.get("EMBER_API_KEY"),
+                   help="the server's API key (default: $EMBER_API_KEY)")
     r.set_defaults(fn=cmd_report)
     return p
 
@@ -33,22 +36,13 @@ def drift_url(url: str, model: str, version: str | None) -> str:
 
 
 def fetch_report(url: str, model: str, version: str | None = None, timeout: float = 30.0,
-                 transport=None) -> dict:
+                 transport=None, api_key: str | None = None) -> dict:
     """The server's drift report; transport: an httpx transport (tests use httpx.MockTransport)."""
-    import httpx
+    from ember.serve.client import request_json
     target = drift_url(url, model, version)
-    try:
-        with httpx.Client(timeout=timeout, transport=transport) as client:
-            resp = client.get(target)
-    except httpx.HTTPError as e:
-        raise EmberError(f"[monitor] GET {target}: {type(e).__name__}: {e}") from None
-    if resp.status_code != 200:
-        raise EmberError(f"[monitor] GET {target}: HTTP {resp.status_code}: {resp.text[:300]}")
-    try:
-        rep = resp.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EmberError(f"[monitor] GET {target}: the reply is not JSON ({e})") from None
-    if not isinstance(rep, dict) or "features" not in rep:
+    rep = request_json("GET", target, area="monitor", api_key=api_key, timeout=timeout,
+                       transport=transport)
+    if "features" not in rep:
         raise EmberError(f"[monitor] GET {target}: the reply is not a drift report "
                          "(no 'features' key)")
     return rep
@@ -56,7 +50,8 @@ def fetch_report(url: str, model: str, version: str | None = None, timeout: floa
 
 def cmd_report(args, transport=None):
     from ember.monitor.html import write_report
-    rep = fetch_report(args.url, args.model, args.version, args.timeout, transport)
+    rep = fetch_report(args.url, args.model, args.version, args.timeout, transport,
+                       getattr(args, "api_key", None))
     title = f"ember drift report: {args.model}" + (f" v{args.version}" if args.version else "")
     write_report(rep, rep.get("histograms"), args.out, title=title)
     if args.json:

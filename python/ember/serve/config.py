@@ -102,16 +102,20 @@ def load_config(path: str | None) -> ModelConfig:
     """Parses a config.toml (None or a missing file: the defaults)."""
     if path is None or not os.path.isfile(path):
         return ModelConfig()
+    return parse_config(read_toml(path, "serve"), path)
+
+
+def read_toml(path: str, area: str) -> dict:
+    """A TOML file as a dict; ModelError("[area] path: why") when it cannot be read or parsed."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
         import tomli as tomllib
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"[serve] {path}: {e}") from None
-    return parse_config(data, path)
+        raise ModelError(f"[{area}] {path}: {e}") from None
 
 
 def parse_config(data: dict, where: str = "config") -> ModelConfig:
