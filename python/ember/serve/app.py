@@ -24,9 +24,13 @@ from fastapi.responses import Response
 
 from ember.errors import EmberError
 from ember.serve.config import ModelConfig
+from ember.serve.llm_call import Timeout
 from ember.serve.metrics import Metrics
 from ember.serve.models import ModelManager, NotFound, Unavailable, model_name_for
-from ember.serve.plumbing import GuardMiddleware, Tracker, endpoint_of, install_error_handlers
+from ember.serve.plumbing import (GuardMiddleware, OpenAIError, Tracker, endpoint_of,
+                                  install_error_handlers)
+from ember.serve.production import Production, request_key
+from ember.serve.validate import validate_version
 
 log = logging.getLogger("ember.serve")
 
@@ -62,7 +66,6 @@ class Server:
             state = StateStore.for_repository(s.repository, s.state_path)
             self.watcher = RepositoryWatcher(s.repository, settle_s=s.settle_s)
         self.manager = ModelManager(self.metrics, state)
-        from ember.serve.production import Production
         self.manager.validator = self._validate
         self.production = Production(self.metrics, state)
         self.sources: dict[str, dict] = {}      # name -> {version: (path, fingerprint)}
@@ -71,7 +74,6 @@ class Server:
         self._poller = None
 
     async def _validate(self, rec) -> None:
-        from ember.serve.validate import validate_version
         live = self.manager.serving(rec.name)
         await validate_version(rec, live[-1].servable if live else None)
 
@@ -88,7 +90,6 @@ class Server:
         assignment = None
         servable = None
         if version is None and name in self.production.experiments:
-            from ember.serve.production import request_key
             exp = self.production.experiments[name]
             assignment, target = self.production.route(
                 name, request_key(request, exp.config.key, user))
@@ -115,7 +116,6 @@ class Server:
         return servable
 
     def llm_servable(self, name: str, request: Request | None = None, user: str | None = None):
-        from ember.serve.plumbing import OpenAIError
         servable = self.resolve_request(request, name, None, user) if request is not None \
             else self.resolve(name)
         if servable.kind != "llm":
@@ -128,7 +128,6 @@ class Server:
         return time.monotonic() + t if t else None
 
     async def with_deadline(self, servable, awaitable):
-        from ember.serve.llm_call import Timeout
         t = servable.config.request_timeout_s or self.settings.request_timeout_s
         if not t:
             return await awaitable
