@@ -284,3 +284,41 @@ def _wait_state(url, name, version, state, timeout=30.0):
     raise AssertionError(f"{name} version {version} never reached {state}: "
                          f"{httpx.post(url + '/v2/repository/index').json()}")
 
+
+
+def test_canary_ramps_up_and_keeps_its_users(tmp_path):
+    root = tmp_path / "repo"
+    _version(root, "cn", 1)
+    _version(root, "cn", 2)
+    (root / "cn" / "config.toml").write_text("""
+[version_policy]
+all = true
+[experiment]
+name = "canary-2"
+mode = "canary"
+key = "header:x-user-id"
+variants = [{name = "stable", version = 1}, {name = "canary", version = 2}]
+canary = {stages = [0.1, 0.5, 1.0], stage_requests = 100}
+""")
+    s = _serve(root, tmp_path)
+    x = np.ones((1, F), np.float32)
+    try:
+        first_canary = {}
+        shares = []
+        with httpx.Client(timeout=60) as c:
+            for stage in range(3):
+                hits = 0
+                for i in range(100):
+                    u = f"u{(stage * 100 + i) % 150}"
+                    v = _infer(c, s.url, "cn", x, {"x-user-id": u}).headers["x-ember-variant"]
+                    hits += v == "canary"
+                    if v == "canary":
+                        first_canary.setdefault(u, stage)
+                    else:   # once in the canary, a user stays in it as the share grows
+                        assert u not in first_canary, (u, stage)
+                shares.append(hits / 100)
+            weights = c.get(f"{s.url}/v2/models/cn/experiment").json()["weights"]
+        assert shares[0] < 0.3 and 0.3 < shares[1] < 0.7 and shares[2] == 1.0, shares
+        assert weights == {"stable": 0.0, "canary": 1.0}
+    finally:
+        s.stop()
