@@ -50,12 +50,16 @@ class _AsyncRequest:
         self.req = llm._submit(prompt, max_tokens, stop, sampling,
                                sink=_sink(loop, self._q, weakref.ref(llm)))
         self._state = _TextState(llm.tokenizer, self.req.stop, sampling.get("logprobs") is not None)
+        self.queued_s: float | None = None   # from submit to its first scheduled step
 
     async def next(self) -> str | None:
         """The next non-empty text delta, or None once the request is complete (.completion)."""
         try:
             while not self._done:
-                delta, done = self._state.feed(*_event(await self._q.get()))
+                out = await self._q.get()
+                if out[6] >= 0:
+                    self.queued_s = out[6]
+                delta, done = self._state.feed(*_event(out))
                 if done:
                     if self._state.cut_short:  # a stop string ended it: stop it in the runner
                         self._llm._runner.cancel([self.req.id])

@@ -38,11 +38,12 @@ llm::SamplingParams params_from(const nb::dict& d) {
   return p;
 }
 
-// (id, token, logprob, [(token, logprob)], finished, finish_reason) per output.
+// (id, token, logprob, [(token, logprob)], finished, finish_reason, queued_s) per output.
 nb::list outputs_to_python(const std::vector<SeqOutput>& outs) {
   nb::list l;
   for (const SeqOutput& o : outs)
-    l.append(nb::make_tuple(o.id, o.token, o.logprob, o.top, o.finished, o.finish_reason));
+    l.append(nb::make_tuple(o.id, o.token, o.logprob, o.top, o.finished, o.finish_reason,
+                            o.queued_s));
   return l;
 }
 

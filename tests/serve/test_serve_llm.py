@@ -210,6 +210,9 @@ def test_metrics_cover_the_requests(server, client):
     assert delta("ember_generation_tokens_total", model=MODEL) == r.usage.completion_tokens
     assert delta("ember_prompt_tokens_total", model=MODEL) == r.usage.prompt_tokens
     assert delta("ember_time_to_first_token_seconds_count", model=MODEL) == 1
+    assert delta("ember_queue_time_seconds_count", model=MODEL) == 1    # from the runner
+    assert 0 <= delta("ember_queue_time_seconds_sum", model=MODEL) <= delta(
+        "ember_time_to_first_token_seconds_sum", model=MODEL)
     assert delta("ember_inter_token_latency_seconds_count", model=MODEL) >= 1
     assert delta("ember_request_latency_seconds_count", model=MODEL, endpoint="completions") == 1
     assert metric_value(after, "ember_model_version_state", model=MODEL, state="serving") == 1

@@ -69,6 +69,9 @@ struct SeqOutput {
   std::vector<std::pair<int32_t, float>> top;  // (token, logprob), best first
   bool finished = false;
   std::string finish_reason;  // "" | "stop" | "length"
+  // On a request's first token only: seconds from add_request to the start of the step that
+  // first scheduled it (its queue time); -1 otherwise.
+  double queued_s = -1.0;
 };
 
 }  // namespace ember::llm

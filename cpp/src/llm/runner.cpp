@@ -56,7 +56,7 @@ void LlmRunner::add_request(int64_t id, std::vector<int32_t> prompt, const Sampl
                 " is outside the vocabulary [0, ", config_.vocab_size, ")");
   {
     std::lock_guard<std::mutex> lock(mu_);
-    pending_add_.push_back({id, std::move(prompt), params});
+    pending_add_.push_back({id, std::move(prompt), params, Clock::now()});
   }
   cv_work_.notify_one();
 }
@@ -96,6 +96,8 @@ std::vector<SeqOutput> LlmRunner::step_locked() {
     std::sort(ids.begin(), ids.end());
     scheduler_.finish_requests(ids);
     if (plan_out) scheduler_.update_from_output(plan, {});
+    arrived_.clear();
+    queued_.clear();
     for (int64_t id : ids) {
       SeqOutput o;
       o.id = id;
@@ -130,6 +132,7 @@ void LlmRunner::run_step(std::vector<SeqOutput>& out, StepPlan& plan, bool& plan
     try {
       scheduler_.add_request(p.id, std::move(p.prompt), p.params);
       live_.insert(p.id);
+      arrived_[p.id] = p.arrived;
       totals_.prompt_tokens += (int64_t)scheduler_.num_prompt_tokens(p.id);
     } catch (const Error& e) {
       // Validated in add_request; what only the scheduler knows (a duplicate id, more KV than
@@ -143,6 +146,8 @@ void LlmRunner::run_step(std::vector<SeqOutput>& out, StepPlan& plan, bool& plan
   }
   for (int64_t id : cancels) {
     if (!live_.erase(id)) continue;
+    arrived_.erase(id);
+    queued_.erase(id);
     scheduler_.finish_requests({id});
     SeqOutput o;
     o.id = id;
@@ -153,6 +158,13 @@ void LlmRunner::run_step(std::vector<SeqOutput>& out, StepPlan& plan, bool& plan
 
   plan = scheduler_.schedule();
   if (plan.num_seqs() == 0) return;
+  const Clock::time_point started = Clock::now();
+  for (const ScheduledSeq& s : plan.seqs) {
+    auto it = arrived_.find(s.id);
+    if (it == arrived_.end()) continue;
+    queued_[s.id] = std::chrono::duration<double>(started - it->second).count();
+    arrived_.erase(it);
+  }
   plan_out = true;
   std::vector<Tensor> result = session_->run_positional(feeds_for(plan));
   const Tensor& logits = result.at(0);  // [R padded, vocab]
@@ -178,6 +190,11 @@ void LlmRunner::run_step(std::vector<SeqOutput>& out, StepPlan& plan, bool& plan
   totals_.steps++;
   totals_.generated_tokens += (int64_t)done.size();
   for (SeqOutput& o : done) {
+    auto q = queued_.find(o.id);
+    if (q != queued_.end()) {
+      o.queued_s = q->second;
+      queued_.erase(q);
+    }
     if (o.finished) live_.erase(o.id);
     out.push_back(std::move(o));
   }

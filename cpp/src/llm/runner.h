@@ -12,12 +12,14 @@
 // sequence count is always max_num_seqs (empty sequences), and the logits rows to a power of
 // two. No kernel lets padding or the batch change a row's result (batch invariance).
 #pragma once
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -87,15 +89,21 @@ class LlmRunner {
   std::mutex step_mu_;  // one step at a time
   std::mutex mu_;       // pending requests, cancellations, outputs
   std::condition_variable cv_work_, cv_out_;
+  using Clock = std::chrono::steady_clock;
   struct Pending {
     int64_t id;
     std::vector<int32_t> prompt;
     SamplingParams params;
+    Clock::time_point arrived;
   };
   std::vector<Pending> pending_add_;
   std::vector<int64_t> pending_cancel_;
   std::deque<SeqOutput> outputs_;
   std::unordered_set<int64_t> live_;         // added to the scheduler, not finished (step_mu_)
+  // Queue times (step_mu_): arrival of live requests not yet scheduled, then the measured
+  // wait until their first token goes out.
+  std::unordered_map<int64_t, Clock::time_point> arrived_;
+  std::unordered_map<int64_t, double> queued_;
   bool stop_ = false;
   bool work_left_ = false;
   std::thread thread_;

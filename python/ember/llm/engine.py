@@ -277,7 +277,7 @@ class LlmEngine:
         with self._lock:
             pending = list(self._requests.values())
         for r in pending:
-            r.put((r.id, 0, 0.0, [], True, "error: the engine was closed"))
+            r.put((r.id, 0, 0.0, [], True, "error: the engine was closed", -1.0))
 
 
 def _prompt_batch(prompts) -> list:
@@ -288,9 +288,9 @@ def _prompt_batch(prompts) -> list:
 
 
 def _event(out) -> tuple:
-    """A runner output (id, token, logprob, top, finished, reason) -> (token, logprob, top,
-    finished, reason); a failed request raises EmberError."""
-    _, token, logprob, top, finished, reason = out
+    """A runner output (id, token, logprob, top, finished, reason, queued_s) -> (token, logprob,
+    top, finished, reason); a failed request raises EmberError."""
+    _, token, logprob, top, finished, reason, _ = out
     if reason.startswith("error"):
         raise EmberError(f"[generate] request failed: {reason[len('error: '):]}")
     return token, logprob, top, finished, reason

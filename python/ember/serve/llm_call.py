@@ -31,6 +31,7 @@ class LlmCall:
         self.servable, self.deadline = servable, deadline
         labels = servable.labels
         self._ttft = metrics.ttft.labels(*labels)
+        self._queue = metrics.queue.labels(*labels)
         self._itl = metrics.itl.labels(*labels)
         self._out_tokens = metrics.generation_tokens.labels(*labels)
         self._t0 = time.perf_counter()
@@ -60,6 +61,8 @@ class LlmCall:
             now = time.perf_counter()
             if self._last is None:
                 self._ttft.observe(now - self._t0)
+                if self._req.queued_s is not None:
+                    self._queue.observe(self._req.queued_s)
             else:
                 self._itl.observe((now - self._last) / new)
             self._last = now

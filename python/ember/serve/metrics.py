@@ -23,7 +23,8 @@ class Metrics:
                                  mve, buckets=_LATENCY, registry=r)
         self.queue = Histogram("ember_queue_time_seconds",
                                "Time a request waited before its batch (graph models) or its "
-                               "admission (LLMs) started", mv, buckets=_LATENCY, registry=r)
+                               "first scheduled step (LLMs) started", mv, buckets=_LATENCY,
+                               registry=r)
         self.ttft = Histogram("ember_time_to_first_token_seconds", "Time to first token",
                               mv, buckets=_LATENCY, registry=r)
         self.itl = Histogram("ember_inter_token_latency_seconds",
