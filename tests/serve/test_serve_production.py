@@ -199,6 +199,22 @@ plan = {alpha = 0.05, power = 0.8, baseline_rate = 0.1, mde = 0.05}
         assert out.returncode == 0 and "insufficient" in out.stdout.lower(), out.stderr
         assert metric_value(s.metrics(), "ember_experiment_requests_total",
                             experiment="ab-test") == 300
+        # New weights apply without reloading the versions (only [experiment] changed).
+        since = {r["version"]: r["since"] for r in httpx.post(s.url + "/v2/repository/index").json()}
+        cfg = root / "ab" / "config.toml"
+        cfg.write_text(cfg.read_text().replace("weight = 0.5}, {name", "weight = 0.9}, {name")
+                       .replace("version = 2, weight = 0.5", "version = 2, weight = 0.1"))
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{s.url}/v2/models/ab/experiment").json()["weights"]["control"] < 0.85:
+            assert time.monotonic() < deadline, "the new weights never applied"
+            time.sleep(0.2)
+        after = {r["version"]: r["since"] for r in httpx.post(s.url + "/v2/repository/index").json()}
+        assert after == since
+        assert metric_value(s.metrics(), "ember_experiment_requests_total",
+                            experiment="ab-test") == 300
+        now = httpx.get(f"{s.url}/v2/models/ab/experiment").json()["variants"]
+        counts = lambda vs: [(v["name"], v["requests"], v["n"]) for v in vs]  # noqa: E731
+        assert counts(now) == counts(report["variants"])              # the counts carried over
     finally:
         s.stop()
 

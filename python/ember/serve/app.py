@@ -72,6 +72,7 @@ class Server:
         self.unloaded: set[str] = set()         # explicitly unloaded: the poller leaves them
         self.started = False
         self._poller = None
+        self._warned: dict[str, float] = {}
 
     async def _validate(self, rec) -> None:
         live = self.manager.serving(rec.name)
@@ -97,8 +98,9 @@ class Server:
                 servable = self.manager.resolve(target.get("model", name),
                                                 str(target["version"]) if "version" in target else None)
             except EmberError as e:  # the variant is not serving: default routing, not counted
-                log.warning("experiment %s: variant %s unavailable (%s)", assignment.experiment,
-                            assignment.variant, e)
+                self._warn_once(f"{name}/{assignment.variant}",
+                                f"experiment {assignment.experiment}: variant {assignment.variant} "
+                                f"is unavailable ({e}); its requests go to the default version")
                 assignment = None
         if servable is None:
             servable = self.manager.resolve(name, version)
@@ -114,6 +116,13 @@ class Server:
             hdrs.append((b"x-ember-variant", assignment.variant.encode()))
         request.state.response_headers = hdrs
         return servable
+
+    def _warn_once(self, key: str, message: str, every_s: float = 60.0) -> None:
+        """A warning per key at most every every_s seconds (some arise on every request)."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -every_s) >= every_s:
+            self._warned[key] = now
+            log.warning("%s", message)
 
     def llm_servable(self, name: str, request: Request | None = None, user: str | None = None):
         servable = self.resolve_request(request, name, None, user) if request is not None \

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ember.errors import EmberError
 from ember.serve.config import ModelConfig
@@ -142,7 +142,7 @@ class VersionRecord:
 
     def to_json(self) -> dict:
         return {"name": self.name, "version": str(self.version), "state": self.state,
-                "reason": self.reason, "path": self.path}
+                "reason": self.reason, "path": self.path, "since": self.since}
 
 
 class ModelManager:
@@ -215,7 +215,7 @@ class ModelManager:
         of the selection until its files or the config change, so the policy falls back to
         the versions that do load (latest = 1 with a broken newest: the one before it)."""
         async with self._load_lock:
-            changed = name in self.configs and self.configs[name] != config
+            changed = name in self.configs and _load_relevant(self.configs[name]) != _load_relevant(config)
             self.configs[name] = config
             while True:
                 want = config.version_policy.select(
@@ -343,6 +343,12 @@ class ModelManager:
                 m.kv_usage.labels(*s.labels).set(st["kv_usage"])
                 m.llm_running.labels(*s.labels).set(st["running"])
                 m.llm_waiting.labels(*s.labels).set(st["waiting"])
+
+
+def _load_relevant(config: ModelConfig) -> ModelConfig:
+    """The config minus what is applied without reloading a version: the [experiment] table
+    (routing, owned by the production layer)."""
+    return replace(config, extra={k: v for k, v in config.extra.items() if k != "experiment"})
 
 
 def model_name_for(path_or_name: str) -> str:

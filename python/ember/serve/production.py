@@ -71,7 +71,11 @@ class Production:
         cfg = ExperimentConfig.from_dict(spec, where=f"{name}: [experiment]")
         if self._exp_configs.get(name) == cfg:
             return
-        saved = self.state.get(self._key(name, cfg.name)) if self.state is not None else None
+        old = self.experiments.get(name)
+        if old is not None and old.config.name == cfg.name:
+            saved = old.state()             # an edited experiment keeps its live counts
+        else:
+            saved = self.state.get(self._key(name, cfg.name)) if self.state is not None else None
         self.experiments[name] = Experiment(cfg, state=saved)
         self._exp_configs[name] = cfg
         log.info("model %s: experiment %s (%s) over %s", name, cfg.name, cfg.mode,
