@@ -60,6 +60,18 @@ void q4_quantize(const float* w,              // [N, K]
 // Activation quantization, per row m and 32-block b (zero past K): d = amax / 32767 (NaN when
 // the block holds an inf or NaN), q = d ? clamp(nearbyint(a / d), -32767, 32767) : 0; per group,
 // gsum = fma(d_b, isum_b, .) over its blocks in order from 0 (isum_b: the block's sum of q).
+// The exact integer part of one 32-block against int16 activations, in the AVX2 kernels' lane
+// order: lane l sums elements 2l, 2l + 1, 2l + 16 and 2l + 17 (madd_epi16 on each half, added).
+// W: int16_t (unpacked int4 codes) or int8_t (Q8_0). Shared by the Q4 and Q8 generic kernels.
+template <class W>
+inline void block_lane_dots(const int16_t* qb,  // [32]
+                            const W* wb,        // [32]
+                            int32_t* out) {     // [8]
+  for (int l = 0; l < 8; l++)
+    out[l] = qb[2 * l] * wb[2 * l] + qb[2 * l + 1] * wb[2 * l + 1] +
+             qb[2 * l + 16] * wb[2 * l + 16] + qb[2 * l + 17] * wb[2 * l + 17];
+}
+
 void q4_act_quantize16(const float* a,  // [M, K], row stride lda
                        int64_t lda, int64_t M, int64_t K, int64_t group,
                        int16_t* q,      // [M, nb * 32]

@@ -87,15 +87,8 @@ void q8_gemm_tile(const int16_t* q, const float* d, int64_t rows, const int8_t* 
     for (int64_t m = 0; m < rows; m++) {
       const int16_t* qm = q + m * nb * 32;
       const float* dm = d + m * nb;
-      // Integer part first (exact): lane l of block b covers elements 2l, 2l + 1, 2l + 16 and
-      // 2l + 17, the two halves' madd_epi16 pairs added.
-      for (int64_t b = 0; b < nb; b++) {
-        const int16_t* qb = qm + 32 * b;
-        const int8_t* wb = wn + 32 * b;
-        for (int l = 0; l < 8; l++)
-          pp[8 * b + l] = qb[2 * l] * wb[2 * l] + qb[2 * l + 1] * wb[2 * l + 1] +
-                          qb[2 * l + 16] * wb[2 * l + 16] + qb[2 * l + 17] * wb[2 * l + 17];
-      }
+      // Integer part first (exact; vectorises), in the AVX2 lane order.
+      for (int64_t b = 0; b < nb; b++) block_lane_dots(qm + 32 * b, wn + 32 * b, pp + 8 * b);
       for (int64_t b = 0; b < nb; b++) sp[b] = dm[b] * sn[b];
       float acc[8] = {};
       for (int64_t b = 0; b < nb; b++)

@@ -45,6 +45,16 @@ def _infer(c, url, name, x, headers=None):
     return r
 
 
+def _experiment_repo(tmp_path, name, versions, experiment: str):
+    """A repository where every version of `name` serves, routed by this [experiment] table."""
+    root = tmp_path / "repo"
+    for v in versions:
+        _version(root, name, v)
+    (root / name / "config.toml").write_text(
+        "[version_policy]\nall = true\n[experiment]\n" + experiment)
+    return root
+
+
 def _serve(root, tmp_path, name="serve.log"):
     return ServerProc(["--model-repository", str(root), "--poll-interval", "0.3",
                        "--state-path", str(tmp_path / "state" / "state.json")],
@@ -160,13 +170,7 @@ check_every = 50
 
 
 def test_sticky_split_with_feedback(tmp_path):
-    root = tmp_path / "repo"
-    _version(root, "ab", 1)
-    _version(root, "ab", 2)
-    (root / "ab" / "config.toml").write_text("""
-[version_policy]
-all = true
-[experiment]
+    root = _experiment_repo(tmp_path, "ab", (1, 2), """
 name = "ab-test"
 mode = "split"
 key = "header:x-user-id"
@@ -220,13 +224,7 @@ plan = {alpha = 0.05, power = 0.8, baseline_rate = 0.1, mde = 0.05}
 
 
 def test_bandit_learns_from_feedback_and_survives_restart(tmp_path):
-    root = tmp_path / "repo"
-    for v in (1, 2, 3):
-        _version(root, "bd", v)
-    (root / "bd" / "config.toml").write_text("""
-[version_policy]
-all = true
-[experiment]
+    root = _experiment_repo(tmp_path, "bd", (1, 2, 3), """
 name = "bandit"
 mode = "bandit"
 variants = [{name = "a", version = 1}, {name = "b", version = 2}, {name = "c", version = 3}]
@@ -303,13 +301,7 @@ def _wait_state(url, name, version, state, timeout=30.0):
 
 
 def test_canary_ramps_up_and_keeps_its_users(tmp_path):
-    root = tmp_path / "repo"
-    _version(root, "cn", 1)
-    _version(root, "cn", 2)
-    (root / "cn" / "config.toml").write_text("""
-[version_policy]
-all = true
-[experiment]
+    root = _experiment_repo(tmp_path, "cn", (1, 2), """
 name = "canary-2"
 mode = "canary"
 key = "header:x-user-id"

@@ -23,6 +23,7 @@ import numpy as np
 
 from ember.errors import EmberError, ModelError
 from ember.llm.build import LlamaConfig
+from ember.llm.tokenizer import _read_json
 
 __all__ = ["load_hf", "load_hf_weights", "config_from_hf", "check_tensors", "is_hf_llm_folder",
            "HFWeights", "HFTensor", "ARCHITECTURES"]
@@ -509,15 +510,6 @@ def _chat_template(folder: str, tokenizer) -> str | None:
             raise ModelError(f"[hf] {path}: cannot read: {e}") from None
     tpl = _read_json(os.path.join(folder, "chat_template.json")).get("chat_template")
     return tpl if isinstance(tpl, str) else getattr(tokenizer, "chat_template", None)
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            v = json.load(f)
-        return v if isinstance(v, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def load_hf(folder) -> tuple[LlamaConfig, HFWeights, object, str | None]:

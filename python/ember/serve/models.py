@@ -57,6 +57,7 @@ class Servable:
             raise EmberError(f"[serve] {name}: config says kind = {config.kind!r}, but {path} is "
                              f"a{'n LLM' if self.kind == 'llm' else ' graph model'}")
         self.async_engine = self.batcher = None
+        self.can_embed = False
         if self.kind == "llm":
             from ember.async_engine import AsyncEngine
             self.async_engine = AsyncEngine.from_engine(self.engine)
