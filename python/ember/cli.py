@@ -28,6 +28,15 @@ def add_quantize_arg(parser):
                              "group-wise weights); `ember quantize` writes a file instead")
 
 
+def add_device_args(parser):
+    """--device cpu|cuda[:N] and --precision: where an ONNX graph runs (Engine(device=...))."""
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default), cuda or cuda:N: nodes the GPU has no kernel for "
+                             "stay on the CPU (listed)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                        help="GPU matmuls and attention in half precision (fp32 accumulation)")
+
+
 def _parse_shapes(specs):
     """--shape name=1x128 -> {name: [1, 128]}."""
     shapes = {}
@@ -105,7 +114,8 @@ def cmd_info(args):
     if llm_only:
         raise InputError(f"[cli] {', '.join(llm_only)}: apply to GGUF models only")
     try:
-        eng = Engine(args.model, threads=args.threads, quantize=args.quantize)
+        eng = Engine(args.model, threads=args.threads, quantize=args.quantize,
+                     device=args.device, precision=args.precision)
     except UnsupportedOpError as e:
         _print_coverage(args.model, e)
         return 0
@@ -130,17 +140,23 @@ def cmd_info(args):
     feeds = _sample_feeds(eng, _parse_shapes(args.shape), args.dim)
     plan = eng.plan_info(feeds)
     shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in feeds.items())
-    print(f"plan for {shapes} (cpu isa {_core.cpu_isa()}, {_core.thread_pool_size()} threads):")
+    print(f"plan for {shapes} (cpu isa {_core.cpu_isa()}, {_core.thread_pool_size()} threads"
+          + (f", device {eng.device}, precision {args.precision}" if eng.device != "cpu" else "")
+          + "):")
     print(f"  peak arena: {_fmt_bytes(plan['arena_bytes'])}  outputs: "
-          f"{_fmt_bytes(plan['output_bytes'])}  folded at plan time: {_fmt_bytes(plan['folded_bytes'])}")
-    kernels = collections.Counter((op, k, isa) for _, op, k, isa in plan["nodes"])
+          f"{_fmt_bytes(plan['output_bytes'])}  folded at plan time: {_fmt_bytes(plan['folded_bytes'])}"
+          + (f"  device arena: {_fmt_bytes(plan['device_arena_bytes'])}" if eng.device != "cpu" else ""))
+    kernels = collections.Counter((op, k, isa, dev) for _, op, k, isa, dev in plan["nodes"])
     print("  kernels:")
-    for (op, k, isa), n in sorted(kernels.items(), key=lambda kv: (-kv[1], kv[0])):
-        print(f"    {op:<20} {k:<28} {isa:<8} x{n}")
+    for (op, k, isa, dev), n in sorted(kernels.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"    {op:<20} {k:<28} {isa:<8} {dev or '-':<8} x{n}")
     if args.nodes or len(plan["nodes"]) <= 40:
-        print("  nodes:")
-        for name, op, k, isa in plan["nodes"]:
-            print(f"    {name:<40} {op:<20} {k:<28} {isa}")
+        print("  nodes (name, op, kernel, isa, placement):")
+        for name, op, k, isa, dev in plan["nodes"]:
+            print(f"    {name:<40} {op:<20} {k:<28} {isa:<8} {dev or '-'}")
+    if eng.device_fallbacks:
+        print(f"  on the CPU because {eng.device} has no kernel for them: "
+              + ", ".join(f"{n} ({op})" for n, op in eng.device_fallbacks))
     return 0
 
 
@@ -156,7 +172,8 @@ def _load_input(spec):
 
 def cmd_run(args):
     from ember.engine import Engine
-    eng = Engine(args.model, threads=args.threads, quantize=args.quantize)
+    eng = Engine(args.model, threads=args.threads, quantize=args.quantize, device=args.device,
+                 precision=args.precision)
     feeds = _sample_feeds(eng, _parse_shapes(args.shape), args.dim) if args.sample else {}
     feeds.update(_load_input(s) for s in args.input or [])
     outputs = eng.run(feeds, outputs=args.output or None)
@@ -231,6 +248,7 @@ def build_parser():
                       help="list every node's kernel and ISA (default for graphs of <= 40 nodes)")
     info.add_argument("--threads", type=int, default=None)
     add_quantize_arg(info)
+    add_device_args(info)
     cli_llm.add_info_args(info)
     info.set_defaults(fn=cmd_info)
 
@@ -245,6 +263,7 @@ def build_parser():
     run.add_argument("--output-dir", help="write each output to DIR/<name>.npy")
     run.add_argument("--threads", type=int, default=None)
     add_quantize_arg(run)
+    add_device_args(run)
     run.set_defaults(fn=cmd_run)
 
     models = sub.add_parser("models", help="list the known model names and whether each is local")

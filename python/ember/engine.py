@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -11,6 +12,24 @@ from ember.errors import EmberError, InputError
 
 _DTYPES = {"float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32",
            "int64", "bool"}
+
+
+_log = logging.getLogger("ember")
+
+
+def _resolve_device(device) -> str:
+    """'cpu', 'cuda[:N]' (registered on first use) or another registered device (tests)."""
+    if not isinstance(device, str) or not device:
+        raise EmberError(f"[engine] device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        from ember import cuda
+        return cuda.device(device)
+    from ember import _core
+    if device in _core.device_names():
+        return device
+    raise EmberError(f"[engine] device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
 
 
 def _check_text(s: str, what: str) -> None:
@@ -47,25 +66,35 @@ class Engine:
     (they run on slower reference paths; a QuantFallbackWarning names them at load).
     memory_limit (bytes) refuses feeds whose plan would need more. kernels="reference" runs
     every node with its scalar reference kernel (for testing the fast kernels).
+    device: "cpu", "cuda" or "cuda:N" (ONNX graphs): each node runs on the GPU where the CUDA
+    backend has a kernel for it at the plan's shapes, else on the CPU, with copies only where
+    values cross; device_fallbacks lists (name, op) of the nodes put on the CPU so far (each
+    logged once on the "ember" logger). precision "fp16" / "bf16" lets the GPU use
+    half-precision tensor cores for matmuls and attention (fp32 accumulation); deterministic
+    asks the GPU for results that do not depend on the batch size.
     Engine.run may be called from several threads at once: each compiled plan (one per input
     shape signature) runs one call at a time; calls with different shapes run in parallel.
     """
 
     def __init__(self, model: Any, device: str = "cpu", threads: int | None = None,
                  quantize: Any = None, precision: str = "fp32", memory_limit: int | None = None,
-                 kernels: str = "auto", plan_cache_size: int = 8, **llm_options):
+                 kernels: str = "auto", plan_cache_size: int = 8, deterministic: bool = False,
+                 **llm_options):
         from ember import _core
         from ember.onnx_import import import_model
 
         self._source = model if isinstance(model, (str, os.PathLike)) else None  # for embed()
-        if device != "cpu":
-            raise EmberError(f"[engine] device {device!r} is not available in this build; "
-                             "ember.cuda.is_available() tells whether CUDA is")
+        self.device = _resolve_device(device)
         if quantize is not None:
             from ember.quantize.config import config_from
             quantize = config_from(quantize)      # InputError for anything but int8/int4/config
-        if precision != "fp32":
-            raise EmberError(f"[engine] precision={precision!r} is not supported yet; use 'fp32'")
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise EmberError(f"[engine] precision must be 'fp32', 'fp16' or 'bf16', not {precision!r}")
+        if precision != "fp32" and self.device == "cpu":
+            raise EmberError(f"[engine] precision={precision!r} applies to GPU engines; the CPU "
+                             "runs 'fp32'")
+        if not isinstance(deterministic, bool):
+            raise EmberError(f"[engine] deterministic must be True or False, not {deterministic!r}")
         if kernels not in ("auto", "reference"):
             raise EmberError(f"[engine] kernels must be 'auto' or 'reference', not {kernels!r}")
         if threads is not None and (not isinstance(threads, int) or not 1 <= threads < 2**31):
@@ -80,6 +109,12 @@ class Engine:
             from ember import hub
             model = hub.resolve(str(model))
         self._llm = None
+        self.device_fallbacks = []
+        is_llm = isinstance(model, (str, os.PathLike)) and (
+            str(model).lower().endswith(".gguf") or os.path.isdir(model))
+        if self.device != "cpu" and is_llm:
+            raise EmberError(f"[engine] LLMs run on the CPU for now; device={device!r} applies "
+                             "to ONNX graphs")
         if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".gguf"):
             self._init_llm(str(model), threads, quantize, kernels, llm_options)
             return
@@ -100,7 +135,8 @@ class Engine:
         self.outputs = [TensorInfo(t.name, t.dtype, t.shape) for t in self.info.outputs]
         self._session = _core.Session(graph, threads=threads or 0, memory_limit=memory_limit or 0,
                                       reference_kernels=kernels == "reference",
-                                      plan_cache_size=plan_cache_size)
+                                      plan_cache_size=plan_cache_size, device=self.device,
+                                      precision=precision, deterministic=deterministic)
         # Quantized nodes the fusion passes left alone run on slow reference paths: say which.
         from ember.quantize.fallback import warn_fallbacks
         self.quant_fallbacks = [tuple(f) for f in self._session.quant_fallbacks()]
@@ -195,14 +231,30 @@ class Engine:
         for o in outputs or []:
             _check_text(o, "output name")
         result = session.run(self._prepare_feeds(feeds), list(outputs or []))
+        if self.device != "cpu":
+            self._note_device_fallbacks(session)
         return {name: self._export(arr, dtype) for name, arr, dtype in result}
+
+    def _note_device_fallbacks(self, session):
+        """Logs each node that a new plan put on the CPU because the device cannot run it."""
+        found = session.device_fallbacks()
+        if len(found) == len(self.device_fallbacks):
+            return
+        new = [tuple(f) for f in found[len(self.device_fallbacks):]]
+        self.device_fallbacks = [tuple(f) for f in found]
+        _log.warning("%d node(s) run on the CPU: %s has no kernel for them at these shapes: %s",
+                     len(new), self.device, ", ".join(f"{n} ({op})" for n, op in new[:20])
+                     + (" ..." if len(new) > 20 else ""))
 
     def plan_info(self, feeds: Mapping[str, Any]) -> dict:
         """The compiled plan for these feeds: arena bytes and each node's kernel and ISA."""
         session = self._live_session()
         if not isinstance(feeds, Mapping):
             raise InputError(f"[run] feeds must be a dict of name -> array, not {type(feeds).__name__}")
-        return session.plan_info(self._prepare_feeds(feeds))
+        info = session.plan_info(self._prepare_feeds(feeds))
+        if self.device != "cpu":
+            self._note_device_fallbacks(session)
+        return info
 
     def profile(self, feeds: Mapping[str, Any], runs: int = 10, warmup: int = 2,
                 outputs: Sequence[str] | None = None):

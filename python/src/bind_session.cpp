@@ -28,18 +28,27 @@ void init_session(nb::module_& m) {
       .def(
           "__init__",
           [](Session* self, Graph& graph, int threads, size_t memory_limit, bool reference_kernels,
-             int plan_cache_size) {
+             int plan_cache_size, const std::string& device, const std::string& precision,
+             bool deterministic) {
             SessionOptions o;
             o.threads = threads;
             o.memory_limit = memory_limit;
             o.reference_kernels = reference_kernels;
             o.plan_cache_size = plan_cache_size;
+            o.device = device;
+            EMBER_CHECK(precision == "fp32" || precision == "fp16" || precision == "bf16", Input,
+                        "[session] precision must be 'fp32', 'fp16' or 'bf16', got '", precision, "'");
+            o.device_options.precision = precision == "fp16"   ? Precision::F16
+                                         : precision == "bf16" ? Precision::BF16
+                                                               : Precision::F32;
+            o.device_options.deterministic = deterministic;
             Graph g = std::move(graph);
             nb::gil_scoped_release release;
             new (self) Session(std::move(g), o);
           },
           nb::arg("graph"), nb::arg("threads") = 0, nb::arg("memory_limit") = 0,
-          nb::arg("reference_kernels") = false, nb::arg("plan_cache_size") = 8)
+          nb::arg("reference_kernels") = false, nb::arg("plan_cache_size") = 8,
+          nb::arg("device") = "cpu", nb::arg("precision") = "fp32", nb::arg("deterministic") = false)
       .def(
           "run",
           [](Session& s, const nb::list& feeds, const std::vector<std::string>& outputs) {
@@ -88,8 +97,10 @@ void init_session(nb::module_& m) {
              d["arena_bytes"] = info.arena_bytes;
              d["output_bytes"] = info.output_bytes;
              d["folded_bytes"] = info.folded_bytes;
+             d["device_arena_bytes"] = info.device_arena_bytes;
              nb::list nodes;
-             for (const auto& n : info.nodes) nodes.append(nb::make_tuple(n.name, n.op, n.kernel, n.isa));
+             for (const auto& n : info.nodes)
+               nodes.append(nb::make_tuple(n.name, n.op, n.kernel, n.isa, n.device));
              d["nodes"] = nodes;
              return d;
            })
@@ -102,6 +113,7 @@ void init_session(nb::module_& m) {
         return ops;
       })
       .def("quant_fallbacks", &Session::quant_fallbacks)
+      .def("device_fallbacks", &Session::device_fallbacks)
       .def("nodes", [](const Session& s) {
         nb::list out;  // (name, op) of every node after the load-time passes
         for (const Node& n : s.graph().nodes) out.append(nb::make_tuple(n.name, op_name(n.op)));

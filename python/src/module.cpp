@@ -10,6 +10,7 @@ void init_graph(nb::module_& m);
 void init_session(nb::module_& m);
 void init_runtime(nb::module_& m);
 void init_llm(nb::module_& m);
+void init_device(nb::module_& m);
 }  // namespace ember::py
 
 namespace {
@@ -43,4 +44,5 @@ NB_MODULE(_core, m) {
   ember::py::init_session(m);
   ember::py::init_runtime(m);
   ember::py::init_llm(m);
+  ember::py::init_device(m);
 }

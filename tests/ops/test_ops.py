@@ -22,6 +22,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import ember
+from ember import _core
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # cases.py, in any import mode
 from case_types import ABSENT, Case, generate, lay_out  # noqa: E402
@@ -181,8 +182,14 @@ def assert_same(got: np.ndarray, want: np.ndarray, tol, what: str):
                                atol=atol, err_msg=what)
 
 
-def run_ember(model, feeds, kernels):
-    with ember.Engine(model, kernels=kernels) as eng:
+# A test device holding every op (ember/device.h): each case also runs there, through the
+# placement, copy steps and residency checks a GPU engine uses.
+FAKE_DEVICE = "fake-all-ops"
+_core.register_fake_device(FAKE_DEVICE, _core.op_names(fused=True))
+
+
+def run_ember(model, feeds, kernels, device="cpu"):
+    with ember.Engine(model, kernels=kernels, device=device) as eng:
         first = eng.run(feeds)
         again = eng.run(feeds)
     for name in first:  # a second run over reused arena memory gives the same values
@@ -223,6 +230,11 @@ def test_op(case: Case, rng, make_model):
         assert_same(results["auto"][name], results["reference"][name],
                     case.tolerance(dtype_name(np.asarray(w))),
                     f"{case.id}: fast vs reference kernels, output '{name}'")
+    on_device = run_ember(model, feeds, "auto", FAKE_DEVICE)
+    for name, w in want.items():
+        assert_same(on_device[name], results["auto"][name],
+                    case.tolerance(dtype_name(np.asarray(w))),
+                    f"{case.id}: on a device (fake) vs the CPU, output '{name}'")
     for k, v in feeds.items():  # ember never writes into a caller's arrays
         assert v.tobytes() == snapshot[k].tobytes(), f"feed '{k}' was modified"
 
@@ -260,7 +272,7 @@ def test_lower_isa(tmp_path, seed, make_model):
     for c in CASES:
         model, feeds = case_model(c, rng, make_model)
         with ember.Engine(model) as eng:
-            if any(isa not in ("generic", "-") for _, _, _, isa in eng.plan_info(feeds)["nodes"]):
+            if any(isa not in ("generic", "-") for _, _, _, isa, _ in eng.plan_info(feeds)["nodes"]):
                 ids.append(c.id)
     if not ids:
         pytest.skip(f"no kernel in this build needs more than generic: the in-process run "

@@ -48,7 +48,7 @@ def check_against_ort(data, feeds, engine=None, rtol=1e-5, atol=1e-5):
 
 
 def kernels(engine, feeds):
-    return {name: kernel for name, _op, kernel, _isa in engine.plan_info(feeds)["nodes"]}
+    return {name: kernel for name, _op, kernel, _isa, _dev in engine.plan_info(feeds)["nodes"]}
 
 
 # ---- NonZero and shapes computed from data --------------------------------------------------

@@ -62,7 +62,7 @@ def run_both(data, x):
     for name, w in zip(names, sess.run(None, {"x": x})):
         np.testing.assert_allclose(got[name], w, rtol=2e-5, atol=2e-5, err_msg=name)
         np.testing.assert_allclose(want[name], w, rtol=2e-5, atol=2e-5, err_msg=name)
-    return [(op, kernel) for _name, op, kernel, _isa in fast.plan_info({"x": x})["nodes"]]
+    return [(op, kernel) for _name, op, kernel, _isa, _dev in fast.plan_info({"x": x})["nodes"]]
 
 
 @pytest.mark.parametrize("form", list(GELU_FORMS))
@@ -176,7 +176,7 @@ def test_attention_subgraph_fuses_into_one_node(rng, scale_op, mask_kind):
         if mask_kind == "key":
             feeds["mask"] = np.where(rng.random((b, 1, 1, s)) < 0.3, -1e4, 0).astype(np.float32)
         np.testing.assert_allclose(e.run(feeds)["y"], sess.run(None, feeds)[0], rtol=1e-5, atol=1e-5)
-    ops = [op for _n, op, _k, _i in e.plan_info(feeds)["nodes"]]
+    ops = [op for _n, op, _k, _i, _d in e.plan_info(feeds)["nodes"]]
     assert ops == ["Transpose", "Attention"], ops
 
 
@@ -234,7 +234,7 @@ def test_attention_absorbs_the_head_transposes(rng):
         feeds = {n: rng.standard_normal((b, s, hidden)).astype(np.float32) for n in ("q", "k", "v")}
         feeds["mask"] = np.where(rng.random((b, 1, 1, s)) < 0.3, -1e4, 0).astype(np.float32)
         np.testing.assert_allclose(e.run(feeds)["y"], sess.run(None, feeds)[0], rtol=1e-5, atol=1e-5)
-    ops = [op for _n, op, _k, _i in e.plan_info(feeds)["nodes"]]
+    ops = [op for _n, op, _k, _i, _d in e.plan_info(feeds)["nodes"]]
     assert ops.count("Transpose") == 0 and ops.count("Attention") == 1, ops
 
 

@@ -161,9 +161,15 @@ def test_explicit_baseline_and_check_events(rng):
     assert events[0]["score"] > 1 and "ks" in events[0]["tests"]
     g = mon.gauges()
     assert g == {"x": events[0]["score"], "drift_alert": 1.0}
-    for v in rng.normal(size=200):
-        mon.observe({"x": float(v)})
-    assert [(e["event"], e["feature"]) for e in mon.check()] == [("recovered", "x")]
+    # A clean window is a false alarm with probability about alpha (seed 215216532 drew one),
+    # so recovery is judged over up to four fresh windows: silence until the one that recovers.
+    for _ in range(4):
+        for v in rng.normal(size=200):
+            mon.observe({"x": float(v)})
+        events = [(e["event"], e["feature"]) for e in mon.check()]
+        if events:
+            break
+    assert events == [("recovered", "x")]
     rep = mon.report()
     assert rep["baseline"] == 500 and rep["status"] == "ok"
 

@@ -17,6 +17,8 @@
 namespace ember {
 
 struct Graph;
+class Device;
+struct DeviceOptions;
 
 enum class OpType : uint16_t {
   // elementwise binary (numpy broadcasting)
@@ -150,6 +152,13 @@ struct KernelCtx {
   std::vector<Tensor*> out;
   int max_threads = 1;
   SubgraphRunner* subgraphs = nullptr;  // set where the node is run eagerly by a session
+  // Set for steps placed on a device (ember/device.h): the tensors hold its memory.
+  Device* device = nullptr;
+  const DeviceOptions* device_options = nullptr;
+  // Device steps: per input, its host original where the input is a constant or a feed
+  // (copied to the device for this step), else nullptr. Exactly the inputs whose value the
+  // device's find_kernel saw at plan time: attribute-like inputs (axes, starts, shapes).
+  std::vector<const Tensor*> host_in{};
 
   const Tensor& input(int i) const { return *in[i]; }
   bool has_input(int i) const { return i < (int)in.size() && in[i] != nullptr; }

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "ember/device.h"
 #include "ember/graph.h"
 
 namespace ember {
@@ -17,6 +18,9 @@ struct SessionOptions {
   size_t memory_limit = 0;       // bytes of arena + outputs (+ plan-time folds) per plan; 0 = no limit
   bool reference_kernels = false;  // run every node with its OpDef reference kernel
   int plan_cache_size = 8;       // input-shape signatures kept compiled
+  // "cpu", or a registered device's name (ember/device.h): nodes it has kernels for run there.
+  std::string device = "cpu";
+  DeviceOptions device_options;
 };
 
 struct NodePlanInfo {
@@ -24,10 +28,12 @@ struct NodePlanInfo {
   std::string op;
   std::string kernel;  // registry kernel name, "reference", or "folded"
   std::string isa;
+  std::string device{};  // "cpu", the device's name, or "" (folded, eager)
 };
 
 struct PlanInfo {
   size_t arena_bytes = 0;     // peak bytes of intermediates (planned, reused)
+  size_t device_arena_bytes = 0;  // the same on the device
   size_t output_bytes = 0;
   size_t folded_bytes = 0;    // constants computed at plan time (shape sub-graphs)
   std::vector<NodePlanInfo> nodes;
@@ -78,6 +84,9 @@ class Session {
   // runs dequantized, in float or on a reference kernel (ember.Engine warns about these).
   // Empty with reference_kernels, which runs every node as written on purpose.
   const std::vector<std::pair<std::string, std::string>>& quant_fallbacks() const;
+  // (name, op) of each node that a plan compiled so far put on the CPU because the session's
+  // device has no kernel for it (at that plan's types and shapes); in first-seen order.
+  std::vector<std::pair<std::string, std::string>> device_fallbacks() const;
 
  private:
   struct Impl;

@@ -405,10 +405,10 @@ int fuse_attention_heads(Graph& g) {
   return rw.finish();
 }
 
-int fuse_graph(Graph& graph) {
+int fuse_graph(Graph& graph, const FuseOptions& options) {
   int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_rms_norm(graph) +
-          fuse_gelu(graph) + fuse_quant_activation(graph) + fuse_matmul(graph) +
-          fuse_attention(graph);
+          fuse_gelu(graph) + fuse_quant_activation(graph) +
+          (options.pack_cpu_weights ? fuse_matmul(graph) : 0) + fuse_attention(graph);
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (n) eliminate_dead_nodes(graph);
   return n;

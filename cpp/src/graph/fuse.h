@@ -34,8 +34,13 @@ int fuse_layer_norm(Graph& graph);
 // is torch's `.to(input_dtype)` in f32 exports; x = Cast(to float) of an fp16 input and a
 // Cast back before * w (fp16 exports) stay outside: the float middle fuses.
 int fuse_rms_norm(Graph& graph);
+struct FuseOptions {
+  // fuse_matmul packs weights for the CPU's GEMM; a session with a device leaves MatMul as
+  // it is (the device reads plain weights; CPU fallbacks pack them per call).
+  bool pack_cpu_weights = true;
+};
 // All of the above, in order; then dead nodes and constants removed.
-int fuse_graph(Graph& graph);
+int fuse_graph(Graph& graph, const FuseOptions& options = {});
 
 // ---- quantization (fuse_quant.cpp): run BEFORE constant folding, which would dequantize
 // constant weights into floats ----

@@ -48,6 +48,97 @@ std::vector<bool> read_after(const Graph& g, const std::vector<bool>& need, int 
   return read;
 }
 
+
+// The device's kernel for this node, if it has one. It sees input values only where they
+// are constants or feeds: those are the inputs a device step gets host copies of
+// (KernelCtx::host_in), whatever shape inference could compute ahead.
+void choose_device_kernel(Plan& plan, const PlanRequest& req, InferCtx& ictx, Step& step) {
+  InferCtx dctx = ictx;
+  dctx.values_read = 0;
+  for (size_t k = 0; k < step.in.size(); k++) {
+    int id = step.in[k];
+    bool host_stable = id >= 0 && (plan.kinds[id] == SlotKind::Known || plan.kinds[id] == SlotKind::Feed);
+    if (!host_stable && k < dctx.values.size()) dctx.values[k] = nullptr;
+  }
+  DeviceKernel dk = req.device->find_kernel(dctx, req.device_options);
+  ictx.values_read |= dctx.values_read;
+  if (!dk.fn) {
+    plan.fallbacks.push_back(&ictx.node);
+    return;
+  }
+  step.fn = dk.fn;
+  step.kernel = dk.name;
+  step.isa = Isa::Generic;
+  step.on_device = true;
+}
+
+void copy_to_device_step(const KernelCtx& ctx) {
+  ctx.device->copy_to_device(ctx.output(0).data(), ctx.input(0).data(), ctx.input(0).nbytes());
+}
+
+void copy_to_host_step(const KernelCtx& ctx) {
+  ctx.device->copy_to_host(ctx.output(0).data(), ctx.input(0).data(), ctx.input(0).nbytes());
+}
+
+// Rewrites the steps so each reads values on its own side: a copy slot and a copy step
+// before the first use on the other side (constants: a device slot filled at bind). Then the
+// values read on the host after the steps (outputs, carried values) get host slots.
+void place_copies(Plan& plan, const PlanRequest& req) {
+  const Graph& g = *req.graph;
+  size_t nv = plan.types.size();
+  plan.on_device.assign(nv, 0);
+  for (const Step& s : plan.steps)
+    for (int id : s.out) if (id >= 0) plan.on_device[id] = s.on_device;
+  std::vector<int> on_dev(nv, -1), on_host(nv, -1);
+  std::vector<Step> steps;
+  auto copy_of = [&](int id, bool to_device) -> int {
+    int have = to_device ? on_dev[id] : on_host[id];
+    if (have >= 0) return have;
+    int slot = (int)plan.types.size();
+    (to_device ? on_dev : on_host)[id] = slot;
+    plan.types.push_back(plan.types[id]);
+    plan.kinds.push_back(plan.kinds[id] == SlotKind::Known ? SlotKind::Known : SlotKind::Arena);
+    plan.offsets.push_back(0);
+    plan.known.push_back(plan.known[id]);  // constants: bind uploads the host tensor
+    plan.on_device.push_back(to_device);
+    plan.source.push_back(id);
+    if (plan.kinds[slot] == SlotKind::Known) return slot;
+    Node& copy = plan.copy_nodes.emplace_back();
+    copy.op = OpType::Identity;
+    copy.name = str_cat(to_device ? "copy to " : "copy from ", req.device->name(), ": ", g.values[id].name);
+    copy.inputs = {id};
+    copy.outputs = {slot};
+    Step step{&copy, to_device ? copy_to_device_step : copy_to_host_step,
+              to_device ? "copy_to_device" : "copy_to_host", Isa::Generic, {id}, {slot}, true, true};
+    steps.push_back(step);
+    plan.info.push_back({copy.name, "Copy", step.kernel, "-", req.device->name()});
+    return slot;
+  };
+  for (Step s : plan.steps) {
+    s.host_in.assign(s.in.size(), -1);
+    for (size_t k = 0; k < s.in.size(); k++) {
+      int& id = s.in[k];
+      if (id < 0 || plan.kinds[id] == SlotKind::Unused || plan.on_device[id] == s.on_device) continue;
+      if (s.on_device && (plan.kinds[id] == SlotKind::Known || plan.kinds[id] == SlotKind::Feed))
+        s.host_in[k] = id;
+      id = copy_of(id, s.on_device);
+    }
+    steps.push_back(std::move(s));
+  }
+  auto read_on_host = [&](int id) {
+    if (!plan.on_device[id]) return;
+    int slot = copy_of(id, false);
+    plan.host_slot[id] = slot;
+    if (plan.kinds[id] == SlotKind::Output) {  // the device writes its arena; the copy is the output
+      plan.kinds[id] = SlotKind::Arena;
+      plan.kinds[slot] = SlotKind::Output;
+    }
+  };
+  for (int id : req.outputs) read_on_host(id);
+  for (int id : plan.carried) read_on_host(id);
+  plan.steps = std::move(steps);
+}
+
 }  // namespace
 
 PlanRequest plan_request(const Graph& graph, const std::vector<int>& bound,
@@ -181,23 +272,25 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
       plan->types[id] = out_types[k];
       plan->kinds[id] = SlotKind::Arena;
     }
-    Step step{&node, def.reference, "reference", Isa::Generic};
+    Step step{&node, def.reference, "reference", Isa::Generic, node.inputs, node.outputs};
     if (!req.reference_kernels) {
-      if (const KernelEntry* e = cpu_kernel_find(ictx, req.isa)) step = {&node, e->fn, e->name, e->isa};
+      if (const KernelEntry* e = cpu_kernel_find(ictx, req.isa)) {
+        step.fn = e->fn;
+        step.kernel = e->name;
+        step.isa = e->isa;
+      }
     }
+    if (req.device) choose_device_kernel(*plan, req, ictx, step);
     plan->steps.push_back(step);
-    plan->info.push_back({node.name, def.name, step.kernel, isa_name(step.isa)});
+    const char* where = step.on_device ? req.device->name().c_str() : "cpu";
+    plan->info.push_back({node.name, def.name, step.kernel, step.on_device ? "-" : isa_name(step.isa), where});
     if (debug_level() >= 3)
-      std::fprintf(stderr, "[ember] %s (%s): %s/%s\n", node.name.c_str(), def.name, step.kernel,
-                   isa_name(step.isa));
+      std::fprintf(stderr, "[ember] %s (%s): %s/%s on %s\n", node.name.c_str(), def.name,
+                   step.kernel, isa_name(step.isa), where);
   }
 
-  int nsteps = (int)plan->steps.size();
-  std::vector<int> first(nv, -1), last(nv, -1);
-  for (int s = 0; s < nsteps; s++) {
-    for (int id : plan->steps[s].node->outputs) if (id >= 0) first[id] = last[id] = s;
-    for (int id : plan->steps[s].node->inputs) if (id >= 0) last[id] = s;
-  }
+  // Values read after this part (the eager node's inputs and later nodes'): carried to the
+  // continuation, or handed off as constants.
   if (plan->eager_node >= 0) {
     const Node& eager = g.nodes[plan->eager_node];
     for (int id : eager.outputs) if (id >= 0) plan->carried.push_back(id);
@@ -206,35 +299,54 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
       if (!read[id] || g.constants.count((int)id)) continue;
       SlotKind k = plan->kinds[id];
       if (k == SlotKind::Known) plan->handoff.push_back((int)id);
-      if (k == SlotKind::Feed || k == SlotKind::Arena || k == SlotKind::Output) {
+      if (k == SlotKind::Feed || k == SlotKind::Arena || k == SlotKind::Output)
         plan->carried.push_back((int)id);
-        last[id] = nsteps;  // the arena keeps it to the end of this part
-      }
     }
     plan->continuations = std::make_unique<PlanCache>(8);
     for (size_t ni = plan->eager_node + 1; ni < g.nodes.size(); ni++)
-      if (need[ni]) plan->info.push_back({g.nodes[ni].name, op_name(g.nodes[ni].op), "after eager", "-"});
+      if (need[ni]) plan->info.push_back({g.nodes[ni].name, op_name(g.nodes[ni].op), "after eager", "-", ""});
   }
 
   // Requested outputs get their own buffers; everything else computed goes in the arena.
   for (int id : req.outputs) {
     SlotKind& k = plan->kinds[id];
     if (k == SlotKind::Arena) k = SlotKind::Output;
+  }
+  plan->host_slot.resize(nv);
+  for (size_t id = 0; id < nv; id++) plan->host_slot[id] = (int)id;
+  plan->source.assign(nv, -1);
+  if (req.device) place_copies(*plan, req);
+  for (int id : req.outputs) {
+    int slot = plan->host_slot[id];
+    SlotKind k = plan->kinds[slot];
     if (k != SlotKind::Output && k != SlotKind::Known) continue;
-    const TensorType& t = plan->types[id];
+    const TensorType& t = plan->types[slot];
     plan->output_bytes += (size_t)shape_numel(t.shape) * dtype_size(t.dtype);
   }
-  std::vector<BufferLife> lives;
-  std::vector<int> life_ids;
-  for (size_t id = 0; id < nv; id++) {
-    if (plan->kinds[id] != SlotKind::Arena) continue;
-    const TensorType& t = plan->types[id];
-    lives.push_back({(size_t)shape_numel(t.shape) * dtype_size(t.dtype), first[id], last[id]});
-    life_ids.push_back((int)id);
+
+  size_t slots = plan->types.size();
+  int nsteps = (int)plan->steps.size();
+  std::vector<int> first(slots, -1), last(slots, -1);
+  for (int s = 0; s < nsteps; s++) {
+    for (int id : plan->steps[s].out) if (id >= 0) first[id] = last[id] = s;
+    for (int id : plan->steps[s].in) if (id >= 0) last[id] = s;
   }
-  MemoryPlan mp = memory_plan(lives);
-  for (size_t i = 0; i < life_ids.size(); i++) plan->offsets[life_ids[i]] = mp.offsets[i];
-  plan->arena_bytes = mp.peak_bytes;
+  for (int id : plan->carried) last[plan->host_slot[id]] = nsteps;  // kept to the end of this part
+  // Each side's intermediates in its own arena.
+  for (int side = 0; side < (req.device ? 2 : 1); side++) {
+    std::vector<BufferLife> lives;
+    std::vector<int> life_ids;
+    for (size_t id = 0; id < slots; id++) {
+      if (plan->kinds[id] != SlotKind::Arena) continue;
+      if (req.device && plan->on_device[id] != side) continue;
+      const TensorType& t = plan->types[id];
+      lives.push_back({(size_t)shape_numel(t.shape) * dtype_size(t.dtype), first[id], last[id]});
+      life_ids.push_back((int)id);
+    }
+    MemoryPlan mp = memory_plan(lives);
+    for (size_t i = 0; i < life_ids.size(); i++) plan->offsets[life_ids[i]] = mp.offsets[i];
+    (side ? plan->device_arena_bytes : plan->arena_bytes) = mp.peak_bytes;
+  }
   return plan;
 }
 

@@ -9,12 +9,14 @@
 // that cross stay live to the end of the part that made them.
 #pragma once
 #include <algorithm>
+#include <deque>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <utility>
 #include <vector>
 
+#include "ember/device.h"
 #include "ember/session.h"
 #include "runtime/registry.h"
 
@@ -29,25 +31,41 @@ enum class SlotKind : uint8_t { Unused, Feed, Known, Arena, Output };
 struct Step {
   const Node* node;
   KernelFn fn;
-  const char* kernel;  // registry name or "reference"
+  const char* kernel;  // registry name, "reference", or the device's kernel name
   Isa isa;
+  std::vector<int> in, out;  // slot ids: the node's values, or their copies on the other side
+  bool on_device = false;    // runs on PlanRequest::device (copy steps too)
+  bool is_copy = false;      // a copy between the CPU and the device (placement)
+  std::vector<int> host_in{};  // device steps: per input, the host slot it was copied from when
+                             // that is a constant or a feed (KernelCtx::host_in), else -1
 };
 
 class PlanCache;
 
+// Device placement (PlanRequest::device): a node runs on the device when the device has a
+// kernel for it, else on the CPU. A value used on the side it was not made on gets a copy
+// slot (an id past the graph's values) and a copy step before its first use there; constants
+// get a device slot filled once at bind. Requested outputs and values the eager node or a
+// continuation read are always read from the host (host_slot).
 struct Plan {
   std::vector<int> bound;          // value ids set at entry: graph inputs, or carried values
-  std::vector<TensorType> types;   // per value id
-  std::vector<SlotKind> kinds;     // per value id
-  std::vector<size_t> offsets;     // arena offset per value id (Arena slots)
+  std::vector<TensorType> types;   // per slot id (graph value ids, then copies)
+  std::vector<SlotKind> kinds;     // per slot id
+  std::vector<size_t> offsets;     // arena offset per slot id (Arena slots, in their side's arena)
   std::vector<Tensor> known;       // values known at plan time (constants, folded)
+  std::vector<uint8_t> on_device;  // per slot id; empty without a device
+  std::vector<int> source;         // per slot id: the value a copy slot copies, else -1
+  std::vector<int> host_slot;      // per graph value id: the slot holding it on the host
   std::vector<Step> steps;
   std::vector<int> outputs;        // requested output value ids, in order
   std::vector<int> value_feeds;    // indexes into `bound` whose values shape inference read
   size_t arena_bytes = 0;
+  size_t device_arena_bytes = 0;
   size_t output_bytes = 0;
   size_t folded_bytes = 0;
   std::vector<NodePlanInfo> info;
+  std::deque<Node> copy_nodes;           // the copy steps' nodes (stable addresses)
+  std::vector<const Node*> fallbacks;    // nodes the device has no kernel for (run on the CPU)
 
   // The boundary: graph node index run eagerly after the steps, -1 when the plan runs to the
   // end. `carried` are the continuation's bound values (the eager node's outputs first, then
@@ -61,6 +79,7 @@ struct Plan {
   // on its own arena.
   std::mutex mu;
   std::shared_ptr<void> arena;
+  std::shared_ptr<void> device_arena;
   std::vector<Tensor> slots;       // per value id, bound for the current run
   std::unique_ptr<PlanCache> continuations;
 };
@@ -77,6 +96,8 @@ struct PlanRequest {
   int first_node = 0;              // graph node index to start from (continuations)
   bool reference_kernels;
   Isa isa;
+  Device* device = nullptr;        // place nodes here where it has kernels (ember/device.h)
+  DeviceOptions device_options{};
 };
 
 // A request for these bound tensors: their types, and the small ones as values.

@@ -1,6 +1,7 @@
 // Session: load-time passes, feed validation, the plan cache and the executor loop.
 #include "ember/session.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -46,6 +47,11 @@ struct Session::Impl : SubgraphRunner {
   std::mutex children_mu;
   std::unordered_map<const Graph*, std::unique_ptr<Session>> children;  // per subgraph
   std::vector<std::pair<std::string, std::string>> quant_fallbacks;
+  std::shared_ptr<Device> device;  // null: CPU only
+  // Graph constants copied to the device once, shared by every plan (by value id).
+  std::mutex device_mu;
+  std::unordered_map<int, Tensor> device_constants;
+  std::vector<std::pair<std::string, std::string>> device_fallbacks;
 
   std::vector<int> resolve_outputs(const std::vector<std::string>& names) const {
     if (names.empty()) return graph.outputs;
@@ -142,8 +148,18 @@ struct Session::Impl : SubgraphRunner {
   std::shared_ptr<Plan> compile(PlanRequest req) {
     req.reference_kernels = options.reference_kernels;
     req.isa = isa;
+    req.device = device.get();
+    req.device_options = options.device_options;
     auto t0 = std::chrono::steady_clock::now();
     std::shared_ptr<Plan> plan = plan_compile(req);
+    if (!plan->fallbacks.empty()) {
+      std::lock_guard<std::mutex> lock(device_mu);
+      for (const Node* n : plan->fallbacks) {
+        std::pair<std::string, std::string> entry{n->name, op_name(n->op)};
+        if (std::find(device_fallbacks.begin(), device_fallbacks.end(), entry) == device_fallbacks.end())
+          device_fallbacks.push_back(std::move(entry));
+      }
+    }
     if (debug_level() >= 1) {
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       std::fprintf(stderr, "[ember] plan compiled in %.2f ms: %zu steps, arena %zu bytes%s\n", ms,
@@ -187,30 +203,76 @@ struct Session::Impl : SubgraphRunner {
                 "), over memory_limit ", options.memory_limit);
   }
 
+  // A device copy of a host tensor, freed with its last reference.
+  Tensor upload(const Tensor& host) {
+    std::shared_ptr<Device> dev = device;
+    void* p = dev->alloc(host.nbytes());
+    std::shared_ptr<void> owner(p, [dev](void* q) { dev->free(q); });
+    if (host.nbytes()) dev->copy_to_device(p, host.data(), host.nbytes());
+    return Tensor::borrow(host.dtype(), host.shape(), p, owner);
+  }
+
+  // A constant's device slot: graph constants are uploaded once per session.
+  Tensor device_constant(int source, const Tensor& host) {
+    if (!graph.constants.count(source)) return upload(host);
+    std::lock_guard<std::mutex> lock(device_mu);
+    Tensor& t = device_constants[source];
+    if (!t.defined()) t = upload(host);
+    return t;
+  }
+
   void bind_arena(Plan& plan) {
     if (plan.arena) return;
-    size_t nv = graph.values.size();
+    size_t slots = plan.types.size();
     size_t bytes = std::max<size_t>(plan.arena_bytes, 64);
     void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
     EMBER_CHECK(p, Input, "[run] out of memory allocating a ", bytes, "-byte arena");
-    plan.arena = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
-    plan.slots.assign(nv, Tensor());
-    for (size_t id = 0; id < nv; id++) {
-      const TensorType& t = plan.types[id];
-      if (plan.kinds[id] == SlotKind::Known) plan.slots[id] = plan.known[id];
-      if (plan.kinds[id] == SlotKind::Arena)
-        plan.slots[id] = Tensor::borrow(t.dtype, t.shape, (char*)p + plan.offsets[id]);
+    std::shared_ptr<void> arena(p, [](void* q) { std::free(q); });
+    char* dp = nullptr;
+    if (device) {
+      std::shared_ptr<Device> dev = device;
+      dp = static_cast<char*>(dev->alloc(std::max<size_t>(plan.device_arena_bytes, 256)));
+      plan.device_arena = std::shared_ptr<void>(dp, [dev](void* q) { dev->free(q); });
     }
+    plan.arena = arena;
+    plan.slots.assign(slots, Tensor());
+    for (size_t id = 0; id < slots; id++) {
+      const TensorType& t = plan.types[id];
+      bool on_device = device && plan.on_device[id];
+      if (plan.kinds[id] == SlotKind::Known)
+        plan.slots[id] = on_device ? device_constant(plan.source[id], plan.known[id]) : plan.known[id];
+      if (plan.kinds[id] == SlotKind::Arena)
+        plan.slots[id] = Tensor::borrow(t.dtype, t.shape, (on_device ? dp : (char*)p) + plan.offsets[id]);
+    }
+  }
+
+  // Debug devices: a step must read and write only memory on its own side.
+  void check_residency(const Step& step, const KernelCtx& ctx) const {
+    auto check = [&](const Tensor* t, const char* what) {
+      if (!t || !t->data() || t->nbytes() == 0) return;
+      EMBER_CHECK(device->owns(t->data()) == step.on_device, Internal, "[run] node '",
+                  step.node->name, "' on ", step.on_device ? device->name() : "cpu", ": its ",
+                  what, " is in ", step.on_device ? "host" : "device", " memory");
+    };
+    for (const Tensor* t : ctx.in) check(t, "input");
+    for (const Tensor* t : ctx.out) check(t, "output");
   }
 
   void run_step(const Step& step, Plan& plan, RunTrace* trace) {
     const Node& node = *step.node;
     KernelCtx ctx{node, {}, {}, threads};
-    for (int id : node.inputs) ctx.in.push_back(id >= 0 ? &plan.slots[id] : nullptr);
-    for (int id : node.outputs) ctx.out.push_back(id >= 0 ? &plan.slots[id] : nullptr);
+    for (int id : step.in) ctx.in.push_back(id >= 0 ? &plan.slots[id] : nullptr);
+    for (int id : step.out) ctx.out.push_back(id >= 0 ? &plan.slots[id] : nullptr);
+    if (step.on_device) {
+      ctx.device = device.get();
+      ctx.device_options = &options.device_options;
+      for (int id : step.host_in) ctx.host_in.push_back(id >= 0 ? &plan.slots[id] : nullptr);
+    }
+    if (device && device->checks_residency() && !step.is_copy) check_residency(step, ctx);
     if (!trace) return step.fn(ctx);
     int64_t t0 = trace_now_ns();
     step.fn(ctx);
+    if (step.on_device) device->synchronize();  // device work is asynchronous
     int64_t t1 = trace_now_ns();
     trace_record(*trace, node, step.kernel, step.isa, t0, t1, node_cost(ctx));
   }
@@ -220,7 +282,7 @@ struct Session::Impl : SubgraphRunner {
     const Node& node = graph.nodes[plan.eager_node];
     const OpDef& def = op_def(node.op);
     std::vector<const Tensor*> in;
-    for (int id : node.inputs) in.push_back(id >= 0 ? &plan.slots[id] : nullptr);
+    for (int id : node.inputs) in.push_back(id >= 0 ? &plan.slots[plan.host_slot[id]] : nullptr);
     std::vector<Tensor> outs(node.outputs.size());
     KernelCtx ctx{node, in, {}, threads, this};
     KernelFn fn = def.reference;
@@ -273,28 +335,32 @@ struct Session::Impl : SubgraphRunner {
     bind_arena(plan);
     for (int id : plan.bound) plan.slots[id] = rs.env[id];
     for (int id : plan.outputs) {
-      if (plan.kinds[id] == SlotKind::Output)
-        plan.slots[id] = Tensor::empty(plan.types[id].dtype, plan.types[id].shape);
+      int slot = plan.host_slot[id];
+      if (plan.kinds[slot] == SlotKind::Output)
+        plan.slots[slot] = Tensor::empty(plan.types[slot].dtype, plan.types[slot].shape);
     }
     struct Unbind {  // drop bound values and outputs from the plan whatever happens
       Plan& plan;
       ~Unbind() {
         for (int id : plan.bound) plan.slots[id] = Tensor();
-        for (int id : plan.outputs)
-          if (plan.kinds[id] == SlotKind::Output) plan.slots[id] = Tensor();
+        for (int id : plan.outputs) {
+          int slot = plan.host_slot[id];
+          if (plan.kinds[slot] == SlotKind::Output) plan.slots[slot] = Tensor();
+        }
       }
     } unbind{plan};
 
     for (const Step& step : plan.steps) run_step(step, plan, rs.trace);
     for (int id : plan.outputs) {
-      SlotKind k = plan.kinds[id];
+      int slot = plan.host_slot[id];
+      SlotKind k = plan.kinds[slot];
       if (k == SlotKind::Unused || k == SlotKind::Feed) continue;  // made in another part
-      rs.env[id] = plan.slots[id];
+      rs.env[id] = plan.slots[slot];
       rs.owned[id] = k == SlotKind::Output;
     }
     if (plan.eager_node < 0) return;
     for (int id : plan.carried)
-      if (plan.kinds[id] != SlotKind::Unused) rs.env[id] = plan.slots[id];
+      if (plan.kinds[id] != SlotKind::Unused) rs.env[id] = plan.slots[plan.host_slot[id]];
     run_eager(plan, rs);
     run_part(*continuation(plan, rs), rs);
   }
@@ -344,8 +410,18 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
   }
   fold_constants(graph);
   bind_constant_captures(graph);
-  // The reference path runs the graph as written: it is what the fused kernels are tested against.
-  if (!options.reference_kernels) fuse_graph(graph);
+  if (options.device != "cpu" && !options.device.empty()) {
+    impl_->device = device_find(options.device);
+    if (!impl_->device) {
+      std::string known;
+      for (const std::string& name : device_names()) known += (known.empty() ? "" : ", ") + name;
+      fail(ErrorKind::Input, "[session] device '", options.device, "' is not available (registered: ",
+           known.empty() ? "none" : known, ")");
+    }
+  }
+  // The reference path runs the graph as written: it is what the fused kernels are tested
+  // against. Weights are packed for the CPU's GEMM only where the CPU runs everything.
+  if (!options.reference_kernels) fuse_graph(graph, {.pack_cpu_weights = !impl_->device});
   impl_->graph = std::move(graph);
   impl_->options = options;
   impl_->isa = cpu_isa();
@@ -358,6 +434,11 @@ Session::~Session() = default;
 
 const std::vector<std::pair<std::string, std::string>>& Session::quant_fallbacks() const {
   return impl_->quant_fallbacks;
+}
+
+std::vector<std::pair<std::string, std::string>> Session::device_fallbacks() const {
+  std::lock_guard<std::mutex> lock(impl_->device_mu);
+  return impl_->device_fallbacks;
 }
 
 const Graph& Session::graph() const { return impl_->graph; }
@@ -408,6 +489,7 @@ PlanInfo Session::plan_info(const NamedTensors& feeds) {
   std::shared_ptr<Plan> plan = impl_->get_plan(bound, impl_->graph.outputs);
   PlanInfo info;
   info.arena_bytes = plan->arena_bytes;
+  info.device_arena_bytes = plan->device_arena_bytes;
   info.output_bytes = plan->output_bytes;
   info.folded_bytes = plan->folded_bytes;
   info.nodes = plan->info;

@@ -1,0 +1,99 @@
+// ember._cuda: the CUDA backend as a separately built, lazily imported module. It registers
+// one CudaDevice per GPU into ember._core's device registry through the capsule _core
+// exports; everything else goes through Engine(device="cuda").
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+
+#include <cuda_runtime.h>
+
+#include "cuda/src/backend.h"
+#include "cuda/src/cublaslt.h"
+
+namespace nb = nanobind;
+using namespace ember;
+using namespace ember::cuda;
+
+namespace {
+
+// Must match python/src/bind_device.cpp.
+struct DeviceApi {
+  int version;
+  void (*register_device)(const std::shared_ptr<Device>& device);
+};
+
+PyObject* error_class(ErrorKind kind) {
+  static PyObject* classes[4] = {};
+  int k = (int)kind;
+  if (!classes[k]) {
+    static const char* names[] = {"ModelError", "InputError", "UnsupportedOpError", "InternalError"};
+    nb::object errors = nb::module_::import_("ember.errors");
+    classes[k] = errors.attr(names[k]).inc_ref().ptr();
+  }
+  return classes[k];
+}
+
+std::shared_ptr<CudaDevice> device_at(int ordinal) {
+  static std::mutex mu;
+  static auto* devices = new std::vector<std::shared_ptr<CudaDevice>>;  // never destroyed
+  std::lock_guard<std::mutex> lock(mu);
+  int n = cuda_device_count(nullptr);
+  EMBER_CHECK(ordinal >= 0 && ordinal < n, Input, "[cuda] no device cuda:", ordinal, " (",
+              n, " present)");
+  if ((int)devices->size() < n) devices->resize(n);
+  if (!(*devices)[ordinal]) (*devices)[ordinal] = std::make_shared<CudaDevice>(ordinal);
+  return (*devices)[ordinal];
+}
+
+}  // namespace
+
+NB_MODULE(_cuda, m) {
+  m.doc() = "ember's CUDA backend";
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const Error& e) {
+      PyErr_SetString(error_class(e.kind()), e.what());
+    }
+  });
+  m.def("device_count", [] { return cuda_device_count(nullptr); });
+  m.def("unavailable_reason", [] {
+    std::string why;
+    return cuda_device_count(&why) > 0 ? std::string() : why;
+  }, "why there is no usable device ('' when there is one)");
+  m.def("device_name", [](int ordinal) {
+    cudaDeviceProp prop{};
+    cuda_check(cudaGetDeviceProperties(&prop, ordinal), "cudaGetDeviceProperties");
+    return std::string(prop.name);
+  });
+  m.def("compute_capability", [](int ordinal) {
+    int major = 0, minor = 0;
+    cuda_check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ordinal), "attribute");
+    cuda_check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ordinal), "attribute");
+    return nb::make_tuple(major, minor);
+  });
+  m.def("load_cublaslt", [](const std::string& path) {
+    std::string error;
+    bool ok = cublaslt_load(path, &error);
+    return nb::make_tuple(ok, error);
+  }, nb::arg("path") = "", "opens cuBLASLt -> (ok, error naming every path tried)");
+  m.def("register_device", [](nb::capsule api, int ordinal) {
+    EMBER_CHECK(std::string(api.name()) == "ember._core.device_api", Internal,
+                "[cuda] not ember._core's device capsule");
+    const auto* table = static_cast<const DeviceApi*>(api.data());
+    EMBER_CHECK(table->version == 1, Internal, "[cuda] ember._core and ember._cuda come from different builds");
+    std::shared_ptr<CudaDevice> dev = device_at(ordinal);
+    table->register_device(dev);
+    return dev->name();
+  }, nb::arg("api"), nb::arg("ordinal"));
+  m.def("allocator_stats", [](int ordinal) {
+    AllocatorStats s = device_at(ordinal)->allocator_stats();
+    nb::dict d;
+    d["in_use"] = s.in_use;
+    d["cached"] = s.cached;
+    d["peak"] = s.peak;
+    d["raw_allocs"] = s.raw_allocs;
+    d["hits"] = s.hits;
+    return d;
+  });
+}

@@ -1,0 +1,43 @@
+// CudaDevice: one GPU as an ember Device (ember/device.h). One non-blocking stream per device
+// carries every kernel and copy, so a run is ordered without events; a caching allocator
+// (allocator.h) serves the plans' arenas, uploaded constants and kernel scratch.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "cuda/src/allocator.h"
+#include "ember/device.h"
+
+namespace ember::cuda {
+
+class CudaDevice final : public Device {
+ public:
+  explicit CudaDevice(int ordinal);
+  ~CudaDevice() override;
+
+  const std::string& name() const override { return name_; }
+  void* alloc(size_t bytes) override;
+  void free(void* p) noexcept override;
+  void copy_to_device(void* dst, const void* src, size_t bytes) override;
+  void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  void synchronize() override;
+  DeviceKernel find_kernel(const InferCtx& ctx, const DeviceOptions& options) const override;
+
+  int ordinal() const { return ordinal_; }
+  // Makes this device current on the calling thread and returns its stream (cudaStream_t).
+  void* activate();
+  AllocatorStats allocator_stats() const { return allocator_.stats(); }
+
+ private:
+  int ordinal_;
+  std::string name_;
+  void* stream_ = nullptr;
+  CachingAllocator allocator_;
+};
+
+// Number of devices (0 when there is no driver or no GPU); `why` gets the CUDA error then.
+int cuda_device_count(std::string* why);
+// "[cuda] <what>: <CUDA error string>" as an ember Error when `status` (a cudaError_t) fails.
+void cuda_check(int status, const char* what);
+
+}  // namespace ember::cuda

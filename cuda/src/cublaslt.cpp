@@ -1,0 +1,385 @@
+// cuBLASLt at run time: dlopen and symbol lookup, the process's handle, and one matmul call
+// with its heuristic cache (declarations and the ABI notes in cublaslt.h).
+#include "cuda/src/cublaslt.h"
+
+#include <dlfcn.h>
+
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+
+#include "ember/error.h"
+
+namespace ember::cuda {
+
+// ---- loading ----------------------------------------------------------------------------------
+
+std::vector<std::string> cublaslt_candidates(const std::string& explicit_path,
+                                             const char* env_value) {
+  std::vector<std::string> paths;
+  if (!explicit_path.empty()) paths.push_back(explicit_path);
+  if (env_value && *env_value) paths.emplace_back(env_value);
+  for (const char* p :
+       {"libcublasLt.so.13", "libcublasLt.so", "/usr/local/cuda/lib64/libcublasLt.so.13"})
+    paths.emplace_back(p);
+  return paths;
+}
+
+namespace {
+
+// Looks up every entry point; returns the first missing symbol's name, or nullptr.
+const char* resolve(void* lib, lt::Api* api) {
+  struct Sym {
+    const char* name;
+    void** slot;
+  };
+  const Sym syms[] = {
+      {"cublasLtCreate", (void**)&api->create},
+      {"cublasLtDestroy", (void**)&api->destroy},
+      {"cublasLtGetVersion", (void**)&api->get_version},
+      {"cublasLtGetStatusName", (void**)&api->get_status_name},
+      {"cublasLtGetStatusString", (void**)&api->get_status_string},
+      {"cublasLtMatmulDescCreate", (void**)&api->matmul_desc_create},
+      {"cublasLtMatmulDescSetAttribute", (void**)&api->matmul_desc_set_attribute},
+      {"cublasLtMatmulDescDestroy", (void**)&api->matmul_desc_destroy},
+      {"cublasLtMatrixLayoutCreate", (void**)&api->matrix_layout_create},
+      {"cublasLtMatrixLayoutSetAttribute", (void**)&api->matrix_layout_set_attribute},
+      {"cublasLtMatrixLayoutDestroy", (void**)&api->matrix_layout_destroy},
+      {"cublasLtMatmulPreferenceCreate", (void**)&api->matmul_preference_create},
+      {"cublasLtMatmulPreferenceSetAttribute", (void**)&api->matmul_preference_set_attribute},
+      {"cublasLtMatmulPreferenceDestroy", (void**)&api->matmul_preference_destroy},
+      {"cublasLtMatmulAlgoGetHeuristic", (void**)&api->matmul_algo_get_heuristic},
+      {"cublasLtMatmul", (void**)&api->matmul},
+  };
+  for (const Sym& s : syms) {
+    *s.slot = dlsym(lib, s.name);
+    if (!*s.slot) return s.name;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+bool cublaslt_open(const std::vector<std::string>& candidates, lt::Api* api, std::string* error) {
+  std::string tried;
+  for (const std::string& path : candidates) {
+    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    std::string why;
+    if (!lib) {
+      const char* e = dlerror();
+      why = e ? e : "dlopen failed";
+    } else {
+      lt::Api a;
+      if (const char* missing = resolve(lib, &a)) {
+        why = str_cat("no symbol ", missing);
+      } else {
+        a.version = a.get_version();
+        if (a.version / 10000 != 13) why = str_cat("cuBLASLt version ", a.version, ", not 13.x");
+      }
+      if (why.empty()) {
+        a.path = path;
+        a.lib = lib;
+        *api = a;
+        return true;
+      }
+      dlclose(lib);
+    }
+    tried += str_cat("\n  ", path, ": ", why);
+  }
+  if (error)
+    *error = str_cat("[cublaslt] cannot load cuBLASLt 13, which the CUDA backend's MatMul and Gemm "
+                     "need; tried:", tried, "\ninstall it with `pip install nvidia-cublas`, or set "
+                     "EMBER_CUBLASLT to the path of a libcublasLt.so.13");
+  return false;
+}
+
+namespace {
+
+std::mutex g_load_mutex;
+lt::Api g_api;  // written once, under g_load_mutex, before g_loaded is set
+std::atomic<bool> g_loaded{false};
+
+}  // namespace
+
+bool cublaslt_load(const std::string& explicit_path, std::string* error) {
+  if (g_loaded.load(std::memory_order_acquire)) return true;  // every matmul comes by here
+  std::lock_guard<std::mutex> lock(g_load_mutex);
+  if (g_loaded.load(std::memory_order_relaxed)) return true;
+  bool ok = cublaslt_open(cublaslt_candidates(explicit_path, std::getenv("EMBER_CUBLASLT")), &g_api,
+                          error);
+  g_loaded.store(ok, std::memory_order_release);
+  return ok;
+}
+
+const lt::Api& cublaslt_api() {
+  std::string error;
+  if (!cublaslt_load("", &error)) fail(ErrorKind::Input, error);
+  return g_api;
+}
+
+std::string cublaslt_status_str(const lt::Api& api, lt::Status s) {
+  return str_cat(api.get_status_name(s), " (", api.get_status_string(s), ")");
+}
+
+lt::Handle cublaslt_handle() {
+  static std::mutex mutex;
+  static lt::Handle handle = nullptr;
+  const lt::Api& api = cublaslt_api();
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!handle) {
+    lt::Status s = api.create(&handle);
+    if (s != lt::kSuccess) {
+      handle = nullptr;
+      fail(ErrorKind::Internal, "[cublaslt] cublasLtCreate failed: ", cublaslt_status_str(api, s));
+    }
+  }
+  return handle;
+}
+
+// ---- matmul -----------------------------------------------------------------------------------
+
+namespace {
+
+void check(const lt::Api& api, lt::Status s, const char* what, const char* call) {
+  if (s != lt::kSuccess)
+    fail(ErrorKind::Internal, "[", what, "] ", call, " failed: ", cublaslt_status_str(api, s));
+}
+
+// The descriptors of one call; C shares D's layout (cuBLASLt's in-place rule when C is D).
+struct Descs {
+  const lt::Api& api;
+  lt::MatmulDesc desc = nullptr;
+  lt::MatrixLayout a = nullptr, b = nullptr, d = nullptr;
+  bool batch_invariant = false;  // the library took the batch-invariance flag
+
+  Descs(const lt::Api& api_, const LtGemmArgs& g, int compute, const GemmPlan& plan,
+        const float* bias, bool deterministic, const char* what)
+      : api(api_) {
+    try {
+      check(api, api.matmul_desc_create(&desc, compute, lt::kR32F), what,
+            "cublasLtMatmulDescCreate");
+      int32_t ta = g.trans_a ? lt::kOpT : lt::kOpN, tb = g.trans_b ? lt::kOpT : lt::kOpN;
+      set_desc(lt::kDescTransA, &ta, sizeof(ta), what);
+      set_desc(lt::kDescTransB, &tb, sizeof(tb), what);
+      if (plan.c == GemmC::Bias) {
+        uint32_t epilogue = lt::kEpilogueBias;
+        set_desc(lt::kDescEpilogue, &epilogue, sizeof(epilogue), what);
+        set_desc(lt::kDescBiasPointer, &bias, sizeof(bias), what);
+      }
+      if (deterministic) {
+        // Batch-invariant kernels where the library has them (13.x after 13.0); older ones
+        // refuse the attribute, and the fixed algorithm with no split-K is what remains.
+        int32_t flags = lt::kBatchInvarianceAlign4B;
+        batch_invariant = api.matmul_desc_set_attribute(desc, lt::kDescBatchInvarianceFlags, &flags,
+                                                        sizeof(flags)) == lt::kSuccess;
+      }
+      a = layout(g.a_rows, g.a_cols, g.lda, g.batch, g.stride_a, what);
+      b = layout(g.b_rows, g.b_cols, g.ldb, g.batch, g.stride_b, what);
+      d = layout(g.d_rows, g.d_cols, g.ldd, g.batch, g.stride_d, what);
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~Descs() { release(); }
+  Descs(const Descs&) = delete;
+  Descs& operator=(const Descs&) = delete;
+
+  void set_desc(int attr, const void* v, size_t n, const char* what) {
+    check(api, api.matmul_desc_set_attribute(desc, attr, v, n), what,
+          "cublasLtMatmulDescSetAttribute");
+  }
+  lt::MatrixLayout layout(int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride,
+                          const char* what) {
+    lt::MatrixLayout l = nullptr;
+    check(api, api.matrix_layout_create(&l, lt::kR32F, (uint64_t)rows, (uint64_t)cols, ld), what,
+          "cublasLtMatrixLayoutCreate");
+    if (batch > 1) {
+      int32_t count = (int32_t)batch;
+      lt::Status s =
+          api.matrix_layout_set_attribute(l, lt::kLayoutBatchCount, &count, sizeof(count));
+      if (s == lt::kSuccess)
+        s = api.matrix_layout_set_attribute(l, lt::kLayoutStridedBatchOffset, &stride,
+                                            sizeof(stride));
+      if (s != lt::kSuccess) {
+        api.matrix_layout_destroy(l);
+        check(api, s, what, "cublasLtMatrixLayoutSetAttribute");
+      }
+    }
+    return l;
+  }
+  void release() {
+    if (a) api.matrix_layout_destroy(a);
+    if (b) api.matrix_layout_destroy(b);
+    if (d) api.matrix_layout_destroy(d);
+    if (desc) api.matmul_desc_destroy(desc);
+    a = b = d = nullptr;
+    desc = nullptr;
+  }
+};
+
+// Alignment (bytes, up to 256) of a pointer and every batch's offset from it: the heuristic
+// only offers kernels whose vector loads fit it.
+uint32_t alignment(const void* p, int64_t batch, int64_t stride) {
+  uintptr_t bits = (uintptr_t)p;
+  if (batch > 1 && stride != 0) bits |= (uintptr_t)stride * sizeof(float);
+  bits |= 256;
+  return (uint32_t)(bits & (~bits + 1));
+}
+
+struct CachedAlgo {
+  bool found = false;
+  lt::MatmulAlgo algo{};
+  size_t workspace = 0;
+};
+using AlgoKey = std::array<int64_t, 23>;
+
+std::mutex g_cache_mutex;
+std::map<AlgoKey, CachedAlgo> g_cache;
+constexpr size_t kCacheMax = 4096;  // distinct shapes; past it the cache starts over
+
+// The heuristic's search preference: the workspace limit, the alignments the operands have,
+// and (deterministic runs) no split-K, so each element has one summation order.
+struct Pref {
+  const lt::Api& api;
+  lt::MatmulPreference pref = nullptr;
+
+  Pref(const lt::Api& api_, const std::array<uint32_t, 4>& align, bool deterministic,
+       const char* what)
+      : api(api_) {
+    check(api, api.matmul_preference_create(&pref), what, "cublasLtMatmulPreferenceCreate");
+    uint64_t ws = kLtWorkspaceBytes;
+    lt::Status s =
+        api.matmul_preference_set_attribute(pref, lt::kPrefMaxWorkspaceBytes, &ws, sizeof(ws));
+    if (deterministic && s == lt::kSuccess) {
+      uint32_t none = lt::kReductionSchemeNone;
+      s = api.matmul_preference_set_attribute(pref, lt::kPrefReductionSchemeMask, &none,
+                                              sizeof(none));
+    }
+    for (int i = 0; i < 4 && s == lt::kSuccess; i++)  // A, B, C, D
+      s = api.matmul_preference_set_attribute(pref, lt::kPrefMinAlignmentA + i, &align[i],
+                                              sizeof(align[i]));
+    if (s != lt::kSuccess) {
+      api.matmul_preference_destroy(pref);
+      check(api, s, what, "cublasLtMatmulPreferenceSetAttribute");
+    }
+  }
+  ~Pref() { api.matmul_preference_destroy(pref); }
+  Pref(const Pref&) = delete;
+  Pref& operator=(const Pref&) = delete;
+};
+
+// One heuristic query: the best algorithm within the workspace limit and alignments.
+CachedAlgo query(const lt::Api& api, const Descs& ds, const std::array<uint32_t, 4>& align,
+                 bool deterministic, const char* what) {
+  Pref pref(api, align, deterministic, what);
+  lt::HeuristicResult r{};
+  int returned = 0;
+  lt::Status s = api.matmul_algo_get_heuristic(cublaslt_handle(), ds.desc, ds.a, ds.b, ds.d, ds.d,
+                                               pref.pref, 1, &r, &returned);
+  // NOT_SUPPORTED: no heuristic for this configuration; the caller may try another path.
+  if (s != lt::kSuccess && s != lt::kNotSupported)
+    check(api, s, what, "cublasLtMatmulAlgoGetHeuristic");
+  CachedAlgo out;
+  if (s == lt::kSuccess && returned > 0 && r.state == lt::kSuccess) {
+    out.found = true;
+    out.algo = r.algo;
+    out.workspace = r.workspace_size;
+  }
+  return out;
+}
+
+AlgoKey key_of(const LtGemmArgs& g, const GemmPlan& p, int compute, bool deterministic,
+               const std::array<uint32_t, 4>& align, uint32_t bias_align) {
+  return {g.trans_a, g.trans_b, g.a_rows, g.a_cols, g.lda, g.b_rows, g.b_cols, g.ldb,
+          g.d_rows, g.d_cols, g.ldd, g.batch, g.stride_a, g.stride_b, g.stride_d,
+          (int64_t)p.c, compute, deterministic, align[0], align[1], align[2], align[3],
+          bias_align};
+}
+
+CachedAlgo cached(const AlgoKey& key, const std::function<CachedAlgo()>& make) {
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mutex);
+    auto it = g_cache.find(key);
+    if (it != g_cache.end()) return it->second;
+  }
+  CachedAlgo a = make();  // outside the lock: a heuristic query takes a while
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  if (g_cache.size() >= kCacheMax) g_cache.clear();
+  g_cache.emplace(key, a);
+  return a;
+}
+
+int compute_type(Precision p) {
+  switch (p) {
+    case Precision::F16: return lt::kCompute32FFast16F;
+    case Precision::BF16: return lt::kCompute32FFast16BF;
+    default: return lt::kCompute32F;  // plain FP32 FMA: cuBLASLt uses TF32 only when asked
+  }
+}
+
+}  // namespace
+
+bool cublaslt_describe(const lt::Api& api, const GemmPlan& plan, const float* bias,
+                       const DeviceOptions& options) {
+  Descs ds(api, gemm_lt_args(plan), compute_type(options.precision), plan, bias,
+           options.deterministic, "cublaslt");
+  Pref pref(api, {16, 16, 16, 16}, options.deterministic, "cublaslt");
+  return ds.batch_invariant;
+}
+
+bool cublaslt_matmul(const GemmPlan& plan, const LtOperands& ops, const DeviceOptions& options,
+                     const std::function<void*(size_t)>& workspace, void* stream,
+                     const char* what) {
+  const lt::Api& api = cublaslt_api();
+  lt::Handle handle = cublaslt_handle();
+  bool det = options.deterministic;
+  int compute = compute_type(options.precision);
+  const float* c = plan.c == GemmC::Full ? ops.c : ops.d;
+  const float* bias = plan.c == GemmC::Bias ? ops.c : nullptr;
+  LtGemmArgs g = gemm_lt_args(plan);
+  Descs run(api, g, compute, plan, bias, det, what);
+
+  // The actual alignments; deterministic runs assume 4 bytes (any F32 tensor) so the one
+  // algorithm stays valid wherever the arena puts the operands.
+  std::array<uint32_t, 4> align = {4, 4, 4, 4};
+  if (!det)
+    align = {alignment(ops.b, g.batch, g.stride_a), alignment(ops.a, g.batch, g.stride_b),
+             alignment(c, g.batch, g.stride_d), alignment(ops.d, g.batch, g.stride_d)};
+  uint32_t bias_align = bias ? alignment(bias, 1, 0) : 0;
+  auto exact = [&] { return query(api, run, align, det, what); };
+  CachedAlgo algo;
+  if (det) {
+    GemmPlan canon = gemm_plan_with_m(plan, kLtDeterministicM);
+    LtGemmArgs cg = gemm_lt_args(canon);
+    algo = cached(key_of(cg, canon, compute, true, align, 0), [&] {
+      Descs q(api, cg, compute, canon, bias, true, what);
+      return query(api, q, align, true, what);
+    });
+  } else {
+    algo = cached(key_of(g, plan, compute, false, align, bias_align), exact);
+  }
+  if (!algo.found) return false;
+
+  float alpha = g.alpha, beta = g.beta;
+  size_t ws_bytes = det ? kLtWorkspaceBytes : algo.workspace;
+  void* ws = ws_bytes ? workspace(ws_bytes) : nullptr;
+  lt::Status s = api.matmul(handle, run.desc, &alpha, ops.b, run.a, ops.a, run.b, &beta, c, run.d,
+                            ops.d, run.d, &algo.algo, ws, ws_bytes, stream);
+  if (s != lt::kSuccess && det) {
+    // NOTE: the fixed-m algorithm did not fit this m; this call runs with the heuristic's pick
+    // for its own m (still no split-K), re-queried each time (the cache holds the fixed one).
+    algo = exact();
+    if (!algo.found) return false;
+    s = api.matmul(handle, run.desc, &alpha, ops.b, run.a, ops.a, run.b, &beta, c, run.d, ops.d,
+                   run.d, &algo.algo, ws, ws_bytes, stream);
+  }
+  if (s != lt::kSuccess)
+    fail(ErrorKind::Internal, "[", what, "] cublasLtMatmul failed: ", cublaslt_status_str(api, s),
+         " (m=", plan.m, ", n=", plan.n, ", k=", plan.k, ", batch=", plan.batch, ")");
+  return true;
+}
+
+}  // namespace ember::cuda

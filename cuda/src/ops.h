@@ -1,0 +1,64 @@
+// Adapters of each op family (cuda/src/ops_*.cpp), listed in registry.cpp's table.
+#pragma once
+#include "cuda/src/cuda_ops.h"
+
+namespace ember::cuda {
+
+// ---- elementwise, activations, reductions, softmax, norms (ops_elementwise.cpp) ----
+void binary_cuda(const KernelCtx& ctx);  // Add ... Xor: f32, i64 (+ - * compare), bool logic
+bool binary_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void unary_cuda(const KernelCtx& ctx);  // Sqrt ... Cos, Gelu, LeakyRelu, HardSigmoid, HardSwish, Elu
+bool unary_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void dropout_cuda(const KernelCtx& ctx);
+bool dropout_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void clip_cuda(const KernelCtx& ctx);
+bool clip_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void where_cuda(const KernelCtx& ctx);
+bool where_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void cast_cuda(const KernelCtx& ctx);  // Cast, CastLike
+bool cast_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void swiglu_cuda(const KernelCtx& ctx);
+bool swiglu_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void reduce_cuda(const KernelCtx& ctx);  // ReduceSum, ReduceMean, ReduceMax
+bool reduce_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void softmax_cuda(const KernelCtx& ctx);  // Softmax, LogSoftmax
+bool softmax_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void layer_norm_cuda(const KernelCtx& ctx);
+bool layer_norm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void rms_norm_cuda(const KernelCtx& ctx);
+bool rms_norm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+// ---- data movement, RoPE (ops_movement.cpp) ----
+void copy_cuda(const KernelCtx& ctx);  // Reshape, Flatten, Squeeze, Unsqueeze, Identity
+bool copy_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void transpose_cuda(const KernelCtx& ctx);
+bool transpose_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void slice_cuda(const KernelCtx& ctx);
+bool slice_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void expand_cuda(const KernelCtx& ctx);
+bool expand_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void tile_cuda(const KernelCtx& ctx);
+bool tile_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void concat_cuda(const KernelCtx& ctx);
+bool concat_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void split_cuda(const KernelCtx& ctx);
+bool split_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void gather_cuda(const KernelCtx& ctx);
+bool gather_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void gather_elements_cuda(const KernelCtx& ctx);
+bool gather_elements_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void pad_cuda(const KernelCtx& ctx);
+bool pad_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void trilu_cuda(const KernelCtx& ctx);
+bool trilu_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void rope_cuda(const KernelCtx& ctx);
+bool rope_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+// ---- attention (ops_attention.cpp) ----
+void attention_cuda(const KernelCtx& ctx);
+bool attention_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+// ---- GEMM through cuBLASLt (ops_gemm.cpp, cublaslt.cpp) ----
+void matmul_cuda(const KernelCtx& ctx);
+bool matmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void gemm_cuda(const KernelCtx& ctx);
+bool gemm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+
+}  // namespace ember::cuda

@@ -1,0 +1,106 @@
+// MatMul and Gemm through cuBLASLt, F32 tensors (DeviceOptions::precision picks the compute
+// type: fp32, or fp16 / bf16 units with fp32 accumulation). The shapes become a GemmPlan
+// (gemm_plan.h: batch folding, strided batches, transposes, how C enters); cublaslt_matmul
+// runs it. Other dtypes, two-sided batch broadcasts and dims past 2^31 run on the CPU.
+#include <optional>
+
+#include "cuda/kernels/gemm_epilogue.h"
+#include "cuda/src/cublaslt.h"
+#include "cuda/src/gemm_plan.h"
+#include "cuda/src/ops.h"
+
+namespace ember::cuda {
+namespace {
+
+std::optional<GemmPlan> gemm_node_plan(const Node& node, const Shape& a, const Shape& b,
+                                       const Shape* c, const DeviceOptions& options) {
+  const Attrs& at = node.attrs;
+  // Deterministic runs keep one path for every C (no BIAS epilogue, whose kernels differ).
+  return gemm_plan_gemm(a, b, c, at.get_int("transA", 0) != 0, at.get_int("transB", 0) != 0,
+                        at.get_float("alpha", 1.0), at.get_float("beta", 1.0),
+                        !options.deterministic);
+}
+
+void fill_c(const KernelCtx& ctx, const GemmPlan& p, const float* c, float* d, float scale) {
+  gemm_fill_c(c, d, p.batch * p.m, p.n, p.c_rs, p.c_cs, scale, stream(ctx));
+  check_launch(str_cat("[", op_name(ctx.node.op), "] gemm_fill_c").c_str());
+}
+
+void run_plan(const KernelCtx& ctx, GemmPlan plan, const LtOperands& ops) {
+  if (plan.m == 0 || plan.n == 0 || plan.batch == 0) return;
+  if (plan.k == 0) {
+    // An empty sum: D is beta * C broadcast (plan.beta is 0 when C is not read), or zeros.
+    fill_c(ctx, plan, plan.c == GemmC::None ? nullptr : ops.c, ops.d, plan.beta);
+    return;
+  }
+  if (plan.c == GemmC::Broadcast) fill_c(ctx, plan, ops.c, ops.d, 1.0f);
+  const char* what = op_name(ctx.node.op);
+  // cuBLASLt's workspace: a Scratch of the step, made only when the algorithm wants one.
+  std::optional<Scratch> ws;
+  auto workspace = [&](size_t bytes) {
+    ws.emplace(ctx, bytes);
+    return ws->data();
+  };
+  if (cublaslt_matmul(plan, ops, options(ctx), workspace, stream(ctx), what)) return;
+  if (plan.c == GemmC::Bias) {
+    // No BIAS-epilogue kernel for this call: broadcast the row into D and add it through beta.
+    plan.c = GemmC::Broadcast;
+    fill_c(ctx, plan, ops.c, ops.d, 1.0f);
+    if (cublaslt_matmul(plan, ops, options(ctx), workspace, stream(ctx), what)) return;
+  }
+  fail(ErrorKind::Internal, "[", what, "] node '", ctx.node.name,
+       "': cuBLASLt has no algorithm for m=", plan.m, ", n=", plan.n, ", k=", plan.k,
+       ", batch=", plan.batch);
+}
+
+}  // namespace
+
+// ---- MatMul -----------------------------------------------------------------------------------
+
+bool matmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
+  if (ctx.in[0].dtype != DType::F32 || ctx.in[1].dtype != DType::F32) return false;
+  return gemm_plan_matmul(ctx.in[0].shape, ctx.in[1].shape).has_value();
+}
+
+void matmul_cuda(const KernelCtx& ctx) {
+  const Tensor& a = ctx.input(0);
+  const Tensor& b = ctx.input(1);
+  std::optional<GemmPlan> plan = gemm_plan_matmul(a.shape(), b.shape());
+  if (!plan)
+    fail(ErrorKind::Internal, "[MatMul] node '", ctx.node.name, "': no GEMM plan for ",
+         shape_str(a.shape()), " @ ", shape_str(b.shape()), " (supports() accepted it)");
+  LtOperands ops;
+  ops.a = a.ptr<const float>();
+  ops.b = b.ptr<const float>();
+  ops.d = ctx.output(0).ptr<float>();
+  run_plan(ctx, *plan, ops);
+}
+
+// ---- Gemm -------------------------------------------------------------------------------------
+
+bool gemm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
+  for (int i = 0; i < ctx.num_inputs(); i++)
+    if (ctx.has(i) && ctx.in[i].dtype != DType::F32) return false;
+  if (!ctx.has(0) || !ctx.has(1)) return false;
+  const Shape* c = ctx.has(2) ? &ctx.in[2].shape : nullptr;
+  return gemm_node_plan(ctx.node, ctx.in[0].shape, ctx.in[1].shape, c, options).has_value();
+}
+
+void gemm_cuda(const KernelCtx& ctx) {
+  const Tensor& a = ctx.input(0);
+  const Tensor& b = ctx.input(1);
+  const Tensor* c = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+  std::optional<GemmPlan> plan = gemm_node_plan(ctx.node, a.shape(), b.shape(),
+                                                c ? &c->shape() : nullptr, options(ctx));
+  if (!plan)
+    fail(ErrorKind::Internal, "[Gemm] node '", ctx.node.name, "': no GEMM plan for A ",
+         shape_str(a.shape()), ", B ", shape_str(b.shape()), " (supports() accepted it)");
+  LtOperands ops;
+  ops.a = a.ptr<const float>();
+  ops.b = b.ptr<const float>();
+  ops.c = c ? c->ptr<const float>() : nullptr;
+  ops.d = ctx.output(0).ptr<float>();
+  run_plan(ctx, *plan, ops);
+}
+
+}  // namespace ember::cuda

@@ -1,0 +1,56 @@
+// Devices: the registry (ember/device.h), the fake device for tests, and the capsule through
+// which a separately built backend module (ember._cuda) registers its devices here.
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "convert.h"
+#include "ember/device.h"
+
+namespace ember::py {
+
+namespace {
+
+// What ember._cuda finds in the capsule: both modules are built from one tree, so the C++
+// types match; `version` guards against a stale module from another build.
+struct DeviceApi {
+  int version;
+  void (*register_device)(const std::shared_ptr<Device>& device);
+};
+
+void register_from_module(const std::shared_ptr<Device>& device) { device_register(device); }
+
+const DeviceApi kDeviceApi{1, register_from_module};
+
+}  // namespace
+
+void init_device(nb::module_& m) {
+  m.attr("_device_api") = nb::capsule(&kDeviceApi, "ember._core.device_api");
+  m.def("device_names", &device_names, "registered devices besides the CPU");
+  m.def(
+      "register_fake_device",
+      [](const std::string& name, const std::vector<std::string>& ops) {
+        std::vector<OpType> types;
+        for (const std::string& op : ops) {
+          OpType t;
+          EMBER_CHECK(op_from_name(op, &t), Input, "[device] unknown op '", op, "'");
+          types.push_back(t);
+        }
+        device_register(device_fake_make(name, types));
+      },
+      nb::arg("name"), nb::arg("ops"),
+      "a test device: host memory in its own pool, the CPU's kernels for `ops` only");
+  m.def("fake_device_stats", [](const std::string& name) {
+    std::shared_ptr<Device> d = device_find(name);
+    EMBER_CHECK(d, Input, "[device] no device '", name, "'");
+    FakeDeviceStats s = device_fake_stats(*d);
+    nb::dict out;
+    out["copies_to_device"] = s.copies_to_device;
+    out["copies_to_host"] = s.copies_to_host;
+    out["bytes_to_device"] = s.bytes_to_device;
+    out["bytes_to_host"] = s.bytes_to_host;
+    out["live_allocations"] = s.live_allocations;
+    return out;
+  });
+}
+
+}  // namespace ember::py
