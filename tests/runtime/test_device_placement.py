@@ -1,0 +1,238 @@
+"""Placement on a second device, without a GPU: the fake device (ember/device.h) holds its
+own memory pool and runs the CPU's kernels for the ops it is given. The executor checks that
+every step reads and writes only memory on its own side, so a missing copy fails loudly here
+exactly where a GPU engine would read garbage. The whole op table also runs on a fake device
+holding every op (tests/ops/test_ops.py)."""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember import _core
+
+PART = "fake-part"  # MatMul and Relu only: every other node falls back to the CPU
+ALL = "fake-every-op"
+_core.register_fake_device(PART, ["MatMul", "Relu", "Mul", "Transpose"])
+_core.register_fake_device(ALL, _core.op_names(fused=True))
+
+
+def stats(name=PART):
+    return _core.fake_device_stats(name)
+
+
+def mlp(rng):
+    """x [n, 16] -> MatMul W -> Add b -> Relu -> Softmax; outputs y and the Relu output r."""
+    w = rng.standard_normal((16, 32)).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+             helper.make_node("Add", ["h", "b"], ["h2"], name="add"),
+             helper.make_node("Relu", ["h2"], ["r"], name="relu"),
+             helper.make_node("Softmax", ["r"], ["y"], axis=-1, name="softmax")]
+    g = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("r", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def assert_close_to_cpu(model, feeds, device, rtol=1e-6, atol=1e-6):
+    with ember.Engine(model) as cpu, ember.Engine(model, device=device) as dev:
+        want = cpu.run(feeds)
+        got = dev.run(feeds)
+        again = dev.run(feeds)
+    assert sorted(got) == sorted(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=atol, err_msg=k)
+        np.testing.assert_array_equal(again[k], got[k], err_msg=f"{k}: second run")
+    return got
+
+
+def test_mixed_placement_copies_only_at_boundaries(rng, caplog):
+    model = mlp(rng)
+    x = rng.standard_normal((5, 16)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        eng = ember.Engine(model, device=PART)
+        before = stats()
+        eng.run({"x": x})
+        first = stats()
+        eng.run({"x": x})
+        second = stats()
+    # Per run: x and h2 go to the device, h and r come back (r once, for Softmax and the
+    # output both); the weight W is uploaded once per engine, not per run.
+    assert second["copies_to_device"] - first["copies_to_device"] == 2
+    assert second["copies_to_host"] - first["copies_to_host"] == 2
+    assert second["bytes_to_device"] - first["bytes_to_device"] == x.nbytes + 5 * 32 * 4
+    assert first["bytes_to_device"] - before["bytes_to_device"] == x.nbytes + 5 * 32 * 4 + 16 * 32 * 4
+    placed = {n[0]: n[4] for n in eng.plan_info({"x": x})["nodes"]}
+    assert placed["mm"] == PART and placed["relu"] == PART
+    assert placed["add"] == "cpu" and placed["softmax"] == "cpu"
+    copies = sorted(n[0] for n in eng.plan_info({"x": x})["nodes"] if n[1] == "Copy")
+    assert copies == [f"copy from {PART}: h", f"copy from {PART}: r", f"copy to {PART}: h2",
+                      f"copy to {PART}: x"]
+    assert eng.device_fallbacks == [("add", "Add"), ("softmax", "Softmax")]
+    warned = [r.getMessage() for r in caplog.records if "run on the CPU" in r.getMessage()]
+    assert len(warned) == 1 and "add (Add)" in warned[0] and "softmax (Softmax)" in warned[0]
+    eng.close()
+    assert_close_to_cpu(model, {"x": x}, PART)
+
+
+def test_every_node_on_the_device_only_feeds_and_outputs_cross(rng):
+    model = mlp(rng)
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    with ember.Engine(model, device=ALL) as eng:
+        eng.run({"x": x})
+        a = stats(ALL)
+        eng.run({"x": x})
+        b = stats(ALL)
+        assert eng.device_fallbacks == []
+        assert {n[4] for n in eng.plan_info({"x": x})["nodes"]} == {ALL}
+    assert b["copies_to_device"] - a["copies_to_device"] == 1   # x
+    assert b["copies_to_host"] - a["copies_to_host"] == 2       # y, r
+    assert_close_to_cpu(model, {"x": x}, ALL)
+
+
+def test_device_memory_is_reused_and_freed(rng):
+    model = mlp(rng)
+    base = stats(ALL)["live_allocations"]
+    eng = ember.Engine(model, device=ALL)
+    for n in (2, 7, 2, 7):
+        eng.run({"x": rng.standard_normal((n, 16)).astype(np.float32)})
+    # one device arena per plan (two shapes) and the two uploaded constants
+    assert stats(ALL)["live_allocations"] - base == 4
+    eng.close()
+    del eng
+    gc.collect()
+    assert stats(ALL)["live_allocations"] == base
+
+
+def test_output_that_is_a_feed_or_read_again_on_the_device(rng):
+    # x is an output as fed; t = Transpose(x) is an output and is read again by Mul on the device.
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+             helper.make_node("Mul", ["t", "t"], ["m"]),
+             helper.make_node("Add", ["m", "t"], ["s"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3])],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                           for n in ("x", "t", "s", "m")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    got = assert_close_to_cpu(model, {"x": x}, PART, rtol=0, atol=0)
+    np.testing.assert_array_equal(got["x"], x)
+
+
+def test_eager_boundary_carries_device_values_through_the_host(rng):
+    # Relu runs on the device before NonZero (eager, on the CPU), and Mul after it reads both
+    # a value from before the boundary and the eager result's consumer.
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("NonZero", ["r"], ["nz"]),
+             helper.make_node("Cast", ["nz"], ["nzf"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["nzf"], ["cnt"], keepdims=0),
+             helper.make_node("Mul", ["r", "cnt"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal(6).astype(np.float32)
+    for device in (PART, ALL):
+        assert_close_to_cpu(model, {"x": x}, device, rtol=0, atol=0)
+
+
+def test_if_branches_place_their_own_nodes(rng):
+    def branch(name, op):
+        n = helper.make_node(op, ["x", "x"] if op == "Mul" else ["x"], [f"{name}_y"])
+        return helper.make_graph([n], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("If", ["c"], ["y"], then_branch=branch("then", "Mul"),
+                              else_branch=branch("else", "Relu"))]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                                       helper.make_tensor_value_info("x", TensorProto.FLOAT, [5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal(5).astype(np.float32)
+    for c in (True, False):
+        assert_close_to_cpu(model, {"c": np.array(c), "x": x}, PART, rtol=0, atol=0)
+
+
+def test_concurrent_runs_on_one_device(rng):
+    model = mlp(rng)
+    feeds = [rng.standard_normal((n, 16)).astype(np.float32) for n in (1, 3, 8, 13)]
+    with ember.Engine(model) as cpu:
+        want = [cpu.run({"x": x})["y"] for x in feeds]
+    eng = ember.Engine(model, device=PART)
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(20):
+                np.testing.assert_allclose(eng.run({"x": feeds[i]})["y"], want[i], rtol=1e-6, atol=1e-7)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(feeds))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    eng.close()
+    assert not errors, errors[0]
+
+
+def test_profile_times_device_steps_and_copies(rng):
+    model = mlp(rng)
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    with ember.Engine(model, device=PART) as eng:
+        prof = eng.profile({"x": x}, runs=3, warmup=1)
+    names = [n.name for n in prof.nodes]
+    assert "mm" in names and "softmax" in names
+    assert f"copy to {PART}: x" in names and f"copy from {PART}: r" in names
+
+
+@pytest.mark.parametrize("device,match", [
+    ("nope", "device must be"), ("gpu", "device must be"), ("cuda:x", "cuda' or 'cuda:N"),
+    ("", "device must be"), (3, "device must be")])
+def test_bad_device_names(rng, device, match):
+    with pytest.raises(ember.EmberError, match=match):
+        ember.Engine(mlp(rng), device=device)
+
+
+def test_cuda_without_a_device_says_why(rng):
+    if ember.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ember.EmberError, match=r"\[cuda\] (this ember was built without|no CUDA device)"):
+        ember.Engine(mlp(rng), device="cuda")
+
+
+def test_precision_and_deterministic_options(rng):
+    with pytest.raises(ember.EmberError, match="applies to GPU engines"):
+        ember.Engine(mlp(rng), precision="fp16")
+    with pytest.raises(ember.EmberError, match="precision must be"):
+        ember.Engine(mlp(rng), device=PART, precision="fp8")
+    with pytest.raises(ember.EmberError, match="deterministic must be"):
+        ember.Engine(mlp(rng), device=PART, deterministic="yes")
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    with ember.Engine(mlp(rng), device=PART, precision="bf16", deterministic=True) as eng:
+        assert eng.run({"x": x})["y"].shape == (2, 32)
+
+
+def test_llm_on_a_device_is_refused(tmp_path):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF")
+    with pytest.raises(ember.EmberError, match="LLMs run on the CPU"):
+        ember.Engine(str(path), device=PART)
+
+
+def test_info_shows_placement(rng, tmp_path, capsys):
+    from ember import cli
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(mlp(rng).SerializeToString())
+    assert cli.main(["info", str(path), "--device", PART, "--shape", "x=3x16"]) == 0
+    out = capsys.readouterr().out
+    assert f"device {PART}" in out and "device arena" in out
+    assert f"copy to {PART}: x" in out
+    assert "no kernel for them: add (Add), softmax (Softmax)" in out
