@@ -81,6 +81,12 @@ void CudaDevice::copy_to_host(void* dst, const void* src, size_t bytes) {
   cuda_check(cudaStreamSynchronize(s), "copy to host");
 }
 
+void CudaDevice::copy_on_device(void* dst, const void* src, size_t bytes) {
+  if (!bytes) return;
+  auto s = static_cast<cudaStream_t>(activate());
+  cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "copy on device");
+}
+
 void CudaDevice::synchronize() {
   cuda_check(cudaStreamSynchronize(static_cast<cudaStream_t>(activate())), "synchronize");
 }

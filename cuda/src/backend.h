@@ -20,6 +20,7 @@ class CudaDevice final : public Device {
   void free(void* p) noexcept override;
   void copy_to_device(void* dst, const void* src, size_t bytes) override;
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  void copy_on_device(void* dst, const void* src, size_t bytes) override;
   void synchronize() override;
   DeviceKernel find_kernel(const InferCtx& ctx, const DeviceOptions& options) const override;
 

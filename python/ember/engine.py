@@ -32,6 +32,16 @@ def _resolve_device(device) -> str:
     raise EmberError(f"[engine] device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
 
 
+def _on_accelerator(value) -> bool:
+    """A DLPack tensor outside host memory (torch / cupy CUDA tensors)."""
+    if isinstance(value, np.ndarray) or not hasattr(value, "__dlpack_device__"):
+        return False
+    try:
+        return int(value.__dlpack_device__()[0]) not in (1, 3)  # kDLCPU, kDLCUDAHost
+    except Exception:  # noqa: BLE001 - not a usable DLPack object: treated as host data
+        return False
+
+
 def _check_text(s: str, what: str) -> None:
     try:
         s.encode("utf-8")
@@ -219,8 +229,14 @@ class Engine:
 
     # ---- running ----
 
-    def run(self, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict:
-        """Runs the graph: feeds {name: array-like} -> {output name: np.ndarray}."""
+    def run(self, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None,
+            device_outputs: bool = False) -> dict:
+        """Runs the graph: feeds {name: array-like} -> {output name: np.ndarray}.
+
+        On a GPU engine, feeds may be CUDA tensors of that GPU (torch, cupy: anything with
+        __dlpack__), read in place; device_outputs=True leaves every output in device memory
+        as a DLPack tensor (torch.from_dlpack / cupy.from_dlpack take it without a copy).
+        """
         if getattr(self, "_llm", None) is not None:
             raise EmberError("[engine] this engine runs a decoder LLM: use generate / stream / chat")
         session = self._live_session()
@@ -230,9 +246,13 @@ class Engine:
             raise InputError("[run] outputs must be a list of output names")
         for o in outputs or []:
             _check_text(o, "output name")
-        result = session.run(self._prepare_feeds(feeds), list(outputs or []))
+        if device_outputs and self.device == "cpu":
+            raise InputError("[run] device_outputs=True needs an engine on a device (device='cuda')")
+        result = session.run(self._prepare_feeds(feeds), list(outputs or []), bool(device_outputs))
         if self.device != "cpu":
             self._note_device_fallbacks(session)
+        if device_outputs:
+            return {name: arr for name, arr, _dtype in result}
         return {name: self._export(arr, dtype) for name, arr, dtype in result}
 
     def _note_device_fallbacks(self, session):
@@ -272,6 +292,8 @@ class Engine:
         if not isinstance(name, str):
             raise InputError(f"[run] feed names must be str, not {type(name).__name__}")
         _check_text(name, "feed name")
+        if _on_accelerator(value):  # a CUDA tensor (torch, cupy): read in place, no copy
+            return (name, value, "")
         if not isinstance(value, np.ndarray):
             # Lists and scalars take the declared dtype; arrays must already have it. A lossy
             # conversion (5.7 or "5" to an int64 input, 2**70 to any) is an error, not a guess.

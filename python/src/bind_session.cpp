@@ -11,7 +11,25 @@ namespace ember::py {
 
 namespace {
 
-// feeds: list of (name, array, dtype_override)
+// feeds: list of (name, array, dtype_override). Arrays in the session's device memory (CUDA
+// DLPack tensors on its GPU, or memory its device allocated) are marked in `on_device`.
+NamedTensors feeds_from_python(const Session& s, const nb::list& feeds, std::vector<uint8_t>* on_device) {
+  NamedTensors out;
+  const std::string device = s.device_name();
+  for (nb::handle item : feeds) {
+    auto [name, arr, dtype] = nb::cast<std::tuple<std::string, Array, std::string>>(item);
+    std::string what = "input '" + name + "'";
+    bool cuda = arr.device_type() == nb::device::cuda::value;
+    if (cuda) {
+      std::string want = "cuda:" + std::to_string(arr.device_id());
+      EMBER_CHECK(device == want, Input, "[run] ", what, " is on ", want, "; this engine runs on ", device);
+    }
+    out.emplace_back(name, tensor_from_array(arr, dtype, what, cuda));
+    if (on_device) on_device->push_back(cuda || s.device_owns(arr.data()));
+  }
+  return out;
+}
+
 NamedTensors feeds_from_python(const nb::list& feeds) {
   NamedTensors out;
   for (nb::handle item : feeds) {
@@ -19,6 +37,13 @@ NamedTensors feeds_from_python(const nb::list& feeds) {
     out.emplace_back(name, tensor_from_array(arr, dtype, "input '" + name + "'"));
   }
   return out;
+}
+
+// DLPack device of the session's device memory: CUDA for "cuda:N", else host (fake devices).
+std::pair<int, int> dlpack_device(const Session& s) {
+  const std::string name = s.device_name();
+  if (name.rfind("cuda:", 0) == 0) return {nb::device::cuda::value, std::stoi(name.substr(5))};
+  return {nb::device::cpu::value, 0};
 }
 
 }  // namespace
@@ -51,19 +76,27 @@ void init_session(nb::module_& m) {
           nb::arg("device") = "cpu", nb::arg("precision") = "fp32", nb::arg("deterministic") = false)
       .def(
           "run",
-          [](Session& s, const nb::list& feeds, const std::vector<std::string>& outputs) {
-            NamedTensors in = feeds_from_python(feeds);
+          [](Session& s, const nb::list& feeds, const std::vector<std::string>& outputs,
+             bool outputs_on_device) {
+            RunOptions options;
+            options.outputs_on_device = outputs_on_device;
+            NamedTensors in = feeds_from_python(s, feeds, &options.feed_on_device);
             NamedTensors out;
             {
               nb::gil_scoped_release release;
-              out = s.run(in, outputs);
+              out = s.run(in, outputs, nullptr, options);
             }
+            auto [device_type, device_id] = dlpack_device(s);
             nb::list result;
-            for (auto& [name, t] : out)
-              result.append(nb::make_tuple(name, array_from_tensor(t), dtype_name(t.dtype())));
+            for (auto& [name, t] : out) {
+              nb::object arr = outputs_on_device ? device_array_from_tensor(t, device_type, device_id)
+                                                 : array_from_tensor(t);
+              result.append(nb::make_tuple(name, arr, dtype_name(t.dtype())));
+            }
             return result;
           },
-          nb::arg("feeds"), nb::arg("outputs") = std::vector<std::string>{})
+          nb::arg("feeds"), nb::arg("outputs") = std::vector<std::string>{},
+          nb::arg("outputs_on_device") = false)
       .def(
           "run_profiled",
           // -> (outputs as run returns them, [(name, op, kernel, isa, start_ns, end_ns, flops,

@@ -57,7 +57,10 @@ nb::dlpack::dtype dlpack_from_dtype(DType t) {
 
 }  // namespace
 
-Tensor tensor_from_array(const Array& a, const std::string& dtype_override, const std::string& what) {
+Tensor tensor_from_array(const Array& a, const std::string& dtype_override, const std::string& what,
+                         bool allow_device) {
+  EMBER_CHECK(allow_device || a.device_type() == nb::device::cpu::value, Input, "[run] ", what,
+              ": an array in device memory (DLPack device ", a.device_type(), ") where host memory is needed");
   DType dtype;
   if (!dtype_override.empty()) {
     EMBER_CHECK(dtype_from_name(dtype_override, &dtype), Input, "[run] ", what,
@@ -81,6 +84,19 @@ nb::object array_from_tensor(const Tensor& t) {
   std::vector<size_t> shape(t.shape().begin(), t.shape().end());
   nb::ndarray<nb::numpy> arr(t.data(), shape.size(), shape.data(), owner, nullptr,
                              dlpack_from_dtype(t.dtype()));
+  return nb::cast(arr, nb::rv_policy::reference);
+}
+
+nb::object device_array_from_tensor(const Tensor& t, int device_type, int device_id) {
+  auto* holder = new Tensor(t);
+  nb::capsule owner(holder, [](void* p) noexcept { delete static_cast<Tensor*>(p); });
+  std::vector<size_t> shape(t.shape().begin(), t.shape().end());
+  // DLPack consumers of device memory (torch, cupy) know bfloat16; numpy does not.
+  nb::dlpack::dtype dt = t.dtype() == DType::BF16
+                             ? nb::dlpack::dtype{(uint8_t)nb::dlpack::dtype_code::Bfloat, 16, 1}
+                             : dlpack_from_dtype(t.dtype());
+  nb::ndarray<nb::array_api> arr(t.data(), shape.size(), shape.data(), owner, nullptr, dt,
+                                 device_type, device_id);
   return nb::cast(arr, nb::rv_policy::reference);
 }
 

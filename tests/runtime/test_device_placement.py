@@ -236,3 +236,87 @@ def test_info_shows_placement(rng, tmp_path, capsys):
     assert f"device {PART}" in out and "device arena" in out
     assert f"copy to {PART}: x" in out
     assert "no kernel for them: add (Add), softmax (Softmax)" in out
+
+
+# ---- device memory in and out (DLPack; on a GPU these are torch / cupy CUDA tensors) ----------
+
+def relu_model(width=32):
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("device", [PART, ALL])
+def test_device_outputs_stay_on_the_device(rng, device):
+    model = mlp(rng)
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    with ember.Engine(model) as cpu:
+        want = cpu.run({"x": x})
+    with ember.Engine(model, device=device) as eng:
+        eng.run({"x": x}, device_outputs=True)
+        before = stats(device)
+        out = eng.run({"x": x}, device_outputs=True)
+        after = stats(device)
+    for k in want:
+        assert out[k].__dlpack_device__() == (1, 0)  # the fake device's memory is host memory
+        np.testing.assert_allclose(np.from_dlpack(out[k]), want[k], rtol=1e-6, atol=1e-7)
+    # r never comes back to the host: PART copies h and r back for the CPU's Add and Softmax
+    # and uploads y (made on the CPU); ALL copies nothing back at all.
+    back = after["copies_to_host"] - before["copies_to_host"]
+    assert back == (2 if device == PART else 0)
+
+
+def test_device_feeds_are_read_in_place(rng):
+    first, second = mlp(rng), relu_model()
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    with ember.Engine(first, device=ALL) as a, ember.Engine(second, device=ALL) as b:
+        r = a.run({"x": x}, device_outputs=True)["r"]
+        before = stats(ALL)
+        y = b.run({"x": np.from_dlpack(r)})["y"]      # a view of device memory: no upload
+        after = stats(ALL)
+        assert after["copies_to_device"] == before["copies_to_device"]
+        np.testing.assert_array_equal(y, np.maximum(np.from_dlpack(r), 0))
+    with ember.Engine(relu_model(16), device=ALL) as half:
+        with pytest.raises(ember.InputError, match="in device memory and not contiguous"):
+            half.run({"x": np.from_dlpack(r)[:, ::2]})
+    with ember.Engine(second) as cpu:
+        with pytest.raises(ember.InputError, match="needs an engine on a device"):
+            cpu.run({"x": rng.standard_normal((2, 32)).astype(np.float32)}, device_outputs=True)
+
+
+def test_device_outputs_that_are_feeds_constants_or_repeated(rng):
+    c = rng.standard_normal(3).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["c"], ["k"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("x", "r", "k")],
+                          initializer=[numpy_helper.from_array(c, "c")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal(3).astype(np.float32)
+    for device in (PART, ALL):
+        with ember.Engine(model, device=device) as eng:
+            out = eng.run({"x": x}, device_outputs=True)
+            twice = eng.run({"x": x}, outputs=["r", "r"], device_outputs=True)
+        np.testing.assert_array_equal(np.from_dlpack(out["x"]), x)
+        np.testing.assert_array_equal(np.from_dlpack(out["r"]), np.maximum(x, 0))
+        np.testing.assert_array_equal(np.from_dlpack(out["k"]), c)
+        np.testing.assert_array_equal(np.from_dlpack(twice["r"]), np.maximum(x, 0))
+
+
+def test_device_outputs_across_an_eager_boundary(rng):
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("NonZero", ["r"], ["nz"]),
+             helper.make_node("Cast", ["nz"], ["nzf"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["nzf"], ["cnt"], keepdims=0),
+             helper.make_node("Mul", ["r", "cnt"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "r", "nz")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal(6).astype(np.float32)
+    with ember.Engine(model) as cpu:
+        want = cpu.run({"x": x})
+    for device in (PART, ALL):
+        with ember.Engine(model, device=device) as eng:
+            out = eng.run({"x": x}, device_outputs=True)
+        for k in want:
+            np.testing.assert_array_equal(np.from_dlpack(out[k]), want[k], err_msg=f"{device}: {k}")

@@ -38,6 +38,7 @@ class Device {
   // Copies in the device's stream order. copy_to_host returns once the bytes are on the host.
   virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
   // Waits until all work queued on the device has finished.
   virtual void synchronize() = 0;
   // The kernel that runs this node here at these types and shapes; fn null: the CPU runs it.

@@ -59,6 +59,12 @@ struct RunTiming {
   int64_t total_ns = 0;           // the whole run: the nodes plus the executor between them
 };
 
+// Device memory in and out of a run (a session with a device; zero-copy DLPack tensors).
+struct RunOptions {
+  std::vector<uint8_t> feed_on_device;  // per feed, in feed order: the data is device memory
+  bool outputs_on_device = false;       // every output is returned in device memory
+};
+
 class Session {
  public:
   Session(Graph graph, SessionOptions options);
@@ -73,6 +79,12 @@ class Session {
   // The same, timing every node into `timing` (when not null; replaced, not appended to).
   NamedTensors run(const NamedTensors& feeds, const std::vector<std::string>& outputs,
                    RunTiming* timing);
+  NamedTensors run(const NamedTensors& feeds, const std::vector<std::string>& outputs,
+                   RunTiming* timing, const RunOptions& options);
+  // The session's device ("cpu" when none), and whether `p` is memory that device allocated
+  // (a fake device's pool; false for devices that cannot tell).
+  std::string device_name() const;
+  bool device_owns(const void* p) const;
   // Runs with feeds already in graph-input order, contiguous and of the declared dtypes
   // (checked); returns every graph output in order. For subgraphs run once per iteration:
   // no name lookups.

@@ -71,6 +71,11 @@ class FakeDevice final : public Device {
     stats_.bytes_to_host += (int64_t)bytes;
   }
 
+  void copy_on_device(void* dst, const void* src, size_t bytes) override {
+    EMBER_CHECK(owns(dst) && owns(src), Internal, "[", name_, "] copy_on_device between host memory");
+    std::memmove(dst, src, bytes);
+  }
+
   void synchronize() override {}
 
   DeviceKernel find_kernel(const InferCtx& ctx, const DeviceOptions& options) const override {

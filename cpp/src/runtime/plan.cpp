@@ -87,6 +87,7 @@ void place_copies(Plan& plan, const PlanRequest& req) {
   const Graph& g = *req.graph;
   size_t nv = plan.types.size();
   plan.on_device.assign(nv, 0);
+  for (size_t i = 0; i < req.bound_on_device.size(); i++) plan.on_device[req.bound[i]] = req.bound_on_device[i];
   for (const Step& s : plan.steps)
     for (int id : s.out) if (id >= 0) plan.on_device[id] = s.on_device;
   std::vector<int> on_dev(nv, -1), on_host(nv, -1);
@@ -134,7 +135,9 @@ void place_copies(Plan& plan, const PlanRequest& req) {
       plan.kinds[slot] = SlotKind::Output;
     }
   };
-  for (int id : req.outputs) read_on_host(id);
+  // Outputs left on the device stay where they are made; the executor moves the rest.
+  if (!req.outputs_on_device)
+    for (int id : req.outputs) read_on_host(id);
   for (int id : plan.carried) read_on_host(id);
   plan.steps = std::move(steps);
 }
@@ -142,11 +145,15 @@ void place_copies(Plan& plan, const PlanRequest& req) {
 }  // namespace
 
 PlanRequest plan_request(const Graph& graph, const std::vector<int>& bound,
-                         const std::vector<Tensor>& tensors, const std::vector<int>& outputs) {
+                         const std::vector<Tensor>& tensors, const std::vector<int>& outputs,
+                         const std::vector<uint8_t>& on_device) {
   PlanRequest req{&graph, bound, {}, {}, {}, outputs, 0, false, Isa::Generic};
-  for (const Tensor& t : tensors) {
+  req.bound_on_device = on_device;
+  for (size_t i = 0; i < tensors.size(); i++) {
+    const Tensor& t = tensors[i];
+    bool device = i < on_device.size() && on_device[i];
     req.types.push_back({t.dtype(), t.shape()});
-    req.values.push_back(t.numel() <= kMaxValueFeed ? &t : nullptr);
+    req.values.push_back(t.numel() <= kMaxValueFeed && !device ? &t : nullptr);
   }
   return req;
 }
@@ -156,6 +163,7 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
   auto plan = std::make_shared<Plan>();
   size_t nv = g.values.size();
   plan->bound = req.bound;
+  plan->outputs_on_device = req.outputs_on_device;
   plan->types.assign(nv, TensorType{});
   plan->kinds.assign(nv, SlotKind::Unused);
   plan->offsets.assign(nv, 0);
@@ -352,17 +360,20 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
 
 // ---- cache ----------------------------------------------------------------------------------
 
-PlanCache::Key PlanCache::key(const std::vector<Tensor>& bound, const std::vector<int>& outputs) const {
+PlanCache::Key PlanCache::key(const std::vector<Tensor>& bound, const std::vector<int>& outputs,
+                              const std::vector<uint8_t>& on_device, bool outputs_on_device) const {
   Key key;
-  for (const Tensor& t : bound) {
-    key.push_back((int64_t)t.dtype());
+  for (size_t i = 0; i < bound.size(); i++) {
+    const Tensor& t = bound[i];
+    bool device = i < on_device.size() && on_device[i];
+    key.push_back((int64_t)t.dtype() + (device ? 1000 : 0));
     key.push_back(t.rank());
     key.insert(key.end(), t.shape().begin(), t.shape().end());
   }
-  key.push_back(-1);
+  key.push_back(outputs_on_device ? -3 : -1);
   key.insert(key.end(), outputs.begin(), outputs.end());
   for (size_t i = 0; i < bound.size() && i < value_inputs_.size(); i++) {
-    if (!value_inputs_[i]) continue;
+    if (!value_inputs_[i] || (i < on_device.size() && on_device[i])) continue;
     key.push_back(-2 - (int64_t)i);
     const char* p = static_cast<const char*>(bound[i].data());
     for (size_t b = 0; b < bound[i].nbytes(); b += 8) {
@@ -374,8 +385,9 @@ PlanCache::Key PlanCache::key(const std::vector<Tensor>& bound, const std::vecto
   return key;
 }
 
-std::shared_ptr<Plan> PlanCache::find(const std::vector<Tensor>& bound, const std::vector<int>& outputs) {
-  Key k = key(bound, outputs);
+std::shared_ptr<Plan> PlanCache::find(const std::vector<Tensor>& bound, const std::vector<int>& outputs,
+                                      const std::vector<uint8_t>& on_device, bool outputs_on_device) {
+  Key k = key(bound, outputs, on_device, outputs_on_device);
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (it->first != k) continue;
     entries_.splice(entries_.begin(), entries_, it);
@@ -385,10 +397,11 @@ std::shared_ptr<Plan> PlanCache::find(const std::vector<Tensor>& bound, const st
 }
 
 void PlanCache::insert(const std::vector<Tensor>& bound, const std::vector<int>& outputs,
-                       std::shared_ptr<Plan> plan) {
+                       std::shared_ptr<Plan> plan, const std::vector<uint8_t>& on_device,
+                       bool outputs_on_device) {
   if (value_inputs_.size() < bound.size()) value_inputs_.resize(bound.size(), false);
   for (int slot : plan->value_feeds) value_inputs_[slot] = true;
-  entries_.emplace_front(key(bound, outputs), std::move(plan));
+  entries_.emplace_front(key(bound, outputs, on_device, outputs_on_device), std::move(plan));
   while ((int)entries_.size() > capacity_) entries_.pop_back();
 }
 

@@ -59,6 +59,7 @@ struct Plan {
   std::vector<Step> steps;
   std::vector<int> outputs;        // requested output value ids, in order
   std::vector<int> value_feeds;    // indexes into `bound` whose values shape inference read
+  bool outputs_on_device = false;  // PlanRequest::outputs_on_device (continuations inherit it)
   size_t arena_bytes = 0;
   size_t device_arena_bytes = 0;
   size_t output_bytes = 0;
@@ -98,11 +99,15 @@ struct PlanRequest {
   Isa isa;
   Device* device = nullptr;        // place nodes here where it has kernels (ember/device.h)
   DeviceOptions device_options{};
+  std::vector<uint8_t> bound_on_device{};  // per bound value: in the device's memory (empty: none)
+  bool outputs_on_device = false;          // requested outputs stay in device memory
 };
 
 // A request for these bound tensors: their types, and the small ones as values.
+// `on_device` (empty: none) marks bound tensors in device memory: their values are not offered.
 PlanRequest plan_request(const Graph& graph, const std::vector<int>& bound,
-                         const std::vector<Tensor>& tensors, const std::vector<int>& outputs);
+                         const std::vector<Tensor>& tensors, const std::vector<int>& outputs,
+                         const std::vector<uint8_t>& on_device = {});
 std::shared_ptr<Plan> plan_compile(const PlanRequest& req);
 
 // Compiled plans for one entry point, keyed on the bound tensors' dtypes and dims, the
@@ -111,14 +116,19 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req);
 class PlanCache {
  public:
   explicit PlanCache(int capacity) : capacity_(std::max(capacity, 1)) {}
-  std::shared_ptr<Plan> find(const std::vector<Tensor>& bound, const std::vector<int>& outputs);
+  // `on_device`: per bound tensor, whether it is in device memory (never read on the host);
+  // empty means none. `outputs_on_device`: the caller wants outputs left on the device.
+  std::shared_ptr<Plan> find(const std::vector<Tensor>& bound, const std::vector<int>& outputs,
+                             const std::vector<uint8_t>& on_device = {}, bool outputs_on_device = false);
   void insert(const std::vector<Tensor>& bound, const std::vector<int>& outputs,
-              std::shared_ptr<Plan> plan);
+              std::shared_ptr<Plan> plan, const std::vector<uint8_t>& on_device = {},
+              bool outputs_on_device = false);
   size_t size() const { return entries_.size(); }
 
  private:
   using Key = std::vector<int64_t>;
-  Key key(const std::vector<Tensor>& bound, const std::vector<int>& outputs) const;
+  Key key(const std::vector<Tensor>& bound, const std::vector<int>& outputs,
+          const std::vector<uint8_t>& on_device, bool outputs_on_device) const;
 
   int capacity_;
   std::list<std::pair<Key, std::shared_ptr<Plan>>> entries_;  // most recent first

@@ -28,11 +28,13 @@ int debug_level() {
 
 }  // namespace
 
-// Values of one run across the parts of an eagerly split plan: per value id, the tensor and
-// whether the run owns it (an output buffer or an eager result, never arena memory).
+// Values of one run across the parts of an eagerly split plan: per value id, the tensor,
+// whether the run owns it (an output buffer or an eager result, never arena memory) and
+// whether it is in device memory.
 struct RunState {
   std::vector<Tensor> env;
   std::vector<char> owned;
+  std::vector<char> on_device;
   size_t bytes = 0;  // planned bytes of the parts run so far, for memory_limit
   RunTrace* trace = nullptr;  // spans go here when set (a profiled run, EMBER_DEBUG >= 2)
 };
@@ -90,9 +92,14 @@ struct Session::Impl : SubgraphRunner {
   }
 
   // Orders feeds like graph.inputs and checks names, dtypes and declared dims.
-  std::vector<Tensor> bind_feeds(const NamedTensors& feeds) const {
+  // `feed_on_device` (per feed; empty: none) marks device memory; `bound_on_device` gets the
+  // same per graph input.
+  std::vector<Tensor> bind_feeds(const NamedTensors& feeds, const std::vector<uint8_t>& feed_on_device = {},
+                                 std::vector<uint8_t>* bound_on_device = nullptr) const {
     std::vector<Tensor> bound(graph.inputs.size());
-    for (const auto& [name, tensor] : feeds) {
+    if (bound_on_device) bound_on_device->assign(graph.inputs.size(), 0);
+    for (size_t f = 0; f < feeds.size(); f++) {
+      const auto& [name, tensor] = feeds[f];
       size_t slot = graph.inputs.size();
       for (size_t i = 0; i < graph.inputs.size(); i++)
         if (graph.values[graph.inputs[i]].name == name) slot = i;
@@ -108,6 +115,14 @@ struct Session::Impl : SubgraphRunner {
       tensor_bytes_checked({tensor.dtype(), tensor.shape()}, ErrorKind::Input,
                            str_cat("[run] input '", name, "'"));
       check_declared(v, tensor);
+      if (f < feed_on_device.size() && feed_on_device[f]) {
+        EMBER_CHECK(device, Input, "[run] input '", name, "' is in device memory; this engine runs on the CPU");
+        EMBER_CHECK(tensor.is_contiguous(), Input, "[run] input '", name,
+                    "' is in device memory and not contiguous; pass a contiguous tensor");
+        if (bound_on_device) (*bound_on_device)[slot] = 1;
+        bound[slot] = tensor;
+        continue;
+      }
       if (!tensor.is_contiguous()) {
         // The copy is memory too: a broadcast view of a few bytes can stand for gigabytes.
         EMBER_CHECK(options.memory_limit == 0 || tensor.nbytes() <= options.memory_limit, Input,
@@ -169,14 +184,17 @@ struct Session::Impl : SubgraphRunner {
     return plan;
   }
 
-  std::shared_ptr<Plan> get_plan(const std::vector<Tensor>& feeds, const std::vector<int>& outputs) {
+  std::shared_ptr<Plan> get_plan(const std::vector<Tensor>& feeds, const std::vector<int>& outputs,
+                                 const std::vector<uint8_t>& on_device = {}, bool outputs_on_device = false) {
     {
       std::lock_guard<std::mutex> lock(cache_mu);
-      if (std::shared_ptr<Plan> plan = cache->find(feeds, outputs)) return plan;
+      if (std::shared_ptr<Plan> plan = cache->find(feeds, outputs, on_device, outputs_on_device)) return plan;
     }
-    std::shared_ptr<Plan> plan = compile(plan_request(graph, graph.inputs, feeds, outputs));
+    PlanRequest req = plan_request(graph, graph.inputs, feeds, outputs, on_device);
+    req.outputs_on_device = outputs_on_device;
+    std::shared_ptr<Plan> plan = compile(std::move(req));
     std::lock_guard<std::mutex> lock(cache_mu);
-    cache->insert(feeds, outputs, plan);
+    cache->insert(feeds, outputs, plan, on_device, outputs_on_device);
     return plan;
   }
 
@@ -187,6 +205,7 @@ struct Session::Impl : SubgraphRunner {
     if (std::shared_ptr<Plan> plan = parent.continuations->find(bound, parent.outputs)) return plan;
     PlanRequest req = plan_request(graph, parent.carried, bound, parent.outputs);
     req.first_node = parent.eager_node + 1;
+    req.outputs_on_device = parent.outputs_on_device;
     for (int id : parent.handoff) req.known.emplace_back(id, parent.known[id]);
     std::shared_ptr<Plan> plan = compile(std::move(req));
     parent.continuations->insert(bound, parent.outputs, plan);
@@ -336,8 +355,9 @@ struct Session::Impl : SubgraphRunner {
     for (int id : plan.bound) plan.slots[id] = rs.env[id];
     for (int id : plan.outputs) {
       int slot = plan.host_slot[id];
-      if (plan.kinds[slot] == SlotKind::Output)
-        plan.slots[slot] = Tensor::empty(plan.types[slot].dtype, plan.types[slot].shape);
+      if (plan.kinds[slot] != SlotKind::Output) continue;
+      const TensorType& t = plan.types[slot];
+      plan.slots[slot] = device && plan.on_device[slot] ? device_empty(t) : Tensor::empty(t.dtype, t.shape);
     }
     struct Unbind {  // drop bound values and outputs from the plan whatever happens
       Plan& plan;
@@ -357,18 +377,38 @@ struct Session::Impl : SubgraphRunner {
       if (k == SlotKind::Unused || k == SlotKind::Feed) continue;  // made in another part
       rs.env[id] = plan.slots[slot];
       rs.owned[id] = k == SlotKind::Output;
+      rs.on_device[id] = device && plan.on_device[slot];
     }
     if (plan.eager_node < 0) return;
-    for (int id : plan.carried)
-      if (plan.kinds[id] != SlotKind::Unused) rs.env[id] = plan.slots[plan.host_slot[id]];
+    for (int id : plan.carried) {
+      if (plan.kinds[id] == SlotKind::Unused) continue;
+      rs.env[id] = plan.slots[plan.host_slot[id]];
+      rs.on_device[id] = 0;
+    }
     run_eager(plan, rs);
     run_part(*continuation(plan, rs), rs);
   }
 
   // Outputs in plan.outputs order; they never alias an arena, the plan's constants, the
   // caller's feeds or each other. Spans go to `trace` when set; EMBER_DEBUG >= 2 prints them.
+  // Uninitialised device memory for an output left on the device.
+  Tensor device_empty(const TensorType& t) {
+    std::shared_ptr<Device> dev = device;
+    void* p = dev->alloc((size_t)shape_numel(t.shape) * dtype_size(t.dtype));
+    return Tensor::borrow(t.dtype, t.shape, p, std::shared_ptr<void>(p, [dev](void* q) { dev->free(q); }));
+  }
+
+  // A device copy of a device tensor (an output the run does not own).
+  Tensor clone_on_device(const Tensor& t) {
+    std::shared_ptr<Device> dev = device;
+    void* p = dev->alloc(t.nbytes());
+    std::shared_ptr<void> owner(p, [dev](void* q) { dev->free(q); });
+    if (t.nbytes()) dev->copy_on_device(p, t.data(), t.nbytes());
+    return Tensor::borrow(t.dtype(), t.shape(), p, owner);
+  }
+
   std::vector<Tensor> execute(Plan& plan, const std::vector<Tensor>& feeds,
-                              RunTrace* trace = nullptr) {
+                              RunTrace* trace = nullptr, const std::vector<uint8_t>& feed_on_device = {}) {
     std::lock_guard<std::mutex> lock(plan.mu);
     RunState rs;
     RunTrace echo_only;
@@ -379,9 +419,21 @@ struct Session::Impl : SubgraphRunner {
     }
     rs.env.resize(graph.values.size());
     rs.owned.assign(graph.values.size(), 0);
-    for (size_t i = 0; i < graph.inputs.size(); i++) rs.env[graph.inputs[i]] = feeds[i];
+    rs.on_device.assign(graph.values.size(), 0);
+    for (size_t i = 0; i < graph.inputs.size(); i++) {
+      rs.env[graph.inputs[i]] = feeds[i];
+      rs.on_device[graph.inputs[i]] = i < feed_on_device.size() && feed_on_device[i];
+    }
     run_part(plan, rs);
     std::vector<Tensor> out;
+    if (plan.outputs_on_device) {  // every output in device memory the caller owns
+      for (int id : plan.outputs) {
+        bool unique = rs.owned[id] && rs.on_device[id];
+        for (const Tensor& t : out) unique = unique && t.data() != rs.env[id].data();
+        out.push_back(!rs.on_device[id] ? upload(rs.env[id]) : unique ? rs.env[id] : clone_on_device(rs.env[id]));
+      }
+      return out;
+    }
     for (int id : plan.outputs) out.push_back(rs.owned[id] ? rs.env[id] : rs.env[id].clone());
     for (size_t i = 0; i < out.size(); i++) {
       for (size_t j = 0; j < i; j++)
@@ -421,7 +473,8 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
   }
   // The reference path runs the graph as written: it is what the fused kernels are tested
   // against. Weights are packed for the CPU's GEMM only where the CPU runs everything.
-  if (!options.reference_kernels) fuse_graph(graph, {.pack_cpu_weights = !impl_->device});
+  if (!options.reference_kernels)
+    fuse_graph(graph, {.pack_cpu_weights = !impl_->device, .fuse_add_norm = (bool)impl_->device});
   impl_->graph = std::move(graph);
   impl_->options = options;
   impl_->isa = cpu_isa();
@@ -435,6 +488,10 @@ Session::~Session() = default;
 const std::vector<std::pair<std::string, std::string>>& Session::quant_fallbacks() const {
   return impl_->quant_fallbacks;
 }
+
+std::string Session::device_name() const { return impl_->device ? impl_->device->name() : "cpu"; }
+
+bool Session::device_owns(const void* p) const { return impl_->device && impl_->device->owns(p); }
 
 std::vector<std::pair<std::string, std::string>> Session::device_fallbacks() const {
   std::lock_guard<std::mutex> lock(impl_->device_mu);
@@ -450,12 +507,20 @@ NamedTensors Session::run(const NamedTensors& feeds, const std::vector<std::stri
 
 NamedTensors Session::run(const NamedTensors& feeds, const std::vector<std::string>& outputs,
                           RunTiming* timing) {
+  return run(feeds, outputs, timing, RunOptions{});
+}
+
+NamedTensors Session::run(const NamedTensors& feeds, const std::vector<std::string>& outputs,
+                          RunTiming* timing, const RunOptions& options) {
+  EMBER_CHECK(!options.outputs_on_device || impl_->device, Input,
+              "[run] outputs on the device: this engine runs on the CPU");
   std::vector<int> out_ids = impl_->resolve_outputs(outputs);
-  std::vector<Tensor> bound = impl_->bind_feeds(feeds);
-  std::shared_ptr<Plan> plan = impl_->get_plan(bound, out_ids);
+  std::vector<uint8_t> on_device;
+  std::vector<Tensor> bound = impl_->bind_feeds(feeds, options.feed_on_device, &on_device);
+  std::shared_ptr<Plan> plan = impl_->get_plan(bound, out_ids, on_device, options.outputs_on_device);
   RunTrace trace;
   auto t0 = std::chrono::steady_clock::now();
-  std::vector<Tensor> outs = impl_->execute(*plan, bound, timing ? &trace : nullptr);
+  std::vector<Tensor> outs = impl_->execute(*plan, bound, timing ? &trace : nullptr, on_device);
   auto t1 = std::chrono::steady_clock::now();
   if (timing) {
     timing->nodes = trace_export(trace);
