@@ -60,5 +60,17 @@ void matmul_cuda(const KernelCtx& ctx);
 bool matmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
 void gemm_cuda(const KernelCtx& ctx);
 bool gemm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+// ---- convolution, pooling (ops_conv.cpp) ----
+void conv_cuda(const KernelCtx& ctx);
+bool conv_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void pool_cuda(const KernelCtx& ctx);  // MaxPool, AveragePool
+bool pool_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void global_pool_cuda(const KernelCtx& ctx);  // GlobalAveragePool, GlobalMaxPool
+bool global_pool_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void batch_norm_cuda(const KernelCtx& ctx);
+bool batch_norm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+// ---- residual add + norm (ops_add_norm.cpp) ----
+void add_norm_cuda(const KernelCtx& ctx);  // AddNorm: kind "layer" | "rms"
+bool add_norm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
 
 }  // namespace ember::cuda

@@ -77,6 +77,15 @@ const std::vector<CudaKernel>& cuda_kernels() {
       // ---- GEMM through cuBLASLt (ops_gemm.cpp) ----
       {OpType::MatMul, "matmul_cuda", matmul_cuda, matmul_cuda_supports},
       {OpType::Gemm, "gemm_cuda", gemm_cuda, gemm_cuda_supports},
+      // ---- convolution, pooling (ops_conv.cpp) ----
+      {OpType::Conv, "conv_cuda", conv_cuda, conv_cuda_supports},
+      {OpType::MaxPool, "max_pool_cuda", pool_cuda, pool_cuda_supports},
+      {OpType::AveragePool, "average_pool_cuda", pool_cuda, pool_cuda_supports},
+      {OpType::GlobalAveragePool, "global_average_pool_cuda", global_pool_cuda, global_pool_cuda_supports},
+      {OpType::GlobalMaxPool, "global_max_pool_cuda", global_pool_cuda, global_pool_cuda_supports},
+      {OpType::BatchNormalization, "batch_norm_cuda", batch_norm_cuda, batch_norm_cuda_supports},
+      // ---- residual add + norm (ops_add_norm.cpp) ----
+      {OpType::AddNorm, "add_norm_cuda", add_norm_cuda, add_norm_cuda_supports},
   };
   return table;
 }

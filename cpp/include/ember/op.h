@@ -59,6 +59,9 @@ enum class OpType : uint16_t {
   // the paged KV cache (stateful: it writes the cache), GGUF Q8_0 matmul and embedding rows
   // (ops_llm.cpp, ops_q8matmul.cpp)
   Rope, PagedAttention, Q8MatMul, Q8Gather, SwiGLU,
+  // residual Add + LayerNormalization / RMSNormalization, made by fuse_add_norm for device
+  // sessions (ops_add_norm.cpp)
+  AddNorm,
   Count
 };
 

@@ -410,6 +410,7 @@ int fuse_graph(Graph& graph, const FuseOptions& options) {
           fuse_gelu(graph) + fuse_quant_activation(graph) +
           (options.pack_cpu_weights ? fuse_matmul(graph) : 0) + fuse_attention(graph);
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
+  if (options.fuse_add_norm) n += fuse_add_norm(graph);  // after the norms written out fused
   if (n) eliminate_dead_nodes(graph);
   return n;
 }

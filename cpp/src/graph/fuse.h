@@ -34,10 +34,18 @@ int fuse_layer_norm(Graph& graph);
 // is torch's `.to(input_dtype)` in f32 exports; x = Cast(to float) of an fp16 input and a
 // Cast back before * w (fp16 exports) stay outside: the float middle fuses.
 int fuse_rms_norm(Graph& graph);
+// Residual Add(a, b) (float32, neither operand a constant nor declared with another shape)
+// read by LayerNormalization (axis -1, only Y used, constant scale and bias) or
+// RMSNormalization (axis -1, constant scale) -> AddNorm(a, b, scale[, bias]) (ops_add_norm.cpp)
+// in the Add's place; its output 1 is the sum where anything else reads it. In graph/fuse_add_norm.cpp.
+int fuse_add_norm(Graph& graph);
 struct FuseOptions {
   // fuse_matmul packs weights for the CPU's GEMM; a session with a device leaves MatMul as
   // it is (the device reads plain weights; CPU fallbacks pack them per call).
   bool pack_cpu_weights = true;
+  // fuse_add_norm: a device reads x and r once for both ops; the CPU gains nothing (its
+  // AddNorm runs the pair's own kernels), so CPU sessions keep the pair.
+  bool fuse_add_norm = false;
 };
 // All of the above, in order; then dead nodes and constants removed.
 int fuse_graph(Graph& graph, const FuseOptions& options = {});

@@ -207,6 +207,7 @@ const CostRow kCosts[] = {
     {OpType::LogSoftmax, O, 5, nullptr},
     {OpType::LayerNormalization, O, 8, nullptr},
     {OpType::RMSNormalization, O, 4, nullptr},  // square-add, scale by 1/rms and by scale
+    {OpType::AddNorm, O, 9, nullptr},           // the add, then LayerNorm's work at most
     {OpType::InstanceNormalization, O, 8, nullptr},
     {OpType::GroupNormalization, O, 8, nullptr},
     {OpType::BatchNormalization, O, 2, nullptr},

@@ -13,6 +13,7 @@
 #include "kernels/generic/gemm_q8.h"
 #include "kernels/generic/kernels_generic.h"
 #include "kernels/generic/llm_kernels.h"
+#include "ops/op_util.h"
 #if defined(__x86_64__)
 #include "kernels/x86/kernels_x86.h"
 #endif
@@ -76,6 +77,8 @@ const KernelEntry kCpuKernels[] = {
     {OpType::RMSNormalization, DType::F32, Isa::Avx2, rms_norm_f32_avx2, "rms_norm_f32_avx2", rms_norm_f32_supports},
 #endif
     {OpType::RMSNormalization, DType::F32, Isa::Generic, rms_norm_f32, "rms_norm_f32", rms_norm_f32_supports},
+    // Add, then the norm, each by its row here (ops_add_norm.cpp): the unfused pair's bits
+    {OpType::AddNorm, DType::F32, Isa::Generic, add_norm_cpu, "add_norm_cpu"},
 #if defined(__x86_64__)
     {OpType::Softmax, DType::F32, Isa::Avx2, softmax_f32_avx2, "softmax_f32_avx2", softmax_f32_supports},
 #endif

@@ -1,0 +1,200 @@
+// Residual add + LayerNorm / RMSNorm on CUDA: s = x + r, y = norm(s) over each row.
+// Bandwidth-bound: one read of x and r, one write of y (and of s when the graph reads it).
+// - add_norm_cached: a row lives in registers, kAddNormPerThread elements per thread at
+//   stride group-size (coalesced): a warp per row up to 256 columns, else a block per row up
+//   to 8192. Statistics in double like the reference (LayerNorm: mean, then the squared
+//   deviations from the registers: two passes, one read).
+// - add_norm_long: rows past 8192 columns, a block per row reading each element again per
+//   pass (from s when it is written; else x + r again, the same float bits).
+// The sum is a float add, bit-identical to the Add kernels. Launch shape: add_norm_launch
+// (add_norm.h). Reference: cpp/src/ops/ops_add_norm.cpp; adapter: cuda/src/ops_add_norm.cpp.
+#include "cuda/kernels/add_norm.h"
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace ember::cuda {
+namespace {
+
+constexpr int kWarpBlock = 256;  // warp mode: 8 rows per block
+
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Every thread of the block gets the sum; `sh` holds 32 doubles. Fixed order: deterministic.
+__device__ __forceinline__ double block_sum(double v, double* sh) {
+  v = warp_sum(v);
+  if (blockDim.x <= 32) return v;
+  const int nw = (blockDim.x + 31) >> 5;
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double t = sh[0];
+  for (int w = 1; w < nw; w++) t += sh[w];
+  __syncthreads();  // sh is reused by the next call
+  return t;
+}
+
+template <bool WARP>
+__device__ __forceinline__ double group_sum(double v, double* sh) {
+  return WARP ? warp_sum(v) : block_sum(v, sh);
+}
+
+template <bool WARP, bool RMS>
+__global__ void __launch_bounds__(1024)
+    add_norm_cached(const float* __restrict__ x,      // [rows, cols]
+                    const float* __restrict__ r,      // [rows, cols]
+                    const float* __restrict__ scale,  // [cols] or [1]
+                    const float* __restrict__ bias,   // [cols] or [1] or nullptr
+                    float* __restrict__ y,            // [rows, cols]
+                    float* __restrict__ s,            // [rows, cols] or nullptr
+                    int64_t rows, int cols, bool scale_scalar, bool bias_scalar, double eps) {
+  constexpr int K = kAddNormPerThread;
+  __shared__ double sh[32];
+  int64_t first, step;
+  int lane, size;
+  if (WARP) {
+    const int per_block = blockDim.x >> 5;
+    first = (int64_t)blockIdx.x * per_block + (threadIdx.x >> 5);
+    step = (int64_t)gridDim.x * per_block;
+    lane = threadIdx.x & 31;
+    size = 32;
+  } else {
+    first = blockIdx.x;
+    step = gridDim.x;
+    lane = threadIdx.x;
+    size = blockDim.x;
+  }
+  // Warp mode: the whole warp shares a row, so every lane loops (and shuffles) together.
+  for (int64_t row = first; row < rows; row += step) {
+    const int64_t base = row * cols;
+    float v[K];
+    double acc = 0;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+      const int j = lane + k * size;
+      v[k] = 0.0f;
+      if (j < cols) {
+        v[k] = x[base + j] + r[base + j];
+        if (s) s[base + j] = v[k];
+        acc += RMS ? (double)v[k] * (double)v[k] : (double)v[k];
+      }
+    }
+    acc = group_sum<WARP>(acc, sh);
+    double mean = 0, inv;
+    if (RMS) {
+      inv = 1.0 / sqrt(acc / (double)cols + eps);
+    } else {
+      mean = acc / (double)cols;
+      double var = 0;
+#pragma unroll
+      for (int k = 0; k < K; k++) {
+        const double d = (double)v[k] - mean;
+        if (lane + k * size < cols) var += d * d;
+      }
+      inv = 1.0 / sqrt(group_sum<WARP>(var, sh) / (double)cols + eps);
+    }
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+      const int j = lane + k * size;
+      if (j >= cols) continue;
+      const double sc = (double)scale[scale_scalar ? 0 : j];
+      double o;
+      if (RMS) {
+        o = (double)v[k] * inv * sc;
+      } else {
+        o = ((double)v[k] - mean) * inv * sc;
+        if (bias) o += (double)bias[bias_scalar ? 0 : j];
+      }
+      y[base + j] = (float)o;
+    }
+  }
+}
+
+template <bool RMS>
+__global__ void add_norm_long(const float* __restrict__ x,      // [rows, cols]
+                              const float* __restrict__ r,      // [rows, cols]
+                              const float* __restrict__ scale,  // [cols] or [1]
+                              const float* __restrict__ bias,   // [cols] or [1] or nullptr
+                              float* __restrict__ y,            // [rows, cols]
+                              float* __restrict__ s,            // [rows, cols] or nullptr
+                              int64_t rows, int64_t cols, bool scale_scalar, bool bias_scalar,
+                              double eps) {
+  __shared__ double sh[32];
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float* xr = x + row * cols;
+    const float* rr = r + row * cols;
+    float* sr = s ? s + row * cols : nullptr;
+    float* yr = y + row * cols;
+    double acc = 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const float v = xr[j] + rr[j];
+      if (sr) sr[j] = v;
+      acc += RMS ? (double)v * (double)v : (double)v;
+    }
+    acc = block_sum(acc, sh);
+    // Later passes read this thread's own writes of s (one stream instead of two).
+    double mean = 0, inv;
+    if (RMS) {
+      inv = 1.0 / sqrt(acc / (double)cols + eps);
+    } else {
+      mean = acc / (double)cols;
+      double var = 0;
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+        const double d = (double)(sr ? sr[j] : xr[j] + rr[j]) - mean;
+        var += d * d;
+      }
+      inv = 1.0 / sqrt(block_sum(var, sh) / (double)cols + eps);
+    }
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const double v = (double)(sr ? sr[j] : xr[j] + rr[j]);
+      const double sc = (double)scale[scale_scalar ? 0 : j];
+      double o;
+      if (RMS) {
+        o = v * inv * sc;
+      } else {
+        o = (v - mean) * inv * sc;
+        if (bias) o += (double)bias[bias_scalar ? 0 : j];
+      }
+      yr[j] = (float)o;
+    }
+  }
+}
+
+template <bool RMS>
+void launch(const float* x, const float* r, const float* scale, const float* bias, float* y,
+            float* s, int64_t rows, int64_t cols, bool scale_scalar, bool bias_scalar,
+            double eps, cudaStream_t stream) {
+  const AddNormLaunch l = add_norm_launch(cols);
+  constexpr int64_t kMaxGrid = int64_t(1) << 30;  // row loops cover the rest
+  if (l.warp) {
+    constexpr int64_t per_block = kWarpBlock / 32;
+    const int grid = (int)std::min<int64_t>((rows + per_block - 1) / per_block, kMaxGrid);
+    add_norm_cached<true, RMS><<<grid, kWarpBlock, 0, stream>>>(
+        x, r, scale, bias, y, s, rows, (int)cols, scale_scalar, bias_scalar, eps);
+  } else if (l.cached) {
+    const int grid = (int)std::min<int64_t>(rows, kMaxGrid);
+    add_norm_cached<false, RMS><<<grid, l.threads, 0, stream>>>(
+        x, r, scale, bias, y, s, rows, (int)cols, scale_scalar, bias_scalar, eps);
+  } else {
+    const int grid = (int)std::min<int64_t>(rows, kMaxGrid);
+    add_norm_long<RMS><<<grid, l.threads, 0, stream>>>(x, r, scale, bias, y, s, rows, cols,
+                                                       scale_scalar, bias_scalar, eps);
+  }
+}
+
+}  // namespace
+
+void add_norm_f32(const float* x, const float* r, const float* scale, const float* bias, float* y,
+                  float* s, int64_t rows, int64_t cols, bool rms, bool scale_scalar,
+                  bool bias_scalar, double eps, void* stream) {
+  if (rows <= 0 || cols <= 0) return;
+  auto st = (cudaStream_t)stream;
+  if (rms) launch<true>(x, r, scale, nullptr, y, s, rows, cols, scale_scalar, false, eps, st);
+  else launch<false>(x, r, scale, bias, y, s, rows, cols, scale_scalar, bias_scalar, eps, st);
+}
+
+}  // namespace ember::cuda

@@ -1,0 +1,203 @@
+// CUDA adapters of Conv, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool and
+// BatchNormalization, f32. Conv (1-D or 2-D, any group, stride, dilation, pads, auto_pad as the
+// core's conv_geom resolves them) takes the path conv_plan picks (conv_plan.h): depthwise convs
+// run a direct kernel; the rest are strided-batched cuBLASLt GEMMs (cublaslt_matmul, in the
+// DeviceOptions precision) on X itself (1x1, stride 1, no pad) or on im2col chunks in a bounded
+// scratch. The bias is written into Y first and the GEMMs add onto it (beta 1). 3-D convs and
+// pools, other dtypes, MaxPool's Indices output run on the CPU. References: cpp/src/ops/
+// ops_conv.cpp, ops_pool.cpp, ops_nn.cpp.
+#include <algorithm>
+#include <optional>
+
+#include "cuda/kernels/conv.h"
+#include "cuda/src/conv_plan.h"
+#include "cuda/src/cublaslt.h"
+#include "cuda/src/ops.h"
+#include "kernels/generic/conv_f32.h"
+#include "ops/pool_geom.h"
+
+namespace ember::cuda {
+namespace {
+
+bool all_f32(const InferCtx& ctx) {
+  for (int i = 0; i < ctx.num_inputs(); i++)
+    if (ctx.has(i) && ctx.in[i].dtype != DType::F32) return false;
+  return true;
+}
+
+// The conv's geometry and plan; nullopt where the GPU cannot run it.
+std::optional<std::pair<Conv2d, ConvPlan>> conv_node_plan(const InferCtx& ctx, const Shape& x,
+                                                          const Shape& w) {
+  ConvGeom geom = conv_geom(ctx, x, w, false);
+  Conv2d g;
+  ConvPlan plan;
+  if (!conv2d_from(geom, &g) || !conv_plan(g, kConvColsBytes, &plan)) return std::nullopt;
+  return std::make_pair(g, plan);
+}
+
+GemmPlan gemm_of(const ConvGemmCall& c, bool accumulate) {
+  GemmPlan p;
+  p.m = c.m;
+  p.n = c.n;
+  p.k = c.k;
+  p.batch = c.batch;
+  p.lda = c.k;
+  p.ldb = c.ldb;
+  p.ldd = c.ldd;
+  p.stride_a = c.stride_a;
+  p.stride_b = c.stride_b;
+  p.stride_d = c.stride_d;
+  // With a bias, Y already holds it: cuBLASLt's C is D, added with beta 1.
+  p.beta = accumulate ? 1.0f : 0.0f;
+  p.c = accumulate ? GemmC::Broadcast : GemmC::None;
+  return p;
+}
+
+void run_gemms(const KernelCtx& ctx, const Conv2d& g, const ConvPlan& plan, const float* x,
+               const float* w, const float* bias, float* y) {
+  if (bias) {
+    conv_bias_fill(y, bias, g.N, g.M, g.P(), stream(ctx));
+    check_launch("[Conv] conv_bias_fill");
+  }
+  std::optional<Scratch> cols;
+  if (plan.path == ConvPath::Im2col) cols.emplace(ctx, (size_t)plan.cols_elems * sizeof(float));
+  // One workspace for every call, regrown when a call wants more.
+  std::optional<Scratch> ws;
+  size_t ws_bytes = 0;
+  auto workspace = [&](size_t bytes) {
+    if (!ws || bytes > ws_bytes) {
+      ws.reset();
+      ws.emplace(ctx, bytes);
+      ws_bytes = bytes;
+    }
+    return ws->data();
+  };
+  for (int64_t n0 = 0; n0 < g.N; n0 += plan.nb) {
+    for (int64_t p0 = 0; p0 < g.P(); p0 += plan.pc) {
+      int64_t nb = std::min(plan.nb, g.N - n0), pc = std::min(plan.pc, g.P() - p0);
+      const float* b = x;  // 1x1: X [N, C, H*W] is its own cols, and the only chunk
+      if (cols) {
+        conv_im2col(x, cols->as<float>(), g, n0, nb, p0, pc, stream(ctx));
+        check_launch("[Conv] conv_im2col");
+        b = cols->as<float>();
+      }
+      for (const ConvGemmCall& c : conv_gemm_calls(g, n0, nb, p0, pc)) {
+        LtOperands ops;
+        ops.a = w + c.a_off;
+        ops.b = b + c.b_off;
+        ops.d = y + c.d_off;
+        if (!cublaslt_matmul(gemm_of(c, bias != nullptr), ops, options(ctx), workspace, stream(ctx),
+                             "Conv"))
+          fail(ErrorKind::Internal, "[Conv] node '", ctx.node.name,
+               "': cuBLASLt has no algorithm for m=", c.m, ", n=", c.n, ", k=", c.k,
+               ", batch=", c.batch);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// ---- Conv -------------------------------------------------------------------------------------
+
+bool conv_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
+  if (!all_f32(ctx) || !ctx.has(0) || !ctx.has(1)) return false;
+  return conv_node_plan(ctx, ctx.in[0].shape, ctx.in[1].shape).has_value();
+}
+
+void conv_cuda(const KernelCtx& ctx) {
+  const Tensor& x = ctx.input(0);
+  const Tensor& w = ctx.input(1);
+  const float* bias = ctx.has_input(2) ? ctx.input(2).ptr<const float>() : nullptr;
+  float* y = ctx.output(0).ptr<float>();
+  InferCtx ic{ctx.node, {}, {}};
+  auto planned = conv_node_plan(ic, x.shape(), w.shape());
+  if (!planned)
+    fail(ErrorKind::Internal, "[Conv] node '", ctx.node.name, "': no plan for X ",
+         shape_str(x.shape()), ", W ", shape_str(w.shape()), " (supports() accepted it)");
+  const auto& [g, plan] = *planned;
+  switch (plan.path) {
+    case ConvPath::Empty:
+      return;
+    case ConvPath::Fill:
+      conv_bias_fill(y, bias, g.N, g.M, g.P(), stream(ctx));
+      check_launch("[Conv] conv_bias_fill");
+      return;
+    case ConvPath::Direct:
+      conv_direct(x.ptr<const float>(), w.ptr<const float>(), bias, y, g, stream(ctx));
+      check_launch("[Conv] conv_direct");
+      return;
+    case ConvPath::Gemm1x1:
+    case ConvPath::Im2col:
+      run_gemms(ctx, g, plan, x.ptr<const float>(), w.ptr<const float>(), bias, y);
+      return;
+  }
+}
+
+// ---- MaxPool, AveragePool ---------------------------------------------------------------------
+
+namespace {
+
+std::optional<Pool2d> pool_node_plan(const InferCtx& ctx, const Shape& x) {
+  PoolGeom geom = pool_geom(ctx, x);
+  bool is_max = ctx.node.op == OpType::MaxPool;
+  bool include_pad = ctx.node.attrs.get_int("count_include_pad", 0) != 0;
+  Pool2d p;
+  if (!pool2d_from(geom, x[0], x[1], is_max, include_pad, &p)) return std::nullopt;
+  return p;
+}
+
+}  // namespace
+
+bool pool_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
+  if (ctx.in[0].dtype != DType::F32) return false;
+  const Node& n = ctx.node;
+  if (n.op == OpType::MaxPool && n.outputs.size() > 1 && n.outputs[1] >= 0) return false;
+  return pool_node_plan(ctx, ctx.in[0].shape).has_value();
+}
+
+void pool_cuda(const KernelCtx& ctx) {
+  const Tensor& x = ctx.input(0);
+  InferCtx ic{ctx.node, {{x.dtype(), x.shape()}}, {nullptr}};
+  std::optional<Pool2d> p = pool_node_plan(ic, x.shape());
+  if (!p)
+    fail(ErrorKind::Internal, "[", op_name(ctx.node.op), "] node '", ctx.node.name,
+         "': no plan for X ", shape_str(x.shape()), " (supports() accepted it)");
+  pool_2d(x.ptr<const float>(), ctx.output(0).ptr<float>(), *p, stream(ctx));
+  check_launch(ctx.node.op == OpType::MaxPool ? "[MaxPool] pool_2d" : "[AveragePool] pool_2d");
+}
+
+// ---- GlobalAveragePool, GlobalMaxPool ---------------------------------------------------------
+
+bool global_pool_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
+  return ctx.in[0].dtype == DType::F32;
+}
+
+void global_pool_cuda(const KernelCtx& ctx) {
+  const Tensor& x = ctx.input(0);
+  Tensor& y = ctx.output(0);
+  int64_t rows = y.numel();
+  int64_t cols = rows ? x.numel() / rows : 0;
+  bool is_max = ctx.node.op == OpType::GlobalMaxPool;
+  pool_global(x.ptr<const float>(), y.ptr<float>(), rows, cols, is_max, stream(ctx));
+  check_launch(is_max ? "[GlobalMaxPool] pool_global" : "[GlobalAveragePool] pool_global");
+}
+
+// ---- BatchNormalization -----------------------------------------------------------------------
+
+bool batch_norm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
+  return all_f32(ctx);
+}
+
+void batch_norm_cuda(const KernelCtx& ctx) {
+  const Tensor& x = ctx.input(0);
+  int64_t n = x.dim(0), c = x.dim(1);
+  int64_t inner = n * c != 0 ? x.numel() / (n * c) : 0;
+  float eps = (float)ctx.node.attrs.get_float("epsilon", 1e-5);
+  batch_norm(x.ptr<const float>(), ctx.input(1).ptr<const float>(), ctx.input(2).ptr<const float>(),
+             ctx.input(3).ptr<const float>(), ctx.input(4).ptr<const float>(),
+             ctx.output(0).ptr<float>(), n, c, inner, eps, stream(ctx));
+  check_launch("[BatchNormalization] batch_norm");
+}
+
+}  // namespace ember::cuda
