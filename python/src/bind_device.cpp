@@ -28,17 +28,22 @@ void init_device(nb::module_& m) {
   m.def("device_names", &device_names, "registered devices besides the CPU");
   m.def(
       "register_fake_device",
-      [](const std::string& name, const std::vector<std::string>& ops) {
-        std::vector<OpType> types;
-        for (const std::string& op : ops) {
-          OpType t;
-          EMBER_CHECK(op_from_name(op, &t), Input, "[device] unknown op '", op, "'");
-          types.push_back(t);
-        }
-        device_register(device_fake_make(name, types));
+      [](const std::string& name, const std::vector<std::string>& ops,
+         const std::vector<std::string>& repack_ops) {
+        auto types = [](const std::vector<std::string>& names) {
+          std::vector<OpType> out;
+          for (const std::string& op : names) {
+            OpType t;
+            EMBER_CHECK(op_from_name(op, &t), Input, "[device] unknown op '", op, "'");
+            out.push_back(t);
+          }
+          return out;
+        };
+        device_register(device_fake_make(name, types(ops), types(repack_ops)));
       },
-      nb::arg("name"), nb::arg("ops"),
-      "a test device: host memory in its own pool, the CPU's kernels for `ops` only");
+      nb::arg("name"), nb::arg("ops"), nb::arg("repack_ops") = std::vector<std::string>{},
+      "a test device: host memory in its own pool, the CPU's kernels for `ops` only; constant "
+      "inputs of `repack_ops` are repacked (copied, counted) at load");
   m.def("fake_device_stats", [](const std::string& name) {
     std::shared_ptr<Device> d = device_find(name);
     EMBER_CHECK(d, Input, "[device] no device '", name, "'");
@@ -49,6 +54,7 @@ void init_device(nb::module_& m) {
     out["bytes_to_device"] = s.bytes_to_device;
     out["bytes_to_host"] = s.bytes_to_host;
     out["live_allocations"] = s.live_allocations;
+    out["prepared"] = s.prepared;
     return out;
   });
 }

@@ -320,3 +320,25 @@ def test_device_outputs_across_an_eager_boundary(rng):
             out = eng.run({"x": x}, device_outputs=True)
         for k in want:
             np.testing.assert_array_equal(np.from_dlpack(out[k]), want[k], err_msg=f"{device}: {k}")
+
+
+def test_constants_repacked_for_a_device_kernel_once_per_engine(rng):
+    """A device kernel's prepare (GPU weight layouts) runs once per constant per engine, on
+    its own device slot: another reader of the constant still gets it as it is."""
+    name = "fake-repack"
+    _core.register_fake_device(name, ["MatMul", "Add"], repack_ops=["MatMul"])
+    w = rng.standard_normal((16, 16)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "W"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(w, "W")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    before = stats(name)
+    with ember.Engine(model, device=name) as eng:
+        for n in (16, 3, 16, 5):  # three plans
+            x = rng.standard_normal((n, 16, 16)).astype(np.float32)
+            np.testing.assert_allclose(eng.run({"x": x})["y"], x @ w + w, rtol=1e-5, atol=1e-5)
+        after = stats(name)
+    assert after["prepared"] - before["prepared"] == 1
+    # W goes up twice, once repacked for MatMul and once as it is for Add; then only x per run.
+    assert after["bytes_to_device"] - before["bytes_to_device"] == 2 * w.nbytes + 40 * 16 * 16 * 4

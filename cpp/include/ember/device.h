@@ -22,9 +22,15 @@ struct DeviceOptions {
   bool deterministic = false;  // results independent of batch size (fixed reduction orders)
 };
 
+// Load-time repacking of a constant input for a device kernel (host code): the tensor to
+// upload in the constant's place, in the layout the kernel reads (int4 tiles for tensor cores,
+// ...); an undefined Tensor keeps the constant as it is. Called once per constant per session.
+using DevicePrepareFn = Tensor (*)(const Node& node, int input, const Tensor& host);
+
 struct DeviceKernel {
   KernelFn fn = nullptr;  // runs with KernelCtx::device set; tensors hold device pointers
   const char* name = nullptr;
+  DevicePrepareFn prepare = nullptr;  // optional, for the node's constant inputs
 };
 
 class Device {
@@ -58,12 +64,16 @@ std::vector<std::string> device_names();
 // A second "device" for tests without a GPU: host memory from its own pool (so a CPU kernel
 // that reads it, or a device kernel that reads host memory, is caught: checks_residency), and
 // the CPU's kernels for the ops in `ops` only; every other node falls back to the CPU.
-// Counts its copies (device_fake_stats) so tests see where the boundaries are.
-std::shared_ptr<Device> device_fake_make(const std::string& name, const std::vector<OpType>& ops);
+// Counts its copies (device_fake_stats) so tests see where the boundaries are. Constant
+// inputs of `repack_ops` go through a DeviceKernel::prepare that copies them (counted in
+// `prepared`), as a GPU kernel's repacking would.
+std::shared_ptr<Device> device_fake_make(const std::string& name, const std::vector<OpType>& ops,
+                                         const std::vector<OpType>& repack_ops = {});
 struct FakeDeviceStats {
   int64_t copies_to_device = 0, copies_to_host = 0;
   int64_t bytes_to_device = 0, bytes_to_host = 0;
   int64_t live_allocations = 0;
+  int64_t prepared = 0;  // constants repacked (by every fake device in the process)
 };
 FakeDeviceStats device_fake_stats(const Device& device);
 

@@ -4,6 +4,7 @@
 #include "ember/device.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -26,10 +27,20 @@ std::map<std::string, std::shared_ptr<Device>>& registry() {
   return *devices;
 }
 
+std::atomic<int64_t> fake_prepared{0};
+
+// The fake device's "repacking": a copy (same layout), counted.
+Tensor fake_prepare(const Node& node, int input, const Tensor& host) {
+  fake_prepared++;
+  return host.clone();
+}
+
 class FakeDevice final : public Device {
  public:
-  FakeDevice(std::string name, const std::vector<OpType>& ops) : name_(std::move(name)) {
+  FakeDevice(std::string name, const std::vector<OpType>& ops, const std::vector<OpType>& repack)
+      : name_(std::move(name)) {
     for (OpType op : ops) ops_.insert(op);
+    for (OpType op : repack) repack_.insert(op);
   }
   ~FakeDevice() override {
     for (auto& [p, bytes] : live_) std::free(p);
@@ -80,8 +91,9 @@ class FakeDevice final : public Device {
 
   DeviceKernel find_kernel(const InferCtx& ctx, const DeviceOptions& options) const override {
     if (!ops_.count(ctx.node.op) || (op_def(ctx.node.op).flags & kOpDynamic)) return {};
-    if (const KernelEntry* e = cpu_kernel_find(ctx, cpu_isa())) return {e->fn, e->name};
-    return {op_def(ctx.node.op).reference, "reference"};
+    DevicePrepareFn prepare = repack_.count(ctx.node.op) ? fake_prepare : nullptr;
+    if (const KernelEntry* e = cpu_kernel_find(ctx, cpu_isa())) return {e->fn, e->name, prepare};
+    return {op_def(ctx.node.op).reference, "reference", prepare};
   }
 
   bool checks_residency() const override { return true; }
@@ -98,12 +110,14 @@ class FakeDevice final : public Device {
 
   FakeDeviceStats stats() const {
     std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
+    FakeDeviceStats s = stats_;
+    s.prepared = fake_prepared.load();
+    return s;
   }
 
  private:
   std::string name_;
-  std::set<OpType> ops_;
+  std::set<OpType> ops_, repack_;
   mutable std::mutex mu_;
   std::map<void*, size_t> live_;
   FakeDeviceStats stats_;
@@ -131,8 +145,9 @@ std::vector<std::string> device_names() {
   return names;
 }
 
-std::shared_ptr<Device> device_fake_make(const std::string& name, const std::vector<OpType>& ops) {
-  return std::make_shared<FakeDevice>(name, ops);
+std::shared_ptr<Device> device_fake_make(const std::string& name, const std::vector<OpType>& ops,
+                                         const std::vector<OpType>& repack_ops) {
+  return std::make_shared<FakeDevice>(name, ops, repack_ops);
 }
 
 FakeDeviceStats device_fake_stats(const Device& device) {

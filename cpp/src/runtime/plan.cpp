@@ -70,6 +70,7 @@ void choose_device_kernel(Plan& plan, const PlanRequest& req, InferCtx& ictx, St
   step.kernel = dk.name;
   step.isa = Isa::Generic;
   step.on_device = true;
+  step.prepare = dk.prepare;
 }
 
 void copy_to_device_step(const KernelCtx& ctx) {
@@ -91,19 +92,42 @@ void place_copies(Plan& plan, const PlanRequest& req) {
   for (const Step& s : plan.steps)
     for (int id : s.out) if (id >= 0) plan.on_device[id] = s.on_device;
   std::vector<int> on_dev(nv, -1), on_host(nv, -1);
+  std::map<std::pair<int, DevicePrepareFn>, int> repacked;  // (constant, prepare) -> device slot
   std::vector<Step> steps;
+  auto add_slot = [&](int like, const TensorType& type, SlotKind kind, bool device) {
+    int slot = (int)plan.types.size();
+    plan.types.push_back(type);
+    plan.kinds.push_back(kind);
+    plan.offsets.push_back(0);
+    plan.known.push_back(kind == SlotKind::Known ? plan.known[like] : Tensor());
+    plan.on_device.push_back(device);
+    plan.source.push_back(like);
+    plan.prepared.push_back(nullptr);
+    return slot;
+  };
+  // A constant input of a device step, repacked by the kernel's prepare (or -1: as it is).
+  auto repacked_of = [&](const Step& s, int k, int id) -> int {
+    if (!s.prepare || plan.kinds[id] != SlotKind::Known) return -1;
+    auto key = std::make_pair(id, s.prepare);
+    if (auto it = repacked.find(key); it != repacked.end()) return it->second;
+    Tensor packed = req.prepared && g.constants.count(id)
+                        ? req.prepared->get(id, s.prepare, *s.node, k, plan.known[id])
+                        : s.prepare(*s.node, k, plan.known[id]);
+    if (!packed.defined()) return -1;
+    int slot = add_slot(id, {packed.dtype(), packed.shape()}, SlotKind::Known, true);
+    plan.known[slot] = packed;
+    plan.prepared[slot] = s.prepare;
+    repacked[key] = slot;
+    return slot;
+  };
   auto copy_of = [&](int id, bool to_device) -> int {
     int have = to_device ? on_dev[id] : on_host[id];
     if (have >= 0) return have;
-    int slot = (int)plan.types.size();
+    // Constants get a Known slot: bind uploads the host tensor.
+    SlotKind kind = plan.kinds[id] == SlotKind::Known ? SlotKind::Known : SlotKind::Arena;
+    int slot = add_slot(id, plan.types[id], kind, to_device);
     (to_device ? on_dev : on_host)[id] = slot;
-    plan.types.push_back(plan.types[id]);
-    plan.kinds.push_back(plan.kinds[id] == SlotKind::Known ? SlotKind::Known : SlotKind::Arena);
-    plan.offsets.push_back(0);
-    plan.known.push_back(plan.known[id]);  // constants: bind uploads the host tensor
-    plan.on_device.push_back(to_device);
-    plan.source.push_back(id);
-    if (plan.kinds[slot] == SlotKind::Known) return slot;
+    if (kind == SlotKind::Known) return slot;
     Node& copy = plan.copy_nodes.emplace_back();
     copy.op = OpType::Identity;
     copy.name = str_cat(to_device ? "copy to " : "copy from ", req.device->name(), ": ", g.values[id].name);
@@ -122,7 +146,8 @@ void place_copies(Plan& plan, const PlanRequest& req) {
       if (id < 0 || plan.kinds[id] == SlotKind::Unused || plan.on_device[id] == s.on_device) continue;
       if (s.on_device && (plan.kinds[id] == SlotKind::Known || plan.kinds[id] == SlotKind::Feed))
         s.host_in[k] = id;
-      id = copy_of(id, s.on_device);
+      int packed = s.on_device ? repacked_of(s, (int)k, id) : -1;
+      id = packed >= 0 ? packed : copy_of(id, s.on_device);
     }
     steps.push_back(std::move(s));
   }
@@ -323,6 +348,7 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
   plan->host_slot.resize(nv);
   for (size_t id = 0; id < nv; id++) plan->host_slot[id] = (int)id;
   plan->source.assign(nv, -1);
+  plan->prepared.assign(nv, nullptr);
   if (req.device) place_copies(*plan, req);
   for (int id : req.outputs) {
     int slot = plan->host_slot[id];
@@ -356,6 +382,17 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
     (side ? plan->device_arena_bytes : plan->arena_bytes) = mp.peak_bytes;
   }
   return plan;
+}
+
+Tensor PreparedConstants::get(int id, DevicePrepareFn fn, const Node& node, int input,
+                              const Tensor& host) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto key = std::make_pair(id, fn);
+  auto it = packed_.find(key);
+  if (it != packed_.end()) return it->second;
+  Tensor t = fn(node, input, host);
+  packed_[key] = t;
+  return t;
 }
 
 // ---- cache ----------------------------------------------------------------------------------

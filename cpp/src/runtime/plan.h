@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <deque>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -38,6 +39,18 @@ struct Step {
   bool is_copy = false;      // a copy between the CPU and the device (placement)
   std::vector<int> host_in{};  // device steps: per input, the host slot it was copied from when
                              // that is a constant or a feed (KernelCtx::host_in), else -1
+  DevicePrepareFn prepare = nullptr;  // device steps: repacks constant inputs (DeviceKernel)
+};
+
+// Constants a device kernel repacked (DeviceKernel::prepare), shared by a session's plans so
+// each graph constant is repacked once; keyed by (value id, prepare function).
+class PreparedConstants {
+ public:
+  Tensor get(int id, DevicePrepareFn fn, const Node& node, int input, const Tensor& host);
+
+ private:
+  std::mutex mu_;
+  std::map<std::pair<int, DevicePrepareFn>, Tensor> packed_;
 };
 
 class PlanCache;
@@ -55,6 +68,7 @@ struct Plan {
   std::vector<Tensor> known;       // values known at plan time (constants, folded)
   std::vector<uint8_t> on_device;  // per slot id; empty without a device
   std::vector<int> source;         // per slot id: the value a copy slot copies, else -1
+  std::vector<DevicePrepareFn> prepared;  // per slot id: how a repacked constant slot was made
   std::vector<int> host_slot;      // per graph value id: the slot holding it on the host
   std::vector<Step> steps;
   std::vector<int> outputs;        // requested output value ids, in order
@@ -100,6 +114,7 @@ struct PlanRequest {
   Device* device = nullptr;        // place nodes here where it has kernels (ember/device.h)
   DeviceOptions device_options{};
   std::vector<uint8_t> bound_on_device{};  // per bound value: in the device's memory (empty: none)
+  PreparedConstants* prepared = nullptr;   // the session's repacked constants (device sessions)
   bool outputs_on_device = false;          // requested outputs stay in device memory
 };
 

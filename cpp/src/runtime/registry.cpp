@@ -17,6 +17,9 @@
 #if defined(__x86_64__)
 #include "kernels/x86/kernels_x86.h"
 #endif
+#if defined(__aarch64__)
+#include "kernels/arm/kernels_arm.h"
+#endif
 
 namespace ember {
 namespace {
@@ -24,6 +27,19 @@ namespace {
 using namespace cpu;
 
 const KernelEntry kCpuKernels[] = {
+#if defined(__aarch64__)
+    // ---- aarch64: NEON kernels (kernels/arm/kernels_arm.h), ahead of their ops' generic rows.
+    // Isa::Neon rows exist only in aarch64 builds (and x86 rows only in x86 ones): the Isa enum
+    // orders levels within one CPU family, never across families.
+    {OpType::MatMul, DType::F32, Isa::Neon, matmul_f32_neon, "matmul_f32_neon"},
+    {OpType::Gemm, DType::F32, Isa::Neon, gemm_f32_neon, "gemm_f32_neon"},
+    {OpType::FusedMatMul, DType::F32, Isa::Neon, fused_matmul_f32_neon, "fused_matmul_f32_neon"},
+    {OpType::QMatMul, DType::F32, Isa::Neon, qmatmul_i8_neon, "qmatmul_i8_neon"},
+    {OpType::LayerNormalization, DType::F32, Isa::Neon, layer_norm_f32_neon, "layer_norm_f32_neon", layer_norm_f32_supports},
+    {OpType::RMSNormalization, DType::F32, Isa::Neon, rms_norm_f32_neon, "rms_norm_f32_neon", rms_norm_f32_supports},
+    {OpType::Softmax, DType::F32, Isa::Neon, softmax_f32_neon, "softmax_f32_neon", softmax_f32_supports},
+    {OpType::LogSoftmax, DType::F32, Isa::Neon, log_softmax_f32_neon, "log_softmax_f32_neon", softmax_f32_supports},
+#endif
     // ---- linalg ----
 #if defined(__x86_64__)
     {OpType::MatMul, DType::F32, Isa::Avx2, matmul_f32_avx2, "matmul_f32_avx2"},

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <tuple>
+#include <map>
 #include <unordered_map>
 
 #include "ember/thread_pool.h"
@@ -52,7 +53,8 @@ struct Session::Impl : SubgraphRunner {
   std::shared_ptr<Device> device;  // null: CPU only
   // Graph constants copied to the device once, shared by every plan (by value id).
   std::mutex device_mu;
-  std::unordered_map<int, Tensor> device_constants;
+  std::map<std::pair<int, DevicePrepareFn>, Tensor> device_constants;
+  PreparedConstants prepared;  // constants repacked for device kernels
   std::vector<std::pair<std::string, std::string>> device_fallbacks;
 
   std::vector<int> resolve_outputs(const std::vector<std::string>& names) const {
@@ -165,6 +167,7 @@ struct Session::Impl : SubgraphRunner {
     req.isa = isa;
     req.device = device.get();
     req.device_options = options.device_options;
+    req.prepared = &prepared;
     auto t0 = std::chrono::steady_clock::now();
     std::shared_ptr<Plan> plan = plan_compile(req);
     if (!plan->fallbacks.empty()) {
@@ -231,11 +234,12 @@ struct Session::Impl : SubgraphRunner {
     return Tensor::borrow(host.dtype(), host.shape(), p, owner);
   }
 
-  // A constant's device slot: graph constants are uploaded once per session.
-  Tensor device_constant(int source, const Tensor& host) {
+  // A constant's device slot: graph constants are uploaded once per session (once per
+  // layout: as they are, and as each device kernel's prepare repacked them).
+  Tensor device_constant(int source, DevicePrepareFn prepared, const Tensor& host) {
     if (!graph.constants.count(source)) return upload(host);
     std::lock_guard<std::mutex> lock(device_mu);
-    Tensor& t = device_constants[source];
+    Tensor& t = device_constants[{source, prepared}];
     if (!t.defined()) t = upload(host);
     return t;
   }
@@ -259,7 +263,8 @@ struct Session::Impl : SubgraphRunner {
       const TensorType& t = plan.types[id];
       bool on_device = device && plan.on_device[id];
       if (plan.kinds[id] == SlotKind::Known)
-        plan.slots[id] = on_device ? device_constant(plan.source[id], plan.known[id]) : plan.known[id];
+        plan.slots[id] = on_device ? device_constant(plan.source[id], plan.prepared[id], plan.known[id])
+                                   : plan.known[id];
       if (plan.kinds[id] == SlotKind::Arena)
         plan.slots[id] = Tensor::borrow(t.dtype, t.shape, (on_device ? dp : (char*)p) + plan.offsets[id]);
     }
