@@ -9,29 +9,14 @@
 
 #include "cuda/src/backend.h"
 #include "cuda/src/cublaslt.h"
+#include "python/src/device_api.h"
+#include "python/src/errors.h"
 
 namespace nb = nanobind;
 using namespace ember;
 using namespace ember::cuda;
 
 namespace {
-
-// Must match python/src/bind_device.cpp.
-struct DeviceApi {
-  int version;
-  void (*register_device)(const std::shared_ptr<Device>& device);
-};
-
-PyObject* error_class(ErrorKind kind) {
-  static PyObject* classes[4] = {};
-  int k = (int)kind;
-  if (!classes[k]) {
-    static const char* names[] = {"ModelError", "InputError", "UnsupportedOpError", "InternalError"};
-    nb::object errors = nb::module_::import_("ember.errors");
-    classes[k] = errors.attr(names[k]).inc_ref().ptr();
-  }
-  return classes[k];
-}
 
 std::shared_ptr<CudaDevice> device_at(int ordinal) {
   static std::mutex mu;
@@ -49,13 +34,7 @@ std::shared_ptr<CudaDevice> device_at(int ordinal) {
 
 NB_MODULE(_cuda, m) {
   m.doc() = "ember's CUDA backend";
-  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
-    try {
-      std::rethrow_exception(p);
-    } catch (const Error& e) {
-      PyErr_SetString(error_class(e.kind()), e.what());
-    }
-  });
+  ember::py::register_error_translator();
   m.def("device_count", [] { return cuda_device_count(nullptr); });
   m.def("unavailable_reason", [] {
     std::string why;
@@ -78,10 +57,11 @@ NB_MODULE(_cuda, m) {
     return nb::make_tuple(ok, error);
   }, nb::arg("path") = "", "opens cuBLASLt -> (ok, error naming every path tried)");
   m.def("register_device", [](nb::capsule api, int ordinal) {
-    EMBER_CHECK(std::string(api.name()) == "ember._core.device_api", Internal,
+    EMBER_CHECK(std::string(api.name()) == ember::py::kDeviceApiName, Internal,
                 "[cuda] not ember._core's device capsule");
-    const auto* table = static_cast<const DeviceApi*>(api.data());
-    EMBER_CHECK(table->version == 1, Internal, "[cuda] ember._core and ember._cuda come from different builds");
+    const auto* table = static_cast<const ember::py::DeviceApi*>(api.data());
+    EMBER_CHECK(table->version == ember::py::kDeviceApiVersion, Internal,
+                "[cuda] ember._core and ember._cuda come from different builds");
     std::shared_ptr<CudaDevice> dev = device_at(ordinal);
     table->register_device(dev);
     return dev->name();

@@ -4,27 +4,21 @@
 #include <nanobind/stl/vector.h>
 
 #include "convert.h"
+#include "device_api.h"
 #include "ember/device.h"
 
 namespace ember::py {
 
 namespace {
 
-// What ember._cuda finds in the capsule: both modules are built from one tree, so the C++
-// types match; `version` guards against a stale module from another build.
-struct DeviceApi {
-  int version;
-  void (*register_device)(const std::shared_ptr<Device>& device);
-};
-
 void register_from_module(const std::shared_ptr<Device>& device) { device_register(device); }
 
-const DeviceApi kDeviceApi{1, register_from_module};
+const DeviceApi kDeviceApi{kDeviceApiVersion, register_from_module};
 
 }  // namespace
 
 void init_device(nb::module_& m) {
-  m.attr("_device_api") = nb::capsule(&kDeviceApi, "ember._core.device_api");
+  m.attr("_device_api") = nb::capsule(&kDeviceApi, kDeviceApiName);
   m.def("device_names", &device_names, "registered devices besides the CPU");
   m.def(
       "register_fake_device",

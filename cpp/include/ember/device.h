@@ -47,6 +47,9 @@ class Device {
   virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
   // Waits until all work queued on the device has finished.
   virtual void synchronize() = 0;
+  // A named range around each device step, for the device's profilers (NVTX on CUDA).
+  virtual void range_push(const char* name) {}
+  virtual void range_pop() {}
   // The kernel that runs this node here at these types and shapes; fn null: the CPU runs it.
   virtual DeviceKernel find_kernel(const InferCtx& ctx, const DeviceOptions& options) const = 0;
   // Debug devices: the executor checks that every step reads and writes memory on its own

@@ -48,7 +48,6 @@ std::vector<bool> read_after(const Graph& g, const std::vector<bool>& need, int 
   return read;
 }
 
-
 // The device's kernel for this node, if it has one. It sees input values only where they
 // are constants or feeds: those are the inputs a device step gets host copies of
 // (KernelCtx::host_in), whatever shape inference could compute ahead.

@@ -293,6 +293,11 @@ struct Session::Impl : SubgraphRunner {
       for (int id : step.host_in) ctx.host_in.push_back(id >= 0 ? &plan.slots[id] : nullptr);
     }
     if (device && device->checks_residency() && !step.is_copy) check_residency(step, ctx);
+    struct Range {  // the device profiler's span for this step
+      Device* device;
+      Range(Device* d, const std::string& name) : device(d) { if (device) device->range_push(name.c_str()); }
+      ~Range() { if (device) device->range_pop(); }
+    } range{step.on_device ? device.get() : nullptr, node.name};
     if (!trace) return step.fn(ctx);
     int64_t t0 = trace_now_ns();
     step.fn(ctx);
