@@ -1,6 +1,7 @@
 #include "cuda/src/backend.h"
 
 #include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
 
 #include "cuda/src/cuda_ops.h"
 
@@ -91,10 +92,15 @@ void CudaDevice::synchronize() {
   cuda_check(cudaStreamSynchronize(static_cast<cudaStream_t>(activate())), "synchronize");
 }
 
+// NVTX ranges cost a branch unless a profiler (Nsight Systems) is attached.
+void CudaDevice::range_push(const char* name) { nvtxRangePushA(name); }
+
+void CudaDevice::range_pop() { nvtxRangePop(); }
+
 DeviceKernel CudaDevice::find_kernel(const InferCtx& ctx, const DeviceOptions& options) const {
   for (const CudaKernel& k : cuda_kernels()) {
     if (k.op != ctx.node.op) continue;
-    if (!k.supports || k.supports(ctx, options)) return {k.fn, k.name};
+    if (!k.supports || k.supports(ctx, options)) return {k.fn, k.name, k.prepare};
   }
   return {};
 }

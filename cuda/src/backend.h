@@ -22,6 +22,8 @@ class CudaDevice final : public Device {
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
   void copy_on_device(void* dst, const void* src, size_t bytes) override;
   void synchronize() override;
+  void range_push(const char* name) override;
+  void range_pop() override;
   DeviceKernel find_kernel(const InferCtx& ctx, const DeviceOptions& options) const override;
 
   int ordinal() const { return ordinal_; }

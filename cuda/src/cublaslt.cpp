@@ -382,4 +382,98 @@ bool cublaslt_matmul(const GemmPlan& plan, const LtOperands& ops, const DeviceOp
   return true;
 }
 
+// ---- int8 matmul (QMatMul) ----------------------------------------------------------------------
+
+namespace {
+
+// The descriptors of one int8 call: TN, int32 scale and output, no epilogue; C shares D's layout.
+struct DescsI8 {
+  const lt::Api& api;
+  lt::MatmulDesc desc = nullptr;
+  lt::MatrixLayout a = nullptr, b = nullptr, d = nullptr;
+
+  DescsI8(const lt::Api& api_, int64_t m, int64_t n_pad, int64_t k_pad, const char* what)
+      : api(api_) {
+    try {
+      check(api, api.matmul_desc_create(&desc, lt::kCompute32I, lt::kR32I), what,
+            "cublasLtMatmulDescCreate");
+      int32_t ta = lt::kOpT, tb = lt::kOpN;
+      check(api, api.matmul_desc_set_attribute(desc, lt::kDescTransA, &ta, sizeof(ta)), what,
+            "cublasLtMatmulDescSetAttribute");
+      check(api, api.matmul_desc_set_attribute(desc, lt::kDescTransB, &tb, sizeof(tb)), what,
+            "cublasLtMatmulDescSetAttribute");
+      a = layout(lt::kR8I, k_pad, n_pad, k_pad, what);  // W [n_pad, k_pad] is col-major [k_pad, n_pad]
+      b = layout(lt::kR8I, k_pad, m, k_pad, what);      // codes [m, k_pad]
+      d = layout(lt::kR32I, n_pad, m, n_pad, what);     // sums [m, n_pad]
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~DescsI8() { release(); }
+  DescsI8(const DescsI8&) = delete;
+  DescsI8& operator=(const DescsI8&) = delete;
+
+  lt::MatrixLayout layout(int type, int64_t rows, int64_t cols, int64_t ld, const char* what) {
+    lt::MatrixLayout l = nullptr;
+    check(api, api.matrix_layout_create(&l, type, (uint64_t)rows, (uint64_t)cols, ld), what,
+          "cublasLtMatrixLayoutCreate");
+    return l;
+  }
+  void release() {
+    if (a) api.matrix_layout_destroy(a);
+    if (b) api.matrix_layout_destroy(b);
+    if (d) api.matrix_layout_destroy(d);
+    if (desc) api.matmul_desc_destroy(desc);
+    a = b = d = nullptr;
+    desc = nullptr;
+  }
+};
+
+constexpr int64_t kI8KeyTag = -8;  // first key slot: never a float call's trans_a (0 or 1)
+
+}  // namespace
+
+void cublaslt_describe_i8(const lt::Api& api, int64_t m, int64_t n_pad, int64_t k_pad) {
+  DescsI8 ds(api, m, n_pad, k_pad, "cublaslt");
+  Pref pref(api, {16, 16, 16, 16}, false, "cublaslt");
+}
+
+bool cublaslt_matmul_i8(int64_t m, int64_t n_pad, int64_t k_pad, const int8_t* a, const int8_t* w,
+                        int32_t* d, const std::function<void*(size_t)>& workspace, void* stream,
+                        const char* what) {
+  const lt::Api& api = cublaslt_api();
+  lt::Handle handle = cublaslt_handle();
+  DescsI8 run(api, m, n_pad, k_pad, what);
+  // Integer sums are exact in any order: split-K and per-m algorithms change no bits.
+  std::array<uint32_t, 4> align = {alignment(w, 1, 0), alignment(a, 1, 0), alignment(d, 1, 0),
+                                   alignment(d, 1, 0)};
+  AlgoKey key{kI8KeyTag, m, n_pad, k_pad, align[0], align[1], align[2]};
+  CachedAlgo algo = cached(key, [&] {
+    Pref pref(api, align, false, what);
+    lt::HeuristicResult r{};
+    int returned = 0;
+    lt::Status s = api.matmul_algo_get_heuristic(handle, run.desc, run.a, run.b, run.d, run.d,
+                                                 pref.pref, 1, &r, &returned);
+    if (s != lt::kSuccess && s != lt::kNotSupported)
+      check(api, s, what, "cublasLtMatmulAlgoGetHeuristic");
+    CachedAlgo out;
+    if (s == lt::kSuccess && returned > 0 && r.state == lt::kSuccess) {
+      out.found = true;
+      out.algo = r.algo;
+      out.workspace = r.workspace_size;
+    }
+    return out;
+  });
+  if (!algo.found) return false;
+  int32_t alpha = 1, beta = 0;
+  void* ws = algo.workspace ? workspace(algo.workspace) : nullptr;
+  lt::Status s = api.matmul(handle, run.desc, &alpha, w, run.a, a, run.b, &beta, d, run.d, d,
+                            run.d, &algo.algo, ws, algo.workspace, stream);
+  if (s != lt::kSuccess)
+    fail(ErrorKind::Internal, "[", what, "] int8 cublasLtMatmul failed: ",
+         cublaslt_status_str(api, s), " (m=", m, ", n_pad=", n_pad, ", k_pad=", k_pad, ")");
+  return true;
+}
+
 }  // namespace ember::cuda

@@ -25,6 +25,11 @@ constexpr Status kSuccess = 0, kNotSupported = 15;
 constexpr int kR32F = 0, kR16F = 2, kR16BF = 14;
 // cublasComputeType_t
 constexpr int kCompute32F = 68, kCompute32FFast16F = 74, kCompute32FFast16BF = 75;
+// int8 GEMM (QMatMul): int8 A / B, int32 C / D and scale (alpha, beta), exact integer sums.
+// IMMA kernels on ORDER_COL layouts want "TN" (A transposed, B not), m, k and every leading
+// dim a multiple of 4, pointers 4-byte (better 16-byte) aligned.
+constexpr int kR8I = 3, kR32I = 10;
+constexpr int kCompute32I = 72;
 // cublasOperation_t
 constexpr int32_t kOpN = 0, kOpT = 1;
 
@@ -164,5 +169,19 @@ bool cublaslt_describe(const lt::Api& api, const GemmPlan& plan, const float* bi
 // The m the heuristic sees in deterministic runs: odd, so strides and leading dims that scale
 // with m get the weakest alignment any m gives, and the algorithm fits every m.
 constexpr int64_t kLtDeterministicM = 1023;
+
+// ---- int8 matmul (QMatMul, ops_q8.cpp) --------------------------------------------------------
+
+// Enqueues d [m, n_pad] int32 = a [m, k_pad] int8 @ w [n_pad, k_pad]^T int8 (all row-major)
+// with CUBLAS_COMPUTE_32I: as column-major, D^T = op_T(W^T) @ A^T, the "TN" form IMMA needs.
+// n_pad and k_pad must be multiples of 4 (ops_q8 pads to 16). Algorithms are cached per shape
+// and alignment like cublaslt_matmul's. Returns false where cuBLASLt has no algorithm (the
+// caller runs its own kernel); throws an ember Error ("[what] ...") on a failed call.
+bool cublaslt_matmul_i8(int64_t m, int64_t n_pad, int64_t k_pad, const int8_t* a, const int8_t* w,
+                        int32_t* d, const std::function<void*(size_t)>& workspace, void* stream,
+                        const char* what);
+// The descriptors and preference cublaslt_matmul_i8 would use, built and freed with no GPU (host
+// tests: the loaded library accepts every attribute and type set); an ember Error otherwise.
+void cublaslt_describe_i8(const lt::Api& api, int64_t m, int64_t n_pad, int64_t k_pad);
 
 }  // namespace ember::cuda

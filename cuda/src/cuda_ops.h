@@ -17,6 +17,8 @@ struct CudaKernel {
   KernelFn fn;
   // Whether `fn` runs this node at these types, shapes and options; nullptr: always.
   bool (*supports)(const InferCtx& ctx, const DeviceOptions& options) = nullptr;
+  // Load-time repacking of the node's constant inputs (ember/device.h); nullptr: none.
+  DevicePrepareFn prepare = nullptr;
 };
 
 // The table (cuda/src/registry.cpp): one line per kernel, first match wins.

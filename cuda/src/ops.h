@@ -72,5 +72,13 @@ bool batch_norm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options)
 // ---- residual add + norm (ops_add_norm.cpp) ----
 void add_norm_cuda(const KernelCtx& ctx);  // AddNorm: kind "layer" | "rms"
 bool add_norm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+// ---- int8 GEMM (ops_q8.cpp) ----
+void qmatmul_cuda(const KernelCtx& ctx);  // QMatMul: a_mode token | static | tensor_u8
+bool qmatmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+Tensor qmatmul_cuda_prepare(const Node& node, int input, const Tensor& host);  // q8_prepare
+// ---- int4 weight-only GEMM (ops_q4.cpp) ----
+void q4matmul_cuda(const KernelCtx& ctx);  // Q4MatMul: W4A16 on tensor cores
+bool q4matmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+Tensor q4_prepare(const Node& node, int input, const Tensor& host);  // q4_pack.h
 
 }  // namespace ember::cuda

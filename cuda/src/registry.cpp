@@ -86,6 +86,10 @@ const std::vector<CudaKernel>& cuda_kernels() {
       {OpType::BatchNormalization, "batch_norm_cuda", batch_norm_cuda, batch_norm_cuda_supports},
       // ---- residual add + norm (ops_add_norm.cpp) ----
       {OpType::AddNorm, "add_norm_cuda", add_norm_cuda, add_norm_cuda_supports},
+      // ---- int8 GEMM (ops_q8.cpp) ----
+      {OpType::QMatMul, "qmatmul_cuda", qmatmul_cuda, qmatmul_cuda_supports, qmatmul_cuda_prepare},
+      // ---- int4 weight-only GEMM (ops_q4.cpp) ----
+      {OpType::Q4MatMul, "q4matmul_cuda", q4matmul_cuda, q4matmul_cuda_supports, q4_prepare},
   };
   return table;
 }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The quantized-GEMM GPU check for the H200 device machine, under 8 minutes: builds _core and
+# _cuda exactly as check.sh does (same build dir and flags, so either script reuses the other's
+# build), runs tests/cuda/test_cuda_q8.py (W8A8 QMatMul against the CPU), then
+# bench_quant_cuda.py (Llama-3-8B shapes, ember int8 / int4 vs torch fp16 and torch._int_mm).
+# Logs, bench_quant.json and the table go to $OUT when set, else /tmp/ember-gpu-quant.
+#   bash benchmarks/gpu/check_quant.sh [--dry-run]   env: PYTHON, EMBER_GPU_BUILD_DIR (build/h200),
+#                                                    JOBS (16), BENCH_ARGS (extra bench flags)
+# --dry-run: no build, no GPU: the tests collect (and skip) and the bench runs tiny on the CPU.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python3}
+BUILD=${EMBER_GPU_BUILD_DIR:-build/h200}
+JOBS=${JOBS:-16}
+OUTDIR=${OUT:-/tmp/ember-gpu-quant}
+DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
+mkdir -p "$OUTDIR"
+export PYTHONUNBUFFERED=1
+exec > >(tee -a "$OUTDIR/check_quant.log") 2>&1
+T0=$SECONDS
+LIMIT_CONFIGURE=60 LIMIT_BUILD=200 LIMIT_TESTS=60 LIMIT_BENCH=150  # 470 s with the rest
+
+summary=()
+record() {  # name rc seconds note
+  local status=ok
+  if [ "$2" -eq 124 ] || [ "$2" -eq 137 ]; then status="TIMEOUT"; elif [ "$2" -ne 0 ]; then status="FAILED rc=$2"; fi
+  summary+=("$(printf '%-10s %-14s %5ss  %s' "$1" "$status" "$3" "$4")")
+}
+stage() { echo; echo "=== $1 ($(date -u +%H:%M:%S), +$((SECONDS - T0)) s)"; }
+
+built=0
+if [ $DRY -eq 0 ]; then
+  stage "machine"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv || true
+  NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  stage "configure + build _core _cuda ($BUILD, as check.sh)"
+  start=$SECONDS
+  timeout -k 5 $LIMIT_CONFIGURE cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DEMBER_CUDA=ON -DEMBER_CUDA_ARCHS=90 -DEMBER_BUILD_TESTS=OFF \
+    -DPython_EXECUTABLE="$(command -v "$PY")" -DCMAKE_CUDA_COMPILER="$NVCC" > "$OUTDIR/build.log" 2>&1 &&
+  timeout -k 5 $LIMIT_BUILD cmake --build "$BUILD" -j "$JOBS" --target _core _cuda >> "$OUTDIR/build.log" 2>&1
+  built=$?
+  record build $built $((SECONDS - start)) "log: build.log"
+  grep -E "warning|error" "$OUTDIR/build.log" | grep -v "^--" | head -n 20
+  tail -n 3 "$OUTDIR/build.log"
+fi
+
+if [ $built -eq 0 ]; then
+  stage "tests/cuda/test_cuda_q8.py (limit ${LIMIT_TESTS}s)"
+  start=$SECONDS
+  PYTHONPATH=python timeout -k 10 $LIMIT_TESTS "$PY" -m pytest tests/cuda/test_cuda_q8.py -q -p no:cacheprovider \
+    -o faulthandler_timeout=$((LIMIT_TESTS - 10)) -rs 2>&1 | tee "$OUTDIR/pytest_q8.log"
+  rc=$?
+  record tests $rc $((SECONDS - start)) "$(grep -E "(passed|failed|error|skipped)( |,|$)" "$OUTDIR/pytest_q8.log" | tail -n 1)"
+
+  stage "bench_quant_cuda.py (limit ${LIMIT_BENCH}s)"
+  start=$SECONDS
+  dry=(); [ $DRY -eq 1 ] && dry=(--dry-run)
+  PYTHONPATH=python timeout -k 10 $LIMIT_BENCH "$PY" benchmarks/gpu/bench_quant_cuda.py "${dry[@]}" \
+    --time-limit $((LIMIT_BENCH - 30)) --json "$OUTDIR/bench_quant.json" \
+    --table "$OUTDIR/bench_quant_table.txt" ${BENCH_ARGS:-} 2>&1 | grep -v "^WARNING:root"
+  rc=${PIPESTATUS[0]}
+  record bench $rc $((SECONDS - start)) "json: bench_quant.json"
+fi
+
+stage "summary"
+{
+  echo "ember quant GPU check$([ $DRY -eq 1 ] && echo ' (DRY RUN)'), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $((SECONDS - T0)) s in all"
+  printf '%s\n' "${summary[@]}"
+  if [ -f "$OUTDIR/bench_quant_table.txt" ]; then echo; cat "$OUTDIR/bench_quant_table.txt"; fi
+} | tee "$OUTDIR/summary.txt"

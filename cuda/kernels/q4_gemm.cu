@@ -1,0 +1,313 @@
+// W4A16 GEMM for Q4MatMul (reference: cpp/src/ops/ops_q4matmul.cpp): y = act(A @ W^T + bias),
+// W = code * scale + offset with int4 codes in k16 x n64 mma tiles (layouts: q4_gemm.h).
+// A is first converted to T (fp16 or bf16) fragments (q4_convert_a). A block owns 64 columns;
+// a cp.async pipeline of 4 stages streams the weight tiles (64 K each) into shared memory, each
+// lane dequantizes its 16 bytes per k16 tile in registers (nibbles | magic exponent -> T exact
+// integers, then fma(code, scale, offset)) and feeds mma.sync m16n8k16 with fp32 accumulation.
+// Variants: "small" (M <= 16 per block: the 4 warps split each stage's k16 tiles and add up in
+// shared memory, for decode) and "large" (m128 blocks, each warp 32 rows over all of K).
+// K splits over blocks write partial sums that q4_reduce adds in split order (+ bias, act).
+// Marlin (IST-DASLab) is the model for the tile layout and the dequantization trick.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "cuda/kernels/q4_gemm.h"
+
+namespace ember::cuda {
+namespace {
+
+constexpr int kStages = 4;
+constexpr int kThreads = 128;
+
+__device__ __forceinline__ float q4_act(float v, int act) {
+  switch (act) {
+    case 1: return v < 0.0f ? 0.0f : v;
+    case 2: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case 3: return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    default: return v;
+  }
+}
+
+// T-specific pieces: packing two floats, the dequantization magic, the mma instruction.
+struct F16Ops {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  // fp16 param bits (scale or offset) broadcast to both halves.
+  static __device__ __forceinline__ uint32_t param2(uint16_t bits) { return bits | (uint32_t)bits << 16; }
+  // Nibbles i and i + 4 of q -> fma(code, s, o) for each, in fp16. 0x6400 is 1024: its ulp is
+  // 1, so (bits | 0x6400) - 1024 is the code exactly.
+  static __device__ __forceinline__ uint32_t dequant(uint32_t q, int i, uint32_t s, uint32_t o) {
+    uint32_t t = ((q >> (4 * i)) & 0x000f000fu) | 0x64006400u;
+    const uint32_t magic = 0x64006400u;
+    __half2 v = __hsub2(*reinterpret_cast<__half2*>(&t), *reinterpret_cast<const __half2*>(&magic));
+    __half2 w = __hfma2(v, *reinterpret_cast<__half2*>(&s), *reinterpret_cast<__half2*>(&o));
+    return *reinterpret_cast<uint32_t*>(&w);
+  }
+  static __device__ __forceinline__ void mma(float* c, const uint4& a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+  }
+};
+
+struct BF16Ops {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  // The packed params are fp16; their bf16 rounding here.
+  static __device__ __forceinline__ uint32_t param2(uint16_t bits) {
+    __half h = __ushort_as_half(bits);
+    __nv_bfloat16 b = __float2bfloat16_rn(__half2float(h));
+    const uint32_t u = __bfloat16_as_ushort(b);
+    return u | u << 16;
+  }
+  // 0x4300 is 128 in bf16 (7 mantissa bits: ulp 1 at 128), so (bits | 0x4300) - 128 is exact.
+  static __device__ __forceinline__ uint32_t dequant(uint32_t q, int i, uint32_t s, uint32_t o) {
+    uint32_t t = ((q >> (4 * i)) & 0x000f000fu) | 0x43004300u;
+    const uint32_t magic = 0x43004300u;
+    __nv_bfloat162 v = __hsub2(*reinterpret_cast<__nv_bfloat162*>(&t),
+                               *reinterpret_cast<const __nv_bfloat162*>(&magic));
+    __nv_bfloat162 w = __hfma2(v, *reinterpret_cast<__nv_bfloat162*>(&s),
+                               *reinterpret_cast<__nv_bfloat162*>(&o));
+    return *reinterpret_cast<uint32_t*>(&w);
+  }
+  static __device__ __forceinline__ void mma(float* c, const uint4& a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+  }
+};
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* global) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(global));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// One thread per (m16 tile, k16 tile, lane): that lane's 8 A values as T (0 past m and k).
+template <class Ops>
+__global__ void q4_convert_a_kernel(const float* __restrict__ a,  // [m, k]
+                                    uint4* __restrict__ frag,     // [Mp/16, Kp/16, 32]
+                                    int64_t m, int64_t k, int64_t kt_count, int64_t total) {
+  const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (idx >= total) return;
+  const int lane = (int)(idx % 32);
+  const int64_t kt = idx / 32 % kt_count, mt = idx / 32 / kt_count;
+  float v[8];
+#pragma unroll
+  for (int e = 0; e < 8; e++) {
+    const Q4Coord c = q4_a_coord(lane, e);
+    const int64_t row = mt * 16 + c.n, col = kt * 16 + c.k;
+    v[e] = row < m && col < k ? a[row * k + col] : 0.0f;
+  }
+  frag[idx] = make_uint4(Ops::pack(v[0], v[1]), Ops::pack(v[2], v[3]), Ops::pack(v[4], v[5]),
+                         Ops::pack(v[6], v[7]));
+}
+
+// MT m16 tiles per warp; KW warps share each stage (warp w takes its k16 tiles w, w + KW, ..).
+// Block: 4 warps, m (16 MT * 4 / KW) x n64; blockIdx = (n tile, m block, K split).
+template <class Ops, int MT, int KW>
+__global__ void __launch_bounds__(kThreads)
+    q4_gemm_kernel(const uint4* __restrict__ a,        // [Mp/16, Kp/16, 32] T x 8
+                   const uint4* __restrict__ codes,    // [Kp/16, Np/64, 32] int32 x 4
+                   const uint4* __restrict__ scales,   // [groups, Np/64, 8] f16 x 8
+                   const uint4* __restrict__ offsets,  // [groups, Np/64, 8] f16 x 8
+                   const float* __restrict__ bias,     // [n] or null
+                   float* __restrict__ out,            // [m, n], or [splits, m, n] partials
+                   int m, int n, int kt_count, int nt_count, int group_tiles, int stages,
+                   int stages_per_split, int act, bool partial) {
+  constexpr int kMSlots = 4 / KW;
+  __shared__ __align__(16) uint4 sb[kStages][4][32];                 // codes: 4 k16 tiles per stage
+  __shared__ float red[KW > 1 ? KW - 1 : 1][KW > 1 ? MT * 32 : 1][32];  // [warp - 1, acc, lane]
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
+  const int kslot = warp % KW, mslot = warp / KW;
+  const int nt = blockIdx.x;
+  const int mt0 = (blockIdx.y * kMSlots + mslot) * MT;  // first m16 tile of this warp
+  const int mt_count = (m + 15) / 16;
+  const int s_begin = blockIdx.z * stages_per_split;
+  const int ns = min(stages, s_begin + stages_per_split) - s_begin;
+
+  float acc[MT][8][4];
+#pragma unroll
+  for (int i = 0; i < MT; i++)
+#pragma unroll
+    for (int s = 0; s < 8; s++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) acc[i][s][r] = 0.0f;
+
+  // Each thread copies one 16-byte piece of a stage: tile `warp`, its lane.
+  auto load = [&](int i) {
+    if (i < ns) {
+      const int kt = (s_begin + i) * 4 + warp;
+      cp_async16(&sb[i % kStages][warp][lane], codes + ((size_t)kt * nt_count + nt) * 32 + lane);
+    }
+    cp_async_commit();  // empty groups too: the wait below counts groups
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; i++) load(i);
+
+  for (int i = 0; i < ns; i++) {
+    cp_async_wait<kStages - 2>();  // stage i has landed (this thread's piece) ...
+    __syncthreads();               // ... everyone's, and stage i - 1's slot is free again
+    load(i + kStages - 1);
+    if (mt0 >= mt_count) continue;  // a warp past M (large kernel) only helps load
+#pragma unroll
+    for (int kk = kslot; kk < 4; kk += KW) {
+      const int kt = (s_begin + i) * 4 + kk;
+      const uint4 w = sb[i % kStages][kk][lane];
+      const size_t pi = ((size_t)(kt / group_tiles) * nt_count + nt) * 8 + g;
+      const uint4 s8 = __ldg(scales + pi), o8 = __ldg(offsets + pi);
+      const uint16_t* sh = reinterpret_cast<const uint16_t*>(&s8);
+      const uint16_t* oh = reinterpret_cast<const uint16_t*>(&o8);
+      uint4 af[MT];
+#pragma unroll
+      for (int t = 0; t < MT; t++)
+        af[t] = mt0 + t < mt_count ? __ldg(a + ((size_t)(mt0 + t) * kt_count + kt) * 32 + lane)
+                                   : make_uint4(0, 0, 0, 0);
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        // Word j: subtiles 2j (nibbles 0, 4 | 1, 5) and 2j + 1 (2, 6 | 3, 7).
+        const uint32_t s0 = Ops::param2(sh[2 * j]), o0 = Ops::param2(oh[2 * j]);
+        const uint32_t s1 = Ops::param2(sh[2 * j + 1]), o1 = Ops::param2(oh[2 * j + 1]);
+        const uint32_t b00 = Ops::dequant(words[j], 0, s0, o0), b01 = Ops::dequant(words[j], 1, s0, o0);
+        const uint32_t b10 = Ops::dequant(words[j], 2, s1, o1), b11 = Ops::dequant(words[j], 3, s1, o1);
+#pragma unroll
+        for (int t = 0; t < MT; t++) {
+          Ops::mma(acc[t][2 * j], af[t], b00, b01);
+          Ops::mma(acc[t][2 * j + 1], af[t], b10, b11);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  if constexpr (KW > 1) {
+    // Warps 1..KW-1 hand their sums to warp 0 of their m slot (MT * 32 values per lane),
+    // added in warp order.
+    if (kslot > 0) {
+#pragma unroll
+      for (int t = 0; t < MT; t++)
+#pragma unroll
+        for (int s = 0; s < 8; s++)
+#pragma unroll
+          for (int r = 0; r < 4; r++) red[kslot - 1][(t * 8 + s) * 4 + r][lane] = acc[t][s][r];
+    }
+    __syncthreads();
+    if (kslot > 0) return;
+#pragma unroll
+    for (int w = 0; w < KW - 1; w++)
+#pragma unroll
+      for (int t = 0; t < MT; t++)
+#pragma unroll
+        for (int s = 0; s < 8; s++)
+#pragma unroll
+          for (int r = 0; r < 4; r++) acc[t][s][r] += red[w][(t * 8 + s) * 4 + r][lane];
+  }
+
+  // C fragment: c[r] is (row g + 8 (r / 2), column 2 (lane % 4) + r % 2) of each m16 x n8.
+  float* dst = partial ? out + (size_t)blockIdx.z * m * n : out;
+#pragma unroll
+  for (int t = 0; t < MT; t++)
+#pragma unroll
+    for (int s = 0; s < 8; s++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        const int row = (mt0 + t) * 16 + g + 8 * (r / 2);
+        const int col = nt * 64 + s * 8 + 2 * (lane % 4) + r % 2;
+        if (row >= m || col >= n) continue;
+        float v = acc[t][s][r];
+        if (!partial) v = q4_act(bias ? v + bias[col] : v, act);
+        dst[(size_t)row * n + col] = v;
+      }
+}
+
+// y = act(sum over splits, in order, of partial + bias).
+__global__ void q4_reduce_kernel(const float* __restrict__ partial,  // [splits, m n]
+                                 const float* __restrict__ bias,     // [n] or null
+                                 float* __restrict__ y,              // [m, n]
+                                 int64_t mn, int64_t n, int splits, int act) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < mn;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    float v = partial[i];
+    for (int s = 1; s < splits; s++) v += partial[s * mn + i];
+    if (bias) v += bias[i % n];
+    y[i] = q4_act(v, act);
+  }
+}
+
+template <class Ops>
+void launch_gemm(const void* a_frag, const int32_t* codes, const uint16_t* scales,
+                 const uint16_t* offsets, const float* bias, float* y, float* partial, int64_t m,
+                 int64_t n, int64_t k, int64_t group, int act, const Q4Launch& p, cudaStream_t s) {
+  const dim3 grid((unsigned)p.grid_x, (unsigned)p.grid_y, (unsigned)p.splits);
+  const bool split = p.splits > 1;
+  float* out = split ? partial : y;
+  const int kt_count = (int)(q4_padded_k(k) / 16);
+  const auto* a = static_cast<const uint4*>(a_frag);
+  const auto* c = reinterpret_cast<const uint4*>(codes);
+  const auto* sc = reinterpret_cast<const uint4*>(scales);
+  const auto* of = reinterpret_cast<const uint4*>(offsets);
+  if (p.small)
+    q4_gemm_kernel<Ops, 1, 4><<<grid, kThreads, 0, s>>>(
+        a, c, sc, of, bias, out, (int)m, (int)n, kt_count, (int)p.grid_x, (int)(group / 16),
+        (int)p.stages, (int)p.stages_per_split, act, split);
+  else
+    q4_gemm_kernel<Ops, 2, 1><<<grid, kThreads, 0, s>>>(
+        a, c, sc, of, bias, out, (int)m, (int)n, kt_count, (int)p.grid_x, (int)(group / 16),
+        (int)p.stages, (int)p.stages_per_split, act, split);
+  if (split) {
+    const int64_t mn = m * n;
+    const int64_t blocks = std::min<int64_t>((mn + 255) / 256, 65535);
+    q4_reduce_kernel<<<(unsigned)blocks, 256, 0, s>>>(partial, bias, y, mn, n, (int)p.splits, act);
+  }
+}
+
+}  // namespace
+
+int q4_multiprocessors() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    cudaGetLastError();  // not this launch's error: plan for one SM's worth
+    return 1;
+  }
+  return sms;
+}
+
+void q4_convert_a(const float* a, void* a_frag, int64_t m, int64_t k, bool bf16, void* stream) {
+  const int64_t kt_count = q4_padded_k(k) / 16, total = q4_padded_m(m) / 16 * kt_count * 32;
+  if (total == 0) return;
+  const unsigned blocks = (unsigned)((total + 255) / 256);
+  auto s = static_cast<cudaStream_t>(stream);
+  auto* frag = static_cast<uint4*>(a_frag);
+  if (bf16)
+    q4_convert_a_kernel<BF16Ops><<<blocks, 256, 0, s>>>(a, frag, m, k, kt_count, total);
+  else
+    q4_convert_a_kernel<F16Ops><<<blocks, 256, 0, s>>>(a, frag, m, k, kt_count, total);
+}
+
+void q4_gemm(const void* a_frag, const int32_t* codes, const uint16_t* scales,
+             const uint16_t* offsets, const float* bias, float* y, float* partial, int64_t m,
+             int64_t n, int64_t k, int64_t group, int act, bool bf16, const Q4Launch& plan,
+             void* stream) {
+  if (m == 0 || n == 0 || plan.stages == 0) return;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (bf16)
+    launch_gemm<BF16Ops>(a_frag, codes, scales, offsets, bias, y, partial, m, n, k, group, act, plan, s);
+  else
+    launch_gemm<F16Ops>(a_frag, codes, scales, offsets, bias, y, partial, m, n, k, group, act, plan, s);
+}
+
+}  // namespace ember::cuda

@@ -1,0 +1,101 @@
+// W4A16 int4 GEMM for Q4MatMul on CUDA (q4_gemm.cu): the tile layouts the kernels read, the
+// launch plan, and the launchers. Plain C++17 (no CUDA headers): the host packing
+// (cuda/src/q4_pack.cpp), the adapter (cuda/src/ops_q4.cpp) and the host tests include it.
+//
+// Layouts (T = fp16 or bf16; mma.sync m16n8k16, A row-major m16 x k16, B "col" k16 x n8):
+//  - codes: int32 [Kp/16, Np/64, 32 lanes, 4 words]. Tile (kt, nt) is k16 x n64 = 8 n8
+//    subtiles; lane l's word j holds subtiles 2j, 2j+1; nibble p of the word is
+//    W[16 kt + q4_nibble_coord(l, j, p).k, 64 nt + q4_nibble_coord(l, j, p).n]. The kernel takes
+//    nibbles (i, i + 4) with (word >> 4i) & 0x000f000f: the two halves of B register i % 2 of
+//    subtile 2j + i / 2.
+//  - scales, offsets: f16 [ceil(Kp / group), Np/64, 8, 8]: element (grp, nt, g, s) is the value
+//    of column 64 nt + 8 s + g (0 past N and K), so lane l reads its 8 with one 16-byte load.
+//  - A: T fragments [Mp/16, Kp/16, 32 lanes, 8], element e of lane l at q4_a_coord(l, e) of the
+//    m16 x k16 tile (0 past M and K), written by q4_convert_a.
+// Kp = K rounded up to 64 (one pipeline stage), Np = N rounded up to 64, Mp = M rounded up to 16.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+// The layout functions run in the kernels too (nvcc: host and device).
+#ifdef __CUDACC__
+#define EMBER_Q4_HD __host__ __device__
+#else
+#define EMBER_Q4_HD
+#endif
+
+namespace ember::cuda {
+
+constexpr int kQ4TileN = 64;   // columns of a weight tile (and of a block)
+constexpr int kQ4StageK = 64;  // K of one pipeline stage: 4 k16 tiles
+
+inline int64_t q4_padded_k(int64_t k) { return (k + kQ4StageK - 1) / kQ4StageK * kQ4StageK; }
+inline int64_t q4_padded_n(int64_t n) { return (n + kQ4TileN - 1) / kQ4TileN * kQ4TileN; }
+inline int64_t q4_padded_m(int64_t m) { return (m + 15) / 16 * 16; }
+// Groups of the packed scales: every k16 tile of Kp has one (group is a multiple of 32).
+inline int64_t q4_packed_groups(int64_t k, int64_t group) { return (q4_padded_k(k) + group - 1) / group; }
+
+struct Q4Coord {
+  int k, n;  // for A fragments: k = column, n = row
+};
+// Source of nibble p (0..7) of word j (0..3) of `lane` in a k16 x n64 weight tile.
+EMBER_Q4_HD constexpr Q4Coord q4_nibble_coord(int lane, int j, int p) {
+  const int g = lane / 4, t = lane % 4, i = p % 4, hi = p / 4;
+  return {2 * t + 8 * (i % 2) + hi, 8 * (2 * j + i / 2) + g};
+}
+// Element e (0..7) of lane's A fragment: register e / 2, half e % 2 (PTX m16n8k16 .f16 A).
+EMBER_Q4_HD constexpr Q4Coord q4_a_coord(int lane, int e) {
+  return {2 * (lane % 4) + 8 * (e / 4) + e % 2, lane / 4 + 8 * ((e / 2) % 2)};
+}
+
+// How q4_gemm runs: the "small" kernel (a block is m16 x n64; its 4 warps split each stage's
+// k16 tiles; more m16 tiles on grid.y) or the "large" one (a block is m128 x n64; each warp
+// owns 32 rows). K is split over `splits` blocks of `stages_per_split` stages each; partial
+// sums are added in split order by a second kernel (deterministic at any setting).
+struct Q4Launch {
+  bool small = true;
+  int64_t grid_x = 0, grid_y = 0;  // n64 tiles, m blocks
+  int64_t stages = 0;              // Kp / 64
+  int64_t splits = 1, stages_per_split = 0;
+};
+inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool deterministic) {
+  Q4Launch p;
+  // Deterministic: one kernel and a split count independent of M, so a row's sums do not
+  // depend on the batch it came in.
+  p.small = deterministic || m <= 64;
+  const int64_t block_m = p.small ? 16 : 128;
+  p.grid_x = q4_padded_n(n) / kQ4TileN;
+  p.grid_y = (m + block_m - 1) / block_m;
+  p.stages = q4_padded_k(k) / kQ4StageK;
+  const int64_t blocks = std::max<int64_t>(1, p.grid_x * (deterministic ? 1 : p.grid_y));
+  const int64_t target = 2 * std::max(sms, 1);  // two blocks per SM keep the loads in flight
+  int64_t splits = blocks >= target ? 1 : (target + blocks - 1) / blocks;
+  // At least 4 stages per split, so the 4-stage pipeline fills; at most 32 partial sums.
+  splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(32, std::max<int64_t>(1, p.stages / 4)));
+  p.stages_per_split = p.stages ? (p.stages + splits - 1) / splits : 0;
+  p.splits = p.stages ? (p.stages + p.stages_per_split - 1) / p.stages_per_split : 1;
+  return p;
+}
+
+// The device's multiprocessor count (the current device).
+int q4_multiprocessors();
+
+// A (float) to T fragments, zero past M and K; bf16 picks bf16 over fp16.
+void q4_convert_a(const float* a,  // [m, k]
+                  void* a_frag,    // [Mp/16, Kp/16, 32, 8] T
+                  int64_t m, int64_t k, bool bf16, void* stream);
+
+// y = act(A @ W^T + bias), W[n, k] = code * scale + offset, dequantized to T in registers,
+// fp32 accumulation. act: 0 none, 1 relu, 2 gelu (erf), 3 gelu (tanh). `partial` holds
+// plan.splits * m * n floats when plan.splits > 1 (else unused, may be null).
+void q4_gemm(const void* a_frag,      // [Mp/16, Kp/16, 32, 8] T
+             const int32_t* codes,    // [Kp/16, Np/64, 32, 4]
+             const uint16_t* scales,  // [ceil(Kp / group), Np/64, 8, 8] f16
+             const uint16_t* offsets, // [ceil(Kp / group), Np/64, 8, 8] f16
+             const float* bias,       // [n] or null
+             float* y,                // [m, n]
+             float* partial,          // [splits, m, n] or null
+             int64_t m, int64_t n, int64_t k, int64_t group, int act, bool bf16,
+             const Q4Launch& plan, void* stream);
+
+}  // namespace ember::cuda
