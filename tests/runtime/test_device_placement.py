@@ -342,3 +342,33 @@ def test_constants_repacked_for_a_device_kernel_once_per_engine(rng):
     assert after["prepared"] - before["prepared"] == 1
     # W goes up twice, once repacked for MatMul and once as it is for Add; then only x per run.
     assert after["bytes_to_device"] - before["bytes_to_device"] == 2 * w.nbytes + 40 * 16 * 16 * 4
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_quantized_engine_on_a_device_repacks_its_weights(rng, scheme):
+    """Engine(device=..., quantize=...): the integer matmuls run on the device, each of their
+    constant inputs repacked once (the GPU kernels' layouts), with the CPU's results."""
+    from ember.quantize import QuantConfig
+    name = "fake-quant"
+    _core.register_fake_device(name, _core.op_names(fused=True), repack_ops=["QMatMul", "Q4MatMul"])
+    w = [rng.standard_normal((64, 64)).astype(np.float32) for _ in range(3)]
+    nodes, x = [], "x"
+    for i in range(3):
+        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"]), helper.make_node("Relu", [f"h{i}"], [f"r{i}"])]
+        x = f"r{i}"
+    g = helper.make_graph(nodes, "mlp3", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                          [helper.make_tensor_value_info("r2", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(a, f"w{i}") for i, a in enumerate(w)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    config = QuantConfig(scheme=scheme, quantize_first_last=True, min_weight_elements=0)
+    feeds = {"x": rng.standard_normal((5, 64)).astype(np.float32)}
+    with ember.Engine(model, quantize=config) as cpu:
+        want = cpu.run(feeds)["r2"]
+    before = stats(name)["prepared"]
+    with ember.Engine(model, quantize=config, device=name) as eng:
+        got = eng.run(feeds)["r2"]
+        ops = {n[1] for n in eng.plan_info(feeds)["nodes"]}
+        assert eng.device_fallbacks == []
+    assert ({"QMatMul"} if scheme == "int8" else {"Q4MatMul"}) <= ops
+    assert stats(name)["prepared"] - before >= 3
+    np.testing.assert_array_equal(got, want)
