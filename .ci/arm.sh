@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # aarch64 without ARM hardware: cross-compile the C++ core and ember_tests with Debian's
 # g++-aarch64-linux-gnu (cmake/aarch64-linux-gnu.cmake) and run the tests under qemu-aarch64.
-# No NEON kernels exist yet, so this checks the generic kernels and the runtime on a 64-bit ARM
-# target. Usage: bash .ci/arm.sh [doctest options, e.g. -tc='*gemm*']. Stage of .ci/run.
+# The NEON kernels (kernels/arm/: fp32 GEMM, int8 smlal and sdot, norms, softmax) run
+# against their references next to the generic ones, on a 64-bit ARM target.
+# Usage: bash .ci/arm.sh [doctest options, e.g. -tc='*gemm*']. Stage of .ci/run.
 # Env: EMBER_ARM_BUILD_DIR (default build/aarch64); EMBER_BUILD_LOCK, a file to flock around
 # the build (shared dev machines).
 set -euo pipefail

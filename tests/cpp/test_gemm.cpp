@@ -17,6 +17,9 @@
 #if defined(__x86_64__)
 #include "kernels/x86/kernels_x86.h"
 #endif
+#if defined(__aarch64__)
+#include "kernels/arm/kernels_arm.h"
+#endif
 
 using namespace ember;
 
@@ -114,6 +117,8 @@ std::vector<NamedKernel> matmul_kernels() {
   std::vector<NamedKernel> ks = {{"matmul_f32", cpu::matmul_f32}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"matmul_f32_avx2", cpu::matmul_f32_avx2});
+#elif defined(__aarch64__)
+  if (cpu_isa() >= Isa::Neon) ks.push_back({"matmul_f32_neon", cpu::matmul_f32_neon});
 #endif
   return ks;
 }
@@ -122,6 +127,8 @@ std::vector<NamedKernel> fused_matmul_kernels() {
   std::vector<NamedKernel> ks = {{"fused_matmul_f32", cpu::fused_matmul_f32}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"fused_matmul_f32_avx2", cpu::fused_matmul_f32_avx2});
+#elif defined(__aarch64__)
+  if (cpu_isa() >= Isa::Neon) ks.push_back({"fused_matmul_f32_neon", cpu::fused_matmul_f32_neon});
 #endif
   return ks;
 }

@@ -26,6 +26,9 @@
 #if defined(__x86_64__)
 #include "kernels/x86/kernels_x86.h"
 #endif
+#if defined(__aarch64__)
+#include "kernels/arm/kernels_arm.h"
+#endif
 
 using namespace ember;
 
@@ -106,6 +109,8 @@ std::vector<NamedKernel> qmatmul_kernels() {
   std::vector<NamedKernel> ks = {{"qmatmul_i8", cpu::qmatmul_i8}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"qmatmul_i8_avx2", cpu::qmatmul_i8_avx2});
+#elif defined(__aarch64__)
+  if (cpu_isa() >= Isa::Neon) ks.push_back({"qmatmul_i8_neon", cpu::qmatmul_i8_neon});
 #endif
   return ks;
 }
@@ -121,6 +126,8 @@ std::vector<NamedMicro> micros() {
   std::vector<NamedMicro> ms = {{&cpu::qgemm_i8_micro_generic(), &generic}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ms.push_back({&cpu::qgemm_i8_micro_avx2(), &cpu::quantize_rows_i8_avx2()});
+#elif defined(__aarch64__)
+  if (cpu_isa() >= Isa::Neon) ms.push_back({&cpu::qgemm_i8_micro_neon(), &generic});
 #endif
   return ms;
 }
@@ -250,6 +257,8 @@ TEST_CASE("i8 QMatMul kernels match the reference: odd shapes, every a_mode, bia
             REQUIRE(best != nullptr);
 #if defined(__x86_64__)
             const char* expect = cpu_isa() >= Isa::Avx2 ? "qmatmul_i8_avx2" : "qmatmul_i8";
+#elif defined(__aarch64__)
+            const char* expect = cpu_isa() >= Isa::Neon ? "qmatmul_i8_neon" : "qmatmul_i8";
 #else
             const char* expect = "qmatmul_i8";  // no ISA-specific QMatMul kernel here yet
 #endif
@@ -438,11 +447,17 @@ TEST_CASE("i8 micro-kernels: exact int32 sums at the largest K (65536 x 255 x -1
 TEST_CASE("i8 micro-kernels read no further than their rows (A ends at a guard page)") {
   // g++ 12 -O3 once vectorised the generic kernel's row loads past the last row.
   const int64_t page = 4096;
-  for (NamedMicro nm : micros()) {
-    const cpu::QGemmI8Micro& m = *nm.micro;
+  std::vector<const cpu::QGemmI8Micro*> ms;
+  for (NamedMicro nm : micros()) ms.push_back(nm.micro);
+#if defined(__aarch64__)
+  // Codes here are within int8, so the sdot kernel (token mode only) is checked too.
+  if (cpu_isa() >= Isa::Neon && cpu::arm_has_dotprod()) ms.push_back(&cpu::qgemm_i8_micro_dotprod());
+#endif
+  for (const cpu::QGemmI8Micro* mp : ms) {
+    const cpu::QGemmI8Micro& m = *mp;
     CAPTURE(m.name);
     for (int rows = 1; rows <= m.mr; rows++)
-      for (int64_t lda : {2, 34, 4098}) {
+      for (int64_t lda : {2, 4, 34, 4098}) {
         CAPTURE(rows);
         CAPTURE(lda);
         int64_t bytes = rows * lda * 2, pages = (bytes + page - 1) / page + 1;
@@ -642,6 +657,8 @@ TEST_CASE("i8 benchmark: QMatMul GOPS (2 M N K / s) vs fp32 FusedMatMul" * docte
     KernelFn f32 = cpu::fused_matmul_f32;
 #if defined(__x86_64__)
     if (cpu_isa() >= Isa::Avx2) f32 = cpu::fused_matmul_f32_avx2;
+#elif defined(__aarch64__)
+    if (cpu_isa() >= Isa::Neon) f32 = cpu::fused_matmul_f32_neon;
 #endif
     for (int threads : {1, 2}) {
       KernelCtx cf{ff, {&c.a, &wf}, {&out}, threads};

@@ -23,6 +23,9 @@
 #if defined(__x86_64__)
 #include "kernels/x86/kernels_x86.h"
 #endif
+#if defined(__aarch64__)
+#include "kernels/arm/kernels_arm.h"
+#endif
 
 using namespace ember;
 
@@ -43,6 +46,9 @@ std::vector<RowKernel> row_kernels() {
   if (cpu_isa() >= Isa::Avx2)
     v.push_back({"avx2", cpu::rms_norm_f32_row_avx2, cpu::rms_norm_f32_avx2});
   else MESSAGE("AVX2 rows skipped: this CPU (or EMBER_CPU_ISA) has no AVX2+FMA");
+#elif defined(__aarch64__)
+  if (cpu_isa() >= Isa::Neon)
+    v.push_back({"neon", cpu::rms_norm_f32_row_neon, cpu::rms_norm_f32_neon});
 #endif
   return v;
 }
