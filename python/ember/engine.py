@@ -345,5 +345,5 @@ class Engine:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if getattr(self, "_session", None) is None else "cpu"
+        state = "closed" if getattr(self, "_session", None) is None else getattr(self, "device", "cpu")
         return f"<ember.Engine {len(self.inputs)} inputs, {len(self.outputs)} outputs, {state}>"

@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <tuple>
 #include <map>
+#include <tuple>
 #include <unordered_map>
 
 #include "ember/thread_pool.h"
@@ -51,7 +51,8 @@ struct Session::Impl : SubgraphRunner {
   std::unordered_map<const Graph*, std::unique_ptr<Session>> children;  // per subgraph
   std::vector<std::pair<std::string, std::string>> quant_fallbacks;
   std::shared_ptr<Device> device;  // null: CPU only
-  // Graph constants copied to the device once, shared by every plan (by value id).
+  // Graph constants copied to the device once, shared by every plan (by value id and the
+  // device kernel's repacking, DeviceKernel::prepare).
   std::mutex device_mu;
   std::map<std::pair<int, DevicePrepareFn>, Tensor> device_constants;
   PreparedConstants prepared;  // constants repacked for device kernels
@@ -399,8 +400,6 @@ struct Session::Impl : SubgraphRunner {
     run_part(*continuation(plan, rs), rs);
   }
 
-  // Outputs in plan.outputs order; they never alias an arena, the plan's constants, the
-  // caller's feeds or each other. Spans go to `trace` when set; EMBER_DEBUG >= 2 prints them.
   // Uninitialised device memory for an output left on the device.
   Tensor device_empty(const TensorType& t) {
     std::shared_ptr<Device> dev = device;
@@ -417,6 +416,9 @@ struct Session::Impl : SubgraphRunner {
     return Tensor::borrow(t.dtype(), t.shape(), p, owner);
   }
 
+  // Outputs in plan.outputs order; they never alias an arena, the plan's constants, the
+  // caller's feeds or each other (with outputs_on_device: all in device memory). Spans go to
+  // `trace` when set; EMBER_DEBUG >= 2 prints them.
   std::vector<Tensor> execute(Plan& plan, const std::vector<Tensor>& feeds,
                               RunTrace* trace = nullptr, const std::vector<uint8_t>& feed_on_device = {}) {
     std::lock_guard<std::mutex> lock(plan.mu);
