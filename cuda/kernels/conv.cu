@@ -33,8 +33,11 @@ template <class I>
 __global__ void im2col_kernel(const float* __restrict__ x,  // [N, C, H, W]
                               float* __restrict__ cols,     // [nb, C * kh * kw, pc]
                               Conv2d g, I n0, I p0, I pc, I n) {
-  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
-    I s = im2col_source<I>(g, n0, p0, pc, i);
+  // The loop counter is 64-bit even when I is int: i + step may pass INT_MAX (n up to
+  // 2^31 - 1, step up to kMaxBlocks * kThreads = 2^28); only i < n is decomposed in I.
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)n; i += step) {
+    I s = im2col_source<I>(g, n0, p0, pc, (I)i);
     cols[i] = s >= 0 ? __ldg(x + s) : 0.0f;
   }
 }
@@ -43,8 +46,9 @@ template <class I>
 __global__ void bias_fill_kernel(float* __restrict__ y,           // [N, M, P]
                                  const float* __restrict__ bias,  // [M] or null
                                  I M, I P, I n) {
-  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x)
-    y[i] = bias ? bias[(i / P) % M] : 0.0f;
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;  // 64-bit counter: see im2col_kernel
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)n; i += step)
+    y[i] = bias ? bias[((I)i / P) % M] : 0.0f;
 }
 
 template <class I>
@@ -54,7 +58,9 @@ __global__ void conv_direct_kernel(const float* __restrict__ x,     // [N, C, H,
                                    float* __restrict__ y,           // [N, M, OH, OW]
                                    Conv2d g, I n) {
   I OW = (I)g.OW, OH = (I)g.OH, M = (I)g.M;
-  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;  // 64-bit counter: see im2col_kernel
+  for (int64_t i64 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i64 < (int64_t)n; i64 += step) {
+    const I i = (I)i64;
     I ox = i % OW, t = i / OW;
     I oy = t % OH;
     t /= OH;
@@ -128,8 +134,9 @@ __global__ void batch_norm_kernel(const float* __restrict__ x,      // [N, C, in
                                   const float* __restrict__ var,    // [C]
                                   float* __restrict__ y,            // [N, C, inner]
                                   I C, I inner, float eps, I n) {
-  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
-    I c = (i / inner) % C;
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;  // 64-bit counter: see im2col_kernel
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)n; i += step) {
+    I c = ((I)i / inner) % C;
     float mul = __ldg(scale + c) / sqrtf(__ldg(var + c) + eps);
     y[i] = (x[i] - __ldg(mean + c)) * mul + __ldg(b + c);
   }

@@ -56,9 +56,12 @@ template <class U, class I>
 __global__ void strided_copy_kernel(U* __restrict__ dst,        // plan.dst_stride layout
                                     const U* __restrict__ src,  // plan.src_stride layout
                                     StridedPlan plan, I n) {
-  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+  // The loop counter is 64-bit even when I is int32: i + step may pass INT32_MAX (n up to
+  // 2^31 - 1, step up to kMaxBlocks * kThreads = 2^28); only i < n is decomposed in I.
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)n; i += step) {
     I s, d;
-    strided_offsets(plan, i, &s, &d);
+    strided_offsets(plan, (I)i, &s, &d);
     dst[d] = src[s];
   }
 }
@@ -97,7 +100,9 @@ __global__ void gather_kernel(U* __restrict__ y,            // [outer, n, inner]
                               const U* __restrict__ x,      // [outer, dim, inner] units
                               const Idx* __restrict__ ind,  // [n]
                               I n, I dim, I inner, I total, unsigned long long* err) {
-  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (I)gridDim.x * blockDim.x) {
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;  // 64-bit counter: see strided_copy_kernel
+  for (int64_t i64 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i64 < (int64_t)total; i64 += step) {
+    const I i = (I)i64;
     I o, j, k;
     gather_split(i, n, inner, &o, &j, &k);
     int64_t v = (int64_t)ind[j];
