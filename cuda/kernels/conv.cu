@@ -13,19 +13,10 @@
 #include <cstdint>
 
 #include "cuda/kernels/conv.h"
+#include "cuda/kernels/launch.cuh"
 
 namespace ember::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 1 << 20;  // grid-stride loops cover the rest
-
-int blocks_for(int64_t n) {
-  int64_t b = (n + kThreads - 1) / kThreads;
-  return (int)(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
-cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
 // ---- Conv -----------------------------------------------------------------------------------
 

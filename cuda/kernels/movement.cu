@@ -14,20 +14,11 @@
 #include <type_traits>
 
 #include "cuda/kernels/movement.h"
+#include "cuda/kernels/launch.cuh"
 #include "cuda/src/movement_plan.h"
 
 namespace ember::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 1 << 20;  // grid-stride loops cover the rest
-
-int blocks_for(int64_t n) {
-  int64_t b = (n + kThreads - 1) / kThreads;
-  return (int)(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
-cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
 // A raw unit of `Bytes` bytes; 16 moves as one vector load/store.
 template <int Bytes> struct UnitOf;
