@@ -1,8 +1,10 @@
 // Generic f32 Conv (reference: the Conv row in cpp/src/ops/ops_conv.cpp).
 // Depthwise (group == C == M): a direct kernel, one task per (batch, channel) plane.
-// Otherwise, per (batch, group): im2col into [C/G * k, out] (rows filled in parallel), or X read
-// in place for a 1x1 kernel with stride 1 and no pad, then sgemm (which threads over C's blocks)
-// with the bias as its broadcast term. Spatial dims are padded to three (see ConvGeom).
+// Otherwise, per (batch, group): sgemm (which threads over C's blocks) on B = the patch matrix
+// [C/G * k, out], packed panel by panel straight from X by PatchPanels (no im2col matrix; an
+// im2col matrix only when it is small, see kMaxColFloats), or X read in place for a 1x1 kernel
+// with stride 1 and no pad; the bias is sgemm's broadcast term.
+// Spatial dims are padded to three (see ConvGeom).
 #include <algorithm>
 #include <memory>
 #include <vector>
@@ -14,7 +16,11 @@
 namespace ember::cpu {
 namespace {
 
-constexpr int64_t kMaxColFloats = int64_t(1) << 28;
+constexpr int64_t kMaxRows = int64_t(1) << 28;  // PatchPanels' tables: 40 bytes per row
+// Patch matrices up to this size are materialised by im2col (parallel, once) and then packed
+// from cache: small outputs (ResNet's 7x7 and 14x14 stages) have many output channels, so
+// sgemm cuts them into several row blocks, and each block would gather the patches again.
+constexpr int64_t kMaxColFloats = int64_t(1) << 18;
 
 bool is_depthwise(const ConvGeom& g) { return g.G == g.C && g.G == g.M; }
 
@@ -75,7 +81,85 @@ void conv_depthwise(const KernelCtx& ctx, const ConvGeom& g, const float* x, con
   });
 }
 
-// col[r, o] for r = (c, k0, k1, k2) and o = (o0, o1, o2): the input under tap r at output o.
+// Patches packed straight into sgemm's 16-wide B panels: B[r, o] for r = (c, k0, k1, k2) and
+// o = (o0, o1, o2) is the input under tap r at output o (zero in the padding). Each B row of the
+// block is gathered into a line (per output row: one bounds check, then a copy), then cut into
+// the panels; per-row tables hold each tap's offsets. No [C/G * k, out] matrix is written and
+// read back, and no buffer of that size is allocated per call.
+struct PatchPanels {
+  static constexpr int64_t kLine = 256;  // columns gathered per pass (sgemm's blocks are <= 256)
+  const ConvGeom* g;
+  const float* x;                   // [C/G, in...] of the current (batch, group)
+  std::vector<int64_t> t0, t1, xo;  // per r: k0 * dil0, k1 * dil1, c * in_size + k2 * dil2 - pad2
+  std::vector<int64_t> lo, hi;      // per r: the o2 in [lo, hi) whose input lies in [0, in2)
+
+  PatchPanels(const ConvGeom& geom, int64_t rows) : g(&geom), x(nullptr) {
+    t0.resize(rows), t1.resize(rows), xo.resize(rows), lo.resize(rows), hi.resize(rows);
+    int64_t ksz = geom.k_size();
+    for (int64_t r = 0; r < rows; r++) {
+      int64_t c = r / ksz, kr = r % ksz;
+      int64_t k2 = kr % geom.k[2], k1 = kr / geom.k[2] % geom.k[1], k0 = kr / (geom.k[2] * geom.k[1]);
+      int64_t base = k2 * geom.dil[2] - geom.pad[2];
+      t0[r] = k0 * geom.dil[0];
+      t1[r] = k1 * geom.dil[1];
+      xo[r] = c * geom.in_size() + base;
+      tap_range(geom, base, &lo[r], &hi[r]);
+    }
+  }
+
+  static void pack(const void* self, int64_t, int64_t k0, int64_t kc, int64_t n0, int64_t n1,
+                   float* bp) {  // bp: ceil((n1 - n0) / 16) panels [kc, 16], kc * 16 apart
+    const PatchPanels& pp = *static_cast<const PatchPanels*>(self);
+    for (int64_t j0 = n0; j0 < n1; j0 += kLine)
+      pp.pack_line(k0, kc, j0, std::min(n1, j0 + kLine), bp + (j0 - n0) * kc);
+  }
+
+  void pack_line(int64_t k0, int64_t kc, int64_t j0, int64_t j1, float* bp) const {
+    // The columns cut at output-row ends.
+    struct Seg {
+      int64_t col, len, i0, i1, o2;  // i0, i1 before the tap's offset
+    };
+    std::vector<Seg> segs;
+    int64_t o2 = j0 % g->out[2], o1 = j0 / g->out[2] % g->out[1], o0 = j0 / (g->out[2] * g->out[1]);
+    for (int64_t j = j0; j < j1;) {
+      int64_t len = std::min(j1 - j, g->out[2] - o2);
+      segs.push_back({j - j0, len, o0 * g->stride[0] - g->pad[0], o1 * g->stride[1] - g->pad[1], o2});
+      j += len;
+      o2 = 0;
+      if (++o1 == g->out[1]) o1 = 0, o0++;
+    }
+    const int64_t in0 = g->in[0], in1 = g->in[1], in2 = g->in[2], s2 = g->stride[2];
+    const int64_t n = j1 - j0, panels = (n + 15) / 16;
+    alignas(64) float line[kLine + 16];
+    for (int64_t t = 0; t < kc; t++) {
+      int64_t r = k0 + t;
+      for (const Seg& sg : segs) {
+        float* d = line + sg.col;
+        int64_t i0 = sg.i0 + t0[r], i1 = sg.i1 + t1[r];
+        if ((uint64_t)i0 >= (uint64_t)in0 || (uint64_t)i1 >= (uint64_t)in1) {
+          std::fill(d, d + sg.len, 0.0f);
+          continue;
+        }
+        int64_t a = std::clamp(lo[r] - sg.o2, int64_t(0), sg.len);
+        int64_t b = std::clamp(hi[r] - sg.o2, a, sg.len);
+        std::fill(d, d + a, 0.0f);
+        const float* src = x + (xo[r] + (i0 * in1 + i1) * in2 + (sg.o2 + a) * s2);  // a >= lo
+        if (s2 == 1) std::copy(src, src + (b - a), d + a);
+        else
+          for (int64_t o = a; o < b; o++) d[o] = src[(o - a) * s2];
+        std::fill(d + b, d + sg.len, 0.0f);
+      }
+      for (int64_t j = n; j < panels * 16; j++) line[j] = 0.0f;
+      for (int64_t p = 0; p < panels; p++) {
+        float* dst = bp + (p * kc + t) * 16;
+        for (int j = 0; j < 16; j++) dst[j] = line[p * 16 + j];
+      }
+    }
+  }
+};
+
+// col[r, o] for r = (c, k0, k1, k2) and o = (o0, o1, o2): the input under tap r at output o
+// (for small patch matrices, see kMaxColFloats).
 void im2col(const KernelCtx& ctx, const ConvGeom& g, const float* x, int64_t rows, float* col) {
   int64_t ksz = g.k_size(), osz = g.out_size(), isz = g.in_size();
   int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, osz));
@@ -113,9 +197,8 @@ bool conv_f32_supports(const InferCtx& ctx) {
   if (!ctx.has(1) || ctx.in[1].dtype != DType::F32) return false;
   ConvGeom g = conv_geom(ctx, ctx.in[0].shape, ctx.in[1].shape, false);
   if (is_depthwise(g) || is_pointwise(g)) return true;
-  int64_t rows, col;
-  return !__builtin_mul_overflow(g.C / g.G, g.k_size(), &rows) &&
-         !__builtin_mul_overflow(rows, g.out_size(), &col) && col <= kMaxColFloats;
+  int64_t rows;
+  return !__builtin_mul_overflow(g.C / g.G, g.k_size(), &rows) && rows <= kMaxRows;
 }
 
 void conv_f32(const KernelCtx& ctx) { conv_f32_with(ctx, gemm_micro_generic()); }
@@ -138,20 +221,27 @@ void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
   }
   if (is_depthwise(g)) return conv_depthwise(ctx, g, x, w, b, y);
   bool pointwise = is_pointwise(g);
-  // im2col fills every element: no zero-initialisation (a vector's would be one more pass).
-  std::unique_ptr<float[]> col(pointwise ? nullptr : new float[(size_t)(kg * osz)]);
+  bool small = !pointwise && kg * osz <= kMaxColFloats;
+  std::unique_ptr<float[]> col(small ? new float[(size_t)(kg * osz)] : nullptr);
+  std::unique_ptr<PatchPanels> patches(pointwise || small ? nullptr : new PatchPanels(g, kg));
   for (int64_t n = 0; n < g.N; n++) {
     for (int64_t grp = 0; grp < g.G; grp++) {
       const float* xg = x + (n * g.C + grp * cg) * isz;  // [C/G, in...]
-      if (!pointwise) im2col(ctx, g, xg, kg, col.get());
       SgemmArgs a;
       a.M = mg;
       a.N = osz;
       a.K = kg;
       a.a = w + grp * mg * kg;
       a.a_rs = kg;
-      a.b = pointwise ? xg : col.get();
-      a.b_rs = osz;
+      if (pointwise || small) {
+        if (small) im2col(ctx, g, xg, kg, col.get());
+        a.b = small ? col.get() : xg;
+        a.b_rs = osz;
+      } else {
+        patches->x = xg;
+        a.b_pack = PatchPanels::pack;
+        a.b_pack_ctx = patches.get();
+      }
       a.c = y + (n * g.M + grp * mg) * osz;
       a.c_rs = osz;
       if (b) {

@@ -28,8 +28,9 @@ ConvGeom conv_geom(const InferCtx& ctx, const Shape& x, const Shape& w, bool tra
 namespace ember::cpu {
 
 // Conv, f32: depthwise (group == C == M) runs a direct kernel over (batch, channel) planes;
-// otherwise im2col (skipped for 1x1, stride 1, no pad) feeds sgemm per (batch, group).
-bool conv_f32_supports(const InferCtx& ctx);  // the im2col buffer stays under 2^28 floats
+// otherwise sgemm per (batch, group) with input patches packed straight into its B panels (im2col
+// for patch matrices up to 2^18 floats; X read in place for 1x1, stride 1, no pad).
+bool conv_f32_supports(const InferCtx& ctx);  // C/group x kernel taps stays under 2^28
 void conv_f32(const KernelCtx& ctx);
 void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro);  // the GEMMs on `micro`
 

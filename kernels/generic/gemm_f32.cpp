@@ -1,13 +1,14 @@
 // f32 GEMM driver for MatMul, Gemm, FusedMatMul, Attention and Conv (references: their OpDef
 // rows). Tasks are (matrix, MC-row block, NC-column block) on the shared pool. Inside a task K
 // is cut into KC slices: the B slice is packed into 16-wide panels (or read in place when
-// row-major and few rows share it, or pre-packed at load: sgemm_pack_b), A rows are read in
-// place, and an MR x 16 micro-kernel (per ISA: GemmMicro; generic 4x16 here, auto-vectorised)
-// accumulates C.
+// row-major and few rows share it, or pre-packed at load: sgemm_pack_b, or built by a callback:
+// Conv's patches), A rows are read in place, and an MR x 16 micro-kernel (per ISA: GemmMicro;
+// generic 4x16 here, auto-vectorised) accumulates C.
 // Batch invariance: each C element is one accumulator summed over k = 0..K-1 in order (a new KC
 // slice resumes from the float stored in C), with the same arithmetic for every strip height, so
 // a row's result never depends on M, the tiling or the thread count. K is never split.
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "ember/thread_pool.h"
@@ -22,6 +23,7 @@ constexpr int kMaxNR = 16;    // every micro-kernel is 16 wide: one packed-B lay
 constexpr int64_t kKC = 256;
 constexpr int64_t kMC = 192;  // rows per block (rounded to MR): B panels are reused across them
 constexpr int64_t kNC = 256;  // multiple of NR
+constexpr int kTasksPerThread = 4;  // blocks per thread for the cost model: late-worker slack
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -120,7 +122,7 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
   float* bp = bp_buf.data();
   alignas(64) float tile[kMaxMR * kMaxNR];
   // Row-major B read in place when packing would not be amortised over many strips.
-  bool direct_b = !g.b_packed && g.b_cs == 1 && (m1 - m0) <= 2 * mr;
+  bool direct_b = !g.b_packed && !g.b_pack && g.b_cs == 1 && (m1 - m0) <= 2 * mr;
 
   if (g.K == 0) {
     for (int64_t i = m0; i < m1; i++) std::fill(C + i * g.c_rs + n0, C + i * g.c_rs + n1, 0.0f);
@@ -128,7 +130,8 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
   for (int64_t k0 = 0; k0 < g.K; k0 += kKC) {
     int64_t kc = std::min(kKC, g.K - k0);
     bool accumulate = k0 > 0;
-    for (int64_t p = 0; p < n_panels && !g.b_packed; p++) {
+    if (g.b_pack) g.b_pack(g.b_pack_ctx, mat, k0, kc, n0, n1, bp);
+    for (int64_t p = 0; p < n_panels && !g.b_packed && !g.b_pack; p++) {
       int64_t j0 = n0 + p * kMaxNR;
       int w = (int)std::min<int64_t>(kMaxNR, n1 - j0);
       if (!(direct_b && w == kMaxNR))
@@ -245,10 +248,18 @@ void sgemm(const SgemmArgs& g, int max_threads, const GemmMicro& micro) {
   double flops =
       2.0 * (double)g.batch * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
   if (flops < 2e5) threads = 1;  // the pool costs more than it saves
-  auto [mc, nc, mb, nb] = gemm_blocks(g.batch, g.M, g.N, micro.mr, kMaxNR, kMC, kNC, threads);
-  auto count = [&] { return g.batch * mb * nb; };
-  ::ember::parallel_for(count(), 1, threads, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; t++) {
+  // Blocks are claimed one at a time, so a worker that wakes late (parked after ~50 us idle;
+  // 0.1-0.2 ms to wake on a VM) joins for what is left instead of the caller running its whole
+  // share alone. Small GEMMs with pre-packed B (no packing per block; a wake is a large part
+  // of their time) get kTasksPerThread x threads blocks for that slack. Which thread runs a
+  // block never changes the sums.
+  bool slack = threads > 1 && g.b_packed && flops < 1e8;
+  int split = slack ? threads * kTasksPerThread : threads;
+  auto [mc, nc, mb, nb] = gemm_blocks(g.batch, g.M, g.N, micro.mr, kMaxNR, kMC, kNC, split);
+  int64_t count = g.batch * mb * nb;
+  std::atomic<int64_t> next{0};
+  ::ember::parallel_for(threads, 1, threads, [&](int64_t, int64_t) {
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
       int64_t mat = t / (mb * nb), rem = t % (mb * nb);
       int64_t jb = rem / mb, ib = rem % mb;  // neighbouring tasks share a column block
       run_block(g, micro, mat, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,

@@ -26,6 +26,12 @@ struct SgemmArgs {
   const int64_t* c_off = nullptr;
   // B pre-packed by sgemm_pack_b (one matrix; b and its strides are then unused).
   const float* b_packed = nullptr;
+  // B packed by a callback instead of read from b (Conv packs input patches straight into
+  // panels, no im2col matrix): B[k0:k0+kc, j0:j1] of matrix `mat` as ceil((j1 - j0) / 16)
+  // panels [kc, 16] at bp + p * kc * 16, columns past j1 zero. Called from several threads.
+  void (*b_pack)(const void* ctx, int64_t mat, int64_t k0, int64_t kc, int64_t j0, int64_t j1,
+                 float* bp) = nullptr;
+  const void* b_pack_ctx = nullptr;
   // Applied in place to each finished row segment after alpha and bias (x == y).
   void (*act)(const float* x, float* y, int64_t n) = nullptr;
 };

@@ -72,6 +72,25 @@ TEST_CASE("conv: fast f32 matches the reference") {
                          {4, 3, 2, 3, 3}, true);
 }
 
+// Patch matrices over 2^18 floats are packed straight into the GEMM panels (PatchPanels), not
+// im2col'd: odd output rows that straddle the 16-wide panels and sgemm's column blocks, pads
+// on both sides, stride and dilation in each dim, groups, batch 2, 1-D.
+TEST_CASE("conv: fast f32 matches the reference, patches packed into panels") {
+  using V = std::vector<int64_t>;
+  check_fast_matches_ref(conv_node(OpType::Conv, {{"pads", V{1, 1, 1, 1}}}), {1, 13, 61, 67},
+                         {5, 13, 3, 3}, true);
+  check_fast_matches_ref(conv_node(OpType::Conv, {{"pads", V{2, 1, 0, 3}}, {"strides", V{1, 2}},
+                                                  {"dilations", V{2, 1}}}),
+                         {2, 9, 83, 91}, {7, 9, 3, 5}, false);
+  check_fast_matches_ref(conv_node(OpType::Conv, {{"pads", V{3, 3, 3, 3}}, {"strides", V{2, 2}}}),
+                         {1, 3, 229, 227}, {8, 3, 7, 7}, true);
+  check_fast_matches_ref(conv_node(OpType::Conv, {{"group", int64_t(2)}, {"pads", V{0, 2, 1, 0}},
+                                                  {"strides", V{2, 1}}}),
+                         {1, 20, 97, 101}, {6, 10, 3, 3}, true);
+  check_fast_matches_ref(conv_node(OpType::Conv, {{"pads", V{2, 2}}}), {1, 40, 7001}, {3, 40, 5},
+                         true);
+}
+
 TEST_CASE("conv: hand-computed values") {
   // 1-D [1,1,4] * [1,1,2], pad 1 each side: [x0, x0+x1, x1+x2, x2+x3, x3] with w = [1, 1].
   Tensor x = conv_f32_of({1, 1, 4}, {1, 2, 3, 4});
