@@ -59,4 +59,12 @@ void log_softmax_f32_avx2(const KernelCtx& ctx);
 void layer_norm_f32_avx2(const KernelCtx& ctx);
 void rms_norm_f32_avx2(const KernelCtx& ctx);
 
+// ---- pooling (pool_avx2.cpp; driver in pool_x86.cpp) ----
+// MaxPool over one plane: x [H, W] -> y [OH, OW]; k, s, d, pb [2] (h, w): kernel, stride,
+// dilation, begin pad as pool_geom gives them. Bit-exact with the reference (NaN, +-0).
+void max_pool_f32_plane_avx2(const float* x, float* y, int64_t H, int64_t W, int64_t OH,
+                             int64_t OW, const int64_t* k, const int64_t* s, const int64_t* d,
+                             const int64_t* pb);
+void max_pool_f32_avx2(const KernelCtx& ctx);  // accepts what max_pool_f32_supports accepts
+
 }  // namespace ember::cpu

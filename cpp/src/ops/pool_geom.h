@@ -1,5 +1,5 @@
 // Pooling geometry (MaxPool / AveragePool), shared by the references in ops_pool.cpp and the
-// fast kernels (kernels/generic/pool_f32.cpp).
+// fast kernels (kernels/generic/pool_f32.cpp, kernels/x86/pool_x86.cpp).
 #pragma once
 #include <vector>
 

@@ -159,6 +159,9 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Conv, DType::F32, Isa::Avx2, conv_f32_avx2, "conv_f32_avx2", conv_f32_supports},
 #endif
     {OpType::Conv, DType::F32, Isa::Generic, conv_f32, "conv_f32", conv_f32_supports},
+#if defined(__x86_64__)
+    {OpType::MaxPool, DType::F32, Isa::Avx2, max_pool_f32_avx2, "max_pool_f32_avx2", max_pool_f32_supports},
+#endif
     {OpType::MaxPool, DType::F32, Isa::Generic, max_pool_f32, "max_pool_f32", max_pool_f32_supports},
     {OpType::Count, DType::Count, Isa::Generic, nullptr, "end"},
 };
