@@ -1,10 +1,10 @@
 // AVX2+FMA f32 elementwise maps and row kernels, 8 lanes a step, tails by masked load/store.
 // exp, tanh, sigmoid: the generic algorithms (kernels/generic/elementwise_f32.cpp) in vector
 // form. erf and erf-Gelu share Phi(-a) = R(a) exp(-a^2 / 2) / 2, R a piecewise polynomial (8
-// intervals, coefficients picked per lane with vpermps), a^2 split exactly by FMA; tanh-Gelu
-// forms its exponent in float-float; both Gelus round once from double. Softmax sums in double,
-// LayerNorm in two float passes, RMSNorm x^2 in double, in a fixed lane order (batch
-// invariant). References: OpDef rows (cpp/src/ops/ops_unary.cpp, ops_linalg.cpp); tests:
+// intervals, coefficients picked per lane with vpermps), a^2 split exactly by FMA; erf-Gelu
+// stays in float, tanh-Gelu forms its exponent in float-float and rounds once from double.
+// Softmax sums in double, LayerNorm in two float passes, RMSNorm x^2 in double, in a fixed
+// lane order (batch invariant). References: OpDef rows (cpp/src/ops/ops_unary.cpp, ops_linalg.cpp); tests:
 // tests/cpp/test_x86_kernels.cpp, test_rms_norm.cpp. Built with
 // -mavx2 -mfma: raw pointers and intrinsics only, no ember header (op.h's inline functions would
 // be emitted with AVX2); declared in kernels_x86.h (a mismatch fails to link: names are mangled).
@@ -169,26 +169,50 @@ static inline __m256 v_gelu_tails(__m256 x, __m256 y) {
   return v_select(v_is_nan(x), x, y);
 }
 
-// x Phi(x) from x and Phi(-|x|) = r e 2^-32 / 2, in double so that it rounds once:
-// x < 0 multiplies by Phi(x) directly, x >= 0 takes x - x Phi(-x).
-static inline __m256d v_gelu_erf_pd(__m256d x, __m256d r, __m256d e) {
-  __m256d p = _mm256_mul_pd(_mm256_mul_pd(r, e), _mm256_set1_pd(0x1p-33));
-  __m256d neg = _mm256_mul_pd(x, p), pos = _mm256_fnmadd_pd(x, p, x);
-  return _mm256_blendv_pd(neg, pos, _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_GE_OQ));
+// exp(h + l) 2^32 for h in [-105.2, 0], |l| <= ulp(h): v_exp_scaled without its clamps, NaN
+// lane or split scale, which that range never needs (n + 32 >= -120: one normal scale).
+static inline __m256 v_exp_neg_scaled32(__m256 h, __m256 l) {
+  const __m256 round = v_set(12582912.0f);  // 1.5 * 2^23
+  __m256 t = _mm256_fmadd_ps(h, v_set(1.44269504088896341f), round);
+  __m256 n = _mm256_sub_ps(t, round);
+  __m256 r = _mm256_fnmadd_ps(n, v_set(0.693359375f), h);
+  r = _mm256_add_ps(_mm256_fnmadd_ps(n, v_set(-2.12194440e-4f), r), l);
+  __m256 p = v_set(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, v_set(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, v_set(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, v_set(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, v_set(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, v_set(5.0000001201e-1f));
+  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), v_set(1.0f));
+  // 2^(n + 32): t's low bits hold n + round's; one integer subtract rebiases them.
+  const __m256i k = _mm256_set1_epi32(0x4B400000 - 32 - 127);  // bits of round, - bias - 127
+  __m256i e = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), k), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-// erf-Gelu = x Phi(x), Phi(-a) = R(a) exp(-a^2 / 2) / 2 with a^2 = h + l exactly (FMA); exp
-// is scaled by 2^32 so that it stays normal wherever x Phi(x) is nonzero.
+// erf-Gelu = x Phi(x), all in float: Phi(-a) = R(a) exp(-a^2 / 2) / 2 (a = |x| <= 14.5),
+// -a^2 / 2 = h + l exactly (FMA), exp scaled by 2^32 so that it stays normal. x R = u + ul
+// exactly, so x Phi(-a) 2^33 = (u + ul) e rounds once; x < 0 scales it by 2^-33 (rounding once
+// more only where it is subnormal), x >= 0 takes x - x Phi(-x) (that term < x / 2: its error
+// shrinks). Max 2 ulp over every 3rd float (tests/cpp/test_x86_kernels.cpp). |x| > 14.5: x, or
+// x * 0 (-0, and NaN for -inf), as the double reference rounds; NaN passes through u.
 static inline __m256 v_gelu_erf(__m256 x) {
-  __m256 xc = _mm256_min_ps(_mm256_max_ps(x, v_set(-kGeluClamp)), v_set(kGeluClamp));
-  __m256 a = v_abs(xc);
-  __m256 h = _mm256_mul_ps(a, a);
-  __m256 l = _mm256_fmsub_ps(a, a, h);
-  __m256 e = v_exp_scaled(_mm256_mul_ps(h, v_set(-0.5f)), _mm256_mul_ps(l, v_set(-0.5f)), 32);
+  __m256 ax = v_abs(x);
+  __m256 a = _mm256_min_ps(ax, v_set(kGeluClamp));
+  __m256 na = _mm256_mul_ps(a, v_set(-0.5f));
+  __m256 h = _mm256_mul_ps(na, a);
+  __m256 l = _mm256_fmsub_ps(na, a, h);
+  __m256 e = v_exp_neg_scaled32(h, l);
   __m256 r = v_erfcx_div_sqrt2(a);
-  __m256 y = v_from_pd(v_gelu_erf_pd(v_lo_pd(xc), v_lo_pd(r), v_lo_pd(e)),
-                       v_gelu_erf_pd(v_hi_pd(xc), v_hi_pd(r), v_hi_pd(e)));
-  return v_gelu_tails(x, y);
+  __m256 u = _mm256_mul_ps(x, r);
+  __m256 ul = _mm256_fmsub_ps(x, r, u);
+  __m256 xp = _mm256_fmadd_ps(u, e, _mm256_mul_ps(ul, e));  // x Phi(-a) 2^33
+  __m256 neg = _mm256_mul_ps(xp, v_set(0x1p-33f));
+  __m256 pos = _mm256_fnmadd_ps(xp, v_set(0x1p-33f), x);
+  __m256 y = v_select(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ), pos, neg);
+  __m256 tail = v_select(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ), x,
+                         _mm256_mul_ps(x, _mm256_setzero_ps()));
+  return v_select(_mm256_cmp_ps(ax, v_set(kGeluClamp), _CMP_GT_OQ), tail, y);
 }
 
 // x sigmoid(v) from x and e = exp(-|v|) 2^32, in double so that it rounds once.

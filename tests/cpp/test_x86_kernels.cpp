@@ -237,6 +237,38 @@ TEST_CASE("x86 avx2 unary maps over every binade") {
   }
 }
 
+TEST_CASE("x86 avx2 erf-Gelu: dense sweep of |x| <= 16 and exact tails") {
+  if (!have_avx2()) return;
+  // Every 1009th float of [0, 16] and its negation: where the float-only evaluation bends.
+  const UnaryFn& f = kUnary[4];
+  REQUIRE(std::string(f.name) == "gelu_erf");
+  std::vector<float> x;
+  for (uint32_t b = 0; b <= 0x41800000u; b += 1009) {
+    x.push_back(std::bit_cast<float>(b));
+    x.push_back(-std::bit_cast<float>(b));
+  }
+  Tensor ref = reference(f, f32_tensor(x));
+  std::vector<float> y = run_guarded(f, x);
+  ErrReport rep;
+  for (size_t i = 0; i < x.size(); i++) rep.add(x[i], y[i], ref.ptr<float>()[i]);
+  MESSAGE("dense sweep ", report(f, rep));
+  CHECK(rep.max_ulps <= f.max_ulps);
+  // Bit-exact where the reference is exact: signed zeros, infinities, NaN, beyond the clamp.
+  const std::vector<float> sp = {0.0f, -0.0f, kInfF, -kInfF, kNanF, 14.500001f, -14.500001f,
+                                 1e30f, -1e30f, 3.4028235e38f, -3.4028235e38f, -1e-45f};
+  Tensor sref = reference(f, f32_tensor(sp));
+  std::vector<float> sy = run_guarded(f, sp);
+  for (size_t i = 0; i < sp.size(); i++) {
+    CAPTURE(sp[i]);
+    float e = sref.ptr<float>()[i];
+    if (std::isnan(e)) {
+      CHECK(std::isnan(sy[i]));
+    } else {
+      CHECK(std::bit_cast<uint32_t>(sy[i]) == std::bit_cast<uint32_t>(e));
+    }
+  }
+}
+
 TEST_CASE("x86 avx2 softmax, log-softmax and layer-norm rows match the references") {
   if (!have_avx2()) return;
   std::mt19937 rng(run_seed() + 2);
