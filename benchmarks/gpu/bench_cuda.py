@@ -171,37 +171,10 @@ def bert_flops(batch, seq, layers, hidden, ffn, **_):
 
 
 def resnet_like(widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), classes=1000, **_):
-    """ResNet-18's layout (stem conv 7x7/2 + max pool, basic blocks, global pool, fc)."""
-    import torch
-    from torch import nn
-
-    class Basic(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-            self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-            self.down = None
-            if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = self.b2(self.c2(torch.relu(self.b1(self.c1(x)))))
-            return torch.relu(y + (x if self.down is None else self.down(x)))
-
-    layers, cin = [], widths[0]
-    for i, (w, n) in enumerate(zip(widths, blocks)):
-        for j in range(n):
-            layers.append(Basic(cin, w, 2 if (j == 0 and i > 0) else 1))
-            cin = w
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
-                        nn.ReLU(), nn.MaxPool2d(3, 2, 1), *layers, nn.AdaptiveAvgPool2d(1),
-                        nn.Flatten(), nn.Linear(cin, classes))
-    for m in net.modules():                    # non-trivial BN statistics, as a trained net has
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
+    """ResNet-18's layout: the CPU benchmark's model (benchmarks/bench_models.py)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from bench_models import resnet_like as cpu_resnet_like
+    return cpu_resnet_like(widths, blocks, classes)
 
 
 def conv_linear_flops(net, x):
@@ -577,6 +550,26 @@ def machine(ctx):
     return info
 
 
+def start(ctx_class, args, tool, json_name):
+    """Seed and JSON defaults ($OUT/json_name), then (context, header line printed); (None,
+    None) when torch sees no GPU outside --dry-run. Shared by bench_cuda and bench_quant_cuda."""
+    if args.seed is None:
+        args.seed = int(time.time_ns() % 2**31)
+    if args.json is None and os.environ.get("OUT"):
+        args.json = os.path.join(os.environ["OUT"], json_name)
+    ctx = ctx_class(args)
+    if not ctx.dry and not ctx.torch.cuda.is_available():
+        print("torch sees no CUDA device: nothing to compare (use --dry-run on a CPU machine)")
+        return None, None
+    header = (f"{tool}: {'DRY RUN (CPU, tiny sizes) ' if ctx.dry else ''}ember on {ctx.edev}, torch "
+              f"{ctx.torch.__version__} on {ctx.tdev}"
+              + (f" ({ctx.torch.cuda.get_device_name(0)})" if ctx.cuda else "") + f", seed {args.seed}")
+    print(header, flush=True)
+    if ctx.ember_error:
+        print(f"ember cannot use {ctx.edev}: {ctx.ember_error}", flush=True)
+    return ctx, header
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes, ember and torch on the CPU")
@@ -588,22 +581,9 @@ def main(argv=None):
     ap.add_argument("--time-limit", type=float, default=170, help="seconds for all sections")
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args(argv)
-    if args.seed is None:
-        args.seed = int(time.time_ns() % 2**31)
-    out = os.environ.get("OUT")
-    if args.json is None and out:
-        args.json = os.path.join(out, "bench_cuda.json")
-
-    ctx = Ctx(args)
-    if not ctx.dry and not ctx.torch.cuda.is_available():
-        print("torch sees no CUDA device: nothing to compare (use --dry-run on a CPU machine)")
+    ctx, header = start(Ctx, args, "bench_cuda", "bench_cuda.json")
+    if ctx is None:
         return 2
-    header = (f"bench_cuda: {'DRY RUN (CPU, tiny sizes) ' if ctx.dry else ''}ember on {ctx.edev}, torch "
-              f"{ctx.torch.__version__} on {ctx.tdev}"
-              + (f" ({ctx.torch.cuda.get_device_name(0)})" if ctx.cuda else "") + f", seed {args.seed}")
-    print(header, flush=True)
-    if ctx.ember_error:
-        print(f"ember cannot use {ctx.edev}: {ctx.ember_error}", flush=True)
     rows, failures = [], {}
     deadline = time.monotonic() + args.time_limit
     old = signal.signal(signal.SIGALRM, _alarm)

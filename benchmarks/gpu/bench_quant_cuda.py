@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -180,20 +179,9 @@ def main(argv=None):
     ap.add_argument("--l2-mb", type=float, default=60, help="L2 size the weight rotation defeats")
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args(argv)
-    if args.seed is None:
-        args.seed = int(time.time_ns() % 2**31)
-    if args.json is None and os.environ.get("OUT"):
-        args.json = os.path.join(os.environ["OUT"], "bench_quant.json")
-    ctx = Ctx(args)
-    if not ctx.dry and not ctx.torch.cuda.is_available():
-        print("torch sees no CUDA device: nothing to compare (use --dry-run on a CPU machine)")
+    ctx, header = bc.start(Ctx, args, "bench_quant_cuda", "bench_quant.json")
+    if ctx is None:
         return 2
-    header = (f"bench_quant_cuda: {'DRY RUN (CPU, tiny sizes) ' if ctx.dry else ''}ember on {ctx.edev}, "
-              f"torch {ctx.torch.__version__} on {ctx.tdev}"
-              + (f" ({ctx.torch.cuda.get_device_name(0)})" if ctx.cuda else "") + f", seed {args.seed}")
-    print(header, flush=True)
-    if ctx.ember_error:
-        print(f"ember cannot use {ctx.edev}: {ctx.ember_error}", flush=True)
     deadline = time.monotonic() + args.time_limit
     peaks, rows, failures = {}, [], {}
     copy = bc.sec_copy(ctx)[0]

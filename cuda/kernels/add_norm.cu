@@ -9,6 +9,7 @@
 // The sum is a float add, bit-identical to the Add kernels. Launch shape: add_norm_launch
 // (add_norm.h). Reference: cpp/src/ops/ops_add_norm.cpp; adapter: cuda/src/ops_add_norm.cpp.
 #include "cuda/kernels/add_norm.h"
+#include "cuda/kernels/row_group.cuh"
 
 #include <cuda_runtime.h>
 
@@ -18,30 +19,6 @@ namespace ember::cuda {
 namespace {
 
 constexpr int kWarpBlock = 256;  // warp mode: 8 rows per block
-
-__device__ __forceinline__ double warp_sum(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Every thread of the block gets the sum; `sh` holds 32 doubles. Fixed order: deterministic.
-__device__ __forceinline__ double block_sum(double v, double* sh) {
-  v = warp_sum(v);
-  if (blockDim.x <= 32) return v;
-  const int nw = (blockDim.x + 31) >> 5;
-  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double t = sh[0];
-  for (int w = 1; w < nw; w++) t += sh[w];
-  __syncthreads();  // sh is reused by the next call
-  return t;
-}
-
-template <bool WARP>
-__device__ __forceinline__ double group_sum(double v, double* sh) {
-  return WARP ? warp_sum(v) : block_sum(v, sh);
-}
 
 template <bool WARP, bool RMS>
 __global__ void __launch_bounds__(1024)
@@ -54,22 +31,10 @@ __global__ void __launch_bounds__(1024)
                     int64_t rows, int cols, bool scale_scalar, bool bias_scalar, double eps) {
   constexpr int K = kAddNormPerThread;
   __shared__ double sh[32];
-  int64_t first, step;
-  int lane, size;
-  if (WARP) {
-    const int per_block = blockDim.x >> 5;
-    first = (int64_t)blockIdx.x * per_block + (threadIdx.x >> 5);
-    step = (int64_t)gridDim.x * per_block;
-    lane = threadIdx.x & 31;
-    size = 32;
-  } else {
-    first = blockIdx.x;
-    step = gridDim.x;
-    lane = threadIdx.x;
-    size = blockDim.x;
-  }
+  const RowGroup<WARP> grp;
+  const int lane = grp.lane, size = grp.size;
   // Warp mode: the whole warp shares a row, so every lane loops (and shuffles) together.
-  for (int64_t row = first; row < rows; row += step) {
+  for (int64_t row = grp.first; row < rows; row += grp.step) {
     const int64_t base = row * cols;
     float v[K];
     double acc = 0;
@@ -83,7 +48,7 @@ __global__ void __launch_bounds__(1024)
         acc += RMS ? (double)v[k] * (double)v[k] : (double)v[k];
       }
     }
-    acc = group_sum<WARP>(acc, sh);
+    acc = grp.reduce(acc, SumOp(), sh);
     double mean = 0, inv;
     if (RMS) {
       inv = 1.0 / sqrt(acc / (double)cols + eps);
@@ -95,7 +60,7 @@ __global__ void __launch_bounds__(1024)
         const double d = (double)v[k] - mean;
         if (lane + k * size < cols) var += d * d;
       }
-      inv = 1.0 / sqrt(group_sum<WARP>(var, sh) / (double)cols + eps);
+      inv = 1.0 / sqrt(grp.reduce(var, SumOp(), sh) / (double)cols + eps);
     }
 #pragma unroll
     for (int k = 0; k < K; k++) {
@@ -135,7 +100,7 @@ __global__ void add_norm_long(const float* __restrict__ x,      // [rows, cols]
       if (sr) sr[j] = v;
       acc += RMS ? (double)v * (double)v : (double)v;
     }
-    acc = block_sum(acc, sh);
+    acc = block_reduce(acc, SumOp(), sh);
     // Later passes read this thread's own writes of s (one stream instead of two).
     double mean = 0, inv;
     if (RMS) {
@@ -147,7 +112,7 @@ __global__ void add_norm_long(const float* __restrict__ x,      // [rows, cols]
         const double d = (double)(sr ? sr[j] : xr[j] + rr[j]) - mean;
         var += d * d;
       }
-      inv = 1.0 / sqrt(block_sum(var, sh) / (double)cols + eps);
+      inv = 1.0 / sqrt(block_reduce(var, SumOp(), sh) / (double)cols + eps);
     }
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
       const double v = (double)(sr ? sr[j] : xr[j] + rr[j]);

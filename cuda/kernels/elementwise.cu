@@ -10,6 +10,7 @@
 // References: cpp/src/ops/ops_elementwise.cpp, ops_unary.cpp, ops_nn.cpp, ops_reduce.cpp,
 // ops_linalg.cpp, ops_llm.cpp; the adapters choosing what runs here: ops_elementwise.cpp.
 #include "cuda/kernels/elementwise.h"
+#include "cuda/kernels/row_group.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -373,7 +374,6 @@ __global__ void swiglu_flat(const float* __restrict__ x,  // [rows, 2f]
 
 // ---- reductions within a warp / block ----------------------------------------------------
 
-struct SumOp { template <class T> __device__ T operator()(T a, T b) const { return a + b; } };
 // max with NaN propagating (the reference keeps the first NaN it meets).
 struct MaxOp {
   __device__ float operator()(float a, float b) const {
@@ -381,26 +381,6 @@ struct MaxOp {
   }
 };
 
-template <class T, class F>
-__device__ __forceinline__ T warp_reduce(T v, F f) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = f(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-// Every thread of the block gets the result. `sh` holds 32 T; every thread must call this.
-template <class T, class F>
-__device__ __forceinline__ T block_reduce(T v, F f, T* sh) {
-  v = warp_reduce(v, f);
-  if (blockDim.x <= 32) return v;
-  const int nw = (blockDim.x + 31) >> 5;
-  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-  __syncthreads();
-  T r = sh[0];
-  for (int w = 1; w < nw; w++) r = f(r, sh[w]);  // fixed order: deterministic
-  __syncthreads();  // sh is reused by the next call
-  return r;
-}
 
 // Offsets of output o's first element and of reduced element j (ReduceGeom dims outermost first).
 __device__ __forceinline__ int64_t kept_offset(const ReduceGeom& g, int64_t o) {
@@ -487,30 +467,6 @@ void launch_reduce(const float* x, float* y, const ReduceGeom& g, cudaStream_t s
 
 // ---- softmax and norms: a group (a warp, or the block) per row ---------------------------
 
-// WARP: a warp per row, blockDim.x / 32 rows per block; else a block per row.
-template <bool WARP>
-struct RowGroup {
-  int64_t first, step;  // row iteration
-  int lane, size;       // this thread's index in the group, and the group's size
-  __device__ RowGroup() {
-    if (WARP) {
-      const int per_block = blockDim.x >> 5;
-      first = (int64_t)blockIdx.x * per_block + (threadIdx.x >> 5);
-      step = (int64_t)gridDim.x * per_block;
-      lane = threadIdx.x & 31;
-      size = 32;
-    } else {
-      first = blockIdx.x;
-      step = gridDim.x;
-      lane = threadIdx.x;
-      size = blockDim.x;
-    }
-  }
-  template <class T, class F>
-  __device__ T reduce(T v, F f, T* sh) const {
-    return WARP ? warp_reduce(v, f) : block_reduce(v, f, sh);
-  }
-};
 
 template <bool WARP>
 __global__ void softmax_rows(const float* __restrict__ x,  // [rows, n]

@@ -271,8 +271,10 @@ struct Pref {
   Pref& operator=(const Pref&) = delete;
 };
 
-// One heuristic query: the best algorithm within the workspace limit and alignments.
-CachedAlgo query(const lt::Api& api, const Descs& ds, const std::array<uint32_t, 4>& align,
+// One heuristic query: the best algorithm within the workspace limit and alignments. Descs
+// or DescsI8: any holder of the matmul descriptor and the A, B, D layouts.
+template <class D>
+CachedAlgo query(const lt::Api& api, const D& ds, const std::array<uint32_t, 4>& align,
                  bool deterministic, const char* what) {
   Pref pref(api, align, deterministic, what);
   lt::HeuristicResult r{};
@@ -449,22 +451,7 @@ bool cublaslt_matmul_i8(int64_t m, int64_t n_pad, int64_t k_pad, const int8_t* a
   std::array<uint32_t, 4> align = {alignment(w, 1, 0), alignment(a, 1, 0), alignment(d, 1, 0),
                                    alignment(d, 1, 0)};
   AlgoKey key{kI8KeyTag, m, n_pad, k_pad, align[0], align[1], align[2]};
-  CachedAlgo algo = cached(key, [&] {
-    Pref pref(api, align, false, what);
-    lt::HeuristicResult r{};
-    int returned = 0;
-    lt::Status s = api.matmul_algo_get_heuristic(handle, run.desc, run.a, run.b, run.d, run.d,
-                                                 pref.pref, 1, &r, &returned);
-    if (s != lt::kSuccess && s != lt::kNotSupported)
-      check(api, s, what, "cublasLtMatmulAlgoGetHeuristic");
-    CachedAlgo out;
-    if (s == lt::kSuccess && returned > 0 && r.state == lt::kSuccess) {
-      out.found = true;
-      out.algo = r.algo;
-      out.workspace = r.workspace_size;
-    }
-    return out;
-  });
+  CachedAlgo algo = cached(key, [&] { return query(api, run, align, false, what); });
   if (!algo.found) return false;
   int32_t alpha = 1, beta = 0;
   void* ws = algo.workspace ? workspace(algo.workspace) : nullptr;
