@@ -214,22 +214,66 @@ void q4_gemm_tile(const int16_t* q, const float* d, const float* gsum, int64_t r
   gemm_tile(q, d, gsum, rows, codes, scales, offsets, bias, cols, K, group, y, ldy);
 }
 
+namespace {
+
+template <class S>
+void dequant_panels(const uint8_t* codes, const S* scales, const S* offsets, int64_t K,
+                    int64_t group, int64_t k0, int64_t kc, int64_t j0, int64_t j1, float* bp) {
+  const int64_t nb = q4_blocks(K), ng = q4_groups(K, group);
+  for (int64_t p = 0; p * 16 < j1 - j0; p++) {
+    float* panel = bp + p * kc * 16;
+    for (int64_t c = 0; c < 16; c++) {
+      const int64_t n = j0 + p * 16 + c;
+      if (n >= j1) {
+        for (int64_t k = 0; k < kc; k++) panel[k * 16 + c] = 0.0f;
+        continue;
+      }
+      const uint8_t* cn = codes + n * nb * 16;
+      for (int64_t k = k0; k < k0 + kc; k++) {
+        const uint8_t byte = cn[(k / 32) * 16 + k % 16];
+        const int code = k % 32 < 16 ? byte & 0x0f : byte >> 4;
+        const int64_t g = n * ng + k / group;
+        panel[(k - k0) * 16 + c] =
+            std::fma((float)code, scale_value(scales[g]), scale_value(offsets[g]));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void q4_dequant_panels(const uint8_t* codes, const float* scales, const float* offsets,
+                       int64_t K, int64_t group, int64_t k0, int64_t kc, int64_t j0, int64_t j1,
+                       float* bp) {
+  dequant_panels(codes, scales, offsets, K, group, k0, kc, j0, j1, bp);
+}
+
+void q4_dequant_panels(const uint8_t* codes, const uint16_t* scales, const uint16_t* offsets,
+                       int64_t K, int64_t group, int64_t k0, int64_t kc, int64_t j0, int64_t j1,
+                       float* bp) {
+  dequant_panels(codes, scales, offsets, K, group, k0, kc, j0, j1, bp);
+}
+
 // ---- driver -------------------------------------------------------------------------------------
 
-void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
-  const Tensor& a = ctx.input(0);        // [..., K] f32
-  const Tensor& codes = ctx.input(1);    // [N, nb, 16] u8
-  const Tensor& scales = ctx.input(2);   // [N, ng] f32 or f16
-  const Tensor& offsets = ctx.input(3);  // [N, ng] the dtype of scales
-  Tensor& out = ctx.output(0);           // [..., N] f32
-  const Attrs& at = ctx.node.attrs;
-  const int64_t N = at.get_int("n", 0), K = at.get_int("k", 0), group = at.get_int("group", 0);
-  const int64_t M = N > 0 ? out.numel() / N : 0;
-  if (M == 0 || N == 0) return;
-  const int64_t nb = q4_blocks(K), ng = q4_groups(K, group);
-  const float* bias = ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr;  // [N]
-  GemmActs::Fn act = kern.acts.for_node(ctx.node);
+namespace {
 
+// One Q4MatMul's weights and epilogue, for either path.
+struct Q4Weights {
+  const uint8_t* codes;    // [N, nb, 16]
+  const void* scales;      // [N, ng] f32, or f16 bits when f16
+  const void* offsets;     // [N, ng] the dtype of scales
+  bool f16;
+  const float* bias;       // [N] or nullptr
+  GemmActs::Fn act;        // or nullptr
+  int64_t N, K, group;
+};
+
+// W4A16i: y [M, N] (row stride N) = the rows a [M, K] quantized to int16, times the weights.
+void run_i16(const Q4Kernels& kern, const Q4Weights& w, const float* ap, int64_t M,
+             int max_threads, float* yp) {
+  const int64_t N = w.N, K = w.K, group = w.group;
+  const int64_t nb = q4_blocks(K), ng = q4_groups(K, group);
   // Quantized activations: q [M, nb * 32], d [M, nb], gsum [M, ng].
   thread_local std::vector<int16_t> qbuf;
   thread_local std::vector<float> fbuf;
@@ -238,8 +282,7 @@ void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
   int16_t* q = qbuf.data();
   float* d = fbuf.data();
   float* gsum = d + M * nb;
-  const float* ap = a.ptr<float>();
-  int threads = std::max(1, std::min(ctx.max_threads, thread_pool_size()));
+  int threads = std::max(1, std::min(max_threads, thread_pool_size()));
   // Below ~128 KiB of weights the pool costs more than it saves (a decode GEMV streams them).
   if ((double)M * (double)N * (double)K < 2.5e5) threads = 1;
   int64_t row_grain = std::max<int64_t>(1, 16384 / K);
@@ -257,32 +300,123 @@ void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
   int64_t nc = std::clamp<int64_t>((per_thread + 3) / 4, 16, 256);
   nc = (nc + 15) / 16 * 16;
   const int64_t ncb = (N + nc - 1) / nc;
-  const uint8_t* cp = codes.ptr<uint8_t>();
-  const bool f16 = scales.dtype() == DType::F16;  // shape inference: offsets the same
-  float* yp = out.ptr<float>();
+  const uint8_t* cp = w.codes;
+  const float* bias = w.bias;
   ::ember::parallel_for(ncb * mb, 1, threads, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
       const int64_t n0 = (t / mb) * nc, n1 = std::min(N, n0 + nc);
       const int64_t m0 = (t % mb) * mc, m1 = std::min(M, m0 + mc);
-      if (f16)
+      if (w.f16)
         kern.gemm_tile_f16(q + m0 * nb * 32, d + m0 * nb, gsum + m0 * ng, m1 - m0,
-                           cp + n0 * nb * 16, scales.ptr<uint16_t>() + n0 * ng,
-                           offsets.ptr<uint16_t>() + n0 * ng, bias ? bias + n0 : nullptr,
+                           cp + n0 * nb * 16, (const uint16_t*)w.scales + n0 * ng,
+                           (const uint16_t*)w.offsets + n0 * ng, bias ? bias + n0 : nullptr,
                            n1 - n0, K, group, yp + m0 * N + n0, N);
       else
         kern.gemm_tile(q + m0 * nb * 32, d + m0 * nb, gsum + m0 * ng, m1 - m0,
-                       cp + n0 * nb * 16, scales.ptr<float>() + n0 * ng,
-                       offsets.ptr<float>() + n0 * ng, bias ? bias + n0 : nullptr, n1 - n0, K,
+                       cp + n0 * nb * 16, (const float*)w.scales + n0 * ng,
+                       (const float*)w.offsets + n0 * ng, bias ? bias + n0 : nullptr, n1 - n0, K,
                        group, yp + m0 * N + n0, N);
-      if (act)
-        for (int64_t m = m0; m < m1; m++) act(yp + m * N + n0, yp + m * N + n0, n1 - n0);
+      if (w.act)
+        for (int64_t m = m0; m < m1; m++) w.act(yp + m * N + n0, yp + m * N + n0, n1 - n0);
     }
   });
 }
 
+struct DequantCtx {
+  const Q4Kernels* kern;
+  const Q4Weights* w;
+};
+
+void dequant_b(const void* p, int64_t, int64_t k0, int64_t kc, int64_t j0, int64_t j1,
+               float* bp) {
+  const DequantCtx& c = *(const DequantCtx*)p;
+  const Q4Weights& w = *c.w;
+  if (w.f16)
+    c.kern->dequant_f16(w.codes, (const uint16_t*)w.scales, (const uint16_t*)w.offsets, w.K,
+                        w.group, k0, kc, j0, j1, bp);
+  else
+    c.kern->dequant(w.codes, (const float*)w.scales, (const float*)w.offsets, w.K, w.group, k0,
+                    kc, j0, j1, bp);
+}
+
+// f32: y [M, N] = a [M, K] times the dequantized weights on the f32 GEMM (its summation order:
+// each element one accumulator over k in order, whatever M).
+void run_f32(const Q4Kernels& kern, const Q4Weights& w, const float* ap, int64_t M,
+             int max_threads, float* yp) {
+  DequantCtx dc{&kern, &w};
+  SgemmArgs g;
+  g.M = M;
+  g.N = w.N;
+  g.K = w.K;
+  g.a = ap;
+  g.a_rs = w.K;
+  g.c = yp;
+  g.c_rs = w.N;
+  g.b_pack = dequant_b;
+  g.b_pack_ctx = &dc;
+  if (w.bias) {
+    g.bias = w.bias;
+    g.bias_cs = 1;
+    g.beta = 1.0f;
+  }
+  g.act = w.act;
+  sgemm(g, max_threads, kern.micro());
+}
+
+}  // namespace
+
+void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& kern) {
+  const Tensor& a = ctx.input(0);        // [..., K] f32
+  const Tensor& scales = ctx.input(2);   // [N, ng] f32 or f16
+  Tensor& out = ctx.output(0);           // [..., N] f32
+  const Attrs& at = ctx.node.attrs;
+  Q4Weights w{ctx.input(1).ptr<uint8_t>(),  // [N, nb, 16] u8
+              scales.data(),
+              ctx.input(3).data(),  // [N, ng] the dtype of scales (shape inference)
+              scales.dtype() == DType::F16,
+              ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr,
+              kern.acts.for_node(ctx.node),
+              at.get_int("n", 0),
+              at.get_int("k", 0),
+              at.get_int("group", 0)};
+  const int64_t N = w.N, K = w.K;
+  const int64_t M = N > 0 ? out.numel() / N : 0;
+  if (M == 0 || N == 0) return;
+  const float* ap = a.ptr<float>();
+  float* yp = out.ptr<float>();
+  // f32_rows [M] (optional): which rows take the f32 path.
+  const uint8_t* flags = ctx.has_input(5) ? ctx.input(5).ptr<uint8_t>() : nullptr;
+  int64_t nf = 0;
+  for (int64_t m = 0; flags && m < M; m++) nf += flags[m] != 0;
+  if (nf == 0) return run_i16(kern, w, ap, M, ctx.max_threads, yp);
+  if (nf == M) return run_f32(kern, w, ap, M, ctx.max_threads, yp);
+  // Mixed: each path on its rows gathered, results scattered back. Every row's result is the
+  // same as in a run of its path alone.
+  thread_local std::vector<float> abuf, ybuf;
+  abuf.resize(M * K);
+  ybuf.resize(M * N);
+  float* af = abuf.data();          // f32 rows, then W4A16i rows
+  float* ai = af + nf * K;
+  for (int64_t m = 0, f = 0, i = 0; m < M; m++)
+    std::copy(ap + m * K, ap + (m + 1) * K, flags[m] ? af + K * f++ : ai + K * i++);
+  run_f32(kern, w, af, nf, ctx.max_threads, ybuf.data());
+  run_i16(kern, w, ai, M - nf, ctx.max_threads, ybuf.data() + nf * N);
+  const float* yf = ybuf.data();
+  const float* yi = yf + nf * N;
+  for (int64_t m = 0, f = 0, i = 0; m < M; m++) {
+    const float* src = flags[m] ? yf + N * f++ : yi + N * i++;
+    std::copy(src, src + N, yp + m * N);
+  }
+}
+
 void q4matmul(const KernelCtx& ctx) {
-  static const Q4Kernels k{q4_act_quantize16, q4_gemm_tile, q4_gemm_tile,
-                           {relu_f32_array, gelu_f32_array, gelu_tanh_f32_array}};
+  static const Q4Kernels k{q4_act_quantize16,
+                           q4_gemm_tile,
+                           q4_gemm_tile,
+                           {relu_f32_array, gelu_f32_array, gelu_tanh_f32_array},
+                           q4_dequant_panels,
+                           q4_dequant_panels,
+                           gemm_micro_generic};
   q4matmul_with(ctx, k);
 }
 

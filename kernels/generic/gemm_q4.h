@@ -9,7 +9,11 @@
 //           W[n, k] = code[n, k] * scales[n, k / group] + offsets[n, k / group]
 // f16 scales and offsets (GGUF's own d and m: 20 bytes per block, not 24) give the same bits as
 // their f32 values: f16 -> f32 is exact. The pack functions write f32.
-// Activations are quantized to int16 per row and 32-block on the fly (q4_act_quantize16*).
+// Rows run one of two paths (Q4MatMul's input f32_rows picks, per row): W4A16i, activations
+// quantized to int16 per row and 32-block on the fly (q4_act_quantize16*, q4_gemm_tile*; the
+// GEMV's path), or f32: the weights dequantized into the f32 GEMM's 16-wide B panels
+// (q4_dequant_panels*) and multiplied by the ISA's sgemm micro-kernel (prefill's path: ~1.7x the
+// W4A16i GEMM's MACs per second on AVX2 without VNNI).
 // Generic kernels here (gemm_q4.cpp), AVX2 in kernels/x86/gemm_q4_avx2.cpp, drivers registered in
 // registry.cpp.
 #pragma once
@@ -104,6 +108,17 @@ void q4_gemm_tile(const int16_t* q,       // [rows, nb * 32]
                   float* y,               // [rows, cols], row stride ldy
                   int64_t ldy);
 
+// The f32 path's B: B[k, n] = W[n, k] = fma(code, scale, offset) (one rounding) for k in
+// [k0, k0 + kc), n in [j0, j1), as ceil((j1 - j0) / 16) panels [kc, 16] at bp + p * kc * 16,
+// columns past j1 zero (SgemmArgs::b_pack's contract; k0 + kc <= K). Overloaded on the
+// scale/offset dtype.
+void q4_dequant_panels(const uint8_t* codes, const float* scales, const float* offsets,
+                       int64_t K, int64_t group, int64_t k0, int64_t kc, int64_t j0, int64_t j1,
+                       float* bp);
+void q4_dequant_panels(const uint8_t* codes, const uint16_t* scales, const uint16_t* offsets,
+                       int64_t K, int64_t group, int64_t k0, int64_t kc, int64_t j0, int64_t j1,
+                       float* bp);
+
 // The ISA-specific pieces of the Q4MatMul driver.
 struct Q4Kernels {
   template <class S>  // float, or uint16_t for f16 scales and offsets
@@ -116,9 +131,18 @@ struct Q4Kernels {
   TileFn<float> gemm_tile;
   TileFn<uint16_t> gemm_tile_f16;
   GemmActs acts;
+  // The f32 path: B panels and the micro-kernel that multiplies them.
+  template <class S>
+  using DequantFn = void (*)(const uint8_t* codes, const S* scales, const S* offsets, int64_t K,
+                             int64_t group, int64_t k0, int64_t kc, int64_t j0, int64_t j1,
+                             float* bp);
+  DequantFn<float> dequant;
+  DequantFn<uint16_t> dequant_f16;
+  const GemmMicro& (*micro)();
 };
-// Q4MatMul on these kernels: quantizes A's rows, then tasks of (row block, column block) on the
-// shared pool (threads split M and N, never K), the activation applied per task.
+// Q4MatMul on these kernels. W4A16i rows: A's rows quantized, then tasks of (row block, column
+// block) on the shared pool (threads split M and N, never K), the activation applied per task.
+// f32 rows: sgemm with the dequantizing B callback. Mixed rows are gathered per path.
 void q4matmul_with(const KernelCtx& ctx, const Q4Kernels& k);
 void q4matmul(const KernelCtx& ctx);  // Isa::Generic
 
@@ -134,6 +158,12 @@ void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int6
                        const uint8_t* codes, const uint16_t* scales, const uint16_t* offsets,
                        const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
                        int64_t ldy);
+void q4_dequant_panels_avx2(const uint8_t* codes, const float* scales, const float* offsets,
+                            int64_t K, int64_t group, int64_t k0, int64_t kc, int64_t j0,
+                            int64_t j1, float* bp);
+void q4_dequant_panels_avx2(const uint8_t* codes, const uint16_t* scales,
+                            const uint16_t* offsets, int64_t K, int64_t group, int64_t k0,
+                            int64_t kc, int64_t j0, int64_t j1, float* bp);
 void q4matmul_avx2(const KernelCtx& ctx);  // Isa::Avx2 (gemm_q4_x86.cpp)
 #endif
 

@@ -7,7 +7,9 @@
 // per-group activation sums in a final 8-lane dot. Tiles: 4 rows x 2 columns reuse each
 // unpacked block 4 times (GEMM, bound by vector uops: madd, madd, add, cvt, fma per 32 MACs);
 // 1 row x 4 columns streams codes with prefetch (GEMV). Scales and offsets are f32 or f16 (F16C
-// converts them; exact). Raw pointers and intrinsics only.
+// converts them; exact). The f32 path's B panels (q4_dequant_panels_avx2): 8 columns x 8 k
+// dequantized as 8 vectors along k (zero-extend, nibble, convert, fma with the group's scale and
+// offset), then transposed into the panel's rows. Raw pointers and intrinsics only.
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -288,6 +290,112 @@ void q4_gemm_tile_avx2(const int16_t* q, const float* d, const float* gsum, int6
                        const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
                        int64_t ldy) {
   gemm_tile(q, d, gsum, rows, codes, scales, offsets, bias, cols, K, group, y, ldy);
+}
+
+namespace {
+
+inline float scalar_value(float v) { return v; }
+inline float scalar_value(uint16_t h) { return _cvtsh_ss(h); }  // exact
+
+// x[c] = 16 code bytes of column c -> out[8 j + c] = byte j of column c (an 8 x 16 byte
+// transpose: three rounds of unpacks).
+inline void transpose_codes(const __m128i x[8], uint8_t* out) {
+  __m128i t[8], u[8];
+  for (int i = 0; i < 4; i++) {
+    t[2 * i] = _mm_unpacklo_epi8(x[2 * i], x[2 * i + 1]);      // j 0..7, columns 2i, 2i + 1
+    t[2 * i + 1] = _mm_unpackhi_epi8(x[2 * i], x[2 * i + 1]);  // j 8..15
+  }
+  for (int h = 0; h < 2; h++)  // columns 0..3, then 4..7
+    for (int i = 0; i < 2; i++) {
+      u[4 * h + 2 * i] = _mm_unpacklo_epi16(t[4 * h + i], t[4 * h + 2 + i]);
+      u[4 * h + 2 * i + 1] = _mm_unpackhi_epi16(t[4 * h + i], t[4 * h + 2 + i]);
+    }
+  // u[i] (i < 4): j 4i .. 4i + 3 of columns 0..3, 4 bytes each; u[i + 4]: columns 4..7.
+  for (int i = 0; i < 4; i++) {
+    _mm_storeu_si128((__m128i*)(out + 32 * i), _mm_unpacklo_epi32(u[i], u[i + 4]));
+    _mm_storeu_si128((__m128i*)(out + 32 * i + 16), _mm_unpackhi_epi32(u[i], u[i + 4]));
+  }
+}
+
+template <class S>
+void dequant_panels(const uint8_t* codes, const S* scales, const S* offsets, int64_t K,
+                    int64_t group, int64_t k0, int64_t kc, int64_t j0, int64_t j1, float* bp) {
+  const int64_t nb = (K + 31) / 32, ng = (K + group - 1) / group;
+  const __m256i low4 = _mm256_set1_epi32(0x0f);
+  for (int64_t p = 0; p * 16 < j1 - j0; p++) {
+    float* panel = bp + p * kc * 16;
+    for (int half = 0; half < 2; half++) {
+      const int64_t c0 = j0 + p * 16 + half * 8;
+      const int cols = c0 < j1 ? (int)(j1 - c0 < 8 ? j1 - c0 : 8) : 0;
+      float* out = panel + half * 8;
+      if (cols == 0) {
+        for (int64_t k = 0; k < kc; k++) _mm256_storeu_ps(out + k * 16, _mm256_setzero_ps());
+        continue;
+      }
+      // Per 32-block (k0 is a multiple of 32): the 8 columns' code bytes transposed, so that
+      // byte j of every column lies in one 8-byte row (its low nibble is element j, its high
+      // nibble element j + 16), and their scales and offsets as vectors. Missing columns
+      // repeat column 0 and are zeroed.
+      const uint8_t* cn[8];
+      const S* sn[8];
+      const S* on[8];
+      for (int c = 0; c < 8; c++) {
+        const int64_t n = c0 + (c < cols ? c : 0);
+        cn[c] = codes + n * nb * 16;
+        sn[c] = scales + n * ng;
+        on[c] = offsets + n * ng;
+      }
+      const __m256 keep = _mm256_castsi256_ps(
+          _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+      for (int64_t b = k0 / 32; b * 32 < k0 + kc; b++) {
+        alignas(32) float sv[8], ov[8];
+        alignas(16) uint8_t tb[128];
+        __m128i x[8];
+        const int64_t g = b * 32 / group;
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+          sv[c] = scalar_value(sn[c][g]);
+          ov[c] = scalar_value(on[c][g]);
+          x[c] = _mm_loadu_si128((const __m128i*)(cn[c] + b * 16));
+        }
+        transpose_codes(x, tb);
+        const __m256 s = _mm256_and_ps(_mm256_load_ps(sv), keep);
+        const __m256 o = _mm256_and_ps(_mm256_load_ps(ov), keep);
+        const int64_t kend = k0 + kc - b * 32 < 32 ? k0 + kc - b * 32 : 32;
+        float* dst = out + (b * 32 - k0) * 16;
+        if (kend == 32) {
+#pragma GCC unroll 16
+          for (int j = 0; j < 16; j++) {
+            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(tb + 8 * j)));
+            _mm256_storeu_ps(dst + j * 16,
+                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low4)), s, o));
+            _mm256_storeu_ps(dst + (j + 16) * 16,
+                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), s, o));
+          }
+        } else {
+          for (int64_t e = 0; e < kend; e++) {
+            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(tb + 8 * (e % 16))));
+            v = e < 16 ? _mm256_and_si256(v, low4) : _mm256_srli_epi32(v, 4);
+            _mm256_storeu_ps(dst + e * 16, _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), s, o));
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void q4_dequant_panels_avx2(const uint8_t* codes, const float* scales, const float* offsets,
+                            int64_t K, int64_t group, int64_t k0, int64_t kc, int64_t j0,
+                            int64_t j1, float* bp) {
+  dequant_panels(codes, scales, offsets, K, group, k0, kc, j0, j1, bp);
+}
+
+void q4_dequant_panels_avx2(const uint8_t* codes, const uint16_t* scales,
+                            const uint16_t* offsets, int64_t K, int64_t group, int64_t k0,
+                            int64_t kc, int64_t j0, int64_t j1, float* bp) {
+  dequant_panels(codes, scales, offsets, K, group, k0, kc, j0, j1, bp);
 }
 
 }  // namespace ember::cpu

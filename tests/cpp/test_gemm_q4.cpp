@@ -3,7 +3,9 @@
 // on odd shapes, groups, zero points, bias and activations; extreme values; the pack functions
 // against kernels/common/quant.cpp's dequantizers; accuracy against a float matmul on the
 // dequantized weights; batch invariance over M, threads and paths; f16 scales and offsets bit
-// for bit against the same values as f32; shape inference errors.
+// for bit against the same values as f32; shape inference errors. The f32 path (rows flagged in
+// f32_rows): against a double reference, batch invariant, mixed rows equal each path alone, the
+// AVX2 panel dequantizer bit for bit against the generic one.
 // "q4 bench" (skipped unless asked for) measures GEMV bandwidth and GEMM throughput.
 #include <algorithm>
 #include <chrono>
@@ -124,6 +126,19 @@ Tensor q4_run(const Q4W& p, const Tensor& a, const Tensor* bias, const std::stri
               KernelFn fn, int threads = 2) {
   return op_run(q4_node(p, act), {&a, &p.codes, &p.scales, &p.offsets, bias}, fn, false, threads,
                 true)[0];
+}
+
+// Q4MatMul with f32_rows (u8 [M], one flag per row).
+Tensor q4_run_rows(const Q4W& p, const Tensor& a, const Tensor* bias, const std::string& act,
+                   KernelFn fn, const Tensor& f32_rows, int threads = 2) {
+  return op_run(q4_node(p, act), {&a, &p.codes, &p.scales, &p.offsets, bias, &f32_rows}, fn,
+                false, threads, true)[0];
+}
+
+Tensor row_flags(int64_t M, int every) {  // every 0: all f32; else row m is f32 when m % every
+  Tensor t = Tensor::empty(DType::U8, {M});
+  for (int64_t m = 0; m < M; m++) t.ptr<uint8_t>()[m] = every == 0 || m % every != 0;
+  return t;
 }
 
 bool bit_equal(const float* a, const float* b, int64_t n) { return std::memcmp(a, b, n * 4) == 0; }
@@ -538,6 +553,123 @@ TEST_CASE("q4matmul is batch invariant: M, threads and GEMV/GEMM paths give the 
   }
 }
 
+TEST_CASE("q4matmul f32 rows: kernels within float rounding of a double reference, odd shapes") {
+  uint32_t seed = 900;
+  int combo = 0;
+  for (int64_t K : {1, 31, 33, 100, 257, 600, 4096 + 32})
+    for (int64_t N : {1, 15, 17, 33, 100})
+      for (int64_t M : {1, 2, 7, 33}) {
+        combo++;
+        int64_t group = std::vector<int64_t>{32, 64, 128}[combo % 3];
+        bool zp = combo % 2 == 0, with_bias = combo % 3 != 0;
+        CAPTURE(M);
+        CAPTURE(N);
+        CAPTURE(K);
+        CAPTURE(group);
+        Q4W p = q4_from_float(random_f32({N, K}, seed++, -1.5f, 1.0f), group, zp);
+        Tensor a = random_f32({M, K}, seed++, -3.0f, 3.0f), bias = random_f32({N}, seed++);
+        const Tensor* b = with_bias ? &bias : nullptr;
+        Tensor flags = row_flags(M, 0);
+        Tensor ref = q4_run_rows(p, a, b, "none", nullptr, flags);
+        // The bound: K roundings of partial sums no larger than sum |a w|.
+        std::vector<float> w = q4_weights(p);
+        std::vector<double> bound(M * N);
+        for (int64_t m = 0; m < M; m++)
+          for (int64_t n = 0; n < N; n++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < K; k++)
+              s += std::fabs((double)a.ptr<float>()[m * K + k] * w[n * K + k]);
+            bound[m * N + n] = (K + 2) * std::ldexp(s, -23) + 1e-30;
+          }
+        for (NamedQ4 k : q4_kernels()) {
+          CAPTURE(k.name);
+          Tensor y = q4_run_rows(p, a, b, "none", k.fn, flags);
+          REQUIRE(y.shape() == Shape{M, N});
+          for (int64_t i = 0; i < M * N; i++) {
+            CAPTURE(i);
+            CHECK(std::fabs((double)y.ptr<float>()[i] - ref.ptr<float>()[i]) <= bound[i]);
+          }
+          // f16 scales and offsets give the bits of the same values as f32.
+          Q4Pair ph = q4_f16_pair(p);
+          CHECK(first_diff(q4_run_rows(ph.f16, a, b, "relu", k.fn, flags),
+                           q4_run_rows(ph.f32, a, b, "relu", k.fn, flags)) == -1);
+        }
+      }
+}
+
+TEST_CASE("q4matmul f32 rows are batch invariant; mixed rows equal each path alone") {
+  const int64_t M = 70, N = 300, K = 1000;
+  Q4W p = q4_from_float(random_f32({N, K}, 950), 32, true);
+  Tensor a = random_f32({M, K}, 951, -2.0f, 2.0f), bias = random_f32({N}, 952);
+  for (NamedQ4 k : q4_kernels()) {
+    CAPTURE(k.name);
+    Tensor all = q4_run_rows(p, a, &bias, "gelu", k.fn, row_flags(M, 0));
+    Tensor none = q4_run_rows(p, a, &bias, "gelu", k.fn, row_flags(M, 1));  // all W4A16i
+    CHECK(first_diff(none, q4_run(p, a, &bias, "gelu", k.fn)) == -1);        // = no flags
+    CHECK(first_diff(all, q4_run_rows(p, a, &bias, "gelu", k.fn, row_flags(M, 0), 1)) == -1);
+    // The paths differ (int16 activations vs f32) but stay close.
+    CHECK(first_diff(all, none) != -1);
+    check_close(all, none, 1e-3);
+    // Every row alone, and in a mixed batch, gives its path's bits.
+    Tensor mixed = q4_run_rows(p, a, &bias, "gelu", k.fn, row_flags(M, 3));
+    for (int64_t m = 0; m < M; m++) {
+      CAPTURE(m);
+      const Tensor& want = m % 3 ? all : none;
+      CHECK(bit_equal(mixed.ptr<float>() + m * N, want.ptr<float>() + m * N, N));
+    }
+    for (int64_t r0 : {0, 5, 69}) {
+      Tensor row = Tensor::empty(DType::F32, {1, K});
+      std::memcpy(row.data(), a.ptr<float>() + r0 * K, K * 4);
+      Tensor one = q4_run_rows(p, row, &bias, "gelu", k.fn, row_flags(1, 0));
+      CHECK(bit_equal(one.ptr<float>(), all.ptr<float>() + r0 * N, N));
+    }
+  }
+}
+
+#if defined(__x86_64__)
+TEST_CASE("q4 AVX2 B-panel dequantizer equals the generic one bit for bit") {
+  if (cpu_isa() < Isa::Avx2) return;
+  uint32_t seed = 960;
+  for (int64_t K : {1, 9, 32, 100, 300, 600})
+    for (int64_t group : {32, 64, 128}) {
+      CAPTURE(K);
+      CAPTURE(group);
+      const int64_t N = 37;
+      Q4W p = q4_from_float(random_f32({N, K}, seed++), group, K % 2 == 0);
+      Q4Pair ph = q4_f16_pair(p);
+      std::vector<float> w = q4_weights(p);
+      for (int64_t k0 = 0; k0 < K; k0 += 256)
+        for (auto [j0, j1] : std::vector<std::pair<int64_t, int64_t>>{{0, N}, {16, 37}, {32, 33}, {5, 20}}) {
+          CAPTURE(k0);
+          CAPTURE(j0);
+          CAPTURE(j1);
+          const int64_t kc = std::min<int64_t>(256, K - k0), panels = (j1 - j0 + 15) / 16;
+          std::vector<float> g(panels * kc * 16, -1.0f), v(panels * kc * 16, -2.0f);
+          cpu::q4_dequant_panels(p.codes.ptr<uint8_t>(), p.scales.ptr<float>(),
+                                 p.offsets.ptr<float>(), K, group, k0, kc, j0, j1, g.data());
+          cpu::q4_dequant_panels_avx2(p.codes.ptr<uint8_t>(), p.scales.ptr<float>(),
+                                      p.offsets.ptr<float>(), K, group, k0, kc, j0, j1, v.data());
+          CHECK(bit_equal(g.data(), v.data(), (int64_t)g.size()));
+          for (int64_t i = 0; i < (int64_t)g.size(); i++) {  // W's values, zeros past j1
+            const int64_t pan = i / (kc * 16), k = k0 + (i / 16) % kc, n = j0 + pan * 16 + i % 16;
+            if (g[i] != (n < j1 ? w[n * K + k] : 0.0f)) {
+              FAIL_CHECK("element ", i);
+              break;
+            }
+          }
+          std::vector<float> h(g.size(), -3.0f);
+          cpu::q4_dequant_panels_avx2(ph.f16.codes.ptr<uint8_t>(), ph.f16.scales.ptr<uint16_t>(),
+                                      ph.f16.offsets.ptr<uint16_t>(), K, group, k0, kc, j0, j1,
+                                      h.data());
+          std::vector<float> h32(g.size(), -4.0f);
+          cpu::q4_dequant_panels(ph.f32.codes.ptr<uint8_t>(), ph.f32.scales.ptr<float>(),
+                                 ph.f32.offsets.ptr<float>(), K, group, k0, kc, j0, j1, h32.data());
+          CHECK(bit_equal(h.data(), h32.data(), (int64_t)g.size()));
+        }
+    }
+}
+#endif
+
 TEST_CASE("q4matmul shape inference and its errors") {
   Q4W p = q4_from_float(random_f32({10, 70}, 600), 64, false);
   Tensor a = random_f32({4, 70}, 601), bias = random_f32({10}, 602);
@@ -598,6 +730,18 @@ TEST_CASE("q4matmul shape inference and its errors") {
   Tensor s16_short = Tensor::zeros(DType::F16, {10, 1});
   CHECK(err(good, {&a, &p.codes, &s16_short, &s16_short}) == ErrorKind::Model);
   CHECK(err(good, {&a, &p.codes, &p.scales}) == ErrorKind::Model);  // too few inputs
+  // f32_rows: bool or uint8, one per row of A.
+  Tensor rows_u8 = Tensor::zeros(DType::U8, {4}), rows_b = Tensor::zeros(DType::Bool, {4});
+  Tensor rows_short = Tensor::zeros(DType::U8, {3}), rows_i32 = Tensor::zeros(DType::I32, {4});
+  Tensor rows_2d = Tensor::zeros(DType::U8, {4, 1});
+  CHECK(infer(good, {&a, &p.codes, &p.scales, &p.offsets, nullptr, &rows_u8}).types[0].shape ==
+        Shape{4, 10});
+  CHECK(infer(good, {&a, &p.codes, &p.scales, &p.offsets, nullptr, &rows_b}).types[0].shape ==
+        Shape{4, 10});
+  for (const Tensor* bad : {&rows_short, &rows_i32, &rows_2d})
+    CHECK(err(good, {&a, &p.codes, &p.scales, &p.offsets, nullptr, bad}) == ErrorKind::Model);
+  CHECK_THROWS_WITH(infer(good, {&a, &p.codes, &p.scales, &p.offsets, nullptr, &rows_short}),
+                    doctest::Contains("f32_rows"));
   CHECK_THROWS_WITH(infer(good, {&a, &codes_short, &p.scales, &p.offsets}),
                     doctest::Contains("[Q4MatMul]"));
 }

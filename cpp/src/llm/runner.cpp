@@ -219,6 +219,12 @@ std::vector<Tensor> LlmRunner::feeds_for(const StepPlan& plan) {
   std::copy(plan.block_tables.begin(), plan.block_tables.end(), tables.ptr<int32_t>());
   feeds.push_back(tables);
   feeds.push_back(vec_tensor(plan.logits_indices, R, 0));
+  // Padding rows copy the last real row's flag, so a step of one kind stays one kernel path.
+  Tensor rows = Tensor::empty(DType::U8, {T});
+  std::copy(plan.prompt_rows.begin(), plan.prompt_rows.end(), rows.ptr<uint8_t>());
+  std::fill(rows.ptr<uint8_t>() + plan.num_tokens(), rows.ptr<uint8_t>() + T,
+            plan.prompt_rows.empty() ? 0 : plan.prompt_rows.back());
+  feeds.push_back(rows);
   for (int32_t l = 0; l < config_.num_layers; l++) {
     feeds.push_back(k_cache_[l]);
     feeds.push_back(v_cache_[l]);

@@ -133,6 +133,7 @@ void Scheduler::append_seq(StepPlan& plan, const Request& r, int32_t n) const {
   for (int32_t pos = start; pos < start + n; ++pos) {
     plan.token_ids.push_back(r.tokens[pos]);
     plan.positions.push_back(pos);
+    plan.prompt_rows.push_back(pos < r.num_prompt ? 1 : 0);
     plan.slot_mapping.push_back((int64_t)blocks[pos / bs] * bs + pos % bs);
   }
   plan.query_start.push_back(plan.query_start.back() + n);
@@ -175,7 +176,10 @@ std::vector<SeqOutput> Scheduler::update_from_output(const StepPlan& plan,
     if (it == requests_.end()) continue;  // cancelled while the plan was out
     Request& r = *it->second;
     r.num_computed += s.num_tokens;
-    kv_.cache_blocks(r.id, r.tokens, r.num_computed);
+    // Only blocks of prompt tokens are cached: a lookup treats every token as a prompt token,
+    // and generated ones ran the other matmul path (StepPlan::prompt_rows), so a block that
+    // holds any would not give the bits a fresh computation gives.
+    kv_.cache_blocks(r.id, r.tokens, std::min(r.num_computed, r.num_prompt));
     if (!in) continue;
     r.tokens.push_back(in->token);
     SeqOutput out = *in;

@@ -51,6 +51,10 @@ struct StepPlan {
   std::vector<int32_t> block_tables;   // [S, max_blocks_per_seq] block ids, padded with 0
   int32_t max_blocks_per_seq = 0;      // ceil(max_model_len / block_size)
   std::vector<int32_t> logits_indices; // index into T of the last token of each sampling seq
+  // [T] 1 where the token is one of its request's prompt tokens, 0 where it was generated
+  // (recomputed after a preemption too): the step graph's f32_rows. A token's flag, like every
+  // other input of its row, never depends on what else is in the step.
+  std::vector<uint8_t> prompt_rows;
   int32_t num_tokens() const { return (int32_t)token_ids.size(); }
   int32_t num_seqs() const { return (int32_t)seqs.size(); }
 };

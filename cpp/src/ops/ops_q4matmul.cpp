@@ -1,5 +1,6 @@
-// Q4MatMul: Y = act(A @ W^T + bias) with W int4, computed W4A16i (activations quantized to int16
-// per 32-block: int8 blocks cost SmolLM2-135M its greedy chat answer). Replaces MatMulNBits
+// Q4MatMul: Y = act(A @ W^T + bias) with W int4, each row computed W4A16i (activations quantized
+// to int16 per 32-block: int8 blocks cost SmolLM2-135M its greedy chat answer) or, where
+// f32_rows says so, in f32 on the dequantized weights. Replaces MatMulNBits
 // (bits 4) [-> Add(., bias)] [-> Relu | Gelu], and MatMul on GGUF Q4_0 / Q4_1 weights; the
 // weights are repacked at load (kernels/generic/gemm_q4.h: q4_pack_from_*).
 //   0 A       f32 [..., K]
@@ -12,9 +13,15 @@
 //             (f16: GGUF's d and m as stored, 20 bytes per block with the codes instead of 24;
 //             each value enters every step below as its exact f32 value)
 //   4 bias    f32 [N] (optional)
+//   5 f32_rows bool or u8 [M], M = A's rows (optional; absent: all 0): rows marked non-zero
+//             take the f32 path. The LLM step graph marks prompt tokens (prefill: large M, where
+//             the f32 GEMM is the faster one); a row's path never depends on the other rows.
 // attrs n = N, k = K, group (a positive multiple of 32), activation "none" | "relu" | "gelu" |
 // "gelu_tanh". Output f32 [..., N].
-// Exact float semantics (every kernel follows it bit for bit but for the activation):
+// f32 rows: y = sum over k of a[k] * W[n, k], W[n, k] = fma(code, scale, offset) (one rounding),
+// summed as the ISA's f32 GEMM sums (sgemm: one accumulator per element over k in order, the
+// same for every M), then y + bias[n], then the activation. The reference sums in double.
+// W4A16i rows, exact float semantics (every kernel follows it bit for bit but for the activation):
 //  - A row m, per 32-block b zero-padded past K: amax = max |a|, d_b = amax / 32767 (NaN when
 //    the block holds an inf or NaN: that row's outputs are NaN), q = d_b ? clamp(nearbyint(a /
 //    d_b), -32767, 32767) : 0 (int16; division; round half to even), isum_b = sum of the
@@ -62,6 +69,11 @@ std::vector<TensorType> infer_q4matmul(const InferCtx& ctx) {
   if (ctx.has(4) && (ctx.in[4].dtype != DType::F32 || ctx.in[4].shape != Shape{n}))
     ctx.fail("bias must be float32 [", n, "], got ", dtype_name(ctx.in[4].dtype), " ",
              shape_str(ctx.in[4].shape));
+  const int64_t m = shape_numel(a.shape) / k;
+  if (ctx.has(5) && ((ctx.in[5].dtype != DType::Bool && ctx.in[5].dtype != DType::U8) ||
+                     ctx.in[5].shape != Shape{m}))
+    ctx.fail("f32_rows must be bool or uint8 [", m, "] (one flag per row of A), got ",
+             dtype_name(ctx.in[5].dtype), " ", shape_str(ctx.in[5].shape));
   Shape out = a.shape;
   out.back() = n;
   return one(DType::F32, out);
@@ -84,10 +96,27 @@ void ref_q4matmul(const KernelCtx& ctx) {
   const float* bias = ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr;  // [N]
   float* y = ctx.output(0).ptr<float>();                // [M, N]
   const int64_t M = ctx.input(0).numel() / K;
+  const uint8_t* f32_rows = ctx.has_input(5) ? ctx.input(5).ptr<uint8_t>() : nullptr;  // [M]
   FusedAct act = fused_activation(nullptr, ctx.node);
   std::vector<int> q(nb * 32);
   std::vector<float> d(nb), gs(ng);
   for (int64_t m = 0; m < M; m++) {
+    if (f32_rows && f32_rows[m]) {
+      for (int64_t n = 0; n < N; n++) {
+        double sum = 0.0;
+        for (int64_t k = 0; k < K; k++) {
+          const uint8_t byte = codes[(n * nb + k / 32) * 16 + k % 16];
+          const int64_t g = n * ng + k / group;
+          float w = std::fma((float)(k % 32 < 16 ? byte & 0x0f : byte >> 4), value(scales, g),
+                             value(offsets, g));
+          sum += (double)a[m * K + k] * (double)w;
+        }
+        float v = (float)sum;
+        if (bias) v = v + bias[n];
+        y[m * N + n] = (float)fused_activate_d(act, v);
+      }
+      continue;
+    }
     // The row's activations, quantized per 32-block.
     std::fill(gs.begin(), gs.end(), 0.0f);
     for (int64_t b = 0; b < nb; b++) {
@@ -132,7 +161,7 @@ void ref_q4matmul(const KernelCtx& ctx) {
 }
 
 const OpDef kOps[] = {
-    {OpType::Q4MatMul, "Q4MatMul", 4, 5, 1, 1, kOpFused,
+    {OpType::Q4MatMul, "Q4MatMul", 4, 6, 1, 1, kOpFused,
      {{"n", AttrKind::Int, true},
       {"k", AttrKind::Int, true},
       {"group", AttrKind::Int, true},

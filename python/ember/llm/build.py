@@ -2,7 +2,10 @@
 
 The graph runs one varlen batch: T tokens of S sequences, flat. Inputs (DESIGN.md):
   token_ids i32 [T], positions i32 [T], slot_mapping i64 [T], query_start i32 [S+1],
-  seq_lens i32 [S], block_tables i32 [S, MB], logits_indices i32 [R],
+  seq_lens i32 [S], block_tables i32 [S, MB], logits_indices i32 [R], prompt_rows u8 [T]
+  (1 where the token is a prompt token: the block matmuls on Q4 weights run those rows in f32 on
+  the dequantized weights, the prefill's faster GEMM, and the others W4A16i, the decode's faster
+  GEMV; a token's path depends only on itself, so results stay batch-invariant),
   k_cache.{l}, v_cache.{l} [NB, BS, Hkv, D] (f16 or f32) per layer: written in place.
 Output: logits f32 [R, vocab] — the LM head runs only on the R tokens that need logits.
 
@@ -19,7 +22,7 @@ import numpy as np
 from ember.errors import ModelError
 
 STEP_INPUTS = ("token_ids", "positions", "slot_mapping", "query_start", "seq_lens",
-               "block_tables", "logits_indices")
+               "block_tables", "logits_indices", "prompt_rows")
 
 
 @dataclass
@@ -117,8 +120,9 @@ class _Linear:
     a Split: fewer, larger kernel calls, and every output element is computed exactly as it
     would be alone."""
 
-    def __init__(self, gb: _G, weights):
-        self.gb, self.w = gb, weights
+    def __init__(self, gb: _G, weights, f32_rows=None):
+        # f32_rows: the value of Q4MatMul's per-row path flags (None: every row W4A16i).
+        self.gb, self.w, self.f32_rows = gb, weights, f32_rows
 
     def __call__(self, x, name, wname, bias=None):
         return self.merged(x, [name], [wname], [bias])[0]
@@ -149,8 +153,11 @@ class _Linear:
             ins = [x, self.gb.const(tag + ".codes", cat([p[0] for p in parts]), "uint8"),
                    self.gb.const(tag + ".scales", scales),
                    self.gb.const(tag + ".offsets", offsets)]
-            if bias is not None:
-                ins.append(self.gb.const(tag + ".bias", bias))
+            ins.append(self.gb.const(tag + ".bias", bias) if bias is not None else -1)
+            if self.f32_rows is not None:
+                ins.append(self.f32_rows)
+            while ins[-1] == -1:
+                ins.pop()
             y = self.gb.node("Q4MatMul", ins, name, n=sum(rows), k=cols, group=32)
         elif kind == "q8":
             parts = [self.w.q8_blocks(n) for n in wnames]
@@ -204,7 +211,7 @@ def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
     (token_embd.weight, blk.{i}.attn_q.weight, ...) to their stored form."""
     weights = _Releasing(weights)
     gb = _G()
-    lin = _Linear(gb, weights)
+    lin = _Linear(gb, weights)                         # the LM head: R rows, all W4A16i
     kvt = "float16" if kv_dtype == "f16" else "float32"
     tok = gb.value("token_ids", "int32", ["T"])
     pos = gb.value("positions", "int32", ["T"])
@@ -213,8 +220,10 @@ def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
     seq_lens = gb.value("seq_lens", "int32", ["S"])
     tables = gb.value("block_tables", "int32", ["S", "MB"])
     logit_idx = gb.value("logits_indices", "int32", ["R"])
-    for v in (tok, pos, slots, qstart, seq_lens, tables, logit_idx):
+    prompt_rows = gb.value("prompt_rows", "uint8", ["T"])
+    for v in (tok, pos, slots, qstart, seq_lens, tables, logit_idx, prompt_rows):
         gb.g.add_input(v)
+    blk = _Linear(gb, weights, f32_rows=prompt_rows)  # the blocks' T rows
     caches = []
     for i in range(cfg.layers):
         kc = gb.value(f"k_cache.{i}", kvt, ["NB", "BS", cfg.kv_heads, cfg.head_dim])
@@ -240,7 +249,7 @@ def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
         h = gb.node("RMSNormalization", [x, gb.const(f"{p}.attn_norm", weights.dequantize(f"{p}.attn_norm.weight"))],
                     f"{p}.attn_norm", epsilon=eps, axis=-1)
         bias = (lambda n: weights.dequantize(f"{p}.{n}.bias")) if cfg.attn_bias else (lambda n: None)
-        q, k, v = lin.merged(h, [f"{p}.q", f"{p}.k", f"{p}.v"],
+        q, k, v = blk.merged(h, [f"{p}.q", f"{p}.k", f"{p}.v"],
                              [f"{p}.attn_q.weight", f"{p}.attn_k.weight", f"{p}.attn_v.weight"],
                              [bias("attn_q"), bias("attn_k"), bias("attn_v")])
         rope = dict(head_dim=cfg.head_dim, interleaved=int(cfg.rope_interleaved))
@@ -249,10 +258,10 @@ def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
         a = gb.node("PagedAttention", [q, k, v, caches[i][0], caches[i][1], slots, qstart, seq_lens, tables],
                     f"{p}.attn", num_heads=cfg.heads, num_kv_heads=cfg.kv_heads, head_dim=cfg.head_dim,
                     scale=float(1.0 / np.sqrt(cfg.head_dim)))
-        x = gb.node("Add", [x, lin(a, f"{p}.o", f"{p}.attn_output.weight")], f"{p}.attn_res")
+        x = gb.node("Add", [x, blk(a, f"{p}.o", f"{p}.attn_output.weight")], f"{p}.attn_res")
         h = gb.node("RMSNormalization", [x, gb.const(f"{p}.ffn_norm", weights.dequantize(f"{p}.ffn_norm.weight"))],
                     f"{p}.ffn_norm", epsilon=eps, axis=-1)
-        gu = lin.merged(h, [f"{p}.gate", f"{p}.up"], [f"{p}.ffn_gate.weight", f"{p}.ffn_up.weight"],
+        gu = blk.merged(h, [f"{p}.gate", f"{p}.up"], [f"{p}.ffn_gate.weight", f"{p}.ffn_up.weight"],
                         [None, None], split=False)
         if len(gu) == 1:  # gate and up in one output: the fused activation reads both halves
             m = gb.node("SwiGLU", gu, f"{p}.swiglu")
@@ -260,7 +269,7 @@ def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
             g, u = gu
             silu = gb.node("Mul", [g, gb.node("Sigmoid", [g], f"{p}.sig")], f"{p}.silu")
             m = gb.node("Mul", [silu, u], f"{p}.swiglu")
-        x = gb.node("Add", [x, lin(m, f"{p}.down", f"{p}.ffn_down.weight")], f"{p}.ffn_res")
+        x = gb.node("Add", [x, blk(m, f"{p}.down", f"{p}.ffn_down.weight")], f"{p}.ffn_res")
 
     last = gb.node("Gather", [x, logit_idx], "logits_rows", axis=0)
     h = gb.node("RMSNormalization", [last, gb.const("output_norm", weights.dequantize("output_norm.weight"))],

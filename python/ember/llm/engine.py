@@ -260,7 +260,8 @@ class LlmEngine:
                      ("query_start", np.array([0, t], np.int32), ""),
                      ("seq_lens", np.array([start + t], np.int32), ""),
                      ("block_tables", table, ""),
-                     ("logits_indices", np.arange(t, dtype=np.int32), "")]
+                     ("logits_indices", np.arange(t, dtype=np.int32), ""),
+                     ("prompt_rows", np.ones(t, np.uint8), "")]
             for i in range(cfg.layers):
                 feeds += [(f"k_cache.{i}", caches[2 * i], ""), (f"v_cache.{i}", caches[2 * i + 1], "")]
             rows.append(self._session.run(feeds, [])[0][1])
