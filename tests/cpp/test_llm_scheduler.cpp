@@ -71,6 +71,7 @@ void check_plan(const StepPlan& plan, Scheduler& s) {
   CHECK(S <= c.max_num_seqs);
   CHECK(plan.positions.size() == plan.token_ids.size());
   CHECK(plan.slot_mapping.size() == plan.token_ids.size());
+  CHECK(plan.prompt_rows.size() == plan.token_ids.size());
   std::set<int64_t> slots;
   std::vector<int32_t> logits;
   for (int32_t i = 0; i < S; ++i) {
@@ -84,6 +85,7 @@ void check_plan(const StepPlan& plan, Scheduler& s) {
       const int32_t t = plan.query_start[i] + j, pos = q.start_pos + j;
       CHECK(plan.positions[t] == pos);
       CHECK(plan.token_ids[t] == toks[pos]);
+      CHECK(plan.prompt_rows[t] == (pos < s.num_prompt_tokens(q.id) ? 1 : 0));
       const int32_t block = plan.block_tables[(size_t)i * plan.max_blocks_per_seq + pos / bs];
       CHECK(plan.slot_mapping[t] == (int64_t)block * bs + pos % bs);
       CHECK(slots.insert(plan.slot_mapping[t]).second);
@@ -403,6 +405,33 @@ TEST_CASE("llm scheduler: a repeated prompt reuses cached blocks and computes it
   check_seq(p.seqs[0], 2, 1, 8, true);
   CHECK(std::equal(first_blocks.begin(), first_blocks.begin() + 2, p.block_tables.begin()));
   CHECK(s.kv().prefix_hit_tokens() == 8);
+  check_plan(p, s);
+  s.update_from_output(p, model.run(p, s));
+}
+
+TEST_CASE("llm scheduler: only prompt blocks are cached, generated tokens are never hit") {
+  // Request 1: a 6-token prompt and 6 generated tokens fill blocks 0-2 (block size 4); block 1
+  // holds 2 prompt and 2 generated tokens, block 2 only generated ones. Request 2's prompt is
+  // all 12 of them: it may hit block 0 only, and computes the rest as prompt tokens.
+  SchedulerConfig c;
+  c.block_size = 4, c.num_blocks = 16, c.max_num_batched_tokens = 64, c.max_model_len = 32;
+  Scheduler s(c);
+  FakeModel model(c);
+  s.add_request(1, iota(6, 50), greedy(6));
+  std::vector<int32_t> all;
+  while (s.has_unfinished()) {
+    StepPlan p = s.schedule();
+    check_plan(p, s);
+    if (all.empty()) all = s.tokens(1);
+    for (const SeqOutput& o : s.update_from_output(p, model.run(p, s))) all.push_back(o.token);
+  }
+  REQUIRE(all.size() == 12);
+  s.add_request(2, all, greedy(1));
+  StepPlan p = s.schedule();
+  REQUIRE(p.num_seqs() == 1);
+  check_seq(p.seqs[0], 2, 8, 4, true);  // block 0 hit, tokens 4..11 computed
+  for (uint8_t f : p.prompt_rows) CHECK(f == 1);
+  CHECK(s.kv().prefix_hit_tokens() == 4);
   check_plan(p, s);
   s.update_from_output(p, model.run(p, s));
 }
