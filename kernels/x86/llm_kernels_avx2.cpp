@@ -38,6 +38,95 @@ inline __m256 exp8(__m256 x) {
   return _mm256_blendv_ps(_mm256_and_ps(y, keep), x, nan);
 }
 
+// sum8 of four accumulators at once, the same tree: [sum8(a), sum8(b), sum8(c), sum8(d)].
+inline __m128 sum8x4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  // Lanes l and l + 4 added: [a0+a4 .. a3+a7 | b0+b4 .. b3+b7], the same for c and d.
+  const __m256 x = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+  const __m256 y = _mm256_add_ps(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
+  // (0+4)+(2+6) and (1+5)+(3+7): [a, a, c, c | b, b, d, d] halves, then their sum.
+  const __m256 w = _mm256_add_ps(_mm256_shuffle_ps(x, y, 0x44), _mm256_shuffle_ps(x, y, 0xee));
+  const __m256 z = _mm256_add_ps(w, _mm256_shuffle_ps(w, w, 0xb1));
+  return _mm256_castps256_ps128(
+      _mm256_permutevar8x32_ps(z, _mm256_setr_epi32(0, 4, 2, 6, 0, 0, 0, 0)));
+}
+
+// Scores of RQ query rows (q[r], row length D) against keys 0 .. m - 1 (k, row stride ld),
+// scaled, into sc[r][0 .. m): 4 keys at a time, RQ x 4 accumulators (each key row read once
+// for RQ queries), then one key at a time.
+template <int RQ>
+inline void qk_rows(const float* const* q, const float* k, int64_t ld, int64_t m, int64_t D,
+                    float scale, float* const* sc) {
+  const __m128 sv = _mm_set1_ps(scale);
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const float* k0 = k + i * ld;
+    __m256 acc[RQ][4];
+#pragma GCC unroll 3
+    for (int r = 0; r < RQ; r++)
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; d += 8) {
+      __m256 qv[RQ];
+#pragma GCC unroll 3
+      for (int r = 0; r < RQ; r++) qv[r] = _mm256_loadu_ps(q[r] + d);
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; c++) {
+        const __m256 kv = _mm256_loadu_ps(k0 + c * ld + d);
+#pragma GCC unroll 3
+        for (int r = 0; r < RQ; r++) acc[r][c] = _mm256_fmadd_ps(qv[r], kv, acc[r][c]);
+      }
+    }
+#pragma GCC unroll 3
+    for (int r = 0; r < RQ; r++)
+      _mm_storeu_ps(sc[r] + i, _mm_mul_ps(sum8x4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]), sv));
+  }
+  for (; i < m; i++)
+    for (int r = 0; r < RQ; r++) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t d = 0; d < D; d += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q[r] + d), _mm256_loadu_ps(k + i * ld + d), acc);
+      sc[r][i] = sum8_avx2(acc) * scale;
+    }
+}
+
+// out[r][d0 .. d0 + 8 W) += sum over keys i in [i0, i1) of w[r][i] * v[i][d0 ..], in order of i,
+// for RQ rows: RQ x W accumulators, each V row read once for RQ rows.
+template <int RQ, int W>
+inline void pv_rows(const float* const* w, const float* v, int64_t ld, int64_t i0, int64_t i1,
+                    int64_t d0, float* const* out) {
+  __m256 acc[RQ][W];
+#pragma GCC unroll 3
+  for (int r = 0; r < RQ; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < W; c++) acc[r][c] = _mm256_loadu_ps(out[r] + d0 + 8 * c);
+  for (int64_t i = i0; i < i1; i++) {
+    __m256 wv[RQ];
+#pragma GCC unroll 3
+    for (int r = 0; r < RQ; r++) wv[r] = _mm256_broadcast_ss(w[r] + i);
+    const float* vr = v + i * ld + d0;
+#pragma GCC unroll 4
+    for (int c = 0; c < W; c++) {
+      const __m256 x = _mm256_loadu_ps(vr + 8 * c);
+#pragma GCC unroll 3
+      for (int r = 0; r < RQ; r++) acc[r][c] = _mm256_fmadd_ps(wv[r], x, acc[r][c]);
+    }
+  }
+#pragma GCC unroll 3
+  for (int r = 0; r < RQ; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < W; c++) _mm256_storeu_ps(out[r] + d0 + 8 * c, acc[r][c]);
+}
+
+// Every dim of RQ rows over keys [i0, i1): 32 dims at a time, then 8.
+template <int RQ>
+inline void pv_all(const float* const* w, const float* v, int64_t ld, int64_t i0, int64_t i1,
+                   int64_t D, float* const* out) {
+  if (i0 >= i1) return;
+  int64_t d0 = 0;
+  for (; d0 + 32 <= D; d0 += 32) pv_rows<RQ, 4>(w, v, ld, i0, i1, d0, out);
+  for (; d0 < D; d0 += 8) pv_rows<RQ, 1>(w, v, ld, i0, i1, d0, out);
+}
+
 }  // namespace
 
 // Rows `n` (<= kRows) of the cache from `off`, `stride` apart, as float: f32 caches are read in
@@ -58,10 +147,12 @@ inline const float* rows_f32(const void* cache, bool f16, int64_t off, int64_t s
 
 // Query tokens t0 .. t0 + nt - 1 of sequence s (token i's context: positions [0, ctx0 + i)),
 // kv head kvh. Context rows are visited block by block, kRows at a time (no division per row),
-// converted once for every token and query head of the tile. Scores take four keys at once
-// (four independent fma chains); each output row is accumulated over j in order, 64 dims in
-// registers per pass, kept in `out` between row chunks. Per token this is exactly the generic
-// kernel's sequence of operations, so the tile size never changes a bit.
+// converted once for every token and query head of the tile. Query rows (token, head) go in
+// groups of 3: scores take 3 rows x 4 keys at once (each key row loaded once for 3 queries,
+// 4 sum8 trees at once), the weighted V sums 3 rows x 32 dims (each V row loaded once for 3
+// rows); each output element is still one fma chain over j in order, kept in `out` between row
+// chunks. Per token this is exactly the generic kernel's sequence of operations, so neither
+// the tile size nor the grouping changes a bit.
 void paged_attention_tile_avx2(const PagedAttentionArgs& a, int64_t t0, int64_t nt, int64_t kvh,
                                int64_t s, int64_t ctx0, float* scores, float* out) {
   const int64_t D = a.head_dim, G = a.heads / a.kv_heads, qrow = a.heads * D, BS = a.block_size;
@@ -76,45 +167,41 @@ void paged_attention_tile_avx2(const PagedAttentionArgs& a, int64_t t0, int64_t 
       const int64_t n = nb - c0 < kRows ? nb - c0 : kRows;
       int64_t ld;
       const float* k = rows_f32(a.k_cache, a.cache_f16, base + c0 * row_stride, row_stride, n, D, buf, &ld);
-      for (int64_t ti = 0; ti < nt; ti++) {
-        const int64_t left = ctx0 + ti - (j0 + c0);  // this token's keys in the chunk
-        const int64_t m = left < n ? left : n;
-        for (int64_t g = 0; g < G; g++) {
-          const float* qg = a.q + (t0 + ti) * qrow + (kvh * G + g) * D;
-          float* sc = scores + (ti * G + g) * cmax + j0 + c0;
-          int64_t i = 0;
-          for (; i + 4 <= m; i += 4) {
-            const float* k0 = k + i * ld;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t d = 0; d < D; d += 8) {
-              const __m256 qv = _mm256_loadu_ps(qg + d);
-              a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
-              a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + ld + d), a1);
-              a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * ld + d), a2);
-              a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * ld + d), a3);
-            }
-            sc[i] = sum8_avx2(a0) * a.scale;
-            sc[i + 1] = sum8_avx2(a1) * a.scale;
-            sc[i + 2] = sum8_avx2(a2) * a.scale;
-            sc[i + 3] = sum8_avx2(a3) * a.scale;
-          }
-          for (; i < m; i++) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int64_t d = 0; d < D; d += 8)
-              acc = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(k + i * ld + d), acc);
-            sc[i] = sum8_avx2(acc) * a.scale;
-          }
+      // Query rows r = token * G + head in groups of 3; a group computes keys up to its last
+      // row's limit (scores past a row's own limit are never read).
+      for (int64_t r0 = 0; r0 < nt * G; r0 += 3) {
+        const int rq = nt * G - r0 < 3 ? (int)(nt * G - r0) : 3;
+        const float* q[3];
+        float* sc[3];
+        for (int r = 0; r < rq; r++) {
+          const int64_t ti = (r0 + r) / G, g = (r0 + r) % G;
+          q[r] = a.q + (t0 + ti) * qrow + (kvh * G + g) * D;
+          sc[r] = scores + (r0 + r) * cmax + j0 + c0;
         }
+        const int64_t left = ctx0 + (r0 + rq - 1) / G - (j0 + c0);
+        const int64_t m = left < n ? left : n;
+        if (m <= 0) continue;
+        if (rq == 3) qk_rows<3>(q, k, ld, m, D, a.scale, sc);
+        else if (rq == 2) qk_rows<2>(q, k, ld, m, D, a.scale, sc);
+        else qk_rows<1>(q, k, ld, m, D, a.scale, sc);
       }
     }
   }
   for (int64_t r = 0; r < nt * G; r++) {
     const int64_t ctx = ctx0 + r / G;
     float* sc = scores + r * cmax;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < ctx; j++) mx = sc[j] > mx ? sc[j] : mx;
-    const __m256 mv = _mm256_set1_ps(mx);
+    // The max in 8 lanes (NaN never wins, as in the scalar loop; a max does not depend on the
+    // order, but for the sign of a zero, which score - max then cannot tell).
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
     int64_t j = 0;
+    for (; j + 8 <= ctx; j += 8) m8 = _mm256_max_ps(_mm256_loadu_ps(sc + j), m8);
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, m8);
+    float mx = -INFINITY;
+    for (int i = 0; i < 8; i++) mx = lanes[i] > mx ? lanes[i] : mx;
+    for (; j < ctx; j++) mx = sc[j] > mx ? sc[j] : mx;
+    const __m256 mv = _mm256_set1_ps(mx);
+    j = 0;
     for (; j + 8 <= ctx; j += 8) _mm256_storeu_ps(sc + j, exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j), mv)));
     if (j < ctx) {
       float tmp[8];
@@ -131,44 +218,24 @@ void paged_attention_tile_avx2(const PagedAttentionArgs& a, int64_t t0, int64_t 
       const int64_t n = nb - c0 < kRows ? nb - c0 : kRows;
       int64_t ld;
       const float* v = rows_f32(a.v_cache, a.cache_f16, base + c0 * row_stride, row_stride, n, D, buf, &ld);
-      for (int64_t r = 0; r < nt * G; r++) {
-        const int64_t left = ctx0 + r / G - (j0 + c0);
-        const int64_t m = left < n ? left : n;
-        const float* sc = scores + r * cmax + j0 + c0;
-        int64_t d0 = 0;
-        for (; d0 + 64 <= D; d0 += 64) {  // 8 accumulators in registers
-          float* o = out + r * D + d0;
-          __m256 c0v = _mm256_loadu_ps(o), c1 = _mm256_loadu_ps(o + 8), c2 = _mm256_loadu_ps(o + 16),
-                 c3 = _mm256_loadu_ps(o + 24), c4 = _mm256_loadu_ps(o + 32), c5 = _mm256_loadu_ps(o + 40),
-                 c6 = _mm256_loadu_ps(o + 48), c7 = _mm256_loadu_ps(o + 56);
-          for (int64_t i = 0; i < m; i++) {
-            const __m256 wj = _mm256_set1_ps(sc[i]);
-            const float* vr = v + i * ld + d0;
-            c0v = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr), c0v);
-            c1 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 8), c1);
-            c2 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 16), c2);
-            c3 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 24), c3);
-            c4 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 32), c4);
-            c5 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 40), c5);
-            c6 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 48), c6);
-            c7 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vr + 56), c7);
-          }
-          _mm256_storeu_ps(o, c0v);
-          _mm256_storeu_ps(o + 8, c1);
-          _mm256_storeu_ps(o + 16, c2);
-          _mm256_storeu_ps(o + 24, c3);
-          _mm256_storeu_ps(o + 32, c4);
-          _mm256_storeu_ps(o + 40, c5);
-          _mm256_storeu_ps(o + 48, c6);
-          _mm256_storeu_ps(o + 56, c7);
+      // Groups of 3 rows over the keys all of them see, then each row over the rest of its own:
+      // every output element still sums its keys in order.
+      for (int64_t r0 = 0; r0 < nt * G; r0 += 3) {
+        const int rq = nt * G - r0 < 3 ? (int)(nt * G - r0) : 3;
+        const float* w[3];
+        float* o[3];
+        int64_t m[3];
+        for (int r = 0; r < rq; r++) {
+          const int64_t left = ctx0 + (r0 + r) / G - (j0 + c0);
+          m[r] = left < n ? (left > 0 ? left : 0) : n;
+          w[r] = scores + (r0 + r) * cmax + j0 + c0;
+          o[r] = out + (r0 + r) * D;
         }
-        for (; d0 < D; d0 += 8) {  // head_dim % 64 tail, one vector at a time
-          float* o = out + r * D + d0;
-          __m256 c = _mm256_loadu_ps(o);
-          for (int64_t i = 0; i < m; i++)
-            c = _mm256_fmadd_ps(_mm256_set1_ps(sc[i]), _mm256_loadu_ps(v + i * ld + d0), c);
-          _mm256_storeu_ps(o, c);
-        }
+        const int64_t common = m[0];  // rows ascend by token: the first sees the fewest keys
+        if (rq == 3) pv_all<3>(w, v, ld, 0, common, D, o);
+        else if (rq == 2) pv_all<2>(w, v, ld, 0, common, D, o);
+        else pv_all<1>(w, v, ld, 0, common, D, o);
+        for (int r = 0; r < rq; r++) pv_all<1>(w + r, v, ld, common, m[r], D, o + r);
       }
     }
   }
