@@ -2,8 +2,9 @@
 // softmax(scale(Q Kt) + mask) V without writing the [.., S, T] scores to memory. Tasks are
 // (batch matrix, block of query rows) on the pool; each runs Q_blk Kt and P V as one-thread
 // sgemm calls on the ISA's micro-kernel, so every score and output element sums in order
-// (d, then t) as the unfused MatMuls do, and scales, masks and normalises its rows between
-// (one row function per ISA).
+// (d, then t) as the unfused MatMuls do; its rows are scaled, masked and exponentiated between
+// (one row function per ISA), and each output row is divided by its sum of exponentials at the
+// end (softmax's normalisation moved past P V: the same value within rounding).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -34,12 +35,18 @@ Offsets offsets(const AttnGeom& g) {
 
 }  // namespace
 
-void attention_scores_row(float* s, int64_t n, float scale, bool div, const float* mask,
-                          int64_t mask_t) {
+float attention_scores_row(float* s, int64_t n, float scale, bool div, const float* mask,
+                           int64_t mask_t) {
   for (int64_t t = 0; t < n; t++) s[t] = div ? s[t] / scale : s[t] * scale;
   if (mask)
     for (int64_t t = 0; t < n; t++) s[t] += mask[t * mask_t];
-  softmax_f32_row(s, s, n);
+  float mx = -INFINITY;
+  for (int64_t t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;  // a NaN never wins
+  for (int64_t t = 0; t < n; t++) s[t] -= mx;
+  exp_f32_array(s, s, n);
+  double sum = 0.0;
+  for (int64_t t = 0; t < n; t++) sum += s[t];
+  return (float)sum;
 }
 
 void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionRowFn scores_row) {
@@ -61,7 +68,7 @@ void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionR
   int64_t qrows = std::min(l.S, std::max<int64_t>(8, kScoreBlock / std::max<int64_t>(l.T, 1)));
   int64_t qblocks = (l.S + qrows - 1) / qrows;
   ctx.parallel_for(batch * qblocks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> scores(qrows * std::max<int64_t>(l.T, 1));
+    std::vector<float> scores(qrows * std::max<int64_t>(l.T, 1)), sums(qrows);
     for (int64_t task = t0; task < t1; task++) {
       int64_t b = task / qblocks, s0 = task % qblocks * qrows;
       int64_t rows = std::min(qrows, l.S - s0);
@@ -79,7 +86,7 @@ void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionR
       if (l.T > 0) sgemm(g, 1, micro);
       for (int64_t r = 0; r < rows && l.T > 0; r++) {
         const float* mr = m ? m + off.m[b] + (s0 + r) * l.mask_s : nullptr;
-        scores_row(scores.data() + r * l.T, l.T, scale, div, mr, l.mask_t);
+        sums[r] = scores_row(scores.data() + r * l.T, l.T, scale, div, mr, l.mask_t);
       }
       SgemmArgs o;  // Y[s0:s0+rows] = P V
       o.M = rows;
@@ -92,6 +99,10 @@ void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionR
       o.c = y + off.y[b] + s0 * l.y_rs;
       o.c_rs = l.y_rs;
       sgemm(o, 1, micro);
+      for (int64_t r = 0; r < rows && l.T > 0; r++) {
+        float* yr = o.c + r * o.c_rs;
+        for (int64_t d = 0; d < l.Dv; d++) yr[d] /= sums[r];
+      }
     }
   });
 }

@@ -86,13 +86,14 @@ void gemm_f32(const KernelCtx& ctx);    // ONNX Gemm
 void softmax_f32(const KernelCtx& ctx);
 void softmax_f32_row(const float* x, float* y, int64_t n);  // one row [n] -> [n], n > 0
 // Attention (ops_fused.cpp): per (batch, query block) Q Kt and P V on `micro` (one thread each),
-// the score rows scaled, masked and normalised in between by `scores_row` (s in place:
-// softmax(s * scale or s / scale, + mask[t * mask_t] when mask is set)), scores kept in a
-// per-thread buffer.
-using AttentionRowFn = void (*)(float* s, int64_t n, float scale, bool div, const float* mask,
-                                int64_t mask_t);
-void attention_scores_row(float* s, int64_t n, float scale, bool div, const float* mask,
-                          int64_t mask_t);
+// the score rows scaled, masked and exponentiated in between by `scores_row` (s in place:
+// exp(x - max x) with x = s * scale or s / scale, + mask[t * mask_t] when mask is set; returns
+// the row's sum, by which the row of P V is divided: Dv divisions a row, not T), scores kept
+// in a per-thread buffer.
+using AttentionRowFn = float (*)(float* s, int64_t n, float scale, bool div, const float* mask,
+                                 int64_t mask_t);
+float attention_scores_row(float* s, int64_t n, float scale, bool div, const float* mask,
+                           int64_t mask_t);
 void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionRowFn scores_row);
 void attention_f32(const KernelCtx& ctx);
 void log_softmax_f32(const KernelCtx& ctx);

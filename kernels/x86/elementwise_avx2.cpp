@@ -382,8 +382,8 @@ void softmax_f32_row_avx2(const float* x, float* y, int64_t n) {
   v_map(y, y, n, [s](__m256 v) { return _mm256_div_ps(v, s); });
 }
 
-void attention_scores_row_avx2(float* s, int64_t n, float scale, bool div, const float* mask,
-                               int64_t mask_t) {
+float attention_scores_row_avx2(float* s, int64_t n, float scale, bool div, const float* mask,
+                                int64_t mask_t) {
   __m256 vs = v_set(scale), vmax = v_set(-INFINITY);
   auto scaled = [&](__m256 v, const float* m, __m256i lanes, bool tail) {
     v = div ? _mm256_div_ps(v, vs) : _mm256_mul_ps(v, vs);
@@ -423,8 +423,7 @@ void attention_scores_row_avx2(float* s, int64_t n, float scale, bool div, const
   _mm256_storeu_ps(lane, sum);
   float total = 0.0f;
   for (int l = 0; l < 8; l++) total += lane[l];
-  __m256 vt = v_set(total);
-  v_map(s, s, n, [vt](__m256 v) { return _mm256_div_ps(v, vt); });
+  return total;
 }
 
 void log_softmax_f32_row_avx2(const float* x, float* y, int64_t n) {

@@ -40,8 +40,8 @@ void softmax_f32_row_avx2(const float* x, float* y, int64_t n);      // [n] -> [
 void log_softmax_f32_row_avx2(const float* x, float* y, int64_t n);  // [n] -> [n]
 // One attention score row in place: s = softmax(s * scale (or / scale) + mask[t * mask_t]);
 // mask may be nullptr, mask_t 0 broadcasts mask[0]. Float sums (Attention's tolerance).
-void attention_scores_row_avx2(float* s, int64_t n, float scale, bool div, const float* mask,
-                               int64_t mask_t);
+float attention_scores_row_avx2(float* s, int64_t n, float scale, bool div, const float* mask,
+                                int64_t mask_t);
 // y = (x - mean) * inv_std * scale + bias (bias may be nullptr); mean_out / inv_std_out
 // (may be nullptr) receive the row's statistics.
 void layer_norm_f32_row_avx2(const float* x, const float* scale, const float* bias, float* y,
