@@ -159,11 +159,11 @@ void unary_map(const KernelCtx& ctx, F f) {
 
 // ---- binary broadcasting plans ----------------------------------------------------------
 
-enum class BinCase { Same, ScalarA, ScalarB, RowA, RowB, None };
+enum class BinCase { Same, ScalarA, ScalarB, RowA, RowB, ColA, ColB, None };
 
 struct BinPlan {
   BinCase kind = BinCase::None;
-  int64_t inner = 1;  // row length for RowA / RowB
+  int64_t inner = 1;  // row length for RowA / RowB; out's last dim for ColA / ColB
 };
 
 // s without leading 1s is a suffix of out: s repeats as a row of out.
@@ -175,6 +175,17 @@ bool is_row_of(const Shape& s, const Shape& out) {
   return std::equal(s.begin() + lead, s.end(), out.end() - k);
 }
 
+// s is out with its last dim 1 (leading 1s of either aside): one value per row of out, as a
+// [.., S, 1] mask on [.., S, H].
+bool is_col_of(const Shape& s, const Shape& out) {
+  if (s.empty() || s.back() != 1 || out.empty() || out.back() == 1) return false;
+  size_t ls = 0, lo = 0;
+  while (ls + 1 < s.size() && s[ls] == 1) ls++;
+  while (lo + 1 < out.size() && out[lo] == 1) lo++;
+  return std::equal(s.begin() + ls, s.end() - 1, out.begin() + lo, out.end() - 1) &&
+         s.size() - ls == out.size() - lo;
+}
+
 // A tensor that broadcasts to `out` with the same element count has out's flat layout.
 BinPlan bin_plan(const Shape& a, const Shape& b, const Shape& out) {
   int64_t n = shape_numel(out), na = shape_numel(a), nb = shape_numel(b);
@@ -182,10 +193,12 @@ BinPlan bin_plan(const Shape& a, const Shape& b, const Shape& out) {
   if (na == n) {
     if (nb == 1) return {BinCase::ScalarB};
     if (is_row_of(b, out)) return {BinCase::RowB, nb};
+    if (is_col_of(b, out)) return {BinCase::ColB, out.back()};
   }
   if (nb == n) {
     if (na == 1) return {BinCase::ScalarA};
     if (is_row_of(a, out)) return {BinCase::RowA, na};
+    if (is_col_of(a, out)) return {BinCase::ColA, out.back()};
   }
   return {};
 }
@@ -199,8 +212,8 @@ void binary_run(const KernelCtx& ctx, F f) {
     op_def(ctx.node.op).reference(ctx);
     return;
   }
-  const float* a = ta.ptr<float>();  // [out] or [inner] or [1]
-  const float* b = tb.ptr<float>();  // [out] or [inner] or [1]
+  const float* a = ta.ptr<float>();  // [out] or [inner] or [1] or [out / inner]
+  const float* b = tb.ptr<float>();  // [out] or [inner] or [1] or [out / inner]
   float* y = to.ptr<float>();        // [out]
   int64_t n = to.numel();
   if (n == 0) return;
@@ -224,6 +237,20 @@ void binary_run(const KernelCtx& ctx, F f) {
           int64_t len = std::min(p.inner - j, e - i);
           if (p.kind == BinCase::RowB) zip_range(a + i, b + j, y + i, len, f);
           else zip_range(a + j, b + i, y + i, len, f);
+          i += len;
+        }
+        break;
+      case BinCase::ColB:
+      case BinCase::ColA:
+        for (int64_t i = s; i < e;) {
+          const int64_t r = i / p.inner, len = std::min(p.inner - i % p.inner, e - i);
+          if (p.kind == BinCase::ColB) {
+            const float bv = b[r];
+            map_range(a + i, y + i, len, [&](float v) { return f(v, bv); });
+          } else {
+            const float av = a[r];
+            map_range(b + i, y + i, len, [&](float v) { return f(av, v); });
+          }
           i += len;
         }
         break;
