@@ -360,7 +360,10 @@ TEST_CASE("elementwise: binary fast path declines other broadcasts and dtypes") 
     return cpu_kernel_find(ctx, Isa::Generic);
   };
   CHECK(fast_for(OpType::Add, DType::F32, {3, 1}, DType::F32, {1, 4}) == nullptr);
-  CHECK(fast_for(OpType::Mul, DType::F32, {3, 4}, DType::F32, {3, 1}) == nullptr);
+  // A column ([.., S, 1] on [.., S, H]) is taken, on either side; a middle broadcast is not.
+  CHECK(fast_for(OpType::Mul, DType::F32, {3, 4}, DType::F32, {3, 1}) != nullptr);
+  CHECK(fast_for(OpType::Mul, DType::F32, {1, 3, 1}, DType::F32, {1, 3, 4}) != nullptr);
+  CHECK(fast_for(OpType::Mul, DType::F32, {2, 3, 4}, DType::F32, {2, 1, 4}) == nullptr);
   CHECK(fast_for(OpType::Add, DType::F32, {2, 3, 4}, DType::F32, {3, 1}) == nullptr);
   CHECK(fast_for(OpType::Add, DType::F64, {4}, DType::F64, {4}) == nullptr);
   CHECK(fast_for(OpType::Add, DType::F32, {2, 4}, DType::F32, {4}) != nullptr);
