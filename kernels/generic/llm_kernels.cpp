@@ -55,18 +55,18 @@ void swiglu_with(const KernelCtx& ctx, SigmoidRowFn sigmoid) {
 
 void swiglu_f32(const KernelCtx& ctx) { swiglu_with(ctx, sigmoid_f32_array); }
 
-void paged_attention_write_kv(const PagedAttentionArgs& a) {
+void f16_row(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = f32_to_f16(x[i]);
+}
+
+void paged_attention_write_kv(const PagedAttentionArgs& a, F16RowFn to_f16) {
   const int64_t row = a.kv_heads * a.head_dim;
   for (int64_t t = 0; t < a.tokens; t++) {
     const int64_t slot = a.slots[t];
     if (slot < 0) continue;
     if (a.cache_f16) {
-      uint16_t* kc = (uint16_t*)a.k_cache + slot * row;
-      uint16_t* vc = (uint16_t*)a.v_cache + slot * row;
-      for (int64_t i = 0; i < row; i++) {
-        kc[i] = f32_to_f16(a.k[t * row + i]);
-        vc[i] = f32_to_f16(a.v[t * row + i]);
-      }
+      to_f16(a.k + t * row, (uint16_t*)a.k_cache + slot * row, row);
+      to_f16(a.v + t * row, (uint16_t*)a.v_cache + slot * row, row);
     } else {
       std::memcpy((float*)a.k_cache + slot * row, a.k + t * row, row * sizeof(float));
       std::memcpy((float*)a.v_cache + slot * row, a.v + t * row, row * sizeof(float));
@@ -239,9 +239,10 @@ void paged_attention_with(const KernelCtx& ctx, PagedAttentionItemFn item) {
 }
 
 
-void paged_attention_tiled_with(const KernelCtx& ctx, PagedAttentionTileFn tile) {
+void paged_attention_tiled_with(const KernelCtx& ctx, PagedAttentionTileFn tile,
+                                F16RowFn to_f16) {
   PagedAttentionArgs a = paged_attention_args(ctx);
-  paged_attention_write_kv(a);
+  paged_attention_write_kv(a, to_f16);
   const int64_t D = a.head_dim, G = a.heads / a.kv_heads, qrow = a.heads * D;
   struct Tile {
     int64_t t0, nt, s;

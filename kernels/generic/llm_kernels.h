@@ -55,8 +55,12 @@ struct PagedAttentionArgs {
   int64_t blocks = 0, block_size = 0, max_blocks = 0;
   float scale = 1.0f;
 };
+// f32 -> f16 for an f16 cache's rows: y[i] = f32_to_f16(x[i]) (dtype.h: round to nearest
+// even, overflow to inf, one quiet NaN), bit for bit on every ISA.
+using F16RowFn = void (*)(const float* x, uint16_t* y, int64_t n);
+void f16_row(const float* x, uint16_t* y, int64_t n);
 // Writes every token's k and v into its cache slot (slot -1: skipped).
-void paged_attention_write_kv(const PagedAttentionArgs& a);
+void paged_attention_write_kv(const PagedAttentionArgs& a, F16RowFn to_f16 = f16_row);
 // One work item: the outputs of kv head `kvh`'s query heads for token t of sequence s, whose
 // context is positions [0, ctx). scores [heads / kv_heads, ctx] and out [heads / kv_heads,
 // head_dim] are scratch.
@@ -76,7 +80,8 @@ using PagedAttentionTileFn = void (*)(const PagedAttentionArgs& a, int64_t t0, i
 constexpr int64_t kPagedAttentionTile = 4;  // query tokens per tile
 // The same driver over tiles of up to kPagedAttentionTile tokens (a prefill chunk's tokens
 // share the f16 -> f32 conversion of their common context).
-void paged_attention_tiled_with(const KernelCtx& ctx, PagedAttentionTileFn tile);
+void paged_attention_tiled_with(const KernelCtx& ctx, PagedAttentionTileFn tile,
+                                F16RowFn to_f16 = f16_row);
 
 // The PagedAttention driver: checks the step metadata (untrusted: InputError naming the bad
 // slot, offset or block id), writes the new k, v, then runs `item` over (token, kv head) on
@@ -91,6 +96,7 @@ void paged_attention_item_avx2(const PagedAttentionArgs& a, int64_t t, int64_t k
                                int64_t ctx, float* scores, float* out);
 void paged_attention_tile_avx2(const PagedAttentionArgs& a, int64_t t0, int64_t nt, int64_t kvh,
                                int64_t s, int64_t ctx0, float* scores, float* out);
+void f16_row_avx2(const float* x, uint16_t* y, int64_t n);  // F16C; NaN blocks take f16_row
 #endif
 
 }  // namespace ember::cpu

@@ -251,6 +251,21 @@ void paged_attention_tile_avx2(const PagedAttentionArgs& a, int64_t t0, int64_t 
   }
 }
 
+void f16_row_avx2(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    // F16C rounds as f32_to_f16 does (nearest even, subnormals, overflow to inf) but keeps a
+    // NaN's payload: blocks holding a NaN take the scalar conversion.
+    if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0) {
+      f16_row(x + i, y + i, 8);
+      continue;
+    }
+    _mm_storeu_si128((__m128i*)(y + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  f16_row(x + i, y + i, n - i);
+}
+
 void paged_attention_item_avx2(const PagedAttentionArgs& a, int64_t t, int64_t kvh, int64_t s,
                                int64_t ctx, float* scores, float* out) {
   paged_attention_tile_avx2(a, t, 1, kvh, s, ctx, scores, out);

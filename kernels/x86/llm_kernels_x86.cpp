@@ -12,7 +12,7 @@ bool paged_attention_avx2_supports(const InferCtx& ctx) {
 }
 
 void paged_attention_f32_avx2(const KernelCtx& ctx) {
-  paged_attention_tiled_with(ctx, paged_attention_tile_avx2);
+  paged_attention_tiled_with(ctx, paged_attention_tile_avx2, f16_row_avx2);
 }
 
 }  // namespace ember::cpu

@@ -529,3 +529,34 @@ TEST_CASE("llm ops swiglu equals the unfused Sigmoid and Mul kernels bit for bit
   CHECK(test::error_of([&] { op_run(test::node(OpType::SwiGLU), {&odd}, nullptr, false, 1, true); }) ==
         ErrorKind::Model);
 }
+
+#if defined(__x86_64__)
+TEST_CASE("llm ops f16 cache rows: the F16C writer equals f32_to_f16 bit for bit") {
+  if (cpu_isa() < Isa::Avx2) return;
+  std::vector<float> x;
+  // Every rounding boundary class: subnormal halves, the smallest normal, ties, the overflow
+  // edge, infinities, zeros, NaNs with payloads, then random floats of every magnitude.
+  for (float v : {0.0f, -0.0f, 5.96e-8f, 2.98e-8f, 2.99e-8f, -6.1e-5f, 6.1035156e-5f, 65504.0f,
+                  65519.99f, 65520.0f, -65520.0f, 1e10f, INFINITY, -INFINITY, 1.00048828125f,
+                  1.000732421875f, 2049.0f, 2051.0f})
+    x.push_back(v);
+  for (uint32_t bits : {0x7fc00000u, 0x7f800001u, 0xffc12345u, 0x7fbfffffu, 0x00000001u}) {
+    float f;
+    std::memcpy(&f, &bits, 4);
+    x.push_back(f);
+  }
+  std::mt19937 rng(7);
+  for (int i = 0; i < 20000; i++) {
+    uint32_t bits = rng();
+    float f;
+    std::memcpy(&f, &bits, 4);
+    x.push_back(i % 3 ? std::ldexp((float)(rng() % 100000) / 7.0f, (int)(rng() % 50) - 40) : f);
+  }
+  for (size_t n : {x.size(), (size_t)13, (size_t)8, (size_t)1}) {
+    std::vector<uint16_t> a(n, 1), b(n, 2);
+    cpu::f16_row(x.data(), a.data(), (int64_t)n);
+    cpu::f16_row_avx2(x.data(), b.data(), (int64_t)n);
+    CHECK(a == b);
+  }
+}
+#endif
