@@ -19,6 +19,9 @@
 #include "ember/thread_pool.h"
 #include "kernels/common/quant.h"
 #include "kernels/generic/gemm_q4.h"
+#if defined(__x86_64__)
+#include "kernels/x86/kernels_x86.h"
+#endif
 #include "op_test_util.h"
 #include "runtime/registry.h"
 
@@ -869,4 +872,52 @@ TEST_CASE("q4 bench: GEMV bandwidth vs a streaming read, GEMM throughput" *
     }
   }
   CHECK(sink != 1);
+}
+
+TEST_CASE("q4 bench: W4A16i vs f32 rows vs FusedMatMul on SmolLM2's MLP shape" *
+          doctest::skip(true) *
+          doctest::description("timing only; run with -tc='q4 bench: W4A16i*' --no-skip")) {
+  // K = 576, N = 1536, group 32, f16 scales (GGUF Q4_1); the FusedMatMul on the same shape with
+  // f32 weights packed at load is the f32 path's ceiling. Median of 7 rounds, 2 threads, each
+  // round interleaving the three.
+  using clock = std::chrono::steady_clock;
+  const int64_t K = 576, N = 1536;
+  Q4W p32 = q4_from_float(random_f32({N, K}, 990), 32, true);
+  Q4W p = q4_f16_pair(p32).f16;
+  Tensor wf = random_f32({N, K}, 991);
+  Tensor packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
+  cpu::sgemm_pack_b(wf.ptr<float>(), 1, K, K, N, packed.ptr<float>());
+  KernelFn q4 = q4_kernels().back().fn;
+#if defined(__x86_64__)
+  KernelFn fused = cpu_isa() >= Isa::Avx2 ? cpu::fused_matmul_f32_avx2 : cpu::fused_matmul_f32;
+#else
+  KernelFn fused = cpu::fused_matmul_f32;
+#endif
+  for (int64_t M : {1, 16, 64, 512}) {
+    Tensor a = random_f32({M, K}, 992), y = Tensor::zeros(DType::F32, {M, N});
+    Tensor none = row_flags(M, 1), all = row_flags(M, 0);
+    Node qn = q4_node(p);
+    qn.inputs = {0, 1, 2, 3, -1, 5};
+    Node fn = test::node(OpType::FusedMatMul);
+    fn.attrs.set("n", N);
+    fn.inputs = {0, 1};
+    KernelCtx ci{qn, {&a, &p.codes, &p.scales, &p.offsets, nullptr, &none}, {&y}, 2};
+    KernelCtx cf{qn, {&a, &p.codes, &p.scales, &p.offsets, nullptr, &all}, {&y}, 2};
+    KernelCtx cm{fn, {&a, &packed}, {&y}, 2};
+    const int reps = (int)std::max<int64_t>(3, 2000 / M);
+    std::vector<double> t[3];
+    for (int r = 0; r < 7; r++) {
+      int i = 0;
+      for (auto [fnp, ctx] : {std::pair{q4, &ci}, std::pair{q4, &cf}, std::pair{fused, &cm}}) {
+        auto t0 = clock::now();
+        for (int j = 0; j < reps; j++) fnp(*ctx);
+        t[i++].push_back(std::chrono::duration<double>(clock::now() - t0).count() / reps);
+      }
+    }
+    for (auto& v : t) std::sort(v.begin(), v.end());
+    const double macs = (double)M * N * K;
+    MESSAGE("M = ", M, ": W4A16i ", t[0][3] * 1e6, " us (", macs / t[0][3] / 1e9, " GMAC/s), f32 rows ",
+            t[1][3] * 1e6, " us (", macs / t[1][3] / 1e9, "), FusedMatMul f32 ", t[2][3] * 1e6,
+            " us (", macs / t[2][3] / 1e9, ")");
+  }
 }
