@@ -94,6 +94,40 @@ def test_matmul_bias_activation(rng, act):
     assert len([op for op, _ in ops if op != "Identity"]) == 1, ops
 
 
+GEMM_CASES = {
+    # name: (Gemm attrs, C shape or None, fuses)
+    "transB-bias": (dict(transB=1), (N,), True),
+    "bias-row": (dict(), (1, N), True),
+    "bias-scalar": (dict(transB=1), (1,), True),
+    "no-bias": (dict(transB=1), None, True),
+    "alpha": (dict(alpha=0.5), (N,), False),
+    "beta": (dict(beta=2.0), (N,), False),
+    "transA": (dict(transA=1), (N,), False),
+    "bias-matrix": (dict(), (5, N), False),
+}
+
+
+@pytest.mark.parametrize("case", list(GEMM_CASES))
+def test_gemm_with_constant_weights_becomes_a_fused_matmul(rng, case):
+    attrs, c_shape, fuses = GEMM_CASES[case]
+    w = rng.standard_normal((N, K) if attrs.get("transB") else (K, N)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "Wg")]
+    ins = ["x2", "Wg"]
+    if c_shape is not None:
+        inits.append(numpy_helper.from_array(rng.standard_normal(c_shape).astype(np.float32), "C"))
+        ins.append("C")
+    a_shape = [K, 5] if attrs.get("transA") else [5, K]
+    nodes = [oh.make_node("Gemm", ins, ["g"], **attrs), oh.make_node("Relu", ["g"], ["y"])]
+    g = oh.make_graph(nodes, "g", [vi("x2", a_shape)], [vi("y")], initializer=inits)
+    data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    x = rng.standard_normal(a_shape).astype(np.float32)
+    fast = ember.Engine(data)
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x2": x})[0]
+    np.testing.assert_allclose(fast.run({"x2": x})["y"], want, rtol=2e-5, atol=2e-5)
+    ops = [op for _n, op, _k, _i, _d in fast.plan_info({"x2": x})["nodes"]]
+    assert ops == (["FusedMatMul"] if fuses else ["Gemm", "Relu"]), ops
+
+
 def test_no_fusion_where_an_intermediate_is_shared_or_an_output(rng):
     # xw is also an output: the weights still pack, but bias and Relu stay apart; h is an
     # output: the Relu stays apart.

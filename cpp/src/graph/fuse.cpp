@@ -65,20 +65,60 @@ int fuse_gelu(Graph& g) {
   return rw.finish();
 }
 
+namespace {
+
+// Gemm(A, B, C) that is A @ B (+ C): transA 0, alpha 1, beta 1 where C is given, B a 2-D f32
+// constant (transB either way), C absent or a f32 constant of N elements ([N], [1, N]) or one
+// (broadcast). Sets the bias constant (a new [N] value when C is not [N] already), or -1.
+bool plain_gemm(Graph& g, const Node& n, int* bias) {
+  const Attrs& at = n.attrs;
+  if (at.get_int("transA", 0) != 0 || at.get_float("alpha", 1.0) != 1.0) return false;
+  const Tensor* w = constant(g, n.inputs[1]);
+  if (!w || w->dtype() != DType::F32 || w->rank() != 2) return false;
+  const int64_t N = at.get_int("transB", 0) ? w->dim(0) : w->dim(1);
+  *bias = -1;
+  if (n.inputs.size() < 3 || n.inputs[2] < 0) return true;
+  const Tensor* c = constant(g, n.inputs[2]);
+  if (!c || c->dtype() != DType::F32 || at.get_float("beta", 1.0) != 1.0) return false;
+  if (c->shape() == Shape{N}) {
+    *bias = n.inputs[2];
+  } else if (c->numel() == N && c->rank() == 2 && c->dim(0) == 1) {
+    *bias = g.add_value(g.values[n.inputs[2]].name + "/row", DType::F32);
+    g.constants[*bias] = Tensor::empty(DType::F32, {N});
+    std::copy(c->ptr<float>(), c->ptr<float>() + N, g.constants[*bias].ptr<float>());
+  } else if (c->numel() == 1 && c->rank() <= 2) {
+    *bias = g.add_value(g.values[n.inputs[2]].name + "/row", DType::F32);
+    g.constants[*bias] = Tensor::empty(DType::F32, {N});
+    std::fill_n(g.constants[*bias].ptr<float>(), N, c->ptr<float>()[0]);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 int fuse_matmul(Graph& g) {
   Rewriter rw(g);
   const Uses& uses = rw.uses;
   for (size_t mi = 0; mi < g.nodes.size(); mi++) {
-    Node& mm = g.nodes[mi];
-    if (mm.op != OpType::MatMul || rw.drop[mi]) continue;
+    if (rw.drop[mi]) continue;
+    const OpType op = g.nodes[mi].op;
+    int gemm_bias = -1;
+    if (op != OpType::MatMul && !(op == OpType::Gemm && plain_gemm(g, g.nodes[mi], &gemm_bias)))
+      continue;
+    Node& mm = g.nodes[mi];  // after plain_gemm: it may add values, not nodes
     const Tensor* w = constant(g, mm.inputs[1]);
     if (!w || w->dtype() != DType::F32 || w->rank() != 2) continue;
-    int64_t K = w->dim(0), N = w->dim(1);
-    Epilogue ep = absorb_epilogue(g, uses, mm.outputs[0], N);
+    const bool tb = op == OpType::Gemm && mm.attrs.get_int("transB", 0) != 0;
+    int64_t K = tb ? w->dim(1) : w->dim(0), N = tb ? w->dim(0) : w->dim(1);
+    // A Gemm with C has its bias: only an activation may follow into the epilogue.
+    Epilogue ep = absorb_epilogue(g, uses, mm.outputs[0], N, gemm_bias < 0);
+    if (gemm_bias >= 0) ep.bias = gemm_bias;
     std::vector<int> absorbed = {(int)mi};
     absorbed.insert(absorbed.end(), ep.nodes.begin(), ep.nodes.end());
     Tensor packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
-    cpu::sgemm_pack_b(w->ptr<float>(), N, 1, K, N, packed.ptr<float>());
+    cpu::sgemm_pack_b(w->ptr<float>(), tb ? 1 : N, tb ? K : 1, K, N, packed.ptr<float>());
     int w_id = mm.inputs[1];
     int wp = g.add_value(g.values[w_id].name + "/packed", DType::F32);
     g.constants[wp] = packed;

@@ -9,7 +9,9 @@ namespace ember {
 // inverse; the 0.5 on x, on the sum, or last) -> Gelu(x).
 int fuse_gelu(Graph& graph);
 // MatMul(A, W) with W a constant f32 [K, N], then optionally Add(., bias [N] constant) and
-// Relu / Gelu -> FusedMatMul(A, W packed, bias) (ops_fused.cpp).
+// Relu / Gelu -> FusedMatMul(A, W packed, bias) (ops_fused.cpp). Gemm(A, W[, C]) that is
+// A @ W (+ C) (transA 0, alpha 1, beta 1; W constant, transB either way; C a constant of N
+// elements or one) likewise, C as the bias.
 int fuse_matmul(Graph& graph);
 // Conv(X, W, B) -> BatchNormalization (inference, constant parameters) -> Conv(X, W', B') with
 // the normalisation folded into the weights and bias.
