@@ -3,6 +3,7 @@
 // boundary (plan.h), memory plan. Also the plan cache.
 #include "runtime/plan.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +13,14 @@
 
 namespace ember {
 namespace {
+
+// Ops whose output is their first input's bytes under another shape.
+bool is_view_op(OpType op) {
+  return op == OpType::Reshape || op == OpType::Squeeze || op == OpType::Unsqueeze ||
+         op == OpType::Flatten || op == OpType::Identity;
+}
+
+void alias_step(const KernelCtx&) {}  // the output already is the input's memory
 
 int debug_level() {
   static const int level = [] {
@@ -365,12 +374,35 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
     for (int id : plan->steps[s].in) if (id >= 0) last[id] = s;
   }
   for (int id : plan->carried) last[plan->host_slot[id]] = nsteps;  // kept to the end of this part
+  // A view op (Reshape, Squeeze, ...) from one host arena intermediate to another of the same
+  // size aliases: the output slot is the input's memory (one buffer living as long as either),
+  // and the step does nothing. Values are written once, so neither changes under the other.
+  std::vector<int> alias(slots, -1);  // per slot: the slot whose buffer it shares, or -1
+  for (Step& st : plan->steps) {
+    if (req.reference_kernels || !is_view_op(st.node->op) || st.on_device || st.is_copy ||
+        st.in.empty() || st.out.size() != 1)
+      continue;
+    const int a = st.in[0], b = st.out[0];
+    if (a < 0 || b < 0 || plan->kinds[a] != SlotKind::Arena || plan->kinds[b] != SlotKind::Arena ||
+        (req.device && (plan->on_device[a] || plan->on_device[b])))
+      continue;
+    const TensorType &ta = plan->types[a], &tb = plan->types[b];
+    if (shape_numel(ta.shape) * dtype_size(ta.dtype) != shape_numel(tb.shape) * dtype_size(tb.dtype))
+      continue;
+    const int root = alias[a] >= 0 ? alias[a] : a;
+    alias[b] = root;
+    last[root] = std::max(last[root], last[b]);
+    for (NodePlanInfo& ni : plan->info)
+      if (ni.name == st.node->name && ni.kernel == st.kernel) ni.kernel = "alias";
+    st.fn = alias_step;
+    st.kernel = "alias";
+  }
   // Each side's intermediates in its own arena.
   for (int side = 0; side < (req.device ? 2 : 1); side++) {
     std::vector<BufferLife> lives;
     std::vector<int> life_ids;
     for (size_t id = 0; id < slots; id++) {
-      if (plan->kinds[id] != SlotKind::Arena) continue;
+      if (plan->kinds[id] != SlotKind::Arena || alias[id] >= 0) continue;
       if (req.device && plan->on_device[id] != side) continue;
       const TensorType& t = plan->types[id];
       lives.push_back({(size_t)shape_numel(t.shape) * dtype_size(t.dtype), first[id], last[id]});
@@ -378,6 +410,9 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
     }
     MemoryPlan mp = memory_plan(lives);
     for (size_t i = 0; i < life_ids.size(); i++) plan->offsets[life_ids[i]] = mp.offsets[i];
+    for (size_t id = 0; id < slots; id++)
+      if (alias[id] >= 0 && (!req.device || plan->on_device[id] == side))
+        plan->offsets[id] = plan->offsets[alias[id]];
     (side ? plan->device_arena_bytes : plan->arena_bytes) = mp.peak_bytes;
   }
   return plan;

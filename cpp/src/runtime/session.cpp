@@ -304,7 +304,9 @@ struct Session::Impl : SubgraphRunner {
     step.fn(ctx);
     if (step.on_device) device->synchronize();  // device work is asynchronous
     int64_t t1 = trace_now_ns();
-    trace_record(*trace, node, step.kernel, step.isa, t0, t1, node_cost(ctx));
+    // An aliasing view step (plan.cpp) moves no bytes.
+    const bool alias = std::strcmp(step.kernel, "alias") == 0;
+    trace_record(*trace, node, step.kernel, step.isa, t0, t1, alias ? NodeCost{} : node_cost(ctx));
   }
 
   // Runs the plan's eager node on the plan's slots; its outputs go to the run state.
