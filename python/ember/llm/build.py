@@ -211,7 +211,7 @@ def build_llama(cfg: LlamaConfig, weights, kv_dtype: str = "f16"):
     (token_embd.weight, blk.{i}.attn_q.weight, ...) to their stored form."""
     weights = _Releasing(weights)
     gb = _G()
-    lin = _Linear(gb, weights)                         # the LM head: R rows, all W4A16i
+    lin = _Linear(gb, weights)                         # the LM head: R rows, integer path
     kvt = "float16" if kv_dtype == "f16" else "float32"
     tok = gb.value("token_ids", "int32", ["T"])
     pos = gb.value("positions", "int32", ["T"])
