@@ -134,7 +134,7 @@ def test_no_fusion_where_an_intermediate_is_shared_or_an_output(rng):
     nodes = mm_bias() + [oh.make_node("Relu", ["h"], ["y"])]
     data = build(nodes, ["y", "xw"], rng)
     ops = [op for op, _ in run_both(data, rng.standard_normal((2, 3, K)).astype(np.float32))]
-    assert ops == ["FusedMatMul", "Add", "Relu"], ops
+    assert ops == ["FusedMatMul", "ElementwiseChain"], ops  # Add -> Relu: a chain, not a bias
     data = build(nodes, ["y", "h"], rng)
     ops = [op for op, _ in run_both(data, rng.standard_normal((2, 3, K)).astype(np.float32))]
     assert ops == ["FusedMatMul", "Relu"], ops
@@ -146,7 +146,7 @@ def test_gelu_pattern_with_wrong_constant_is_left_alone(rng):
                          oh.make_node("Mul", ["p", "half"], ["y"])]
     ops = [op for op, _ in run_both(build(nodes, ["y"], rng),
                                     rng.standard_normal((2, 3, K)).astype(np.float32))]
-    assert "Erf" in ops and "Gelu" not in ops
+    assert "Gelu" not in ops and "ElementwiseChain" in ops, ops  # Div -> Erf -> Add -> Mul
 
 
 @pytest.mark.parametrize("conv_bias", [True, False])
@@ -369,7 +369,8 @@ def test_rms_norm_not_fused_where_an_intermediate_is_shared(rng, shared):
     if shared == "n-output":
         assert ops == ["RMSNormalization", "Mul"], ops
     else:
-        assert "RMSNormalization" not in ops and "Sqrt" in ops, ops
+        # the written-out ops remain (the elementwise ones chained)
+        assert "RMSNormalization" not in ops and "ReduceMean" in ops, ops
 
 
 def test_rms_norm_in_fp16_casts_fuses_its_float_middle(rng):
@@ -464,3 +465,90 @@ def test_torch_dynamo_export_at_opset_23_runs_rms_normalization(rng):
     with torch.no_grad():
         want = m(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(e.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+
+
+# ---- elementwise chains -----------------------------------------------------------------------
+
+CHAIN_SIDES = {  # the binary steps' side operand shape, against x [3, 37, 61]
+    "same": (3, 37, 61),
+    "row": (61,),
+    "row2": (37, 61),
+    "scalar": (),
+    "one": (1, 1, 1),
+}
+
+
+def chain_model(side, outputs=("y",), x_shape=(3, 37, 61), dtype=T.FLOAT):
+    nodes = [
+        oh.make_node("Add", ["x", "s"], ["a"], name="add"),
+        oh.make_node("Relu", ["a"], ["r"], name="relu"),
+        oh.make_node("Sub", ["s", "r"], ["d"], name="sub"),   # the chain's value on the right
+        oh.make_node("Mul", ["d", "x"], ["m"], name="mul"),   # a side that is the chain's input
+        oh.make_node("Sigmoid", ["m"], ["g"], name="sig"),
+        oh.make_node("Div", ["g", "s"], ["y"], name="div"),
+    ]
+    g = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", dtype, list(x_shape))],
+                      [oh.make_tensor_value_info(o, dtype, None) for o in outputs],
+                      initializer=[numpy_helper.from_array(side, "s")])
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("side", list(CHAIN_SIDES))
+def test_an_elementwise_run_becomes_one_chain_with_the_unfused_bits(rng, side):
+    x = rng.standard_normal((3, 37, 61)).astype(np.float32)
+    s = (rng.standard_normal(CHAIN_SIDES[side]) * 2 + 3).astype(np.float32)
+    data = chain_model(s)
+    eng = ember.Engine(data)
+    got = eng.run({"x": x})["y"]
+    assert [n[1] for n in eng.plan_info({"x": x})["nodes"]] == ["ElementwiseChain"]
+    # The same nodes with every intermediate an output: no chain, each node its own kernel, and
+    # the same bits; two intermediates outputs: three shorter chains, the same bits again.
+    unfused = ember.Engine(chain_model(s, outputs=("y", "a", "r", "d", "m", "g")))
+    assert "ElementwiseChain" not in [n[1] for n in unfused.plan_info({"x": x})["nodes"]]
+    np.testing.assert_array_equal(got, unfused.run({"x": x})["y"])
+    split = ember.Engine(chain_model(s, outputs=("y", "r", "m")))
+    assert [n[1] for n in split.plan_info({"x": x})["nodes"]].count("ElementwiseChain") == 3
+    np.testing.assert_array_equal(got, split.run({"x": x})["y"])
+    # s - relu(x + s) cancels: a few ulps of x + s become 1e-4 of small results.
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=3e-4, atol=3e-5)
+    np.testing.assert_allclose(got, ember.Engine(data, kernels="reference").run({"x": x})["y"],
+                               rtol=3e-4, atol=3e-5)
+
+
+def test_a_chain_whose_side_broadcasts_the_value_runs_whole_tensors(rng):
+    # x [5, 1] + s [5, 9]: the value grows to [5, 9] at the first step, so no blocks.
+    s = rng.standard_normal((5, 9)).astype(np.float32)
+    x = rng.standard_normal((5, 1)).astype(np.float32)
+    data = chain_model(s, x_shape=(5, 1))
+    eng = ember.Engine(data)
+    got = eng.run({"x": x})["y"]
+    assert [n[1] for n in eng.plan_info({"x": x})["nodes"]] == ["ElementwiseChain"]
+    r = np.maximum(x + s, 0)
+    m = ((s - r) * x).astype(np.float64)
+    np.testing.assert_allclose(got, (1 / (1 + np.exp(-m))) / s, rtol=3e-4, atol=3e-5)
+
+
+def test_an_integer_chain_runs_its_reference_steps(rng):
+    s = rng.integers(-50, 50, (61,)).astype(np.int64)
+    s[s == 0] = 7
+    nodes = [oh.make_node("Add", ["x", "s"], ["a"]), oh.make_node("Mul", ["a", "x"], ["m"]),
+             oh.make_node("Sub", ["s", "m"], ["y"])]
+    g = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", T.INT64, [4, 61])],
+                      [oh.make_tensor_value_info("y", T.INT64, None)],
+                      initializer=[numpy_helper.from_array(s, "s")])
+    data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    x = rng.integers(-1000, 1000, (4, 61)).astype(np.int64)
+    eng = ember.Engine(data)
+    np.testing.assert_array_equal(eng.run({"x": x})["y"], s - (x + s) * x)
+    assert [(n[1], n[2]) for n in eng.plan_info({"x": x})["nodes"]] == [("ElementwiseChain", "reference")]
+
+
+def test_a_long_chain_over_many_blocks_and_threads(rng):
+    # 2 x 100003 elements: blocks across both threads and a short last block.
+    x = rng.standard_normal((2, 100003)).astype(np.float32)
+    s = (rng.standard_normal((2, 100003)) + 3).astype(np.float32)
+    data = chain_model(s, x_shape=(2, 100003))
+    got = ember.Engine(data).run({"x": x})["y"]
+    unfused = ember.Engine(chain_model(s, outputs=("y", "a", "r", "d", "m", "g"), x_shape=(2, 100003)))
+    np.testing.assert_array_equal(got, unfused.run({"x": x})["y"])

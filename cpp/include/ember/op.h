@@ -62,6 +62,9 @@ enum class OpType : uint16_t {
   // residual Add + LayerNormalization / RMSNormalization, made by fuse_add_norm for device
   // sessions (ops_add_norm.cpp)
   AddNorm,
+  // a chain of elementwise ops run block by block, made by fuse_elementwise_chain for CPU
+  // sessions (ops_chain.cpp)
+  ElementwiseChain,
   Count
 };
 

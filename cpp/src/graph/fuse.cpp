@@ -451,6 +451,8 @@ int fuse_graph(Graph& graph, const FuseOptions& options) {
           (options.pack_cpu_weights ? fuse_matmul(graph) : 0) + fuse_attention(graph);
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (options.fuse_add_norm) n += fuse_add_norm(graph);  // after the norms written out fused
+  // Last: what the other passes leave of elementwise runs (CPU only: no device kernel).
+  if (options.pack_cpu_weights) n += fuse_elementwise_chain(graph);
   if (n) eliminate_dead_nodes(graph);
   return n;
 }

@@ -41,6 +41,9 @@ int fuse_rms_norm(Graph& graph);
 // RMSNormalization (axis -1, constant scale) -> AddNorm(a, b, scale[, bias]) (ops_add_norm.cpp)
 // in the Add's place; its output 1 is the sum where anything else reads it. In graph/fuse_add_norm.cpp.
 int fuse_add_norm(Graph& graph);
+// Runs of elementwise nodes, each the single reader of the one before -> ElementwiseChain
+// (ops_chain.cpp; CPU sessions). In graph/fuse_chain.cpp.
+int fuse_elementwise_chain(Graph& graph);
 struct FuseOptions {
   // fuse_matmul packs weights for the CPU's GEMM; a session with a device leaves MatMul as
   // it is (the device reads plain weights; CPU fallbacks pack them per call).

@@ -169,9 +169,16 @@ std::span<const OpDef> op_defs_qconv();
 std::span<const OpDef> op_defs_llm();
 std::span<const OpDef> op_defs_q8matmul();
 std::span<const OpDef> op_defs_add_norm();
+std::span<const OpDef> op_defs_chain();
 // AddNorm run by the CPU's best kernel for each of its parts, Add then the norm (ops_add_norm.cpp;
 // the CPU registry's row): what the unfused pair gives on the CPU, bit for bit.
 void add_norm_cpu(const KernelCtx& ctx);
+// ElementwiseChain run by the CPU's best kernel for each step, block by block where every step
+// keeps the chain's shape (ops_chain.cpp; the CPU registry's row): the unfused chain's bits.
+void elementwise_chain_cpu(const KernelCtx& ctx);
+// The ops fuse_elementwise_chain may put in a chain (attribute-free, elementwise, f32 kernels).
+bool chainable_unary(OpType op);
+bool chainable_binary(OpType op);
 
 // Scalar activations in double, shared by the Sigmoid/Gelu references and fused ops
 // (ops_unary.cpp).

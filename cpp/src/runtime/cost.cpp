@@ -160,6 +160,12 @@ double cost_resize(const Node& n, const Types& in, const Types& out) {
   return 2 * taps * numel(at(out, 0));
 }
 
+// One flop per step and output element (the steps are elementwise; Sigmoid, Exp or Erf count
+// one like Add).
+double cost_chain(const Node& n, const Types&, const Types& out) {
+  return (double)n.attrs.get_ints("ops").size() * numel(at(out, 0));
+}
+
 enum class Basis : uint8_t { Output, Input };
 
 struct CostRow {
@@ -186,6 +192,7 @@ const CostRow kCosts[] = {
     {OpType::QMatMul, O, 0, cost_matmul},        // integer ops; activation quantization not counted
     {OpType::Q4MatMul, O, 0, cost_matmul},
     {OpType::Q8MatMul, O, 0, cost_matmul},
+    {OpType::ElementwiseChain, O, 0, cost_chain},
     {OpType::Q8Gather, O, 1, nullptr, true},  // one multiply per element; reads only its rows' codes
     {OpType::SwiGLU, O, 4, nullptr},          // sigmoid (~1), two multiplies; per output element
     {OpType::Rope, O, 3, nullptr},            // a rotation: 4 mul + 2 add per pair

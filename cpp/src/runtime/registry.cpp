@@ -95,6 +95,8 @@ const KernelEntry kCpuKernels[] = {
     {OpType::RMSNormalization, DType::F32, Isa::Generic, rms_norm_f32, "rms_norm_f32", rms_norm_f32_supports},
     // Add, then the norm, each by its row here (ops_add_norm.cpp): the unfused pair's bits
     {OpType::AddNorm, DType::F32, Isa::Generic, add_norm_cpu, "add_norm_cpu"},
+    // each step by its own kernel, block by block (ops_chain.cpp): the unfused chain's bits
+    {OpType::ElementwiseChain, DType::F32, Isa::Generic, elementwise_chain_cpu, "elementwise_chain_cpu"},
 #if defined(__x86_64__)
     {OpType::Softmax, DType::F32, Isa::Avx2, softmax_f32_avx2, "softmax_f32_avx2", softmax_f32_supports},
 #endif
