@@ -147,16 +147,45 @@ void check(const lt::Api& api, lt::Status s, const char* what, const char* call)
     fail(ErrorKind::Internal, "[", what, "] ", call, " failed: ", cublaslt_status_str(api, s));
 }
 
-// The descriptors of one call; C shares D's layout (cuBLASLt's in-place rule when C is D).
-struct Descs {
+// A call's matmul descriptor and A, B, D layouts, destroyed with it (C shares D's layout:
+// cuBLASLt's in-place rule when C is D). Float and int8 calls fill them their own way.
+struct DescHandles {
   const lt::Api& api;
   lt::MatmulDesc desc = nullptr;
   lt::MatrixLayout a = nullptr, b = nullptr, d = nullptr;
+
+  explicit DescHandles(const lt::Api& api_) : api(api_) {}
+  ~DescHandles() { release(); }
+  DescHandles(const DescHandles&) = delete;
+  DescHandles& operator=(const DescHandles&) = delete;
+
+  void release() {
+    if (a) api.matrix_layout_destroy(a);
+    if (b) api.matrix_layout_destroy(b);
+    if (d) api.matrix_layout_destroy(d);
+    if (desc) api.matmul_desc_destroy(desc);
+    a = b = d = nullptr;
+    desc = nullptr;
+  }
+  void set_desc(int attr, const void* v, size_t n, const char* what) {
+    check(api, api.matmul_desc_set_attribute(desc, attr, v, n), what,
+          "cublasLtMatmulDescSetAttribute");
+  }
+  lt::MatrixLayout layout(int type, int64_t rows, int64_t cols, int64_t ld, const char* what) {
+    lt::MatrixLayout l = nullptr;
+    check(api, api.matrix_layout_create(&l, type, (uint64_t)rows, (uint64_t)cols, ld), what,
+          "cublasLtMatrixLayoutCreate");
+    return l;
+  }
+};
+
+// The descriptors of one float call.
+struct Descs : DescHandles {
   bool batch_invariant = false;  // the library took the batch-invariance flag
 
   Descs(const lt::Api& api_, const LtGemmArgs& g, int compute, const GemmPlan& plan,
         const float* bias, bool deterministic, const char* what)
-      : api(api_) {
+      : DescHandles(api_) {
     try {
       check(api, api.matmul_desc_create(&desc, compute, lt::kR32F), what,
             "cublasLtMatmulDescCreate");
@@ -183,19 +212,10 @@ struct Descs {
       throw;
     }
   }
-  ~Descs() { release(); }
-  Descs(const Descs&) = delete;
-  Descs& operator=(const Descs&) = delete;
-
-  void set_desc(int attr, const void* v, size_t n, const char* what) {
-    check(api, api.matmul_desc_set_attribute(desc, attr, v, n), what,
-          "cublasLtMatmulDescSetAttribute");
-  }
+  // A float layout, strided-batched when batch > 1.
   lt::MatrixLayout layout(int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride,
                           const char* what) {
-    lt::MatrixLayout l = nullptr;
-    check(api, api.matrix_layout_create(&l, lt::kR32F, (uint64_t)rows, (uint64_t)cols, ld), what,
-          "cublasLtMatrixLayoutCreate");
+    lt::MatrixLayout l = DescHandles::layout(lt::kR32F, rows, cols, ld, what);
     if (batch > 1) {
       int32_t count = (int32_t)batch;
       lt::Status s =
@@ -209,14 +229,6 @@ struct Descs {
       }
     }
     return l;
-  }
-  void release() {
-    if (a) api.matrix_layout_destroy(a);
-    if (b) api.matrix_layout_destroy(b);
-    if (d) api.matrix_layout_destroy(d);
-    if (desc) api.matmul_desc_destroy(desc);
-    a = b = d = nullptr;
-    desc = nullptr;
   }
 };
 
@@ -388,22 +400,16 @@ bool cublaslt_matmul(const GemmPlan& plan, const LtOperands& ops, const DeviceOp
 
 namespace {
 
-// The descriptors of one int8 call: TN, int32 scale and output, no epilogue; C shares D's layout.
-struct DescsI8 {
-  const lt::Api& api;
-  lt::MatmulDesc desc = nullptr;
-  lt::MatrixLayout a = nullptr, b = nullptr, d = nullptr;
-
+// The descriptors of one int8 call: TN, int32 scale and output, no epilogue.
+struct DescsI8 : DescHandles {
   DescsI8(const lt::Api& api_, int64_t m, int64_t n_pad, int64_t k_pad, const char* what)
-      : api(api_) {
+      : DescHandles(api_) {
     try {
       check(api, api.matmul_desc_create(&desc, lt::kCompute32I, lt::kR32I), what,
             "cublasLtMatmulDescCreate");
       int32_t ta = lt::kOpT, tb = lt::kOpN;
-      check(api, api.matmul_desc_set_attribute(desc, lt::kDescTransA, &ta, sizeof(ta)), what,
-            "cublasLtMatmulDescSetAttribute");
-      check(api, api.matmul_desc_set_attribute(desc, lt::kDescTransB, &tb, sizeof(tb)), what,
-            "cublasLtMatmulDescSetAttribute");
+      set_desc(lt::kDescTransA, &ta, sizeof(ta), what);
+      set_desc(lt::kDescTransB, &tb, sizeof(tb), what);
       a = layout(lt::kR8I, k_pad, n_pad, k_pad, what);  // W [n_pad, k_pad] is col-major [k_pad, n_pad]
       b = layout(lt::kR8I, k_pad, m, k_pad, what);      // codes [m, k_pad]
       d = layout(lt::kR32I, n_pad, m, n_pad, what);     // sums [m, n_pad]
@@ -411,24 +417,6 @@ struct DescsI8 {
       release();
       throw;
     }
-  }
-  ~DescsI8() { release(); }
-  DescsI8(const DescsI8&) = delete;
-  DescsI8& operator=(const DescsI8&) = delete;
-
-  lt::MatrixLayout layout(int type, int64_t rows, int64_t cols, int64_t ld, const char* what) {
-    lt::MatrixLayout l = nullptr;
-    check(api, api.matrix_layout_create(&l, type, (uint64_t)rows, (uint64_t)cols, ld), what,
-          "cublasLtMatrixLayoutCreate");
-    return l;
-  }
-  void release() {
-    if (a) api.matrix_layout_destroy(a);
-    if (b) api.matrix_layout_destroy(b);
-    if (d) api.matrix_layout_destroy(d);
-    if (desc) api.matmul_desc_destroy(desc);
-    a = b = d = nullptr;
-    desc = nullptr;
   }
 };
 

@@ -104,6 +104,15 @@ bool layer_norm_f32_supports(const InferCtx& ctx);  // Scale/B cover exactly X[a
 // fixed lane order; n > 0, x == y allowed.
 void rms_norm_f32_row(const float* x, const float* scale, float* y, int64_t n, float eps);
 void rms_norm_f32(const KernelCtx& ctx);
+// The row drivers every ISA shares (norm_f32.cpp): shapes, attributes and threads, whole rows
+// per task, so results never depend on the split; each ISA passes its row function.
+using SoftmaxRowFn = void (*)(const float* x, float* y, int64_t n);
+using LayerNormRowFn = void (*)(const float* x, const float* scale, const float* bias, float* y,
+                                int64_t n, float eps, float* mean, float* inv_std);
+using RmsNormRowFn = void (*)(const float* x, const float* scale, float* y, int64_t n, float eps);
+void softmax_rows_with(const KernelCtx& ctx, SoftmaxRowFn row);  // Softmax and LogSoftmax
+void layer_norm_f32_with(const KernelCtx& ctx, LayerNormRowFn row);
+void rms_norm_f32_with(const KernelCtx& ctx, RmsNormRowFn row);
 bool rms_norm_f32_supports(const InferCtx& ctx);  // scale covers exactly X[axis:] or is one element
 void reduce_mean_f32(const KernelCtx& ctx);
 void reduce_sum_f32(const KernelCtx& ctx);

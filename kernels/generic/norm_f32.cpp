@@ -285,25 +285,66 @@ void rms_norm_f32_row(const float* x, const float* scale, float* y, int64_t n, f
   }
 }
 
-void rms_norm_f32(const KernelCtx& ctx) {
-  const Tensor& x = ctx.input(0);  // [rows, cols], cols = prod(X.shape[axis:])
-  const Tensor& s = ctx.input(1);  // [cols], or one element broadcast (fuse_rms_norm's ones)
-  int64_t axis = ctx.node.attrs.get_int("axis", -1);
+void rms_norm_f32(const KernelCtx& ctx) { rms_norm_f32_with(ctx, rms_norm_f32_row); }
+
+namespace {
+
+// Elements from `axis` on (a negative axis counts from the end).
+int64_t cols_from(const Tensor& x, int64_t axis) {
   if (axis < 0) axis += x.rank();
-  float eps = (float)ctx.node.attrs.get_float("epsilon", 1e-5);
   int64_t cols = 1;
   for (int d = (int)axis; d < x.rank(); d++) cols *= x.dim(d);
+  return cols;
+}
+
+}  // namespace
+
+void softmax_rows_with(const KernelCtx& ctx, SoftmaxRowFn row) {
+  const Tensor& x = ctx.input(0);  // [rows, cols] viewed from any shape
+  int64_t axis =
+      ctx.node.attrs.get_int("axis", ctx.node.attrs.get_int("legacy_axis_2d", 0) ? 1 : -1);
+  int64_t cols = cols_from(x, axis);
   if (x.numel() == 0 || cols == 0) return;
-  int64_t rows = x.numel() / cols;
+  const float* px = x.ptr<float>();
+  float* py = ctx.output(0).ptr<float>();  // [rows, cols]
+  ctx.parallel_for(x.numel() / cols, row_grain(cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) row(px + r * cols, py + r * cols, cols);
+  });
+}
+
+void layer_norm_f32_with(const KernelCtx& ctx, LayerNormRowFn row) {
+  const Tensor& x = ctx.input(0);                                                // [rows, cols]
+  const float* scale = ctx.input(1).ptr<float>();                               // [cols]
+  const float* bias = ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr;  // [cols]
+  float* pmean = ctx.has_output(1) ? ctx.output(1).ptr<float>() : nullptr;      // [rows]
+  float* pinv = ctx.has_output(2) ? ctx.output(2).ptr<float>() : nullptr;       // [rows]
+  int64_t cols = cols_from(x, ctx.node.attrs.get_int("axis", -1));
+  float eps = (float)ctx.node.attrs.get_float("epsilon", 1e-5);
+  if (x.numel() == 0 || cols == 0) return;
+  const float* px = x.ptr<float>();
+  float* py = ctx.output(0).ptr<float>();  // [rows, cols]
+  ctx.parallel_for(x.numel() / cols, row_grain(cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++)
+      row(px + r * cols, scale, bias, py + r * cols, cols, eps, pmean ? pmean + r : nullptr,
+          pinv ? pinv + r : nullptr);
+  });
+}
+
+void rms_norm_f32_with(const KernelCtx& ctx, RmsNormRowFn row) {
+  const Tensor& x = ctx.input(0);  // [rows, cols], cols = prod(X.shape[axis:])
+  const Tensor& s = ctx.input(1);  // [cols], or one element broadcast (fuse_rms_norm's ones)
+  int64_t cols = cols_from(x, ctx.node.attrs.get_int("axis", -1));
+  float eps = (float)ctx.node.attrs.get_float("epsilon", 1e-5);
+  if (x.numel() == 0 || cols == 0) return;
   bool bcast = s.numel() != cols;
   const float* scale = bcast ? nullptr : s.ptr<float>();
   float s0 = s.ptr<float>()[0];
   const float* px = x.ptr<float>();
-  float* py = ctx.output(0).ptr<float>();
-  ctx.parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
+  float* py = ctx.output(0).ptr<float>();  // [rows, cols]
+  ctx.parallel_for(x.numel() / cols, row_grain(cols), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
       float* yr = py + r * cols;
-      rms_norm_f32_row(px + r * cols, scale, yr, cols, eps);
+      row(px + r * cols, scale, yr, cols, eps);
       if (bcast && s0 != 1.0f)
         for (int64_t j = 0; j < cols; j++) yr[j] *= s0;
     }

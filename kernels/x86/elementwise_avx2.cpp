@@ -38,6 +38,17 @@ static inline __m256 v_from_pd(__m256d lo, __m256d hi) {
   return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
 }
 
+// exp(r) for |r| <= ln2 / 2 by Cephes' polynomial: 1 + r + r^2 p(r), p of degree 5.
+static inline __m256 v_exp_poly(__m256 r) {
+  __m256 p = v_set(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, v_set(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, v_set(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, v_set(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, v_set(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, v_set(5.0000001201e-1f));
+  return _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), v_set(1.0f));
+}
+
 // exp(x + xl) * 2^bias, <= 1 ulp, the generic exp_scaled: x = n ln2 + r, Cephes' degree-6
 // polynomial, 2^(n + bias) applied as two normal halves so subnormal results round once.
 // xl (|xl| <= ulp(x)) is a low part of the argument, added to r where it costs no rounding.
@@ -52,13 +63,7 @@ static inline __m256 v_exp_scaled(__m256 x, __m256 xl, int bias) {
       _mm256_set1_epi32(bias));
   __m256 r = _mm256_fnmadd_ps(n, v_set(0.693359375f), xc);
   r = _mm256_add_ps(_mm256_fnmadd_ps(n, v_set(-2.12194440e-4f), r), xl);
-  __m256 p = v_set(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, v_set(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, v_set(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, v_set(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, v_set(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, v_set(5.0000001201e-1f));
-  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), v_set(1.0f));
+  __m256 p = v_exp_poly(r);
   __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
   const __m256i e127 = _mm256_set1_epi32(127);
   __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, e127), 23));
@@ -177,13 +182,7 @@ static inline __m256 v_exp_neg_scaled32(__m256 h, __m256 l) {
   __m256 n = _mm256_sub_ps(t, round);
   __m256 r = _mm256_fnmadd_ps(n, v_set(0.693359375f), h);
   r = _mm256_add_ps(_mm256_fnmadd_ps(n, v_set(-2.12194440e-4f), r), l);
-  __m256 p = v_set(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, v_set(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, v_set(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, v_set(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, v_set(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, v_set(5.0000001201e-1f));
-  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), v_set(1.0f));
+  __m256 p = v_exp_poly(r);
   // 2^(n + 32): t's low bits hold n + round's; one integer subtract rebiases them.
   const __m256i k = _mm256_set1_epi32(0x4B400000 - 32 - 127);  // bits of round, - bias - 127
   __m256i e = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), k), 23);

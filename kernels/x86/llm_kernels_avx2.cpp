@@ -224,7 +224,7 @@ void paged_attention_tile_avx2(const PagedAttentionArgs& a, int64_t t0, int64_t 
         const int rq = nt * G - r0 < 3 ? (int)(nt * G - r0) : 3;
         const float* w[3];
         float* o[3];
-        int64_t m[3];
+        int64_t m[3] = {0, 0, 0};
         for (int r = 0; r < rq; r++) {
           const int64_t left = ctx0 + (r0 + r) / G - (j0 + c0);
           m[r] = left < n ? (left > 0 ? left : 0) : n;
