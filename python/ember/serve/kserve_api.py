@@ -77,12 +77,14 @@ async def model_version_ready(name: str, version: str, request: Request):
 
 async def _infer(request: Request, name: str, version: str | None):
     srv = request.app.state.server
+    # The body first: no await between choosing the version and holding it, so a version swap
+    # cannot retire the chosen one while this request reads its body (a spurious 503).
+    body = await request.body()
     servable = srv.resolve_request(request, name, version)   # sticky keys: headers only
     track = srv.track(request, servable, "infer")
     if servable.kind != "graph":
         raise Unavailable(f"[serve] {name} is an LLM: use /v1/completions or /v1/chat/completions",
                           400, 0)
-    body = await request.body()
     header = request.headers.get("inference-header-content-length")
     try:
         header_len = int(header) if header is not None else None
