@@ -2,6 +2,7 @@
 // the NEON micro-kernels. Registered as MatMul/Gemm/FusedMatMul kernels at Isa::Neon.
 #include "kernels/arm/kernels_arm.h"
 #include "kernels/generic/kernels_generic.h"
+#include "kernels/generic/winograd_f32.h"
 
 namespace ember::cpu {
 
@@ -10,6 +11,9 @@ const GemmMicro& gemm_micro_neon() {
   return m;
 }
 
+void winograd_conv_f32_neon(const KernelCtx& ctx) {
+  winograd_conv_f32_with(ctx, gemm_micro_neon(), winograd_tiles_generic());
+}
 void matmul_f32_neon(const KernelCtx& ctx) { matmul_f32_with(ctx, gemm_micro_neon()); }
 void gemm_f32_neon(const KernelCtx& ctx) { gemm_f32_with(ctx, gemm_micro_neon()); }
 void fused_matmul_f32_neon(const KernelCtx& ctx) {

@@ -25,6 +25,7 @@ const GemmMicro& gemm_micro_neon();
 void matmul_f32_neon(const KernelCtx& ctx);
 void gemm_f32_neon(const KernelCtx& ctx);
 void fused_matmul_f32_neon(const KernelCtx& ctx);
+void winograd_conv_f32_neon(const KernelCtx& ctx);
 
 // ---- INT8 W8A8 (gemm_i8_neon.cpp; driver gemm_i8_arm.cpp): the contracts of gemm_i8.h ----
 void qgemm_i8_micro_6x16_neon(int64_t kp, const int16_t* a, int64_t lda, const int8_t* b,

@@ -1,6 +1,7 @@
 // x86 GEMM drivers: the generic blocking and packing (kernels/generic/gemm_f32.cpp) on the
 // AVX2 + FMA micro-kernel. Registered as MatMul/Gemm/Conv/FusedMatMul kernels at Isa::Avx2.
 #include "kernels/generic/conv_f32.h"
+#include "kernels/generic/winograd_f32.h"
 #include "kernels/x86/kernels_x86.h"
 
 namespace ember::cpu {
@@ -13,6 +14,10 @@ const GemmMicro& gemm_micro_avx2() {
 void matmul_f32_avx2(const KernelCtx& ctx) { matmul_f32_with(ctx, gemm_micro_avx2()); }
 void gemm_f32_avx2(const KernelCtx& ctx) { gemm_f32_with(ctx, gemm_micro_avx2()); }
 void conv_f32_avx2(const KernelCtx& ctx) { conv_f32_with(ctx, gemm_micro_avx2()); }
+void winograd_conv_f32_avx2(const KernelCtx& ctx) {
+  static const WinogradTiles tiles{winograd_input_avx2, winograd_output_avx2};
+  winograd_conv_f32_with(ctx, gemm_micro_avx2(), tiles);
+}
 void attention_f32_avx2(const KernelCtx& ctx) {
   attention_f32_with(ctx, gemm_micro_avx2(), attention_scores_row_avx2);
 }

@@ -1,7 +1,7 @@
 """Load-time fusion passes (cpp/src/graph/fuse.cpp) against onnxruntime and against ember's
 unfused reference path: MatMul + bias + activation -> FusedMatMul (packed weights), the
 erf-GELU forms exporters write -> Gelu, and written-out RMSNorm (torch's exports of it too) ->
-RMSNormalization. Each model checks that the fusion happened (plan_info) and that the answer
+RMSNormalization, 3x3 stride-1 Conv [+ Relu] -> WinogradConv. Each model checks that the fusion happened (plan_info) and that the answer
 did not change; patterns that must not fuse (a shared intermediate, a graph output in the
 middle, a non-constant weight) stay as they are.
 """
@@ -167,6 +167,56 @@ def test_conv_batch_norm_folds_into_the_conv(rng, conv_bias):
                       [vi("y")], initializer=inits)
     data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
     ops = [op for op, _ in run_both(data, rng.standard_normal((2, c_in, 9, 11)).astype(np.float32))]
+    assert ops == ["Conv", "Relu"], ops  # 3 input channels: too few for the Winograd form
+
+
+def conv_model(rng, c_in=24, c_out=20, relu=True, bias=True, w_input=False, hw=(13, 10), **attrs):
+    k = attrs.pop("k", 3)
+    group = attrs.get("group", 1)
+    inits = [numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "b")]
+    if not w_input:
+        w = rng.standard_normal((c_out, c_in // group, k, k)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, "w"))
+    nodes = [oh.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["c" if relu else "y"],
+                          name="conv", **attrs)]
+    if relu:
+        nodes.append(oh.make_node("Relu", ["c"], ["y"], name="relu"))
+    inputs = [oh.make_tensor_value_info("x", T.FLOAT, ["N", c_in, *hw])]
+    if w_input:
+        inputs.append(oh.make_tensor_value_info("w", T.FLOAT, [c_out, c_in // group, k, k]))
+    g = oh.make_graph(nodes, "g", inputs, [vi("y")], initializer=inits)
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("case", [
+    dict(pads=[1, 1, 1, 1]), dict(pads=[0, 2, 1, 0], relu=False), dict(auto_pad="SAME_UPPER", bias=False),
+    dict(auto_pad="VALID"), dict(strides=[1, 1], dilations=[1, 1], kernel_shape=[3, 3], pads=[1, 1, 1, 1])])
+def test_conv3x3_runs_in_winograd_form_and_matches_onnxruntime(rng, case):
+    data = conv_model(rng, **case)
+    x = rng.standard_normal((2, 24, 13, 10)).astype(np.float32)
+    ops = run_both(data, x)
+    assert ops == [("WinogradConv", ops[0][1])], ops  # the Relu in its epilogue
+    direct = ember.Engine(data, kernels="reference").run({"x": x})["y"]
+    np.testing.assert_allclose(ember.Engine(data).run({"x": x})["y"], direct, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", [dict(strides=[2, 2]), dict(dilations=[2, 2]), dict(group=2),
+                                  dict(c_in=3), dict(c_out=8), dict(k=5), dict(w_input=True)])
+def test_convs_winograd_does_not_cover_stay_direct(rng, case):
+    data = conv_model(rng, pads=[1, 1, 1, 1], **case)
+    x = rng.standard_normal((1, case.get("c_in", 24), 13, 10)).astype(np.float32)
+    feeds = {"x": x}
+    if case.get("w_input"):
+        feeds["w"] = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
+    eng = ember.Engine(data)
+    assert "WinogradConv" not in [op for _n, op, *_ in eng.plan_info(feeds)["nodes"]]
+
+
+def test_ember_winograd_0_keeps_the_direct_conv(rng, monkeypatch):
+    data = conv_model(rng, pads=[1, 1, 1, 1])
+    x = rng.standard_normal((1, 24, 13, 10)).astype(np.float32)
+    monkeypatch.setenv("EMBER_WINOGRAD", "0")
+    ops = [op for _n, op, *_ in ember.Engine(data).plan_info({"x": x})["nodes"]]
     assert ops == ["Conv", "Relu"], ops
 
 

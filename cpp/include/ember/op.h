@@ -65,6 +65,9 @@ enum class OpType : uint16_t {
   // a chain of elementwise ops run block by block, made by fuse_elementwise_chain for CPU
   // sessions (ops_chain.cpp)
   ElementwiseChain,
+  // 3x3 stride-1 Conv in Winograd F(2x2, 3x3) form, made by fuse_conv_winograd for CPU
+  // sessions (ops_winograd.cpp)
+  WinogradConv,
   Count
 };
 

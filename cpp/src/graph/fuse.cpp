@@ -449,6 +449,7 @@ int fuse_graph(Graph& graph, const FuseOptions& options) {
   int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_rms_norm(graph) +
           fuse_gelu(graph) + fuse_quant_activation(graph) +
           (options.pack_cpu_weights ? fuse_matmul(graph) : 0) + fuse_attention(graph);
+  if (options.pack_cpu_weights && options.winograd) n += fuse_conv_winograd(graph);  // after BN
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (options.fuse_add_norm) n += fuse_add_norm(graph);  // after the norms written out fused
   // Last: what the other passes leave of elementwise runs (CPU only: no device kernel).

@@ -44,6 +44,10 @@ int fuse_add_norm(Graph& graph);
 // Runs of elementwise nodes, each the single reader of the one before -> ElementwiseChain
 // (ops_chain.cpp; CPU sessions). In graph/fuse_chain.cpp.
 int fuse_elementwise_chain(Graph& graph);
+// Conv 3x3, stride 1, dilation 1, group 1, constant f32 weights, at least 16 input and output
+// channels [-> Relu] -> WinogradConv (ops_winograd.cpp) with the filters transformed at load.
+// In graph/fuse_winograd.cpp.
+int fuse_conv_winograd(Graph& graph);
 struct FuseOptions {
   // fuse_matmul packs weights for the CPU's GEMM; a session with a device leaves MatMul as
   // it is (the device reads plain weights; CPU fallbacks pack them per call).
@@ -51,6 +55,9 @@ struct FuseOptions {
   // fuse_add_norm: a device reads x and r once for both ops; the CPU gains nothing (its
   // AddNorm runs the pair's own kernels), so CPU sessions keep the pair.
   bool fuse_add_norm = false;
+  // fuse_conv_winograd (CPU sessions; EMBER_WINOGRAD=0 turns it off): results differ from the
+  // direct sums by rounding only.
+  bool winograd = true;
 };
 // All of the above, in order; then dead nodes and constants removed.
 int fuse_graph(Graph& graph, const FuseOptions& options = {});

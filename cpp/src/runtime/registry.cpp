@@ -8,6 +8,7 @@
 
 #include "kernels/generic/conv_f32.h"
 #include "kernels/generic/conv_i8.h"
+#include "kernels/generic/winograd_f32.h"
 #include "kernels/generic/gemm_i8.h"
 #include "kernels/generic/gemm_q4.h"
 #include "kernels/generic/gemm_q8.h"
@@ -34,6 +35,7 @@ const KernelEntry kCpuKernels[] = {
     {OpType::MatMul, DType::F32, Isa::Neon, matmul_f32_neon, "matmul_f32_neon"},
     {OpType::Gemm, DType::F32, Isa::Neon, gemm_f32_neon, "gemm_f32_neon"},
     {OpType::FusedMatMul, DType::F32, Isa::Neon, fused_matmul_f32_neon, "fused_matmul_f32_neon"},
+    {OpType::WinogradConv, DType::F32, Isa::Neon, winograd_conv_f32_neon, "winograd_conv_f32_neon"},
     {OpType::QMatMul, DType::F32, Isa::Neon, qmatmul_i8_neon, "qmatmul_i8_neon"},
     {OpType::LayerNormalization, DType::F32, Isa::Neon, layer_norm_f32_neon, "layer_norm_f32_neon", layer_norm_f32_supports},
     {OpType::RMSNormalization, DType::F32, Isa::Neon, rms_norm_f32_neon, "rms_norm_f32_neon", rms_norm_f32_supports},
@@ -159,8 +161,10 @@ const KernelEntry kCpuKernels[] = {
     // ---- convolution ----
 #if defined(__x86_64__)
     {OpType::Conv, DType::F32, Isa::Avx2, conv_f32_avx2, "conv_f32_avx2", conv_f32_supports},
+    {OpType::WinogradConv, DType::F32, Isa::Avx2, winograd_conv_f32_avx2, "winograd_conv_f32_avx2"},
 #endif
     {OpType::Conv, DType::F32, Isa::Generic, conv_f32, "conv_f32", conv_f32_supports},
+    {OpType::WinogradConv, DType::F32, Isa::Generic, winograd_conv_f32, "winograd_conv_f32"},
 #if defined(__x86_64__)
     {OpType::MaxPool, DType::F32, Isa::Avx2, max_pool_f32_avx2, "max_pool_f32_avx2", max_pool_f32_supports},
 #endif

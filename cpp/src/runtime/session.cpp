@@ -27,6 +27,12 @@ int debug_level() {
   return level;
 }
 
+// EMBER_WINOGRAD=0: 3x3 convolutions keep their direct sums (read per session).
+bool winograd_enabled() {
+  const char* env = std::getenv("EMBER_WINOGRAD");
+  return !env || std::string(env) != "0";
+}
+
 }  // namespace
 
 // Values of one run across the parts of an eagerly split plan: per value id, the tensor,
@@ -488,7 +494,9 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
   // The reference path runs the graph as written: it is what the fused kernels are tested
   // against. Weights are packed for the CPU's GEMM only where the CPU runs everything.
   if (!options.reference_kernels)
-    fuse_graph(graph, {.pack_cpu_weights = !impl_->device, .fuse_add_norm = (bool)impl_->device});
+    fuse_graph(graph, {.pack_cpu_weights = !impl_->device,
+                       .fuse_add_norm = (bool)impl_->device,
+                       .winograd = winograd_enabled()});
   impl_->graph = std::move(graph);
   impl_->options = options;
   impl_->isa = cpu_isa();

@@ -1,0 +1,97 @@
+// fuse_conv_winograd: Conv (2-D, 3x3, stride 1, dilation 1, group 1, constant f32 weights
+// and bias) [-> Relu] -> WinogradConv (ops_winograd.cpp) with the filters transformed at load
+// (winograd_weights_f32): 4 multiplies per output and input channel instead of 9.
+#include "graph/fuse.h"
+#include "graph/fuse_util.h"
+#include "kernels/generic/winograd_f32.h"
+#include "ops/op_util.h"
+
+namespace ember {
+
+using namespace fuse;
+
+namespace {
+
+// Below this many input or output channels the tile transforms cost more than the
+// multiplies they save (a first layer on RGB, say).
+constexpr int64_t kMinChannels = 16;
+
+bool all_ones(const Attrs& at, const char* name) {
+  if (!at.has(name)) return true;
+  for (int64_t v : at.get_ints(name))
+    if (v != 1) return false;
+  return true;
+}
+
+// The [top, left, bottom, right] pads of a 3x3 stride-1 Conv, or false where the node's
+// attributes are not of that form.
+bool winograd_pads(const Attrs& at, std::vector<int64_t>* pads) {
+  std::string auto_pad = at.get_string("auto_pad", "NOTSET");
+  if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    *pads = {1, 1, 1, 1};  // out = in: two rows and columns of padding, one each side
+    return true;
+  }
+  if (auto_pad == "VALID") {
+    *pads = {0, 0, 0, 0};
+    return true;
+  }
+  if (auto_pad != "NOTSET") return false;
+  *pads = at.has("pads") ? at.get_ints("pads") : std::vector<int64_t>(4, 0);
+  if (pads->size() != 4) return false;
+  for (int64_t p : *pads)
+    if (p < 0 || p > 2) return false;
+  return true;
+}
+
+}  // namespace
+
+int fuse_conv_winograd(Graph& g) {
+  Rewriter rw(g);
+  const Uses& uses = rw.uses;
+  for (size_t ci = 0; ci < g.nodes.size(); ci++) {
+    const Node& conv = g.nodes[ci];
+    if (conv.op != OpType::Conv || conv.inputs.size() < 2 || conv.outputs.size() != 1) continue;
+    const Tensor* w = constant(g, conv.inputs[1]);
+    if (!w || w->dtype() != DType::F32 || w->shape().size() != 4 || w->dim(2) != 3 ||
+        w->dim(3) != 3)
+      continue;
+    const int64_t M = w->dim(0), C = w->dim(1);
+    if (M < kMinChannels || C < kMinChannels) continue;
+    const Attrs& at = conv.attrs;
+    std::vector<int64_t> pads;
+    if (at.get_int("group", 1) != 1 || !all_ones(at, "strides") || !all_ones(at, "dilations") ||
+        !winograd_pads(at, &pads))
+      continue;
+    const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] >= 0;
+    const Tensor* b = has_bias ? constant(g, conv.inputs[2]) : nullptr;
+    if (has_bias && (!b || b->dtype() != DType::F32 || b->shape() != Shape{M})) continue;
+    std::vector<int> absorbed = {(int)ci};
+    int y = conv.outputs[0];
+    std::string act = "none";
+    int r = uses.single_reader(y);
+    if (r >= 0 && g.nodes[r].op == OpType::Relu && rw.free({r})) {
+      absorbed.push_back(r);
+      y = g.nodes[r].outputs[0];
+      act = "relu";
+    }
+    Tensor u = Tensor::empty(DType::F32, {16, M, C});
+    cpu::winograd_weights_f32(w->ptr<float>(), M, C, u.ptr<float>());
+    int w_id = conv.inputs[1];
+    int uid = g.add_value(g.values[w_id].name + "/winograd", DType::F32);
+    g.constants[uid] = std::move(u);
+    // Free the plain weights now: the peak holds one layer twice, not the model.
+    if (uses.readers.at(w_id).size() == 1 && !uses.is_output[w_id]) g.constants.erase(w_id);
+    Node f;
+    f.op = OpType::WinogradConv;
+    f.name = g.nodes[ci].name;
+    f.inputs = {g.nodes[ci].inputs[0], uid};
+    if (has_bias) f.inputs.push_back(g.nodes[ci].inputs[2]);
+    f.outputs = {y};
+    f.attrs.set("pads", pads);
+    f.attrs.set("activation", act);
+    rw.replace(absorbed, std::move(f));
+  }
+  return rw.finish();
+}
+
+}  // namespace ember

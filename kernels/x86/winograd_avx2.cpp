@@ -1,0 +1,94 @@
+// WinogradConv tile transforms, AVX2: the WinogradTiles contract of
+// kernels/generic/winograd_f32.h, 8 tiles per step (driver and generic transforms:
+// winograd_f32.cpp). The same additions in the same order as the generic ones, so the same
+// bits. Input: each window row is read as two 16-float spans (columns 2t.. and 2t + 2..) and
+// split into even and odd columns; output: the 2 x 2 results of 8 tiles are interleaved into
+// 16 floats per output row. The last 1..7 tiles take a full step with masked stores (rows
+// shorter than 8 tiles are common: 7 x 7 outputs have 4 tiles per row).
+// Raw pointers and intrinsics only (see CMakeLists.txt).
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace ember::cpu {
+namespace {
+
+// Columns 2t and 2t + 1 of p[0..15] for 8 t: the even and the odd floats, in order.
+inline void split_even_odd(const float* p, __m256* even, __m256* odd) {
+  __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+  __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
+  __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+  *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+  *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+// Lanes 0..k-1 set (k clamped to 0..8).
+inline __m256i first_lanes(int64_t k) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(k < 0 ? 0 : k > 8 ? 8 : k)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Stores lanes [0, k) of x (all 8 when k >= 8).
+inline void store_first(float* p, __m256 x, int64_t k) {
+  if (k >= 8) _mm256_storeu_ps(p, x);
+  else if (k > 0) _mm256_maskstore_ps(p, first_lanes(k), x);
+}
+
+}  // namespace
+
+void winograd_input_avx2(const float* s, int64_t ss, int64_t n, float* v, int64_t vs) {
+  for (int64_t t = 0; t < n; t += 8) {
+    const int64_t k = n - t;  // tiles of this step that exist
+    __m256 r[4][4];  // r = d B for 8 tiles
+    for (int i = 0; i < 4; i++) {
+      __m256 e0, o0, e1, o1;  // columns 2t, 2t + 1, 2t + 2, 2t + 3
+      split_even_odd(s + i * ss + 2 * t, &e0, &o0);
+      split_even_odd(s + i * ss + 2 * t + 2, &e1, &o1);
+      r[i][0] = _mm256_sub_ps(e0, e1);
+      r[i][1] = _mm256_add_ps(o0, e1);
+      r[i][2] = _mm256_sub_ps(e1, o0);
+      r[i][3] = _mm256_sub_ps(o0, o1);
+    }
+    for (int j = 0; j < 4; j++) {
+      store_first(v + j * vs + t, _mm256_sub_ps(r[0][j], r[2][j]), k);
+      store_first(v + (4 + j) * vs + t, _mm256_add_ps(r[1][j], r[2][j]), k);
+      store_first(v + (8 + j) * vs + t, _mm256_sub_ps(r[2][j], r[1][j]), k);
+      store_first(v + (12 + j) * vs + t, _mm256_sub_ps(r[1][j], r[3][j]), k);
+    }
+  }
+}
+
+void winograd_output_avx2(const float* m, int64_t ms, int64_t n, float bias, bool relu, float* y0,
+                          float* y1) {
+  const __m256 vb = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
+  for (int64_t t = 0; t < n; t += 8) {
+    const int64_t k = 2 * (n - t);  // output floats of this step per row
+    __m256 p0[4], p1[4];  // M A for 8 tiles
+    for (int j = 0; j < 4; j++) {
+      const float* mj = m + 4 * j * ms + t;
+      __m256 a = _mm256_loadu_ps(mj), b = _mm256_loadu_ps(mj + ms);
+      __m256 c = _mm256_loadu_ps(mj + 2 * ms), d = _mm256_loadu_ps(mj + 3 * ms);
+      p0[j] = _mm256_add_ps(_mm256_add_ps(a, b), c);
+      p1[j] = _mm256_sub_ps(_mm256_sub_ps(b, c), d);
+    }
+    __m256 y00 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(p0[0], p0[1]), p0[2]), vb);
+    __m256 y01 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(p1[0], p1[1]), p1[2]), vb);
+    __m256 y10 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(p0[1], p0[2]), p0[3]), vb);
+    __m256 y11 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(p1[1], p1[2]), p1[3]), vb);
+    if (relu) {  // max(0, y) returns y where y is NaN, and keeps -0, as y < 0 ? 0 : y does
+      y00 = _mm256_max_ps(zero, y00);
+      y01 = _mm256_max_ps(zero, y01);
+      y10 = _mm256_max_ps(zero, y10);
+      y11 = _mm256_max_ps(zero, y11);
+    }
+    __m256 lo = _mm256_unpacklo_ps(y00, y01), hi = _mm256_unpackhi_ps(y00, y01);
+    store_first(y0 + 2 * t, _mm256_permute2f128_ps(lo, hi, 0x20), k);
+    store_first(y0 + 2 * t + 8, _mm256_permute2f128_ps(lo, hi, 0x31), k - 8);
+    lo = _mm256_unpacklo_ps(y10, y11);
+    hi = _mm256_unpackhi_ps(y10, y11);
+    store_first(y1 + 2 * t, _mm256_permute2f128_ps(lo, hi, 0x20), k);
+    store_first(y1 + 2 * t + 8, _mm256_permute2f128_ps(lo, hi, 0x31), k - 8);
+  }
+}
+
+}  // namespace ember::cpu
