@@ -1,7 +1,7 @@
 // WinogradConv's driver and generic tile transforms (winograd_f32.h; reference: the
 // WinogradConv row in cpp/src/ops/ops_winograd.cpp). Tasks are (image, block of T tiles,
 // range of output channels) claimed one at a time. A task transforms its tiles' windows into
-// V [16][C][T] (each input row staged with its zero padding), runs the 16 GEMMs
+// V [16][C][T] (as 16-wide panels; each input row staged with its zero padding), runs the 16 GEMMs
 // U[xi] [rows, C] @ V[xi] on the micro-kernel into P [16][rows][T], and transforms P into
 // output tiles. V and P stay in L2; tiles run in row-major order across tile rows.
 #include "kernels/generic/winograd_f32.h"
@@ -84,19 +84,32 @@ struct Task {
   float* y;  // [N, M, OH, OW]
   int64_t T;
 
-  // Staging: 4 window rows of stage_row() floats (the tile kernels read whole 8-tile steps).
-  int64_t stage_row() const { return 2 * ceil_div(g.tw, 8) * 8 + 2; }
+  // Staging: 4 window rows of stage_row() floats (the tile kernels read whole 8-tile steps,
+  // from any tile of a row: 14 floats of slack).
+  int64_t stage_row() const { return 2 * ceil_div(g.tw, 8) * 8 + 16; }
   int64_t stage_size() const { return 4 * stage_row(); }
 
-  // V [16][C][T] rows c0..c1-1 for tiles [i0, i1) of image n; columns past i1 - i0 in the last
-  // panel zero.
+  // Floats from V[xi] to V[xi + 1] and from P[xi] to P[xi + 1] (rows output channels): one
+  // cache line more than the data, so the 16 transforms' streams do not share L1 sets (a
+  // multiple of 4 KiB would put all 16 in one 8-way set). P's covers the output kernels'
+  // reads past the last tile (a whole 8-tile step).
+  int64_t v_stride() const { return T / 16 * g.C * kRow + 16; }
+  int64_t p_stride(int64_t rows) const { return rows * T + 16; }
+
+  // V[xi] as the GEMM's B panels: [T / 16][C][kRow] (tile j of the block at panel j / 16, lane
+  // j % 16), so the micro-kernel reads each panel in order. A panel row has 8 floats of slack
+  // for the 8-tile steps of the tile kernels that start at lane 8..15.
+  static constexpr int64_t kRow = 24;
+  float* v_at(float* v, int64_t c, int64_t j) const {
+    return v + (j / 16 * g.C + c) * kRow + j % 16;
+  }
+
+  // V [16][T / 16][C][16] rows c0..c1-1 for tiles [i0, i1) of image n; tiles past i1 - i0 in
+  // the last panel zero.
   void transform_input(int64_t n, int64_t i0, int64_t i1, int64_t c0, int64_t c1, float* v,
                        float* stage) const {
     const int64_t cols = i1 - i0, ss = stage_row();
-    const int64_t vs = g.C * T;
-    for (int64_t xi = 0; xi < 16; xi++)
-      for (int64_t c = c0; c < c1; c++)
-        std::fill(v + xi * vs + c * T + cols, v + xi * vs + c * T + ceil_div(cols, 16) * 16, 0.0f);
+    const int64_t vs = v_stride();
     for (int64_t c = c0; c < c1; c++) {
       const float* xc = x + (n * g.C + c) * g.H * g.W;
       for (int64_t ty = i0 / g.tw; ty * g.tw < i1; ty++) {
@@ -111,9 +124,20 @@ struct Task {
           if (b > a) std::memcpy(s + a, xc + iy * g.W + x0 + a, (size_t)(b - a) * 4);
           std::fill(s + b, s + len, 0.0f);
         }
-        tiles.input(stage, ss, tb - ta, v + c * T + (ty * g.tw + ta - i0), vs);
+        // Tiles j0.. of the block, cut where panels end.
+        for (int64_t j = ty * g.tw + ta - i0, j1 = j + tb - ta; j < j1;) {
+          int64_t e = std::min(j1, (j / 16 + 1) * 16), off = j - (ty * g.tw + ta - i0);
+          tiles.input(stage + 2 * off, ss, e - j, v_at(v, c, j), vs);
+          j = e;
+        }
       }
     }
+    if (cols % 16)  // after the steps that may have run past the last tile
+      for (int64_t xi = 0; xi < 16; xi++)
+        for (int64_t c = c0; c < c1; c++) {
+          float* row = v_at(v + xi * vs, c, cols);
+          std::fill(row, row + 16 - cols % 16, 0.0f);
+        }
   }
 
   // P[xi] [m1 - m0][T] = U[xi][m0:m1] @ V[xi], every element summed over c in order. Each
@@ -123,14 +147,14 @@ struct Task {
     const int64_t rows = m1 - m0, panels = ceil_div(cols, 16), mr = micro.mr;
     for (int64_t xi = 0; xi < 16; xi++) {
       const float* a = u + (xi * g.M + m0) * g.C;
-      const float* b = v + xi * g.C * T;
-      float* c = p + xi * rows * T;
+      const float* b = v + xi * v_stride();
+      float* c = p + xi * p_stride(rows);
       for (int64_t k0 = 0; k0 < g.C; k0 += kKC) {
         int64_t kc = std::min(kKC, g.C - k0);
         for (int64_t i = 0; i < rows; i += mr)
           for (int64_t j = 0; j < panels; j++)
-            micro.fn(kc, a + i * g.C + k0, g.C, b + k0 * T + 16 * j, T, c + i * T + 16 * j, T,
-                     (int)std::min(mr, rows - i), k0 > 0);
+            micro.fn(kc, a + i * g.C + k0, g.C, b + (j * g.C + k0) * kRow, kRow,
+                     c + i * T + 16 * j, T, (int)std::min(mr, rows - i), k0 > 0);
       }
     }
   }
@@ -138,7 +162,7 @@ struct Task {
   // Output tiles [i0, i1) of image n for channels [m0, m1) from P; edge tiles clipped.
   void transform_output(int64_t n, int64_t i0, int64_t i1, int64_t m0, int64_t m1,
                         const float* p, float* stage) const {
-    const int64_t ms = (m1 - m0) * T;
+    const int64_t ms = p_stride(m1 - m0);
     for (int64_t m = m0; m < m1; m++) {
       float* ym = y + (n * g.M + m) * g.OH * g.OW;
       const float* pm = p + (m - m0) * T;
@@ -210,7 +234,7 @@ void winograd_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
   Task task{g, micro, tiles, xt.ptr<float>(), ut.ptr<float>(),
             ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr,
             ctx.node.attrs.get_string("activation", "none") == "relu", yt.ptr<float>(), T};
-  const int64_t jobs = g.N * blocks, vsize = 16 * g.C * T, psize = 16 * mc * T + 8;
+  const int64_t jobs = g.N * blocks, vsize = 16 * task.v_stride(), psize = 16 * task.p_stride(mc);
   auto tiles_of = [&](int64_t job, int64_t* n, int64_t* i0, int64_t* i1) {
     *n = job / blocks;
     *i0 = job % blocks * T;

@@ -22,8 +22,9 @@ void winograd_weights_f32(const float* w, int64_t M, int64_t C, float* u);
 struct WinogradTiles {
   // n tiles of one channel. Tile t's window is d[r][k] = s[r * ss + 2 t + k] (r, k in 0..3);
   // v[xi * vs + t] <- (B^T d B)[xi / 4][xi % 4] for xi in 0..15. Each row of s must be
-  // readable up to 2 ceil8(n) + 2 floats (ceil8: rounded up to a multiple of 8; vector
-  // kernels read a whole step and store the tiles that exist).
+  // readable up to 2 ceil8(n) + 2 floats (ceil8: rounded up to a multiple of 8), and
+  // v[xi * vs + t] writable for t < ceil8(n): vector kernels run whole 8-tile steps (what
+  // they leave past n is garbage).
   void (*input)(const float* s, int64_t ss, int64_t n, float* v, int64_t vs);
   // n tiles of one output channel. M[j][k] = m[(4 j + k) * ms + t]; Y = A^T M A + bias, then
   // max(., 0) where relu (NaN stays NaN). y0[2t], y0[2t + 1] <- Y[0][0], Y[0][1];

@@ -3,8 +3,10 @@
 // winograd_f32.cpp). The same additions in the same order as the generic ones, so the same
 // bits. Input: each window row is read as two 16-float spans (columns 2t.. and 2t + 2..) and
 // split into even and odd columns; output: the 2 x 2 results of 8 tiles are interleaved into
-// 16 floats per output row. The last 1..7 tiles take a full step with masked stores (rows
-// shorter than 8 tiles are common: 7 x 7 outputs have 4 tiles per row).
+// 16 floats per output row. The last 1..7 tiles take a full step too (rows shorter than 8
+// tiles are common: 7 x 7 outputs have 4 tiles per row): the input kernel stores all 8 lanes
+// (the contract leaves room), the output kernel copies what exists from a local tile (masked
+// stores are slow on AMD).
 // Raw pointers and intrinsics only (see CMakeLists.txt).
 #include <immintrin.h>
 
@@ -22,23 +24,23 @@ inline void split_even_odd(const float* p, __m256* even, __m256* odd) {
   *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-// Lanes 0..k-1 set (k clamped to 0..8).
-inline __m256i first_lanes(int64_t k) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(k < 0 ? 0 : k > 8 ? 8 : k)),
-                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-// Stores lanes [0, k) of x (all 8 when k >= 8).
-inline void store_first(float* p, __m256 x, int64_t k) {
-  if (k >= 8) _mm256_storeu_ps(p, x);
-  else if (k > 0) _mm256_maskstore_ps(p, first_lanes(k), x);
+// Stores the first k floats of lo, hi (16 when k >= 16).
+inline void store_first(float* p, __m256 lo, __m256 hi, int64_t k) {
+  if (k >= 16) {
+    _mm256_storeu_ps(p, lo);
+    _mm256_storeu_ps(p + 8, hi);
+    return;
+  }
+  alignas(32) float t[16];
+  _mm256_store_ps(t, lo);
+  _mm256_store_ps(t + 8, hi);
+  for (int64_t i = 0; i < k; i++) p[i] = t[i];
 }
 
 }  // namespace
 
 void winograd_input_avx2(const float* s, int64_t ss, int64_t n, float* v, int64_t vs) {
   for (int64_t t = 0; t < n; t += 8) {
-    const int64_t k = n - t;  // tiles of this step that exist
     __m256 r[4][4];  // r = d B for 8 tiles
     for (int i = 0; i < 4; i++) {
       __m256 e0, o0, e1, o1;  // columns 2t, 2t + 1, 2t + 2, 2t + 3
@@ -50,10 +52,10 @@ void winograd_input_avx2(const float* s, int64_t ss, int64_t n, float* v, int64_
       r[i][3] = _mm256_sub_ps(o0, o1);
     }
     for (int j = 0; j < 4; j++) {
-      store_first(v + j * vs + t, _mm256_sub_ps(r[0][j], r[2][j]), k);
-      store_first(v + (4 + j) * vs + t, _mm256_add_ps(r[1][j], r[2][j]), k);
-      store_first(v + (8 + j) * vs + t, _mm256_sub_ps(r[2][j], r[1][j]), k);
-      store_first(v + (12 + j) * vs + t, _mm256_sub_ps(r[1][j], r[3][j]), k);
+      _mm256_storeu_ps(v + j * vs + t, _mm256_sub_ps(r[0][j], r[2][j]));
+      _mm256_storeu_ps(v + (4 + j) * vs + t, _mm256_add_ps(r[1][j], r[2][j]));
+      _mm256_storeu_ps(v + (8 + j) * vs + t, _mm256_sub_ps(r[2][j], r[1][j]));
+      _mm256_storeu_ps(v + (12 + j) * vs + t, _mm256_sub_ps(r[1][j], r[3][j]));
     }
   }
 }
@@ -82,12 +84,12 @@ void winograd_output_avx2(const float* m, int64_t ms, int64_t n, float bias, boo
       y11 = _mm256_max_ps(zero, y11);
     }
     __m256 lo = _mm256_unpacklo_ps(y00, y01), hi = _mm256_unpackhi_ps(y00, y01);
-    store_first(y0 + 2 * t, _mm256_permute2f128_ps(lo, hi, 0x20), k);
-    store_first(y0 + 2 * t + 8, _mm256_permute2f128_ps(lo, hi, 0x31), k - 8);
+    store_first(y0 + 2 * t, _mm256_permute2f128_ps(lo, hi, 0x20),
+                _mm256_permute2f128_ps(lo, hi, 0x31), k);
     lo = _mm256_unpacklo_ps(y10, y11);
     hi = _mm256_unpackhi_ps(y10, y11);
-    store_first(y1 + 2 * t, _mm256_permute2f128_ps(lo, hi, 0x20), k);
-    store_first(y1 + 2 * t + 8, _mm256_permute2f128_ps(lo, hi, 0x31), k - 8);
+    store_first(y1 + 2 * t, _mm256_permute2f128_ps(lo, hi, 0x20),
+                _mm256_permute2f128_ps(lo, hi, 0x31), k);
   }
 }
 
