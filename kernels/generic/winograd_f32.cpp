@@ -17,7 +17,11 @@
 namespace ember::cpu {
 namespace {
 
-constexpr int64_t kKC = 1024;  // input channels per GEMM slice: an A strip (6 x kKC) stays in L1
+// Input channels per micro-kernel call. Each call first prefetches the same 64 columns of the
+// next strip's rows: U mostly streams from memory (ResNet-18's 3x3 filters take 78 MB in this
+// form), and the hardware prefetchers keep only ~7 GB/s per core flowing into a strip's 6
+// interleaved row streams (a microbenchmark: 6.6 -> 8.7 GB/s, 53 -> 70 GFLOP/s).
+constexpr int64_t kChunk = 64;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -149,12 +153,21 @@ struct Task {
       const float* a = u + (xi * g.M + m0) * g.C;
       const float* b = v + xi * v_stride();
       float* c = p + xi * p_stride(rows);
-      for (int64_t k0 = 0; k0 < g.C; k0 += kKC) {
-        int64_t kc = std::min(kKC, g.C - k0);
-        for (int64_t i = 0; i < rows; i += mr)
+      for (int64_t i = 0; i < rows; i += mr) {
+        const int r = (int)std::min(mr, rows - i);
+        // The next strip: this one's successor, or the first of the next xi.
+        const float* next = i + mr < rows ? a + (i + mr) * g.C
+                            : xi < 15     ? u + ((xi + 1) * g.M + m0) * g.C
+                                          : nullptr;
+        const int next_rows = (int)std::min(mr, i + mr < rows ? rows - i - mr : rows);
+        for (int64_t k0 = 0; k0 < g.C; k0 += kChunk) {
+          const int64_t kc = std::min(kChunk, g.C - k0);
+          for (int q = 0; next && q < next_rows; q++)
+            for (int64_t k = k0; k < k0 + kc; k += 16) __builtin_prefetch(next + q * g.C + k);
           for (int64_t j = 0; j < panels; j++)
             micro.fn(kc, a + i * g.C + k0, g.C, b + (j * g.C + k0) * kRow, kRow,
-                     c + i * T + 16 * j, T, (int)std::min(mr, rows - i), k0 > 0);
+                     c + i * T + 16 * j, T, r, k0 > 0);
+        }
       }
     }
   }
