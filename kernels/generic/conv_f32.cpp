@@ -145,6 +145,8 @@ struct PatchPanels {
         std::fill(d, d + a, 0.0f);
         const float* src = x + (xo[r] + (i0 * in1 + i1) * in2 + (sg.o2 + a) * s2);  // a >= lo
         if (s2 == 1) std::copy(src, src + (b - a), d + a);
+        else if (s2 == 2)  // a constant stride: vectorised with shuffles
+          for (int64_t o = a; o < b; o++) d[o] = src[(o - a) * 2];
         else
           for (int64_t o = a; o < b; o++) d[o] = src[(o - a) * s2];
         std::fill(d + b, d + sg.len, 0.0f);
@@ -182,6 +184,8 @@ void im2col(const KernelCtx& ctx, const ConvGeom& g, const float* x, int64_t row
           tap_range(g, base, &lo, &hi);
           std::fill(dst, dst + lo, 0.0f);
           if (g.stride[2] == 1) std::copy(xr + base + lo, xr + base + hi, dst + lo);
+          else if (g.stride[2] == 2)  // a constant stride: vectorised with shuffles
+            for (int64_t o2 = lo; o2 < hi; o2++) dst[o2] = xr[base + o2 * 2];
           else
             for (int64_t o2 = lo; o2 < hi; o2++) dst[o2] = xr[base + o2 * g.stride[2]];
           std::fill(dst + hi, dst + g.out[2], 0.0f);
