@@ -1,9 +1,10 @@
 // WinogradConv's driver and generic tile transforms (winograd_f32.h; reference: the
 // WinogradConv row in cpp/src/ops/ops_winograd.cpp). Tasks are (image, block of T tiles,
 // range of output channels) claimed one at a time. A task transforms its tiles' windows into
-// V [16][C][T] (as 16-wide panels; each input row staged with its zero padding), runs the 16 GEMMs
-// U[xi] [rows, C] @ V[xi] on the micro-kernel into P [16][rows][T], and transforms P into
-// output tiles. V and P stay in L2; tiles run in row-major order across tile rows.
+// V (16 planes of [C, T] as the GEMM's 16-wide B panels; each input row staged with its zero
+// padding), runs the 16 GEMMs U[xi] [rows, C] @ V[xi] on the micro-kernel into P (16 planes
+// of [rows, T]), and transforms P into output tiles. Tiles are numbered row-major over the
+// image's tile grid, so a block may hold parts of several tile rows.
 #include "kernels/generic/winograd_f32.h"
 
 #include <algorithm>
@@ -69,7 +70,8 @@ struct Geom {
 };
 
 // Tiles per block: U streams through once per block (T / 2 flops per byte of U), so as many
-// as V [16][C][T] allows in L2 (<= 1 MiB, 16..64 tiles), then evened out over the image's blocks.
+// as keep V near L2's size (16 C T floats, 16..64 tiles), then evened out over the image's
+// blocks.
 int64_t block_tiles(const Geom& g) {
   int64_t cap = std::clamp<int64_t>(16384 / std::max<int64_t>(g.C, 1) / 16 * 16, 16, 64);
   int64_t nt = g.th * g.tw, blocks = ceil_div(nt, cap);
@@ -108,8 +110,8 @@ struct Task {
     return v + (j / 16 * g.C + c) * kRow + j % 16;
   }
 
-  // V [16][T / 16][C][16] rows c0..c1-1 for tiles [i0, i1) of image n; tiles past i1 - i0 in
-  // the last panel zero.
+  // V's rows c0..c1-1 (every xi and panel) for tiles [i0, i1) of image n; tiles past i1 - i0
+  // in the last panel zero.
   void transform_input(int64_t n, int64_t i0, int64_t i1, int64_t c0, int64_t c1, float* v,
                        float* stage) const {
     const int64_t cols = i1 - i0, ss = stage_row();
@@ -153,7 +155,9 @@ struct Task {
       const float* a = u + (xi * g.M + m0) * g.C;
       const float* b = v + xi * v_stride();
       float* c = p + xi * p_stride(rows);
-      for (int64_t i = 0; i < rows; i += mr) {
+      if (g.C == 0)  // no input channels: every sum is 0 (the output is the bias)
+        for (int64_t i = 0; i < rows; i++) std::fill(c + i * T, c + i * T + panels * 16, 0.0f);
+      for (int64_t i = 0; i < rows && g.C > 0; i += mr) {
         const int r = (int)std::min(mr, rows - i);
         // The next strip: this one's successor, or the first of the next xi.
         const float* next = i + mr < rows ? a + (i + mr) * g.C

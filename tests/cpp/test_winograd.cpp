@@ -92,6 +92,7 @@ const Case kCases[] = {
     {{1, 33, 5, 40}, 7, {1, 0, 0, 1}},     // rows of 20 tiles: 8-tile steps and a tail
     {{1, 16, 3, 3}, 16, {0, 0, 0, 0}},     // one output
     {{1, 9, 30, 4}, 31, {2, 2, 2, 2}},     // windows wholly in the padding
+    {{2, 0, 6, 5}, 17, {1, 1, 1, 1}},      // no input channels: the bias
 };
 
 }  // namespace
