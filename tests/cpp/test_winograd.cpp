@@ -19,6 +19,9 @@
 #if defined(__x86_64__)
 #include "kernels/x86/kernels_x86.h"
 #endif
+#if defined(__aarch64__)
+#include "kernels/arm/kernels_arm.h"
+#endif
 #include "op_test_util.h"
 #include "ops/op_util.h"
 
@@ -59,6 +62,9 @@ std::vector<NamedKernel> winograd_kernels() {
   std::vector<NamedKernel> ks = {{"winograd_conv_f32", cpu::winograd_conv_f32}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"winograd_conv_f32_avx2", cpu::winograd_conv_f32_avx2});
+#endif
+#if defined(__aarch64__)
+  ks.push_back({"winograd_conv_f32_neon", cpu::winograd_conv_f32_neon});  // the NEON GEMM
 #endif
   return ks;
 }
