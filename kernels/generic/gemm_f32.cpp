@@ -86,18 +86,28 @@ void pack_b(const float* b, int64_t rs, int64_t cs, int64_t kc, int cols, float*
   }
 }
 
-// alpha, bias and activation on C[m0:m1, n0:n1] once its sums are complete.
+// alpha, bias and activation on C[m0:m1, n0:n1] once its sums are complete. The bias's
+// column stride is 0 (one value per row: Conv), 1 (a row: FusedMatMul) or other, each its own
+// loop: with a stride known only at run time the compiler kept the row scalar.
 void epilogue(const SgemmArgs& g, float* C, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  bool scale = g.alpha != 1.0f;
-  bool add = g.bias && g.beta != 0.0f;
+  const bool scale = g.alpha != 1.0f;
+  const bool add = g.bias && g.beta != 0.0f;
   if (!scale && !add && !g.act) return;
+  const float alpha = g.alpha, beta = g.beta;  // locals: C's stores cannot change them
   for (int64_t i = m0; i < m1; i++) {
     float* ci = C + i * g.c_rs;
     if (scale)
-      for (int64_t j = n0; j < n1; j++) ci[j] *= g.alpha;
+      for (int64_t j = n0; j < n1; j++) ci[j] *= alpha;
     if (add) {
       const float* bi = g.bias + i * g.bias_rs;
-      for (int64_t j = n0; j < n1; j++) ci[j] += g.beta * bi[j * g.bias_cs];
+      if (g.bias_cs == 0) {
+        const float b = beta * bi[0];
+        for (int64_t j = n0; j < n1; j++) ci[j] += b;
+      } else if (g.bias_cs == 1) {
+        for (int64_t j = n0; j < n1; j++) ci[j] += beta * bi[j];
+      } else {
+        for (int64_t j = n0; j < n1; j++) ci[j] += beta * bi[j * g.bias_cs];
+      }
     }
     if (g.act) g.act(ci + n0, ci + n0, n1 - n0);
   }
