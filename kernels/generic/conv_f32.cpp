@@ -226,7 +226,11 @@ void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
   if (is_depthwise(g)) return conv_depthwise(ctx, g, x, w, b, y);
   bool pointwise = is_pointwise(g);
   bool small = !pointwise && kg * osz <= kMaxColFloats;
-  std::unique_ptr<float[]> col(small ? new float[(size_t)(kg * osz)] : nullptr);
+  // The caller's patch matrix, kept between calls: a fresh one (up to 1 MiB) faults its pages
+  // in on every call. The workers that fill it get the pointer.
+  thread_local std::vector<float> col_buf;
+  if (small && col_buf.size() < (size_t)(kg * osz)) col_buf.resize((size_t)(kg * osz));
+  float* const col = small ? col_buf.data() : nullptr;
   std::unique_ptr<PatchPanels> patches(pointwise || small ? nullptr : new PatchPanels(g, kg));
   for (int64_t n = 0; n < g.N; n++) {
     for (int64_t grp = 0; grp < g.G; grp++) {
@@ -238,8 +242,8 @@ void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
       a.a = w + grp * mg * kg;
       a.a_rs = kg;
       if (pointwise || small) {
-        if (small) im2col(ctx, g, xg, kg, col.get());
-        a.b = small ? col.get() : xg;
+        if (small) im2col(ctx, g, xg, kg, col);
+        a.b = small ? col : xg;
         a.b_rs = osz;
       } else {
         patches->x = xg;

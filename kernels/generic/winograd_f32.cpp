@@ -259,7 +259,12 @@ void winograd_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
   };
   // With the channels split, each block's windows are transformed once, spread over the
   // threads by input channel, before the (block, channel range) tasks.
-  std::vector<float> shared_v(ranges > 1 ? (size_t)(jobs * vsize) : 0);
+  // The caller's, kept between calls (a fresh 1-2 MB buffer faults its pages in each time);
+  // the workers reach it through `shared` (a thread_local named in a lambda is the running
+  // thread's own).
+  thread_local std::vector<float> shared_v;
+  if (ranges > 1 && shared_v.size() < (size_t)(jobs * vsize)) shared_v.resize((size_t)(jobs * vsize));
+  float* const shared = shared_v.data();
   if (ranges > 1) {
     const int64_t cc = ceil_div(g.C, 2 * threads);
     ::ember::parallel_for(jobs * ceil_div(g.C, cc), 1, threads, [&](int64_t b, int64_t e) {
@@ -267,7 +272,7 @@ void winograd_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
       for (int64_t t = b; t < e; t++) {
         int64_t job = t / ceil_div(g.C, cc), c0 = t % ceil_div(g.C, cc) * cc, n, i0, i1;
         tiles_of(job, &n, &i0, &i1);
-        task.transform_input(n, i0, i1, c0, std::min(g.C, c0 + cc), shared_v.data() + job * vsize,
+        task.transform_input(n, i0, i1, c0, std::min(g.C, c0 + cc), shared + job * vsize,
                              stage.data());
       }
     });
@@ -283,7 +288,7 @@ void winograd_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
       int64_t job = t / ranges, r = t % ranges, n, i0, i1;
       tiles_of(job, &n, &i0, &i1);
       int64_t m0 = r * mc, m1 = std::min(g.M, m0 + mc);
-      const float* vt = shared_v.data() + job * vsize;
+      const float* vt = shared + job * vsize;
       if (ranges == 1) {
         task.transform_input(n, i0, i1, 0, g.C, v.data(), stage.data());
         vt = v.data();
