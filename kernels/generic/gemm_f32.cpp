@@ -258,7 +258,7 @@ void sgemm(const SgemmArgs& g, int max_threads, const GemmMicro& micro) {
   double flops =
       2.0 * (double)g.batch * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
   if (flops < 2e5) threads = 1;  // the pool costs more than it saves
-  // Blocks are claimed one at a time, so a worker that wakes late (parked after ~50 us idle;
+  // Blocks are claimed one at a time, so a worker that wakes late (parked after 2 ms idle;
   // 0.1-0.2 ms to wake on a VM) joins for what is left instead of the caller running its whole
   // share alone. Small GEMMs with pre-packed B (no packing per block; a wake is a large part
   // of their time) get kTasksPerThread x threads blocks for that slack. Which thread runs a

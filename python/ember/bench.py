@@ -3,7 +3,7 @@
 `compare` runs the engines in interleaved blocks (A A A, B B B, then B B B, A A A, ...: who goes
 first alternates each round) so slow drift of the machine (other jobs, clocks, heat) falls on
 both equally, and sleeps `pause_s` before each block so one engine's spinning pool workers
-(onnxruntime's and OpenBLAS's spin far longer than ember's ~50 us) are parked before the other
+(ember's spin 2 ms, onnxruntime's and OpenBLAS's about as long or longer) are parked before the other
 starts. It reports per-run times, median, p10/p90 and relative spread, and the ratio of each
 engine's median to the first engine's, also per round (a paired ratio, steadier than the
 ratio of medians when the machine drifts). An A/A run (ember against ember) gives 1.0 within

@@ -1,6 +1,10 @@
 // Process-wide pool: a queue of jobs, each cut into a fixed number of chunks that any thread
-// (workers and the caller) claims with an atomic counter. Workers spin ~50 µs after their
-// last job before parking on a condition variable.
+// (workers and the caller) claims with an atomic counter. Workers spin 2 ms (EMBER_SPIN_US)
+// after their last job before parking on a condition variable: a model's single-threaded
+// nodes and the caller's work between runs last 50 µs and more, and a parked worker takes
+// 0.1-0.2 ms to wake on a VM (more when the host is busy), so with a 50 µs spin the worker
+// joined most parallel nodes of a ResNet-18 run late (~20 parks per run; run median 20-24
+// ms, 2 ms spin: 19-21 ms, four interleaved rounds of 80 runs).
 #include "ember/thread_pool.h"
 
 #include <pthread.h>
@@ -55,6 +59,7 @@ class Pool {
     int n = (int)std::thread::hardware_concurrency();
     if (const char* env = std::getenv("EMBER_NUM_THREADS")) n = std::atoi(env);
     size_ = std::max(1, n);
+    if (const char* env = std::getenv("EMBER_SPIN_US")) spin_us_ = std::max(0, std::atoi(env));
   }
 
   int size() const { return size_; }
@@ -131,7 +136,7 @@ class Pool {
       }
       // Spin briefly: a model runs many small ops back to back.
       uint64_t seen = epoch_.load();
-      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
       while (epoch_.load() == seen && std::chrono::steady_clock::now() < until) {
         std::this_thread::yield();
       }
@@ -145,6 +150,7 @@ class Pool {
   }
 
   int size_ = 1;
+  int spin_us_ = 2000;  // idle spin before parking
   std::mutex* mu_ = new std::mutex();  // pointers: replaced, never freed, after fork
   std::condition_variable* cv_ = new std::condition_variable();
   std::deque<Job*> jobs_;
