@@ -258,9 +258,9 @@ void winograd_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
     *i1 = std::min(nt, *i0 + T);
   };
   // With the channels split, each block's windows are transformed once, spread over the
-  // threads by input channel, before the (block, channel range) tasks.
-  // The caller's, kept between calls (a fresh 1-2 MB buffer faults its pages in each time);
-  // the workers reach it through `shared` (a thread_local named in a lambda is the running
+  // threads by input channel, before the (block, channel range) tasks. Their V is the
+  // caller's buffer, kept between calls (a fresh 0.5-2 MB one faults its pages in every
+  // time); workers reach it through `shared` (a thread_local named in a lambda is the running
   // thread's own).
   thread_local std::vector<float> shared_v;
   if (ranges > 1 && shared_v.size() < (size_t)(jobs * vsize)) shared_v.resize((size_t)(jobs * vsize));
