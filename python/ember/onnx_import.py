@@ -52,13 +52,17 @@ class ModelInfo:
 # ---- parsing ------------------------------------------------------------------------------
 
 def _parse(model, base_dir):
-    """-> (ModelProto, origin for messages, base dir for external data or None, path)."""
+    """-> (ModelProto, origin for messages, base dir for external data or None, path, lean).
+    A file is parsed lean (onnx_lean.py) where its wire format allows: `lean` is then True and
+    its large initializers refer to the file."""
     import onnx
 
+    from ember.onnx_lean import lean_model_bytes
+
     if isinstance(model, onnx.ModelProto):
-        return model, "model", base_dir, None
+        return model, "model", base_dir, None, False
     if isinstance(model, (bytes, bytearray, memoryview)):
-        return _parse_bytes(bytes(model), "model bytes"), "model bytes", base_dir, None
+        return _parse_bytes(bytes(model), "model bytes"), "model bytes", base_dir, None, False
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.exists(path):
@@ -67,14 +71,22 @@ def _parse(model, base_dir):
             raise ModelError(f"[onnx] {path}: is a directory, not an .onnx file")
         if not os.path.isfile(path):  # a FIFO would block, /dev/zero never ends
             raise ModelError(f"[onnx] {path}: not a regular file")
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ModelError(f"[onnx] {path}: cannot read: {e}") from None
         if base_dir is None:
             base_dir = os.path.dirname(os.path.abspath(path))
-        return _parse_bytes(data, path), path, base_dir, path
+        try:
+            lean = lean_model_bytes(path)
+            if lean is not None:
+                m = onnx.ModelProto()
+                try:
+                    m.ParseFromString(lean)
+                    return m, path, base_dir, path, True
+                except Exception:  # the whole parse below names the problem
+                    pass
+            with open(path, "rb") as f:
+                data = f.read()
+        except (OSError, ValueError) as e:
+            raise ModelError(f"[onnx] {path}: cannot read: {e}") from None
+        return _parse_bytes(data, path), path, base_dir, path, False
     raise ModelError(f"[onnx] model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
 
 
@@ -462,14 +474,14 @@ def import_model(model, base_dir=None):
     """
     import onnx.defs
 
-    m, origin, base_dir, path = _parse(model, base_dir)
+    m, origin, base_dir, path, lean = _parse(model, base_dir)
     _check_text(m, origin)
     if not m.HasField("graph"):
         raise ModelError(f"[onnx] {origin}: no graph (not an ONNX model, or truncated)")
     if m.ir_version <= 0:
         raise ModelError(f"[onnx] {origin}: no ir_version (not an ONNX model, or corrupt)")
     opset = _opsets(m, origin)
-    ctx = _Ctx(origin, opset, TensorReader(origin, base_dir))
+    ctx = _Ctx(origin, opset, TensorReader(origin, base_dir, self_path=path if lean else None))
     parts = _read_graph(m.graph, ctx)
     if ctx.first_error is not None and not ctx.unsupported:
         raise ctx.first_error

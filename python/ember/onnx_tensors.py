@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from ember.errors import ModelError
+from ember.onnx_lean import SELF
 from ember.onnx_ops import ONNX_DTYPES
 
 _STORAGE = {"bfloat16": np.dtype("<u2")}  # numpy has no bfloat16: carry the bits
@@ -57,10 +58,13 @@ def _dims_of(t, what, origin, itemsize):
 class TensorReader:
     """Validates and converts TensorProtos (initializers, Constant values, tensor attributes)."""
 
-    def __init__(self, origin, base_dir):
+    def __init__(self, origin, base_dir, self_path=None):
+        """self_path: the model file, when it was parsed lean (onnx_lean.py): external data
+        located at onnx_lean.SELF is read from it."""
         self.origin = origin
         self.base_dir = base_dir
         self._base_real = os.path.realpath(base_dir) if base_dir is not None else None
+        self._self_path = self_path
 
     def check(self, t, what, data=True, raw=None):
         """Validates dtype, dims and (with `data`) the stored size without converting.
@@ -134,10 +138,27 @@ class TensorReader:
             return t.int64_data
         return t.int32_data
 
+    def _self_range(self, info, what, nbytes):
+        """-> (model path, offset, nbytes) of a raw_data the lean parse left in the file."""
+        try:
+            offset, length = int(info["offset"]), int(info["length"])
+        except (KeyError, ValueError):
+            raise ModelError(f"[onnx] {self.origin}: {what}: bad data reference") from None
+        size = os.path.getsize(self._self_path)
+        if length != nbytes:
+            raise ModelError(f"[onnx] {self.origin}: {what} has {length} bytes of raw_data, "
+                             f"expected {nbytes} for its dtype and dims")
+        if offset < 0 or offset + length > size:
+            raise ModelError(f"[onnx] {self.origin}: {what}: the file changed while loading "
+                             f"({size} bytes now)")
+        return self._self_path, offset, nbytes
+
     def _external(self, t, what, nbytes):
         """-> (real path, offset, nbytes) after checking location, range and file size."""
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
+        if loc == SELF and self._self_path is not None:
+            return self._self_range(info, what, nbytes)
         if not loc:
             raise ModelError(f"[onnx] {self.origin}: {what} has external data without a location")
         if self._base_real is None:
