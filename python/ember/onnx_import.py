@@ -75,16 +75,19 @@ def _parse(model, base_dir):
             base_dir = os.path.dirname(os.path.abspath(path))
         try:
             lean = lean_model_bytes(path)
-            if lean is not None:
-                m = onnx.ModelProto()
-                try:
-                    m.ParseFromString(lean)
-                    return m, path, base_dir, path, True
-                except Exception:  # the whole parse below names the problem
-                    pass
+        except (OSError, ValueError):  # not mappable: read whole below
+            lean = None
+        if lean is not None:
+            m = onnx.ModelProto()
+            try:
+                m.ParseFromString(lean)
+                return m, path, base_dir, path, True
+            except Exception:  # the whole parse below names the problem
+                pass
+        try:
             with open(path, "rb") as f:
                 data = f.read()
-        except (OSError, ValueError) as e:
+        except OSError as e:
             raise ModelError(f"[onnx] {path}: cannot read: {e}") from None
         return _parse_bytes(data, path), path, base_dir, path, False
     raise ModelError(f"[onnx] model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
