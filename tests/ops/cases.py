@@ -462,7 +462,10 @@ for label, attrs, x, axis in CUMSUMS:
 case("CumSum", {}, [((7, 769), F64, "normal"), C(1, I32)], opset=14, tol="accum", id="f64-i32axis")
 case("CumSum", {}, [((7, 769), I64, "normal"), C(-1)], opset=14, id="i64")
 case("CumSum", {"reverse": 1}, [((7, 769), I32, "normal"), C(0, I32)], opset=14, id="i32")
-case("CumSum", {}, [((7, 65), F16, "unit"), C(1)], opset=14, tol="accum", id="f16")
+# The oracle (numpy) rounds every running sum to float16; ember sums in wider precision. Over
+# 65 terms of [-1, 1] the two drift up to ~0.03 apart (3000 seeds: 0.0205 past the "accum"
+# tolerance; one CI seed failed it).
+case("CumSum", {}, [((7, 65), F16, "unit"), C(1)], opset=14, tol=(1e-2, 4e-2), id="f16")
 case("CumSum", {}, [In((769, 7), F32, layout="t"), C(0)], opset=14, tol="accum", id="transposed")
 case("CumSum", {}, [((7, 769), F32, "normal"), ((), I64, ("int", -2, 2))], opset=14,
      tol="accum", id="runtime-axis")
