@@ -25,8 +25,6 @@ constexpr int64_t kMC = 192;  // rows per block (rounded to MR): B panels are re
 constexpr int64_t kNC = 256;  // multiple of NR
 constexpr int kTasksPerThread = 4;  // blocks per thread for the cost model: late-worker slack
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Generic micro-kernel: c[R, 16] (+)= a[R, kc] (row stride lda) @ b[kc, 16] (row stride ldb);
 // c has row stride ldc. Local accumulators that g++ -O3 vectorises over N.
 constexpr int kGenericMR = 4;

@@ -29,8 +29,6 @@ constexpr int64_t kMC = 72;     // rows per block (multiple of 4 and 6): 72 x 20
 constexpr int64_t kNC = 256;    // multiple of NR
 constexpr int64_t kMaxK = 65536;  // 65536 * 255 * 128 < 2^31: no int32 overflow in any order
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // An opaque copy: keeps a rounded product from being contracted with a following add into
 // an FMA (GCC contracts across statements where the target has FMA).
 inline float rounded(float v) {

@@ -24,8 +24,6 @@ namespace {
 // interleaved row streams (a microbenchmark: 6.6 -> 8.7 GB/s, 53 -> 70 GFLOP/s).
 constexpr int64_t kChunk = 64;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 void input_generic(const float* s, int64_t ss, int64_t n, float* v, int64_t vs) {
   for (int64_t t = 0; t < n; t++) {
     float r[4][4];  // r = d B, row by row

@@ -54,6 +54,9 @@ template <> inline DType dtype_of<int32_t>() { return DType::I32; }
 template <> inline DType dtype_of<int64_t>() { return DType::I64; }
 template <> inline DType dtype_of<bool>() { return DType::Bool; }
 
+// ceil(a / b) for a >= 0, b > 0 (block and panel counts).
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 // Normalises a possibly negative axis into [0, rank); fails via ctx otherwise.
 inline int normalize_axis(const InferCtx& ctx, int64_t axis, int rank) {
   if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " out of range for rank ", rank);
