@@ -12,6 +12,7 @@ cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 BUILD=${EMBER_GPU_BUILD_DIR:-build/h200}
 JOBS=${JOBS:-16}
+PYTEST_JOBS=${PYTEST_JOBS:-4}
 OUTDIR=${OUT:-/tmp/ember-gpu-check}
 mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1
@@ -19,7 +20,7 @@ exec > >(tee -a "$OUTDIR/check.log") 2>&1
 T0=$SECONDS
 
 # Stage limits in seconds; they add up to 470 with the small ones.
-LIMIT_CONFIGURE=60 LIMIT_BUILD=200 LIMIT_TESTS=100 LIMIT_BENCH=120
+LIMIT_CONFIGURE=${LIMIT_CONFIGURE:-60} LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-100} LIMIT_BENCH=${LIMIT_BENCH:-120}
 
 summary=()
 record() {  # name rc seconds note
@@ -69,12 +70,24 @@ print('devices', n, '| reason', repr(c.unavailable_reason()))
 for i in range(n): print(i, c.device_name(i), 'sm_%d%d' % c.compute_capability(i))
 print('ember.cuda.is_available()', ember.cuda.is_available(), '->', ember.cuda.device('cuda'))"
 
-  stage "tests/cuda (limit ${LIMIT_TESTS}s)"
+  stage "tests/cuda, one process per file, $PYTEST_JOBS at a time (limit ${LIMIT_TESTS}s)"
+  # A CUDA error such as an illegal address poisons its process's context: one pytest process per
+  # file keeps the other files' results. CUDA_LAUNCH_BLOCKING names the failing launch.
   start=$SECONDS
-  PYTHONPATH=python timeout -k 10 $LIMIT_TESTS "$PY" -m pytest tests/cuda -q -x -p no:cacheprovider \
-    -o faulthandler_timeout=$((LIMIT_TESTS - 10)) -rs 2>&1 | tee "$OUTDIR/pytest.log"
-  rc=$?
-  pytest_line=$(grep -E "(passed|failed|error|skipped|no tests ran)( |,|$)" "$OUTDIR/pytest.log" | tail -n 1)
+  rm -f "$OUTDIR"/pytest_*.log "$OUTDIR/pytest_rc.txt"
+  ls tests/cuda/test_*.py | CUDA_LAUNCH_BLOCKING=1 PY="$PY" OUTDIR="$OUTDIR" LIMIT=$LIMIT_TESTS \
+    xargs -P "$PYTEST_JOBS" -I{} bash -c 'n=$(basename {} .py); PYTHONPATH=python timeout -k 10 $LIMIT \
+      "$PY" -m pytest {} -q -p no:cacheprovider -o faulthandler_timeout=$((LIMIT - 10)) -rs \
+      > "$OUTDIR/pytest_$n.log" 2>&1; echo "$n rc=$?" >> "$OUTDIR/pytest_rc.txt"'
+  rc=0
+  for log in "$OUTDIR"/pytest_test_*.log; do
+    last=$(grep -E "(passed|failed|error|skipped|no tests ran)( |,|$)" "$log" | tail -n 1)
+    printf '%-28s %s\n' "$(basename "$log" .log | sed 's/^pytest_//')" "${last:-(no summary: crashed or timed out)}"
+  done | tee "$OUTDIR/pytest.log"
+  grep -q "(no summary\| failed\| error" "$OUTDIR/pytest.log" && rc=1
+  grep -hE "^(FAILED|ERROR) " "$OUTDIR"/pytest_test_*.log | head -n 40
+  pytest_line=$(awk '{for(i=2;i<=NF;i++){k=$(i); gsub(/,/,"",k); if(k~/^(passed|failed|skipped|error|errors)$/) t[k]+=$(i-1)}} \
+    END{for(k in t) printf "%d %s ", t[k], k}' "$OUTDIR/pytest.log")
   record tests $rc $((SECONDS - start)) "$pytest_line"
 
   if [ "${SKIP_BENCH:-0}" != 1 ]; then

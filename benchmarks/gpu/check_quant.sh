@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The quantized-GEMM GPU check for the H200 device machine, under 8 minutes: builds _core and
 # _cuda exactly as check.sh does (same build dir and flags, so either script reuses the other's
-# build), runs tests/cuda/test_cuda_q8.py (W8A8 QMatMul against the CPU), then
+# build), runs tests/cuda/test_cuda_q8.py and test_cuda_q4.py (the quantized kernels against the CPU), then
 # bench_quant_cuda.py (Llama-3-8B shapes, ember int8 / int4 vs torch fp16 and torch._int_mm).
 # Logs, bench_quant.json and the table go to $OUT when set, else /tmp/ember-gpu-quant.
 #   bash benchmarks/gpu/check_quant.sh [--dry-run]   env: PYTHON, EMBER_GPU_BUILD_DIR (build/h200),
-#                                                    JOBS (16), BENCH_ARGS (extra bench flags)
+#                                                    JOBS (16), BENCH_ARGS (extra bench flags),
+#                                                    SKIP_TESTS=1 (check.sh ran them), LIMIT_*
 # --dry-run: no build, no GPU: the tests collect (and skip) and the bench runs tiny on the CPU.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,7 +19,7 @@ mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUTDIR/check_quant.log") 2>&1
 T0=$SECONDS
-LIMIT_CONFIGURE=60 LIMIT_BUILD=200 LIMIT_TESTS=60 LIMIT_BENCH=150  # 470 s with the rest
+LIMIT_CONFIGURE=${LIMIT_CONFIGURE:-60} LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-60} LIMIT_BENCH=${LIMIT_BENCH:-150}  # 470 s with the rest
 
 summary=()
 record() {  # name rc seconds note
@@ -45,14 +46,16 @@ if [ $DRY -eq 0 ]; then
   tail -n 3 "$OUTDIR/build.log"
 fi
 
-if [ $built -eq 0 ]; then
-  stage "tests/cuda/test_cuda_q8.py (limit ${LIMIT_TESTS}s)"
+if [ $built -eq 0 ] && [ "${SKIP_TESTS:-0}" != 1 ]; then
+  stage "tests/cuda/test_cuda_q8.py, test_cuda_q4.py (limit ${LIMIT_TESTS}s)"
   start=$SECONDS
-  PYTHONPATH=python timeout -k 10 $LIMIT_TESTS "$PY" -m pytest tests/cuda/test_cuda_q8.py -q -p no:cacheprovider \
+  PYTHONPATH=python timeout -k 10 $LIMIT_TESTS "$PY" -m pytest tests/cuda/test_cuda_q8.py tests/cuda/test_cuda_q4.py -q -p no:cacheprovider \
     -o faulthandler_timeout=$((LIMIT_TESTS - 10)) -rs 2>&1 | tee "$OUTDIR/pytest_q8.log"
   rc=$?
   record tests $rc $((SECONDS - start)) "$(grep -E "(passed|failed|error|skipped)( |,|$)" "$OUTDIR/pytest_q8.log" | tail -n 1)"
+fi
 
+if [ $built -eq 0 ]; then
   stage "bench_quant_cuda.py (limit ${LIMIT_BENCH}s)"
   start=$SECONDS
   dry=(); [ $DRY -eq 1 ] && dry=(--dry-run)
