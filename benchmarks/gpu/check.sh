@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU check for the H200 device machine (DESIGN.md, "GPU work without a GPU at hand"):
-# builds ember._core and ember._cuda (Release, sm_90, ninja -j16, the developer layout that drops
-# both modules into python/ember), prints the GPU, runs tests/cuda, then bench_cuda.py, and ends
-# with one table. Every stage is time-boxed with `timeout`; the whole run stays under 8 minutes.
+# prints the GPU, builds ember._core and ember._cuda with build.sh (RelWithDebInfo, sm_90, ninja
+# -j16, the developer layout that drops both modules into python/ember; a smoke run proves them),
+# runs tests/cuda (one process per file), then bench_cuda.py, and ends with one table. Every stage is time-boxed with `timeout`; the whole run stays under 8 minutes.
 # Logs, bench_cuda.json and the table go to $OUT when it is set (the device tool brings $OUT
 # back), else to /tmp/ember-gpu-check.
 #   bash benchmarks/gpu/check.sh            env: PYTHON (python3), EMBER_GPU_BUILD_DIR (build/h200),
@@ -20,7 +20,7 @@ exec > >(tee -a "$OUTDIR/check.log") 2>&1
 T0=$SECONDS
 
 # Stage limits in seconds; they add up to 470 with the small ones.
-LIMIT_CONFIGURE=${LIMIT_CONFIGURE:-60} LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-100} LIMIT_BENCH=${LIMIT_BENCH:-120}
+LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-100} LIMIT_BENCH=${LIMIT_BENCH:-120}
 
 summary=()
 record() {  # name rc seconds note
@@ -41,26 +41,14 @@ NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 cmake --version | head -n 1
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(git status --porcelain 2>/dev/null | wc -l) changed paths"
 
-stage "configure ($BUILD, Release, EMBER_CUDA=ON, sm_90)"
+stage "build _core and _cuda, then smoke.py (benchmarks/gpu/build.sh)"
 start=$SECONDS
-timeout -k 5 $LIMIT_CONFIGURE cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DEMBER_CUDA=ON -DEMBER_CUDA_ARCHS=90 -DEMBER_BUILD_TESTS=OFF \
-  -DPython_EXECUTABLE="$(command -v "$PY")" -DCMAKE_CUDA_COMPILER="$NVCC" > "$OUTDIR/build.log" 2>&1
-rc=$?
-record configure $rc $((SECONDS - start)) "$BUILD"
-if [ $rc -eq 0 ]; then
-  stage "build _core and _cuda (-j$JOBS)"
-  start=$SECONDS
-  timeout -k 5 $LIMIT_BUILD cmake --build "$BUILD" -j "$JOBS" --target _core _cuda >> "$OUTDIR/build.log" 2>&1
-  rc=$?
-  record build $rc $((SECONDS - start)) "log: build.log"
-fi
-grep -E "warning|error" "$OUTDIR/build.log" | grep -v "^--" | head -n 20
-tail -n 5 "$OUTDIR/build.log"
-built=$rc
-ls -l python/ember/_core*.so python/ember/_cuda*.so 2>/dev/null
+PYTHON="$PY" EMBER_GPU_BUILD_DIR="$BUILD" JOBS=$JOBS LIMIT_BUILD=$LIMIT_BUILD \
+  bash benchmarks/gpu/build.sh "$OUTDIR/build.log"
+built=$?
+record build $built $((SECONDS - start)) "with smoke.py; log: build.log"
 
-pytest_line="not run (build failed)"
+pytest_line="not run (build or smoke run failed)"
 if [ $built -eq 0 ]; then
   stage "ember sees"
   PYTHONPATH=python timeout 60 "$PY" -c "

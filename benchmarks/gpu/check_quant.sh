@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quantized-GEMM GPU check for the H200 device machine, under 8 minutes: builds _core and
-# _cuda exactly as check.sh does (same build dir and flags, so either script reuses the other's
-# build), runs tests/cuda/test_cuda_q8.py and test_cuda_q4.py (the quantized kernels against the CPU), then
+# _cuda with build.sh as check.sh does (same build dir, so either script reuses the other's
+# build; SKIP_BUILD=1 takes the modules already in python/ember), runs tests/cuda/test_cuda_q8.py and test_cuda_q4.py (the quantized kernels against the CPU), then
 # bench_quant_cuda.py (Llama-3-8B shapes, ember int8 / int4 vs torch fp16 and torch._int_mm).
 # Logs, bench_quant.json and the table go to $OUT when set, else /tmp/ember-gpu-quant.
 #   bash benchmarks/gpu/check_quant.sh [--dry-run]   env: PYTHON, EMBER_GPU_BUILD_DIR (build/h200),
@@ -19,7 +19,7 @@ mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUTDIR/check_quant.log") 2>&1
 T0=$SECONDS
-LIMIT_CONFIGURE=${LIMIT_CONFIGURE:-60} LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-60} LIMIT_BENCH=${LIMIT_BENCH:-150}  # 470 s with the rest
+LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-60} LIMIT_BENCH=${LIMIT_BENCH:-150}  # 470 s with the rest
 
 summary=()
 record() {  # name rc seconds note
@@ -33,17 +33,14 @@ built=0
 if [ $DRY -eq 0 ]; then
   stage "machine"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv || true
-  NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-  stage "configure + build _core _cuda ($BUILD, as check.sh)"
-  start=$SECONDS
-  timeout -k 5 $LIMIT_CONFIGURE cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DEMBER_CUDA=ON -DEMBER_CUDA_ARCHS=90 -DEMBER_BUILD_TESTS=OFF \
-    -DPython_EXECUTABLE="$(command -v "$PY")" -DCMAKE_CUDA_COMPILER="$NVCC" > "$OUTDIR/build.log" 2>&1 &&
-  timeout -k 5 $LIMIT_BUILD cmake --build "$BUILD" -j "$JOBS" --target _core _cuda >> "$OUTDIR/build.log" 2>&1
-  built=$?
-  record build $built $((SECONDS - start)) "log: build.log"
-  grep -E "warning|error" "$OUTDIR/build.log" | grep -v "^--" | head -n 20
-  tail -n 3 "$OUTDIR/build.log"
+  if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    stage "build _core and _cuda, then smoke.py (benchmarks/gpu/build.sh, as check.sh)"
+    start=$SECONDS
+    PYTHON="$PY" EMBER_GPU_BUILD_DIR="$BUILD" JOBS=$JOBS LIMIT_BUILD=$LIMIT_BUILD \
+      bash benchmarks/gpu/build.sh "$OUTDIR/build.log"
+    built=$?
+    record build $built $((SECONDS - start)) "with smoke.py; log: build.log"
+  fi
 fi
 
 if [ $built -eq 0 ] && [ "${SKIP_TESTS:-0}" != 1 ]; then
