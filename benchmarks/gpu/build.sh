@@ -31,7 +31,7 @@ build() {  # build dir, extra CMake arguments...
   grep -E "CMAKE_CXX_COMPILER:|CMAKE_CUDA_HOST_COMPILER:" "$dir/CMakeCache.txt" 2>/dev/null |
     sed 's/^/   /'
   echo "   build rc=$rc in $((SECONDS - start)) s (log: $(basename "$LOG"))"
-  grep -E "error|warning: " "$LOG" | grep -v "^--" | tail -n 10
+  grep -E "error:|warning: " "$LOG" | tail -n 10
   for so in python/ember/_core*.so python/ember/_cuda*.so; do
     [ -f "$so" ] || continue
     echo "   $(basename "$so"): $(stat -c %s "$so") bytes, needs $(readelf -d "$so" | grep -o 'NEEDED.*' |

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import heapq
+import logging
 import os
 from collections import Counter
 
@@ -22,6 +23,8 @@ from ember.errors import ModelError, UnsupportedOpError
 from ember.onnx_ops import CONSTANT_VERSIONS, CONTRIB_OPS, OPS, check_node, supported_ops
 from ember.onnx_ops_quant import contrib_schema
 from ember.onnx_tensors import TensorValue, dtype_of, TensorReader
+
+_log = logging.getLogger("ember")
 
 __all__ = ["import_model", "supported_ops", "ModelInfo", "TensorInfo"]
 
@@ -75,15 +78,19 @@ def _parse(model, base_dir):
             base_dir = os.path.dirname(os.path.abspath(path))
         try:
             lean = lean_model_bytes(path)
-        except (OSError, ValueError):  # not mappable: read whole below
-            lean = None
+        except (OSError, ValueError) as e:  # not mappable: read whole below
+            lean, why = None, f"not mappable ({e})"
+        else:
+            why = "its wire format is not what ONNX writes"
         if lean is not None:
             m = onnx.ModelProto()
             try:
                 m.ParseFromString(lean)
                 return m, path, base_dir, path, True
             except Exception:  # the whole parse below names the problem
-                pass
+                why = "the lean bytes do not parse"
+        # Correct either way; only the peak memory differs (weights held twice while loading).
+        _log.info("[onnx] %s: parsed whole, not lean: %s", path, why)
         try:
             with open(path, "rb") as f:
                 data = f.read()

@@ -103,6 +103,21 @@ def test_truncated_files_fall_back_to_the_whole_parse_and_its_error(rng, tmp_pat
         ember.Engine(str(path))
 
 
+def test_a_file_the_walk_refuses_loads_whole_and_says_so(rng, tmp_path, caplog):
+    model = mlp_model(rng, 96, 2, extra_small=False)
+    data = model.SerializeToString()
+    # An unknown field as an empty group (field 99, start and end): protobuf skips it, the
+    # lean walk (which takes no groups) refuses the file.
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data + bytes([0x9B, 0x06, 0x9C, 0x06]))
+    assert lean_model_bytes(str(path)) is None
+    x = {"x": rng.standard_normal((3, 96)).astype(np.float32)}
+    with caplog.at_level("INFO", logger="ember"):
+        got = ember.Engine(str(path)).run(x)["y"]
+    assert any("parsed whole, not lean" in r.getMessage() for r in caplog.records)
+    np.testing.assert_array_equal(got, ember.Engine(data).run(x)["y"])
+
+
 def test_peak_memory_holds_the_weights_about_once(rng, tmp_path):
     """A fresh process loading ~128 MB of weights: its peak RSS above the same process without
     the load stays under 1.4x the weights (a whole protobuf parse held them twice)."""
