@@ -5,7 +5,8 @@
 # (every log and JSON).
 #   run(command="bash benchmarks/gpu/h200.sh", carry=[".whl", ".h200"], timeout_s=BUDGET + 40)
 # Carried, both optional: .whl/*.whl (nanobind, pinned to the version built here: on the device,
-# pip can only install carried wheels) and .h200/commit (the commit, printed in the summary).
+# pip can only install carried wheels) and .h200/commit (`git rev-parse --short HEAD >
+# .h200/commit` just before the call: the device's copy of .git can be stale).
 # Env: the stage limits LIMIT_* of check.sh / check_quant.sh; QUANT=0 skips check_quant.sh.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
