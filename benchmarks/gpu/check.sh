@@ -2,7 +2,8 @@
 # One GPU check for the H200 device machine (DESIGN.md, "GPU work without a GPU at hand"):
 # prints the GPU, builds ember._core and ember._cuda with build.sh (RelWithDebInfo, sm_90, ninja
 # -j16, the developer layout that drops both modules into python/ember; a smoke run proves them),
-# runs tests/cuda (one process per file), then bench_cuda.py, and ends with one table. Every stage is time-boxed with `timeout`; the whole run stays under 8 minutes.
+# runs tests/cuda (one process per file), then bench_cuda.py, and ends with one table. Every
+# stage is time-boxed with `timeout`; the whole run stays under 8 minutes.
 # Logs, bench_cuda.json and the table go to $OUT when it is set (the device tool brings $OUT
 # back), else to /tmp/ember-gpu-check.
 #   bash benchmarks/gpu/check.sh            env: PYTHON (python3), EMBER_GPU_BUILD_DIR (build/h200),
@@ -19,7 +20,7 @@ export PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUTDIR/check.log") 2>&1
 T0=$SECONDS
 
-# Stage limits in seconds; they add up to 470 with the small ones.
+# Stage limits in seconds (environment overrides); under 8 minutes with the small stages.
 LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-100} LIMIT_BENCH=${LIMIT_BENCH:-120}
 
 summary=()

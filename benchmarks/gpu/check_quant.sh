@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quantized-GEMM GPU check for the H200 device machine, under 8 minutes: builds _core and
 # _cuda with build.sh as check.sh does (same build dir, so either script reuses the other's
-# build; SKIP_BUILD=1 takes the modules already in python/ember), runs tests/cuda/test_cuda_q8.py and test_cuda_q4.py (the quantized kernels against the CPU), then
+# build; SKIP_BUILD=1 takes the modules already in python/ember), runs tests/cuda/test_cuda_q8.py
+# and test_cuda_q4.py (the quantized kernels against the CPU), then
 # bench_quant_cuda.py (Llama-3-8B shapes, ember int8 / int4 vs torch fp16 and torch._int_mm).
 # Logs, bench_quant.json and the table go to $OUT when set, else /tmp/ember-gpu-quant.
 #   bash benchmarks/gpu/check_quant.sh [--dry-run]   env: PYTHON, EMBER_GPU_BUILD_DIR (build/h200),
@@ -19,7 +20,7 @@ mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUTDIR/check_quant.log") 2>&1
 T0=$SECONDS
-LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-60} LIMIT_BENCH=${LIMIT_BENCH:-150}  # 470 s with the rest
+LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-60} LIMIT_BENCH=${LIMIT_BENCH:-150}
 
 summary=()
 record() {  # name rc seconds note
