@@ -21,7 +21,7 @@ exec > >(tee -a "$OUTDIR/check.log") 2>&1
 T0=$SECONDS
 
 # Stage limits in seconds (environment overrides); under 8 minutes with the small stages.
-LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-100} LIMIT_BENCH=${LIMIT_BENCH:-120}
+LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-150} LIMIT_BENCH=${LIMIT_BENCH:-120}
 
 summary=()
 record() {  # name rc seconds note
