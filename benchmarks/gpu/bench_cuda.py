@@ -335,12 +335,23 @@ def ember_time(ctx, model, feeds, precision, runs, warmup, e2e_runs):
              fallbacks=[], error=ctx.ember_error)
     if ctx.ember_error:
         return r
+    try:
+        _ember_time(ctx, model, feeds, precision, runs, warmup, e2e_runs, r)
+    except Exception as ex:  # the section's torch figures still count; the note says why
+        traceback.print_exc(limit=4)
+        r["error"] = f"{type(ex).__name__}: {ex}"
+        r["device_ms"] = r["dev_ms"] = None
+    return r
+
+
+def _ember_time(ctx, model, feeds, precision, runs, warmup, e2e_runs, r):
+    """ember_time's measurements, into r."""
     eng = ctx.ember.Engine(model, device=ctx.edev, precision=ctx.precision(precision))
     try:
         eng.plan_info(feeds)                      # compiles the plan, fills device_fallbacks
         r["fallbacks"] = [tuple(f) for f in eng.device_fallbacks]
         if r["fallbacks"]:                        # refused: nothing run (a CPU Conv can be slow)
-            return r
+            return
         r["out"] = eng.run(feeds)
         prof = eng.profile(feeds, runs=runs, warmup=warmup)
         nodes = [n for n in prof.nodes if n.kernel not in COPY_KERNELS]
@@ -361,7 +372,6 @@ def ember_time(ctx, model, feeds, precision, runs, warmup, e2e_runs):
                 r["error"] = f"run on GPU tensors failed ({type(ex).__name__}: {ex}); ember ms = nodes ms"
     finally:
         eng.close()
-    return r
 
 
 def ember_device_run_ms(ctx, eng, feeds, runs, warmup):

@@ -4,6 +4,7 @@
 # gets back two files, within the device tool's limits: summary.txt (both tables) and logs.tgz
 # (every log and JSON).
 #   run(command="bash benchmarks/gpu/h200.sh", carry=[".whl", ".h200"], timeout_s=BUDGET + 40)
+# (BUDGET=$((T - 40)) for a call given T seconds: the packing must run before the tool's timeout.)
 # Carried, both optional: .whl/*.whl (nanobind, pinned to the version built here: on the device,
 # pip can only install carried wheels) and .h200/commit (`git rev-parse --short HEAD >
 # .h200/commit` just before the call: the device's copy of .git can be stale).
@@ -25,9 +26,12 @@ fi
 deadline=$((SECONDS + ${BUDGET:-500}))
 OUT="$WORK/check" timeout -k 5 $((deadline - SECONDS)) bash benchmarks/gpu/check.sh
 # check_quant.sh takes check.sh's modules, and only when they passed the smoke run.
+# Its bench gets what is left, less 20 s for its summary, so the outer timeout never cuts it.
+left=$((deadline - SECONDS))
 grep -qE "^build +ok" "$WORK/check/summary.txt" 2>/dev/null && [ "${QUANT:-1}" = 1 ] &&
-  [ $((deadline - SECONDS)) -gt 30 ] && SKIP_BUILD=1 SKIP_TESTS=1 OUT="$WORK/quant" \
-  timeout -k 5 $((deadline - SECONDS)) bash benchmarks/gpu/check_quant.sh
+  [ $left -gt 60 ] && SKIP_BUILD=1 SKIP_TESTS=1 OUT="$WORK/quant" \
+  LIMIT_BENCH=$((left - 20 < ${LIMIT_BENCH:-150} ? left - 20 : ${LIMIT_BENCH:-150})) \
+  timeout -k 5 $left bash benchmarks/gpu/check_quant.sh
 
 { echo "commit $(cat .h200/commit 2>/dev/null || echo '?')"; cat "$WORK/check/summary.txt"; echo; cat "$WORK/quant/summary.txt" 2>/dev/null; } > "$FINAL/summary.txt"
 tar czf "$FINAL/logs.tgz" -C "$WORK" .

@@ -43,7 +43,9 @@ CudaDevice::CudaDevice(int ordinal)
           }) {
   cuda_check(cudaSetDevice(ordinal), "cudaSetDevice");
   cudaStream_t s = nullptr;
-  cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  // A blocking stream: ordered after work on the legacy default stream, where torch and cupy
+  // write DLPack feeds unless told otherwise (a non-blocking one could read them half-written).
+  cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamDefault), "cudaStreamCreate");
   stream_ = s;
 }
 

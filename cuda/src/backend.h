@@ -1,5 +1,7 @@
-// CudaDevice: one GPU as an ember Device (ember/device.h). One non-blocking stream per device
-// carries every kernel and copy, so a run is ordered without events; a caching allocator
+// CudaDevice: one GPU as an ember Device (ember/device.h). One stream per device carries every
+// kernel and copy, so a run is ordered without events; it is a blocking stream, so DLPack feeds
+// written on the legacy default stream (torch's and cupy's) are complete before ember reads
+// them, and a run with device outputs synchronises before returning; a caching allocator
 // (allocator.h) serves the plans' arenas, uploaded constants and kernel scratch.
 #pragma once
 #include <memory>

@@ -236,6 +236,9 @@ class Engine:
         On a GPU engine, feeds may be CUDA tensors of that GPU (torch, cupy: anything with
         __dlpack__), read in place; device_outputs=True leaves every output in device memory
         as a DLPack tensor (torch.from_dlpack / cupy.from_dlpack take it without a copy).
+        Ordering: ember's stream waits for work queued on the default stream (where torch and
+        cupy write unless told otherwise); a feed written on another stream must be
+        synchronised first. Device outputs are complete when run returns.
         """
         if getattr(self, "_llm", None) is not None:
             raise EmberError("[engine] this engine runs a decoder LLM: use generate / stream / chat")

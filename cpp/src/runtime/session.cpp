@@ -452,6 +452,9 @@ struct Session::Impl : SubgraphRunner {
         for (const Tensor& t : out) unique = unique && t.data() != rs.env[id].data();
         out.push_back(!rs.on_device[id] ? upload(rs.env[id]) : unique ? rs.env[id] : clone_on_device(rs.env[id]));
       }
+      // The caller reads them on streams of its own, which know nothing of the device's: the
+      // outputs are complete when run returns (DLPack's stream argument is not honoured).
+      device->synchronize();
       return out;
     }
     for (int id : plan.outputs) out.push_back(rs.owned[id] ? rs.env[id] : rs.env[id].clone());
