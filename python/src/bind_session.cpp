@@ -102,12 +102,13 @@ void init_session(nb::module_& m) {
           // -> (outputs as run returns them, [(name, op, kernel, isa, start_ns, end_ns, flops,
           // bytes)] per node run, total_ns of the run)
           [](Session& s, const nb::list& feeds, const std::vector<std::string>& outputs) {
-            NamedTensors in = feeds_from_python(feeds);
+            RunOptions options;  // device feeds as run takes them; outputs to the host
+            NamedTensors in = feeds_from_python(s, feeds, &options.feed_on_device);
             NamedTensors out;
             RunTiming timing;
             {
               nb::gil_scoped_release release;
-              out = s.run(in, outputs, &timing);
+              out = s.run(in, outputs, &timing, options);
             }
             nb::list result, events;
             for (auto& [name, t] : out)

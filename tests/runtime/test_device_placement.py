@@ -285,6 +285,17 @@ def test_device_feeds_are_read_in_place(rng):
             cpu.run({"x": rng.standard_normal((2, 32)).astype(np.float32)}, device_outputs=True)
 
 
+def test_profile_takes_device_feeds(rng):
+    """Engine.profile reads device feeds in place, as run does (no upload, same outputs)."""
+    with ember.Engine(mlp(rng), device=ALL) as a, ember.Engine(relu_model(), device=ALL) as b:
+        r = a.run({"x": rng.standard_normal((4, 16)).astype(np.float32)}, device_outputs=True)["r"]
+        before = stats(ALL)
+        prof = b.profile({"x": np.from_dlpack(r)}, runs=2, warmup=1)
+        after = stats(ALL)
+    assert after["copies_to_device"] == before["copies_to_device"]
+    assert [n.op for n in prof.nodes if n.kernel not in ("copy_to_device", "copy_to_host")] == ["Relu"]
+
+
 def test_device_outputs_that_are_feeds_constants_or_repeated(rng):
     c = rng.standard_normal(3).astype(np.float32)
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["c"], ["k"])]
