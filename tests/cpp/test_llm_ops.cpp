@@ -18,6 +18,7 @@
 #include "kernels/x86/kernels_x86.h"
 #endif
 #include "op_test_util.h"
+#include "runtime/cost.h"
 #include "runtime/registry.h"
 
 using namespace ember;
@@ -308,6 +309,28 @@ TEST_CASE("llm ops paged attention matches a double reference over the paged cac
               CHECK(same_bits(o.vc, st.vc_after));
             }
         }
+}
+
+TEST_CASE("llm ops paged attention: the profiler's cost counts the keys each query attends to") {
+  // Token i of a sequence's n new tokens, after `before` cached ones, attends to before + i + 1
+  // keys; the cost reads query_start and seq_lens from the run.
+  const std::vector<Seq> batch = {{0, 7}, {13, 1}, {20, 6}, {9, 0}, {33, 1, true}};
+  const int64_t D = 8, G = 3, Hkv = 2;
+  Step st = make_step(false, D, G, Hkv, 5, batch, 3, 11);
+  double keys = 0, context = 0;
+  for (const Seq& q : batch) {
+    for (int i = 0; i < q.n; i++) keys += q.before + i + 1;
+    context += q.before + q.n;
+  }
+  Tensor kc = st.kc.clone(), vc = st.vc.clone();
+  Node n = pa_node(st);
+  Tensor y = Tensor::empty(DType::F32, st.q.shape());
+  KernelCtx ctx{n, pa_inputs(st, kc, vc), {&y}, 1};
+  const NodeCost c = node_cost(ctx);
+  CHECK(c.flops == (double)st.Hq * keys * (4 * D + 5));
+  const double T = (double)st.q.shape()[0], row = (double)(Hkv * D);
+  const double small = (double)(st.slots.nbytes() + st.qs.nbytes() + st.lens.nbytes() + st.bt.nbytes());
+  CHECK(c.bytes == 4 * (2 * T * st.Hq * D + 2 * T * row) + small + 2 * row * 4 * (context + T));
 }
 
 TEST_CASE("llm ops paged attention: AVX2 and generic, 1 and 2 threads give the same bits") {

@@ -2,6 +2,7 @@
 // ops whose work is not proportional to one tensor (GEMMs, convolutions, RNNs, Einsum, pools).
 #include "runtime/cost.h"
 
+#include <algorithm>
 #include <array>
 #include <string>
 
@@ -325,7 +326,43 @@ NodeCost node_cost(const Node& node, const Types& in, const Types& out) {
   return c;
 }
 
+namespace {
+
+// PagedAttention's work depends on the values of query_start and seq_lens: query token i of a
+// sequence of L tokens whose last q arrive in this step attends to L - q + i + 1 keys. Flops:
+// per head and key, 2 D for the score, 2 D for the weighted V, 5 for the softmax. Bytes: q, the
+// new k and v, the output and the indices, plus each sequence's K and V rows read once per KV
+// head (every row of its context) and the new rows written.
+NodeCost paged_attention_cost(const KernelCtx& ctx) {
+  const Node& n = ctx.node;
+  const double heads = (double)n.attrs.get_int("num_heads", 0);
+  const double row = (double)n.attrs.get_int("num_kv_heads", 0) * n.attrs.get_int("head_dim", 0);
+  const Tensor& qs = ctx.input(6);
+  const Tensor& lens = ctx.input(7);
+  double keys = 0, context = 0;
+  for (int64_t s = 0; s + 1 < qs.numel() && s < lens.numel(); s++) {
+    const double q = std::max(0, qs.ptr<int32_t>()[s + 1] - qs.ptr<int32_t>()[s]);
+    const double len = std::max(q, (double)lens.ptr<int32_t>()[s]);
+    keys += q * (len - q) + q * (q + 1) / 2;
+    context += len;
+  }
+  const double kv_size = (double)dtype_size(ctx.input(3).dtype());
+  NodeCost c;
+  c.flops = heads * keys * (4.0 * (double)n.attrs.get_int("head_dim", 0) + 5.0);
+  for (int i : {0, 1, 2, 5, 6, 7, 8}) c.bytes += (double)ctx.input(i).nbytes();
+  c.bytes += (double)ctx.output(0).nbytes();
+  c.bytes += 2 * row * kv_size * (context + (double)ctx.input(1).shape()[0]);
+  return c;
+}
+
+}  // namespace
+
 NodeCost node_cost(const KernelCtx& ctx) {
+  // Host steps only: a device step's index tensors are in device memory.
+  if (ctx.node.op == OpType::PagedAttention && !ctx.device && ctx.in.size() == 9 &&
+      std::none_of(ctx.in.begin(), ctx.in.end(), [](const Tensor* t) { return !t; }) &&
+      ctx.has_output(0))
+    return paged_attention_cost(ctx);
   Types in, out;
   for (const Tensor* t : ctx.in) in.push_back(t ? TensorType{t->dtype(), t->shape()} : TensorType{});
   for (const Tensor* t : ctx.out)

@@ -15,6 +15,8 @@
 //   reductions, ArgMax/Min, CumSum, TopK, global pools: 1 per input element (ReduceL2: 2)
 //   MaxPool, AveragePool  prod(kernel_shape) per output element
 //   Resize          nearest 0; linear / cubic 2 flops per tap (2 / 4 taps per resized dim)
+//   PagedAttention  per head and attended key 4 D + 5 (from the run's query_start and
+//                   seq_lens; bytes: each sequence's cached K, V rows once, not the whole cache)
 //   data movement (reshape, transpose, gather, concat, cast, ...) and control flow: 0
 //     (an If/Loop span's subgraph work is inside its time but not in its flops)
 // bytes = every input's bytes (constants included) + every output's bytes; except that
