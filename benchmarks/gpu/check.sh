@@ -80,6 +80,24 @@ print('ember.cuda.is_available()', ember.cuda.is_available(), '->', ember.cuda.d
     END{for(k in t) printf "%d %s ", t[k], k}' "$OUTDIR/pytest.log")
   record tests $rc $((SECONDS - start)) "$pytest_line"
 
+  # A file that died of a CUDA memory error (or with no summary) runs again under
+  # compute-sanitizer, up to two files and LIMIT_SANITIZE seconds each: the next call then starts
+  # from the faulting kernel and address, not from a guess.
+  SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  sanitized=0
+  for log in "$OUTDIR"/pytest_test_*.log; do
+    [ $sanitized -lt 2 ] && [ -x "$SAN" ] || break
+    if grep -qiE "illegal (memory )?address|misaligned address|unspecified launch failure|Segmentation fault|Fatal Python error" "$log" ||
+       ! grep -qE "(passed|failed|error|skipped|no tests ran)( |,|$)" "$log"; then
+      n=$(basename "$log" .log | sed 's/^pytest_//')
+      stage "compute-sanitizer memcheck: $n (limit ${LIMIT_SANITIZE:-90}s)"
+      PYTHONPATH=python timeout -k 5 "${LIMIT_SANITIZE:-90}" "$SAN" --tool memcheck --print-limit 10 \
+        "$PY" -m pytest "tests/cuda/$n.py" -x -q -p no:cacheprovider > "$OUTDIR/sanitize_$n.log" 2>&1
+      grep -E "^========= " "$OUTDIR/sanitize_$n.log" | head -n 30
+      sanitized=$((sanitized + 1))
+    fi
+  done
+
   if [ "${SKIP_BENCH:-0}" != 1 ]; then
     stage "bench_cuda.py (limit ${LIMIT_BENCH}s)"
     start=$SECONDS
