@@ -63,15 +63,16 @@ print('ember.cuda.is_available()', ember.cuda.is_available(), '->', ember.cuda.d
   # A CUDA error such as an illegal address poisons its process's context: one pytest process per
   # file keeps the other files' results. CUDA_LAUNCH_BLOCKING names the failing launch.
   start=$SECONDS
-  rm -f "$OUTDIR"/pytest_*.log "$OUTDIR/pytest_rc.txt"
+  rm -f "$OUTDIR"/pytest_*.log
   # LIMIT_TESTS bounds each file; the stage as a whole gets 1.6x that.
   ls tests/cuda/test_*.py | CUDA_LAUNCH_BLOCKING=1 PY="$PY" OUTDIR="$OUTDIR" LIMIT=$LIMIT_TESTS \
     timeout -k 5 $((LIMIT_TESTS * 8 / 5)) xargs -P "$PYTEST_JOBS" -I{} bash -c 'n=$(basename {} .py); PYTHONPATH=python timeout -k 10 $LIMIT \
       "$PY" -m pytest {} -q -p no:cacheprovider -o faulthandler_timeout=$((LIMIT - 10)) -rfEs \
-      > "$OUTDIR/pytest_$n.log" 2>&1; echo "$n rc=$?" >> "$OUTDIR/pytest_rc.txt"'
+      > "$OUTDIR/pytest_$n.log" 2>&1'
+  summary_re="(passed|failed|error|skipped|no tests ran)( |,|$)"  # pytest's last line
   rc=0
   for log in "$OUTDIR"/pytest_test_*.log; do
-    last=$(grep -E "(passed|failed|error|skipped|no tests ran)( |,|$)" "$log" | tail -n 1)
+    last=$(grep -E "$summary_re" "$log" | tail -n 1)
     printf '%-28s %s\n' "$(basename "$log" .log | sed 's/^pytest_//')" "${last:-(no summary: crashed or timed out)}"
   done | tee "$OUTDIR/pytest.log"
   grep -q "(no summary\| failed\| error" "$OUTDIR/pytest.log" && rc=1
@@ -88,7 +89,7 @@ print('ember.cuda.is_available()', ember.cuda.is_available(), '->', ember.cuda.d
   for log in "$OUTDIR"/pytest_test_*.log; do
     [ $sanitized -lt 2 ] && [ -x "$SAN" ] || break
     if grep -qiE "illegal (memory )?address|misaligned address|unspecified launch failure|Segmentation fault|Fatal Python error" "$log" ||
-       ! grep -qE "(passed|failed|error|skipped|no tests ran)( |,|$)" "$log"; then
+       ! grep -qE "$summary_re" "$log"; then
       n=$(basename "$log" .log | sed 's/^pytest_//')
       stage "compute-sanitizer memcheck: $n (limit ${LIMIT_SANITIZE:-90}s)"
       PYTHONPATH=python timeout -k 5 "${LIMIT_SANITIZE:-90}" "$SAN" --tool memcheck --print-limit 10 \

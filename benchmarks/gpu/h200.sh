@@ -15,7 +15,8 @@ FINAL=${OUT:-/tmp/ember-h200}
 WORK=/tmp/ember-h200-work
 rm -rf "$WORK"; mkdir -p "$FINAL" "$WORK/check" "$WORK/quant"
 T0=$SECONDS
-echo "commit $(cat .h200/commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo '?')"
+commit=$(cat .h200/commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo '?')
+echo "commit $commit"
 
 if ls .whl/*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -33,7 +34,7 @@ grep -qE "^build +ok" "$WORK/check/summary.txt" 2>/dev/null && [ "${QUANT:-1}" =
   LIMIT_BENCH=$((left - 20 < ${LIMIT_BENCH:-150} ? left - 20 : ${LIMIT_BENCH:-150})) \
   timeout -k 5 $left bash benchmarks/gpu/check_quant.sh
 
-{ echo "commit $(cat .h200/commit 2>/dev/null || echo '?')"; cat "$WORK/check/summary.txt"; echo; cat "$WORK/quant/summary.txt" 2>/dev/null; } > "$FINAL/summary.txt"
+{ echo "commit $commit"; cat "$WORK/check/summary.txt"; echo; cat "$WORK/quant/summary.txt" 2>/dev/null; } > "$FINAL/summary.txt"
 tar czf "$FINAL/logs.tgz" -C "$WORK" .
 ls -l "$FINAL"
 echo "h200.sh: $((SECONDS - T0)) s in all"

@@ -336,7 +336,8 @@ namespace {
 NodeCost paged_attention_cost(const KernelCtx& ctx) {
   const Node& n = ctx.node;
   const double heads = (double)n.attrs.get_int("num_heads", 0);
-  const double row = (double)n.attrs.get_int("num_kv_heads", 0) * n.attrs.get_int("head_dim", 0);
+  const double d = (double)n.attrs.get_int("head_dim", 0);
+  const double row = (double)n.attrs.get_int("num_kv_heads", 0) * d;
   const Tensor& qs = ctx.input(6);
   const Tensor& lens = ctx.input(7);
   double keys = 0, context = 0;
@@ -348,7 +349,7 @@ NodeCost paged_attention_cost(const KernelCtx& ctx) {
   }
   const double kv_size = (double)dtype_size(ctx.input(3).dtype());
   NodeCost c;
-  c.flops = heads * keys * (4.0 * (double)n.attrs.get_int("head_dim", 0) + 5.0);
+  c.flops = heads * keys * (4.0 * d + 5.0);
   for (int i : {0, 1, 2, 5, 6, 7, 8}) c.bytes += (double)ctx.input(i).nbytes();
   c.bytes += (double)ctx.output(0).nbytes();
   c.bytes += 2 * row * kv_size * (context + (double)ctx.input(1).shape()[0]);
