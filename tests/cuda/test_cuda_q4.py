@@ -183,10 +183,8 @@ def test_quantize_int4(make_model, rng, k, n, m):
 
 def int4_quant(w, group):
     """quantize="int4"'s weights (MatMulNBits with zero points) for w [N, K] as a Quant."""
-    from ember.quantize.int4 import q4g_quantize
+    from ember.quantize.int4 import q4g_quantize, q4g_unpack
 
-    n, k = w.shape
     qb, scales, zp = q4g_quantize(w, group, zero_point=True)
-    codes = np.stack([qb & 0x0f, qb >> 4], axis=-1).reshape(n, -1)[:, :k]
-    z = np.stack([zp & 0x0f, zp >> 4], axis=-1).reshape(n, -1)[:, :scales.shape[1]]
-    return Quant(codes, scales, -z.astype(np.float32) * scales, group)
+    codes, z = q4g_unpack(qb, zp, scales.shape[1])
+    return Quant(codes[:, :w.shape[1]], scales, -z.astype(np.float32) * scales, group)

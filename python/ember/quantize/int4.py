@@ -66,17 +66,23 @@ def q4g_quantize(w, group, zero_point=True):
     return q, scale.astype(np.float32), zp
 
 
-def q4g_dequantize(q, scales, zp, k, group):
-    """Inverse of q4g_quantize -> float32 [N, K]."""
-    n, groups = scales.shape
+def q4g_unpack(q, zp, groups):
+    """q4g_quantize's packed nibbles -> (codes int64 [N, n_blocks * G], zero points int64
+    [N, groups]; 8 where zp is None)."""
+    n = q.shape[0]
     codes = np.empty((n, q.shape[1] * 2), np.int64)
     codes[:, 0::2], codes[:, 1::2] = q & 0x0F, q >> 4
     if zp is None:
-        z = np.full((n, groups), 8, np.int64)
-    else:
-        zz = np.empty((n, zp.shape[1] * 2), np.int64)
-        zz[:, 0::2], zz[:, 1::2] = zp & 0x0F, zp >> 4
-        z = zz[:, :groups]
+        return codes, np.full((n, groups), 8, np.int64)
+    zz = np.empty((n, zp.shape[1] * 2), np.int64)
+    zz[:, 0::2], zz[:, 1::2] = zp & 0x0F, zp >> 4
+    return codes, zz[:, :groups]
+
+
+def q4g_dequantize(q, scales, zp, k, group):
+    """Inverse of q4g_quantize -> float32 [N, K]."""
+    n, groups = scales.shape
+    codes, z = q4g_unpack(q, zp, groups)
     c = codes.reshape(n, groups, group) - z[..., None]
     return (c.astype(np.float32) * scales[..., None]).reshape(n, groups * group)[:, :k]
 
