@@ -16,9 +16,9 @@ What is timed. torch: CUDA events around each call, median of N after warm-up. e
 is the median wall time of one Engine.run whose feeds are already torch CUDA tensors (read in
 place through DLPack) and whose outputs stay on the GPU (device_outputs=True), the device
 synchronized before and after: like torch's figure, it counts the host's launch work. "nodes ms"
-is the sum of the per-node medians of Engine.profile over the nodes that run on the device (each
-synchronized when profiled; copy steps excluded): one launch + sync per node, an upper bound on
-device time that shows where it goes. "e2e ms" is Engine.run's median wall time, numpy in and
+is the sum of the per-node medians of Engine.profile over the nodes that run on the device (copy
+steps excluded), each timed by CUDA events around its launches: the GPU's time for the node's
+kernels, host launch work between them included only where the GPU waited for it. "e2e ms" is Engine.run's median wall time, numpy in and
 out, host<->device copies included.
 ember's "precision" keeps fp32 tensors in device memory and computes matmuls / attention on fp16
 tensor cores; torch's fp16 rows hold fp16 tensors. An ember figure is refused (n/a, nodes listed)
@@ -565,7 +565,7 @@ def table(rows, peaks, header):
              "peaks (measured, torch): " + ", ".join(f"{k} {v:.1f} {'GB/s' if k == 'copy' else 'TFLOP/s'}"
                                                      for k, v in peaks.items()),
              "ember ms: Engine.run on GPU tensors, outputs left there (else nodes ms); nodes: the device "
-             "nodes' profiled medians, copies excluded; e2e: Engine.run, numpy in/out",
+             "nodes' profiled medians (CUDA events), copies excluded; e2e: Engine.run, numpy in/out",
              f"{'section':<12} {'ember ms':>9} {'torch ms':>9} {'e/t':>6} {'ember':>8} {'torch':>8} "
              f"{'unit':<7} {'e %pk':>6} {'t %pk':>6} {'nodes ms':>8} {'e2e ms':>8} {'rel err':>8}  what / note"]
     for r in rows:

@@ -99,6 +99,29 @@ void CudaDevice::range_push(const char* name) { nvtxRangePushA(name); }
 
 void CudaDevice::range_pop() { nvtxRangePop(); }
 
+// CUDA events around the step's launches: the kernels' time on the GPU, without the host's
+// launch work (a profiled small kernel would read as its launch overhead otherwise).
+void CudaDevice::timer_start() {
+  auto s = static_cast<cudaStream_t>(activate());
+  for (void*& e : timer_) {
+    if (e) continue;
+    cudaEvent_t ev = nullptr;
+    cuda_check(cudaEventCreate(&ev), "cudaEventCreate");
+    e = ev;
+  }
+  cuda_check(cudaEventRecord(static_cast<cudaEvent_t>(timer_[0]), s), "cudaEventRecord");
+}
+
+int64_t CudaDevice::timer_stop_ns() {
+  auto s = static_cast<cudaStream_t>(activate());
+  auto start = static_cast<cudaEvent_t>(timer_[0]), stop = static_cast<cudaEvent_t>(timer_[1]);
+  cuda_check(cudaEventRecord(stop, s), "cudaEventRecord");
+  cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+  float ms = 0;
+  cuda_check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+  return (int64_t)((double)ms * 1e6);
+}
+
 DeviceKernel CudaDevice::find_kernel(const InferCtx& ctx, const DeviceOptions& options) const {
   for (const CudaKernel& k : cuda_kernels()) {
     if (k.op != ctx.node.op) continue;

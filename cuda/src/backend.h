@@ -26,6 +26,8 @@ class CudaDevice final : public Device {
   void synchronize() override;
   void range_push(const char* name) override;
   void range_pop() override;
+  void timer_start() override;
+  int64_t timer_stop_ns() override;
   DeviceKernel find_kernel(const InferCtx& ctx, const DeviceOptions& options) const override;
 
   int ordinal() const { return ordinal_; }
@@ -37,6 +39,7 @@ class CudaDevice final : public Device {
   int ordinal_;
   std::string name_;
   void* stream_ = nullptr;
+  void* timer_[2] = {nullptr, nullptr};  // cudaEvent_t start, stop; made by the first timer_start
   CachingAllocator allocator_;
 };
 

@@ -197,3 +197,17 @@ def test_gemm_half_precision(make_model, rng, precision, c):
     c_shape = resolve(c, m, n)
     model = gemm_model(make_model, (m, k), (n, k), c_shape, {"transB": 1})
     run_both(model, gemm_feeds(rng, (m, k), (n, k), c_shape), k=k, precision=precision)
+
+
+def test_profile_times_device_work(make_model, rng):
+    """Engine.profile times a CUDA node with CUDA events: the GPU's time for its kernels, so a
+    2048^3 fp32 MatMul cannot read faster than the part's fp32 peak (about 67 TFLOP/s on an
+    H100/H200 without TF32; 100 here), nor be zero, and the nodes fit in the run."""
+    n = 2048
+    model = matmul_model(make_model, (n, n), (n, n))
+    eng = ember.Engine(model, device="cuda")
+    prof = eng.profile({"A": uniform(rng, (n, n)), "B": uniform(rng, (n, n))}, runs=5, warmup=1)
+    node = next(x for x in prof.nodes if x.op == "MatMul")
+    assert node.kernel != "reference" and node.median_ms > 0
+    assert 2 * n ** 3 / (node.median_ms * 1e-3) < 100e12, node.median_ms
+    assert prof.nodes_ms <= prof.total_ms

@@ -5,6 +5,7 @@
 // kind: a backend (ember._cuda, or the fake device below) registers itself by name.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,14 @@ class Device {
   // A named range around each device step, for the device's profilers (NVTX on CUDA).
   virtual void range_push(const char* name) {}
   virtual void range_pop() {}
+  // The device's own clock for profiling: timer_stop_ns waits for the work queued since
+  // timer_start and returns its device time in ns, or -1 where the device keeps no clock (the
+  // caller's host time around the step and a synchronize stands then).
+  virtual void timer_start() {}
+  virtual int64_t timer_stop_ns() {
+    synchronize();
+    return -1;
+  }
   // The kernel that runs this node here at these types and shapes; fn null: the CPU runs it.
   virtual DeviceKernel find_kernel(const InferCtx& ctx, const DeviceOptions& options) const = 0;
   // Debug devices: the executor checks that every step reads and writes memory on its own

@@ -49,7 +49,7 @@ struct NodeTiming {
   std::string kernel;  // registry kernel name or "reference"
   std::string isa;
   int64_t start_ns = 0;  // steady clock, from the start of the run
-  int64_t end_ns = 0;
+  int64_t end_ns = 0;    // device steps on CUDA: start_ns + the GPU's time (CUDA events)
   double flops = 0;      // cost model (cpp/src/runtime/cost.h): work the op must do
   double bytes = 0;      // bytes read and written: inputs (constants included) + outputs
 };

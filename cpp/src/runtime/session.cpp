@@ -306,10 +306,13 @@ struct Session::Impl : SubgraphRunner {
       ~Range() { if (device) device->range_pop(); }
     } range{step.on_device ? device.get() : nullptr, node.name};
     if (!trace) return step.fn(ctx);
+    if (step.on_device) device->timer_start();
     int64_t t0 = trace_now_ns();
     step.fn(ctx);
-    if (step.on_device) device->synchronize();  // device work is asynchronous
-    int64_t t1 = trace_now_ns();
+    // Device work is asynchronous: the span is the device's own time for it where it keeps a
+    // clock (placed at the launch), else the host's time up to a synchronize.
+    const int64_t device_ns = step.on_device ? device->timer_stop_ns() : -1;
+    int64_t t1 = device_ns >= 0 ? t0 + device_ns : trace_now_ns();
     // An aliasing view step (plan.cpp) moves no bytes.
     const bool alias = std::strcmp(step.kernel, "alias") == 0;
     trace_record(*trace, node, step.kernel, step.isa, t0, t1, alias ? NodeCost{} : node_cost(ctx));
