@@ -332,7 +332,7 @@ def ember_time(ctx, model, feeds, precision, runs, warmup, e2e_runs):
     GPU tensors: ember_device_run_ms; GPU only), e2e_ms, copy_ms, ops, kernels, out (first run's
     outputs), fallbacks, error."""
     r = dict(device_ms=None, dev_ms=None, e2e_ms=None, copy_ms=None, ops=[], kernels=[], out=None,
-             fallbacks=[], error=ctx.ember_error)
+             by_op=[], nodes=0, fallbacks=[], error=ctx.ember_error)
     if ctx.ember_error:
         return r
     try:
@@ -359,6 +359,9 @@ def _ember_time(ctx, model, feeds, precision, runs, warmup, e2e_runs, r):
         r["copy_ms"] = sum(n.median_ms for n in prof.nodes if n.kernel in COPY_KERNELS)
         r["ops"] = [n.op for n in nodes]
         r["kernels"] = sorted({n.kernel for n in nodes})
+        # Where the device time goes: op types by their nodes' summed medians, largest first.
+        r["by_op"] = [(s.op, s.count, s.ms) for s in prof.ops]
+        r["nodes"] = len(prof.nodes)
         times = []
         for _ in range(e2e_runs):
             t0 = time.perf_counter()
@@ -421,7 +424,7 @@ def row(section, what, unit, work, e, t_ms, t_out=None, e_key=None, peak=None, n
                 ember_rate=work / (e_ms * scale) if e_ms else None,
                 torch_rate=work / (t_ms * scale) if t_ms else None,
                 err=err, kernels=e["kernels"] if e else [], fallbacks=e["fallbacks"] if e else [],
-                note="; ".join(notes))
+                by_op=e["by_op"] if e else [], nodes=e["nodes"] if e else 0, note="; ".join(notes))
 
 
 def np_of(t):
@@ -579,6 +582,10 @@ def table(rows, peaks, header):
             f"{fmt(r.get('ember_nodes_ms'), '8.3f')} {fmt(r['ember_e2e_ms'], '8.2f')} "
             f"{fmt(r['err'], '8.1e')}  {r['what']}"
             + (f" [{r['note']}]" if r["note"] else ""))
+    for r in rows:  # model sections: where the nodes' device time goes
+        if len(r.get("by_op", [])) > 1:
+            top = ", ".join(f"{op} x{n} {ms:.3f}" for op, n, ms in r["by_op"][:8])
+            lines.append(f"  {r['section']}: {r['nodes']} nodes; ms by op: {top}")
     return "\n".join(lines)
 
 
