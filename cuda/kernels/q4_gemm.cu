@@ -1,13 +1,13 @@
 // W4A16 GEMM for Q4MatMul (reference: cpp/src/ops/ops_q4matmul.cpp): y = act(A @ W^T + bias),
 // W = code * scale + offset with int4 codes in k16 x n64 mma tiles (layouts: q4_gemm.h).
-// A is first converted to T (fp16 or bf16) fragments (q4_convert_a). A block owns 64 columns;
-// a cp.async pipeline of 4 stages streams the weight tiles (64 K each) into shared memory, each
-// lane dequantizes its 16 bytes per k16 tile in registers (nibbles | magic exponent -> T exact
-// integers, then fma(code, scale, offset)) and feeds mma.sync m16n8k16 with fp32 accumulation.
-// Variants: "small" (M <= 16 per block: the 4 warps split each stage's k16 tiles and add up in
-// shared memory, for decode) and "large" (m128 blocks, each warp 32 rows over all of K).
-// K splits over blocks write partial sums that q4_reduce adds in split order (+ bias, act).
-// Marlin (IST-DASLab) is the model for the tile layout and the dequantization trick.
+// A is first converted to T (fp16 or bf16) fragments (q4_convert_a). A block owns 64 columns; a
+// cp.async ring of 64 K stages (codes, scale and offset rows, and for "small" the A fragments)
+// feeds the main loop from shared memory; each lane dequantizes its 16 bytes per k16 tile in
+// registers (nibbles | magic exponent -> exact T integers, then fma(code, scale, offset)) for
+// mma.sync m16n8k16, fp32 sums. "small" (M <= 16 per block, decode): the 4 warps split each
+// stage's k16 tiles and add up in shared memory; "large": m128 blocks, a warp 32 rows over all K.
+// K splits write partial sums that q4_reduce adds in split order (+ bias, act). Marlin
+// (IST-DASLab) is the model for the tile layout and the dequantization trick.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -17,8 +17,9 @@
 namespace ember::cuda {
 namespace {
 
-constexpr int kStages = 4;
 constexpr int kThreads = 128;
+// Ring depths (stages of 64 K): small 8 x 4.5 KB = 36 KB (codes, params, A), large 4 x 2.5 KB.
+constexpr int kRingSmall = kQ4RingSmall, kRingLarge = 4;
 
 __device__ __forceinline__ float q4_act(float v, int act) {
   switch (act) {
@@ -114,10 +115,16 @@ __global__ void q4_convert_a_kernel(const float* __restrict__ a,  // [m, k]
                          Ops::pack(v[6], v[7]));
 }
 
+template <bool SMEM_A>
+constexpr int kMinBlocks = SMEM_A ? 6 : 0;
+
 // MT m16 tiles per warp; KW warps share each stage (warp w takes its k16 tiles w, w + KW, ..).
-// Block: 4 warps, m (16 MT * 4 / KW) x n64; blockIdx = (n tile, m block, K split).
-template <class Ops, int MT, int KW>
-__global__ void __launch_bounds__(kThreads)
+// Block: 4 warps, m (16 MT * 4 / KW) x n64; blockIdx = (n tile, m block, K split). A ring of
+// RING stages in shared memory holds each stage's codes and the two param rows (scale, offset)
+// its 4 k16 tiles can touch (group >= 32 = 2 tiles, so 4 aligned tiles span at most 2 groups),
+// and with SMEM_A its A fragments too: the main loop reads shared memory only.
+template <class Ops, int MT, int KW, int RING, bool SMEM_A>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<SMEM_A>)
     q4_gemm_kernel(const uint4* __restrict__ a,        // [Mp/16, Kp/16, 32] T x 8
                    const uint4* __restrict__ codes,    // [Kp/16, Np/64, 32] int32 x 4
                    const uint4* __restrict__ scales,   // [groups, Np/64, 8] f16 x 8
@@ -127,8 +134,19 @@ __global__ void __launch_bounds__(kThreads)
                    int m, int n, int kt_count, int nt_count, int group_tiles, int stages,
                    int stages_per_split, int act, bool partial) {
   constexpr int kMSlots = 4 / KW;
-  __shared__ __align__(16) uint4 sb[kStages][4][32];                 // codes: 4 k16 tiles per stage
-  __shared__ float red[KW > 1 ? KW - 1 : 1][KW > 1 ? MT * 32 : 1][32];  // [warp - 1, acc, lane]
+  static_assert(KW == 1 || kMSlots == 1, "the K-sharing warps of a block add up through one `red`");
+  static_assert(!SMEM_A || (MT == 1 && kMSlots == 1), "A in shared memory: one m16 tile per block");
+  struct Ring {
+    uint4 codes[RING][4][32];                 // [stage, k16 tile, lane]
+    uint4 params[RING][2][2][8];              // [stage, scale | offset, group row, g]
+    uint4 a[SMEM_A ? RING : 1][4][32];        // [stage, k16 tile, lane]
+  };
+  // The split's partial sums of warps 1..KW-1 reuse the ring once the main loop is done.
+  union Smem {
+    Ring ring;
+    float red[KW > 1 ? KW - 1 : 1][KW > 1 ? MT * 32 : 1][32];  // [warp - 1, acc, lane]
+  };
+  __shared__ __align__(16) Smem sm;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
   const int kslot = warp % KW, mslot = warp / KW;
@@ -146,35 +164,51 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int r = 0; r < 4; r++) acc[i][s][r] = 0.0f;
 
-  // Each thread copies one 16-byte piece of a stage: tile `warp`, its lane.
+  // Each thread copies one 16-byte piece of the codes (tile `warp`, its lane), with SMEM_A one
+  // of A; warp 0 also the 32 pieces of the param rows (lane: scale | offset, row, g).
   auto load = [&](int i) {
     if (i < ns) {
-      const int kt = (s_begin + i) * 4 + warp;
-      cp_async16(&sb[i % kStages][warp][lane], codes + ((size_t)kt * nt_count + nt) * 32 + lane);
+      const int slot = i % RING, kt0 = (s_begin + i) * 4, kt = kt0 + warp;
+      cp_async16(&sm.ring.codes[slot][warp][lane], codes + ((size_t)kt * nt_count + nt) * 32 + lane);
+      if constexpr (SMEM_A) {
+        if (mt0 < mt_count)
+          cp_async16(&sm.ring.a[slot][warp][lane], a + ((size_t)mt0 * kt_count + kt) * 32 + lane);
+      }
+      if (warp == 0) {
+        const int which = lane / 16, row = lane / 8 % 2, gg = lane % 8;
+        const int grp = (kt0 + 3 * row) / group_tiles;
+        cp_async16(&sm.ring.params[slot][which][row][gg],
+                   (which ? offsets : scales) + ((size_t)grp * nt_count + nt) * 8 + gg);
+      }
     }
     cp_async_commit();  // empty groups too: the wait below counts groups
   };
 #pragma unroll
-  for (int i = 0; i < kStages - 1; i++) load(i);
+  for (int i = 0; i < RING - 1; i++) load(i);
 
   for (int i = 0; i < ns; i++) {
-    cp_async_wait<kStages - 2>();  // stage i has landed (this thread's piece) ...
-    __syncthreads();               // ... everyone's, and stage i - 1's slot is free again
-    load(i + kStages - 1);
+    cp_async_wait<RING - 2>();  // stage i has landed (this thread's pieces) ...
+    __syncthreads();            // ... everyone's, and stage i - 1's slot is free again
+    load(i + RING - 1);
     if (mt0 >= mt_count) continue;  // a warp past M (large kernel) only helps load
+    const int slot = i % RING, kt0 = (s_begin + i) * 4;
 #pragma unroll
-    for (int kk = kslot; kk < 4; kk += KW) {
-      const int kt = (s_begin + i) * 4 + kk;
-      const uint4 w = sb[i % kStages][kk][lane];
-      const size_t pi = ((size_t)(kt / group_tiles) * nt_count + nt) * 8 + g;
-      const uint4 s8 = __ldg(scales + pi), o8 = __ldg(offsets + pi);
+    for (int q = 0; q < 4 / KW; q++) {
+      const int kk = kslot + q * KW, kt = kt0 + kk;
+      const uint4 w = sm.ring.codes[slot][kk][lane];
+      const int row = kt / group_tiles - kt0 / group_tiles;  // 0 or 1
+      const uint4 s8 = sm.ring.params[slot][0][row][g], o8 = sm.ring.params[slot][1][row][g];
       const uint16_t* sh = reinterpret_cast<const uint16_t*>(&s8);
       const uint16_t* oh = reinterpret_cast<const uint16_t*>(&o8);
       uint4 af[MT];
+      if constexpr (SMEM_A) {
+        af[0] = sm.ring.a[slot][kk][lane];
+      } else {
 #pragma unroll
-      for (int t = 0; t < MT; t++)
-        af[t] = mt0 + t < mt_count ? __ldg(a + ((size_t)(mt0 + t) * kt_count + kt) * 32 + lane)
-                                   : make_uint4(0, 0, 0, 0);
+        for (int t = 0; t < MT; t++)
+          af[t] = mt0 + t < mt_count ? __ldg(a + ((size_t)(mt0 + t) * kt_count + kt) * 32 + lane)
+                                     : make_uint4(0, 0, 0, 0);
+      }
       const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
       for (int j = 0; j < 4; j++) {
@@ -193,44 +227,53 @@ __global__ void __launch_bounds__(kThreads)
   }
   cp_async_wait<0>();
 
+  // C fragment: c[r] is (row g + 8 (r / 2), column 2 (lane % 4) + r % 2) of each m16 x n8.
+  float* dst = partial ? out + (size_t)blockIdx.z * m * n : out;
+  auto store = [&](int t, int s, int r, float v) {
+    const int row = (mt0 + t) * 16 + g + 8 * (r / 2);
+    const int col = nt * 64 + s * 8 + 2 * (lane % 4) + r % 2;
+    if (row >= m || col >= n) return;
+    if (!partial) v = q4_act(bias ? v + bias[col] : v, act);
+    dst[(size_t)row * n + col] = v;
+  };
   if constexpr (KW > 1) {
-    // Warps 1..KW-1 hand their sums to warp 0 of their m slot (MT * 32 values per lane),
-    // added in warp order.
+    // Warps 1..KW-1 hand their sums to warp 0 (MT * 32 values per lane), added in warp order.
+    // `red` overlays the ring: every warp must be done reading it.
+    __syncthreads();
     if (kslot > 0) {
 #pragma unroll
       for (int t = 0; t < MT; t++)
 #pragma unroll
         for (int s = 0; s < 8; s++)
 #pragma unroll
-          for (int r = 0; r < 4; r++) red[kslot - 1][(t * 8 + s) * 4 + r][lane] = acc[t][s][r];
+          for (int r = 0; r < 4; r++) sm.red[kslot - 1][(t * 8 + s) * 4 + r][lane] = acc[t][s][r];
     }
     __syncthreads();
     if (kslot > 0) return;
+    // Warp 0 leaves the totals in red[0] (each lane its own slots) and stores them from there
+    // in a rolled loop: 32 inlined activations at once would take ~50 more registers.
 #pragma unroll
-    for (int w = 0; w < KW - 1; w++)
+    for (int t = 0; t < MT; t++)
 #pragma unroll
-      for (int t = 0; t < MT; t++)
+      for (int s = 0; s < 8; s++)
 #pragma unroll
-        for (int s = 0; s < 8; s++)
+        for (int r = 0; r < 4; r++) {
+          const int idx = (t * 8 + s) * 4 + r;
+          float v = acc[t][s][r];
 #pragma unroll
-          for (int r = 0; r < 4; r++) acc[t][s][r] += red[w][(t * 8 + s) * 4 + r][lane];
+          for (int w = 0; w < KW - 1; w++) v += sm.red[w][idx][lane];
+          sm.red[0][idx][lane] = v;
+        }
+#pragma unroll 1
+    for (int idx = 0; idx < MT * 32; idx++) store(idx / 32, idx / 4 % 8, idx % 4, sm.red[0][idx][lane]);
+  } else {
+#pragma unroll
+    for (int t = 0; t < MT; t++)
+#pragma unroll
+      for (int s = 0; s < 8; s++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) store(t, s, r, acc[t][s][r]);
   }
-
-  // C fragment: c[r] is (row g + 8 (r / 2), column 2 (lane % 4) + r % 2) of each m16 x n8.
-  float* dst = partial ? out + (size_t)blockIdx.z * m * n : out;
-#pragma unroll
-  for (int t = 0; t < MT; t++)
-#pragma unroll
-    for (int s = 0; s < 8; s++)
-#pragma unroll
-      for (int r = 0; r < 4; r++) {
-        const int row = (mt0 + t) * 16 + g + 8 * (r / 2);
-        const int col = nt * 64 + s * 8 + 2 * (lane % 4) + r % 2;
-        if (row >= m || col >= n) continue;
-        float v = acc[t][s][r];
-        if (!partial) v = q4_act(bias ? v + bias[col] : v, act);
-        dst[(size_t)row * n + col] = v;
-      }
 }
 
 // y = act(sum over splits, in order, of partial + bias).
@@ -259,14 +302,24 @@ void launch_gemm(const void* a_frag, const int32_t* codes, const uint16_t* scale
   const auto* c = reinterpret_cast<const uint4*>(codes);
   const auto* sc = reinterpret_cast<const uint4*>(scales);
   const auto* of = reinterpret_cast<const uint4*>(offsets);
-  if (p.small)
-    q4_gemm_kernel<Ops, 1, 4><<<grid, kThreads, 0, s>>>(
+  if (p.small) {
+    auto* kernel = q4_gemm_kernel<Ops, 1, 4, kRingSmall, true>;
+    // Six 37 KB blocks per SM need the largest shared-memory carveout (a hint; once per T).
+    static const bool carveout = [kernel] {
+      if (cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                               cudaSharedmemCarveoutMaxShared) != cudaSuccess)
+        cudaGetLastError();  // only a hint
+      return true;
+    }();
+    (void)carveout;
+    kernel<<<grid, kThreads, 0, s>>>(
         a, c, sc, of, bias, out, (int)m, (int)n, kt_count, (int)p.grid_x, (int)(group / 16),
         (int)p.stages, (int)p.stages_per_split, act, split);
-  else
-    q4_gemm_kernel<Ops, 2, 1><<<grid, kThreads, 0, s>>>(
+  } else {
+    q4_gemm_kernel<Ops, 2, 1, kRingLarge, false><<<grid, kThreads, 0, s>>>(
         a, c, sc, of, bias, out, (int)m, (int)n, kt_count, (int)p.grid_x, (int)(group / 16),
         (int)p.stages, (int)p.stages_per_split, act, split);
+  }
   if (split) {
     const int64_t mn = m * n;
     const int64_t blocks = std::min<int64_t>((mn + 255) / 256, 65535);

@@ -58,6 +58,8 @@ struct Q4Launch {
   int64_t stages = 0;              // Kp / 64
   int64_t splits = 1, stages_per_split = 0;
 };
+// Stages of the small kernel's shared-memory ring (RING - 1 in flight per block).
+constexpr int kQ4RingSmall = 8;
 inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool deterministic) {
   Q4Launch p;
   // Deterministic: one kernel and a split count independent of M, so a row's sums do not
@@ -68,9 +70,17 @@ inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool determi
   p.grid_y = (m + block_m - 1) / block_m;
   p.stages = q4_padded_k(k) / kQ4StageK;
   const int64_t blocks = std::max<int64_t>(1, p.grid_x * (deterministic ? 1 : p.grid_y));
-  const int64_t target = 2 * std::max(sms, 1);  // two blocks per SM keep the loads in flight
+  // Decode (small kernel) streams each weight byte once, so it lives on HBM latency: at ~4.2 TB/s
+  // over 132 SMs an SM drains ~17 B/cycle (~32 GB/s), and with ~1 us of loaded latency it needs
+  // >= ~32 KB of loads outstanding. A small block has RING - 1 = 7 stages in flight, 7 x 2.25 KB
+  // of codes and params from HBM (+ 14 KB of A from L2), and ~37 KB of shared memory, so 4
+  // blocks per SM (148 KB, all resident at once) keep ~63 KB outstanding: 4096 x 4096 (8.4 MB,
+  // 64 KB per SM) is issued almost whole up front. The large kernel is compute-bound: 2 per SM.
+  const int64_t per_sm = p.small ? 4 : 2;
+  const int64_t target = per_sm * std::max(sms, 1);
   int64_t splits = blocks >= target ? 1 : (target + blocks - 1) / blocks;
-  // At least 4 stages per split, so the 4-stage pipeline fills; at most 32 partial sums.
+  // At least 4 stages per split (the partial sums cost splits * m * n * 4 bytes, <= m / 32 of
+  // the codes' bytes then); at most 32 partial sums.
   splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(32, std::max<int64_t>(1, p.stages / 4)));
   p.stages_per_split = p.stages ? (p.stages + splits - 1) / splits : 0;
   p.splits = p.stages ? (p.stages + p.stages_per_split - 1) / p.stages_per_split : 1;

@@ -120,6 +120,27 @@ def test_matmulnbits(rng, m, k, n, block, zero_points):
     run_both(model, {"a": rng.standard_normal((m, k)).astype(np.float32)}, q)
 
 
+# Decode-sized layers through the small kernel's launch plans (q4_launch, 132 SMs; 64 K stages,
+# an 8-stage ring): 4096 x 4096 (8 splits of 8: the ring holds a whole split), K = 11008 (9 splits
+# of 20: the ring wraps), N = 13000 (204 column tiles, 3 splits of 11), N = 1000 with K = 11008
+# (29 splits of 6, the last one 4).
+DECODE_CASES = [(1, 4096, 4096, 128), (16, 4096, 4096, 32), (7, 4096, 4096, 64),
+                (1, 11008, 4096, 64), (16, 11008, 1000, 128), (1, 2048, 13000, 32),
+                (16, 2048, 13000, 128)]
+
+
+@pytest.mark.parametrize("m,k,n,block", DECODE_CASES)
+def test_decode_shapes(rng, m, k, n, block):
+    model, q = nbits_model(rng, k, n, block, True, bias=True)
+    run_both(model, {"a": rng.standard_normal((m, k)).astype(np.float32)}, q)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_decode_half_precision(rng, precision):
+    model, q = nbits_model(rng, 11008, 1000, 32, True)
+    run_both(model, {"a": rng.standard_normal((1, 11008)).astype(np.float32)}, q, precision=precision)
+
+
 @pytest.mark.parametrize("m", [1, 300])
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_half_precision(rng, m, precision):
