@@ -4,10 +4,10 @@
 // rescaled by exp(m_old - m_new)); scores never reach global memory. Operands are addressed by
 // AttnArgs strides, so "bhsd", "bshd" and broadcasting are one kernel.
 // attention_f32_kernel: fp32 SIMT, 4 warps x 4 rows, 32-key tiles (a key per lane), D, Dv <= 256.
-// attention_tc_kernel: wmma 16x16x16 (fp16/bf16 in, fp32 accumulate), 4 warps x 16 rows, 64-key
-// tiles; scores go through shared memory for the softmax, O stays in shared memory in fp32.
-// Reference: ref_attention in cpp/src/ops/ops_fused.cpp; the tile loop is emulated on the CPU by
-// attention_emulate (cuda/src/attention_plan.cpp).
+// attention_mma_kernel: fp16/bf16 tensor cores, 4 warps x 16 rows, 64-key tiles, everything but
+// the K/V tiles in registers (mma.sync m16n8k16); head dims 32/64/128, float4-readable operands.
+// attention_tc_kernel: wmma 16x16x16, same tiles, scores and O through shared memory: the rest.
+// Reference: ref_attention (cpp/src/ops/ops_fused.cpp); attention_emulate runs the tile loop.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -287,6 +287,265 @@ __global__ void __launch_bounds__(kAttnThreads) attention_tc_kernel(AttnArgs a, 
 #endif
 }
 
+// ---- mma.sync path ----
+// m16n8k16 fragments (PTX ISA, "mma.m16n8k16"), lane = 4 * g + c, pairs packed low index first:
+// A 16x16: a0 (row g, cols 2c, 2c+1), a1 (g + 8, 2c..), a2 (g, 2c + 8..), a3 (g + 8, 2c + 8..);
+// B 16x8: b0 (k 2c, 2c+1; n g), b1 (k 2c + 8..; n g); C 16x8 fp32: c0, c1 (g, 2c..), c2, c3 (g + 8, 2c..).
+// So the C tiles of keys 16k .. 16k + 15 (n-tiles 2k, 2k + 1), packed, are the A tile of k-step k.
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ uint32_t pack2(__half, float lo, float hi) {
+  __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t pack2(__nv_bfloat16, float lo, float hi) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+// The sum of a packed pair as rounded (l sums the probabilities P @ V uses, so weights sum to 1).
+__device__ __forceinline__ float pair_sum(__half, uint32_t x) {
+  float2 f = __half22float2(*reinterpret_cast<__half2*>(&x));
+  return f.x + f.y;
+}
+__device__ __forceinline__ float pair_sum(__nv_bfloat16, uint32_t x) {
+  float2 f = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&x));
+  return f.x + f.y;
+}
+
+// d += a b, one m16n8k16 (fp32 accumulate).
+__device__ __forceinline__ void mma16816(__half, float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma16816(__nv_bfloat16, float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8x8 b16 matrices; lane 8i + r gives row r of matrix i, register i receives matrix i
+// (row g, cols 2c, 2c+1), or with .trans (rows 2c, 2c+1; col g).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"((uint32_t)__cvta_generic_to_shared(row))
+               : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"((uint32_t)__cvta_generic_to_shared(row))
+               : "memory");
+}
+
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+
+// Four floats of a row from element t on, zero past n (a float4 read when all four are in).
+__device__ __forceinline__ float4 load4_tail(const float* row, int64_t t, int64_t n) {
+  if (t + 4 <= n) return load4(row + t);
+  float x[4];
+#pragma unroll
+  for (int e = 0; e < 4; e++) x[e] = t + e < n ? row[t + e] : 0.0f;
+  return make_float4(x[0], x[1], x[2], x[3]);
+}
+
+// Stores four floats, rounded to H, at dst[0..3] (8 bytes).
+template <class H>
+__device__ __forceinline__ void store4(H* dst, float4 x) {
+  *reinterpret_cast<uint2*>(dst) = make_uint2(pack2(H{}, x.x, x.y), pack2(H{}, x.z, x.w));
+}
+
+// Stages rows [t0, t0 + BT) of a matrix contiguous along its HD columns (rows `rs` apart;
+// `cols` of them real) as dst[t * LH + j] in H, zero past n rows and `cols`: K when k_d == 1, V.
+template <class H, int HD>
+__device__ __forceinline__ void stage_rows(const float* src, int64_t rs, int64_t t0, int64_t n, int64_t cols, H* dst) {
+  constexpr int BT = kAttnTcKeys, LH = attn_mma_pitch(HD), Q4 = HD / 4;
+  static_assert(BT * Q4 % kAttnThreads == 0, "whole passes");
+#pragma unroll 4  // four reads in flight per lane, without holding a whole tile in registers
+  for (int it = 0; it < BT * Q4 / kAttnThreads; it++) {
+    const int i = threadIdx.x + it * kAttnThreads, t = i / Q4, j = i % Q4 * 4;
+    float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (t0 + t < n && j < cols) x = load4(src + (t0 + t) * rs + j);
+    store4(dst + t * LH + j, x);
+  }
+}
+
+// Stages keys [t0, t0 + BT) of Kt contiguous along t (k_t == 1) as ks[t * LH + d]: a lane reads
+// four keys of rows d and d + 1 and writes the four (d, d + 1) pairs. Lanes 0-7 take eight row
+// pairs, lanes 8-31 the next keys, so a warp reads 64-byte runs and stores with 2-way conflicts.
+template <class H, int HD>
+__device__ __forceinline__ void stage_keys_t(const AttnArgs& a, const float* kb, int64_t t0, H* ks) {
+  constexpr int BT = kAttnTcKeys, LH = attn_mma_pitch(HD), DP = HD / 16;  // groups of 8 row pairs
+  static_assert(BT * HD / 8 % kAttnThreads == 0, "whole passes");
+#pragma unroll 2  // four reads in flight per lane
+  for (int it = 0; it < BT * HD / 8 / kAttnThreads; it++) {
+    const int i = threadIdx.x + it * kAttnThreads, hi = i >> 5;
+    const int d = 2 * ((i & 7) + 8 * (hi % DP)), t = 4 * (((i >> 3) & 3) + 4 * (hi / DP));
+    float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
+    if (d < a.D) {
+      x0 = load4_tail(kb + d * a.k_d + t0, t, a.T - t0);
+      x1 = load4_tail(kb + (d + 1) * a.k_d + t0, t, a.T - t0);
+    }
+    uint32_t* dst = reinterpret_cast<uint32_t*>(ks + t * LH + d);
+    dst[0 * LH / 2] = pack2(H{}, x0.x, x1.x);
+    dst[1 * LH / 2] = pack2(H{}, x0.y, x1.y);
+    dst[2 * LH / 2] = pack2(H{}, x0.z, x1.z);
+    dst[3 * LH / 2] = pack2(H{}, x0.w, x1.w);
+  }
+}
+
+// FlashAttention-2 style: a warp's 16 query rows stay in registers as A fragments, S = Q Kt and
+// O = P V are m16n8k16 accumulators, the softmax runs on the S fragments (a row's 64 scores
+// spread over the 4 lanes of a quad) in the log2 domain, and P's fragments feed P V directly.
+// K and V tiles (HD: padded head dim, 32 / 64 / 128) are the only shared memory.
+template <class H, int HD>
+__global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a, int64_t q_tiles) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  constexpr int BT = kAttnTcKeys, LH = attn_mma_pitch(HD);
+  constexpr int NK = HD / 16, NS = BT / 8, NP = BT / 16, NO = HD / 8;  // k-steps, n-tiles
+  static_assert(kAttnTcRows == 16 * kAttnThreads / 32, "a warp per 16 rows");
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  H* ks = reinterpret_cast<H*>(smem_mma);  // [BT, LH] keys
+  H* vs = ks + BT * LH;                    // [BT, LH] values
+  const int64_t b = blockIdx.x / q_tiles, s0 = (blockIdx.x % q_tiles) * kAttnTcRows;
+  int64_t off[kAttnOperands];
+  attn_batch_offsets(a, b, off);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const int64_t rows[2] = {s0 + warp * 16 + g, s0 + warp * 16 + g + 8};  // this lane's rows
+
+  // Q as A fragments, zero past S and D (D is a multiple of 8: a pair is in or out).
+  uint32_t qf[NK][4];
+#pragma unroll
+  for (int kk = 0; kk < NK; kk++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int64_t s = rows[e & 1];
+      const int d = 16 * kk + 8 * (e >> 1) + 2 * c;
+      float2 x = make_float2(0.0f, 0.0f);
+      if (s < a.S && d < a.D) x = *reinterpret_cast<const float2*>(a.q + off[kAttnQ] + s * a.q_rs + d);
+      qf[kk][e] = pack2(H{}, x.x, x.y);
+    }
+  }
+  const float* mrow[2];  // this lane's mask rows (null: no mask, or a row past S)
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+    mrow[h] = a.mask && rows[h] < a.S ? a.mask + off[kAttnM] + rows[h] * a.mask_s : nullptr;
+  const float sl = (a.div ? 1.0f / a.scale : a.scale) * kLog2e;  // scores to the log2 domain
+
+  float o[NO][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this lane's part
+#pragma unroll
+  for (int n = 0; n < NO; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) o[n][e] = 0.0f;
+
+  for (int64_t t0 = 0; t0 < a.T; t0 += BT) {
+    __syncthreads();  // every warp is done with the last K/V tile
+    if (a.k_d == 1)
+      stage_rows<H, HD>(a.k + off[kAttnK], a.k_t, t0, a.T, a.D, ks);
+    else
+      stage_keys_t<H, HD>(a, a.k + off[kAttnK], t0, ks);
+    stage_rows<H, HD>(a.v + off[kAttnV], a.v_t, t0, a.T, a.Dv, vs);
+    __syncthreads();
+
+    // S = Q Kt: K rows are B's columns, so plain ldmatrix; matrices (n-tile 2p, d 16kk),
+    // (2p, 16kk + 8), (2p + 1, 16kk), (2p + 1, 16kk + 8) are b0, b1 of n-tiles 2p and 2p + 1.
+    float sc[NS][4];
+#pragma unroll
+    for (int n = 0; n < NS; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) sc[n][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < NK; kk++) {
+#pragma unroll
+      for (int p = 0; p < NS / 2; p++) {
+        uint32_t kf[4];
+        const int mi = lane >> 3;
+        ldmatrix_x4(kf, ks + (16 * p + 8 * (mi >> 1) + (lane & 7)) * LH + 16 * kk + 8 * (mi & 1));
+        mma16816(H{}, sc[2 * p], qf[kk], kf[0], kf[1]);
+        mma16816(H{}, sc[2 * p + 1], qf[kk], kf[2], kf[3]);
+      }
+    }
+
+    // Online softmax on the fragments: element e of n-tile n is row rows[e >> 1], key
+    // t0 + 8n + 2c + (e & 1); a row's max and sum combine over the quad (lanes 4g .. 4g + 3).
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < NS; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int64_t t = t0 + 8 * n + 2 * c + (e & 1);
+        float x = sc[n][e] * sl;
+        if (mrow[e >> 1] && t < a.T) x = fmaf(mrow[e >> 1][t * a.mask_t], kLog2e, x);
+        sc[n][e] = x = t < a.T ? x : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    }
+    float sh[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(kFull, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(kFull, mx[h], 2));
+      const float mn = fmaxf(m[h], mx[h]);
+      sh[h] = attn_shift(mn);
+      const float alpha = exp2f(m[h] - sh[h]);
+      m[h] = mn;
+      l[h] *= alpha;
+#pragma unroll
+      for (int n = 0; n < NO; n++) {
+        o[n][2 * h] *= alpha;
+        o[n][2 * h + 1] *= alpha;
+      }
+    }
+    // P in H as A fragments of the k-steps over this tile's keys (see the layout note above).
+    uint32_t pf[NP][4];
+#pragma unroll
+    for (int n = 0; n < NS; n++) {
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const uint32_t p = pack2(H{}, exp2f(sc[n][2 * h] - sh[h]), exp2f(sc[n][2 * h + 1] - sh[h]));
+        pf[n >> 1][2 * (n & 1) + h] = p;
+        l[h] += pair_sum(H{}, p);
+      }
+    }
+
+    // O += P V: V rows are B's k, so ldmatrix.trans; matrices (keys 16kk, cols 8(2p)),
+    // (16kk + 8, 8(2p)), (16kk, 8(2p + 1)), (16kk + 8, 8(2p + 1)) are b0, b1 of n-tiles 2p, 2p + 1.
+#pragma unroll
+    for (int kk = 0; kk < NP; kk++) {
+#pragma unroll
+      for (int p = 0; p < NO / 2; p++) {
+        uint32_t vf[4];
+        const int mi = lane >> 3;
+        ldmatrix_x4_trans(vf, vs + (16 * kk + 8 * (mi & 1) + (lane & 7)) * LH + 16 * p + 8 * (mi >> 1));
+        mma16816(H{}, o[2 * p], pf[kk], vf[0], vf[1]);
+        mma16816(H{}, o[2 * p + 1], pf[kk], vf[2], vf[3]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    l[h] += __shfl_xor_sync(kFull, l[h], 1);
+    l[h] += __shfl_xor_sync(kFull, l[h], 2);
+    if (rows[h] >= a.S) continue;
+    float* ys = a.y + off[kAttnY] + rows[h] * a.y_rs;
+#pragma unroll
+    for (int n = 0; n < NO; n++) {
+      const int j = 8 * n + 2 * c;  // Dv is a multiple of 8: a pair is in or out
+      if (j < a.Dv)
+        *reinterpret_cast<float2*>(ys + j) =
+            make_float2(attn_finish(o[n][2 * h], l[h], a.T), attn_finish(o[n][2 * h + 1], l[h], a.T));
+    }
+  }
+#else
+  __trap();  // mma.sync bf16 needs sm_80; the plan never picks it below
+#endif
+}
+
 template <class K>
 void launch(K kernel, int64_t blocks, int64_t q_tiles, size_t smem, const AttnArgs& a, void* stream) {
   // Over 48 KiB of dynamic shared memory needs the opt-in (set per kernel, so each time).
@@ -335,6 +594,22 @@ void attention_tc(const AttnArgs& a, int head_pad, bool bf16, void* stream) {
     launch_tc<__nv_bfloat16, ToBF16>(a, head_pad, blocks, q_tiles, stream);
   else
     launch_tc<__half, ToF16>(a, head_pad, blocks, q_tiles, stream);
+}
+
+void attention_mma(const AttnArgs& a, int head_pad, bool bf16, void* stream) {
+  if (a.S == 0 || a.Dv == 0 || a.nbatch == 0) return;
+  int64_t q_tiles = attn_q_tiles(a.S, kAttnTcRows);
+  int64_t blocks = a.nbatch * q_tiles;
+  size_t smem = attn_mma_smem_bytes(head_pad);
+  switch (head_pad * (bf16 ? -1 : 1)) {
+    case 32: return launch(attention_mma_kernel<__half, 32>, blocks, q_tiles, smem, a, stream);
+    case 64: return launch(attention_mma_kernel<__half, 64>, blocks, q_tiles, smem, a, stream);
+    case 128: return launch(attention_mma_kernel<__half, 128>, blocks, q_tiles, smem, a, stream);
+    case -32: return launch(attention_mma_kernel<__nv_bfloat16, 32>, blocks, q_tiles, smem, a, stream);
+    case -64: return launch(attention_mma_kernel<__nv_bfloat16, 64>, blocks, q_tiles, smem, a, stream);
+    case -128: return launch(attention_mma_kernel<__nv_bfloat16, 128>, blocks, q_tiles, smem, a, stream);
+    default: break;  // attn_mma_supports allows only the sizes above
+  }
 }
 
 size_t attention_smem_limit() {

@@ -80,6 +80,28 @@ EMBER_ATTN_HD AttnTcSmem attn_tc_smem(int hd) {
   return m;
 }
 
+// mma.sync path (same 64 rows and 64-key tiles): shared memory holds only the K and V tiles,
+// fp16 / bf16 [kAttnTcKeys, hd + 8] each; the pad staggers ldmatrix rows across banks.
+EMBER_ATTN_HD constexpr int attn_mma_pitch(int hd) { return hd + 8; }
+EMBER_ATTN_HD size_t attn_mma_smem_bytes(int hd) { return size_t(2) * kAttnTcKeys * attn_mma_pitch(hd) * 2; }
+
+// Whether the mma kernel runs `a` at head dim hd: hd 32, 64 or 128; K contiguous along d or t;
+// Q, K, V and Y read and written in float2 / float4 steps, so each stride a multiple of 4
+// elements and each pointer 16-byte aligned (null passes: a plan may ask before binding).
+EMBER_ATTN_HD bool attn_mma_supports(const AttnArgs& a, int hd) {
+  if ((hd != 32 && hd != 64 && hd != 128) || (a.k_d != 1 && a.k_t != 1)) return false;
+  const int64_t k_step = a.k_d == 1 ? a.k_t : a.k_d;
+  if (a.q_rs % 4 || k_step % 4 || a.v_t % 4 || a.y_rs % 4) return false;
+  const int ops[] = {kAttnQ, kAttnK, kAttnV, kAttnY};
+  for (int o : ops)
+    for (int d = 0; d < a.nb; d++)
+      if (a.st[o][d] % 4) return false;
+  const void* ptrs[] = {a.q, a.k, a.v, a.y};
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16) return false;
+  return true;
+}
+
 // ---- what the kernels and the emulation share ----
 
 // Element offsets of batch `b`'s matrices, per operand.
@@ -112,6 +134,8 @@ void attention_f32(const AttnArgs& a, void* stream);
 // fp16 (bf16 when `bf16`) in shared memory; scores, softmax statistics and the output in fp32.
 // head_pad: one of 32, 64, 80, 96, 128, at least D and Dv. sm_80 or newer.
 void attention_tc(const AttnArgs& a, int head_pad, bool bf16, void* stream);
+// Same contract with mma.sync m16n8k16 in registers (attn_mma_supports(a, head_pad) holds).
+void attention_mma(const AttnArgs& a, int head_pad, bool bf16, void* stream);
 // Dynamic shared memory a block may opt into on the current device (bytes; 0 when unknown).
 size_t attention_smem_limit();
 

@@ -4,10 +4,25 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 namespace ember::cuda {
+namespace {
+
+// EMBER_CUDA_ATTN_KERNEL=wmma: the tensor-core path runs the wmma kernel, to compare the two
+// on a device. Read once.
+bool attention_force_wmma() {
+  static const bool force = [] {
+    const char* e = std::getenv("EMBER_CUDA_ATTN_KERNEL");
+    return e && std::strcmp(e, "wmma") == 0;
+  }();
+  return force;
+}
+
+}  // namespace
 
 int attention_tc_head_pad(int64_t D, int64_t Dv) {
   if (D <= 0 || Dv <= 0 || D % 8 != 0 || Dv % 8 != 0) return 0;
@@ -69,7 +84,9 @@ AttnPlan attention_plan(const AttnArgs& a, Precision precision, size_t smem_limi
     p.rows = kAttnTcRows;
     p.keys = kAttnTcKeys;
     p.head_pad = hd;
-    p.smem = attn_tc_smem(hd).bytes;
+    // Only where the wmma kernel fits too, so EMBER_CUDA_ATTN_KERNEL never changes the path.
+    p.mma = attn_mma_supports(a, hd) && !attention_force_wmma();
+    p.smem = p.mma ? attn_mma_smem_bytes(hd) : attn_tc_smem(hd).bytes;
   } else if (a.D <= kAttnF32MaxHead && a.Dv <= kAttnF32MaxHead &&
              attn_f32_smem_bytes(a.D, a.Dv) <= limit) {
     // Also what F16 / BF16 run for head dims the tensor-core kernel lacks: exact, on the device.

@@ -20,6 +20,7 @@ struct AttnPlan {
   AttnPath path = AttnPath::F32;
   int rows = 0, keys = 0;    // query rows per block, keys per tile
   int head_pad = 0;          // tensor-core path: the kernel's head dim (D and Dv zero-padded)
+  bool mma = false;          // tensor-core path: the mma.sync kernel (else the wmma one)
   int64_t q_tiles = 0;       // blocks per batch matrix, ceil(S / rows)
   int64_t blocks = 0;        // nbatch * q_tiles (a 1-D grid, a batch's blocks adjacent)
   size_t smem = 0;           // dynamic shared memory per block (bytes)
@@ -37,6 +38,8 @@ bool attention_args(const AttnGeom& g, AttnArgs* a);
 // Which kernel runs `a` at this precision, and its launch shape. F16 / BF16 use tensor cores
 // where attention_tc_head_pad allows and the shared memory fits `smem_limit` (the device's
 // opt-in limit; 0: unknown, taken as 48 KiB), else the exact F32 kernel (D, Dv <= 256).
+// Tensor cores run the mma.sync kernel where attn_mma_supports(a) (pointers included, when
+// bound) and EMBER_CUDA_ATTN_KERNEL is not "wmma", else the wmma kernel.
 AttnPlan attention_plan(const AttnArgs& a, Precision precision, size_t smem_limit);
 
 // Runs the plan's tile loop on the CPU over host pointers in `a`, in fp32 (no fp16 rounding):

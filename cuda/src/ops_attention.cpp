@@ -51,6 +51,8 @@ void attention_cuda(const KernelCtx& ctx) {
   if (plan.blocks == 0 || a.Dv == 0) return;
   if (plan.path == AttnPath::F32)
     attention_f32(a, stream(ctx));
+  else if (plan.mma)
+    attention_mma(a, plan.head_pad, plan.path == AttnPath::BF16, stream(ctx));
   else
     attention_tc(a, plan.head_pad, plan.path == AttnPath::BF16, stream(ctx));
   check_launch("[attention] flash attention kernel");

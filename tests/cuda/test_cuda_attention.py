@@ -3,9 +3,15 @@
 Graphs that ember fuses into one Attention node (MatMul(Q, Kt) -> Mul | Div -> [Add mask] ->
 Softmax(-1) -> MatMul(., V); with the head transposes around it for the "bshd" layout), run on
 the device at each precision: fp32 runs the exact SIMT kernel (tight tolerance), fp16 / bf16 the
-tensor-core kernel where the head dims allow (loose tolerance; inputs and probabilities rounded).
+tensor-core kernels where the head dims allow (loose tolerance; inputs and probabilities rounded):
+the mma.sync kernel for head dims 32 / 64 / 128, wmma for 80 / 96 or EMBER_CUDA_ATTN_KERNEL=wmma.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as oh
@@ -133,7 +139,8 @@ def test_attention_broadcast_operands(finish_model_fn, rng, precision):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
-@pytest.mark.parametrize("b,s,t,h,d", [(2, 9, 9, 3, 64), (1, 1, 300, 4, 80), (3, 40, 40, 2, 24)])
+@pytest.mark.parametrize("b,s,t,h,d", [(2, 9, 9, 3, 64), (1, 1, 300, 4, 80), (3, 40, 40, 2, 24),
+                                       (2, 70, 131, 2, 128), (1, 65, 17, 3, 32)])
 def test_attention_bshd_matches_cpu(finish_model_fn, rng, precision, b, s, t, h, d):
     model = bshd_model(finish_model_fn, d)
     feeds = {"q": rng.standard_normal((b, s, h, d)).astype(np.float32),
@@ -178,3 +185,64 @@ def test_attention_empty(finish_model_fn, rng, shape):
     got, want = run_both(model, feeds, "fp32")
     assert got.shape == (b, h, s, dv)
     np.testing.assert_array_equal(got, want)  # T = 0: zeros
+
+
+MMA_SHAPES = [  # B, H, S, T, D, Dv: the mma.sync kernel's head dims, tails in rows and keys
+    (1, 3, 77, 130, 64, 64),
+    (2, 2, 65, 63, 128, 128),
+    (1, 2, 130, 1, 32, 32),
+    (1, 1, 5, 257, 40, 40),     # D zero-padded to 64
+    (2, 3, 64, 129, 128, 64),   # Dv < D
+    (1, 2, 33, 70, 16, 32),     # D < Dv
+]
+
+
+def mma_case(finish_model_fn, rng, shape, mask):
+    """(model, feeds) of a bhsd case, mask "none", "random" ([S, T], shared) or "causal"."""
+    b, h, s, t, d, dv = shape
+    model = bhsd_model(finish_model_fn, [b, h, s, d], [b, h, d, t], [b, h, t, dv],
+                       None if mask == "none" else [s, t])
+    feeds = {"q": rng.standard_normal((b, h, s, d)).astype(np.float32),
+             "kt": rng.standard_normal((b, h, d, t)).astype(np.float32),
+             "v": rng.standard_normal((b, h, t, dv)).astype(np.float32)}
+    if mask == "random":
+        feeds["mask"] = rng.standard_normal((s, t)).astype(np.float32)
+    elif mask == "causal":
+        feeds["mask"] = causal_mask(s, t)
+    return model, feeds
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", MMA_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("mask", ["none", "random", "causal"])
+def test_attention_mma_tails_match_cpu(finish_model_fn, rng, precision, shape, mask):
+    model, feeds = mma_case(finish_model_fn, rng, shape, mask)
+    got, want = run_both(model, feeds, precision)
+    rtol, atol = TOL[precision]
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)  # NaN where the CPU has NaN
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", [(2, 3, 100, 200, 64, 64), (1, 2, 70, 131, 128, 128)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_attention_mma_matches_wmma(finish_model_fn, rng, tmp_path, precision, shape):
+    """The mma.sync kernel against the wmma one: EMBER_CUDA_ATTN_KERNEL is read once per
+    process, so a child runs the same model with it set to "wmma"."""
+    if os.environ.get("EMBER_CUDA_ATTN_KERNEL") == "wmma":
+        pytest.skip("this process runs the wmma kernel too")
+    model, feeds = mma_case(finish_model_fn, rng, shape, "causal")
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    code = ("import sys, numpy as np, ember; d = sys.argv[1]; "
+            "e = ember.Engine(d + '/m.onnx', device='cuda', precision=sys.argv[2]); "
+            "np.save(d + '/y.npy', e.run(dict(np.load(d + '/feeds.npz')))['y'])")
+    env = dict(os.environ, EMBER_CUDA_ATTN_KERNEL="wmma")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path), precision], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    wmma = np.load(tmp_path / "y.npy")
+    got, want = run_both(model, feeds, precision)
+    assert not np.array_equal(got, wmma)  # the two kernels ran (their roundings differ)
+    rtol, atol = TOL[precision]
+    np.testing.assert_allclose(got, wmma, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(wmma, want, rtol=rtol, atol=atol)
