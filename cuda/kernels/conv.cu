@@ -7,6 +7,8 @@
 // - batch_norm: one thread per element.
 // Index maths: cuda/src/conv_plan.h. References: cpp/src/ops/ops_conv.cpp (Conv), ops_pool.cpp
 // (MaxPool, AveragePool), ops_nn.cpp (global pools, BatchNormalization).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -20,16 +22,20 @@ namespace {
 
 // ---- Conv -----------------------------------------------------------------------------------
 
-template <class I>
+__device__ __forceinline__ void store_as(float v, float* p) { *p = v; }
+__device__ __forceinline__ void store_as(float v, __half* p) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store_as(float v, __nv_bfloat16* p) { *p = __float2bfloat16_rn(v); }
+
+template <class I, class E>
 __global__ void im2col_kernel(const float* __restrict__ x,  // [N, C, H, W]
-                              float* __restrict__ cols,     // [nb, C * kh * kw, pc]
+                              E* __restrict__ cols,         // [nb, C * kh * kw, pc]
                               Conv2d g, I n0, I p0, I pc, I n) {
   // The loop counter is 64-bit even when I is int: i + step may pass INT_MAX (n up to
   // 2^31 - 1, step up to kMaxBlocks * kThreads = 2^28); only i < n is decomposed in I.
   const int64_t step = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)n; i += step) {
     I s = im2col_source<I>(g, n0, p0, pc, (I)i);
-    cols[i] = s >= 0 ? __ldg(x + s) : 0.0f;
+    store_as(s >= 0 ? __ldg(x + s) : 0.0f, cols + i);
   }
 }
 
@@ -133,19 +139,27 @@ __global__ void batch_norm_kernel(const float* __restrict__ x,      // [N, C, in
   }
 }
 
-}  // namespace
-
-void conv_im2col(const float* x, float* cols, const Conv2d& g, int64_t n0, int64_t nb, int64_t p0,
-                 int64_t pc, void* stream) {
-  int64_t n = nb * g.rows() * pc;
-  if (n <= 0) return;
+template <class E>
+void im2col_as(const float* x, E* cols, const Conv2d& g, int64_t n0, int64_t p0, int64_t pc,
+               int64_t n, void* stream) {
   // 32-bit index maths when every offset (cols, X, window coordinates) fits.
   if (n <= INT_MAX && conv_fits_int32(g))
-    im2col_kernel<int><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
+    im2col_kernel<int, E><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
         x, cols, g, (int)n0, (int)p0, (int)pc, (int)n);
   else
-    im2col_kernel<int64_t><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(x, cols, g, n0, p0,
-                                                                             pc, n);
+    im2col_kernel<int64_t, E><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(x, cols, g, n0,
+                                                                                p0, pc, n);
+}
+
+}  // namespace
+
+void conv_im2col(const float* x, void* cols, const Conv2d& g, int64_t n0, int64_t nb, int64_t p0,
+                 int64_t pc, int cols_type, void* stream) {
+  int64_t n = nb * g.rows() * pc;
+  if (n <= 0) return;
+  if (cols_type == 1) im2col_as(x, static_cast<__half*>(cols), g, n0, p0, pc, n, stream);
+  else if (cols_type == 2) im2col_as(x, static_cast<__nv_bfloat16*>(cols), g, n0, p0, pc, n, stream);
+  else im2col_as(x, static_cast<float*>(cols), g, n0, p0, pc, n, stream);
 }
 
 void conv_bias_fill(float* y, const float* bias, int64_t N, int64_t M, int64_t P, void* stream) {

@@ -9,9 +9,11 @@
 namespace ember::cuda {
 
 // cols [nb, C*kh*kw, pc]: images n0 .. n0+nb, output pixels p0 .. p0+pc; zeros for padding.
+// cols_type: 0 float, 1 fp16, 2 bf16 (rounded to nearest even: the 16-bit GEMM operand).
 void conv_im2col(const float* x,  // [N, C, H, W]
-                 float* cols,     // [nb, C * kh * kw, pc]
-                 const Conv2d& g, int64_t n0, int64_t nb, int64_t p0, int64_t pc, void* stream);
+                 void* cols,      // [nb, C * kh * kw, pc]
+                 const Conv2d& g, int64_t n0, int64_t nb, int64_t p0, int64_t pc, int cols_type,
+                 void* stream);
 
 // y[n, m, :] = bias[m] (0 where bias is null): the C a GEMM with beta 1 then adds onto.
 void conv_bias_fill(float* y,            // [N, M, P]

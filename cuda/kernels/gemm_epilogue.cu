@@ -2,7 +2,10 @@
 // scalar, a row with beta != 1) is written into the output first, and cuBLASLt then computes
 // D = alpha * A @ B + beta * D in place; with K == 0 this fill is the whole result.
 // One thread per output element over a grid-stride loop (memory-bound, a few MB at most).
+// And the rounding of GEMM operands to fp16 / bf16 (gemm_round_16), one thread per element.
 // Reference: ref_gemm in cpp/src/ops/ops_linalg.cpp.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -28,17 +31,41 @@ __global__ void gemm_fill_c_kernel(const float* __restrict__ c,  // broadcast by
   }
 }
 
+__device__ __forceinline__ void round_to(float v, __half* y) { *y = __float2half_rn(v); }
+__device__ __forceinline__ void round_to(float v, __nv_bfloat16* y) { *y = __float2bfloat16_rn(v); }
+
+template <class H>
+__global__ void round_16_kernel(const float* __restrict__ x, H* __restrict__ y, int64_t n) {
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
+    round_to(__ldg(x + i), y + i);
+}
+
+// Enough blocks to fill any GPU; grid-stride loops cover the rest.
+unsigned blocks_for(int64_t total, int threads) {
+  return (unsigned)std::min<int64_t>((total + threads - 1) / threads, int64_t(1) << 16);
+}
+
 }  // namespace
+
+void gemm_round_16(const float* x, void* y, int64_t n, bool bf16, void* stream) {
+  if (n <= 0) return;
+  constexpr int kThreads = 256;
+  auto s = (cudaStream_t)stream;
+  if (bf16)
+    round_16_kernel<<<blocks_for(n, kThreads), kThreads, 0, s>>>(
+        x, static_cast<__nv_bfloat16*>(y), n);
+  else
+    round_16_kernel<<<blocks_for(n, kThreads), kThreads, 0, s>>>(x, static_cast<__half*>(y), n);
+}
 
 void gemm_fill_c(const float* c, float* d, int64_t rows, int64_t cols, int64_t c_rs, int64_t c_cs,
                  float scale, void* stream) {
   int64_t total = rows * cols;
   if (total <= 0) return;
   constexpr int kThreads = 256;
-  // Enough blocks to fill any GPU; the grid-stride loop covers the rest.
-  int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 16);
-  gemm_fill_c_kernel<<<(unsigned)blocks, kThreads, 0, (cudaStream_t)stream>>>(c, d, rows, cols,
-                                                                               c_rs, c_cs, scale);
+  gemm_fill_c_kernel<<<blocks_for(total, kThreads), kThreads, 0, (cudaStream_t)stream>>>(
+      c, d, rows, cols, c_rs, c_cs, scale);
 }
 
 }  // namespace ember::cuda

@@ -183,7 +183,7 @@ struct DescHandles {
 struct Descs : DescHandles {
   bool batch_invariant = false;  // the library took the batch-invariance flag
 
-  Descs(const lt::Api& api_, const LtGemmArgs& g, int compute, const GemmPlan& plan,
+  Descs(const lt::Api& api_, const LtGemmArgs& g, int compute, int ab_type, const GemmPlan& plan,
         const float* bias, bool deterministic, const char* what)
       : DescHandles(api_) {
     try {
@@ -204,18 +204,18 @@ struct Descs : DescHandles {
         batch_invariant = api.matmul_desc_set_attribute(desc, lt::kDescBatchInvarianceFlags, &flags,
                                                         sizeof(flags)) == lt::kSuccess;
       }
-      a = layout(g.a_rows, g.a_cols, g.lda, g.batch, g.stride_a, what);
-      b = layout(g.b_rows, g.b_cols, g.ldb, g.batch, g.stride_b, what);
-      d = layout(g.d_rows, g.d_cols, g.ldd, g.batch, g.stride_d, what);
+      a = layout(ab_type, g.a_rows, g.a_cols, g.lda, g.batch, g.stride_a, what);
+      b = layout(ab_type, g.b_rows, g.b_cols, g.ldb, g.batch, g.stride_b, what);
+      d = layout(lt::kR32F, g.d_rows, g.d_cols, g.ldd, g.batch, g.stride_d, what);
     } catch (...) {
       release();
       throw;
     }
   }
-  // A float layout, strided-batched when batch > 1.
-  lt::MatrixLayout layout(int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride,
-                          const char* what) {
-    lt::MatrixLayout l = DescHandles::layout(lt::kR32F, rows, cols, ld, what);
+  // A float layout (F32, F16 or BF16), strided-batched when batch > 1.
+  lt::MatrixLayout layout(int type, int64_t rows, int64_t cols, int64_t ld, int64_t batch,
+                          int64_t stride, const char* what) {
+    lt::MatrixLayout l = DescHandles::layout(type, rows, cols, ld, what);
     if (batch > 1) {
       int32_t count = (int32_t)batch;
       lt::Status s =
@@ -234,9 +234,9 @@ struct Descs : DescHandles {
 
 // Alignment (bytes, up to 256) of a pointer and every batch's offset from it: the heuristic
 // only offers kernels whose vector loads fit it.
-uint32_t alignment(const void* p, int64_t batch, int64_t stride) {
+uint32_t alignment(const void* p, int64_t batch, int64_t stride, size_t elem = sizeof(float)) {
   uintptr_t bits = (uintptr_t)p;
-  if (batch > 1 && stride != 0) bits |= (uintptr_t)stride * sizeof(float);
+  if (batch > 1 && stride != 0) bits |= (uintptr_t)stride * elem;
   bits |= 256;
   return (uint32_t)(bits & (~bits + 1));
 }
@@ -246,7 +246,7 @@ struct CachedAlgo {
   lt::MatmulAlgo algo{};
   size_t workspace = 0;
 };
-using AlgoKey = std::array<int64_t, 23>;
+using AlgoKey = std::array<int64_t, 24>;
 
 std::mutex g_cache_mutex;
 std::map<AlgoKey, CachedAlgo> g_cache;
@@ -305,12 +305,12 @@ CachedAlgo query(const lt::Api& api, const D& ds, const std::array<uint32_t, 4>&
   return out;
 }
 
-AlgoKey key_of(const LtGemmArgs& g, const GemmPlan& p, int compute, bool deterministic,
-               const std::array<uint32_t, 4>& align, uint32_t bias_align) {
+AlgoKey key_of(const LtGemmArgs& g, const GemmPlan& p, int compute, int ab_type,
+               bool deterministic, const std::array<uint32_t, 4>& align, uint32_t bias_align) {
   return {g.trans_a, g.trans_b, g.a_rows, g.a_cols, g.lda, g.b_rows, g.b_cols, g.ldb,
           g.d_rows, g.d_cols, g.ldd, g.batch, g.stride_a, g.stride_b, g.stride_d,
-          (int64_t)p.c, compute, deterministic, align[0], align[1], align[2], align[3],
-          bias_align};
+          (int64_t)p.c, compute, ab_type, deterministic, align[0], align[1], align[2],
+          align[3], bias_align};
 }
 
 CachedAlgo cached(const AlgoKey& key, const std::function<CachedAlgo()>& make) {
@@ -326,7 +326,9 @@ CachedAlgo cached(const AlgoKey& key, const std::function<CachedAlgo()>& make) {
   return a;
 }
 
-int compute_type(Precision p) {
+// 16-bit operands accumulate in fp32 (COMPUTE_32F); F32 ones compute at the precision.
+int compute_type(Precision p, int ab_type) {
+  if (ab_type != lt::kR32F) return lt::kCompute32F;
   switch (p) {
     case Precision::F16: return lt::kCompute32FFast16F;
     case Precision::BF16: return lt::kCompute32FFast16BF;
@@ -334,12 +336,22 @@ int compute_type(Precision p) {
   }
 }
 
+size_t type_bytes(int ab_type) { return ab_type == lt::kR32F ? 4 : 2; }
+
 }  // namespace
 
+int lt_input_type(Precision p) {
+  switch (p) {
+    case Precision::F16: return lt::kR16F;
+    case Precision::BF16: return lt::kR16BF;
+    default: return lt::kR32F;
+  }
+}
+
 bool cublaslt_describe(const lt::Api& api, const GemmPlan& plan, const float* bias,
-                       const DeviceOptions& options) {
-  Descs ds(api, gemm_lt_args(plan), compute_type(options.precision), plan, bias,
-           options.deterministic, "cublaslt");
+                       const DeviceOptions& options, int ab_type) {
+  Descs ds(api, gemm_lt_args(plan), compute_type(options.precision, ab_type), ab_type, plan,
+           bias, options.deterministic, "cublaslt");
   Pref pref(api, {16, 16, 16, 16}, options.deterministic, "cublaslt");
   return ds.batch_invariant;
 }
@@ -350,17 +362,20 @@ bool cublaslt_matmul(const GemmPlan& plan, const LtOperands& ops, const DeviceOp
   const lt::Api& api = cublaslt_api();
   lt::Handle handle = cublaslt_handle();
   bool det = options.deterministic;
-  int compute = compute_type(options.precision);
+  const int ab = ops.ab_type;
+  int compute = compute_type(options.precision, ab);
   const float* c = plan.c == GemmC::Full ? ops.c : ops.d;
   const float* bias = plan.c == GemmC::Bias ? ops.c : nullptr;
   LtGemmArgs g = gemm_lt_args(plan);
-  Descs run(api, g, compute, plan, bias, det, what);
+  Descs run(api, g, compute, ab, plan, bias, det, what);
 
-  // The actual alignments; deterministic runs assume 4 bytes (any F32 tensor) so the one
-  // algorithm stays valid wherever the arena puts the operands.
-  std::array<uint32_t, 4> align = {4, 4, 4, 4};
+  // The actual alignments; deterministic runs assume one element (any tensor: 4 bytes, 2 for
+  // 16-bit operands) so the one algorithm stays valid wherever the arena puts the operands.
+  const auto elem = (uint32_t)type_bytes(ab);
+  std::array<uint32_t, 4> align = {elem, elem, 4, 4};
   if (!det)
-    align = {alignment(ops.b, g.batch, g.stride_a), alignment(ops.a, g.batch, g.stride_b),
+    align = {alignment(ops.b, g.batch, g.stride_a, type_bytes(ab)),
+             alignment(ops.a, g.batch, g.stride_b, type_bytes(ab)),
              alignment(c, g.batch, g.stride_d), alignment(ops.d, g.batch, g.stride_d)};
   uint32_t bias_align = bias ? alignment(bias, 1, 0) : 0;
   auto exact = [&] { return query(api, run, align, det, what); };
@@ -368,12 +383,12 @@ bool cublaslt_matmul(const GemmPlan& plan, const LtOperands& ops, const DeviceOp
   if (det) {
     GemmPlan canon = gemm_plan_with_m(plan, kLtDeterministicM);
     LtGemmArgs cg = gemm_lt_args(canon);
-    algo = cached(key_of(cg, canon, compute, true, align, 0), [&] {
-      Descs q(api, cg, compute, canon, bias, true, what);
+    algo = cached(key_of(cg, canon, compute, ab, true, align, 0), [&] {
+      Descs q(api, cg, compute, ab, canon, bias, true, what);
       return query(api, q, align, true, what);
     });
   } else {
-    algo = cached(key_of(g, plan, compute, false, align, bias_align), exact);
+    algo = cached(key_of(g, plan, compute, ab, false, align, bias_align), exact);
   }
   if (!algo.found) return false;
 

@@ -2,14 +2,15 @@
 // BatchNormalization, f32. Conv (1-D or 2-D, any group, stride, dilation, pads, auto_pad as the
 // core's conv_geom resolves them) takes the path conv_plan picks (conv_plan.h): depthwise convs
 // run a direct kernel; the rest are strided-batched cuBLASLt GEMMs (cublaslt_matmul, in the
-// DeviceOptions precision) on X itself (1x1, stride 1, no pad) or on im2col chunks in a bounded
-// scratch. The bias is written into Y first and the GEMMs add onto it (beta 1). 3-D convs and
+// DeviceOptions precision; at fp16 / bf16 on 16-bit copies of W and X or 16-bit cols) on X
+// itself (1x1, stride 1, no pad) or on im2col chunks in a bounded scratch. The bias is written into Y first and the GEMMs add onto it (beta 1). 3-D convs and
 // pools, other dtypes, MaxPool's Indices output run on the CPU. References: cpp/src/ops/
 // ops_conv.cpp, ops_pool.cpp, ops_nn.cpp.
 #include <algorithm>
 #include <optional>
 
 #include "cuda/kernels/conv.h"
+#include "cuda/kernels/gemm_epilogue.h"
 #include "cuda/src/conv_plan.h"
 #include "cuda/src/cublaslt.h"
 #include "cuda/src/ops.h"
@@ -53,14 +54,49 @@ GemmPlan gemm_of(const ConvGemmCall& c, bool accumulate) {
   return p;
 }
 
-void run_gemms(const KernelCtx& ctx, const Conv2d& g, const ConvPlan& plan, const float* x,
-               const float* w, const float* bias, float* y) {
+// At fp16 / bf16 the GEMMs take 16-bit operands (cublaslt.h, lt_input_type): W rounded once
+// per run, im2col writing 16-bit cols, a 1x1 conv's X rounded whole.
+struct ConvOperands {
+  int type = lt::kR32F;
+  size_t elem = sizeof(float);
+  const void* w = nullptr;
+  const void* x = nullptr;  // the 1x1 path's B
+  std::optional<Scratch> w16, x16;
+};
+void conv_operands(const KernelCtx& ctx, const ConvPlan& plan, const Tensor& x, const Tensor& w,
+                   ConvOperands* o) {
+  o->w = w.ptr<const float>();
+  o->x = x.ptr<const float>();
+  o->type = lt_input_type(options(ctx).precision);
+  if (o->type == lt::kR32F) return;
+  o->elem = 2;
+  const bool bf16 = o->type == lt::kR16BF;
+  o->w16.emplace(ctx, (size_t)w.numel() * 2);
+  gemm_round_16(w.ptr<const float>(), o->w16->data(), w.numel(), bf16, stream(ctx));
+  o->w = o->w16->data();
+  if (plan.path == ConvPath::Gemm1x1) {
+    o->x16.emplace(ctx, (size_t)x.numel() * 2);
+    gemm_round_16(x.ptr<const float>(), o->x16->data(), x.numel(), bf16, stream(ctx));
+    o->x = o->x16->data();
+  }
+  check_launch("[Conv] gemm_round_16");
+}
+
+const void* at(const void* base, int64_t elems, size_t elem) {
+  return static_cast<const char*>(base) + elems * (int64_t)elem;
+}
+
+void run_gemms(const KernelCtx& ctx, const Conv2d& g, const ConvPlan& plan, const Tensor& x,
+               const Tensor& w, const float* bias, float* y) {
   if (bias) {
     conv_bias_fill(y, bias, g.N, g.M, g.P(), stream(ctx));
     check_launch("[Conv] conv_bias_fill");
   }
+  ConvOperands in;
+  conv_operands(ctx, plan, x, w, &in);
+  const int cols_type = in.type == lt::kR16F ? 1 : in.type == lt::kR16BF ? 2 : 0;
   std::optional<Scratch> cols;
-  if (plan.path == ConvPath::Im2col) cols.emplace(ctx, (size_t)plan.cols_elems * sizeof(float));
+  if (plan.path == ConvPath::Im2col) cols.emplace(ctx, (size_t)plan.cols_elems * in.elem);
   // One workspace for every call, regrown when a call wants more.
   std::optional<Scratch> ws;
   size_t ws_bytes = 0;
@@ -75,16 +111,17 @@ void run_gemms(const KernelCtx& ctx, const Conv2d& g, const ConvPlan& plan, cons
   for (int64_t n0 = 0; n0 < g.N; n0 += plan.nb) {
     for (int64_t p0 = 0; p0 < g.P(); p0 += plan.pc) {
       int64_t nb = std::min(plan.nb, g.N - n0), pc = std::min(plan.pc, g.P() - p0);
-      const float* b = x;  // 1x1: X [N, C, H*W] is its own cols, and the only chunk
+      const void* b = in.x;  // 1x1: X [N, C, H*W] is its own cols, and the only chunk
       if (cols) {
-        conv_im2col(x, cols->as<float>(), g, n0, nb, p0, pc, stream(ctx));
+        conv_im2col(x.ptr<const float>(), cols->data(), g, n0, nb, p0, pc, cols_type, stream(ctx));
         check_launch("[Conv] conv_im2col");
-        b = cols->as<float>();
+        b = cols->data();
       }
       for (const ConvGemmCall& c : conv_gemm_calls(g, n0, nb, p0, pc)) {
         LtOperands ops;
-        ops.a = w + c.a_off;
-        ops.b = b + c.b_off;
+        ops.a = at(in.w, c.a_off, in.elem);
+        ops.b = at(b, c.b_off, in.elem);
+        ops.ab_type = in.type;
         ops.d = y + c.d_off;
         if (!cublaslt_matmul(gemm_of(c, bias != nullptr), ops, options(ctx), workspace, stream(ctx),
                              "Conv"))
@@ -129,7 +166,7 @@ void conv_cuda(const KernelCtx& ctx) {
       return;
     case ConvPath::Gemm1x1:
     case ConvPath::Im2col:
-      run_gemms(ctx, g, plan, x.ptr<const float>(), w.ptr<const float>(), bias, y);
+      run_gemms(ctx, g, plan, x, w, bias, y);
       return;
   }
 }

@@ -1,5 +1,5 @@
-// MatMul and Gemm through cuBLASLt, F32 tensors (DeviceOptions::precision picks the compute
-// type: fp32, or fp16 / bf16 units with fp32 accumulation). The shapes become a GemmPlan
+// MatMul and Gemm through cuBLASLt, F32 tensors (DeviceOptions::precision: fp32, or A and B
+// rounded to fp16 / bf16 in scratch for cuBLASLt's 16-bit kernels, with fp32 accumulation). The shapes become a GemmPlan
 // (gemm_plan.h: batch folding, strided batches, transposes, how C enters); cublaslt_matmul
 // runs it. Other dtypes, two-sided batch broadcasts and dims past 2^31 run on the CPU.
 #include <optional>
@@ -24,6 +24,26 @@ std::optional<GemmPlan> gemm_node_plan(const Node& node, const Shape& a, const S
 void fill_c(const KernelCtx& ctx, const GemmPlan& p, const float* c, float* d, float scale) {
   gemm_fill_c(c, d, p.batch * p.m, p.n, p.c_rs, p.c_cs, scale, stream(ctx));
   check_launch(str_cat("[", op_name(ctx.node.op), "] gemm_fill_c").c_str());
+}
+
+// At fp16 / bf16, A and B (F32 tensors) go to cuBLASLt rounded once into 16-bit scratch
+// copies, element for element (the plan's strides stand), and run its 16-bit kernels.
+struct RoundedOperands {
+  std::optional<Scratch> a, b;
+};
+void round_operands(const KernelCtx& ctx, const Tensor& a, const Tensor& b, LtOperands* ops,
+                    RoundedOperands* keep) {
+  const int type = lt_input_type(options(ctx).precision);
+  if (type == lt::kR32F || a.numel() == 0 || b.numel() == 0) return;
+  const bool bf16 = type == lt::kR16BF;
+  keep->a.emplace(ctx, (size_t)a.numel() * 2);
+  keep->b.emplace(ctx, (size_t)b.numel() * 2);
+  gemm_round_16(a.ptr<const float>(), keep->a->data(), a.numel(), bf16, stream(ctx));
+  gemm_round_16(b.ptr<const float>(), keep->b->data(), b.numel(), bf16, stream(ctx));
+  check_launch(str_cat("[", op_name(ctx.node.op), "] gemm_round_16").c_str());
+  ops->a = keep->a->data();
+  ops->b = keep->b->data();
+  ops->ab_type = type;
 }
 
 void run_plan(const KernelCtx& ctx, GemmPlan plan, const LtOperands& ops) {
@@ -73,6 +93,8 @@ void matmul_cuda(const KernelCtx& ctx) {
   ops.a = a.ptr<const float>();
   ops.b = b.ptr<const float>();
   ops.d = ctx.output(0).ptr<float>();
+  RoundedOperands rounded;
+  round_operands(ctx, a, b, &ops, &rounded);
   run_plan(ctx, *plan, ops);
 }
 
@@ -100,6 +122,8 @@ void gemm_cuda(const KernelCtx& ctx) {
   ops.b = b.ptr<const float>();
   ops.c = c ? c->ptr<const float>() : nullptr;
   ops.d = ctx.output(0).ptr<float>();
+  RoundedOperands rounded;
+  round_operands(ctx, a, b, &ops, &rounded);
   run_plan(ctx, *plan, ops);
 }
 

@@ -356,6 +356,8 @@ TEST_CASE("cublaslt: a real library accepts every descriptor attribute ember set
         DeviceOptions o{prec, det};
         bool invariant = false;
         CHECK_NOTHROW(invariant = cublaslt_describe(api, p, bias, o));
+        // And with A and B rounded to the precision's 16-bit type, as MatMul and Gemm run.
+        CHECK_NOTHROW(cublaslt_describe(api, p, bias, o, lt_input_type(prec)));
         // The flag exists in the 13.10 header these values come from; older 13.x refuse it.
         if (det && api.version >= 131000) CHECK(invariant);
         if (!det) CHECK_FALSE(invariant);
