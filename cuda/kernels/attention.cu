@@ -342,16 +342,15 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* row
                : "memory");
 }
 
-__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-
-// Four floats of a row from element t on, zero past n (a float4 read when all four are in).
-__device__ __forceinline__ float4 load4_tail(const float* row, int64_t t, int64_t n) {
-  if (t + 4 <= n) return load4(row + t);
-  float x[4];
-#pragma unroll
-  for (int e = 0; e < 4; e++) x[e] = t + e < n ? row[t + e] : 0.0f;
-  return make_float4(x[0], x[1], x[2], x[3]);
+// 16 bytes from global src to shared dst, asynchronously: the first `bytes` read, the rest zeroed.
+__device__ __forceinline__ void cp_async16(void* dst, const float* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+               :
+               : "r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src), "r"(bytes)
+               : "memory");
 }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 
 // Stores four floats, rounded to H, at dst[0..3] (8 bytes).
 template <class H>
@@ -359,37 +358,70 @@ __device__ __forceinline__ void store4(H* dst, float4 x) {
   *reinterpret_cast<uint2*>(dst) = make_uint2(pack2(H{}, x.x, x.y), pack2(H{}, x.z, x.w));
 }
 
-// Stages rows [t0, t0 + BT) of a matrix contiguous along its HD columns (rows `rs` apart;
-// `cols` of them real) as dst[t * LH + j] in H, zero past n rows and `cols`: K when k_d == 1, V.
-template <class H, int HD>
-__device__ __forceinline__ void stage_rows(const float* src, int64_t rs, int64_t t0, int64_t n, int64_t cols, H* dst) {
-  constexpr int BT = kAttnTcKeys, LH = attn_mma_pitch(HD), Q4 = HD / 4;
-  static_assert(BT * Q4 % kAttnThreads == 0, "whole passes");
-#pragma unroll 4  // four reads in flight per lane, without holding a whole tile in registers
-  for (int it = 0; it < BT * Q4 / kAttnThreads; it++) {
+// A K/V tile arrives in two steps: copy_* starts cp.async reads of keys [t0, t0 + BT) in fp32
+// into the lane's own staging slots (zero past T, D and Dv), convert_* writes them rounded to H
+// as [t * LH + j]. A lane converts exactly what it copied, so staging needs no barrier.
+
+// Rows of a matrix contiguous along its HD columns (rows `rs` apart, `cols` of them real):
+// K when k_d == 1, and V. A lane takes four columns of a row per step.
+template <int HD>
+__device__ __forceinline__ void copy_rows(const float* src, int64_t rs, int64_t t0, int64_t n, int64_t cols,
+                                          float* st) {
+  constexpr int Q4 = HD / 4, N = kAttnTcKeys * Q4 / kAttnThreads;
+  static_assert(kAttnTcKeys * Q4 % kAttnThreads == 0, "whole passes");
+#pragma unroll 1  // asynchronous: unrolling would only hold more addresses in registers
+  for (int it = 0; it < N; it++) {
     const int i = threadIdx.x + it * kAttnThreads, t = i / Q4, j = i % Q4 * 4;
-    float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (t0 + t < n && j < cols) x = load4(src + (t0 + t) * rs + j);
-    store4(dst + t * LH + j, x);
+    const bool in = t0 + t < n && j < cols;
+    cp_async16(st + 4 * i, in ? src + (t0 + t) * rs + j : src, in ? 16 : 0);
+  }
+}
+template <class H, int HD>
+__device__ __forceinline__ void convert_rows(const float* st, H* dst) {
+  constexpr int Q4 = HD / 4, N = kAttnTcKeys * Q4 / kAttnThreads, LH = attn_mma_pitch(HD);
+#pragma unroll 4  // a few reads in flight, not a whole tile in registers
+  for (int it = 0; it < N; it++) {
+    const int i = threadIdx.x + it * kAttnThreads, t = i / Q4, j = i % Q4 * 4;
+    store4(dst + t * LH + j, *reinterpret_cast<const float4*>(st + 4 * i));
   }
 }
 
-// Stages keys [t0, t0 + BT) of Kt contiguous along t (k_t == 1) as ks[t * LH + d]: a lane reads
-// four keys of rows d and d + 1 and writes the four (d, d + 1) pairs. Lanes 0-7 take eight row
-// pairs, lanes 8-31 the next keys, so a warp reads 64-byte runs and stores with 2-way conflicts.
+// Kt contiguous along t (k_t == 1): a lane takes four keys of rows d and d + 1 per step and
+// writes the four (d, d + 1) pairs. Lanes 0-7 take eight row pairs, lanes 8-31 the next keys,
+// so a warp reads 64-byte runs and stores with 2-way bank conflicts.
+template <int HD>
+__device__ __forceinline__ void key_t_item(int it, int* d, int* t) {
+  constexpr int DP = HD / 16;  // groups of 8 row pairs
+  const int i = threadIdx.x + it * kAttnThreads, hi = i >> 5;
+  *d = 2 * ((i & 7) + 8 * (hi % DP));
+  *t = 4 * (((i >> 3) & 3) + 4 * (hi / DP));
+}
+template <int HD>
+__device__ __forceinline__ void copy_keys_t(const AttnArgs& a, const float* kb, int64_t t0, float* st) {
+  constexpr int N = kAttnTcKeys * HD / 8 / kAttnThreads;
+  static_assert(kAttnTcKeys * HD / 8 % kAttnThreads == 0, "whole passes");
+#pragma unroll 1
+  for (int it = 0; it < N; it++) {
+    int d, t;
+    key_t_item<HD>(it, &d, &t);
+    const int64_t left = a.T - t0 - t;  // keys of these four still in T
+    const int bytes = d < a.D && left > 0 ? 4 * (int)(left < 4 ? left : 4) : 0;
+    const float* row = bytes ? kb + d * a.k_d + t0 + t : kb;
+    const int i = threadIdx.x + it * kAttnThreads;
+    cp_async16(st + 8 * i, row, bytes);
+    cp_async16(st + 8 * i + 4, bytes ? row + a.k_d : kb, bytes);
+  }
+}
 template <class H, int HD>
-__device__ __forceinline__ void stage_keys_t(const AttnArgs& a, const float* kb, int64_t t0, H* ks) {
-  constexpr int BT = kAttnTcKeys, LH = attn_mma_pitch(HD), DP = HD / 16;  // groups of 8 row pairs
-  static_assert(BT * HD / 8 % kAttnThreads == 0, "whole passes");
-#pragma unroll 2  // four reads in flight per lane
-  for (int it = 0; it < BT * HD / 8 / kAttnThreads; it++) {
-    const int i = threadIdx.x + it * kAttnThreads, hi = i >> 5;
-    const int d = 2 * ((i & 7) + 8 * (hi % DP)), t = 4 * (((i >> 3) & 3) + 4 * (hi / DP));
-    float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
-    if (d < a.D) {
-      x0 = load4_tail(kb + d * a.k_d + t0, t, a.T - t0);
-      x1 = load4_tail(kb + (d + 1) * a.k_d + t0, t, a.T - t0);
-    }
+__device__ __forceinline__ void convert_keys_t(const float* st, H* ks) {
+  constexpr int N = kAttnTcKeys * HD / 8 / kAttnThreads, LH = attn_mma_pitch(HD);
+#pragma unroll 2
+  for (int it = 0; it < N; it++) {
+    int d, t;
+    key_t_item<HD>(it, &d, &t);
+    const int i = threadIdx.x + it * kAttnThreads;
+    const float4 x0 = *reinterpret_cast<const float4*>(st + 8 * i);
+    const float4 x1 = *reinterpret_cast<const float4*>(st + 8 * i + 4);
     uint32_t* dst = reinterpret_cast<uint32_t*>(ks + t * LH + d);
     dst[0 * LH / 2] = pack2(H{}, x0.x, x1.x);
     dst[1 * LH / 2] = pack2(H{}, x0.y, x1.y);
@@ -401,7 +433,8 @@ __device__ __forceinline__ void stage_keys_t(const AttnArgs& a, const float* kb,
 // FlashAttention-2 style: a warp's 16 query rows stay in registers as A fragments, S = Q Kt and
 // O = P V are m16n8k16 accumulators, the softmax runs on the S fragments (a row's 64 scores
 // spread over the 4 lanes of a quad) in the log2 domain, and P's fragments feed P V directly.
-// K and V tiles (HD: padded head dim, 32 / 64 / 128) are the only shared memory.
+// K and V tiles (HD: padded head dim, 32 / 64 / 128) are the only shared memory, double
+// buffered: the next tile's fp32 reads are in flight (cp.async) while this one's math runs.
 template <class H, int HD>
 __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a, int64_t q_tiles) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -411,6 +444,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
   extern __shared__ __align__(128) unsigned char smem_mma[];
   H* ks = reinterpret_cast<H*>(smem_mma);  // [BT, LH] keys
   H* vs = ks + BT * LH;                    // [BT, LH] values
+  float* kst = reinterpret_cast<float*>(vs + BT * LH);  // [BT * HD] next keys, lane-private slots
+  float* vst = kst + BT * HD;                           // [BT * HD] next values
   const int64_t b = blockIdx.x / q_tiles, s0 = (blockIdx.x % q_tiles) * kAttnTcRows;
   int64_t off[kAttnOperands];
   attn_batch_offsets(a, b, off);
@@ -442,14 +477,26 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
 #pragma unroll
     for (int e = 0; e < 4; e++) o[n][e] = 0.0f;
 
-  for (int64_t t0 = 0; t0 < a.T; t0 += BT) {
-    __syncthreads();  // every warp is done with the last K/V tile
+  const float *kb = a.k + off[kAttnK], *vb = a.v + off[kAttnV];
+  auto copy_tile = [&](int64_t t0) {
     if (a.k_d == 1)
-      stage_rows<H, HD>(a.k + off[kAttnK], a.k_t, t0, a.T, a.D, ks);
+      copy_rows<HD>(kb, a.k_t, t0, a.T, a.D, kst);
     else
-      stage_keys_t<H, HD>(a, a.k + off[kAttnK], t0, ks);
-    stage_rows<H, HD>(a.v + off[kAttnV], a.v_t, t0, a.T, a.Dv, vs);
+      copy_keys_t<HD>(a, kb, t0, kst);
+    copy_rows<HD>(vb, a.v_t, t0, a.T, a.Dv, vst);
+    cp_async_commit();
+  };
+  if (a.T > 0) copy_tile(0);
+  for (int64_t t0 = 0; t0 < a.T; t0 += BT) {
+    cp_async_wait_all();  // this lane's slots of tile t0 have landed
+    __syncthreads();      // every warp is done with the last K/V tile
+    if (a.k_d == 1)
+      convert_rows<H, HD>(kst, ks);
+    else
+      convert_keys_t<H, HD>(kst, ks);
+    convert_rows<H, HD>(vst, vs);
     __syncthreads();
+    if (t0 + BT < a.T) copy_tile(t0 + BT);  // lands while this tile's math runs
 
     // S = Q Kt: K rows are B's columns, so plain ldmatrix; matrices (n-tile 2p, d 16kk),
     // (2p, 16kk + 8), (2p + 1, 16kk), (2p + 1, 16kk + 8) are b0, b1 of n-tiles 2p and 2p + 1.

@@ -81,9 +81,12 @@ EMBER_ATTN_HD AttnTcSmem attn_tc_smem(int hd) {
 }
 
 // mma.sync path (same 64 rows and 64-key tiles): shared memory holds only the K and V tiles,
-// fp16 / bf16 [kAttnTcKeys, hd + 8] each; the pad staggers ldmatrix rows across banks.
+// fp16 / bf16 [kAttnTcKeys, hd + 8] each (the pad staggers ldmatrix rows across banks), and the
+// next tiles' fp32 copies [kAttnTcKeys * hd] each.
 EMBER_ATTN_HD constexpr int attn_mma_pitch(int hd) { return hd + 8; }
-EMBER_ATTN_HD size_t attn_mma_smem_bytes(int hd) { return size_t(2) * kAttnTcKeys * attn_mma_pitch(hd) * 2; }
+EMBER_ATTN_HD size_t attn_mma_smem_bytes(int hd) {
+  return size_t(2) * kAttnTcKeys * (attn_mma_pitch(hd) * 2 + hd * 4);
+}
 
 // Whether the mma kernel runs `a` at head dim hd: hd 32, 64 or 128; K contiguous along d or t;
 // Q, K, V and Y read and written in float2 / float4 steps, so each stride a multiple of 4
