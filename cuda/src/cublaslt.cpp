@@ -348,6 +348,10 @@ int lt_input_type(Precision p) {
   }
 }
 
+bool lt_rounding_pays(int64_t m, int64_t n) {
+  return m > 0 && n > 0 && (double)m * (double)n / (double)(m + n) >= 1000.0;
+}
+
 bool cublaslt_describe(const lt::Api& api, const GemmPlan& plan, const float* bias,
                        const DeviceOptions& options, int ab_type) {
   Descs ds(api, gemm_lt_args(plan), compute_type(options.precision, ab_type), ab_type, plan,

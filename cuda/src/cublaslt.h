@@ -153,6 +153,12 @@ struct LtOperands {
 // type on F32 operands ran a 4096^3 MatMul at 352 TFLOP/s, 46% of torch's fp16 GEMM: those
 // kernels read fp32 and convert as they go.
 int lt_input_type(Precision p);
+// Whether rounding F32 A [m, k] and B [k, n] to 16 bits before the call pays for itself: the
+// rounding moves 6 bytes per element of A and B (read 4, write 2), the 16-bit kernels save
+// about half the GEMM time (2 m n k flops at the fp16 peak). With the H200's ~4 TB/s and ~700
+// TFLOP/s, that is m n / (m + n) >= ~1000. Smaller calls (decode rows, narrow layers) keep F32
+// operands and the FAST_16F / 16BF compute types.
+bool lt_rounding_pays(int64_t m, int64_t n);
 
 // Max workspace cuBLASLt may ask for (a Scratch of the step; deterministic runs always get it).
 constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;

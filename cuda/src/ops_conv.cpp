@@ -55,7 +55,8 @@ GemmPlan gemm_of(const ConvGemmCall& c, bool accumulate) {
 }
 
 // At fp16 / bf16 the GEMMs take 16-bit operands (cublaslt.h, lt_input_type): W rounded once
-// per run, im2col writing 16-bit cols, a 1x1 conv's X rounded whole.
+// per run and im2col writing 16-bit cols (half the bytes of F32 cols, so always), a 1x1 conv's
+// X rounded whole where that pays (lt_rounding_pays; else F32 operands throughout).
 struct ConvOperands {
   int type = lt::kR32F;
   size_t elem = sizeof(float);
@@ -68,6 +69,8 @@ void conv_operands(const KernelCtx& ctx, const ConvPlan& plan, const Tensor& x, 
   o->w = w.ptr<const float>();
   o->x = x.ptr<const float>();
   o->type = lt_input_type(options(ctx).precision);
+  if (plan.path == ConvPath::Gemm1x1 && !lt_rounding_pays(w.shape()[0], x.numel() / x.shape()[1]))
+    o->type = lt::kR32F;
   if (o->type == lt::kR32F) return;
   o->elem = 2;
   const bool bf16 = o->type == lt::kR16BF;

@@ -26,15 +26,16 @@ void fill_c(const KernelCtx& ctx, const GemmPlan& p, const float* c, float* d, f
   check_launch(str_cat("[", op_name(ctx.node.op), "] gemm_fill_c").c_str());
 }
 
-// At fp16 / bf16, A and B (F32 tensors) go to cuBLASLt rounded once into 16-bit scratch
-// copies, element for element (the plan's strides stand), and run its 16-bit kernels.
+// At fp16 / bf16, A and B (F32 tensors) of a call big enough (lt_rounding_pays) go to
+// cuBLASLt rounded once into 16-bit scratch copies, element for element (the plan's strides
+// stand), and run its 16-bit kernels.
 struct RoundedOperands {
   std::optional<Scratch> a, b;
 };
-void round_operands(const KernelCtx& ctx, const Tensor& a, const Tensor& b, LtOperands* ops,
-                    RoundedOperands* keep) {
+void round_operands(const KernelCtx& ctx, const GemmPlan& plan, const Tensor& a, const Tensor& b,
+                    LtOperands* ops, RoundedOperands* keep) {
   const int type = lt_input_type(options(ctx).precision);
-  if (type == lt::kR32F || a.numel() == 0 || b.numel() == 0) return;
+  if (type == lt::kR32F || plan.k == 0 || !lt_rounding_pays(plan.m, plan.n)) return;
   const bool bf16 = type == lt::kR16BF;
   keep->a.emplace(ctx, (size_t)a.numel() * 2);
   keep->b.emplace(ctx, (size_t)b.numel() * 2);
@@ -94,7 +95,7 @@ void matmul_cuda(const KernelCtx& ctx) {
   ops.b = b.ptr<const float>();
   ops.d = ctx.output(0).ptr<float>();
   RoundedOperands rounded;
-  round_operands(ctx, a, b, &ops, &rounded);
+  round_operands(ctx, *plan, a, b, &ops, &rounded);
   run_plan(ctx, *plan, ops);
 }
 
@@ -123,7 +124,7 @@ void gemm_cuda(const KernelCtx& ctx) {
   ops.c = c ? c->ptr<const float>() : nullptr;
   ops.d = ctx.output(0).ptr<float>();
   RoundedOperands rounded;
-  round_operands(ctx, a, b, &ops, &rounded);
+  round_operands(ctx, *plan, a, b, &ops, &rounded);
   run_plan(ctx, *plan, ops);
 }
 

@@ -91,12 +91,16 @@ void q4matmul_cuda(const KernelCtx& ctx) {
   const DeviceOptions& opt = options(ctx);
   const bool bf16 = opt.precision == Precision::BF16;
   const Q4Launch plan = q4_launch(m, at.n, at.k, q4_multiprocessors(), opt.deterministic);
-  Scratch a_frag(ctx, (size_t)(q4_padded_m(m) * q4_padded_k(at.k) * 2));
+  // The small kernel converts A itself; the large one reads it as fragments.
+  std::unique_ptr<Scratch> a_frag;
+  if (!plan.small) {
+    a_frag = std::make_unique<Scratch>(ctx, (size_t)(q4_padded_m(m) * q4_padded_k(at.k) * 2));
+    q4_convert_a(a.ptr<float>(), a_frag->data(), m, at.k, bf16, s);
+  }
   std::unique_ptr<Scratch> partial;
   if (plan.splits > 1) partial = std::make_unique<Scratch>(ctx, (size_t)(plan.splits * m * at.n * 4));
-  q4_convert_a(a.ptr<float>(), a_frag.data(), m, at.k, bf16, s);
-  q4_gemm(a_frag.data(), static_cast<const int32_t*>(w[1]), static_cast<const uint16_t*>(w[2]),
-          static_cast<const uint16_t*>(w[3]), ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr,
+  q4_gemm(a.ptr<float>(), a_frag ? a_frag->data() : nullptr, static_cast<const int32_t*>(w[1]),
+          static_cast<const uint16_t*>(w[2]), static_cast<const uint16_t*>(w[3]), ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr,
           ctx.output(0).ptr<float>(), partial ? partial->as<float>() : nullptr, m, at.n, at.k,
           at.group, act_code(fused_activation(nullptr, ctx.node)), bf16, plan, s);
   check_launch(what.c_str());

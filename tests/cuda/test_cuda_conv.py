@@ -112,6 +112,7 @@ def test_conv_weights_initializer(make_model, rng):
     ((2, 64, 56, 56), (64, 64, 3, 3), P1),
     ((3, 64, 7, 9), (33, 64, 1, 1), {}),
     ((3, 16, 7, 9), (24, 4, 3, 3), {"group": 4, **P1}),
+    ((4, 64, 32, 32), (2048, 64, 1, 1), {}),  # a 1x1 conv whose X is rounded to 16 bits first
 ])
 def test_conv_half_precision(make_model, rng, precision, x_shape, w_shape, attrs):
     check_conv(make_model, rng, x_shape, w_shape, attrs, precision=precision)

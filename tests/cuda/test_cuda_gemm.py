@@ -88,7 +88,10 @@ def test_matmul_empty(make_model, rng, a_shape, b_shape):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("a_shape,b_shape", [((300, 769), (769, 5125)), ((3, 7, 769), (3, 769, 33)),
-                                             ((1, 769), (769, 5125))])
+                                             ((1, 769), (769, 5125)),
+                                             # big enough to round A and B to 16 bits first
+                                             # (lt_rounding_pays), batches folded into M
+                                             ((2, 1100, 769), (769, 2100))])
 def test_matmul_half_precision(make_model, rng, precision, a_shape, b_shape):
     feeds = {"A": uniform(rng, a_shape), "B": uniform(rng, b_shape)}
     got, want = run_both(matmul_model(make_model, a_shape, b_shape), feeds, k=a_shape[-1],
@@ -192,8 +195,9 @@ def test_gemm_empty_k(make_model, rng):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("c", [None, ("N",), ("M", 1)])
-def test_gemm_half_precision(make_model, rng, precision, c):
-    m, k, n = 300, 769, 5125
+@pytest.mark.parametrize("m,n", [(300, 5125), (2100, 2101)])  # the second rounds A and B first
+def test_gemm_half_precision(make_model, rng, precision, c, m, n):
+    k = 769
     c_shape = resolve(c, m, n)
     model = gemm_model(make_model, (m, k), (n, k), c_shape, {"transB": 1})
     run_both(model, gemm_feeds(rng, (m, k), (n, k), c_shape), k=k, precision=precision)
