@@ -1,13 +1,13 @@
 // W4A16 GEMM for Q4MatMul (reference: cpp/src/ops/ops_q4matmul.cpp): y = act(A @ W^T + bias),
 // W = code * scale + offset with int4 codes in k16 x n64 mma tiles (layouts: q4_gemm.h).
-// A is first converted to T (fp16 or bf16) fragments (q4_convert_a). A block owns 64 columns; a
-// cp.async ring of 64 K stages (codes, scale and offset rows, and for "small" the A fragments)
-// feeds the main loop from shared memory; each lane dequantizes its 16 bytes per k16 tile in
-// registers (nibbles | magic exponent -> exact T integers, then fma(code, scale, offset)) for
-// mma.sync m16n8k16, fp32 sums. "small" (M <= 16 per block, decode): the 4 warps split each
-// stage's k16 tiles and add up in shared memory; "large": m128 blocks, a warp 32 rows over all K.
-// K splits write partial sums that q4_reduce adds in split order (+ bias, act). Marlin
-// (IST-DASLab) is the model for the tile layout and the dequantization trick.
+// A block owns 64 columns; a cp.async ring of 64 K stages (codes, scale and offset rows, and
+// for "small" the float A rows) feeds the main loop from shared memory; A becomes T (fp16 or
+// bf16) fragments in the kernel (small) or first by q4_convert_a (large). Each lane dequantizes
+// its 16 bytes per k16 tile in registers (nibbles | magic exponent -> exact T integers, then
+// fma(code, scale, offset)) for mma.sync m16n8k16, fp32 sums. "small" (M <= 16 per block,
+// decode): the 4 warps split each stage's k16 tiles and add up in shared memory; "large": m128
+// blocks, a warp 32 rows over all K. K splits write partial sums that q4_reduce adds in split
+// order (+ bias, act). Marlin (IST-DASLab) is the model for the tile layout and the dequant.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -18,7 +18,8 @@ namespace ember::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-// Ring depths (stages of 64 K): small 8 x 4.5 KB = 36 KB (codes, params, A), large 4 x 2.5 KB.
+// Ring depths (stages of 64 K): small 7 x 6.5 KB = 45.5 KB (codes 2 KB, params 0.5 KB, float A
+// 4 KB; under the 48 KB of static shared memory), large 4 x 2.5 KB.
 constexpr int kRingSmall = kQ4RingSmall, kRingLarge = 4;
 
 __device__ __forceinline__ float q4_act(float v, int act) {
@@ -91,6 +92,10 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* global) {
   const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(global));
 }
+__device__ __forceinline__ void cp_async4(void* smem, const void* global) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(global));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
@@ -115,37 +120,57 @@ __global__ void q4_convert_a_kernel(const float* __restrict__ a,  // [m, k]
                          Ops::pack(v[6], v[7]));
 }
 
-template <bool SMEM_A>
-constexpr int kMinBlocks = SMEM_A ? 6 : 0;
+template <bool A_F32>
+constexpr int kMinBlocks = A_F32 ? kQ4SmallBlocksPerSm : 0;
+
+// Where column c (0..63) of A row r (0..15) sits in a stage: rotated by 8 r, which keeps the
+// 16-byte pieces and the float2 pairs whole and puts the rows a half warp reads on distinct banks.
+__device__ __forceinline__ int q4_a_pos(int r, int c) { return (c + 8 * r) % 64; }
+// The in-kernel conversion reads fragment elements 2h, 2h + 1 as one float2.
+constexpr bool q4_a_pairs_adjacent() {
+  for (int lane = 0; lane < 32; lane++)
+    for (int e = 0; e < 8; e += 2) {
+      const Q4Coord lo = q4_a_coord(lane, e), hi = q4_a_coord(lane, e + 1);
+      if (lo.k % 2 != 0 || hi.k != lo.k + 1 || hi.n != lo.n) return false;
+    }
+  return true;
+}
+static_assert(q4_a_pairs_adjacent(), "A fragment pairs must be adjacent columns of one row");
 
 // MT m16 tiles per warp; KW warps share each stage (warp w takes its k16 tiles w, w + KW, ..).
 // Block: 4 warps, m (16 MT * 4 / KW) x n64; blockIdx = (n tile, m block, K split). A ring of
 // RING stages in shared memory holds each stage's codes and the two param rows (scale, offset)
 // its 4 k16 tiles can touch (group >= 32 = 2 tiles, so 4 aligned tiles span at most 2 groups),
-// and with SMEM_A its A fragments too: the main loop reads shared memory only.
-template <class Ops, int MT, int KW, int RING, bool SMEM_A>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<SMEM_A>)
-    q4_gemm_kernel(const uint4* __restrict__ a,        // [Mp/16, Kp/16, 32] T x 8
+// and with A_F32 (small) the block's float A rows too, which the warps turn into T fragments
+// (as q4_convert_a: no separate kernel); without it A comes as fragments (`a`) read with __ldg.
+template <class Ops, int MT, int KW, int RING, bool A_F32>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<A_F32>)
+    q4_gemm_kernel(const float* __restrict__ a32,      // [m, k] (A_F32)
+                   const uint4* __restrict__ a,        // [Mp/16, Kp/16, 32] T x 8 (!A_F32)
                    const uint4* __restrict__ codes,    // [Kp/16, Np/64, 32] int32 x 4
                    const uint4* __restrict__ scales,   // [groups, Np/64, 8] f16 x 8
                    const uint4* __restrict__ offsets,  // [groups, Np/64, 8] f16 x 8
                    const float* __restrict__ bias,     // [n] or null
                    float* __restrict__ out,            // [m, n], or [splits, m, n] partials
-                   int m, int n, int kt_count, int nt_count, int group_tiles, int stages,
-                   int stages_per_split, int act, bool partial) {
+                   int m, int n, int k, int kt_count, int nt_count, int group_tiles,
+                   int stages, int stages_per_split, int act, bool partial, bool a_vec) {
   constexpr int kMSlots = 4 / KW;
   static_assert(KW == 1 || kMSlots == 1, "the K-sharing warps of a block add up through one `red`");
-  static_assert(!SMEM_A || (MT == 1 && kMSlots == 1), "A in shared memory: one m16 tile per block");
+  static_assert(!A_F32 || (MT == 1 && kMSlots == 1), "float A: one m16 tile per block");
   struct Ring {
     uint4 codes[RING][4][32];                 // [stage, k16 tile, lane]
     uint4 params[RING][2][2][8];              // [stage, scale | offset, group row, g]
-    uint4 a[SMEM_A ? RING : 1][4][32];        // [stage, k16 tile, lane]
+    float a32[A_F32 ? RING : 1][A_F32 ? 16 : 1][64];  // [stage, row, q4_a_pos(row, k)]
   };
   // The split's partial sums of warps 1..KW-1 reuse the ring once the main loop is done.
   union Smem {
     Ring ring;
     float red[KW > 1 ? KW - 1 : 1][KW > 1 ? MT * 32 : 1][32];  // [warp - 1, acc, lane]
   };
+  // 48 KB of static shared memory at most; the small plan counts on kQ4SmallBlocksPerSm per SM
+  // (228 KB, 1 KB reserved per block).
+  static_assert(sizeof(Smem) <= 48 * 1024, "static shared memory");
+  static_assert(!A_F32 || (sizeof(Smem) + 1024) * kQ4SmallBlocksPerSm <= 228 * 1024, "small blocks per SM");
   __shared__ __align__(16) Smem sm;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
@@ -155,6 +180,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<SMEM_A>)
   const int mt_count = (m + 15) / 16;
   const int s_begin = blockIdx.z * stages_per_split;
   const int ns = min(stages, s_begin + stages_per_split) - s_begin;
+  const int rows = min(16, m - mt0 * 16);  // A rows of the (first) m16 tile, > 0 while mt0 < mt_count
 
   float acc[MT][8][4];
 #pragma unroll
@@ -164,15 +190,36 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<SMEM_A>)
 #pragma unroll
       for (int r = 0; r < 4; r++) acc[i][s][r] = 0.0f;
 
-  // Each thread copies one 16-byte piece of the codes (tile `warp`, its lane), with SMEM_A one
-  // of A; warp 0 also the 32 pieces of the param rows (lane: scale | offset, row, g).
+  // Each thread copies one 16-byte piece of the codes (tile `warp`, its lane); warp 0 also the
+  // 32 pieces of the param rows (lane: scale | offset, row, g); with A_F32 the threads share
+  // the stage's `rows` x 64 floats of A in 16-byte pieces (a_vec: K % 4 == 0 and A 16-byte
+  // aligned) or 4-byte ones, and store the zeros past K themselves.
   auto load = [&](int i) {
     if (i < ns) {
       const int slot = i % RING, kt0 = (s_begin + i) * 4, kt = kt0 + warp;
       cp_async16(&sm.ring.codes[slot][warp][lane], codes + ((size_t)kt * nt_count + nt) * 32 + lane);
-      if constexpr (SMEM_A) {
-        if (mt0 < mt_count)
-          cp_async16(&sm.ring.a[slot][warp][lane], a + ((size_t)mt0 * kt_count + kt) * 32 + lane);
+      if constexpr (A_F32) {
+        const int k0 = kt0 * 16;
+        const float* src = a32 + (size_t)mt0 * 16 * k + k0;
+        if (a_vec) {
+          for (int p = threadIdx.x; p < rows * 16; p += kThreads) {
+            const int r = p / 16, c = p % 16 * 4;
+            float* dst = &sm.ring.a32[slot][r][q4_a_pos(r, c)];
+            if (k0 + c < k)  // then k0 + c + 3 < k too (K % 4 == 0)
+              cp_async16(dst, src + (size_t)r * k + c);
+            else
+              *reinterpret_cast<float4*>(dst) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          }
+        } else {
+          for (int p = threadIdx.x; p < rows * 64; p += kThreads) {
+            const int r = p / 64, c = p % 64;
+            float* dst = &sm.ring.a32[slot][r][q4_a_pos(r, c)];
+            if (k0 + c < k)
+              cp_async4(dst, src + (size_t)r * k + c);
+            else
+              *dst = 0.0f;
+          }
+        }
       }
       if (warp == 0) {
         const int which = lane / 16, row = lane / 8 % 2, gg = lane % 8;
@@ -201,8 +248,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<SMEM_A>)
       const uint16_t* sh = reinterpret_cast<const uint16_t*>(&s8);
       const uint16_t* oh = reinterpret_cast<const uint16_t*>(&o8);
       uint4 af[MT];
-      if constexpr (SMEM_A) {
-        af[0] = sm.ring.a[slot][kk][lane];
+      if constexpr (A_F32) {
+        // This lane's fragment, as q4_convert_a builds it (elements 2h, 2h + 1 are adjacent
+        // columns of one row); rows past M (never copied) are 0.
+        uint32_t reg[4];
+#pragma unroll
+        for (int h = 0; h < 4; h++) {
+          const Q4Coord c = q4_a_coord(lane, 2 * h);
+          const float2 v = c.n < rows
+              ? *reinterpret_cast<const float2*>(&sm.ring.a32[slot][c.n][q4_a_pos(c.n, kk * 16 + c.k)])
+              : make_float2(0.0f, 0.0f);
+          reg[h] = Ops::pack(v.x, v.y);
+        }
+        af[0] = make_uint4(reg[0], reg[1], reg[2], reg[3]);
       } else {
 #pragma unroll
         for (int t = 0; t < MT; t++)
@@ -291,20 +349,21 @@ __global__ void q4_reduce_kernel(const float* __restrict__ partial,  // [splits,
 }
 
 template <class Ops>
-void launch_gemm(const void* a_frag, const int32_t* codes, const uint16_t* scales,
+void launch_gemm(const float* a32, const void* a_frag, const int32_t* codes, const uint16_t* scales,
                  const uint16_t* offsets, const float* bias, float* y, float* partial, int64_t m,
                  int64_t n, int64_t k, int64_t group, int act, const Q4Launch& p, cudaStream_t s) {
   const dim3 grid((unsigned)p.grid_x, (unsigned)p.grid_y, (unsigned)p.splits);
   const bool split = p.splits > 1;
   float* out = split ? partial : y;
   const int kt_count = (int)(q4_padded_k(k) / 16);
+  const bool a_vec = k % 4 == 0 && reinterpret_cast<uintptr_t>(a32) % 16 == 0;
   const auto* a = static_cast<const uint4*>(a_frag);
   const auto* c = reinterpret_cast<const uint4*>(codes);
   const auto* sc = reinterpret_cast<const uint4*>(scales);
   const auto* of = reinterpret_cast<const uint4*>(offsets);
   if (p.small) {
     auto* kernel = q4_gemm_kernel<Ops, 1, 4, kRingSmall, true>;
-    // Six 37 KB blocks per SM need the largest shared-memory carveout (a hint; once per T).
+    // Four 46 KB blocks per SM need the largest shared-memory carveout (a hint; once per T).
     static const bool carveout = [kernel] {
       if (cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                cudaSharedmemCarveoutMaxShared) != cudaSuccess)
@@ -313,12 +372,12 @@ void launch_gemm(const void* a_frag, const int32_t* codes, const uint16_t* scale
     }();
     (void)carveout;
     kernel<<<grid, kThreads, 0, s>>>(
-        a, c, sc, of, bias, out, (int)m, (int)n, kt_count, (int)p.grid_x, (int)(group / 16),
-        (int)p.stages, (int)p.stages_per_split, act, split);
+        a32, a, c, sc, of, bias, out, (int)m, (int)n, (int)k, kt_count, (int)p.grid_x,
+        (int)(group / 16), (int)p.stages, (int)p.stages_per_split, act, split, a_vec);
   } else {
     q4_gemm_kernel<Ops, 2, 1, kRingLarge, false><<<grid, kThreads, 0, s>>>(
-        a, c, sc, of, bias, out, (int)m, (int)n, kt_count, (int)p.grid_x, (int)(group / 16),
-        (int)p.stages, (int)p.stages_per_split, act, split);
+        a32, a, c, sc, of, bias, out, (int)m, (int)n, (int)k, kt_count, (int)p.grid_x,
+        (int)(group / 16), (int)p.stages, (int)p.stages_per_split, act, split, a_vec);
   }
   if (split) {
     const int64_t mn = m * n;
@@ -351,16 +410,16 @@ void q4_convert_a(const float* a, void* a_frag, int64_t m, int64_t k, bool bf16,
     q4_convert_a_kernel<F16Ops><<<blocks, 256, 0, s>>>(a, frag, m, k, kt_count, total);
 }
 
-void q4_gemm(const void* a_frag, const int32_t* codes, const uint16_t* scales,
+void q4_gemm(const float* a, const void* a_frag, const int32_t* codes, const uint16_t* scales,
              const uint16_t* offsets, const float* bias, float* y, float* partial, int64_t m,
              int64_t n, int64_t k, int64_t group, int act, bool bf16, const Q4Launch& plan,
              void* stream) {
   if (m == 0 || n == 0 || plan.stages == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
   if (bf16)
-    launch_gemm<BF16Ops>(a_frag, codes, scales, offsets, bias, y, partial, m, n, k, group, act, plan, s);
+    launch_gemm<BF16Ops>(a, a_frag, codes, scales, offsets, bias, y, partial, m, n, k, group, act, plan, s);
   else
-    launch_gemm<F16Ops>(a_frag, codes, scales, offsets, bias, y, partial, m, n, k, group, act, plan, s);
+    launch_gemm<F16Ops>(a, a_frag, codes, scales, offsets, bias, y, partial, m, n, k, group, act, plan, s);
 }
 
 }  // namespace ember::cuda

@@ -58,8 +58,9 @@ struct Q4Launch {
   int64_t stages = 0;              // Kp / 64
   int64_t splits = 1, stages_per_split = 0;
 };
-// Stages of the small kernel's shared-memory ring (RING - 1 in flight per block).
-constexpr int kQ4RingSmall = 8;
+// Stages of the small kernel's shared-memory ring (RING - 1 in flight per block), and how many
+// of its blocks an SM holds at once (shared memory: 4 x 46.5 KB; registers: <= 128 a thread).
+constexpr int kQ4RingSmall = 7, kQ4SmallBlocksPerSm = 4;
 inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool deterministic) {
   Q4Launch p;
   // Deterministic: one kernel and a split count independent of M, so a row's sums do not
@@ -72,13 +73,18 @@ inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool determi
   const int64_t blocks = std::max<int64_t>(1, p.grid_x * (deterministic ? 1 : p.grid_y));
   // Decode (small kernel) streams each weight byte once, so it lives on HBM latency: at ~4.2 TB/s
   // over 132 SMs an SM drains ~17 B/cycle (~32 GB/s), and with ~1 us of loaded latency it needs
-  // >= ~32 KB of loads outstanding. A small block has RING - 1 = 7 stages in flight, 7 x 2.25 KB
-  // of codes and params from HBM (+ 14 KB of A from L2), and ~37 KB of shared memory, so 4
-  // blocks per SM (148 KB, all resident at once) keep ~63 KB outstanding: 4096 x 4096 (8.4 MB,
-  // 64 KB per SM) is issued almost whole up front. The large kernel is compute-bound: 2 per SM.
-  const int64_t per_sm = p.small ? 4 : 2;
-  const int64_t target = per_sm * std::max(sms, 1);
-  int64_t splits = blocks >= target ? 1 : (target + blocks - 1) / blocks;
+  // >= ~32 KB of loads outstanding. A small block has RING - 1 = 6 stages in flight, 6 x 2.25 KB
+  // of codes and params from HBM (+ A from L2), and an SM holds 4 of them: ~54 KB outstanding,
+  // so 4096 x 4096 (8.4 MB, 64 KB per SM) is issued almost whole up front. Splits round down:
+  // all blocks resident in one wave (a second, partial wave would stream latency-bound at
+  // ~1 block per SM). The large kernel is compute-bound: about 2 blocks per SM.
+  int64_t splits = 1;
+  if (p.small) {
+    splits = std::max<int64_t>(1, kQ4SmallBlocksPerSm * std::max(sms, 1) / blocks);
+  } else {
+    const int64_t target = 2 * std::max(sms, 1);
+    splits = blocks >= target ? 1 : (target + blocks - 1) / blocks;
+  }
   // At least 4 stages per split (the partial sums cost splits * m * n * 4 bytes, <= m / 32 of
   // the codes' bytes then); at most 32 partial sums.
   splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(32, std::max<int64_t>(1, p.stages / 4)));
@@ -90,7 +96,8 @@ inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool determi
 // The device's multiprocessor count (the current device).
 int q4_multiprocessors();
 
-// A (float) to T fragments, zero past M and K; bf16 picks bf16 over fp16.
+// A (float) to T fragments, zero past M and K; bf16 picks bf16 over fp16. Only the large plan
+// (!plan.small) reads them: the small kernel converts A itself.
 void q4_convert_a(const float* a,  // [m, k]
                   void* a_frag,    // [Mp/16, Kp/16, 32, 8] T
                   int64_t m, int64_t k, bool bf16, void* stream);
@@ -98,7 +105,8 @@ void q4_convert_a(const float* a,  // [m, k]
 // y = act(A @ W^T + bias), W[n, k] = code * scale + offset, dequantized to T in registers,
 // fp32 accumulation. act: 0 none, 1 relu, 2 gelu (erf), 3 gelu (tanh). `partial` holds
 // plan.splits * m * n floats when plan.splits > 1 (else unused, may be null).
-void q4_gemm(const void* a_frag,      // [Mp/16, Kp/16, 32, 8] T
+void q4_gemm(const float* a,          // [m, k]: read by the small plan
+             const void* a_frag,      // [Mp/16, Kp/16, 32, 8] T: large plan only, else null
              const int32_t* codes,    // [Kp/16, Np/64, 32, 4]
              const uint16_t* scales,  // [ceil(Kp / group), Np/64, 8, 8] f16
              const uint16_t* offsets, // [ceil(Kp / group), Np/64, 8, 8] f16

@@ -100,9 +100,10 @@ void q4matmul_cuda(const KernelCtx& ctx) {
   std::unique_ptr<Scratch> partial;
   if (plan.splits > 1) partial = std::make_unique<Scratch>(ctx, (size_t)(plan.splits * m * at.n * 4));
   q4_gemm(a.ptr<float>(), a_frag ? a_frag->data() : nullptr, static_cast<const int32_t*>(w[1]),
-          static_cast<const uint16_t*>(w[2]), static_cast<const uint16_t*>(w[3]), ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr,
-          ctx.output(0).ptr<float>(), partial ? partial->as<float>() : nullptr, m, at.n, at.k,
-          at.group, act_code(fused_activation(nullptr, ctx.node)), bf16, plan, s);
+          static_cast<const uint16_t*>(w[2]), static_cast<const uint16_t*>(w[3]),
+          ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr, ctx.output(0).ptr<float>(),
+          partial ? partial->as<float>() : nullptr, m, at.n, at.k, at.group,
+          act_code(fused_activation(nullptr, ctx.node)), bf16, plan, s);
   check_launch(what.c_str());
 }
 

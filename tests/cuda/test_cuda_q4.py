@@ -120,10 +120,11 @@ def test_matmulnbits(rng, m, k, n, block, zero_points):
     run_both(model, {"a": rng.standard_normal((m, k)).astype(np.float32)}, q)
 
 
-# Decode-sized layers through the small kernel's launch plans (q4_launch, 132 SMs; 64 K stages,
-# an 8-stage ring): 4096 x 4096 (8 splits of 8: the ring holds a whole split), K = 11008 (9 splits
-# of 20: the ring wraps), N = 13000 (204 column tiles, 3 splits of 11), N = 1000 with K = 11008
-# (29 splits of 6, the last one 4).
+# Decode-sized layers through the small kernel (A converted in the kernel, a 7-stage ring) and
+# its launch plans (q4_launch at 132 SMs; 64 K stages): 4096 x 4096 (8 splits of 8), K = 11008
+# (8 splits of 22, the last one 18: the ring wraps), N = 13000 (204 column tiles, 2 splits of
+# 16), N = 1000 with K = 11008 (29 splits of 6, the last one 4). K = 769 (the 4-byte A copies
+# and the zeros past K) is in SHAPES.
 DECODE_CASES = [(1, 4096, 4096, 128), (16, 4096, 4096, 32), (7, 4096, 4096, 64),
                 (1, 11008, 4096, 64), (16, 11008, 1000, 128), (1, 2048, 13000, 32),
                 (16, 2048, 13000, 128)]
