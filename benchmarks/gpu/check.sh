@@ -69,6 +69,10 @@ print('ember.cuda.is_available()', ember.cuda.is_available(), '->', ember.cuda.d
     timeout -k 5 $((LIMIT_TESTS * 8 / 5)) xargs -P "$PYTEST_JOBS" -I{} bash -c 'n=$(basename {} .py); PYTHONPATH=python timeout -k 10 $LIMIT \
       "$PY" -m pytest {} -q -p no:cacheprovider -o faulthandler_timeout=$((LIMIT - 10)) -rfEs \
       > "$OUTDIR/pytest_$n.log" 2>&1'
+  # The attention file again with the mma.sync kernel (opt-in until it passes here).
+  EMBER_CUDA_ATTN_KERNEL=mma CUDA_LAUNCH_BLOCKING=1 PYTHONPATH=python timeout -k 10 $LIMIT_TESTS \
+    "$PY" -m pytest tests/cuda/test_cuda_attention.py -q -p no:cacheprovider -rfEs \
+    > "$OUTDIR/pytest_test_cuda_attention_mma.log" 2>&1
   summary_re="(passed|failed|error|skipped|no tests ran)( |,|$)"  # pytest's last line
   rc=0
   for log in "$OUTDIR"/pytest_test_*.log; do
@@ -108,6 +112,13 @@ print('ember.cuda.is_available()', ember.cuda.is_available(), '->', ember.cuda.d
       --table "$OUTDIR/bench_table.txt" ${BENCH_ARGS:-}
     rc=$?
     record bench $rc $((SECONDS - start)) "json: bench_cuda.json"
+    # SDPA and BERT again with the opt-in mma.sync attention kernel.
+    stage "bench_cuda.py sdpa, bert with EMBER_CUDA_ATTN_KERNEL=mma (limit 60s)"
+    start=$SECONDS
+    EMBER_CUDA_ATTN_KERNEL=mma PYTHONPATH=python timeout -k 10 60 "$PY" benchmarks/gpu/bench_cuda.py \
+      --sections copy,sdpa,bert --time-limit 45 --json "$OUTDIR/bench_cuda_mma.json" \
+      --table "$OUTDIR/bench_table_mma.txt" ${BENCH_ARGS:-}
+    record bench_mma $? $((SECONDS - start)) "json: bench_cuda_mma.json"
   fi
 fi
 
@@ -117,4 +128,5 @@ stage "summary"
   printf '%-10s %-14s %6s  %s\n' stage status time note
   printf '%s\n' "${summary[@]}"
   if [ -f "$OUTDIR/bench_table.txt" ]; then echo; cat "$OUTDIR/bench_table.txt"; fi
+  if [ -f "$OUTDIR/bench_table_mma.txt" ]; then echo; echo "EMBER_CUDA_ATTN_KERNEL=mma:"; cat "$OUTDIR/bench_table_mma.txt"; fi
 } | tee "$OUTDIR/summary.txt"

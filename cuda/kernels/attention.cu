@@ -6,6 +6,7 @@
 // attention_f32_kernel: fp32 SIMT, 4 warps x 4 rows, 32-key tiles (a key per lane), D, Dv <= 256.
 // attention_mma_kernel: fp16/bf16 tensor cores, 4 warps x 16 rows, 64-key tiles, everything but
 // the K/V tiles in registers (mma.sync m16n8k16); head dims 32/64/128, float4-readable operands.
+// Opt-in (EMBER_CUDA_ATTN_KERNEL=mma, attention_plan.cpp) until a device run has passed it.
 // attention_tc_kernel: wmma 16x16x16, same tiles, scores and O through shared memory: the rest.
 // Reference: ref_attention (cpp/src/ops/ops_fused.cpp); attention_emulate runs the tile loop.
 #include <cuda_bf16.h>

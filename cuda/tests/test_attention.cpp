@@ -278,3 +278,30 @@ TEST_CASE("attention_emulate: the kernels' tile loop matches the reference") {
                             {q, random_tensor({3, 200, 4, 64}, gen), random_tensor({3, 200, 4, 64}, gen)});
   }
 }
+
+TEST_CASE("attn_mma_supports: head pads 32/64/128, K contiguous along d or t, float4 steps") {
+  AttnArgs a;
+  a.S = 5, a.T = 7, a.D = a.Dv = 64;
+  a.q_rs = 64, a.k_d = 7 + 1, a.k_t = 1, a.v_t = 64, a.y_rs = 64;  // bhsd, T padded to 8
+  CHECK(attn_mma_supports(a, 64));
+  CHECK(attn_mma_supports(a, 32));
+  CHECK(attn_mma_supports(a, 128));
+  CHECK_FALSE(attn_mma_supports(a, 80));
+  CHECK_FALSE(attn_mma_supports(a, 96));
+  AttnArgs odd = a;
+  odd.k_d = 7;  // Kt rows of 7 floats: not float4 steps
+  CHECK_FALSE(attn_mma_supports(odd, 64));
+  AttnArgs strided = a;
+  strided.k_d = 2, strided.k_t = 128;  // neither d nor t contiguous
+  CHECK_FALSE(attn_mma_supports(strided, 64));
+  AttnArgs bshd = a;
+  bshd.k_d = 1, bshd.k_t = 12 * 64;  // K [b, t, h, d]
+  CHECK(attn_mma_supports(bshd, 64));
+  AttnArgs batch = a;
+  batch.nb = 1, batch.bdim[0] = 3, batch.st[kAttnV][0] = 7 * 64 + 2;
+  CHECK_FALSE(attn_mma_supports(batch, 64));
+  AttnArgs misaligned = a;
+  static float buf[16];
+  misaligned.q = buf + 1;
+  CHECK_FALSE(attn_mma_supports(misaligned, 64));
+}
