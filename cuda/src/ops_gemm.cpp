@@ -47,7 +47,9 @@ void round_operands(const KernelCtx& ctx, const GemmPlan& plan, const Tensor& a,
   ops->ab_type = type;
 }
 
-void run_plan(const KernelCtx& ctx, GemmPlan plan, const LtOperands& ops) {
+// ops: the F32 operands (a and b the tensors behind ops.a and ops.b).
+void run_plan(const KernelCtx& ctx, GemmPlan plan, const LtOperands& ops, const Tensor& a,
+              const Tensor& b) {
   if (plan.m == 0 || plan.n == 0 || plan.batch == 0) return;
   if (plan.k == 0) {
     // An empty sum: D is beta * C broadcast (plan.beta is 0 when C is not read), or zeros.
@@ -62,6 +64,13 @@ void run_plan(const KernelCtx& ctx, GemmPlan plan, const LtOperands& ops) {
     ws.emplace(ctx, bytes);
     return ws->data();
   };
+  RoundedOperands keep;
+  LtOperands ops16 = ops;
+  round_operands(ctx, plan, a, b, &ops16, &keep);
+  if (ops16.ab_type != lt::kR32F &&
+      cublaslt_matmul(plan, ops16, options(ctx), workspace, stream(ctx), what))
+    return;
+  // F32 operands: no rounding wanted, or no 16-bit algorithm for this call.
   if (cublaslt_matmul(plan, ops, options(ctx), workspace, stream(ctx), what)) return;
   if (plan.c == GemmC::Bias) {
     // No BIAS-epilogue kernel for this call: broadcast the row into D and add it through beta.
@@ -94,9 +103,7 @@ void matmul_cuda(const KernelCtx& ctx) {
   ops.a = a.ptr<const float>();
   ops.b = b.ptr<const float>();
   ops.d = ctx.output(0).ptr<float>();
-  RoundedOperands rounded;
-  round_operands(ctx, *plan, a, b, &ops, &rounded);
-  run_plan(ctx, *plan, ops);
+  run_plan(ctx, *plan, ops, a, b);
 }
 
 // ---- Gemm -------------------------------------------------------------------------------------
@@ -123,9 +130,7 @@ void gemm_cuda(const KernelCtx& ctx) {
   ops.b = b.ptr<const float>();
   ops.c = c ? c->ptr<const float>() : nullptr;
   ops.d = ctx.output(0).ptr<float>();
-  RoundedOperands rounded;
-  round_operands(ctx, *plan, a, b, &ops, &rounded);
-  run_plan(ctx, *plan, ops);
+  run_plan(ctx, *plan, ops, a, b);
 }
 
 }  // namespace ember::cuda
