@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call for both GPU checks: check.sh (build + smoke run, tests/cuda, bench_cuda.py),
-# then check_quant.sh on the same modules (bench_quant_cuda.py; check.sh ran its tests). $OUT
+# then check_quant.sh on the same modules (bench_quant_cuda.py; check.sh ran its tests), then
+# ncu_kernels.sh with the time left. $OUT
 # gets back two files, within the device tool's limits: summary.txt (both tables) and logs.tgz
 # (every log and JSON).
 #   run(command="bash benchmarks/gpu/h200.sh", carry=[".whl", ".h200"], timeout_s=BUDGET + 40)
@@ -8,7 +9,8 @@
 # Carried, both optional: .whl/*.whl (nanobind, pinned to the version built here: on the device,
 # pip can only install carried wheels) and .h200/commit (`git rev-parse --short HEAD >
 # .h200/commit` just before the call: the device's copy of .git can be stale).
-# Env: the stage limits LIMIT_* of check.sh / check_quant.sh; QUANT=0 skips check_quant.sh.
+# Env: the stage limits LIMIT_* of check.sh / check_quant.sh; QUANT=0 skips check_quant.sh,
+# NCU=0 the Nsight Compute profiles (ncu_kernels.sh) that use the time left after both.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 FINAL=${OUT:-/tmp/ember-h200}
@@ -34,7 +36,15 @@ grep -qE "^build +ok" "$WORK/check/summary.txt" 2>/dev/null && [ "${QUANT:-1}" =
   LIMIT_BENCH=$((left - 20 < ${LIMIT_BENCH:-150} ? left - 20 : ${LIMIT_BENCH:-150})) \
   timeout -k 5 $left bash benchmarks/gpu/check_quant.sh
 
-{ echo "commit $commit"; cat "$WORK/check/summary.txt"; echo; cat "$WORK/quant/summary.txt" 2>/dev/null; } > "$FINAL/summary.txt"
+# Then Nsight Compute on the kernels that missed their targets, with what time is left
+# (ncu_kernels.sh: three cases; the attention case runs the opt-in mma.sync kernel).
+left=$((deadline - SECONDS))
+grep -qE "^build +ok" "$WORK/check/summary.txt" 2>/dev/null && [ "${NCU:-1}" = 1 ] && [ $left -gt 45 ] &&
+  EMBER_CUDA_ATTN_KERNEL=mma LIMIT=$(((left - 10) / 3)) \
+  bash benchmarks/gpu/ncu_kernels.sh "$WORK/ncu.log" > "$WORK/ncu_summary.txt" 2>&1
+
+{ echo "commit $commit"; cat "$WORK/check/summary.txt"; echo; cat "$WORK/quant/summary.txt" 2>/dev/null
+  echo; cat "$WORK/ncu_summary.txt" 2>/dev/null; } > "$FINAL/summary.txt"
 tar czf "$FINAL/logs.tgz" -C "$WORK" .
 ls -l "$FINAL"
 echo "h200.sh: $((SECONDS - T0)) s in all"
