@@ -54,9 +54,10 @@ GemmPlan gemm_of(const ConvGemmCall& c, bool accumulate) {
   return p;
 }
 
-// At fp16 / bf16 the GEMMs take 16-bit operands (cublaslt.h, lt_input_type): W rounded once
-// per run and im2col writing 16-bit cols (half the bytes of F32 cols, so always), a 1x1 conv's
-// X rounded whole where that pays (lt_rounding_pays; else F32 operands throughout).
+// At fp16 / bf16 the GEMMs take 16-bit operands (cublaslt.h, lt_input_type): W rounded at
+// load when a constant (weight_prepare_*), else once per run; im2col writing 16-bit cols (half
+// the bytes of F32 cols, so always); a 1x1 conv's X rounded whole where that pays
+// (lt_rounding_pays, or W already 16-bit; else F32 operands throughout).
 struct ConvOperands {
   int type = lt::kR32F;
   size_t elem = sizeof(float);
@@ -66,17 +67,21 @@ struct ConvOperands {
 };
 void conv_operands(const KernelCtx& ctx, const ConvPlan& plan, const Tensor& x, const Tensor& w,
                    ConvOperands* o) {
-  o->w = w.ptr<const float>();
+  o->w = w.data();
   o->x = x.ptr<const float>();
   o->type = lt_input_type(options(ctx).precision);
-  if (plan.path == ConvPath::Gemm1x1 && !lt_rounding_pays(w.shape()[0], x.numel() / x.shape()[1]))
+  const bool w_ready = w.dtype() != DType::F32;  // rounded at load (weight_prepare_*)
+  if (!w_ready && plan.path == ConvPath::Gemm1x1 &&
+      !lt_rounding_pays(w.shape()[0], x.numel() / x.shape()[1]))
     o->type = lt::kR32F;
   if (o->type == lt::kR32F) return;
   o->elem = 2;
   const bool bf16 = o->type == lt::kR16BF;
-  o->w16.emplace(ctx, (size_t)w.numel() * 2);
-  gemm_round_16(w.ptr<const float>(), o->w16->data(), w.numel(), bf16, stream(ctx));
-  o->w = o->w16->data();
+  if (!w_ready) {
+    o->w16.emplace(ctx, (size_t)w.numel() * 2);
+    gemm_round_16(w.ptr<const float>(), o->w16->data(), w.numel(), bf16, stream(ctx));
+    o->w = o->w16->data();
+  }
   if (plan.path == ConvPath::Gemm1x1) {
     o->x16.emplace(ctx, (size_t)x.numel() * 2);
     gemm_round_16(x.ptr<const float>(), o->x16->data(), x.numel(), bf16, stream(ctx));
@@ -164,6 +169,8 @@ void conv_cuda(const KernelCtx& ctx) {
       check_launch("[Conv] conv_bias_fill");
       return;
     case ConvPath::Direct:
+      EMBER_CHECK(w.dtype() == DType::F32, Internal, "[Conv] node '", ctx.node.name,
+                  "': a depthwise W was rounded at load");
       conv_direct(x.ptr<const float>(), w.ptr<const float>(), bias, y, g, stream(ctx));
       check_launch("[Conv] conv_direct");
       return;

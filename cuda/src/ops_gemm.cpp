@@ -8,6 +8,7 @@
 #include "cuda/src/cublaslt.h"
 #include "cuda/src/gemm_plan.h"
 #include "cuda/src/ops.h"
+#include "ember/dtype.h"
 
 namespace ember::cuda {
 namespace {
@@ -32,22 +33,27 @@ void fill_c(const KernelCtx& ctx, const GemmPlan& p, const float* c, float* d, f
 struct RoundedOperands {
   std::optional<Scratch> a, b;
 };
+// A B rounded at load (weight_prepare_*: F16 / BF16) always takes this path.
 void round_operands(const KernelCtx& ctx, const GemmPlan& plan, const Tensor& a, const Tensor& b,
                     LtOperands* ops, RoundedOperands* keep) {
   const int type = lt_input_type(options(ctx).precision);
-  if (type == lt::kR32F || plan.k == 0 || !lt_rounding_pays(plan.m, plan.n)) return;
+  const bool b_ready = b.dtype() != DType::F32;
+  if (type == lt::kR32F || (!b_ready && !lt_rounding_pays(plan.m, plan.n))) return;
   const bool bf16 = type == lt::kR16BF;
   keep->a.emplace(ctx, (size_t)a.numel() * 2);
-  keep->b.emplace(ctx, (size_t)b.numel() * 2);
   gemm_round_16(a.ptr<const float>(), keep->a->data(), a.numel(), bf16, stream(ctx));
-  gemm_round_16(b.ptr<const float>(), keep->b->data(), b.numel(), bf16, stream(ctx));
-  check_launch(str_cat("[", op_name(ctx.node.op), "] gemm_round_16").c_str());
   ops->a = keep->a->data();
-  ops->b = keep->b->data();
+  if (!b_ready) {
+    keep->b.emplace(ctx, (size_t)b.numel() * 2);
+    gemm_round_16(b.ptr<const float>(), keep->b->data(), b.numel(), bf16, stream(ctx));
+    ops->b = keep->b->data();
+  }
+  check_launch(str_cat("[", op_name(ctx.node.op), "] gemm_round_16").c_str());
   ops->ab_type = type;
 }
 
-// ops: the F32 operands (a and b the tensors behind ops.a and ops.b).
+// ops: the operands as the node has them (a and b the tensors behind ops.a and ops.b; b F16 /
+// BF16 when rounded at load).
 void run_plan(const KernelCtx& ctx, GemmPlan plan, const LtOperands& ops, const Tensor& a,
               const Tensor& b) {
   if (plan.m == 0 || plan.n == 0 || plan.batch == 0) return;
@@ -65,18 +71,19 @@ void run_plan(const KernelCtx& ctx, GemmPlan plan, const LtOperands& ops, const 
     return ws->data();
   };
   RoundedOperands keep;
-  LtOperands ops16 = ops;
-  round_operands(ctx, plan, a, b, &ops16, &keep);
-  if (ops16.ab_type != lt::kR32F &&
-      cublaslt_matmul(plan, ops16, options(ctx), workspace, stream(ctx), what))
-    return;
-  // F32 operands: no rounding wanted, or no 16-bit algorithm for this call.
-  if (cublaslt_matmul(plan, ops, options(ctx), workspace, stream(ctx), what)) return;
+  LtOperands use = ops;
+  round_operands(ctx, plan, a, b, &use, &keep);
+  if (cublaslt_matmul(plan, use, options(ctx), workspace, stream(ctx), what)) return;
+  // No 16-bit algorithm for a call whose B is F32: F32 operands (FAST_16F / 16BF) instead.
+  if (use.ab_type != lt::kR32F && b.dtype() == DType::F32) {
+    use = ops;
+    if (cublaslt_matmul(plan, use, options(ctx), workspace, stream(ctx), what)) return;
+  }
   if (plan.c == GemmC::Bias) {
     // No BIAS-epilogue kernel for this call: broadcast the row into D and add it through beta.
     plan.c = GemmC::Broadcast;
     fill_c(ctx, plan, ops.c, ops.d, 1.0f);
-    if (cublaslt_matmul(plan, ops, options(ctx), workspace, stream(ctx), what)) return;
+    if (cublaslt_matmul(plan, use, options(ctx), workspace, stream(ctx), what)) return;
   }
   fail(ErrorKind::Internal, "[", what, "] node '", ctx.node.name,
        "': cuBLASLt has no algorithm for m=", plan.m, ", n=", plan.n, ", k=", plan.k,
@@ -84,6 +91,32 @@ void run_plan(const KernelCtx& ctx, GemmPlan plan, const LtOperands& ops, const 
 }
 
 }  // namespace
+
+// ---- 16-bit weights ----------------------------------------------------------------------------
+
+namespace {
+
+Tensor round_weight(const Node& node, int input, const Tensor& host, DType to) {
+  if (input != 1 || host.dtype() != DType::F32) return Tensor();
+  // A depthwise W (one input channel per group) feeds the direct fp32 kernel, not a GEMM.
+  if (node.op == OpType::Conv && host.rank() >= 2 && host.shape()[1] == 1) return Tensor();
+  Tensor out = Tensor::empty(to, host.shape());
+  const float* x = host.ptr<const float>();
+  auto* y = static_cast<uint16_t*>(out.data());
+  for (int64_t i = 0; i < host.numel(); i++)
+    y[i] = to == DType::F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+  return out;
+}
+
+}  // namespace
+
+Tensor weight_prepare_f16(const Node& node, int input, const Tensor& host) {
+  return round_weight(node, input, host, DType::F16);
+}
+
+Tensor weight_prepare_bf16(const Node& node, int input, const Tensor& host) {
+  return round_weight(node, input, host, DType::BF16);
+}
 
 // ---- MatMul -----------------------------------------------------------------------------------
 
@@ -101,7 +134,7 @@ void matmul_cuda(const KernelCtx& ctx) {
          shape_str(a.shape()), " @ ", shape_str(b.shape()), " (supports() accepted it)");
   LtOperands ops;
   ops.a = a.ptr<const float>();
-  ops.b = b.ptr<const float>();
+  ops.b = b.data();
   ops.d = ctx.output(0).ptr<float>();
   run_plan(ctx, *plan, ops, a, b);
 }
@@ -127,7 +160,7 @@ void gemm_cuda(const KernelCtx& ctx) {
          shape_str(a.shape()), ", B ", shape_str(b.shape()), " (supports() accepted it)");
   LtOperands ops;
   ops.a = a.ptr<const float>();
-  ops.b = b.ptr<const float>();
+  ops.b = b.data();
   ops.c = c ? c->ptr<const float>() : nullptr;
   ops.d = ctx.output(0).ptr<float>();
   run_plan(ctx, *plan, ops, a, b);

@@ -5,6 +5,15 @@
 #include "cuda/src/ops.h"
 
 namespace ember::cuda {
+namespace {
+
+// A row for one precision only: `supports` and options.precision == P.
+template <bool (*Supports)(const InferCtx&, const DeviceOptions&), Precision P>
+bool at_precision(const InferCtx& ctx, const DeviceOptions& options) {
+  return options.precision == P && Supports(ctx, options);
+}
+
+}  // namespace
 
 const std::vector<CudaKernel>& cuda_kernels() {
   static const std::vector<CudaKernel> table = {
@@ -75,9 +84,22 @@ const std::vector<CudaKernel>& cuda_kernels() {
       // ---- attention (ops_attention.cpp) ----
       {OpType::Attention, "attention_cuda", attention_cuda, attention_cuda_supports},
       // ---- GEMM through cuBLASLt (ops_gemm.cpp) ----
+      // fp16 / bf16: constant weights rounded at load (weight_prepare_*), else as the rows below.
+      {OpType::MatMul, "matmul_cuda", matmul_cuda, at_precision<matmul_cuda_supports, Precision::F16>,
+       weight_prepare_f16},
+      {OpType::MatMul, "matmul_cuda", matmul_cuda, at_precision<matmul_cuda_supports, Precision::BF16>,
+       weight_prepare_bf16},
       {OpType::MatMul, "matmul_cuda", matmul_cuda, matmul_cuda_supports},
+      {OpType::Gemm, "gemm_cuda", gemm_cuda, at_precision<gemm_cuda_supports, Precision::F16>,
+       weight_prepare_f16},
+      {OpType::Gemm, "gemm_cuda", gemm_cuda, at_precision<gemm_cuda_supports, Precision::BF16>,
+       weight_prepare_bf16},
       {OpType::Gemm, "gemm_cuda", gemm_cuda, gemm_cuda_supports},
       // ---- convolution, pooling (ops_conv.cpp) ----
+      {OpType::Conv, "conv_cuda", conv_cuda, at_precision<conv_cuda_supports, Precision::F16>,
+       weight_prepare_f16},
+      {OpType::Conv, "conv_cuda", conv_cuda, at_precision<conv_cuda_supports, Precision::BF16>,
+       weight_prepare_bf16},
       {OpType::Conv, "conv_cuda", conv_cuda, conv_cuda_supports},
       {OpType::MaxPool, "max_pool_cuda", pool_cuda, pool_cuda_supports},
       {OpType::AveragePool, "average_pool_cuda", pool_cuda, pool_cuda_supports},

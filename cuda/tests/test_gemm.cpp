@@ -9,6 +9,7 @@
 
 #include "cuda/src/cublaslt.h"
 #include "cuda/src/gemm_plan.h"
+#include "cuda/src/ops.h"
 #include "doctest/doctest.h"
 #include "ember/op.h"
 
@@ -364,4 +365,34 @@ TEST_CASE("cublaslt: a real library accepts every descriptor attribute ember set
       }
     }
   }
+}
+
+TEST_CASE("weight_prepare: input 1 rounded to f16 / bf16 at load, a depthwise W and others kept") {
+  std::mt19937 gen(7);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  Tensor w = Tensor::empty(DType::F32, {5, 3, 3, 3});
+  for (int64_t i = 0; i < w.numel(); i++) w.ptr<float>()[i] = dist(gen);
+  w.ptr<float>()[0] = 1e6f;      // past fp16's range: inf, as the device's rounding gives
+  w.ptr<float>()[1] = 1.0e-6f;   // fp16 subnormal
+  for (OpType op : {OpType::MatMul, OpType::Gemm, OpType::Conv}) {
+    Node node;
+    node.op = op;
+    Tensor h = weight_prepare_f16(node, 1, w), b = weight_prepare_bf16(node, 1, w);
+    REQUIRE(h.dtype() == DType::F16);
+    REQUIRE(b.dtype() == DType::BF16);
+    CHECK(h.shape() == w.shape());
+    for (int64_t i = 0; i < w.numel(); i++) {
+      CHECK(static_cast<const uint16_t*>(h.data())[i] == f32_to_f16(w.ptr<float>()[i]));
+      CHECK(static_cast<const uint16_t*>(b.data())[i] == f32_to_bf16(w.ptr<float>()[i]));
+    }
+    CHECK_FALSE(weight_prepare_f16(node, 0, w).defined());  // A
+    CHECK_FALSE(weight_prepare_f16(node, 2, w).defined());  // C / bias
+  }
+  Node conv;
+  conv.op = OpType::Conv;
+  Tensor depthwise = Tensor::zeros(DType::F32, {8, 1, 3, 3});  // the direct fp32 kernel's
+  CHECK_FALSE(weight_prepare_f16(conv, 1, depthwise).defined());
+  CHECK_FALSE(weight_prepare_bf16(conv, 1, depthwise).defined());
+  Tensor ints = Tensor::zeros(DType::I32, {4, 4});
+  CHECK_FALSE(weight_prepare_f16(conv, 1, ints).defined());
 }

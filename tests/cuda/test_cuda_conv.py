@@ -118,6 +118,23 @@ def test_conv_half_precision(make_model, rng, precision, x_shape, w_shape, attrs
     check_conv(make_model, rng, x_shape, w_shape, attrs, precision=precision)
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((2, 16, 13, 11), (24, 16, 3, 3), P1),           # im2col
+    ((3, 64, 7, 9), (33, 64, 1, 1), {}),             # 1x1: X rounded because W already is
+    ((2, 8, 9, 9), (8, 1, 3, 3), {"group": 8, **P1}),  # depthwise: W kept F32 (direct kernel)
+])
+def test_conv_half_weight_initializer(make_model, rng, precision, x_shape, w_shape, attrs):
+    """A constant W at fp16 / bf16 is rounded at load (weight_prepare_*), except a depthwise
+    one, which the direct fp32 kernel reads."""
+    w, b = uniform(rng, w_shape), uniform(rng, (w_shape[0],))
+    model = make_model("Conv", inputs=[("X", np.float32, x_shape), "W", "B"], outputs=["Y"],
+                       attrs=attrs, initializers={"W": w, "B": b})
+    k = int(np.prod(w_shape[1:]))
+    run_both(model, {"X": uniform(rng, x_shape)}, atol=ATOL_PER_SQRT_K[precision] * np.sqrt(k),
+             rtol=0, precision=precision)
+
+
 # ---- MaxPool, AveragePool --------------------------------------------------------------------
 
 POOL_CASES = [

@@ -203,6 +203,28 @@ def test_gemm_half_precision(make_model, rng, precision, c, m, n):
     run_both(model, gemm_feeds(rng, (m, k), (n, k), c_shape), k=k, precision=precision)
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("a_shape,b_shape", [((7, 769), (769, 5125)), ((2, 1100, 769), (769, 2100)),
+                                             ((3, 7, 64), (3, 64, 9))])
+def test_matmul_half_weight_initializer(make_model, rng, precision, a_shape, b_shape):
+    """A constant B at fp16 / bf16 is rounded at load (weight_prepare_*) and every call takes
+    the 16-bit path, small M included."""
+    w = uniform(rng, b_shape)
+    model = matmul_model(make_model, a_shape, None, b_init=w)
+    run_both(model, {"A": uniform(rng, a_shape)}, k=a_shape[-1], precision=precision)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_gemm_half_weight_initializer(make_model, rng, precision):
+    """A linear layer with constant W (transB) and bias at fp16 / bf16: W rounded at load, the
+    bias kept F32 for the BIAS epilogue."""
+    m, k, n = 7, 769, 5125
+    inits = {"B": uniform(rng, (n, k)), "C": uniform(rng, (n,))}
+    model = make_model("Gemm", inputs=[("A", np.float32, (m, k)), "B", "C"], outputs=["Y"],
+                       attrs={"transB": 1}, opset=13, initializers=inits)
+    run_both(model, {"A": uniform(rng, (m, k))}, k=k, precision=precision)
+
+
 def test_profile_times_device_work(make_model, rng):
     """Engine.profile times a CUDA node with CUDA events: the GPU's time for its kernels, so a
     2048^3 fp32 MatMul cannot read faster than the part's fp32 peak (about 67 TFLOP/s on an
