@@ -26,6 +26,16 @@ namespace {
 
 constexpr int kWarpBlock = 256;  // warp mode: 8 rows per block
 
+// One output element: statistics and parameters in double, as the reference.
+template <bool RMS>
+__device__ __forceinline__ float norm_value(float v, double mean, double inv, float sc,
+                                            const float* bias, int64_t j, bool bias_scalar) {
+  if (RMS) return (float)((double)v * inv * (double)sc);
+  double o = ((double)v - mean) * inv * (double)sc;
+  if (bias) o += (double)bias[bias_scalar ? 0 : j];
+  return (float)o;
+}
+
 template <bool WARP, bool RMS>
 __global__ void __launch_bounds__(1024)
     add_norm_cached(const float* __restrict__ x,      // [rows, cols]
@@ -72,27 +82,10 @@ __global__ void __launch_bounds__(1024)
     for (int k = 0; k < K; k++) {
       const int j = lane + k * size;
       if (j >= cols) continue;
-      const double sc = (double)scale[scale_scalar ? 0 : j];
-      double o;
-      if (RMS) {
-        o = (double)v[k] * inv * sc;
-      } else {
-        o = ((double)v[k] - mean) * inv * sc;
-        if (bias) o += (double)bias[bias_scalar ? 0 : j];
-      }
-      y[base + j] = (float)o;
+      y[base + j] = norm_value<RMS>(v[k], mean, inv, scale[scale_scalar ? 0 : j], bias, j,
+                                    bias_scalar);
     }
   }
-}
-
-// One output element: statistics and parameters in double, as the reference.
-template <bool RMS>
-__device__ __forceinline__ float norm_value(float v, double mean, double inv, float sc,
-                                            const float* bias, int64_t j, bool bias_scalar) {
-  if (RMS) return (float)((double)v * inv * (double)sc);
-  double o = ((double)v - mean) * inv * (double)sc;
-  if (bias) o += (double)bias[bias_scalar ? 0 : j];
-  return (float)o;
 }
 
 __device__ __forceinline__ float4 add4(float4 a, float4 b) {
@@ -201,18 +194,9 @@ __global__ void add_norm_long(const float* __restrict__ x,      // [rows, cols]
       }
       inv = 1.0 / sqrt(block_reduce(var, SumOp(), sh) / (double)cols + eps);
     }
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-      const double v = (double)(sr ? sr[j] : xr[j] + rr[j]);
-      const double sc = (double)scale[scale_scalar ? 0 : j];
-      double o;
-      if (RMS) {
-        o = v * inv * sc;
-      } else {
-        o = (v - mean) * inv * sc;
-        if (bias) o += (double)bias[bias_scalar ? 0 : j];
-      }
-      yr[j] = (float)o;
-    }
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+      yr[j] = norm_value<RMS>(sr ? sr[j] : xr[j] + rr[j], mean, inv, scale[scale_scalar ? 0 : j],
+                              bias, j, bias_scalar);
   }
 }
 
