@@ -166,8 +166,8 @@ constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;
 // Enqueues D = alpha op(A) op(B) + beta C (+ bias) on `stream`, F32 C and D, computing in the
 // precision of `options`: F32 operands with F32 (CUBLAS_COMPUTE_32F, no TF32) or, left F32 at
 // F16 / BF16, the 32F_FAST_16F / 32F_FAST_16BF compute types; 16-bit operands (ops.ab_type)
-// with CUBLAS_COMPUTE_32F (fp32 accumulation). The algorithm comes from a process-wide cache keyed by the call's
-// layouts, epilogue, precision and pointer alignments. workspace(bytes) returns device memory
+// with CUBLAS_COMPUTE_32F (fp32 accumulation). The algorithm comes from a process-wide cache
+// keyed by the call's layouts, operand type, epilogue, precision and pointer alignments. workspace(bytes) returns device memory
 // that lives until the launch is done. Returns false where cuBLASLt has no algorithm for the
 // call (the caller may try another path); throws an ember Error ("[what] ...") on a failed call.
 // deterministic: no split-K, the algorithm the heuristic picks for a fixed m is used for every m

@@ -3,8 +3,9 @@
 // core's conv_geom resolves them) takes the path conv_plan picks (conv_plan.h): depthwise convs
 // run a direct kernel; the rest are strided-batched cuBLASLt GEMMs (cublaslt_matmul, in the
 // DeviceOptions precision; at fp16 / bf16 on 16-bit copies of W and X or 16-bit cols) on X
-// itself (1x1, stride 1, no pad) or on im2col chunks in a bounded scratch. The bias is written into Y first and the GEMMs add onto it (beta 1). 3-D convs and
-// pools, other dtypes, MaxPool's Indices output run on the CPU. References: cpp/src/ops/
+// itself (1x1, stride 1, no pad) or on im2col chunks in a bounded scratch. The bias is written
+// into Y first and the GEMMs add onto it (beta 1). 3-D convs and pools, other dtypes, MaxPool's
+// Indices output run on the CPU. References: cpp/src/ops/
 // ops_conv.cpp, ops_pool.cpp, ops_nn.cpp.
 #include <algorithm>
 #include <optional>

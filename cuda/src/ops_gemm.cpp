@@ -1,7 +1,8 @@
 // MatMul and Gemm through cuBLASLt, F32 tensors (DeviceOptions::precision: fp32, or A and B
-// rounded to fp16 / bf16 in scratch for cuBLASLt's 16-bit kernels, with fp32 accumulation). The shapes become a GemmPlan
-// (gemm_plan.h: batch folding, strided batches, transposes, how C enters); cublaslt_matmul
-// runs it. Other dtypes, two-sided batch broadcasts and dims past 2^31 run on the CPU.
+// rounded to fp16 / bf16 for cuBLASLt's 16-bit kernels, with fp32 accumulation; a constant B
+// at load). The shapes become a GemmPlan (gemm_plan.h: batch folding, strided batches,
+// transposes, how C enters); cublaslt_matmul runs it. Other dtypes, two-sided batch broadcasts
+// and dims past 2^31 run on the CPU.
 #include <optional>
 
 #include "cuda/kernels/gemm_epilogue.h"
