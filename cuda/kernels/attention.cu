@@ -433,7 +433,7 @@ __device__ __forceinline__ void convert_keys_t(const float* st, H* ks) {
 
 // FlashAttention-2 style: a warp's 16 query rows stay in registers as A fragments, S = Q Kt and
 // O = P V are m16n8k16 accumulators, the softmax runs on the S fragments (a row's 64 scores
-// spread over the 4 lanes of a quad) in the log2 domain, and P's fragments feed P V directly.
+// spread over the 4 lanes of a quad; exp2 of (x - max) log2e), and P's fragments feed P V directly.
 // K and V tiles (HD: padded head dim, 32 / 64 / 128) are the only shared memory, double
 // buffered: the next tile's fp32 reads are in flight (cp.async) while this one's math runs.
 template <class H, int HD>
@@ -470,7 +470,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
 #pragma unroll
   for (int h = 0; h < 2; h++)
     mrow[h] = a.mask && rows[h] < a.S ? a.mask + off[kAttnM] + rows[h] * a.mask_s : nullptr;
-  const float sl = (a.div ? 1.0f / a.scale : a.scale) * kLog2e;  // scores to the log2 domain
+  const float sl = a.div ? 1.0f / a.scale : a.scale;
 
   float o[NO][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this lane's part
 #pragma unroll
@@ -520,6 +520,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
 
     // Online softmax on the fragments: element e of n-tile n is row rows[e >> 1], key
     // t0 + 8n + 2c + (e & 1); a row's max and sum combine over the quad (lanes 4g .. 4g + 3).
+    // Scores stay in natural units until the max is subtracted: a mask of -FLT_MAX (the usual
+    // "masked" value) times log2e would be -inf, and a row masked so everywhere NaN, not uniform.
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int n = 0; n < NS; n++) {
@@ -527,7 +529,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
       for (int e = 0; e < 4; e++) {
         const int64_t t = t0 + 8 * n + 2 * c + (e & 1);
         float x = sc[n][e] * sl;
-        if (mrow[e >> 1] && t < a.T) x = fmaf(mrow[e >> 1][t * a.mask_t], kLog2e, x);
+        if (mrow[e >> 1] && t < a.T) x += mrow[e >> 1][t * a.mask_t];
         sc[n][e] = x = t < a.T ? x : -INFINITY;
         mx[e >> 1] = fmaxf(mx[e >> 1], x);
       }
@@ -539,7 +541,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(kFull, mx[h], 2));
       const float mn = fmaxf(m[h], mx[h]);
       sh[h] = attn_shift(mn);
-      const float alpha = exp2f(m[h] - sh[h]);
+      const float alpha = exp2f((m[h] - sh[h]) * kLog2e);
       m[h] = mn;
       l[h] *= alpha;
 #pragma unroll
@@ -554,7 +556,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
     for (int n = 0; n < NS; n++) {
 #pragma unroll
       for (int h = 0; h < 2; h++) {
-        const uint32_t p = pack2(H{}, exp2f(sc[n][2 * h] - sh[h]), exp2f(sc[n][2 * h + 1] - sh[h]));
+        const uint32_t p = pack2(H{}, exp2f((sc[n][2 * h] - sh[h]) * kLog2e),
+                                 exp2f((sc[n][2 * h + 1] - sh[h]) * kLog2e));
         pf[n >> 1][2 * (n & 1) + h] = p;
         l[h] += pair_sum(H{}, p);
       }

@@ -157,12 +157,14 @@ def test_attention_bshd_matches_cpu(finish_model_fn, rng, precision, b, s, t, h,
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_attention_masked_rows(finish_model_fn, rng, precision):
     """A row masked to -inf everywhere is NaN, as the reference computes it (exp(-inf - -inf));
-    a row whose first key tiles are all -inf still weighs its later keys."""
+    a row whose first key tiles are all -inf still weighs its later keys; a row masked to
+    float32's lowest everywhere (what exporters add) weighs every key alike."""
     b, h, s, t, d = 1, 2, 6, 200, 64
     mask = rng.standard_normal((s, t)).astype(np.float32)
     mask[0, :] = -np.inf
     mask[2, :150] = -np.inf
     mask[4, :-1] = -np.inf
+    mask[5, :] = np.finfo(np.float32).min
     model = bhsd_model(finish_model_fn, [b, h, s, d], [b, h, d, t], [b, h, t, d], [s, t])
     feeds = {"q": rng.standard_normal((b, h, s, d)).astype(np.float32),
              "kt": rng.standard_normal((b, h, d, t)).astype(np.float32),
@@ -171,6 +173,7 @@ def test_attention_masked_rows(finish_model_fn, rng, precision):
     assert np.isnan(want[:, :, 0]).all() and np.isnan(got[:, :, 0]).all()
     assert not np.isnan(got[:, :, 1:]).any()
     np.testing.assert_allclose(got[:, :, 4], feeds["v"][:, :, -1], rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(got[:, :, 5], feeds["v"].mean(axis=2), rtol=1e-2, atol=1e-2)
     rtol, atol = TOL[precision]
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)  # NaN where the CPU has NaN
 
@@ -188,13 +191,16 @@ def test_attention_empty(finish_model_fn, rng, shape):
     np.testing.assert_array_equal(got, want)  # T = 0: zeros
 
 
-MMA_SHAPES = [  # B, H, S, T, D, Dv: the mma.sync kernel's head dims, tails in rows and keys
-    (1, 3, 77, 130, 64, 64),
-    (2, 2, 65, 63, 128, 128),
-    (1, 2, 130, 1, 32, 32),
-    (1, 1, 5, 257, 40, 40),     # D zero-padded to 64
-    (2, 3, 64, 129, 128, 64),   # Dv < D
-    (1, 2, 33, 70, 16, 32),     # D < Dv
+# B, H, S, T, D, Dv: the mma.sync kernel's head dims, tails in rows and keys. Kt [D, T] steps T
+# along d, which attn_mma_supports wants a multiple of 4 (else the wmma kernel runs): T % 64 != 0
+# but T % 4 == 0 here; the bshd tests cover odd T (K contiguous along d).
+MMA_SHAPES = [
+    (1, 3, 77, 132, 64, 64),
+    (2, 2, 65, 60, 128, 128),
+    (1, 2, 130, 4, 32, 32),
+    (1, 1, 5, 260, 40, 40),     # D zero-padded to 64
+    (2, 3, 64, 196, 128, 64),   # Dv < D
+    (1, 2, 33, 68, 16, 32),     # D < Dv
 ]
 
 
@@ -224,7 +230,7 @@ def test_attention_mma_tails_match_cpu(finish_model_fn, rng, precision, shape, m
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("shape", [(2, 3, 100, 200, 64, 64), (1, 2, 70, 131, 128, 128)],
+@pytest.mark.parametrize("shape", [(2, 3, 100, 200, 64, 64), (1, 2, 70, 132, 128, 128)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_attention_mma_matches_wmma(finish_model_fn, rng, tmp_path, precision, shape):
     """The mma.sync kernel against the wmma one: EMBER_CUDA_ATTN_KERNEL is read once per
