@@ -60,6 +60,8 @@ void matmul_cuda(const KernelCtx& ctx);
 bool matmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
 void gemm_cuda(const KernelCtx& ctx);
 bool gemm_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void fused_matmul_cuda(const KernelCtx& ctx);  // FusedMatMul with W unpacked (packed 0)
+bool fused_matmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
 // Load-time rounding of input 1 (MatMul's and Gemm's B, Conv's W) when a constant, at fp16 /
 // bf16 precision: it lives on the device as F16 / BF16 and the kernels read it as it is (the
 // registry picks these by precision). Other inputs: an undefined Tensor (kept as they are).

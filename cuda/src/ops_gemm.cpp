@@ -5,11 +5,13 @@
 // and dims past 2^31 run on the CPU.
 #include <optional>
 
+#include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemm_epilogue.h"
 #include "cuda/src/cublaslt.h"
 #include "cuda/src/gemm_plan.h"
 #include "cuda/src/ops.h"
 #include "ember/dtype.h"
+#include "ops/op_util.h"
 
 namespace ember::cuda {
 namespace {
@@ -165,6 +167,58 @@ void gemm_cuda(const KernelCtx& ctx) {
   ops.c = c ? c->ptr<const float>() : nullptr;
   ops.d = ctx.output(0).ptr<float>();
   run_plan(ctx, *plan, ops, a, b);
+}
+
+// ---- FusedMatMul (device sessions: W unpacked) --------------------------------------------------
+
+namespace {
+
+// The activation kernel run in place after the GEMM; false for "none".
+bool fused_act_op(FusedAct act, EwUnary* op) {
+  switch (act) {
+    case FusedAct::Relu: *op = EwUnary::Relu; return true;
+    case FusedAct::Gelu: *op = EwUnary::Gelu; return true;
+    case FusedAct::GeluTanh: *op = EwUnary::GeluTanh; return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+bool fused_matmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
+  if (fused_matmul_packed(ctx.node)) return false;  // CPU panels
+  for (int i = 0; i < ctx.num_inputs(); i++)
+    if (ctx.has(i) && ctx.in[i].dtype != DType::F32) return false;
+  return gemm_plan_matmul(ctx.in[0].shape, ctx.in[1].shape).has_value();
+}
+
+void fused_matmul_cuda(const KernelCtx& ctx) {
+  const Tensor& a = ctx.input(0);
+  const Tensor& w = ctx.input(1);
+  std::optional<GemmPlan> plan = gemm_plan_matmul(a.shape(), w.shape());
+  if (!plan)
+    fail(ErrorKind::Internal, "[FusedMatMul] node '", ctx.node.name, "': no GEMM plan for ",
+         shape_str(a.shape()), " @ ", shape_str(w.shape()), " (supports() accepted it)");
+  LtOperands ops;
+  ops.a = a.ptr<const float>();
+  ops.b = w.data();
+  ops.d = ctx.output(0).ptr<float>();
+  if (ctx.has_input(2)) {
+    // The bias row: cuBLASLt's BIAS epilogue, or (deterministic runs, as Gemm) written into D
+    // first and added through beta 1.
+    ops.c = ctx.input(2).ptr<const float>();
+    plan->beta = 1.0f;
+    plan->c_rs = 0;
+    plan->c_cs = 1;
+    plan->c = options(ctx).deterministic ? GemmC::Broadcast : GemmC::Bias;
+  }
+  run_plan(ctx, *plan, ops, a, w);
+  EwUnary act;
+  if (fused_act_op(fused_activation(nullptr, ctx.node), &act)) {
+    float* y = ctx.output(0).ptr<float>();
+    elementwise_unary_f32(act, y, y, ctx.output(0).numel(), 0.0f, 0.0f, stream(ctx));
+    check_launch(str_cat("[FusedMatMul] node '", ctx.node.name, "' activation").c_str());
+  }
 }
 
 }  // namespace ember::cuda

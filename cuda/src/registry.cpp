@@ -95,6 +95,11 @@ const std::vector<CudaKernel>& cuda_kernels() {
       {OpType::Gemm, "gemm_cuda", gemm_cuda, at_precision<gemm_cuda_supports, Precision::BF16>,
        weight_prepare_bf16},
       {OpType::Gemm, "gemm_cuda", gemm_cuda, gemm_cuda_supports},
+      {OpType::FusedMatMul, "fused_matmul_cuda", fused_matmul_cuda,
+       at_precision<fused_matmul_cuda_supports, Precision::F16>, weight_prepare_f16},
+      {OpType::FusedMatMul, "fused_matmul_cuda", fused_matmul_cuda,
+       at_precision<fused_matmul_cuda_supports, Precision::BF16>, weight_prepare_bf16},
+      {OpType::FusedMatMul, "fused_matmul_cuda", fused_matmul_cuda, fused_matmul_cuda_supports},
       // ---- convolution, pooling (ops_conv.cpp) ----
       {OpType::Conv, "conv_cuda", conv_cuda, at_precision<conv_cuda_supports, Precision::F16>,
        weight_prepare_f16},

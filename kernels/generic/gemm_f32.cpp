@@ -361,16 +361,24 @@ void gemm_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
 
 void fused_matmul_f32_with(const KernelCtx& ctx, const GemmMicro& micro, const GemmActs& acts) {
   const Tensor& a = ctx.input(0);  // [..., K]
-  const Tensor& w = ctx.input(1);  // [ceil(N / 16), K, 16] (sgemm_pack_b)
+  const Tensor& w = ctx.input(1);  // [ceil(N / 16), K, 16] (sgemm_pack_b), or [K, N] unpacked
   Tensor& out = ctx.output(0);     // [..., N]
+  const bool packed = fused_matmul_packed(ctx.node);
   SgemmArgs g;
-  g.K = w.dim(1);
+  g.K = packed ? w.dim(1) : w.dim(0);
   g.N = ctx.node.attrs.get_int("n", 0);
   g.M = g.N ? out.numel() / g.N : 0;
   if (g.M == 0 || g.N == 0) return;
   g.a = a.ptr<float>();
   g.a_rs = g.K;
-  g.b_packed = w.ptr<float>();
+  // A device session's FusedMatMul keeps W plain (the device reads it so); run here, it is
+  // packed per call, as MatMul's kernels pack B.
+  Tensor panels;
+  if (!packed) {
+    panels = Tensor::empty(DType::F32, {(g.N + 15) / 16, g.K, 16});
+    sgemm_pack_b(w.ptr<float>(), g.N, 1, g.K, g.N, panels.ptr<float>());
+  }
+  g.b_packed = packed ? w.ptr<float>() : panels.ptr<float>();
   g.c = out.ptr<float>();
   g.c_rs = g.N;
   if (ctx.has_input(2)) {

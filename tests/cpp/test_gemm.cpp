@@ -569,6 +569,40 @@ TEST_CASE("gemm FusedMatMul is batch invariant and checks its packed weights") {
   CHECK_THROWS_WITH(infer(bad_act, {&a, &wp}), doctest::Contains("unknown activation"));
 }
 
+TEST_CASE("gemm FusedMatMul with W unpacked (packed 0, device sessions) matches the packed form") {
+  uint32_t seed = 700;
+  for (NamedKernel kern : fused_matmul_kernels()) {
+    for (const char* act : {"none", "relu", "gelu"})
+      for (int64_t M : {1, 7})
+        for (int64_t K : {1, 17, 300})
+          for (int64_t N : {1, 33}) {
+            CAPTURE(kern.name);
+            CAPTURE(act);
+            CAPTURE(M);
+            CAPTURE(K);
+            CAPTURE(N);
+            Tensor a = random_f32({2, M, K}, seed++, -2, 2), w = random_f32({K, N}, seed++, -2, 2);
+            Tensor bias = random_f32({N}, seed++), wp = pack_weights(w);
+            Node packed = fused_node(N, act, true), plain = fused_node(N, act, true);
+            plain.attrs.set("packed", int64_t(0));
+            Tensor want_ref = run(packed, {&a, &wp, &bias})[0];
+            Tensor got_ref = run(plain, {&a, &w, &bias})[0];
+            CHECK(bit_equal(got_ref.ptr<float>(), want_ref.ptr<float>(), want_ref.numel()));
+            // The kernels pack W per call: the same sums as with panels made at load.
+            Tensor want = run(packed, {&a, &wp, &bias}, kern.fn, 3)[0];
+            Tensor got = run(plain, {&a, &w, &bias}, kern.fn, 3)[0];
+            CHECK(bit_equal(got.ptr<float>(), want.ptr<float>(), want.numel()));
+          }
+  }
+  Tensor a = random_f32({3, 8}, 1), w = random_f32({8, 20}, 2), wp = pack_weights(w);
+  Node plain = fused_node(20, "none", false);
+  plain.attrs.set("packed", int64_t(0));
+  CHECK_THROWS_WITH(infer(plain, {&a, &wp}), doctest::Contains("is not [K = 8, N = 20]"));
+  Node wrong_n = fused_node(21, "none", false);
+  wrong_n.attrs.set("packed", int64_t(0));
+  CHECK_THROWS_WITH(infer(wrong_n, {&a, &w}), doctest::Contains("is not [K = 8, N = 21]"));
+}
+
 TEST_CASE("gemm Attention kernels match the reference: shapes, masks, scale forms") {
   std::vector<NamedKernel> ks = {{"attention_f32", cpu::attention_f32}};
 #if defined(__x86_64__)

@@ -225,6 +225,44 @@ def test_gemm_half_weight_initializer(make_model, rng, precision):
     run_both(model, {"A": uniform(rng, (m, k))}, k=k, precision=precision)
 
 
+def linear_model(rng, k, n, act):
+    """x [b, s, k] -> MatMul W [k, n] -> Add b [n] -> act: fuse_matmul_epilogue's FusedMatMul."""
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["y0"])]
+    y = "y0"
+    if act:
+        nodes.append(helper.make_node(act, ["y0"], ["y1"]))
+        y = "y1"
+    nodes.append(helper.make_node("Identity", [y], ["Y"]))
+    g = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", k])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(uniform(rng, (k, n)), "W"),
+                                       numpy_helper.from_array(uniform(rng, (n,)), "b")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)]).SerializeToString()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("act", [None, "Relu", "Gelu"])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_fused_matmul_bias_epilogue(rng, precision, act, deterministic):
+    """MatMul + bias Add [+ Relu | Gelu] runs as one FusedMatMul: cuBLASLt's BIAS epilogue (the
+    bias written into Y first in deterministic runs), the activation in place after."""
+    k, n = 769, 1000
+    model = linear_model(rng, k, n, act)
+    x = uniform(rng, (2, 65, k))
+    dev = ember.Engine(model, device="cuda", precision=precision, deterministic=deterministic)
+    got = dev.run({"x": x})["Y"]
+    assert dev.device_fallbacks == []
+    kernels = [(op, kern) for _n, op, kern, _i, _d in dev.plan_info({"x": x})["nodes"]]
+    assert ("FusedMatMul", "fused_matmul_cuda") in kernels and ("Add", "add_cuda") not in kernels, kernels
+    want = ember.Engine(model).run({"x": x})["Y"]
+    atol = ATOL_PER_SQRT_K[precision] * np.sqrt(k)
+    np.testing.assert_allclose(got, want, rtol=1e-5 if precision == "fp32" else 0, atol=atol)
+    if deterministic:  # a row's bits do not depend on the rows run with it
+        one = dev.run({"x": x[1:2, 7:8]})["Y"]
+        np.testing.assert_array_equal(one[0, 0], got[1, 7])
+
+
 def test_profile_times_device_work(make_model, rng):
     """Engine.profile times a CUDA node with CUDA events: the GPU's time for its kernels, so a
     2048^3 fp32 MatMul cannot read faster than the part's fp32 peak (about 67 TFLOP/s on an

@@ -94,8 +94,9 @@ def test_post_ln_block_fuses_on_a_device_only(rng):
         want, cpu_ops, dev_ops = run_cpu_and_fake(data, {"x": x})
         assert "AddNorm" not in cpu_ops and "LayerNormalization" in cpu_ops, cpu_ops
         assert dev_ops.count("AddNorm") == 1 and "LayerNormalization" not in dev_ops, dev_ops
-        # The plain Adds left are the bias only: the residual went into AddNorm.
-        assert dev_ops.count("Add") == 1, dev_ops
+        # No plain Add left: the bias went into FusedMatMul's epilogue (fuse_matmul_epilogue),
+        # the residual into AddNorm.
+        assert "Add" not in dev_ops and dev_ops.count("FusedMatMul") == 1, dev_ops
         ref = ember.Engine(data, kernels="reference").run({"x": x})["y"]
         np.testing.assert_allclose(want["y"], ref, rtol=1e-5, atol=1e-5)
 

@@ -138,6 +138,33 @@ int fuse_matmul(Graph& g) {
   return rw.finish();
 }
 
+int fuse_matmul_epilogue(Graph& g) {
+  Rewriter rw(g);
+  const Uses& uses = rw.uses;
+  for (size_t mi = 0; mi < g.nodes.size(); mi++) {
+    if (rw.drop[mi] || g.nodes[mi].op != OpType::MatMul) continue;
+    const Node& mm = g.nodes[mi];
+    const Tensor* w = constant(g, mm.inputs[1]);
+    if (!w || w->dtype() != DType::F32 || w->rank() != 2) continue;
+    const int64_t N = w->dim(1);
+    Epilogue ep = absorb_epilogue(g, uses, mm.outputs[0], N);
+    if (ep.nodes.empty()) continue;  // nothing to absorb: MatMul as it is
+    std::vector<int> absorbed = {(int)mi};
+    absorbed.insert(absorbed.end(), ep.nodes.begin(), ep.nodes.end());
+    Node f;
+    f.op = OpType::FusedMatMul;
+    f.name = mm.name;
+    f.inputs = {mm.inputs[0], mm.inputs[1]};
+    if (ep.bias >= 0) f.inputs.push_back(ep.bias);
+    f.outputs = {ep.y};
+    f.attrs.set("n", N);
+    f.attrs.set("activation", ep.act);
+    f.attrs.set("packed", int64_t(0));
+    rw.replace(absorbed, std::move(f));
+  }
+  return rw.finish();
+}
+
 int fuse_conv_batch_norm(Graph& g) {
   Rewriter rw(g);
   const Uses& uses = rw.uses;
@@ -448,7 +475,8 @@ int fuse_attention_heads(Graph& g) {
 int fuse_graph(Graph& graph, const FuseOptions& options) {
   int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_rms_norm(graph) +
           fuse_gelu(graph) + fuse_quant_activation(graph) +
-          (options.pack_cpu_weights ? fuse_matmul(graph) : 0) + fuse_attention(graph);
+          (options.pack_cpu_weights ? fuse_matmul(graph) : fuse_matmul_epilogue(graph)) +
+          fuse_attention(graph);
   if (options.pack_cpu_weights && options.winograd) n += fuse_conv_winograd(graph);  // after BN
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (options.fuse_add_norm) n += fuse_add_norm(graph);  // after the norms written out fused

@@ -13,6 +13,11 @@ int fuse_gelu(Graph& graph);
 // A @ W (+ C) (transA 0, alpha 1, beta 1; W constant, transB either way; C a constant of N
 // elements or one) likewise, C as the bias.
 int fuse_matmul(Graph& graph);
+// Device sessions: MatMul(A, W constant f32 [K, N]) followed by Add(., bias [N] constant)
+// and / or Relu / Gelu -> FusedMatMul(A, W, bias) with packed 0 (W as it is): the device's
+// GEMM adds the bias in its epilogue and applies the activation, one kernel pass fewer per
+// absorbed node. A MatMul with nothing to absorb stays.
+int fuse_matmul_epilogue(Graph& graph);
 // Conv(X, W, B) -> BatchNormalization (inference, constant parameters) -> Conv(X, W', B') with
 // the normalisation folded into the weights and bias.
 int fuse_conv_batch_norm(Graph& graph);
@@ -49,8 +54,9 @@ int fuse_elementwise_chain(Graph& graph);
 // In graph/fuse_winograd.cpp.
 int fuse_conv_winograd(Graph& graph);
 struct FuseOptions {
-  // fuse_matmul packs weights for the CPU's GEMM; a session with a device leaves MatMul as
-  // it is (the device reads plain weights; CPU fallbacks pack them per call).
+  // fuse_matmul packs weights for the CPU's GEMM; a session with a device runs
+  // fuse_matmul_epilogue instead (the device reads plain weights; CPU fallbacks pack them per
+  // call).
   bool pack_cpu_weights = true;
   // fuse_add_norm: a device reads x and r once for both ops; the CPU gains nothing (its
   // AddNorm runs the pair's own kernels), so CPU sessions keep the pair.

@@ -197,6 +197,8 @@ double gelu_tanh_d(double x);  // 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3
 enum class FusedAct { None, Relu, Gelu, GeluTanh };
 FusedAct fused_activation(const InferCtx* ctx, const Node& node);
 double fused_activate_d(FusedAct act, double v);
+// FusedMatMul's W layout (attr "packed", default 1): sgemm panels, or plain [K, N] (0).
+inline bool fused_matmul_packed(const Node& node) { return node.attrs.get_int("packed", 1) != 0; }
 
 // Slice's start, step and length per data dim after ONNX's clamping (ops_index.cpp), shared
 // by the reference and the fast kernel. Returns an error message, empty on success.

@@ -3,7 +3,9 @@
 // FusedMatMul: Y = act(A @ W + bias), replacing MatMul(A, W) [-> Add(., bias)] [-> Relu |
 // Gelu] where W is a constant [K, N] weight, stored pre-packed for the GEMM micro-kernels:
 // Wp [ceil(N / 16), K, 16], Wp[p, k, j] = W[k, 16 p + j] (zero past N). Inputs A [..., K] f32,
-// Wp, bias [N] (optional); attrs n = N, activation "none" | "relu" | "gelu" | "gelu_tanh".
+// Wp, bias [N] (optional); attrs n = N, activation "none" | "relu" | "gelu" | "gelu_tanh",
+// packed (default 1). packed 0: W is plain [K, N] (device sessions: the device reads it as it
+// is, its GEMM's epilogue adds the bias; a CPU fallback packs it per call).
 // The reference sums k in order in float, adds the bias, then applies the activation in double
 // like the Relu/Gelu references.
 //
@@ -35,9 +37,12 @@ std::vector<TensorType> infer_fused_matmul(const InferCtx& ctx) {
   if (a.dtype != DType::F32 || w.dtype != DType::F32) ctx.fail("A and W must be float32");
   if (a.shape.empty()) ctx.fail("A must have rank >= 1");
   int64_t k = a.shape.back();
-  if (w.shape.size() != 3 || w.shape[2] != kPanel || w.shape[1] != k || n < 0 ||
-      w.shape[0] != (n + kPanel - 1) / kPanel)
+  if (!fused_matmul_packed(ctx.node)) {
+    if (w.shape != Shape{k, n}) ctx.fail("W ", shape_str(w.shape), " is not [K = ", k, ", N = ", n, "]");
+  } else if (w.shape.size() != 3 || w.shape[2] != kPanel || w.shape[1] != k || n < 0 ||
+             w.shape[0] != (n + kPanel - 1) / kPanel) {
     ctx.fail("packed W ", shape_str(w.shape), " does not fit K = ", k, ", N = ", n);
+  }
   if (ctx.has(2) && (ctx.in[2].dtype != DType::F32 || ctx.in[2].shape != Shape{n}))
     ctx.fail("bias must be float32 [", n, "], got ", shape_str(ctx.in[2].shape));
   Shape out = a.shape;
@@ -47,9 +52,10 @@ std::vector<TensorType> infer_fused_matmul(const InferCtx& ctx) {
 
 void ref_fused_matmul(const KernelCtx& ctx) {
   const Tensor& a = ctx.input(0);  // [..., K]
-  const Tensor& w = ctx.input(1);  // [ceil(N / 16), K, 16]
+  const Tensor& w = ctx.input(1);  // [ceil(N / 16), K, 16], or [K, N] when not packed
   Tensor& y = ctx.output(0);       // [..., N]
-  int64_t k_dim = w.dim(1), n = ctx.node.attrs.get_int("n", 0);
+  const bool packed = fused_matmul_packed(ctx.node);
+  int64_t k_dim = packed ? w.dim(1) : w.dim(0), n = ctx.node.attrs.get_int("n", 0);
   int64_t rows = k_dim ? a.numel() / k_dim : y.numel() / std::max<int64_t>(n, 1);
   const float* ap = a.ptr<float>();
   const float* wp = w.ptr<float>();
@@ -58,9 +64,10 @@ void ref_fused_matmul(const KernelCtx& ctx) {
   float* yp = y.ptr<float>();
   for (int64_t m = 0; m < rows; m++) {
     for (int64_t j = 0; j < n; j++) {
-      const float* col = wp + (j / kPanel) * k_dim * kPanel + j % kPanel;
+      const float* col = packed ? wp + (j / kPanel) * k_dim * kPanel + j % kPanel : wp + j;
+      const int64_t step = packed ? kPanel : n;
       float acc = 0.0f;
-      for (int64_t k = 0; k < k_dim; k++) acc += ap[m * k_dim + k] * col[k * kPanel];
+      for (int64_t k = 0; k < k_dim; k++) acc += ap[m * k_dim + k] * col[k * step];
       if (bias) acc += bias[j];
       yp[m * n + j] = (float)fused_activate_d(act, acc);
     }
@@ -237,7 +244,8 @@ AttnGeom attention_geom(const InferCtx& ctx, const Shape& q, const Shape& k, con
 
 static const OpDef kOps[] = {
     {OpType::FusedMatMul, "FusedMatMul", 2, 3, 1, 1, kOpFused,
-     {{"n", AttrKind::Int, true}, {"activation", AttrKind::String}}, infer_fused_matmul,
+     {{"n", AttrKind::Int, true}, {"activation", AttrKind::String}, {"packed", AttrKind::Int}},
+     infer_fused_matmul,
      ref_fused_matmul},
     {OpType::Attention, "Attention", 3, 4, 1, 1, kOpFused,
      {{"scale", AttrKind::Float}, {"scale_op", AttrKind::String}, {"layout", AttrKind::String}},
