@@ -57,7 +57,8 @@ import ember, ember._cuda as c
 n = c.device_count()
 print('devices', n, '| reason', repr(c.unavailable_reason()))
 for i in range(n): print(i, c.device_name(i), 'sm_%d%d' % c.compute_capability(i))
-print('ember.cuda.is_available()', ember.cuda.is_available(), '->', ember.cuda.device('cuda'))"
+print('ember.cuda.is_available()', ember.cuda.is_available(), '->', ember.cuda.device('cuda'))
+print('cuDNN for Conv (ok, error, path, version):', c.load_cudnn(ember.cuda._cudnn_path()))"
 
   stage "tests/cuda, one process per file, $PYTEST_JOBS at a time (limit ${LIMIT_TESTS}s)"
   # A CUDA error such as an illegal address poisons its process's context: one pytest process per
@@ -69,6 +70,10 @@ print('ember.cuda.is_available()', ember.cuda.is_available(), '->', ember.cuda.d
     timeout -k 5 $((LIMIT_TESTS * 8 / 5)) xargs -P "$PYTEST_JOBS" -I{} bash -c 'n=$(basename {} .py); PYTHONPATH=python timeout -k 10 $LIMIT \
       "$PY" -m pytest {} -q -p no:cacheprovider -o faulthandler_timeout=$((LIMIT - 10)) -rfEs \
       > "$OUTDIR/pytest_$n.log" 2>&1'
+  # The conv file again on the im2col + cuBLASLt path (cuDNN takes the convs where it loads).
+  EMBER_CUDA_CONV=im2col CUDA_LAUNCH_BLOCKING=1 PYTHONPATH=python timeout -k 10 $LIMIT_TESTS \
+    "$PY" -m pytest tests/cuda/test_cuda_conv.py -q -p no:cacheprovider -rfEs \
+    > "$OUTDIR/pytest_test_cuda_conv_im2col.log" 2>&1
   # The attention file again with the mma.sync kernel (opt-in until it passes here).
   EMBER_CUDA_ATTN_KERNEL=mma CUDA_LAUNCH_BLOCKING=1 PYTHONPATH=python timeout -k 10 $LIMIT_TESTS \
     "$PY" -m pytest tests/cuda/test_cuda_attention.py -q -p no:cacheprovider -rfEs \

@@ -1,6 +1,7 @@
 // Convolution, pooling and BatchNormalization on the GPU, f32.
 // - im2col: one thread per cols element of a chunk [nb, C*kh*kw, pc] (writes coalesced along the
 //   pixels); the GEMMs that consume it are cuBLASLt calls made by cuda/src/ops_conv.cpp.
+// - finish_16: a conv cuDNN ran in fp16 / bf16 back to F32, plus its bias.
 // - conv_direct: depthwise convs (one input channel per group), one thread per output.
 // - pool_2d: MaxPool / AveragePool, one thread per output, window walk shared with the host tests.
 // - pool_global: one warp per row for short rows, one 256-thread block per row for long ones.
@@ -139,6 +140,30 @@ __global__ void batch_norm_kernel(const float* __restrict__ x,      // [N, C, in
   }
 }
 
+__device__ __forceinline__ float load_as(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ float load_as(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+
+template <class I, class E>
+__global__ void finish_16_kernel(const E* __restrict__ y16, const float* __restrict__ bias,
+                                 float* __restrict__ y, I M, I P, I n) {
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;  // 64-bit counter: see im2col_kernel
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)n; i += step) {
+    const float v = load_as(y16 + i);
+    y[i] = bias ? v + __ldg(bias + (I)i / P % M) : v;
+  }
+}
+
+template <class E>
+void finish_16_as(const E* y16, const float* bias, float* y, int64_t M, int64_t P, int64_t n,
+                  void* stream) {
+  if (n <= INT_MAX)
+    finish_16_kernel<int, E><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
+        y16, bias, y, (int)M, (int)P, (int)n);
+  else
+    finish_16_kernel<int64_t, E><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(y16, bias, y,
+                                                                                   M, P, n);
+}
+
 template <class E>
 void im2col_as(const float* x, E* cols, const Conv2d& g, int64_t n0, int64_t p0, int64_t pc,
                int64_t n, void* stream) {
@@ -160,6 +185,14 @@ void conv_im2col(const float* x, void* cols, const Conv2d& g, int64_t n0, int64_
   if (cols_type == 1) im2col_as(x, static_cast<__half*>(cols), g, n0, p0, pc, n, stream);
   else if (cols_type == 2) im2col_as(x, static_cast<__nv_bfloat16*>(cols), g, n0, p0, pc, n, stream);
   else im2col_as(x, static_cast<float*>(cols), g, n0, p0, pc, n, stream);
+}
+
+void conv_finish_16(const void* y16, const float* bias, float* y, int64_t N, int64_t M, int64_t P,
+                    bool bf16, void* stream) {
+  const int64_t n = N * M * P;
+  if (n <= 0) return;
+  if (bf16) finish_16_as(static_cast<const __nv_bfloat16*>(y16), bias, y, M, P, n, stream);
+  else finish_16_as(static_cast<const __half*>(y16), bias, y, M, P, n, stream);
 }
 
 void conv_bias_fill(float* y, const float* bias, int64_t N, int64_t M, int64_t P, void* stream) {

@@ -15,6 +15,13 @@ void conv_im2col(const float* x,  // [N, C, H, W]
                  const Conv2d& g, int64_t n0, int64_t nb, int64_t p0, int64_t pc, int cols_type,
                  void* stream);
 
+// y[n, m, p] = float(y16[n, m, p]) + bias[m] (bias may be null): a conv cuDNN ran on 16-bit
+// tensors (fp16, or bf16 when `bf16`) back to F32 with its bias.
+void conv_finish_16(const void* y16,     // [N, M, P] fp16 / bf16
+                    const float* bias,   // [M] or null
+                    float* y,            // [N, M, P]
+                    int64_t N, int64_t M, int64_t P, bool bf16, void* stream);
+
 // y[n, m, :] = bias[m] (0 where bias is null): the C a GEMM with beta 1 then adds onto.
 void conv_bias_fill(float* y,            // [N, M, P]
                     const float* bias,   // [M] or null

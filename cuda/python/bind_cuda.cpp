@@ -9,6 +9,7 @@
 
 #include "cuda/src/backend.h"
 #include "cuda/src/cublaslt.h"
+#include "cuda/src/cudnn.h"
 #include "python/src/device_api.h"
 #include "python/src/errors.h"
 
@@ -56,6 +57,13 @@ NB_MODULE(_cuda, m) {
     bool ok = cublaslt_load(path, &error);
     return nb::make_tuple(ok, error);
   }, nb::arg("path") = "", "opens cuBLASLt -> (ok, error naming every path tried)");
+  m.def("load_cudnn", [](const std::string& path) {
+    std::string error;
+    bool ok = cudnn_load(path, &error);
+    const dnn::Api* api = cudnn_api();
+    return nb::make_tuple(ok, error, api ? api->path : std::string(), api ? (int64_t)api->version : 0);
+  }, nb::arg("path") = "",
+     "opens cuDNN 9 for Conv (optional; tried once) -> (ok, error, path, version)");
   m.def("register_device", [](nb::capsule api, int ordinal) {
     EMBER_CHECK(std::string(api.name()) == ember::py::kDeviceApiName, Internal,
                 "[cuda] not ember._core's device capsule");

@@ -8,12 +8,16 @@
 // Indices output run on the CPU. References: cpp/src/ops/
 // ops_conv.cpp, ops_pool.cpp, ops_nn.cpp.
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
+#include <string>
 
 #include "cuda/kernels/conv.h"
 #include "cuda/kernels/gemm_epilogue.h"
+#include "cuda/src/backend.h"
 #include "cuda/src/conv_plan.h"
 #include "cuda/src/cublaslt.h"
+#include "cuda/src/cudnn.h"
 #include "cuda/src/ops.h"
 #include "kernels/generic/conv_f32.h"
 #include "ops/pool_geom.h"
@@ -93,6 +97,60 @@ void conv_operands(const KernelCtx& ctx, const ConvPlan& plan, const Tensor& x, 
 
 const void* at(const void* base, int64_t elems, size_t elem) {
   return static_cast<const char*>(base) + elems * (int64_t)elem;
+}
+
+// EMBER_CUDA_CONV=im2col: Conv never takes cuDNN (check.sh runs the conv tests both ways).
+bool conv_force_im2col() {
+  static const bool force = [] {
+    const char* e = std::getenv("EMBER_CUDA_CONV");
+    return e && std::string(e) == "im2col";
+  }();
+  return force;
+}
+
+// cuDNN where it loaded and takes the conv. Not in deterministic runs: its algorithm choice
+// varies with the batch. F32: FMA math (no TF32), the bias written into Y first (beta 1);
+// fp16 / bf16: X rounded, W as rounded at load, Y in 16 bits, then back to F32 with the bias.
+bool run_cudnn(const KernelCtx& ctx, const Conv2d& g, const Tensor& x, const Tensor& w,
+               const float* bias, float* y) {
+  const DeviceOptions& o = options(ctx);
+  if (o.deterministic || conv_force_im2col() || !cudnn_load("", nullptr)) return false;
+  DnnConv c{g.N, g.C, g.H, g.W, g.M, g.G, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.ph, g.pw,
+            g.OH, g.OW};
+  const int type = lt_input_type(o.precision);
+  c.type = type == lt::kR16F ? dnn::kHalf : type == lt::kR16BF ? dnn::kBFloat16 : dnn::kFloat;
+  c.math = c.type == dnn::kFloat ? dnn::kFmaMath : dnn::kTensorOpMath;
+  if (!cudnn_describe(*cudnn_api(), c).empty()) return false;  // before any rounding
+  std::optional<Scratch> ws, x16, w16, y16;
+  auto workspace = [&](size_t bytes) {
+    ws.emplace(ctx, bytes);
+    return ws->data();
+  };
+  const int ordinal = static_cast<CudaDevice*>(ctx.device)->ordinal();
+  std::string why;
+  if (c.type == dnn::kFloat) {
+    if (w.dtype() != DType::F32) return false;
+    if (bias) conv_bias_fill(y, bias, g.N, g.M, g.P(), stream(ctx));
+    return cudnn_conv_forward(c, x.data(), w.data(), y, bias ? 1.0f : 0.0f, kLtWorkspaceBytes,
+                              workspace, stream(ctx), ordinal, &why);
+  }
+  const bool bf16 = c.type == dnn::kBFloat16;
+  x16.emplace(ctx, (size_t)x.numel() * 2);
+  gemm_round_16(x.ptr<const float>(), x16->data(), x.numel(), bf16, stream(ctx));
+  const void* w_data = w.data();
+  if (w.dtype() == DType::F32) {
+    w16.emplace(ctx, (size_t)w.numel() * 2);
+    gemm_round_16(w.ptr<const float>(), w16->data(), w.numel(), bf16, stream(ctx));
+    w_data = w16->data();
+  }
+  check_launch("[Conv] gemm_round_16");
+  y16.emplace(ctx, (size_t)(g.N * g.M * g.P()) * 2);
+  if (!cudnn_conv_forward(c, x16->data(), w_data, y16->data(), 0.0f, kLtWorkspaceBytes, workspace,
+                          stream(ctx), ordinal, &why))
+    return false;
+  conv_finish_16(y16->data(), bias, y, g.N, g.M, g.P(), bf16, stream(ctx));
+  check_launch("[Conv] conv_finish_16");
+  return true;
 }
 
 void run_gemms(const KernelCtx& ctx, const Conv2d& g, const ConvPlan& plan, const Tensor& x,
@@ -177,6 +235,7 @@ void conv_cuda(const KernelCtx& ctx) {
       return;
     case ConvPath::Gemm1x1:
     case ConvPath::Im2col:
+      if (run_cudnn(ctx, g, x, w, bias, y)) return;
       run_gemms(ctx, g, plan, x, w, bias, y);
       return;
   }

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import glob
 import importlib
+import logging
 import os
 import sys
 import threading
 
 from ember.errors import EmberError
+
+_log = logging.getLogger("ember")
 
 _lock = threading.Lock()
 _registered: set[str] = set()
@@ -51,6 +54,16 @@ def _cublaslt_path() -> str:
     return ""
 
 
+def _cudnn_path() -> str:
+    """libcudnn.so.9 from the nvidia-cudnn wheel when it is installed (torch brings it)."""
+    for base in sys.path:
+        hits = glob.glob(os.path.join(base, "nvidia", "cudnn", "lib", "libcudnn.so.9"))
+        hits += glob.glob(os.path.join(base, "nvidia", "cu13", "lib", "libcudnn.so.9"))
+        if hits:
+            return hits[0]
+    return ""
+
+
 def device(name: str) -> str:
     """Registers the CUDA device `name` ("cuda" or "cuda:N") with the runtime and returns its
     canonical name ("cuda:N"); an EmberError says exactly what is missing otherwise."""
@@ -73,6 +86,12 @@ def device(name: str) -> str:
         ok, error = cuda.load_cublaslt(_cublaslt_path())
         if not ok:
             raise EmberError(error)
+        # Optional: Conv runs im2col + cuBLASLt where no cuDNN loads.
+        ok, error, path, version = cuda.load_cudnn(_cudnn_path())
+        if ok:
+            _log.info("cuDNN %s from %s for Conv", version, path)
+        else:
+            _log.info("%s", error)
         from ember import _core
         cuda.register_device(_core._device_api, ordinal)
         _registered.add(canonical)
