@@ -4,6 +4,7 @@
 
 #include <dlfcn.h>
 
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <map>
@@ -150,10 +151,49 @@ struct Descs {
   Descs& operator=(const Descs&) = delete;
 };
 
+// The algorithm picked for a conv on a device: the heuristic query costs more than the launch.
+using AlgoKey = std::array<int64_t, 20>;
+struct Picked {
+  int algo = -1;  // -1: none fits (the caller's own path)
+  size_t bytes = 0;
+};
+
+AlgoKey key_of(const DnnConv& c, int device_ordinal, size_t max_workspace) {
+  return {c.N,  c.C,  c.H,  c.W,  c.M,  c.G,  c.kh, c.kw, c.sh, c.sw,
+          c.dh, c.dw, c.ph, c.pw, c.OH, c.OW, c.type, c.math, device_ordinal,
+          (int64_t)max_workspace};
+}
+
 bool fits_int(const DnnConv& c) {
   const int64_t biggest = std::max({c.N * c.C * c.H * c.W, c.N * c.M * c.OH * c.OW,
                                     c.M * (c.G ? c.C / c.G : 0) * c.kh * c.kw});
   return biggest < (int64_t(1) << 31);
+}
+
+// The heuristic's first algorithm that fits the workspace (and, at fp32, runs FMA math only).
+Picked pick(const dnn::Api& api, dnn::Handle h, const Descs& d, const DnnConv& c,
+            size_t max_workspace, std::string* why) {
+  dnn::AlgoPerf perf[8] = {};
+  int n = 0;
+  dnn::Status s = api.get_algorithm_v7(h, d.x, d.w, d.conv, d.y, 8, &n, perf);
+  if (s != dnn::kSuccess) {
+    *why = str_cat("cudnnGetConvolutionForwardAlgorithm_v7: ", status_str(api, s));
+    return {};
+  }
+  for (int i = 0; i < n; i++) {
+    if (perf[i].status != dnn::kSuccess || perf[i].memory > max_workspace) continue;
+    // Tensor-core math only where asked for (no TF32 at fp32: math kFmaMath).
+    if (c.math == dnn::kFmaMath && perf[i].math_type != dnn::kFmaMath &&
+        perf[i].math_type != dnn::kDefaultMath)
+      continue;
+    size_t bytes = 0;
+    if (api.get_workspace_size(h, d.x, d.w, d.conv, d.y, perf[i].algo, &bytes) != dnn::kSuccess ||
+        bytes > max_workspace)
+      continue;
+    return {perf[i].algo, bytes};
+  }
+  *why = str_cat("no algorithm within ", max_workspace, " bytes of workspace (", n, " offered)");
+  return {};
 }
 
 }  // namespace
@@ -208,33 +248,25 @@ bool cudnn_conv_forward(const DnnConv& c, const void* x, const void* w, void* y,
   }
   dnn::Status s = api->set_stream(h, stream);
   if (s != dnn::kSuccess) fail(ErrorKind::Internal, "[cudnn] cudnnSetStream: ", status_str(*api, s));
-  dnn::AlgoPerf perf[8] = {};
-  int n = 0;
-  s = api->get_algorithm_v7(h, d.x, d.w, d.conv, d.y, 8, &n, perf);
-  if (s != dnn::kSuccess) {
-    *why = str_cat("cudnnGetConvolutionForwardAlgorithm_v7: ", status_str(*api, s));
+  static std::map<AlgoKey, Picked> picked;
+  const AlgoKey key = key_of(c, device_ordinal, max_workspace);
+  auto it = picked.find(key);
+  if (it == picked.end()) {
+    if (picked.size() >= 4096) picked.clear();  // distinct convs; past it the cache starts over
+    it = picked.emplace(key, pick(*api, h, d, c, max_workspace, why)).first;
+  }
+  const Picked p = it->second;
+  if (p.algo < 0) {
+    if (why->empty()) *why = "no algorithm (cached)";
     return false;
   }
-  for (int i = 0; i < n; i++) {
-    if (perf[i].status != dnn::kSuccess || perf[i].memory > max_workspace) continue;
-    // Tensor-core math only where asked for (no TF32 at fp32: math kFmaMath).
-    if (c.math == dnn::kFmaMath && perf[i].math_type != dnn::kFmaMath &&
-        perf[i].math_type != dnn::kDefaultMath)
-      continue;
-    size_t bytes = 0;
-    if (api->get_workspace_size(h, d.x, d.w, d.conv, d.y, perf[i].algo, &bytes) != dnn::kSuccess ||
-        bytes > max_workspace)
-      continue;
-    void* ws = bytes ? workspace(bytes) : nullptr;
-    const float alpha = 1.0f;
-    s = api->forward(h, &alpha, d.x, x, d.w, w, d.conv, perf[i].algo, ws, bytes, &beta, d.y, y);
-    if (s != dnn::kSuccess)
-      fail(ErrorKind::Internal, "[cudnn] cudnnConvolutionForward (algo ", perf[i].algo,
-           "): ", status_str(*api, s));
-    return true;
-  }
-  *why = str_cat("no algorithm within ", max_workspace, " bytes of workspace (", n, " offered)");
-  return false;
+  void* ws = p.bytes ? workspace(p.bytes) : nullptr;
+  const float alpha = 1.0f;
+  s = api->forward(h, &alpha, d.x, x, d.w, w, d.conv, p.algo, ws, p.bytes, &beta, d.y, y);
+  if (s != dnn::kSuccess)
+    fail(ErrorKind::Internal, "[cudnn] cudnnConvolutionForward (algo ", p.algo, "): ",
+         status_str(*api, s));
+  return true;
 }
 
 }  // namespace ember::cuda

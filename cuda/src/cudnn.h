@@ -96,7 +96,7 @@ struct DnnConv {
 // tests call this too). Returns an empty string, or why cuDNN cannot take this conv.
 std::string cudnn_describe(const dnn::Api& api, const DnnConv& c);
 // Enqueues the conv on `stream` with the heuristic's first algorithm that needs at most
-// `max_workspace` bytes (workspace(bytes) provides them). false, with `why`, where cuDNN
+// `max_workspace` bytes (workspace(bytes) provides them), picked once per conv and device. false, with `why`, where cuDNN
 // refuses it; the caller then runs its own path. Throws an ember Error on a failed launch.
 bool cudnn_conv_forward(const DnnConv& c, const void* x, const void* w, void* y, float beta,
                         size_t max_workspace, const std::function<void*(size_t)>& workspace,
