@@ -84,9 +84,43 @@ def rot_model(ctx, k, n, r):
     return bc.onnx_model(nodes, [("x", ["M", k])], [f"y{i}" for i in range(r)], inits, opset=21)
 
 
-def quantized(ctx, model, scheme, path):
+def quantized(ctx, model, scheme, path, r=1):
+    """ember.quantize of `model` (one MatMul x @ W0) into `path`; with r > 1 the quantized
+    graph is then repeated r times on the same input, every initializer copied (distinct memory
+    for the rotation, no second quantization: that took 13-32 s a shape on the device)."""
     cfg = ctx.ember.QuantConfig(scheme=scheme, quantize_first_last=True, min_weight_elements=0)
     ctx.ember.quantize(model, path, config=cfg)
+    if r > 1:
+        import onnx
+        m = onnx.load(path)
+        g = m.graph
+        inputs = {i.name for i in g.input}
+        nodes, inits, outs = list(g.node), list(g.initializer), list(g.output)
+        del g.node[:], g.output[:]
+        for i in range(r):
+            ren = lambda v: v if v in inputs or not v else f"{v}_{i}"  # noqa: E731
+            for nd in nodes:
+                c = onnx.NodeProto()
+                c.CopyFrom(nd)
+                c.name = f"{nd.name}_{i}"
+                c.input[:] = [ren(v) for v in nd.input]
+                c.output[:] = [ren(v) for v in nd.output]
+                g.node.append(c)
+            for o in outs:
+                c = onnx.ValueInfoProto()
+                c.CopyFrom(o)
+                c.name = ren(o.name)
+                g.output.append(c)
+            if i:
+                for t in inits:
+                    c = onnx.TensorProto()
+                    c.CopyFrom(t)
+                    c.name = ren(t.name)
+                    g.initializer.append(c)
+        for t in g.initializer[:len(inits)]:
+            t.name = f"{t.name}_0"
+        del g.value_info[:]
+        onnx.save(m, path)
     return path
 
 
@@ -132,7 +166,7 @@ def ember_rows(ctx, n, k, ms_list, tmp):
         r = rotations(wbytes, l2, ctx.sz["max_rot"])
         t0 = time.monotonic()
         try:
-            path = quantized(ctx, rot_model(ctx, k, n, r), scheme, os.path.join(tmp, f"{scheme}_{n}_{k}.onnx"))
+            path = quantized(ctx, rot_model(ctx, k, n, 1), scheme, os.path.join(tmp, f"{scheme}_{n}_{k}.onnx"), r)
         except Exception as e:
             for m in ms_list:
                 rows.append(result(f"ember {scheme}", 0, m, n, k, None, f"quantize failed: {e}"))
