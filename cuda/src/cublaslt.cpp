@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 
+#include "cuda/src/dl_open.h"
 #include "ember/error.h"
 
 namespace ember::cuda {
@@ -63,30 +64,20 @@ const char* resolve(void* lib, lt::Api* api) {
 }  // namespace
 
 bool cublaslt_open(const std::vector<std::string>& candidates, lt::Api* api, std::string* error) {
-  std::string tried;
-  for (const std::string& path : candidates) {
-    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    std::string why;
-    if (!lib) {
-      const char* e = dlerror();
-      why = e ? e : "dlopen failed";
-    } else {
-      lt::Api a;
-      if (const char* missing = resolve(lib, &a)) {
-        why = str_cat("no symbol ", missing);
-      } else {
-        a.version = a.get_version();
-        if (a.version / 10000 != 13) why = str_cat("cuBLASLt version ", a.version, ", not 13.x");
-      }
-      if (why.empty()) {
-        a.path = path;
-        a.lib = lib;
-        *api = a;
-        return true;
-      }
-      dlclose(lib);
-    }
-    tried += str_cat("\n  ", path, ": ", why);
+  lt::Api a;
+  std::string path, tried;
+  auto accept = [&](void* lib) -> std::string {
+    a = lt::Api();
+    if (const char* missing = resolve(lib, &a)) return str_cat("no symbol ", missing);
+    a.version = a.get_version();
+    if (a.version / 10000 != 13) return str_cat("cuBLASLt version ", a.version, ", not 13.x");
+    return "";
+  };
+  if (void* lib = dl_open_first(candidates, accept, &path, &tried)) {
+    a.path = path;
+    a.lib = lib;
+    *api = a;
+    return true;
   }
   if (error)
     *error = str_cat("[cublaslt] cannot load cuBLASLt 13, which the CUDA backend's MatMul and Gemm "

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 
+#include "cuda/src/dl_open.h"
 #include "ember/error.h"
 
 namespace ember::cuda {
@@ -61,30 +62,20 @@ const char* resolve(void* lib, dnn::Api* api) {
 }  // namespace
 
 bool cudnn_open(const std::vector<std::string>& candidates, dnn::Api* api, std::string* error) {
-  std::string tried;
-  for (const std::string& path : candidates) {
-    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    std::string why;
-    if (!lib) {
-      const char* e = dlerror();
-      why = e ? e : "dlopen failed";
-    } else {
-      dnn::Api a;
-      if (const char* missing = resolve(lib, &a)) {
-        why = str_cat("no symbol ", missing);
-      } else {
-        a.version = a.get_version();
-        if (a.version / 10000 != 9) why = str_cat("cuDNN version ", a.version, ", not 9.x");
-      }
-      if (why.empty()) {
-        a.path = path;
-        a.lib = lib;
-        *api = a;
-        return true;
-      }
-      dlclose(lib);
-    }
-    tried += str_cat("\n  ", path, ": ", why);
+  dnn::Api a;
+  std::string path, tried;
+  auto accept = [&](void* lib) -> std::string {
+    a = dnn::Api();
+    if (const char* missing = resolve(lib, &a)) return str_cat("no symbol ", missing);
+    a.version = a.get_version();
+    if (a.version / 10000 != 9) return str_cat("cuDNN version ", a.version, ", not 9.x");
+    return "";
+  };
+  if (void* lib = dl_open_first(candidates, accept, &path, &tried)) {
+    a.path = path;
+    a.lib = lib;
+    *api = a;
+    return true;
   }
   if (error)
     *error = str_cat("[cudnn] no cuDNN 9 (Conv runs im2col + cuBLASLt instead); tried:", tried,

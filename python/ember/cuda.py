@@ -44,24 +44,24 @@ def device_count() -> int:
         return 0
 
 
+def _wheel_lib(name: str, *packages: str) -> str:
+    """lib `name` from the first nvidia-* wheel dir (nvidia/<package>/lib) on sys.path, or ''."""
+    for base in sys.path:
+        for package in packages:
+            hits = glob.glob(os.path.join(base, "nvidia", package, "lib", name))
+            if hits:
+                return hits[0]
+    return ""
+
+
 def _cublaslt_path() -> str:
     """libcublasLt.so.13 from the nvidia-cublas wheel when it is installed (torch brings it)."""
-    for base in sys.path:
-        hits = glob.glob(os.path.join(base, "nvidia", "cu13", "lib", "libcublasLt.so.13"))
-        hits += glob.glob(os.path.join(base, "nvidia", "cublas", "lib", "libcublasLt.so.13"))
-        if hits:
-            return hits[0]
-    return ""
+    return _wheel_lib("libcublasLt.so.13", "cu13", "cublas")
 
 
 def _cudnn_path() -> str:
     """libcudnn.so.9 from the nvidia-cudnn wheel when it is installed (torch brings it)."""
-    for base in sys.path:
-        hits = glob.glob(os.path.join(base, "nvidia", "cudnn", "lib", "libcudnn.so.9"))
-        hits += glob.glob(os.path.join(base, "nvidia", "cu13", "lib", "libcudnn.so.9"))
-        if hits:
-            return hits[0]
-    return ""
+    return _wheel_lib("libcudnn.so.9", "cudnn", "cu13")
 
 
 def device(name: str) -> str:
