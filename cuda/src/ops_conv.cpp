@@ -1,12 +1,12 @@
 // CUDA adapters of Conv, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool and
 // BatchNormalization, f32. Conv (1-D or 2-D, any group, stride, dilation, pads, auto_pad as the
 // core's conv_geom resolves them) takes the path conv_plan picks (conv_plan.h): depthwise convs
-// run a direct kernel; the rest are strided-batched cuBLASLt GEMMs (cublaslt_matmul, in the
-// DeviceOptions precision; at fp16 / bf16 on 16-bit copies of W and X or 16-bit cols) on X
-// itself (1x1, stride 1, no pad) or on im2col chunks in a bounded scratch. The bias is written
-// into Y first and the GEMMs add onto it (beta 1). 3-D convs and pools, other dtypes, MaxPool's
-// Indices output run on the CPU. References: cpp/src/ops/
-// ops_conv.cpp, ops_pool.cpp, ops_nn.cpp.
+// run a direct kernel; the rest go to cuDNN where it loads and takes them (run_cudnn), else are
+// strided-batched cuBLASLt GEMMs (cublaslt_matmul, in the DeviceOptions precision; at fp16 /
+// bf16 on 16-bit copies of W and X or 16-bit cols) on X itself (1x1, stride 1, no pad) or on
+// im2col chunks in a bounded scratch. The bias is written into Y first and the GEMMs add onto
+// it (beta 1). 3-D convs and pools, other dtypes, MaxPool's Indices output run on the CPU.
+// References: cpp/src/ops/ops_conv.cpp, ops_pool.cpp, ops_nn.cpp.
 #include <algorithm>
 #include <cstdlib>
 #include <optional>
