@@ -18,8 +18,8 @@ place through DLPack) and whose outputs stay on the GPU (device_outputs=True), t
 synchronized before and after: like torch's figure, it counts the host's launch work. "nodes ms"
 is the sum of the per-node medians of Engine.profile over the nodes that run on the device (copy
 steps excluded), each timed by CUDA events around its launches: the GPU's time for the node's
-kernels, host launch work between them included only where the GPU waited for it. "e2e ms" is Engine.run's median wall time, numpy in and
-out, host<->device copies included.
+kernels, host launch work between them included only where the GPU waited for it. "e2e ms" is
+Engine.run's median wall time, numpy in and out, host<->device copies included.
 ember's "precision" keeps fp32 tensors in device memory and computes matmuls / attention on fp16
 tensor cores; torch's fp16 rows hold fp16 tensors. An ember figure is refused (n/a, nodes listed)
 when any node fell back to the CPU (Engine.device_fallbacks non-empty).

@@ -291,7 +291,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_tc_kernel(AttnArgs a, 
 // ---- mma.sync path ----
 // m16n8k16 fragments (PTX ISA, "mma.m16n8k16"), lane = 4 * g + c, pairs packed low index first:
 // A 16x16: a0 (row g, cols 2c, 2c+1), a1 (g + 8, 2c..), a2 (g, 2c + 8..), a3 (g + 8, 2c + 8..);
-// B 16x8: b0 (k 2c, 2c+1; n g), b1 (k 2c + 8..; n g); C 16x8 fp32: c0, c1 (g, 2c..), c2, c3 (g + 8, 2c..).
+// B 16x8: b0 (k 2c, 2c+1; n g), b1 (k 2c + 8..; n g); C 16x8 fp32: c0, c1 (g, 2c..), c2, c3
+// (g + 8, 2c..).
 // So the C tiles of keys 16k .. 16k + 15 (n-tiles 2k, 2k + 1), packed, are the A tile of k-step k.
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -315,13 +316,15 @@ __device__ __forceinline__ float pair_sum(__nv_bfloat16, uint32_t x) {
 }
 
 // d += a b, one m16n8k16 (fp32 accumulate).
-__device__ __forceinline__ void mma16816(__half, float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void mma16816(__half, float d[4], const uint32_t a[4], uint32_t b0,
+                                         uint32_t b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ void mma16816(__nv_bfloat16, float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void mma16816(__nv_bfloat16, float d[4], const uint32_t a[4],
+                                         uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])

@@ -38,7 +38,8 @@ std::vector<TensorType> infer_fused_matmul(const InferCtx& ctx) {
   if (a.shape.empty()) ctx.fail("A must have rank >= 1");
   int64_t k = a.shape.back();
   if (!fused_matmul_packed(ctx.node)) {
-    if (w.shape != Shape{k, n}) ctx.fail("W ", shape_str(w.shape), " is not [K = ", k, ", N = ", n, "]");
+    if (w.shape != Shape{k, n})
+      ctx.fail("W ", shape_str(w.shape), " is not [K = ", k, ", N = ", n, "]");
   } else if (w.shape.size() != 3 || w.shape[2] != kPanel || w.shape[1] != k || n < 0 ||
              w.shape[0] != (n + kPanel - 1) / kPanel) {
     ctx.fail("packed W ", shape_str(w.shape), " does not fit K = ", k, ", N = ", n);
