@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CUDA without a GPU: compile ember._cuda (EMBER_CUDA=ON, PTX only for compute_80, so every
 # kernel goes through nvcc and ptxas-free codegen fast), run its host-logic tests
-# (ember_cuda_host_tests: plans, the allocator, the cuBLASLt loader) and the Python tests of
+# (ember_cuda_host_tests: plans, the allocator, the cuBLASLt and cuDNN loaders, and the real
+# libraries from their pip wheels against ember's descriptors) and the Python tests of
 # tests/cuda against this build (module import, clear errors; kernel tests skip without a
 # device). Stage of .ci/run; needs the venv with the test dependencies active.
 # Env: EMBER_CUDA_BUILD_DIR (default build/ci-cuda); EMBER_BUILD_LOCK, a file to flock around
@@ -41,6 +42,35 @@ done
 
 stage "host-logic tests"
 timeout 300 "$build/cuda/ember_cuda_host_tests"
+
+stage "the real cuBLASLt 13 and cuDNN 9 accept ember's descriptors (no GPU needed)"
+# The libraries come from their pip wheels (no deps), partly unpacked; where a download fails
+# the two cases skip themselves, as on any machine without the libraries.
+libs=$build/nvidia-libs
+lt="" dnn=""
+mkdir -p "$libs"
+if timeout 300 python -m pip download -q --no-deps --only-binary=:all: -d "$libs" \
+     "nvidia-cublas>=13,<14" "nvidia-cudnn-cu13>=9,<10"; then
+  (cd "$libs" && python - <<'PY'
+import glob, zipfile
+wanted = ("libcublasLt.so.13", "libcudnn.so.9", "libcudnn_ops.so.9", "libcudnn_graph.so.9",
+          "libcudnn_cnn.so.9")
+for whl in glob.glob("nvidia_cu*.whl"):
+    z = zipfile.ZipFile(whl)
+    for n in z.namelist():
+        if n.rsplit("/", 1)[-1] in wanted:
+            z.extract(n, "lib")
+PY
+  ) && rm -f "$libs"/*.whl
+  lt=$(ls "$libs"/lib/nvidia/*/lib/libcublasLt.so.13 2>/dev/null | head -n 1 || true)
+  dnn=$(ls "$libs"/lib/nvidia/cudnn/lib/libcudnn.so.9 2>/dev/null | head -n 1 || true)
+else
+  echo "download failed: the library cases skip"
+fi
+echo "cuBLASLt: ${lt:-none}; cuDNN: ${dnn:-none}"
+# Only for these cases: the Python tests below check the loaders' own defaults and errors.
+EMBER_CUBLASLT="$lt" EMBER_CUDNN="$dnn" timeout 300 "$build/cuda/ember_cuda_host_tests" \
+  -tc="cublaslt: a real library*,cudnn*"
 
 stage "tests/cuda and device placement against this build"
 # The build dropped _core and _cuda into python/ember: this tree's ember, with CUDA compiled.
