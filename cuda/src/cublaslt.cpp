@@ -2,8 +2,6 @@
 // with its heuristic cache (declarations and the ABI notes in cublaslt.h).
 #include "cuda/src/cublaslt.h"
 
-#include <dlfcn.h>
-
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -32,11 +30,7 @@ namespace {
 
 // Looks up every entry point; returns the first missing symbol's name, or nullptr.
 const char* resolve(void* lib, lt::Api* api) {
-  struct Sym {
-    const char* name;
-    void** slot;
-  };
-  const Sym syms[] = {
+  return dl_resolve(lib, {
       {"cublasLtCreate", (void**)&api->create},
       {"cublasLtDestroy", (void**)&api->destroy},
       {"cublasLtGetVersion", (void**)&api->get_version},
@@ -53,12 +47,7 @@ const char* resolve(void* lib, lt::Api* api) {
       {"cublasLtMatmulPreferenceDestroy", (void**)&api->matmul_preference_destroy},
       {"cublasLtMatmulAlgoGetHeuristic", (void**)&api->matmul_algo_get_heuristic},
       {"cublasLtMatmul", (void**)&api->matmul},
-  };
-  for (const Sym& s : syms) {
-    *s.slot = dlsym(lib, s.name);
-    if (!*s.slot) return s.name;
-  }
-  return nullptr;
+  });
 }
 
 }  // namespace

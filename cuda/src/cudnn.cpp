@@ -2,13 +2,12 @@
 // (declarations and ABI notes in cudnn.h).
 #include "cuda/src/cudnn.h"
 
-#include <dlfcn.h>
-
 #include <array>
 #include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "cuda/src/dl_open.h"
 #include "ember/error.h"
@@ -27,11 +26,7 @@ namespace {
 
 // Looks up every entry point; returns the first missing symbol's name, or nullptr.
 const char* resolve(void* lib, dnn::Api* api) {
-  struct Sym {
-    const char* name;
-    void** slot;
-  };
-  const Sym syms[] = {
+  return dl_resolve(lib, {
       {"cudnnGetVersion", (void**)&api->get_version},
       {"cudnnGetErrorString", (void**)&api->get_error_string},
       {"cudnnCreate", (void**)&api->create},
@@ -51,12 +46,7 @@ const char* resolve(void* lib, dnn::Api* api) {
       {"cudnnGetConvolutionForwardAlgorithm_v7", (void**)&api->get_algorithm_v7},
       {"cudnnGetConvolutionForwardWorkspaceSize", (void**)&api->get_workspace_size},
       {"cudnnConvolutionForward", (void**)&api->forward},
-  };
-  for (const Sym& s : syms) {
-    *s.slot = dlsym(lib, s.name);
-    if (!*s.slot) return s.name;
-  }
-  return nullptr;
+  });
 }
 
 }  // namespace
@@ -204,47 +194,57 @@ const dnn::Api* cudnn_api() {
   return g_state.load(std::memory_order_acquire) > 0 ? &g_api : nullptr;
 }
 
-std::string cudnn_describe(const dnn::Api& api, const DnnConv& c) {
-  if (!fits_int(c)) return "a dim past 2^31";
-  Descs d(api, c);
-  return d.why;
-}
+struct CudnnConv::Impl {
+  const dnn::Api& api;
+  DnnConv c;
+  std::optional<Descs> d;  // built where the dims fit cuDNN's ints
+  std::string refused;
 
-bool cudnn_conv_forward(const DnnConv& c, const void* x, const void* w, void* y, float beta,
-                        size_t max_workspace, const std::function<void*(size_t)>& workspace,
-                        void* stream, int device_ordinal, std::string* why) {
-  const dnn::Api* api = cudnn_api();
-  if (!api) return false;
-  if (!fits_int(c)) {
-    *why = "a dim past 2^31";
+  Impl(const dnn::Api& api_, const DnnConv& c_) : api(api_), c(c_) {
+    if (!fits_int(c)) {
+      refused = "a dim past 2^31";
+      return;
+    }
+    d.emplace(api, c);
+    refused = d->why;
+  }
+};
+
+CudnnConv::CudnnConv(const dnn::Api& api, const DnnConv& c) : impl_(new Impl(api, c)) {}
+CudnnConv::~CudnnConv() = default;
+const std::string& CudnnConv::refused() const { return impl_->refused; }
+
+bool CudnnConv::forward(const void* x, const void* w, void* y, float beta, size_t max_workspace,
+                        const std::function<void*(size_t)>& workspace, void* stream,
+                        int device_ordinal, std::string* why) {
+  if (!impl_->refused.empty()) {
+    *why = impl_->refused;
     return false;
   }
-  Descs d(*api, c);
-  if (!d.why.empty()) {
-    *why = d.why;
-    return false;
-  }
+  const dnn::Api& api = impl_->api;
+  const DnnConv& c = impl_->c;
+  const Descs& d = *impl_->d;
   std::lock_guard<std::mutex> lock(g_mutex);
   // One handle per device (a cuDNN handle belongs to the device current when it is made; the
   // caller has made this one current). Never destroyed, like cuBLASLt's.
   static std::map<int, dnn::Handle> handles;
   dnn::Handle& h = handles[device_ordinal];
   if (!h) {
-    dnn::Status s = api->create(&h);
+    dnn::Status s = api.create(&h);
     if (s != dnn::kSuccess) {
       h = nullptr;
-      *why = str_cat("cudnnCreate: ", status_str(*api, s));
+      *why = str_cat("cudnnCreate: ", status_str(api, s));
       return false;
     }
   }
-  dnn::Status s = api->set_stream(h, stream);
-  if (s != dnn::kSuccess) fail(ErrorKind::Internal, "[cudnn] cudnnSetStream: ", status_str(*api, s));
+  dnn::Status s = api.set_stream(h, stream);
+  if (s != dnn::kSuccess) fail(ErrorKind::Internal, "[cudnn] cudnnSetStream: ", status_str(api, s));
   static std::map<AlgoKey, Picked> picked;
   const AlgoKey key = key_of(c, device_ordinal, max_workspace);
   auto it = picked.find(key);
   if (it == picked.end()) {
     if (picked.size() >= 4096) picked.clear();  // distinct convs; past it the cache starts over
-    it = picked.emplace(key, pick(*api, h, d, c, max_workspace, why)).first;
+    it = picked.emplace(key, pick(api, h, d, c, max_workspace, why)).first;
   }
   const Picked p = it->second;
   if (p.algo < 0) {
@@ -253,10 +253,10 @@ bool cudnn_conv_forward(const DnnConv& c, const void* x, const void* w, void* y,
   }
   void* ws = p.bytes ? workspace(p.bytes) : nullptr;
   const float alpha = 1.0f;
-  s = api->forward(h, &alpha, d.x, x, d.w, w, d.conv, p.algo, ws, p.bytes, &beta, d.y, y);
+  s = api.forward(h, &alpha, d.x, x, d.w, w, d.conv, p.algo, ws, p.bytes, &beta, d.y, y);
   if (s != dnn::kSuccess)
     fail(ErrorKind::Internal, "[cudnn] cudnnConvolutionForward (algo ", p.algo, "): ",
-         status_str(*api, s));
+         status_str(api, s));
   return true;
 }
 

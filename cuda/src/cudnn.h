@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -92,14 +93,26 @@ struct DnnConv {
   int type = dnn::kFloat;
   int math = dnn::kFmaMath;
 };
-// Builds the descriptors and checks cuDNN's output size against OH, OW (no handle, no GPU: host
-// tests call this too). Returns an empty string, or why cuDNN cannot take this conv.
-std::string cudnn_describe(const dnn::Api& api, const DnnConv& c);
-// Enqueues the conv on `stream` with the heuristic's first algorithm that needs at most
-// `max_workspace` bytes (workspace(bytes) provides them), picked once per conv and device. false, with `why`, where cuDNN
-// refuses it; the caller then runs its own path. Throws an ember Error on a failed launch.
-bool cudnn_conv_forward(const DnnConv& c, const void* x, const void* w, void* y, float beta,
-                        size_t max_workspace, const std::function<void*(size_t)>& workspace,
-                        void* stream, int device_ordinal, std::string* why);
+// One conv's descriptors, built once. refused(): "" where cuDNN takes the conv, else why not
+// (descriptors refused, or its output size is not OH x OW); no handle or GPU needed, so host
+// tests check it too. forward() enqueues it on `stream` with the heuristic's first algorithm
+// that needs at most `max_workspace` bytes (workspace(bytes) provides them), picked once per
+// conv and device; false, with `why`, where none fits (the caller runs its own path). Throws
+// an ember Error on a failed launch.
+class CudnnConv {
+ public:
+  CudnnConv(const dnn::Api& api, const DnnConv& c);
+  ~CudnnConv();
+  CudnnConv(const CudnnConv&) = delete;
+  CudnnConv& operator=(const CudnnConv&) = delete;
+  const std::string& refused() const;
+  bool forward(const void* x, const void* w, void* y, float beta, size_t max_workspace,
+               const std::function<void*(size_t)>& workspace, void* stream, int device_ordinal,
+               std::string* why);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace ember::cuda

@@ -28,4 +28,12 @@ void* dl_open_first(const std::vector<std::string>& candidates,
   return nullptr;
 }
 
+const char* dl_resolve(void* lib, std::initializer_list<DlSym> syms) {
+  for (const DlSym& s : syms) {
+    *s.slot = dlsym(lib, s.name);
+    if (!*s.slot) return s.name;
+  }
+  return nullptr;
+}
+
 }  // namespace ember::cuda

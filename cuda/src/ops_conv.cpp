@@ -120,7 +120,8 @@ bool run_cudnn(const KernelCtx& ctx, const Conv2d& g, const Tensor& x, const Ten
   const int type = lt_input_type(o.precision);
   c.type = type == lt::kR16F ? dnn::kHalf : type == lt::kR16BF ? dnn::kBFloat16 : dnn::kFloat;
   c.math = c.type == dnn::kFloat ? dnn::kFmaMath : dnn::kTensorOpMath;
-  if (!cudnn_describe(*cudnn_api(), c).empty()) return false;  // before any rounding
+  CudnnConv call(*cudnn_api(), c);
+  if (!call.refused().empty()) return false;  // before any rounding
   std::optional<Scratch> ws, x16, w16, y16;
   auto workspace = [&](size_t bytes) {
     ws.emplace(ctx, bytes);
@@ -131,8 +132,8 @@ bool run_cudnn(const KernelCtx& ctx, const Conv2d& g, const Tensor& x, const Ten
   if (c.type == dnn::kFloat) {
     if (w.dtype() != DType::F32) return false;
     if (bias) conv_bias_fill(y, bias, g.N, g.M, g.P(), stream(ctx));
-    return cudnn_conv_forward(c, x.data(), w.data(), y, bias ? 1.0f : 0.0f, kLtWorkspaceBytes,
-                              workspace, stream(ctx), ordinal, &why);
+    return call.forward(x.data(), w.data(), y, bias ? 1.0f : 0.0f, kLtWorkspaceBytes, workspace,
+                        stream(ctx), ordinal, &why);
   }
   const bool bf16 = c.type == dnn::kBFloat16;
   x16.emplace(ctx, (size_t)x.numel() * 2);
@@ -145,8 +146,8 @@ bool run_cudnn(const KernelCtx& ctx, const Conv2d& g, const Tensor& x, const Ten
   }
   check_launch("[Conv] gemm_round_16");
   y16.emplace(ctx, (size_t)(g.N * g.M * g.P()) * 2);
-  if (!cudnn_conv_forward(c, x16->data(), w_data, y16->data(), 0.0f, kLtWorkspaceBytes, workspace,
-                          stream(ctx), ordinal, &why))
+  if (!call.forward(x16->data(), w_data, y16->data(), 0.0f, kLtWorkspaceBytes, workspace,
+                    stream(ctx), ordinal, &why))
     return false;
   conv_finish_16(y16->data(), bias, y, g.N, g.M, g.P(), bf16, stream(ctx));
   check_launch("[Conv] conv_finish_16");

@@ -4,6 +4,7 @@
 // transposes, how C enters); cublaslt_matmul runs it. Other dtypes, two-sided batch broadcasts
 // and dims past 2^31 run on the CPU.
 #include <optional>
+#include <utility>
 
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemm_epilogue.h"
@@ -128,18 +129,29 @@ bool matmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
   return gemm_plan_matmul(ctx.in[0].shape, ctx.in[1].shape).has_value();
 }
 
-void matmul_cuda(const KernelCtx& ctx) {
+namespace {
+
+// Output 0 = input 0 @ input 1 (MatMul, FusedMatMul): the plan and operands, no C yet.
+std::pair<GemmPlan, LtOperands> matmul_call(const KernelCtx& ctx) {
   const Tensor& a = ctx.input(0);
   const Tensor& b = ctx.input(1);
   std::optional<GemmPlan> plan = gemm_plan_matmul(a.shape(), b.shape());
   if (!plan)
-    fail(ErrorKind::Internal, "[MatMul] node '", ctx.node.name, "': no GEMM plan for ",
-         shape_str(a.shape()), " @ ", shape_str(b.shape()), " (supports() accepted it)");
+    fail(ErrorKind::Internal, "[", op_name(ctx.node.op), "] node '", ctx.node.name,
+         "': no GEMM plan for ", shape_str(a.shape()), " @ ", shape_str(b.shape()),
+         " (supports() accepted it)");
   LtOperands ops;
   ops.a = a.ptr<const float>();
   ops.b = b.data();
   ops.d = ctx.output(0).ptr<float>();
-  run_plan(ctx, *plan, ops, a, b);
+  return {*plan, ops};
+}
+
+}  // namespace
+
+void matmul_cuda(const KernelCtx& ctx) {
+  auto [plan, ops] = matmul_call(ctx);
+  run_plan(ctx, plan, ops, ctx.input(0), ctx.input(1));
 }
 
 // ---- Gemm -------------------------------------------------------------------------------------
@@ -193,26 +205,17 @@ bool fused_matmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& option
 }
 
 void fused_matmul_cuda(const KernelCtx& ctx) {
-  const Tensor& a = ctx.input(0);
-  const Tensor& w = ctx.input(1);
-  std::optional<GemmPlan> plan = gemm_plan_matmul(a.shape(), w.shape());
-  if (!plan)
-    fail(ErrorKind::Internal, "[FusedMatMul] node '", ctx.node.name, "': no GEMM plan for ",
-         shape_str(a.shape()), " @ ", shape_str(w.shape()), " (supports() accepted it)");
-  LtOperands ops;
-  ops.a = a.ptr<const float>();
-  ops.b = w.data();
-  ops.d = ctx.output(0).ptr<float>();
+  auto [plan, ops] = matmul_call(ctx);
   if (ctx.has_input(2)) {
     // The bias row: cuBLASLt's BIAS epilogue, or (deterministic runs, as Gemm) written into D
     // first and added through beta 1.
     ops.c = ctx.input(2).ptr<const float>();
-    plan->beta = 1.0f;
-    plan->c_rs = 0;
-    plan->c_cs = 1;
-    plan->c = options(ctx).deterministic ? GemmC::Broadcast : GemmC::Bias;
+    plan.beta = 1.0f;
+    plan.c_rs = 0;
+    plan.c_cs = 1;
+    plan.c = options(ctx).deterministic ? GemmC::Broadcast : GemmC::Bias;
   }
-  run_plan(ctx, *plan, ops, a, w);
+  run_plan(ctx, plan, ops, ctx.input(0), ctx.input(1));
   EwUnary act;
   if (fused_act_op(fused_activation(nullptr, ctx.node), &act)) {
     float* y = ctx.output(0).ptr<float>();

@@ -48,10 +48,10 @@ TEST_CASE("cudnn: a real library accepts ember's conv descriptors") {
       CAPTURE(type);
       c.type = type;
       c.math = type == dnn::kFloat ? dnn::kFmaMath : dnn::kTensorOpMath;
-      CHECK(cudnn_describe(api, c) == "");
+      CHECK(CudnnConv(api, c).refused() == "");
     }
     DnnConv end_pad = c;  // an output size only asymmetric (end) pads give
     end_pad.OW += 1;
-    CHECK(cudnn_describe(api, end_pad).find("end pads") != std::string::npos);
+    CHECK(CudnnConv(api, end_pad).refused().find("end pads") != std::string::npos);
   }
 }
