@@ -50,7 +50,8 @@ struct Api {
   Status (*create)(Handle*) = nullptr;
   Status (*set_stream)(Handle, void* stream) = nullptr;
   Status (*create_tensor_desc)(TensorDesc*) = nullptr;
-  Status (*set_tensor_nd)(TensorDesc, int type, int nb, const int dims[], const int strides[]) = nullptr;
+  Status (*set_tensor_nd)(TensorDesc, int type, int nb, const int dims[],
+                          const int strides[]) = nullptr;
   Status (*destroy_tensor_desc)(TensorDesc) = nullptr;
   Status (*create_filter_desc)(FilterDesc*) = nullptr;
   Status (*set_filter_nd)(FilterDesc, int type, int format, int nb, const int dims[]) = nullptr;
