@@ -239,7 +239,7 @@ def test_op(case: Case, rng, make_model):
         assert v.tobytes() == snapshot[k].tobytes(), f"feed '{k}' was modified"
 
 
-ISAS = ("generic", "avx2", "avx512")  # x86 order; ARM has generic and neon
+ISAS = ("generic", "avx2", "avx512", "avx512bf16")  # x86 order; ARM has generic and neon
 
 
 def _rerun_cases(tmp_path, ids, **env):

@@ -175,7 +175,7 @@ const KernelEntry kCpuKernels[] = {
 }  // namespace
 
 const char* isa_name(Isa isa) {
-  static const char* names[] = {"generic", "avx2", "avx512", "neon"};
+  static const char* names[] = {"generic", "avx2", "avx512", "avx512bf16", "neon"};
   return names[(int)isa];
 }
 
@@ -184,10 +184,13 @@ Isa cpu_isa() {
     Isa best = Isa::Generic;
 #if defined(__x86_64__)
     __builtin_cpu_init();
+    // libgcc's cpuinfo also checks that the OS saves the ymm / zmm state (XCR0).
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::Avx2;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl"))
+    if (best == Isa::Avx2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni"))
       best = Isa::Avx512;
+    if (best == Isa::Avx512 && __builtin_cpu_supports("avx512bf16")) best = Isa::Avx512Bf16;
 #elif defined(__aarch64__)
     best = Isa::Neon;
 #endif

@@ -6,7 +6,10 @@
 
 namespace ember {
 
-enum class Isa : uint8_t { Generic, Avx2, Avx512, Neon, Count };
+// x86 levels: Avx2 = AVX2 + FMA + F16C; Avx512 = AVX-512 F/BW/VL/DQ with VNNI (Ice Lake,
+// Zen 4 and later; Skylake-X, without VNNI, takes the Avx2 rows); Avx512Bf16 adds AVX512_BF16
+// (Cooper Lake, Sapphire Rapids, Zen 4 and later). Each level implies the ones below it.
+enum class Isa : uint8_t { Generic, Avx2, Avx512, Avx512Bf16, Neon, Count };
 
 const char* isa_name(Isa isa);
 // Best ISA this CPU supports (cpuid with the OS check on x86, HWCAP on ARM), lowered by
