@@ -1,9 +1,62 @@
-// x86 QMatMul driver: the generic quantize-then-GEMM flow (kernels/generic/gemm_i8.cpp) on
-// the AVX2 micro-kernel, epilogue, row quantizers and activations. Registered at Isa::Avx2.
+// x86 QMatMul drivers: the generic quantize-then-GEMM flow (kernels/generic/gemm_i8.cpp) on
+// the AVX2 micro-kernel, epilogue, row quantizers and activations (Isa::Avx2), and on the
+// AVX-512 VNNI GEMM below (Isa::Avx512). qgemm_i8_vnni turns the int16 codes into u8 rows and
+// the weights' column sums into the compensation, then runs qgemm_i8's blocking: tasks are
+// (row block, column block); K is cut into pair slices whose three-panel weight group stays in
+// L1 while every 8-row strip passes over it. Exact integer sums: no result depends on M, the
+// tiling or the thread count.
+#include <algorithm>
+#include <vector>
+
+#include "ember/thread_pool.h"
 #include "kernels/generic/gemm_i8.h"
 #include "kernels/x86/kernels_x86.h"
+#include "ops/op_util.h"
 
 namespace ember::cpu {
+namespace {
+
+constexpr int kMR = 8;          // rows per strip
+constexpr int kNB = 3;          // panels per micro-kernel call
+constexpr int64_t kNR = 16;     // columns per panel
+constexpr int64_t kKCP = 256;   // k pairs per slice (even): a 3-panel weight group is 24 KiB
+constexpr int64_t kMC = 96;     // rows per block (multiple of kMR)
+constexpr int64_t kNC = 240;    // columns per block (multiple of 3 panels)
+constexpr int64_t kMaxK = 65536;
+
+// C[m0:m1, n0:n1] (n0 a multiple of 16) from u8 rows u [M, ldu] and the compensation.
+void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_t* comp,
+               int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  int64_t kh = ceil_div(g.K, 2);
+  int64_t n_panels = ceil_div(n1 - n0, kNR), n_strips = ceil_div(m1 - m0, kMR);
+  int64_t ldt = n_panels * kNR;
+  thread_local std::vector<int32_t> tile_buf;
+  tile_buf.resize((m1 - m0) * ldt);
+  int32_t* tile = tile_buf.data();
+  if (kh == 0) std::fill(tile, tile + (m1 - m0) * ldt, 0);
+  int64_t kcp = n_strips == 1 ? kh : kKCP;  // one strip streams the whole K
+  for (int64_t k0 = 0; k0 < kh; k0 += kcp) {
+    int64_t kc = std::min(kcp, kh - k0);
+    for (int64_t p = 0; p < n_panels; p += kNB) {
+      int np = (int)std::min<int64_t>(kNB, n_panels - p);
+      const int8_t* bp = g.b_packed + ((n0 / kNR + p) * kh + k0) * 2 * kNR;
+      for (int64_t s = 0; s < n_strips; s++) {
+        int64_t i0 = m0 + s * kMR;
+        int r = (int)std::min<int64_t>(kMR, m1 - i0);
+        qgemm_u8i8_micro_8x48_avx512(kc, u + i0 * ldu + 2 * k0, ldu, bp, kh * 2 * kNR, np,
+                                     tile + (i0 - m0) * ldt + p * kNR, ldt, r, k0 > 0);
+      }
+    }
+  }
+  for (int64_t i = m0; i < m1; i++) {
+    float* ci = g.c + i * g.ldc + n0;
+    qgemm_i8_epilogue_avx512(tile + (i - m0) * ldt, comp + n0, n1 - n0, g.a_scale[i],
+                             g.w_scale + n0, g.bias ? g.bias + n0 : nullptr, ci);
+    if (g.act) g.act(ci, ci, n1 - n0);
+  }
+}
+
+}  // namespace
 
 const QGemmI8Micro& qgemm_i8_micro_avx2() {
   static const QGemmI8Micro m{6, qgemm_i8_micro_6x16_avx2, qgemm_i8_epilogue_avx2, "avx2 6x16"};
@@ -19,6 +72,45 @@ const QuantizeRowsI8& quantize_rows_i8_avx2() {
 void qmatmul_i8_avx2(const KernelCtx& ctx) {
   static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2};
   qmatmul_i8_with(ctx, qgemm_i8_micro_avx2(), quantize_rows_i8_avx2(), acts);
+}
+
+void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
+  if (g.M <= 0 || g.N <= 0) return;
+  EMBER_CHECK(g.K <= kMaxK && g.lda >= 2 * ceil_div(g.K, 2) && g.a_off >= 0 && g.a_off <= 255,
+              Internal, "[qgemm_i8_vnni] K = ", g.K, ", lda = ", g.lda, ", a_off = ", g.a_off);
+  int threads = std::max(1, std::min(max_threads, thread_pool_size()));
+  double ops = 2.0 * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
+  if (ops < 2e5) threads = 1;  // the pool costs more than it saves
+  int64_t kh = ceil_div(g.K, 2), ldu = 4 * ceil_div(g.K, 4), n_panels = ceil_div(g.N, kNR);
+  // NOTE: kept per calling thread between runs (as the codes); pointers go to the workers.
+  thread_local std::vector<uint8_t> u_buf;
+  thread_local std::vector<int32_t> comp_buf;
+  u_buf.resize(g.M * ldu);
+  comp_buf.resize(n_panels * kNR);
+  uint8_t* u = u_buf.data();
+  int32_t* comp = comp_buf.data();
+  int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(g.K, 1));
+  ::ember::parallel_for(g.M, grain, threads, [&](int64_t r0, int64_t r1) {
+    for (int64_t m = r0; m < r1; m++) qgemm_i8_codes_u8_avx512(g.a + m * g.lda, g.K, g.a_off, u + m * ldu);
+  });
+  int64_t pgrain = std::max<int64_t>(1, 65536 / std::max<int64_t>(kh * 32, 1));
+  ::ember::parallel_for(n_panels, pgrain, threads, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++)
+      qgemm_i8_comp_avx512(g.b_packed + p * kh * 2 * kNR, kh, g.a_off, comp + p * kNR);
+  });
+  auto [mc, nc, mb, nb] = gemm_blocks(1, g.M, g.N, kMR, kNB * kNR, kMC, kNC, threads);
+  ::ember::parallel_for(mb * nb, 1, threads, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      int64_t jb = t / mb, ib = t % mb;  // neighbouring tasks share a column block
+      run_block(g, u, ldu, comp, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
+                std::min(g.N, (jb + 1) * nc));
+    }
+  });
+}
+
+void qmatmul_i8_avx512(const KernelCtx& ctx) {
+  static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2};
+  qmatmul_i8_with_gemm(ctx, qgemm_i8_vnni, quantize_rows_i8_avx2(), acts);
 }
 
 }  // namespace ember::cpu

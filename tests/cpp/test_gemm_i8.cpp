@@ -109,6 +109,7 @@ std::vector<NamedKernel> qmatmul_kernels() {
   std::vector<NamedKernel> ks = {{"qmatmul_i8", cpu::qmatmul_i8}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"qmatmul_i8_avx2", cpu::qmatmul_i8_avx2});
+  if (cpu_isa() >= Isa::Avx512) ks.push_back({"qmatmul_i8_avx512", cpu::qmatmul_i8_avx512});
 #elif defined(__aarch64__)
   if (cpu_isa() >= Isa::Neon) ks.push_back({"qmatmul_i8_neon", cpu::qmatmul_i8_neon});
 #endif
@@ -256,7 +257,9 @@ TEST_CASE("i8 QMatMul kernels match the reference: odd shapes, every a_mode, bia
             const KernelEntry* best = cpu_kernel_find(ic, cpu_isa());
             REQUIRE(best != nullptr);
 #if defined(__x86_64__)
-            const char* expect = cpu_isa() >= Isa::Avx2 ? "qmatmul_i8_avx2" : "qmatmul_i8";
+            const char* expect = cpu_isa() >= Isa::Avx512 ? "qmatmul_i8_avx512"
+                                 : cpu_isa() >= Isa::Avx2   ? "qmatmul_i8_avx2"
+                                                            : "qmatmul_i8";
 #elif defined(__aarch64__)
             const char* expect = cpu_isa() >= Isa::Neon ? "qmatmul_i8_neon" : "qmatmul_i8";
 #else
