@@ -290,7 +290,8 @@ void qmatmul_i8_run(const KernelCtx& ctx, const QuantizeRowsI8& quant, const Gem
 
 void qmatmul_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
                      const GemmActs& acts) {
-  qmatmul_i8_run(ctx, quant, acts, [&](const QGemmI8Args& g) { qgemm_i8(g, ctx.max_threads, micro); });
+  qmatmul_i8_run(ctx, quant, acts,
+                 [&](const QGemmI8Args& g) { qgemm_i8(g, ctx.max_threads, micro); });
 }
 
 void qmatmul_i8_with_gemm(const KernelCtx& ctx, QGemmI8Fn gemm, const QuantizeRowsI8& quant,

@@ -111,9 +111,10 @@ void qgemm_i8_comp_avx512(const int8_t* b, int64_t kh, int32_t off, int32_t* s) 
 void qgemm_i8_codes_u8_avx512(const int16_t* q, int64_t k, int32_t off, uint8_t* u) {
   __m512i vo = _mm512_set1_epi16((int16_t)off);
   int64_t j = 0;
-  for (; j + 32 <= k; j += 32)
-    _mm256_storeu_si256((__m256i*)(u + j),
-                        _mm512_maskz_cvtepi16_epi8(~0u, _mm512_add_epi16(_mm512_loadu_si512(q + j), vo)));
+  for (; j + 32 <= k; j += 32) {
+    __m512i v = _mm512_add_epi16(_mm512_loadu_si512(q + j), vo);
+    _mm256_storeu_si256((__m256i*)(u + j), _mm512_maskz_cvtepi16_epi8(~0u, v));
+  }
   int64_t k4 = (k + 3) / 4 * 4;
   if (j < k4) {
     // Past k the codes are zero (pad bytes meet zero weights); only k4 - j bytes are stored.

@@ -91,7 +91,8 @@ void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
   int32_t* comp = comp_buf.data();
   int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(g.K, 1));
   ::ember::parallel_for(g.M, grain, threads, [&](int64_t r0, int64_t r1) {
-    for (int64_t m = r0; m < r1; m++) qgemm_i8_codes_u8_avx512(g.a + m * g.lda, g.K, g.a_off, u + m * ldu);
+    for (int64_t m = r0; m < r1; m++)
+      qgemm_i8_codes_u8_avx512(g.a + m * g.lda, g.K, g.a_off, u + m * ldu);
   });
   int64_t pgrain = std::max<int64_t>(1, 65536 / std::max<int64_t>(kh * 32, 1));
   ::ember::parallel_for(n_panels, pgrain, threads, [&](int64_t p0, int64_t p1) {
