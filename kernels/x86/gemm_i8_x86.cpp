@@ -33,6 +33,9 @@ void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_
   thread_local std::vector<int32_t> tile_buf;
   tile_buf.resize((m1 - m0) * ldt);
   int32_t* tile = tile_buf.data();
+  thread_local std::vector<int8_t> quads_buf;  // [kNB, kKCP / 2, 16, 4]
+  quads_buf.resize(kNB * kKCP / 2 * 4 * kNR);
+  int8_t* quads = quads_buf.data();
   if (kh == 0) std::fill(tile, tile + (m1 - m0) * ldt, 0);
   int64_t kcp = n_strips == 1 ? kh : kKCP;  // one strip streams the whole K
   for (int64_t k0 = 0; k0 < kh; k0 += kcp) {
@@ -40,11 +43,20 @@ void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_
     for (int64_t p = 0; p < n_panels; p += kNB) {
       int np = (int)std::min<int64_t>(kNB, n_panels - p);
       const int8_t* bp = g.b_packed + ((n0 / kNR + p) * kh + k0) * 2 * kNR;
+      int64_t bs = kh * 2 * kNR, qs = ceil_div(kc, 2) * 4 * kNR;  // panel strides, bytes
+      // Several strips: the group's slice once into quad rows (L1-resident, no vpermw left in
+      // the inner loop); a single strip reads the pair rows as they are.
+      if (n_strips > 1)
+        for (int j = 0; j < np; j++) qgemm_i8_pack_quads_avx512(bp + j * bs, kc, quads + j * qs);
       for (int64_t s = 0; s < n_strips; s++) {
         int64_t i0 = m0 + s * kMR;
         int r = (int)std::min<int64_t>(kMR, m1 - i0);
-        qgemm_u8i8_micro_8x48_avx512(kc, u + i0 * ldu + 2 * k0, ldu, bp, kh * 2 * kNR, np,
-                                     tile + (i0 - m0) * ldt + p * kNR, ldt, r, k0 > 0);
+        const uint8_t* ui = u + i0 * ldu + 2 * k0;
+        int32_t* ti = tile + (i0 - m0) * ldt + p * kNR;
+        if (n_strips > 1)
+          qgemm_u8i8_micro_8x48_quads_avx512(kc, ui, ldu, quads, qs, np, ti, ldt, r, k0 > 0);
+        else
+          qgemm_u8i8_micro_8x48_avx512(kc, ui, ldu, bp, bs, np, ti, ldt, r, k0 > 0);
       }
     }
   }
@@ -81,7 +93,7 @@ void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
   int threads = std::max(1, std::min(max_threads, thread_pool_size()));
   double ops = 2.0 * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
   if (ops < 2e5) threads = 1;  // the pool costs more than it saves
-  int64_t kh = ceil_div(g.K, 2), ldu = 4 * ceil_div(g.K, 4), n_panels = ceil_div(g.N, kNR);
+  int64_t kh = ceil_div(g.K, 2), ldu = 4 * ceil_div(g.K, 4) + 64, n_panels = ceil_div(g.N, kNR);
   // NOTE: kept per calling thread between runs (as the codes); pointers go to the workers.
   thread_local std::vector<uint8_t> u_buf;
   thread_local std::vector<int32_t> comp_buf;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -20,6 +21,7 @@
 #include "doctest/doctest.h"
 #include "ember/op.h"
 #include "ember/tensor.h"
+#include "ember/thread_pool.h"
 #include "kernels/generic/gemm_i8.h"
 #include "op_test_util.h"
 #include "runtime/registry.h"
@@ -677,3 +679,104 @@ TEST_CASE("i8 benchmark: QMatMul GOPS (2 M N K / s) vs fp32 FusedMatMul" * docte
     }
   }
 }
+
+#if defined(__x86_64__)
+namespace {
+
+// The VNNI peak: independent zmm vpdpbusd (64 MACs each), 24 chains in zmm0..23; GOPS = 2 ops
+// per MAC. Written in asm: with intrinsics g++ 12 keeps the accumulators on the stack.
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+double vnni_loop_seconds(int64_t iters) {
+  auto t0 = std::chrono::steady_clock::now();
+  __asm__ volatile(
+      "vpternlogd $0xff, %%zmm24, %%zmm24, %%zmm24\n\t"
+      "vpabsb %%zmm24, %%zmm25\n\t"
+      "1:\n\t"
+#define EMBER_DP(i) "vpdpbusd %%zmm24, %%zmm25, %%zmm" #i "\n\t"
+      EMBER_DP(0) EMBER_DP(1) EMBER_DP(2) EMBER_DP(3) EMBER_DP(4) EMBER_DP(5) EMBER_DP(6)
+      EMBER_DP(7) EMBER_DP(8) EMBER_DP(9) EMBER_DP(10) EMBER_DP(11) EMBER_DP(12) EMBER_DP(13)
+      EMBER_DP(14) EMBER_DP(15) EMBER_DP(16) EMBER_DP(17) EMBER_DP(18) EMBER_DP(19)
+      EMBER_DP(20) EMBER_DP(21) EMBER_DP(22) EMBER_DP(23)
+#undef EMBER_DP
+      "dec %0\n\t"
+      "jnz 1b\n\t"
+      : "+r"(iters)
+      :
+      : "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+        "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19",
+        "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25");
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+// Timing, not a check: ./build/dev/ember_tests -tc='i8 VNNI benchmark*' --no-skip. The VNNI
+// peak on 1 and 2 threads (each thread its own loop, started together on the shared pool),
+// then QMatMul AVX2 vs AVX-512 interleaved round by round, medians over the rounds.
+TEST_CASE("i8 VNNI benchmark: peak and QMatMul avx2 vs avx512, medians" * doctest::skip()) {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("skipped: this CPU has no AVX-512 VNNI");
+    return;
+  }
+  const int64_t iters = 1 << 20;  // 24 x 64 MACs each
+  for (int threads : {1, 2}) {
+    std::vector<double> gops;
+    for (int r = 0; r < 31; r++) {
+      std::vector<double> t(threads);
+      auto t0 = std::chrono::steady_clock::now();
+      parallel_for(threads, 1, threads, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; i++) t[i] = vnni_loop_seconds(iters);
+      });
+      double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      gops.push_back(2.0 * 64 * 24 * (double)iters * threads / wall * 1e-9);
+    }
+    std::printf("VNNI peak, %d thread(s): median %.1f GOPS (max %.1f)\n", threads, median(gops),
+                *std::max_element(gops.begin(), gops.end()));
+  }
+  struct Shape3 {
+    int64_t M, N, K;
+  };
+  std::vector<Shape3> shapes = {{2048, 2048, 2048}, {128, 384, 384}, {128, 1536, 384},
+                                {128, 384, 1536}, {64, 4096, 4096}, {1, 4096, 4096},
+                                {8, 4096, 4096}};
+  // EMBER_I8_BENCH=M,N,K runs that shape alone (for a profiler).
+  if (const char* env = std::getenv("EMBER_I8_BENCH")) {
+    long long m = 0, n = 0, k = 0;
+    if (std::sscanf(env, "%lld,%lld,%lld", &m, &n, &k) == 3) shapes = {{m, n, k}};
+  }
+  for (Shape3 sh : shapes) {
+    Case c = make_case({sh.M, sh.K}, sh.N, "token", true, DType::Count, 0, 1);
+    std::vector<const Tensor*> in = c.in();
+    Node f = qnode(sh.N, "none", "token");
+    f.inputs = {0, 1, 2, 3};
+    Tensor out = Tensor::empty(DType::F32, {sh.M, sh.N});
+    double ops = 2.0 * sh.M * sh.N * sh.K;
+    int rounds = (int)std::clamp(2e9 / ops, 5.0, 301.0);
+    for (int threads : {1, 2}) {
+      KernelCtx ctx{f, in, {&out}, threads};
+      std::vector<double> t2, t5;
+      auto time = [&](KernelFn fn) {
+        auto t0 = std::chrono::steady_clock::now();
+        fn(ctx);
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      };
+      time(cpu::qmatmul_i8_avx2);
+      time(cpu::qmatmul_i8_avx512);
+      for (int r = 0; r < rounds; r++) {
+        t2.push_back(time(cpu::qmatmul_i8_avx2));
+        t5.push_back(time(cpu::qmatmul_i8_avx512));
+      }
+      double m2 = median(t2), m5 = median(t5);
+      std::printf("M=%5lld N=%5lld K=%5lld threads=%d: avx2 %8.3f ms %6.1f GOPS | avx512 %8.3f ms "
+                  "%6.1f GOPS | x%.2f (%d rounds)\n",
+                  (long long)sh.M, (long long)sh.N, (long long)sh.K, threads, m2 * 1e3,
+                  ops / m2 * 1e-9, m5 * 1e3, ops / m5 * 1e-9, m2 / m5, rounds);
+    }
+  }
+}
+#endif
