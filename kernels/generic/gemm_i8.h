@@ -105,7 +105,7 @@ void qmatmul_i8_avx2(const KernelCtx& ctx);
 // the sums equal the int16 kernels' exactly.
 // c[rows, 16 panels] (+)= u[rows, 2 kp] @ `panels` (<= 3) panels of kp pair rows, panel p at
 // b + p * bs bytes; u rows lda bytes apart (4-byte aligned k offsets, readable up to 2 kp rounded
-// up to 4), c int32 rows ldc apart; rows <= 8.
+// up to 4), c int32 rows ldc apart; rows <= 9 (8 and a row of ones: column sums).
 void qgemm_u8i8_micro_8x48_avx512(int64_t kp, const uint8_t* u, int64_t lda, const int8_t* b,
                                   int64_t bs, int panels, int32_t* c, int64_t ldc, int rows,
                                   bool accumulate);

@@ -82,7 +82,8 @@ inline void micro_rows(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* 
     case 5: return micro<5, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
     case 6: return micro<6, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
     case 7: return micro<7, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
-    default: return micro<8, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 8: return micro<8, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
+    default: return micro<9, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
   }
 }
 

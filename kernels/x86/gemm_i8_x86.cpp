@@ -24,19 +24,22 @@ constexpr int64_t kMC = 96;     // rows per block (multiple of kMR)
 constexpr int64_t kNC = 240;    // columns per block (multiple of 3 panels)
 constexpr int64_t kMaxK = 65536;
 
-// C[m0:m1, n0:n1] (n0 a multiple of 16) from u8 rows u [M, ldu] and the compensation.
+// C[m0:m1, n0:n1] (n0 a multiple of 16) from u8 rows u [M, ldu] and the compensation comp;
+// comp == nullptr: M <= 8 and u has a row of ones after the last (its sums are the column
+// sums, so the weights are read once).
 void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_t* comp,
                int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   int64_t kh = ceil_div(g.K, 2);
-  int64_t n_panels = ceil_div(n1 - n0, kNR), n_strips = ceil_div(m1 - m0, kMR);
+  int64_t rows = m1 - m0 + (comp ? 0 : 1);
+  int64_t n_panels = ceil_div(n1 - n0, kNR), n_strips = comp ? ceil_div(rows, kMR) : 1;
   int64_t ldt = n_panels * kNR;
-  thread_local std::vector<int32_t> tile_buf;
-  tile_buf.resize((m1 - m0) * ldt);
+  thread_local std::vector<int32_t> tile_buf, own_comp;
+  tile_buf.resize(rows * ldt);
   int32_t* tile = tile_buf.data();
   thread_local std::vector<int8_t> quads_buf;  // [kNB, kKCP / 2, 16, 4]
   quads_buf.resize(kNB * kKCP / 2 * 4 * kNR);
   int8_t* quads = quads_buf.data();
-  if (kh == 0) std::fill(tile, tile + (m1 - m0) * ldt, 0);
+  if (kh == 0) std::fill(tile, tile + rows * ldt, 0);
   int64_t kcp = n_strips == 1 ? kh : kKCP;  // one strip streams the whole K
   for (int64_t k0 = 0; k0 < kh; k0 += kcp) {
     int64_t kc = std::min(kcp, kh - k0);
@@ -50,7 +53,7 @@ void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_
         for (int j = 0; j < np; j++) qgemm_i8_pack_quads_avx512(bp + j * bs, kc, quads + j * qs);
       for (int64_t s = 0; s < n_strips; s++) {
         int64_t i0 = m0 + s * kMR;
-        int r = (int)std::min<int64_t>(kMR, m1 - i0);
+        int r = (int)std::min<int64_t>(kMR, m0 + rows - i0);  // 9 with the ones row
         const uint8_t* ui = u + i0 * ldu + 2 * k0;
         int32_t* ti = tile + (i0 - m0) * ldt + p * kNR;
         if (n_strips > 1)
@@ -60,9 +63,17 @@ void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_
       }
     }
   }
+  const int32_t* comp_n0 = comp ? comp + n0 : nullptr;
+  if (!comp) {
+    // a_off x the column sums, mod 2^32 as the int32 sums.
+    own_comp.resize(ldt);
+    const uint32_t* sums = (const uint32_t*)(tile + (m1 - m0) * ldt);
+    for (int64_t j = 0; j < ldt; j++) own_comp[j] = (int32_t)((uint32_t)g.a_off * sums[j]);
+    comp_n0 = own_comp.data();
+  }
   for (int64_t i = m0; i < m1; i++) {
     float* ci = g.c + i * g.ldc + n0;
-    qgemm_i8_epilogue_avx512(tile + (i - m0) * ldt, comp + n0, n1 - n0, g.a_scale[i],
+    qgemm_i8_epilogue_avx512(tile + (i - m0) * ldt, comp_n0, n1 - n0, g.a_scale[i],
                              g.w_scale + n0, g.bias ? g.bias + n0 : nullptr, ci);
     if (g.act) g.act(ci, ci, n1 - n0);
   }
@@ -97,20 +108,23 @@ void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
   // NOTE: kept per calling thread between runs (as the codes); pointers go to the workers.
   thread_local std::vector<uint8_t> u_buf;
   thread_local std::vector<int32_t> comp_buf;
-  u_buf.resize(g.M * ldu);
+  bool ones_row = g.M <= kMR;  // one strip: the column sums ride along as a ninth row
+  u_buf.resize((g.M + ones_row) * ldu);
   comp_buf.resize(n_panels * kNR);
   uint8_t* u = u_buf.data();
-  int32_t* comp = comp_buf.data();
+  int32_t* comp = ones_row ? nullptr : comp_buf.data();
+  if (ones_row) std::fill(u + g.M * ldu, u + (g.M + 1) * ldu, (uint8_t)1);
   int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(g.K, 1));
   ::ember::parallel_for(g.M, grain, threads, [&](int64_t r0, int64_t r1) {
     for (int64_t m = r0; m < r1; m++)
       qgemm_i8_codes_u8_avx512(g.a + m * g.lda, g.K, g.a_off, u + m * ldu);
   });
   int64_t pgrain = std::max<int64_t>(1, 65536 / std::max<int64_t>(kh * 32, 1));
-  ::ember::parallel_for(n_panels, pgrain, threads, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; p++)
-      qgemm_i8_comp_avx512(g.b_packed + p * kh * 2 * kNR, kh, g.a_off, comp + p * kNR);
-  });
+  if (!ones_row)
+    ::ember::parallel_for(n_panels, pgrain, threads, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; p++)
+        qgemm_i8_comp_avx512(g.b_packed + p * kh * 2 * kNR, kh, g.a_off, comp + p * kNR);
+    });
   auto [mc, nc, mb, nb] = gemm_blocks(1, g.M, g.N, kMR, kNB * kNR, kMC, kNC, threads);
   ::ember::parallel_for(mb * nb, 1, threads, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
