@@ -53,7 +53,7 @@ void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_
         for (int j = 0; j < np; j++) qgemm_i8_pack_quads_avx512(bp + j * bs, kc, quads + j * qs);
       for (int64_t s = 0; s < n_strips; s++) {
         int64_t i0 = m0 + s * kMR;
-        int r = (int)std::min<int64_t>(kMR, m0 + rows - i0);  // 9 with the ones row
+        int r = (int)std::min<int64_t>(comp ? kMR : kMR + 1, m0 + rows - i0);  // + ones row
         const uint8_t* ui = u + i0 * ldu + 2 * k0;
         int32_t* ti = tile + (i0 - m0) * ldt + p * kNR;
         if (n_strips > 1)

@@ -681,6 +681,211 @@ TEST_CASE("i8 benchmark: QMatMul GOPS (2 M N K / s) vs fp32 FusedMatMul" * docte
 }
 
 #if defined(__x86_64__)
+TEST_CASE("i8 VNNI QMatMul: M 1..300, odd N and K, every mode and zero point, bit-identical") {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("skipped: this CPU has no AVX-512 VNNI");
+    return;
+  }
+  // M across the ones-row path (<= 8), one strip plus a tail, several row blocks (96) and
+  // tasks; N around the 16-column panels and 48-column groups; K odd, around the 4-k quads
+  // and the 512-k slices, and over 4096.
+  struct Zp {
+    DType dt;
+    int v;
+  };
+  const Zp zps[] = {{DType::Count, 0}, {DType::U8, 0}, {DType::U8, 255}, {DType::I8, -128},
+                    {DType::I8, 127}, {DType::U8, 77}};
+  const char* modes[] = {"token", "static", "tensor_u8"};
+  const int64_t Ns[] = {1, 47, 49, 100, 257};
+  const int64_t Ks[] = {1, 2, 5, 130, 513, 1027, 4099};
+  uint32_t seed = 4242;
+  int count = 0;
+  for (int64_t M : {1, 3, 8, 9, 17, 97, 300})
+    for (int rep = 0; rep < 4; rep++) {
+      count++;
+      int64_t N = Ns[(count * 3) % 5], K = Ks[(count * 5) % 7];
+      if (M * N * K > 40000000) K = 1027;  // keeps the scalar reference quick
+      std::string mode = modes[count % 3];
+      Zp z = zps[count % 6];
+      CAPTURE(M);
+      CAPTURE(N);
+      CAPTURE(K);
+      CAPTURE(mode);
+      CAPTURE(z.v);
+      Case c = make_case({M, K}, N, mode, count % 2 == 0, z.dt, z.v, seed += 7);
+      // Activations at the code limits: big values clamp (static, tensor_u8) or set the
+      // row's scale (token), exact zeros give the zero point's code.
+      float* ap = c.a.ptr<float>();
+      for (int64_t i = 0; i < M * K; i += 3) ap[i] = i % 2 ? 1e3f : -1e3f;
+      for (int64_t i = 1; i < M * K; i += 11) ap[i] = 0.0f;
+      Node f = qnode(N, "none", mode);
+      Tensor ref = run(f, c.in());
+      for (int threads : {1, 2}) {
+        CAPTURE(threads);
+        Tensor got = run(f, c.in(), cpu::qmatmul_i8_avx512, threads);
+        CHECK(bit_equal(got, ref));
+        CHECK(bit_equal(got, run(f, c.in(), cpu::qmatmul_i8_avx2, threads)));
+      }
+    }
+}
+
+TEST_CASE("i8 VNNI micro-kernels: exact int32 sums, pair and quad weights, every row count") {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("skipped: this CPU has no AVX-512 VNNI");
+    return;
+  }
+  std::mt19937 rng(31);
+  for (int64_t K : {1, 2, 3, 4, 7, 130, 4099}) {
+    int64_t kp = (K + 1) / 2, ldu = (K + 3) / 4 * 4 + 4, N = 48;
+    std::vector<uint8_t> u(9 * ldu, 0);
+    for (int i = 0; i < 9; i++)
+      for (int64_t k = 0; k < K; k++) {
+        int r = (int)(rng() % 4);  // the u8 limits half the time
+        u[i * ldu + k] = (uint8_t)(r == 0 ? 0 : r == 1 ? 255 : rng() % 256);
+      }
+    std::vector<int8_t> w = random_w(K, N, (uint32_t)K);
+    for (int64_t i = 0; i < K * N; i += 5) w[i] = i % 2 ? 127 : -128;
+    Tensor wp = pack(w, K, N);
+    int64_t bs = kp * 32, qs = (kp + 1) / 2 * 64;
+    std::vector<int8_t> quads(3 * qs, 99);
+    for (int p = 0; p < 3; p++)
+      cpu::qgemm_i8_pack_quads_avx512(wp.ptr<int8_t>() + p * bs, kp, quads.data() + p * qs);
+    for (int64_t q = 0; q < (kp + 1) / 2; q++)
+      for (int j = 0; j < 16; j++)
+        for (int t = 0; t < 4; t++) {
+          int64_t k = 4 * q + t;
+          REQUIRE(quads[q * 64 + j * 4 + t] == (k < K ? w[k * N + j] : 0));
+        }
+    for (int panels = 1; panels <= 3; panels++)
+      for (int rows = 1; rows <= 9; rows++)
+        for (bool packed : {false, true}) {
+          CAPTURE(K);
+          CAPTURE(panels);
+          CAPTURE(rows);
+          CAPTURE(packed);
+          const int64_t ldc = 53;
+          std::vector<int32_t> c(rows * ldc, 5);
+          // Two calls, the second accumulating, split at an even pair count.
+          int64_t k1 = kp / 4 * 2;
+          auto call = [&](int64_t k0, int64_t n, bool acc) {
+            if (packed) {
+              std::vector<int8_t> qb(3 * ((n + 1) / 2) * 64);
+              int64_t qn = (n + 1) / 2 * 64;
+              for (int p = 0; p < panels; p++)
+                cpu::qgemm_i8_pack_quads_avx512(wp.ptr<int8_t>() + p * bs + k0 * 32, n,
+                                                qb.data() + p * qn);
+              cpu::qgemm_u8i8_micro_8x48_quads_avx512(n, u.data() + 2 * k0, ldu, qb.data(), qn,
+                                                      panels, c.data(), ldc, rows, acc);
+            } else {
+              cpu::qgemm_u8i8_micro_8x48_avx512(n, u.data() + 2 * k0, ldu,
+                                                wp.ptr<int8_t>() + k0 * 32, bs, panels, c.data(),
+                                                ldc, rows, acc);
+            }
+          };
+          if (k1 > 0) call(0, k1, false);
+          call(k1, kp - k1, k1 > 0);
+          for (int i = 0; i < rows; i++) {
+            for (int j = 0; j < 16 * panels; j++) {
+              int32_t want = 0;
+              for (int64_t k = 0; k < K; k++) want += u[i * ldu + k] * w[k * N + j];
+              REQUIRE(c[i * ldc + j] == want);
+            }
+            for (int64_t j = 16 * panels; j < ldc; j++) REQUIRE(c[i * ldc + j] == 5);
+          }
+        }
+  }
+}
+
+#if defined(__linux__)
+TEST_CASE("i8 VNNI micro-kernel reads no further than its rows (u ends at a guard page)") {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("skipped: this CPU has no AVX-512 VNNI");
+    return;
+  }
+  const int64_t page = 4096;
+  for (int rows = 1; rows <= 9; rows++)
+    for (int64_t kp : {1, 2, 3, 2049}) {
+      CAPTURE(rows);
+      CAPTURE(kp);
+      int64_t lda = (2 * kp + 3) / 4 * 4, bytes = rows * lda;
+      int64_t pages = (bytes + page - 1) / page + 1;
+      void* mem = mmap(nullptr, pages * page, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      REQUIRE(mem != MAP_FAILED);
+      char* base = static_cast<char*>(mem);
+      REQUIRE(mprotect(base + (pages - 1) * page, page, PROT_NONE) == 0);
+      uint8_t* u = reinterpret_cast<uint8_t*>(base + (pages - 1) * page - bytes);
+      for (int64_t i = 0; i < bytes; i++) u[i] = (uint8_t)(i % 251);
+      std::vector<int8_t> b(kp * 32, 0);
+      for (int64_t kk = 0; kk < kp; kk++)
+        for (int t = 0; t < 2; t++) b[kk * 32 + 15 * 2 + t] = 2;  // column 15: weights 2
+      std::vector<int32_t> c(rows * 16);
+      cpu::qgemm_u8i8_micro_8x48_avx512(kp, u, lda, b.data(), kp * 32, 1, c.data(), 16, rows,
+                                        false);
+      for (int i = 0; i < rows; i++) {
+        int32_t want = 0;
+        for (int64_t k = 0; k < 2 * kp; k++) want += 2 * u[i * lda + k];
+        CHECK(c[i * 16 + 15] == want);
+      }
+      munmap(mem, pages * page);
+    }
+}
+#endif
+
+TEST_CASE("i8 VNNI pieces: u8 codes with their offset, compensation mod 2^32, epilogue bits") {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("skipped: this CPU has no AVX-512 VNNI");
+    return;
+  }
+  std::mt19937 rng(17);
+  for (int64_t k : {1, 3, 4, 31, 32, 33, 100}) {
+    for (int32_t off : {0, 128, 255}) {
+      CAPTURE(k);
+      CAPTURE(off);
+      std::vector<int16_t> q(k + 1);
+      for (int64_t i = 0; i < k; i++) q[i] = (int16_t)((int)(rng() % 256) - off);
+      q[0] = (int16_t)-off;  // u8 0
+      q[k - 1] = (int16_t)(255 - off);  // u8 255
+      std::vector<uint8_t> u(k + 8, 0xAB);
+      cpu::qgemm_i8_codes_u8_avx512(q.data(), k, off, u.data());
+      int64_t k4 = (k + 3) / 4 * 4;
+      for (int64_t i = 0; i < k; i++) REQUIRE(u[i] == q[i] + off);
+      for (int64_t i = k; i < k4; i++) CHECK(u[i] == 0);
+      for (int64_t i = k4; i < k + 8; i++) CHECK(u[i] == 0xAB);  // nothing past k4 written
+    }
+  }
+  // off x column sums wraps like the int32 sums: K = 65536 weights -128 and 127.
+  const int64_t K = 65536, kh = K / 2;
+  std::vector<int8_t> w(K * 16);
+  for (int64_t kk = 0; kk < K; kk++)
+    for (int j = 0; j < 16; j++) w[kk * 16 + j] = j % 2 ? 127 : -128;
+  std::vector<int8_t> wp(cpu::qgemm_i8_packed_size(K, 16));
+  cpu::qgemm_i8_pack_b(w.data(), 16, 1, K, 16, wp.data());
+  int32_t s[16];
+  cpu::qgemm_i8_comp_avx512(wp.data(), kh, 255, s);
+  for (int j = 0; j < 16; j++)
+    CHECK(s[j] == (int32_t)(uint32_t)(255u * (uint32_t)(int32_t)((j % 2 ? 127 : -128) * K)));
+  // Epilogue: (float)(acc - comp) then the AVX2 epilogue's roundings, any n.
+  for (int64_t n : {1, 15, 16, 17, 40}) {
+    CAPTURE(n);
+    std::vector<int32_t> acc(n), comp(n), diff(n);
+    std::vector<float> ws(n), bias(n), y5(n), y2(n);
+    for (int64_t j = 0; j < n; j++) {
+      acc[j] = (int32_t)rng();
+      comp[j] = (int32_t)rng();
+      diff[j] = (int32_t)((uint32_t)acc[j] - (uint32_t)comp[j]);
+      ws[j] = 1e-3f * (float)(rng() % 1000 + 1);
+      bias[j] = (float)(int)(rng() % 200) - 100.0f;
+    }
+    for (bool with_bias : {false, true}) {
+      const float* bp = with_bias ? bias.data() : nullptr;
+      cpu::qgemm_i8_epilogue_avx512(acc.data(), comp.data(), n, 0.37f, ws.data(), bp, y5.data());
+      cpu::qgemm_i8_epilogue_avx2(diff.data(), n, 0.37f, ws.data(), bp, y2.data());
+      CHECK(std::memcmp(y5.data(), y2.data(), n * 4) == 0);
+    }
+  }
+}
+
 namespace {
 
 // The VNNI peak: independent zmm vpdpbusd (64 MACs each), 24 chains in zmm0..23; GOPS = 2 ops
