@@ -1,7 +1,8 @@
 // INT8 W8A8 GEMM for QMatMul (reference and op contract: cpp/src/ops/ops_qmatmul.cpp): weights
 // packed once at load, activations quantized per row on the fly to int16 codes, exact int32
 // sums, one float epilogue. Generic kernels in kernels/generic/gemm_i8.cpp; the AVX2 ones in
-// kernels/x86/gemm_i8_avx2.cpp (driver gemm_i8_x86.cpp). Registered in runtime/registry.cpp.
+// kernels/x86/gemm_i8_avx2.cpp, the AVX-512 VNNI ones in gemm_i8_avx512.cpp (drivers
+// gemm_i8_x86.cpp). Registered in runtime/registry.cpp.
 #pragma once
 #include <cstdint>
 

@@ -2,10 +2,11 @@
 // gemm_i8_x86.cpp; reference: cpp/src/ops/ops_qmatmul.cpp). vpdpbusd multiplies u8 by s8, so
 // each row's int16 codes become u8 codes a + off, and the epilogue subtracts off * sum_k Wq[k, n]
 // (the sums wrap mod 2^32 but the true value fits int32, so the result is exact).
-// Micro-kernel R x (16 NB): per 4 k, each panel's two 32-byte pair rows become one zmm of 16
-// int32 lanes holding 4 consecutive k (one vpermw), each row's 4 code bytes are broadcast, and
-// R x NB vpdpbusd accumulate. Epilogue: the int32 compensation, then the AVX2 epilogue's two
-// vmulps and vaddps (same bits). Raw pointers and intrinsics only (see CMakeLists.txt).
+// Micro-kernel R x (16 NB), R <= 9, NB <= 3: per 4 k, one zmm per panel holds 16 int32 lanes of
+// 4 consecutive k (quad rows: packed ahead by qgemm_i8_pack_quads_avx512, or one vpermw of two
+// pair rows here), each row's 4 code bytes are broadcast, and R x NB vpdpbusd accumulate.
+// Epilogue: the int32 compensation, then the AVX2 epilogue's two vmulps and vaddps (same bits).
+// Raw pointers and intrinsics only (see CMakeLists.txt).
 #include <immintrin.h>
 
 #include <cstdint>

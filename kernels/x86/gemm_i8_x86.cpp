@@ -3,8 +3,9 @@
 // AVX-512 VNNI GEMM below (Isa::Avx512). qgemm_i8_vnni turns the int16 codes into u8 rows and
 // the weights' column sums into the compensation, then runs qgemm_i8's blocking: tasks are
 // (row block, column block); K is cut into pair slices whose three-panel weight group stays in
-// L1 while every 8-row strip passes over it. Exact integer sums: no result depends on M, the
-// tiling or the thread count.
+// L1 (repacked into quad rows) while every 8-row strip passes over it. With M <= 8 a row of
+// ones rides along instead of the column-sum pass, so the weights are read once. Exact
+// integer sums: no result depends on M, the tiling or the thread count.
 #include <algorithm>
 #include <vector>
 
@@ -20,7 +21,7 @@ constexpr int kMR = 8;          // rows per strip
 constexpr int kNB = 3;          // panels per micro-kernel call
 constexpr int64_t kNR = 16;     // columns per panel
 constexpr int64_t kKCP = 256;   // k pairs per slice (even): a 3-panel weight group is 24 KiB
-constexpr int64_t kMC = 96;     // rows per block (multiple of kMR)
+constexpr int64_t kMC = 192;    // rows per block (multiple of kMR): fewer weight repacks
 constexpr int64_t kNC = 240;    // columns per block (multiple of 3 panels)
 constexpr int64_t kMaxK = 65536;
 

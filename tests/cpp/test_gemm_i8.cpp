@@ -522,7 +522,7 @@ TEST_CASE("i8 QMatMul is batch invariant: a row's bits do not depend on M or thr
           CAPTURE(k.name);
           Tensor big = run(f, c.in(), k.fn, 2);
           CHECK(bit_equal(run(f, c.in(), k.fn, 1), big));
-          for (int64_t rows : {1, 7}) {
+          for (int64_t rows : {1, 7, 8, 9}) {
             for (int64_t r0 : {(int64_t)0, (int64_t)29, M - rows}) {
               Case part = c;
               part.a = Tensor::empty(DType::F32, {rows, K});
