@@ -20,6 +20,13 @@ inline __m512i quad_index() {
                           22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
 }
 
+// The 4 bytes at p in every int32 lane (vpbroadcastd from memory; memcpy: no aliasing issue).
+inline __m512i bcast4(const uint8_t* p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
 // An opaque copy: the compiler cannot fuse the product before it with a later add.
 inline __m512 opaque(__m512 v) {
   __asm__("" : "+v"(v));
@@ -48,7 +55,7 @@ inline void micro(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, in
     }
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++) {
-      __m512i ai = _mm512_set1_epi32(*(const int32_t*)(a + i * lda + 4 * q));
+      __m512i ai = bcast4(a + i * lda + 4 * q);
 #pragma GCC unroll 4
       for (int p = 0; p < NB; p++) acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], ai, w[p]);
     }
@@ -61,7 +68,7 @@ inline void micro(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, in
       w[p] = _mm512_permutexvar_epi16(idx, _mm512_maskz_loadu_epi32(0x00ff, b + p * bs + kq * 64));
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++) {
-      __m512i ai = _mm512_set1_epi32(*(const int32_t*)(a + i * lda + 4 * kq));
+      __m512i ai = bcast4(a + i * lda + 4 * kq);
 #pragma GCC unroll 4
       for (int p = 0; p < NB; p++) acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], ai, w[p]);
     }
