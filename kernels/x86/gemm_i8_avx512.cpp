@@ -133,15 +133,30 @@ void qgemm_i8_pack_quads_avx512(const int8_t* b, int64_t kp, int8_t* out) {
 }
 
 void qgemm_i8_comp_avx512(const int8_t* b, int64_t kh, int32_t off, int32_t* s) {
-  // vpmaddubsw of ones (u8) by a pair row (s8) sums each column's two k into int16 (|sum| <=
-  // 256, no saturation), widened and added into int32 lane j.
+  // vpmaddubsw of ones (u8) by two pair rows (s8) gives each column's two-k sum in int16 (|sum|
+  // <= 256), lanes 0..15 for the even row and 16..31 for the odd one; up to 64 such add up in
+  // int16 (|sum| <= 16384) before both halves are widened into the int32 column sums.
   // NOTE: the maskz forms keep g++ 12 from warning about the unmasked forms' undefined source.
-  const __m256i ones = _mm256_set1_epi8(1);
+  const __m512i ones = _mm512_set1_epi8(1);
   const __mmask16 all = 0xffff;
   __m512i acc = _mm512_setzero_si512();
-  for (int64_t kk = 0; kk < kh; kk++) {
+  int64_t kk = 0;
+  while (kk + 2 <= kh) {
+    int64_t end = kk + 2 * 64 < kh ? kk + 2 * 64 : kh / 2 * 2;
+    __m512i acc16 = _mm512_setzero_si512();
+    for (; kk < end; kk += 2) {
+      __m512i w = _mm512_loadu_si512(b + kk * 32);
+      acc16 = _mm512_add_epi16(acc16, _mm512_maddubs_epi16(ones, w));
+    }
+    __m256i lo = _mm512_maskz_extracti64x4_epi64(0xf, acc16, 0);
+    __m256i hi = _mm512_maskz_extracti64x4_epi64(0xf, acc16, 1);
+    acc = _mm512_add_epi32(acc, _mm512_maskz_cvtepi16_epi32(all, lo));
+    acc = _mm512_add_epi32(acc, _mm512_maskz_cvtepi16_epi32(all, hi));
+  }
+  if (kk < kh) {
     __m256i w = _mm256_loadu_si256((const __m256i*)(b + kk * 32));
-    acc = _mm512_add_epi32(acc, _mm512_maskz_cvtepi16_epi32(all, _mm256_maddubs_epi16(ones, w)));
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), w);
+    acc = _mm512_add_epi32(acc, _mm512_maskz_cvtepi16_epi32(all, p16));
   }
   _mm512_storeu_si512(s, _mm512_mullo_epi32(acc, _mm512_set1_epi32(off)));
 }

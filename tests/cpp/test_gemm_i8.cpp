@@ -865,6 +865,20 @@ TEST_CASE("i8 VNNI pieces: u8 codes with their offset, compensation mod 2^32, ep
   cpu::qgemm_i8_comp_avx512(wp.data(), kh, 255, s);
   for (int j = 0; j < 16; j++)
     CHECK(s[j] == (int32_t)(uint32_t)(255u * (uint32_t)(int32_t)((j % 2 ? 127 : -128) * K)));
+  // Every pair-row count around the 128-row int16 blocks and the odd tail.
+  for (int64_t k : {1, 2, 3, 5, 255, 256, 257, 258, 513}) {
+    CAPTURE(k);
+    std::vector<int8_t> wk = random_w(k, 16, (uint32_t)k);
+    std::vector<int8_t> wkp(cpu::qgemm_i8_packed_size(k, 16));
+    cpu::qgemm_i8_pack_b(wk.data(), 16, 1, k, 16, wkp.data());
+    int32_t got[16];
+    cpu::qgemm_i8_comp_avx512(wkp.data(), (k + 1) / 2, 131, got);
+    for (int j = 0; j < 16; j++) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < k; i++) sum += wk[i * 16 + j];
+      CHECK(got[j] == 131 * sum);
+    }
+  }
   // Epilogue: (float)(acc - comp) then the AVX2 epilogue's roundings, any n.
   for (int64_t n : {1, 15, 16, 17, 40}) {
     CAPTURE(n);
