@@ -115,17 +115,20 @@ void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
   uint8_t* u = u_buf.data();
   int32_t* comp = ones_row ? nullptr : comp_buf.data();
   if (ones_row) std::fill(u + g.M * ldu, u + (g.M + 1) * ldu, (uint8_t)1);
-  int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(g.K, 1));
-  ::ember::parallel_for(g.M, grain, threads, [&](int64_t r0, int64_t r1) {
-    for (int64_t m = r0; m < r1; m++)
-      qgemm_i8_codes_u8_avx512(g.a + m * g.lda, g.K, g.a_off, u + m * ldu);
-  });
-  int64_t pgrain = std::max<int64_t>(1, 65536 / std::max<int64_t>(kh * 32, 1));
-  if (!ones_row)
-    ::ember::parallel_for(n_panels, pgrain, threads, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; p++)
+  // One pass for both: items [0, M) are u8 rows, [M, M + panels) the panels' compensation.
+  int64_t comp_items = ones_row ? 0 : n_panels;
+  double bytes = (double)g.M * (double)ldu + (double)comp_items * (double)kh * 32.0;
+  int64_t grain = std::max<int64_t>(1, (int64_t)((double)(g.M + comp_items) * 16384.0 / bytes));
+  ::ember::parallel_for(g.M + comp_items, grain, threads, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      if (i < g.M) {
+        qgemm_i8_codes_u8_avx512(g.a + i * g.lda, g.K, g.a_off, u + i * ldu);
+      } else {
+        int64_t p = i - g.M;
         qgemm_i8_comp_avx512(g.b_packed + p * kh * 2 * kNR, kh, g.a_off, comp + p * kNR);
-    });
+      }
+    }
+  });
   auto [mc, nc, mb, nb] = gemm_blocks(1, g.M, g.N, kMR, kNB * kNR, kMC, kNC, threads);
   ::ember::parallel_for(mb * nb, 1, threads, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
