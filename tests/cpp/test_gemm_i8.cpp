@@ -686,9 +686,9 @@ TEST_CASE("i8 VNNI QMatMul: M 1..300, odd N and K, every mode and zero point, bi
     MESSAGE("skipped: this CPU has no AVX-512 VNNI");
     return;
   }
-  // M across the ones-row path (<= 8), one strip plus a tail, several row blocks (96) and
-  // tasks; N around the 16-column panels and 48-column groups; K odd, around the 4-k quads
-  // and the 512-k slices, and over 4096.
+  // M across the ones-row path (<= 8), one strip plus a tail, several row blocks (192) and
+  // tasks; N around the 16-column panels and 48-column groups; K odd, around the 4-k quads,
+  // past the 2048-k slices with an even and an odd last slice, and over 4096.
   struct Zp {
     DType dt;
     int v;
@@ -697,7 +697,7 @@ TEST_CASE("i8 VNNI QMatMul: M 1..300, odd N and K, every mode and zero point, bi
                     {DType::I8, 127}, {DType::U8, 77}};
   const char* modes[] = {"token", "static", "tensor_u8"};
   const int64_t Ns[] = {1, 47, 49, 100, 257};
-  const int64_t Ks[] = {1, 2, 5, 130, 513, 1027, 4099};
+  const int64_t Ks[] = {1, 2, 5, 130, 513, 2051, 4097};
   uint32_t seed = 4242;
   int count = 0;
   for (int64_t M : {1, 3, 8, 9, 17, 97, 300})
