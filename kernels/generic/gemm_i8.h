@@ -110,13 +110,6 @@ void qmatmul_i8_avx2(const KernelCtx& ctx);
 void qgemm_u8i8_micro_8x48_avx512(int64_t kp, const uint8_t* u, int64_t lda, const int8_t* b,
                                   int64_t bs, int panels, int32_t* c, int64_t ldc, int rows,
                                   bool accumulate);
-// The same with the panels already in quad rows (qgemm_i8_pack_quads_avx512), bs bytes apart.
-void qgemm_u8i8_micro_8x48_quads_avx512(int64_t kp, const uint8_t* u, int64_t lda,
-                                        const int8_t* b, int64_t bs, int panels, int32_t* c,
-                                        int64_t ldc, int rows, bool accumulate);
-// kp pair rows of one panel b [kp, 16, 2] -> quad rows out [ceil(kp / 2), 16, 4], the k
-// past 2 kp zero: out[q, j, t] = Wq[4 q + t, j] (the layout vpdpbusd reads).
-void qgemm_i8_pack_quads_avx512(const int8_t* b, int64_t kp, int8_t* out);
 // s[0:16] = off * sum over kh pair rows of one panel b [kh, 16, 2], mod 2^32.
 void qgemm_i8_comp_avx512(const int8_t* b, int64_t kh, int32_t off, int32_t* s);
 // u[0:k] = q[0:k] + off as u8, u[k:k rounded up to 4] = 0; q + off must lie in [0, 255].

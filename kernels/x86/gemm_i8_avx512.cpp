@@ -2,9 +2,9 @@
 // gemm_i8_x86.cpp; reference: cpp/src/ops/ops_qmatmul.cpp). vpdpbusd multiplies u8 by s8, so
 // each row's int16 codes become u8 codes a + off, and the epilogue subtracts off * sum_k Wq[k, n]
 // (the sums wrap mod 2^32 but the true value fits int32, so the result is exact).
-// Micro-kernel R x (16 NB), R <= 9, NB <= 3: per 4 k, one zmm per panel holds 16 int32 lanes of
-// 4 consecutive k (quad rows: packed ahead by qgemm_i8_pack_quads_avx512, or one vpermw of two
-// pair rows here), each row's 4 code bytes are broadcast, and R x NB vpdpbusd accumulate.
+// Micro-kernel R x (16 NB), R <= 9, NB <= 3: per 4 k, one vpermw turns a panel's two 32-byte
+// pair rows into one zmm of 16 int32 lanes holding 4 consecutive k, each row's 4 code bytes are
+// broadcast, and R x NB vpdpbusd accumulate (the vpermw shares no port with them on Zen 5).
 // Epilogue: the int32 compensation, then the AVX2 epilogue's two vmulps and vaddps (same bits).
 // Raw pointers and intrinsics only (see CMakeLists.txt).
 #include <immintrin.h>
@@ -33,9 +33,7 @@ inline __m512 opaque(__m512 v) {
   return v;
 }
 
-// QUADS: b is already in quad rows (qgemm_i8_pack_quads_avx512), 64 bytes per 4 k, the last
-// one zero-padded; otherwise b holds pair rows and each 64 bytes go through vpermw here.
-template <int R, int NB, bool QUADS>
+template <int R, int NB>
 inline void micro(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, int64_t bs,
                   int32_t* c, int64_t ldc, bool accumulate) {
   const __m512i idx = quad_index();
@@ -45,13 +43,12 @@ inline void micro(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, in
 #pragma GCC unroll 4
     for (int p = 0; p < NB; p++)
       acc[i][p] = accumulate ? _mm512_loadu_si512(c + i * ldc + 16 * p) : _mm512_setzero_si512();
-  int64_t kq = QUADS ? (kp + 1) / 2 : kp / 2;
+  int64_t kq = kp / 2;
   for (int64_t q = 0; q < kq; q++) {
     __m512i w[NB];
 #pragma GCC unroll 4
     for (int p = 0; p < NB; p++) {
-      w[p] = _mm512_loadu_si512(b + p * bs + q * 64);
-      if (!QUADS) w[p] = _mm512_permutexvar_epi16(idx, w[p]);
+      w[p] = _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(b + p * bs + q * 64));
     }
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++) {
@@ -60,7 +57,7 @@ inline void micro(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, in
       for (int p = 0; p < NB; p++) acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], ai, w[p]);
     }
   }
-  if (!QUADS && kp % 2) {
+  if (kp % 2) {
     // The last pair row alone: its upper 32 bytes (k 2, 3) read as zero weights.
     __m512i w[NB];
 #pragma GCC unroll 4
@@ -79,29 +76,19 @@ inline void micro(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, in
     for (int p = 0; p < NB; p++) _mm512_storeu_si512(c + i * ldc + 16 * p, acc[i][p]);
 }
 
-template <int NB, bool QUADS>
+template <int NB>
 inline void micro_rows(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, int64_t bs,
                        int32_t* c, int64_t ldc, int rows, bool accumulate) {
   switch (rows) {
-    case 1: return micro<1, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
-    case 2: return micro<2, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
-    case 3: return micro<3, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
-    case 4: return micro<4, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
-    case 5: return micro<5, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
-    case 6: return micro<6, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
-    case 7: return micro<7, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
-    case 8: return micro<8, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
-    default: return micro<9, NB, QUADS>(kp, a, lda, b, bs, c, ldc, accumulate);
-  }
-}
-
-template <bool QUADS>
-inline void micro_panels(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, int64_t bs,
-                         int panels, int32_t* c, int64_t ldc, int rows, bool accumulate) {
-  switch (panels) {
-    case 1: return micro_rows<1, QUADS>(kp, a, lda, b, bs, c, ldc, rows, accumulate);
-    case 2: return micro_rows<2, QUADS>(kp, a, lda, b, bs, c, ldc, rows, accumulate);
-    default: return micro_rows<3, QUADS>(kp, a, lda, b, bs, c, ldc, rows, accumulate);
+    case 1: return micro<1, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 2: return micro<2, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 3: return micro<3, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 4: return micro<4, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 5: return micro<5, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 6: return micro<6, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 7: return micro<7, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 8: return micro<8, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    default: return micro<9, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
   }
 }
 
@@ -110,25 +97,10 @@ inline void micro_panels(int64_t kp, const uint8_t* a, int64_t lda, const int8_t
 void qgemm_u8i8_micro_8x48_avx512(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b,
                                   int64_t bs, int panels, int32_t* c, int64_t ldc, int rows,
                                   bool accumulate) {
-  micro_panels<false>(kp, a, lda, b, bs, panels, c, ldc, rows, accumulate);
-}
-
-void qgemm_u8i8_micro_8x48_quads_avx512(int64_t kp, const uint8_t* a, int64_t lda,
-                                        const int8_t* b, int64_t bs, int panels, int32_t* c,
-                                        int64_t ldc, int rows, bool accumulate) {
-  micro_panels<true>(kp, a, lda, b, bs, panels, c, ldc, rows, accumulate);
-}
-
-void qgemm_i8_pack_quads_avx512(const int8_t* b, int64_t kp, int8_t* out) {
-  const __m512i idx = quad_index();
-  int64_t q = 0;
-  for (; q < kp / 2; q++) {
-    __m512i w = _mm512_loadu_si512(b + q * 64);
-    _mm512_storeu_si512(out + q * 64, _mm512_permutexvar_epi16(idx, w));
-  }
-  if (kp % 2) {
-    __m512i w = _mm512_maskz_loadu_epi32(0x00ff, b + q * 64);
-    _mm512_storeu_si512(out + q * 64, _mm512_permutexvar_epi16(idx, w));
+  switch (panels) {
+    case 1: return micro_rows<1>(kp, a, lda, b, bs, c, ldc, rows, accumulate);
+    case 2: return micro_rows<2>(kp, a, lda, b, bs, c, ldc, rows, accumulate);
+    default: return micro_rows<3>(kp, a, lda, b, bs, c, ldc, rows, accumulate);
   }
 }
 

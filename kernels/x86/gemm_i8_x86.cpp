@@ -2,8 +2,9 @@
 // the AVX2 micro-kernel, epilogue, row quantizers and activations (Isa::Avx2), and on the
 // AVX-512 VNNI GEMM below (Isa::Avx512). qgemm_i8_vnni turns the int16 codes into u8 rows and
 // the weights' column sums into the compensation, then runs qgemm_i8's blocking: tasks are
-// (row block, column block); K is cut into pair slices whose three-panel weight group stays in
-// L2 (repacked into quad rows) while every 8-row strip passes over it. With M <= 8 a row of
+// (row block, column block); each three-panel weight group (all of K up to 8192, else 8192-k
+// slices) stays in L2 while every 8-row strip passes over it, pair rows turned into quad rows
+// in registers (a repack into an L1 buffer measured 2-7% slower). With one row block a row of
 // ones rides along instead of the column-sum pass, so the weights are read once. Exact
 // integer sums: no result depends on M, the tiling or the thread count.
 #include <algorithm>
@@ -20,28 +21,27 @@ namespace {
 constexpr int kMR = 8;          // rows per strip
 constexpr int kNB = 3;          // panels per micro-kernel call
 constexpr int64_t kNR = 16;     // columns per panel
-// Thread CPU time at 1024 x 2048 x 4096 on Zen 5: 1024 pairs ~2% ahead of 256 (an L1-sized
-// group); fewer int32 tile round trips and micro-kernel calls.
-constexpr int64_t kKCP = 1024;  // k pairs per slice (even): a 96 KiB 3-panel group, from L2
+// Thread CPU time on Zen 5 (1024 x 2048 x 4096, 64 x 4096 x 4096): whole-K strips beat
+// 2048-k slices by 2-3% and 512-k ones by 5-15% (fewer int32 tile round trips and calls).
+constexpr int64_t kKCP = 4096;  // k pairs per slice: a 3-panel group is up to 384 KiB (L2)
 constexpr int64_t kMC = 192;    // rows per block (multiple of kMR): fewer weight repacks
 constexpr int64_t kNC = 240;    // columns per block (multiple of 3 panels)
 constexpr int64_t kMaxK = 65536;
 
 // C[m0:m1, n0:n1] (n0 a multiple of 16) from u8 rows u [M, ldu] and the compensation comp;
-// comp == nullptr: M <= 8 and u has a row of ones after the last (its sums are the column
-// sums, so the weights are read once).
+// comp == nullptr: the block holds every row and u has a row of ones after the last, summed
+// as one more row (the column sums: no separate pass over the weights). Up to 8 rows, it
+// makes a single strip of 9.
 void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_t* comp,
                int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   int64_t kh = ceil_div(g.K, 2);
   int64_t rows = m1 - m0 + (comp ? 0 : 1);
-  int64_t n_panels = ceil_div(n1 - n0, kNR), n_strips = comp ? ceil_div(rows, kMR) : 1;
+  int64_t n_panels = ceil_div(n1 - n0, kNR);
+  int64_t n_strips = !comp && rows <= kMR + 1 ? 1 : ceil_div(rows, kMR);
   int64_t ldt = n_panels * kNR;
   thread_local std::vector<int32_t> tile_buf, own_comp;
   tile_buf.resize(rows * ldt);
   int32_t* tile = tile_buf.data();
-  thread_local std::vector<int8_t> quads_buf;  // [kNB, kKCP / 2, 16, 4]
-  quads_buf.resize(kNB * kKCP / 2 * 4 * kNR);
-  int8_t* quads = quads_buf.data();
   if (kh == 0) std::fill(tile, tile + rows * ldt, 0);
   int64_t kcp = n_strips == 1 ? kh : kKCP;  // one strip streams the whole K
   for (int64_t k0 = 0; k0 < kh; k0 += kcp) {
@@ -49,20 +49,12 @@ void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_
     for (int64_t p = 0; p < n_panels; p += kNB) {
       int np = (int)std::min<int64_t>(kNB, n_panels - p);
       const int8_t* bp = g.b_packed + ((n0 / kNR + p) * kh + k0) * 2 * kNR;
-      int64_t bs = kh * 2 * kNR, qs = ceil_div(kc, 2) * 4 * kNR;  // panel strides, bytes
-      // Several strips: the group's slice once into quad rows (contiguous, no vpermw left in
-      // the inner loop); a single strip reads the pair rows as they are.
-      if (n_strips > 1)
-        for (int j = 0; j < np; j++) qgemm_i8_pack_quads_avx512(bp + j * bs, kc, quads + j * qs);
       for (int64_t s = 0; s < n_strips; s++) {
         int64_t i0 = m0 + s * kMR;
-        int r = (int)std::min<int64_t>(comp ? kMR : kMR + 1, m0 + rows - i0);  // + ones row
+        int r = (int)std::min<int64_t>(n_strips == 1 ? kMR + 1 : kMR, m0 + rows - i0);
         const uint8_t* ui = u + i0 * ldu + 2 * k0;
         int32_t* ti = tile + (i0 - m0) * ldt + p * kNR;
-        if (n_strips > 1)
-          qgemm_u8i8_micro_8x48_quads_avx512(kc, ui, ldu, quads, qs, np, ti, ldt, r, k0 > 0);
-        else
-          qgemm_u8i8_micro_8x48_avx512(kc, ui, ldu, bp, bs, np, ti, ldt, r, k0 > 0);
+        qgemm_u8i8_micro_8x48_avx512(kc, ui, ldu, bp, kh * 2 * kNR, np, ti, ldt, r, k0 > 0);
       }
     }
   }
@@ -111,7 +103,9 @@ void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
   // NOTE: kept per calling thread between runs (as the codes); pointers go to the workers.
   thread_local std::vector<uint8_t> u_buf;
   thread_local std::vector<int32_t> comp_buf;
-  bool ones_row = g.M <= kMR;  // one strip: the column sums ride along as a ninth row
+  auto [mc, nc, mb, nb] = gemm_blocks(1, g.M, g.N, kMR, kNB * kNR, kMC, kNC, threads);
+  // One row block (always so up to 8 rows): the column sums ride along as a row of ones.
+  bool ones_row = mb == 1;
   u_buf.resize((g.M + ones_row) * ldu);
   comp_buf.resize(n_panels * kNR);
   uint8_t* u = u_buf.data();
@@ -131,7 +125,6 @@ void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
       }
     }
   });
-  auto [mc, nc, mb, nb] = gemm_blocks(1, g.M, g.N, kMR, kNB * kNR, kMC, kNC, threads);
   ::ember::parallel_for(mb * nb, 1, threads, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
       int64_t jb = t / mb, ib = t % mb;  // neighbouring tasks share a column block

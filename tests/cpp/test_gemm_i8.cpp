@@ -688,7 +688,7 @@ TEST_CASE("i8 VNNI QMatMul: M 1..300, odd N and K, every mode and zero point, bi
   }
   // M across the ones-row path (<= 8), one strip plus a tail, several row blocks (192) and
   // tasks; N around the 16-column panels and 48-column groups; K odd, around the 4-k quads,
-  // past the 2048-k slices with an even and an odd last slice, and over 4096.
+  // past 2048 and 4096, and over the 8192-k slices.
   struct Zp {
     DType dt;
     int v;
@@ -700,36 +700,42 @@ TEST_CASE("i8 VNNI QMatMul: M 1..300, odd N and K, every mode and zero point, bi
   const int64_t Ks[] = {1, 2, 5, 130, 513, 2051, 4097};
   uint32_t seed = 4242;
   int count = 0;
+  std::vector<std::pair<int64_t, int64_t>> mk;  // (M, K) and N from the table
   for (int64_t M : {1, 3, 8, 9, 17, 97, 300})
-    for (int rep = 0; rep < 4; rep++) {
-      count++;
-      int64_t N = Ns[(count * 3) % 5], K = Ks[(count * 5) % 7];
-      if (M * N * K > 40000000) K = 1027;  // keeps the scalar reference quick
-      std::string mode = modes[count % 3];
-      Zp z = zps[count % 6];
-      CAPTURE(M);
-      CAPTURE(N);
-      CAPTURE(K);
-      CAPTURE(mode);
-      CAPTURE(z.v);
-      Case c = make_case({M, K}, N, mode, count % 2 == 0, z.dt, z.v, seed += 7);
-      // Activations at the code limits: big values clamp (static, tensor_u8) or set the
-      // row's scale (token), exact zeros give the zero point's code.
-      float* ap = c.a.ptr<float>();
-      for (int64_t i = 0; i < M * K; i += 3) ap[i] = i % 2 ? 1e3f : -1e3f;
-      for (int64_t i = 1; i < M * K; i += 11) ap[i] = 0.0f;
-      Node f = qnode(N, "none", mode);
-      Tensor ref = run(f, c.in());
-      for (int threads : {1, 2}) {
-        CAPTURE(threads);
-        Tensor got = run(f, c.in(), cpu::qmatmul_i8_avx512, threads);
-        CHECK(bit_equal(got, ref));
-        CHECK(bit_equal(got, run(f, c.in(), cpu::qmatmul_i8_avx2, threads)));
-      }
+    for (int rep = 0; rep < 4; rep++) mk.push_back({M, 0});
+  // Several strips over K in 8192-k slices, the last one a lone pair row (K = 16389).
+  mk.push_back({20, 16389});
+  mk.push_back({300, 16389});
+  for (auto [M, K0] : mk) {
+    count++;
+    int64_t N = Ns[(count * 3) % 5], K = K0 ? K0 : Ks[(count * 5) % 7];
+    if (M * N * K > 40000000) K = K0 ? K0 : 1027;  // keeps the scalar reference quick
+    if (M * N * K > 40000000) N = 7;
+    std::string mode = modes[count % 3];
+    Zp z = zps[count % 6];
+    CAPTURE(M);
+    CAPTURE(N);
+    CAPTURE(K);
+    CAPTURE(mode);
+    CAPTURE(z.v);
+    Case c = make_case({M, K}, N, mode, count % 2 == 0, z.dt, z.v, seed += 7);
+    // Activations at the code limits: big values clamp (static, tensor_u8) or set the
+    // row's scale (token), exact zeros give the zero point's code.
+    float* ap = c.a.ptr<float>();
+    for (int64_t i = 0; i < M * K; i += 3) ap[i] = i % 2 ? 1e3f : -1e3f;
+    for (int64_t i = 1; i < M * K; i += 11) ap[i] = 0.0f;
+    Node f = qnode(N, "none", mode);
+    Tensor ref = run(f, c.in());
+    for (int threads : {1, 2}) {
+      CAPTURE(threads);
+      Tensor got = run(f, c.in(), cpu::qmatmul_i8_avx512, threads);
+      CHECK(bit_equal(got, ref));
+      CHECK(bit_equal(got, run(f, c.in(), cpu::qmatmul_i8_avx2, threads)));
     }
+  }
 }
 
-TEST_CASE("i8 VNNI micro-kernels: exact int32 sums, pair and quad weights, every row count") {
+TEST_CASE("i8 VNNI micro-kernel: exact int32 sums, 1..3 panels, every row count, accumulate") {
   if (cpu_isa() < Isa::Avx512) {
     MESSAGE("skipped: this CPU has no AVX-512 VNNI");
     return;
@@ -746,53 +752,32 @@ TEST_CASE("i8 VNNI micro-kernels: exact int32 sums, pair and quad weights, every
     std::vector<int8_t> w = random_w(K, N, (uint32_t)K);
     for (int64_t i = 0; i < K * N; i += 5) w[i] = i % 2 ? 127 : -128;
     Tensor wp = pack(w, K, N);
-    int64_t bs = kp * 32, qs = (kp + 1) / 2 * 64;
-    std::vector<int8_t> quads(3 * qs, 99);
-    for (int p = 0; p < 3; p++)
-      cpu::qgemm_i8_pack_quads_avx512(wp.ptr<int8_t>() + p * bs, kp, quads.data() + p * qs);
-    for (int64_t q = 0; q < (kp + 1) / 2; q++)
-      for (int j = 0; j < 16; j++)
-        for (int t = 0; t < 4; t++) {
-          int64_t k = 4 * q + t;
-          REQUIRE(quads[q * 64 + j * 4 + t] == (k < K ? w[k * N + j] : 0));
-        }
+    int64_t bs = kp * 32;
     for (int panels = 1; panels <= 3; panels++)
-      for (int rows = 1; rows <= 9; rows++)
-        for (bool packed : {false, true}) {
-          CAPTURE(K);
-          CAPTURE(panels);
-          CAPTURE(rows);
-          CAPTURE(packed);
-          const int64_t ldc = 53;
-          std::vector<int32_t> c(rows * ldc, 5);
-          // Two calls, the second accumulating, split at an even pair count.
-          int64_t k1 = kp / 4 * 2;
-          auto call = [&](int64_t k0, int64_t n, bool acc) {
-            if (packed) {
-              std::vector<int8_t> qb(3 * ((n + 1) / 2) * 64);
-              int64_t qn = (n + 1) / 2 * 64;
-              for (int p = 0; p < panels; p++)
-                cpu::qgemm_i8_pack_quads_avx512(wp.ptr<int8_t>() + p * bs + k0 * 32, n,
-                                                qb.data() + p * qn);
-              cpu::qgemm_u8i8_micro_8x48_quads_avx512(n, u.data() + 2 * k0, ldu, qb.data(), qn,
-                                                      panels, c.data(), ldc, rows, acc);
-            } else {
-              cpu::qgemm_u8i8_micro_8x48_avx512(n, u.data() + 2 * k0, ldu,
-                                                wp.ptr<int8_t>() + k0 * 32, bs, panels, c.data(),
-                                                ldc, rows, acc);
-            }
-          };
-          if (k1 > 0) call(0, k1, false);
-          call(k1, kp - k1, k1 > 0);
-          for (int i = 0; i < rows; i++) {
-            for (int j = 0; j < 16 * panels; j++) {
-              int32_t want = 0;
-              for (int64_t k = 0; k < K; k++) want += u[i * ldu + k] * w[k * N + j];
-              REQUIRE(c[i * ldc + j] == want);
-            }
-            for (int64_t j = 16 * panels; j < ldc; j++) REQUIRE(c[i * ldc + j] == 5);
+      for (int rows = 1; rows <= 9; rows++) {
+        CAPTURE(K);
+        CAPTURE(panels);
+        CAPTURE(rows);
+        const int64_t ldc = 53;
+        std::vector<int32_t> c(rows * ldc, 5);
+        // Two calls, the second accumulating, split at an even pair count (the second may
+        // have an odd one: a lone last pair row).
+        int64_t k1 = kp / 4 * 2;
+        auto call = [&](int64_t k0, int64_t n, bool acc) {
+          cpu::qgemm_u8i8_micro_8x48_avx512(n, u.data() + 2 * k0, ldu, wp.ptr<int8_t>() + k0 * 32,
+                                            bs, panels, c.data(), ldc, rows, acc);
+        };
+        if (k1 > 0) call(0, k1, false);
+        call(k1, kp - k1, k1 > 0);
+        for (int i = 0; i < rows; i++) {
+          for (int j = 0; j < 16 * panels; j++) {
+            int32_t want = 0;
+            for (int64_t k = 0; k < K; k++) want += u[i * ldu + k] * w[k * N + j];
+            REQUIRE(c[i * ldc + j] == want);
           }
+          for (int64_t j = 16 * panels; j < ldc; j++) REQUIRE(c[i * ldc + j] == 5);
         }
+      }
   }
 }
 
