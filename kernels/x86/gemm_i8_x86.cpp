@@ -8,6 +8,7 @@
 // ones rides along instead of the column-sum pass, so the weights are read once. Exact
 // integer sums: no result depends on M, the tiling or the thread count.
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "ember/thread_pool.h"
@@ -28,6 +29,7 @@ constexpr int64_t kKCP = 4096;  // k pairs per slice: a 3-panel group is up to 3
 constexpr int64_t kMC = 192;    // rows per block (multiple of kMR)
 constexpr int64_t kNC = 240;    // columns per block (multiple of 3 panels)
 constexpr int64_t kMaxK = 65536;
+constexpr int kTasksPerThread = 4;  // blocks per thread for small GEMMs: late-worker slack
 
 // C[m0:m1, n0:n1] (n0 a multiple of 16) from u8 rows u [M, ldu] and the compensation comp;
 // comp == nullptr: the block holds every row and u has a row of ones after the last, summed
@@ -104,7 +106,10 @@ void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
   // NOTE: kept per calling thread between runs (as the codes); pointers go to the workers.
   thread_local std::vector<uint8_t> u_buf;
   thread_local std::vector<int32_t> comp_buf;
-  auto [mc, nc, mb, nb] = gemm_blocks(1, g.M, g.N, kMR, kNB * kNR, kMC, kNC, threads);
+  // Blocks are claimed one at a time (as sgemm's): a worker that wakes late or shares its core
+  // joins for what is left; small GEMMs get kTasksPerThread x threads blocks for that slack.
+  int split = threads > 1 && ops < 1e8 ? threads * kTasksPerThread : threads;
+  auto [mc, nc, mb, nb] = gemm_blocks(1, g.M, g.N, kMR, kNB * kNR, kMC, kNC, split);
   // One row block (always so up to 8 rows): the column sums ride along as a row of ones.
   bool ones_row = mb == 1;
   u_buf.resize((g.M + ones_row) * ldu);
@@ -126,8 +131,9 @@ void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
       }
     }
   });
-  ::ember::parallel_for(mb * nb, 1, threads, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; t++) {
+  std::atomic<int64_t> next{0};
+  ::ember::parallel_for(threads, 1, threads, [&](int64_t, int64_t) {
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < mb * nb;) {
       int64_t jb = t / mb, ib = t % mb;  // neighbouring tasks share a column block
       run_block(g, u, ldu, comp, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
                 std::min(g.N, (jb + 1) * nc));
