@@ -47,9 +47,8 @@ inline void micro(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, in
   for (int64_t q = 0; q < kq; q++) {
     __m512i w[NB];
 #pragma GCC unroll 4
-    for (int p = 0; p < NB; p++) {
+    for (int p = 0; p < NB; p++)
       w[p] = _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(b + p * bs + q * 64));
-    }
 #pragma GCC unroll 12
     for (int i = 0; i < R; i++) {
       __m512i ai = bcast4(a + i * lda + 4 * q);
