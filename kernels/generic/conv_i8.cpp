@@ -61,22 +61,10 @@ void transpose_out(const KernelCtx& ctx, const float* out, int64_t P, int64_t M,
   });
 }
 
-}  // namespace
-
-bool qconv_i8_supports(const InferCtx& ctx) {
-  ConvGeom g = geom(ctx.node, ctx.in[0].shape);
-  int64_t kc = g.C * g.k_size(), codes;
-  return !__builtin_mul_overflow(kc + 1, g.out_size(), &codes) && codes <= kMaxRowCodes;
-}
-
-void qconv_i8(const KernelCtx& ctx) {
-  static const QuantizeRowsI8 quant{quantize_row_i8_token, quantize_row_i8_linear, minmax_f32_row};
-  static const GemmActs acts{relu_f32_array, gelu_f32_array, gelu_tanh_f32_array};
-  qconv_i8_with(ctx, qgemm_i8_micro_generic(), quant, acts);
-}
-
-void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
-                   const GemmActs& acts) {
+// QConv on a GEMM callback: X quantized per channel plane, im2row, gemm(args), transpose.
+template <class Gemm>
+void qconv_i8_run(const KernelCtx& ctx, const QuantizeRowsI8& quant, const GemmActs& acts,
+                  Gemm&& gemm) {
   ConvGeom g = geom(ctx.node, ctx.input(0).shape());
   const float* x = ctx.input(0).ptr<float>();  // [N, C, in...]
   float* y = ctx.output(0).ptr<float>();       // [N, M, out...]
@@ -97,6 +85,7 @@ void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const Quanti
   a.w_scale = ctx.input(2).ptr<float>();    // [M]
   a.bias = ctx.has_input(3) ? ctx.input(3).ptr<float>() : nullptr;  // [M]
   a.ldc = g.M;
+  a.a_off = zp + (qmin < 0 ? 128 : 0);  // codes + a_off = the u8 / int8 + 128 values
   a.act = acts.for_node(ctx.node);
   int64_t xs = isz + (isz & 1);  // a channel's codes: the row quantizer pads odd rows with a 0
   // NOTE: kept per calling thread between runs (as QMatMul's codes): fresh megabytes on every
@@ -118,9 +107,34 @@ void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const Quanti
         quant.linear(x + (n * g.C + c) * isz, isz, s, zp, qmin, qmax, codes + c * xs);
     });
     im2row(ctx, g, codes, xs, a.lda, rows.data());
-    qgemm_i8(a, ctx.max_threads, micro);
+    gemm(a);
     transpose_out(ctx, out.data(), osz, g.M, y + n * g.M * osz);
   }
+}
+
+}  // namespace
+
+bool qconv_i8_supports(const InferCtx& ctx) {
+  ConvGeom g = geom(ctx.node, ctx.in[0].shape);
+  int64_t kc = g.C * g.k_size(), codes;
+  return !__builtin_mul_overflow(kc + 1, g.out_size(), &codes) && codes <= kMaxRowCodes;
+}
+
+void qconv_i8(const KernelCtx& ctx) {
+  static const QuantizeRowsI8 quant{quantize_row_i8_token, quantize_row_i8_linear, minmax_f32_row};
+  static const GemmActs acts{relu_f32_array, gelu_f32_array, gelu_tanh_f32_array};
+  qconv_i8_with(ctx, qgemm_i8_micro_generic(), quant, acts);
+}
+
+void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
+                   const GemmActs& acts) {
+  qconv_i8_run(ctx, quant, acts,
+               [&](const QGemmI8Args& a) { qgemm_i8(a, ctx.max_threads, micro); });
+}
+
+void qconv_i8_with_gemm(const KernelCtx& ctx, QGemmI8Fn gemm, const QuantizeRowsI8& quant,
+                        const GemmActs& acts) {
+  qconv_i8_run(ctx, quant, acts, [&](const QGemmI8Args& a) { gemm(a, ctx.max_threads); });
 }
 
 }  // namespace ember::cpu

@@ -11,9 +11,13 @@ namespace ember::cpu {
 bool qconv_i8_supports(const InferCtx& ctx);  // the im2row buffer stays under 2^28 codes
 void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
                    const GemmActs& acts);
+// The same with a whole GEMM in qgemm_i8's place (the VNNI one).
+void qconv_i8_with_gemm(const KernelCtx& ctx, QGemmI8Fn gemm, const QuantizeRowsI8& quant,
+                        const GemmActs& acts);
 void qconv_i8(const KernelCtx& ctx);
 #if defined(__x86_64__)
-void qconv_i8_avx2(const KernelCtx& ctx);  // kernels/x86/conv_i8_x86.cpp
+void qconv_i8_avx2(const KernelCtx& ctx);    // kernels/x86/conv_i8_x86.cpp
+void qconv_i8_avx512(const KernelCtx& ctx);  // the same, on qgemm_i8_vnni
 #endif
 
 }  // namespace ember::cpu

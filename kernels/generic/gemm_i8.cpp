@@ -218,8 +218,12 @@ void qgemm_i8(const QGemmI8Args& g, int max_threads, const QGemmI8Micro& micro) 
 
 // ---- QMatMul ----
 
-void qmatmul_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
-                     const GemmActs& acts) {
+namespace {
+
+// QMatMul on a GEMM callback: A quantized per row into codes, then gemm(args).
+template <class Gemm>
+void qmatmul_i8_run(const KernelCtx& ctx, const QuantizeRowsI8& quant, const GemmActs& acts,
+                    Gemm&& gemm) {
   const Tensor& a = ctx.input(0);  // [..., K] f32
   Tensor& out = ctx.output(0);     // [..., N] f32
   const Attrs& at = ctx.node.attrs;
@@ -248,6 +252,7 @@ void qmatmul_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const Quan
   std::string mode = at.get_string("a_mode", "token");
   if (mode == "token") {
     for_rows(g.M, g.K, threads, [&](int64_t m) { s[m] = quant.token(x + m * g.K, g.K, q + m * g.lda); });
+    g.a_off = 128;
   } else {
     float scale = 1.0f;
     int32_t zp = 0, qmin = 0, qmax = 255;
@@ -274,10 +279,24 @@ void qmatmul_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const Quan
       quant.linear(x + m * g.K, g.K, scale, zp, qmin, qmax, q + m * g.lda);
       s[m] = scale;
     });
+    g.a_off = zp + (qmin < 0 ? 128 : 0);
   }
   g.a = q;
   g.a_scale = s;
-  qgemm_i8(g, ctx.max_threads, micro);
+  gemm(g);
+}
+
+}  // namespace
+
+void qmatmul_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
+                     const GemmActs& acts) {
+  qmatmul_i8_run(ctx, quant, acts,
+                 [&](const QGemmI8Args& g) { qgemm_i8(g, ctx.max_threads, micro); });
+}
+
+void qmatmul_i8_with_gemm(const KernelCtx& ctx, QGemmI8Fn gemm, const QuantizeRowsI8& quant,
+                          const GemmActs& acts) {
+  qmatmul_i8_run(ctx, quant, acts, [&](const QGemmI8Args& g) { gemm(g, ctx.max_threads); });
 }
 
 void qmatmul_i8(const KernelCtx& ctx) {

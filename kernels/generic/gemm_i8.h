@@ -1,7 +1,8 @@
 // INT8 W8A8 GEMM for QMatMul (reference and op contract: cpp/src/ops/ops_qmatmul.cpp): weights
 // packed once at load, activations quantized per row on the fly to int16 codes, exact int32
 // sums, one float epilogue. Generic kernels in kernels/generic/gemm_i8.cpp; the AVX2 ones in
-// kernels/x86/gemm_i8_avx2.cpp (driver gemm_i8_x86.cpp). Registered in runtime/registry.cpp.
+// kernels/x86/gemm_i8_avx2.cpp, the AVX-512 VNNI ones in gemm_i8_avx512.cpp (drivers
+// gemm_i8_x86.cpp). Registered in runtime/registry.cpp.
 #pragma once
 #include <cstdint>
 
@@ -35,6 +36,9 @@ struct QGemmI8Args {
   int64_t ldc = 0;
   // Applied in place to each finished row segment after the epilogue (x == y).
   void (*act)(const float* x, float* y, int64_t n) = nullptr;
+  // a + a_off lies in [0, 255] (u8 kernels, VNNI): 128 for token codes, the zero point (+ 128
+  // when it is int8) for the linear modes.
+  int32_t a_off = 0;
 };
 // One ISA's GEMM pieces.
 // fn: c[rows, 16] (+)= a[rows, 2 kp] @ one panel's rows kk = 0..kp-1 (b: 32 bytes per kk);
@@ -76,6 +80,10 @@ struct QuantizeRowsI8 {
 // qgemm_i8. The registered generic kernel runs qmatmul_i8_with on the generic pieces.
 void qmatmul_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
                      const GemmActs& acts);
+// The same with a whole GEMM in qgemm_i8's place (the VNNI one).
+using QGemmI8Fn = void (*)(const QGemmI8Args& args, int max_threads);
+void qmatmul_i8_with_gemm(const KernelCtx& ctx, QGemmI8Fn gemm, const QuantizeRowsI8& quant,
+                          const GemmActs& acts);
 void qmatmul_i8(const KernelCtx& ctx);
 
 #if defined(__x86_64__)
@@ -91,6 +99,28 @@ void minmax_f32_row_avx2(const float* x, int64_t n, float* lo, float* hi);
 const QGemmI8Micro& qgemm_i8_micro_avx2();
 const QuantizeRowsI8& quantize_rows_i8_avx2();
 void qmatmul_i8_avx2(const KernelCtx& ctx);
+
+// AVX-512 VNNI pieces (kernels/x86/gemm_i8_avx512.cpp), driver qgemm_i8_vnni (gemm_i8_x86.cpp).
+// vpdpbusd takes u8 x s8: A's codes become u8 (a + a_off) and the epilogue subtracts
+// comp[n] = a_off * sum_k Wq[k, n]; all int32 arithmetic wraps mod 2^32, the result fits, so
+// the sums equal the int16 kernels' exactly.
+// c[rows, 16 panels] (+)= u[rows, 2 kp] @ `panels` (<= 3) panels of kp pair rows, panel p at
+// b + p * bs bytes; u rows lda bytes apart (4-byte aligned k offsets, readable up to 2 kp rounded
+// up to 4), c int32 rows ldc apart; rows <= 9 (8 and a row of ones: column sums).
+void qgemm_u8i8_micro_8x48_avx512(int64_t kp, const uint8_t* u, int64_t lda, const int8_t* b,
+                                  int64_t bs, int panels, int32_t* c, int64_t ldc, int rows,
+                                  bool accumulate);
+// s[0:16] = off * sum over kh pair rows of one panel b [kh, 16, 2], mod 2^32.
+void qgemm_i8_comp_avx512(const int8_t* b, int64_t kh, int32_t off, int32_t* s);
+// u[0:k] = q[0:k] + off as u8, u[k:k rounded up to 4] = 0; q + off must lie in [0, 255].
+void qgemm_i8_codes_u8_avx512(const int16_t* q, int64_t k, int32_t off, uint8_t* u);
+// y[j] = ((float)(acc[j] - comp[j]) * a_scale) * w_scale[j] (+ bias[j]): the AVX2 epilogue's
+// roundings. [n] -> [n]
+void qgemm_i8_epilogue_avx512(const int32_t* acc, const int32_t* comp, int64_t n, float a_scale,
+                              const float* w_scale, const float* bias, float* y);
+// qgemm_i8's contract, and every code a with a + a_off in [0, 255] (as QMatMul's modes give).
+void qgemm_i8_vnni(const QGemmI8Args& args, int max_threads);
+void qmatmul_i8_avx512(const KernelCtx& ctx);
 #endif
 
 }  // namespace ember::cpu

@@ -43,6 +43,7 @@ std::vector<std::pair<const char*, KernelFn>> qconv_kernels() {
   std::vector<std::pair<const char*, KernelFn>> ks = {{"qconv_i8", cpu::qconv_i8}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"qconv_i8_avx2", cpu::qconv_i8_avx2});
+  if (cpu_isa() >= Isa::Avx512) ks.push_back({"qconv_i8_avx512", cpu::qconv_i8_avx512});
 #endif
   return ks;
 }
@@ -58,6 +59,8 @@ TEST_CASE("qconv kernels match the QConv reference") {
       {{3, 5, 13}, {6, 5, 4}, {3}, {1, 2}, {}},
       // many channels: pool workers quantize some of them (buffers must be the caller's)
       {{1, 48, 9, 9}, {8, 48, 3, 3}, {}, {1, 1, 1, 1}, {}},
+      // Kc = 333 and M = 50: a partial 3-panel group and an odd pair count (VNNI's tails)
+      {{1, 37, 7, 7}, {50, 37, 3, 3}, {}, {1, 1, 1, 1}, {}},
   };
   std::mt19937 rng(7);
   int idx = 0;
@@ -76,8 +79,10 @@ TEST_CASE("qconv kernels match the QConv reference") {
         Tensor s = Tensor::empty(DType::F32, {});
         s.ptr<float>()[0] = 0.02f;
         Tensor zp = Tensor::empty(zt, {});
-        if (zt == DType::U8) zp.ptr<uint8_t>()[0] = 140;
-        else zp.ptr<int8_t>()[0] = -3;
+        // Zero points between and at both ends of their type.
+        const int u8_zps[3] = {140, 0, 255}, i8_zps[3] = {-3, -128, 127};
+        if (zt == DType::U8) zp.ptr<uint8_t>()[0] = (uint8_t)u8_zps[idx % 3];
+        else zp.ptr<int8_t>()[0] = (int8_t)i8_zps[idx % 3];
         const Tensor* bias = idx % 3 ? &b : nullptr;
         Node n = qconv_node(c, act);
         test::OpRun want = test::op_run(n, {&x, &wp, &ws, bias, &s, &zp}, nullptr, false, 1, true);

@@ -68,11 +68,13 @@ const KernelEntry kCpuKernels[] = {
     {OpType::DequantizeLinear, DType::I8, Isa::Generic, dequantize_linear_q8, "dequantize_linear_i8", dequantize_linear_q8_supports},
     // ---- quantized conv (kernels/generic/conv_i8.h) ----
 #if defined(__x86_64__)
+    {OpType::QConv, DType::F32, Isa::Avx512, qconv_i8_avx512, "qconv_i8_avx512", qconv_i8_supports},
     {OpType::QConv, DType::F32, Isa::Avx2, qconv_i8_avx2, "qconv_i8_avx2", qconv_i8_supports},
 #endif
     {OpType::QConv, DType::F32, Isa::Generic, qconv_i8, "qconv_i8", qconv_i8_supports},
     // ---- quantized int8 (kernels/generic/gemm_i8.h) ----
 #if defined(__x86_64__)
+    {OpType::QMatMul, DType::F32, Isa::Avx512, qmatmul_i8_avx512, "qmatmul_i8_avx512"},
     {OpType::QMatMul, DType::F32, Isa::Avx2, qmatmul_i8_avx2, "qmatmul_i8_avx2"},
 #endif
     {OpType::QMatMul, DType::F32, Isa::Generic, qmatmul_i8, "qmatmul_i8"},

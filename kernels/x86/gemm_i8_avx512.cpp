@@ -1,0 +1,165 @@
+// INT8 W8A8 GEMM pieces, AVX-512 VNNI (contracts: kernels/generic/gemm_i8.h; driver:
+// gemm_i8_x86.cpp; reference: cpp/src/ops/ops_qmatmul.cpp). vpdpbusd multiplies u8 by s8, so
+// each row's int16 codes become u8 codes a + off, and the epilogue subtracts off * sum_k Wq[k, n]
+// (the sums wrap mod 2^32 but the true value fits int32, so the result is exact).
+// Micro-kernel R x (16 NB), R <= 9, NB <= 3: per 4 k, one vpermw turns a panel's two 32-byte
+// pair rows into one zmm of 16 int32 lanes holding 4 consecutive k, each row's 4 code bytes are
+// broadcast, and R x NB vpdpbusd accumulate (the vpermw shares no port with them on Zen 5).
+// Epilogue: the int32 compensation, then the AVX2 epilogue's two vmulps and vaddps (same bits).
+// Raw pointers and intrinsics only (see CMakeLists.txt).
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace ember::cpu {
+namespace {
+
+// vpermw indices: word 2j <- word j (k 0, 1 of column j), word 2j + 1 <- word 16 + j (k 2, 3).
+inline __m512i quad_index() {
+  return _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                          22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+}
+
+// The 4 bytes at p in every int32 lane (vpbroadcastd from memory; memcpy: no aliasing issue).
+inline __m512i bcast4(const uint8_t* p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// An opaque copy: the compiler cannot fuse the product before it with a later add.
+inline __m512 opaque(__m512 v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
+
+template <int R, int NB>
+inline void micro(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, int64_t bs,
+                  int32_t* c, int64_t ldc, bool accumulate) {
+  const __m512i idx = quad_index();
+  __m512i acc[R][NB];
+#pragma GCC unroll 12
+  for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+    for (int p = 0; p < NB; p++)
+      acc[i][p] = accumulate ? _mm512_loadu_si512(c + i * ldc + 16 * p) : _mm512_setzero_si512();
+  int64_t kq = kp / 2;
+  for (int64_t q = 0; q < kq; q++) {
+    __m512i w[NB];
+#pragma GCC unroll 4
+    for (int p = 0; p < NB; p++)
+      w[p] = _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(b + p * bs + q * 64));
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) {
+      __m512i ai = bcast4(a + i * lda + 4 * q);
+#pragma GCC unroll 4
+      for (int p = 0; p < NB; p++) acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], ai, w[p]);
+    }
+  }
+  if (kp % 2) {
+    // The last pair row alone: its upper 32 bytes (k 2, 3) read as zero weights.
+    __m512i w[NB];
+#pragma GCC unroll 4
+    for (int p = 0; p < NB; p++)
+      w[p] = _mm512_permutexvar_epi16(idx, _mm512_maskz_loadu_epi32(0x00ff, b + p * bs + kq * 64));
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) {
+      __m512i ai = bcast4(a + i * lda + 4 * kq);
+#pragma GCC unroll 4
+      for (int p = 0; p < NB; p++) acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], ai, w[p]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+    for (int p = 0; p < NB; p++) _mm512_storeu_si512(c + i * ldc + 16 * p, acc[i][p]);
+}
+
+template <int NB>
+inline void micro_rows(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b, int64_t bs,
+                       int32_t* c, int64_t ldc, int rows, bool accumulate) {
+  switch (rows) {
+    case 1: return micro<1, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 2: return micro<2, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 3: return micro<3, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 4: return micro<4, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 5: return micro<5, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 6: return micro<6, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 7: return micro<7, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    case 8: return micro<8, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+    default: return micro<9, NB>(kp, a, lda, b, bs, c, ldc, accumulate);
+  }
+}
+
+}  // namespace
+
+void qgemm_u8i8_micro_8x48_avx512(int64_t kp, const uint8_t* a, int64_t lda, const int8_t* b,
+                                  int64_t bs, int panels, int32_t* c, int64_t ldc, int rows,
+                                  bool accumulate) {
+  switch (panels) {
+    case 1: return micro_rows<1>(kp, a, lda, b, bs, c, ldc, rows, accumulate);
+    case 2: return micro_rows<2>(kp, a, lda, b, bs, c, ldc, rows, accumulate);
+    default: return micro_rows<3>(kp, a, lda, b, bs, c, ldc, rows, accumulate);
+  }
+}
+
+void qgemm_i8_comp_avx512(const int8_t* b, int64_t kh, int32_t off, int32_t* s) {
+  // vpmaddubsw of ones (u8) by two pair rows (s8) gives each column's two-k sum in int16 (|sum|
+  // <= 256), lanes 0..15 for the even row and 16..31 for the odd one; up to 64 such add up in
+  // int16 (|sum| <= 16384) before both halves are widened into the int32 column sums.
+  // NOTE: the maskz forms keep g++ 12 from warning about the unmasked forms' undefined source.
+  const __m512i ones = _mm512_set1_epi8(1);
+  const __mmask16 all = 0xffff;
+  __m512i acc = _mm512_setzero_si512();
+  int64_t kk = 0;
+  while (kk + 2 <= kh) {
+    int64_t end = kk + 2 * 64 < kh ? kk + 2 * 64 : kh / 2 * 2;
+    __m512i acc16 = _mm512_setzero_si512();
+    for (; kk < end; kk += 2) {
+      __m512i w = _mm512_loadu_si512(b + kk * 32);
+      acc16 = _mm512_add_epi16(acc16, _mm512_maddubs_epi16(ones, w));
+    }
+    __m256i lo = _mm512_maskz_extracti64x4_epi64(0xf, acc16, 0);
+    __m256i hi = _mm512_maskz_extracti64x4_epi64(0xf, acc16, 1);
+    acc = _mm512_add_epi32(acc, _mm512_maskz_cvtepi16_epi32(all, lo));
+    acc = _mm512_add_epi32(acc, _mm512_maskz_cvtepi16_epi32(all, hi));
+  }
+  if (kk < kh) {
+    __m256i w = _mm256_loadu_si256((const __m256i*)(b + kk * 32));
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), w);
+    acc = _mm512_add_epi32(acc, _mm512_maskz_cvtepi16_epi32(all, p16));
+  }
+  _mm512_storeu_si512(s, _mm512_mullo_epi32(acc, _mm512_set1_epi32(off)));
+}
+
+void qgemm_i8_codes_u8_avx512(const int16_t* q, int64_t k, int32_t off, uint8_t* u) {
+  __m512i vo = _mm512_set1_epi16((int16_t)off);
+  int64_t j = 0;
+  for (; j + 32 <= k; j += 32) {
+    __m512i v = _mm512_add_epi16(_mm512_loadu_si512(q + j), vo);
+    _mm256_storeu_si256((__m256i*)(u + j), _mm512_maskz_cvtepi16_epi8(~0u, v));
+  }
+  int64_t k4 = (k + 3) / 4 * 4;
+  if (j < k4) {
+    // Past k the codes are zero (pad bytes meet zero weights); only k4 - j bytes are stored.
+    __mmask32 in = (__mmask32)((1ull << (k - j)) - 1), out = (__mmask32)((1ull << (k4 - j)) - 1);
+    __m512i v = _mm512_maskz_add_epi16(in, _mm512_maskz_loadu_epi16(in, q + j), vo);
+    _mm256_mask_storeu_epi8(u + j, out, _mm512_maskz_cvtepi16_epi8(~0u, v));
+  }
+}
+
+void qgemm_i8_epilogue_avx512(const int32_t* acc, const int32_t* comp, int64_t n, float a_scale,
+                              const float* w_scale, const float* bias, float* y) {
+  __m512 s = _mm512_set1_ps(a_scale);
+  for (int64_t j = 0; j < n; j += 16) {
+    __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+    __m512i t = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + j),
+                                 _mm512_maskz_loadu_epi32(m, comp + j));
+    __m512 v = _mm512_maskz_cvtepi32_ps(m, t);
+    v = opaque(_mm512_mul_ps(_mm512_mul_ps(v, s), _mm512_maskz_loadu_ps(m, w_scale + j)));
+    if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));
+    _mm512_mask_storeu_ps(y + j, m, v);
+  }
+}
+
+}  // namespace ember::cpu
