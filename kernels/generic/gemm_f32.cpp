@@ -18,7 +18,7 @@
 namespace ember::cpu {
 namespace {
 
-constexpr int kMaxMR = 8;     // largest micro-kernel height (padded A strips)
+constexpr int kMaxMR = 16;    // largest micro-kernel height (column-tail tiles)
 constexpr int kMaxNR = 16;    // every micro-kernel is 16 wide: one packed-B layout for all ISAs
 constexpr int64_t kKC = 256;
 constexpr int64_t kMC = 192;  // rows per block (rounded to MR): B panels are reused across them
@@ -151,10 +151,11 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
       pack_a(A + i0 * g.a_rs + k0 * g.a_cs, g.a_rs, g.a_cs, r, kc, ap_buf.data() + s * kc * mr);
     }
     int64_t p = 0;
-    if (micro.row4 && m1 - m0 == 1) {
-      // One row: four full panels at a time (a GEMV keeps more FMA chains in flight).
+    if (micro.row && m1 - m0 == 1) {
+      // One row: row_panels full panels at a time (a GEMV keeps more FMA chains in flight).
+      const int rp = micro.row_panels;
       const float* a1 = direct_a ? A + m0 * g.a_rs + k0 : ap_buf.data();
-      for (; p + 4 <= n_panels && n0 + (p + 4) * kMaxNR <= n1; p += 4) {
+      for (; p + rp <= n_panels && n0 + (p + rp) * kMaxNR <= n1; p += rp) {
         int64_t j0 = n0 + p * kMaxNR;
         const float* bk = bp + p * kc * kMaxNR;
         int64_t ldb = kMaxNR, pstride = kc * kMaxNR;
@@ -166,26 +167,34 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
           ldb = g.b_rs;
           pstride = kMaxNR;
         }
-        micro.row4(kc, a1, bk, ldb, pstride, C + m0 * g.c_rs + j0, accumulate);
+        micro.row(kc, a1, bk, ldb, pstride, C + m0 * g.c_rs + j0, accumulate);
       }
     }
-    for (; p < n_panels; p++) {
+    while (p < n_panels) {
       int64_t j0 = n0 + p * kMaxNR;
       int w = (int)std::min<int64_t>(kMaxNR, n1 - j0);
       const float* bk = bp + p * kc * kMaxNR;
-      int64_t ldb = kMaxNR;
+      int64_t ldb = kMaxNR, pstride = kc * kMaxNR;  // pstride: from panel p to p + 1
       if (g.b_packed) {
         bk = g.b_packed + (j0 / kMaxNR) * g.K * kMaxNR + k0 * kMaxNR;
+        pstride = g.K * kMaxNR;
       } else if (direct_b && w == kMaxNR) {
         bk = B + k0 * g.b_rs + j0;
         ldb = g.b_rs;
+        pstride = kMaxNR;
       }
+      // Two full panels together where the micro-kernel has a two-panel form.
+      const bool pair = micro.fn2 && j0 + 2 * kMaxNR <= n1;
       for (int64_t s = 0; s < n_strips; s++) {
         int64_t i0 = m0 + s * mr;
         int r = (int)std::min<int64_t>(mr, m1 - i0);
         const float* ap = direct_a ? A + i0 * g.a_rs + k0 : ap_buf.data() + s * kc * mr;
         int64_t lda = direct_a ? g.a_rs : kc;
         float* ck = C + i0 * g.c_rs + j0;
+        if (pair) {
+          micro.fn2(kc, ap, lda, bk, ldb, pstride, ck, g.c_rs, r, accumulate);
+          continue;
+        }
         if (w == kMaxNR) {
           micro.fn(kc, ap, lda, bk, ldb, ck, g.c_rs, r, accumulate);
           continue;
@@ -197,6 +206,7 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
         micro.fn(kc, ap, lda, bk, ldb, tile, kMaxNR, r, accumulate);
         for (int i = 0; i < r; i++) std::copy(tile + i * kMaxNR, tile + i * kMaxNR + w, ck + i * g.c_rs);
       }
+      p += pair ? 2 : 1;
     }
   }
   epilogue(g, C, m0, m1, n0, n1);

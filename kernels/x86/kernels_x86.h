@@ -14,7 +14,7 @@ namespace ember::cpu {
 void sgemm_micro_6x16_avx2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
                            float* c, int64_t ldc, int rows, bool accumulate);
 // One row: c[0:64] (+)= a[0:kc] @ four 16-wide panels of b (panel p at b + p * pstride, row
-// stride ldb) — GemmMicro::row4.
+// stride ldb) — GemmMicro::row with row_panels 4.
 void sgemm_row_1x64_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, int64_t pstride,
                          float* c, bool accumulate);
 // Drivers (gemm_x86.cpp).
@@ -30,6 +30,26 @@ void winograd_output_avx2(const float* m, int64_t ms, int64_t n, float bias, boo
                           float* y1);
 void fused_matmul_f32_avx2(const KernelCtx& ctx);
 void attention_f32_avx2(const KernelCtx& ctx);  // AVX2 GEMMs and score rows
+
+// ---- AVX-512 GEMM micro-kernels (gemm_f32_avx512.cpp; driver kernels/generic/gemm_f32.cpp) ----
+// The GemmMicro contract: c[rows, 16] (+)= a[rows, kc] @ b[kc, 16], rows <= 12 (GemmMicro::fn).
+void sgemm_micro_12x16_avx512(int64_t kc, const float* a, int64_t lda, const float* b,
+                              int64_t ldb, float* c, int64_t ldc, int rows, bool accumulate);
+// Two panels: c[rows, 32] (+)= a[rows, kc] @ [b | b + pstride] (GemmMicro::fn2).
+void sgemm_micro_12x32_avx512(int64_t kc, const float* a, int64_t lda, const float* b,
+                              int64_t ldb, int64_t pstride, float* c, int64_t ldc, int rows,
+                              bool accumulate);
+// One row: c[0:128] (+)= a[0:kc] @ eight 16-wide panels (GemmMicro::row, row_panels 8).
+void sgemm_row_1x128_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
+                            int64_t pstride, float* c, bool accumulate);
+// Drivers (gemm_x86.cpp): the AVX2 ones' elementwise parts on the AVX-512 micro-kernels.
+const GemmMicro& gemm_micro_avx512();
+void matmul_f32_avx512(const KernelCtx& ctx);
+void gemm_f32_avx512(const KernelCtx& ctx);
+void conv_f32_avx512(const KernelCtx& ctx);
+void winograd_conv_f32_avx512(const KernelCtx& ctx);
+void fused_matmul_f32_avx512(const KernelCtx& ctx);
+void attention_f32_avx512(const KernelCtx& ctx);
 
 // ---- elementwise and normalisation (elementwise_avx2.cpp; drivers in elementwise_x86.cpp) ----
 // y[i] = f(x[i]) for i < n; x == y is allowed. Within 1 ulp (exp, tanh, erf), 2 (sigmoid,

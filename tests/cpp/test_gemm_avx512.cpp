@@ -1,0 +1,265 @@
+// AVX-512 f32 GEMM (kernels/x86/gemm_f32_avx512.cpp, drivers in gemm_x86.cpp): the micro-kernels
+// against a double reference and against the AVX2 micro-kernel bit for bit (every c element is
+// the same FMA chain), with odd kc, strides and row counts, rows past `rows` untouched; then
+// the registered MatMul, Gemm, FusedMatMul, Conv, WinogradConv and Attention kernels against
+// their AVX2 twins bit for bit (M = 1..40, N and K not multiples of 16) and the references
+// within tolerance. Fresh random data (the seed is printed). Skipped below Isa::Avx512.
+// NOTE: x86 builds only.
+#if defined(__x86_64__)
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "doctest/doctest.h"
+#include "kernels/generic/conv_f32.h"
+#include "kernels/generic/kernels_generic.h"
+#include "kernels/generic/winograd_f32.h"
+#include "kernels/x86/kernels_x86.h"
+#include "op_test_util.h"
+#include "runtime/registry.h"
+
+using namespace ember;
+using ember::test::op_run;
+
+namespace {
+
+bool have_avx512() {
+  if (cpu_isa() >= Isa::Avx512) return true;
+  MESSAGE("skipped: this CPU (or EMBER_CPU_ISA) has no AVX-512 F/BW/VL/DQ + VNNI");
+  return false;
+}
+
+uint32_t run_seed() {
+  static const uint32_t seed = [] {
+    uint32_t s = std::random_device{}();
+    if (const char* env = std::getenv("EMBER_TEST_SEED")) s = (uint32_t)std::strtoul(env, 0, 10);
+    std::printf("test_gemm_avx512: seed %u (EMBER_TEST_SEED replays it)\n", s);
+    return s;
+  }();
+  return seed;
+}
+
+std::vector<float> random_vec(size_t n, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+Tensor random_f32(const Shape& s, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  Tensor t = Tensor::empty(DType::F32, s);
+  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = u(rng);
+  return t;
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * 4) == 0;
+}
+
+// |a - b| <= tol * (1 + |b|) everywhere; counts the misses.
+int64_t misses(const Tensor& a, const Tensor& b, double tol) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < a.numel(); i++) {
+    double x = a.ptr<float>()[i], y = b.ptr<float>()[i];
+    if (!(std::fabs(x - y) <= tol * (1.0 + std::fabs(y)))) bad++;
+  }
+  return bad;
+}
+
+// c[i, j] (+)= sum_k a[i, k] b[k, j] in double, for the micro-kernels' tolerance.
+double ref_dot(const float* a, const float* b, int64_t ldb, int64_t kc, double c0, double* mag) {
+  double s = c0, m = std::fabs(c0);
+  for (int64_t k = 0; k < kc; k++) {
+    s += (double)a[k] * b[k * ldb];
+    m += std::fabs((double)a[k] * b[k * ldb]);
+  }
+  *mag = m;
+  return s;
+}
+
+// The AVX2 micro-kernel over `rows` rows in strips of 6: the bits every AVX-512 form must give.
+void avx2_rows(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+               int64_t ldc, int rows, bool acc) {
+  for (int r0 = 0; r0 < rows; r0 += 6)
+    cpu::sgemm_micro_6x16_avx2(kc, a + r0 * lda, lda, b, ldb, c + r0 * ldc, ldc,
+                               std::min(6, rows - r0), acc);
+}
+
+}  // namespace
+
+TEST_CASE("x86 avx512 gemm micro-kernels: AVX2's bits, the reference, untouched rows") {
+  if (!have_avx512()) return;
+  std::mt19937 rng(run_seed());
+  const cpu::GemmMicro& m = cpu::gemm_micro_avx512();
+  CHECK(m.mr == 12);
+  CHECK(m.nr == 16);
+  CHECK(m.row_panels == 8);
+  for (int64_t kc : {1, 5, 37, 300})
+    for (int64_t ldb : {16, 24, 41})  // packed panels, Winograd's V rows, B read in place
+      for (int rows = 1; rows <= 12; rows++)
+        for (bool acc : {false, true}) {
+          CAPTURE(kc);
+          CAPTURE(ldb);
+          CAPTURE(rows);
+          CAPTURE(acc);
+          const int64_t lda = kc + 3, ldc = 45, pstride = kc * ldb + 7;
+          std::vector<float> a = random_vec(12 * lda, rng);
+          std::vector<float> b = random_vec(8 * pstride, rng);
+          std::vector<float> c0 = random_vec(13 * ldc, rng);
+          // One panel.
+          std::vector<float> want = c0, got = c0;
+          avx2_rows(kc, a.data(), lda, b.data(), ldb, want.data(), ldc, rows, acc);
+          m.fn(kc, a.data(), lda, b.data(), ldb, got.data(), ldc, rows, acc);
+          CHECK(std::memcmp(want.data(), got.data(), want.size() * 4) == 0);
+          int64_t bad = 0;
+          for (int i = 0; i < rows; i++)
+            for (int j = 0; j < 16; j++) {
+              double mag, r = ref_dot(a.data() + i * lda, b.data() + j, ldb, kc,
+                                      acc ? c0[i * ldc + j] : 0.0, &mag);
+              // A chain of kc + 1 roundings of at most 2^-24 x the running magnitude.
+              if (!(std::fabs(got[i * ldc + j] - r) <= 6e-8 * (kc + 2) * mag)) bad++;
+            }
+          CHECK(bad == 0);
+          for (int64_t i = rows * ldc; i < 13 * ldc; i++) bad += got[i] != c0[i];
+          for (int i = 0; i < rows; i++)
+            for (int64_t j = 16; j < ldc; j++) bad += got[i * ldc + j] != c0[i * ldc + j];
+          CHECK(bad == 0);
+          // Two panels: each half the AVX2 kernel's bits on its panel.
+          want = c0, got = c0;
+          avx2_rows(kc, a.data(), lda, b.data(), ldb, want.data(), ldc, rows, acc);
+          avx2_rows(kc, a.data(), lda, b.data() + pstride, ldb, want.data() + 16, ldc, rows, acc);
+          m.fn2(kc, a.data(), lda, b.data(), ldb, pstride, got.data(), ldc, rows, acc);
+          CHECK(std::memcmp(want.data(), got.data(), want.size() * 4) == 0);
+          if (rows != 1) continue;
+          // One row over 8 panels: AVX2's 1 x 64 row kernel twice.
+          std::vector<float> cw = random_vec(128 + 16, rng), cg = cw;
+          cpu::sgemm_row_1x64_avx2(kc, a.data(), b.data(), ldb, pstride, cw.data(), acc);
+          cpu::sgemm_row_1x64_avx2(kc, a.data(), b.data() + 4 * pstride, ldb, pstride,
+                                   cw.data() + 64, acc);
+          m.row(kc, a.data(), b.data(), ldb, pstride, cg.data(), acc);
+          CHECK(std::memcmp(cw.data(), cg.data(), cw.size() * 4) == 0);
+        }
+}
+
+TEST_CASE("x86 avx512 GEMM drivers: the registry picks them, AVX2's bits, the references") {
+  if (!have_avx512()) return;
+  std::mt19937 rng(run_seed() + 1);
+  // Each op: the AVX-512 kernel equals the AVX2 one bit for bit and the reference within
+  // tol; returns the kernel the registry picks for the node at this CPU's ISA.
+  auto check_op = [&](Node n, const std::vector<const Tensor*>& in, KernelFn fast,
+                      KernelFn avx2, double tol, int threads) {
+    test::OpRun want = op_run(n, in, avx2, false, threads, true);
+    test::OpRun got = op_run(n, in, fast, false, threads, true);
+    test::OpRun ref = op_run(n, in, nullptr, false, 1, true);
+    CHECK(same_bits(got[0], want[0]));
+    CHECK(misses(got[0], ref[0], tol) == 0);
+    n.inputs.clear();
+    std::vector<TensorType> types;
+    for (size_t i = 0; i < in.size(); i++) {
+      n.inputs.push_back((int)i);
+      types.push_back({in[i]->dtype(), in[i]->shape()});
+    }
+    const KernelEntry* e = cpu_kernel_find(InferCtx{n, types, in}, cpu_isa());
+    return e ? std::string(e->name) : std::string();
+  };
+  // MatMul: M = 1..40 (strips of 12 and their tails, the one-row kernel), K over one KC slice.
+  for (int64_t M = 1; M <= 40; M++)
+    for (int64_t K : {37, 300})
+      for (int64_t N : {19, 45, 150}) {
+        CAPTURE(M);
+        CAPTURE(K);
+        CAPTURE(N);
+        Tensor a = random_f32({M, K}, rng), b = random_f32({K, N}, rng);
+        Node n = test::node(OpType::MatMul);
+        std::string name = check_op(n, {&a, &b}, cpu::matmul_f32_avx512, cpu::matmul_f32_avx2,
+                                    1e-4, M % 3 + 1);
+        CHECK(name == "matmul_f32_avx512");
+      }
+  // Gemm with transposed operands (A packed, B packed from columns), alpha, beta, C.
+  for (int64_t M : {1, 13, 40}) {
+    CAPTURE(M);
+    const int64_t K = 70, N = 53;
+    Tensor a = random_f32({K, M}, rng), b = random_f32({N, K}, rng), c = random_f32({N}, rng);
+    Node n = test::node(OpType::Gemm);
+    n.attrs.set("transA", int64_t(1));
+    n.attrs.set("transB", int64_t(1));
+    n.attrs.set("alpha", 0.75);
+    n.attrs.set("beta", -1.5);
+    CHECK(check_op(n, {&a, &b, &c}, cpu::gemm_f32_avx512, cpu::gemm_f32_avx2, 1e-4, 2) ==
+          "gemm_f32_avx512");
+  }
+  // FusedMatMul on pre-packed weights, bias and erf-GELU.
+  for (int64_t M = 1; M <= 40; M += 3)
+    for (int64_t N : {45, 150}) {
+      CAPTURE(M);
+      CAPTURE(N);
+      const int64_t K = 300;
+      Tensor a = random_f32({2, M, K}, rng, -2, 2), w = random_f32({K, N}, rng, -2, 2);
+      Tensor bias = random_f32({N}, rng);
+      Tensor wp = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
+      cpu::sgemm_pack_b(w.ptr<float>(), N, 1, K, N, wp.ptr<float>());
+      Node n = test::node(OpType::FusedMatMul);
+      n.attrs.set("n", N);
+      n.attrs.set("activation", std::string("gelu"));
+      std::string name = check_op(n, {&a, &wp, &bias}, cpu::fused_matmul_f32_avx512,
+                                  cpu::fused_matmul_f32_avx2, 2e-5 * std::sqrt((double)K), 2);
+      CHECK(name == "fused_matmul_f32_avx512");
+    }
+  // Conv: output channels are the GEMM's M; im2col, a 1x1, and patches packed into panels.
+  struct ConvCase {
+    Shape x, w;
+    std::vector<int64_t> pads;
+  };
+  const ConvCase convs[] = {
+      {{1, 5, 9, 11}, {0, 5, 3, 3}, {1, 1, 1, 1}},
+      {{2, 19, 7, 13}, {0, 19, 1, 1}, {0, 0, 0, 0}},
+      {{1, 7, 75, 77}, {0, 7, 3, 3}, {1, 0, 0, 1}},
+  };
+  for (const ConvCase& cc : convs)
+    for (int64_t M : {1, 12, 13, 29, 40}) {
+      CAPTURE(shape_str(cc.x));
+      CAPTURE(M);
+      Shape ws = cc.w;
+      ws[0] = M;
+      Tensor x = random_f32(cc.x, rng), w = random_f32(ws, rng), b = random_f32({M}, rng);
+      Node n = test::node(OpType::Conv);
+      n.attrs.set("pads", cc.pads);
+      std::string name = check_op(n, {&x, &w, &b}, cpu::conv_f32_avx512, cpu::conv_f32_avx2,
+                                  1e-4, 2);
+      CHECK(name == "conv_f32_avx512");
+    }
+  // WinogradConv: U [16, M, C] from 3x3 weights; odd channels and image sizes.
+  for (int64_t M : {1, 12, 23, 40})
+    for (const Shape& xs : {Shape{1, 17, 7, 9}, Shape{2, 33, 12, 21}}) {
+      CAPTURE(M);
+      CAPTURE(shape_str(xs));
+      Tensor x = random_f32(xs, rng), w = random_f32({M, xs[1], 3, 3}, rng);
+      Tensor u = Tensor::empty(DType::F32, {16, M, xs[1]}), b = random_f32({M}, rng);
+      cpu::winograd_weights_f32(w.ptr<float>(), M, xs[1], u.ptr<float>());
+      Node n = test::node(OpType::WinogradConv);
+      n.attrs.set("pads", std::vector<int64_t>{1, 1, 1, 1});
+      n.attrs.set("activation", std::string("relu"));
+      std::string name = check_op(n, {&x, &u, &b}, cpu::winograd_conv_f32_avx512,
+                                  cpu::winograd_conv_f32_avx2, 1e-4, 2);
+      CHECK(name == "winograd_conv_f32_avx512");
+    }
+  // Attention: S = 1..40 query rows, T and D not multiples of 16, a key mask.
+  for (int64_t S = 1; S <= 40; S += 3) {
+    CAPTURE(S);
+    const int64_t D = 37, T = 45, Dv = 29;
+    Tensor q = random_f32({2, 3, S, D}, rng), k = random_f32({2, 3, D, T}, rng);
+    Tensor v = random_f32({2, 3, T, Dv}, rng), mask = random_f32({2, 1, 1, T}, rng, -3, 0);
+    Node n = test::node(OpType::Attention);
+    n.attrs.set("scale", 0.2);
+    std::string name = check_op(n, {&q, &k, &v, &mask}, cpu::attention_f32_avx512,
+                                cpu::attention_f32_avx2, 2e-5, 2);
+    CHECK(name == "attention_f32_avx512");
+  }
+}
+
+#endif  // __x86_64__
