@@ -4,8 +4,12 @@
 // the registered MatMul, Gemm, FusedMatMul, Conv, WinogradConv and Attention kernels against
 // their AVX2 twins bit for bit (M = 1..40, N and K not multiples of 16) and the references
 // within tolerance. Fresh random data (the seed is printed). Skipped below Isa::Avx512.
+// `x86 avx512 gemm bench` (EMBER_X86_BENCH=1, EMBER_BENCH_THREADS=n) times AVX2 vs AVX-512
+// drivers interleaved in one process: medians of many runs, GFLOP/s.
 // NOTE: x86 builds only.
 #if defined(__x86_64__)
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -259,6 +263,83 @@ TEST_CASE("x86 avx512 GEMM drivers: the registry picks them, AVX2's bits, the re
     std::string name = check_op(n, {&q, &k, &v, &mask}, cpu::attention_f32_avx512,
                                 cpu::attention_f32_avx2, 2e-5, 2);
     CHECK(name == "attention_f32_avx512");
+  }
+}
+
+TEST_CASE("x86 avx512 gemm bench" * doctest::skip(std::getenv("EMBER_X86_BENCH") == nullptr)) {
+  if (!have_avx512()) return;
+  std::mt19937 rng(run_seed() + 2);
+  const char* env = std::getenv("EMBER_BENCH_THREADS");
+  const int threads = env ? std::atoi(env) : 2;
+  // MiniLM's FusedMatMuls (batch 1 and 32 x seq 128), a 2048^3 MatMul, a GEMV, its attention.
+  struct B {
+    std::string name;
+    Node n;
+    std::vector<Tensor> in;
+    KernelFn avx2, avx512;
+    double flop;
+  };
+  std::vector<B> benches;
+  auto fused = [&](int64_t M, int64_t K, int64_t N, const char* act) {
+    Tensor a = random_f32({M, K}, rng), w = random_f32({K, N}, rng), bias = random_f32({N}, rng);
+    Tensor wp = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
+    cpu::sgemm_pack_b(w.ptr<float>(), N, 1, K, N, wp.ptr<float>());
+    Node n = test::node(OpType::FusedMatMul);
+    n.attrs.set("n", N);
+    n.attrs.set("activation", std::string(act));
+    n.inputs = {0, 1, 2};
+    std::string name = "fused " + std::to_string(M) + "x" + std::to_string(K) + "x" +
+                       std::to_string(N) + " " + act;
+    benches.push_back({name, n, {a, wp, bias}, cpu::fused_matmul_f32_avx2,
+                       cpu::fused_matmul_f32_avx512, 2.0 * M * K * N});
+  };
+  fused(128, 384, 384, "none");
+  fused(128, 384, 1536, "gelu");
+  fused(128, 1536, 384, "none");
+  fused(4096, 384, 1536, "gelu");
+  fused(1, 384, 1536, "none");
+  {
+    Tensor a = random_f32({2048, 2048}, rng), b = random_f32({2048, 2048}, rng);
+    Node n = test::node(OpType::MatMul);
+    n.inputs = {0, 1};
+    benches.push_back({"matmul 2048^3 (B packed per block)", n, {a, b}, cpu::matmul_f32_avx2,
+                       cpu::matmul_f32_avx512, 2.0 * 2048 * 2048 * 2048});
+  }
+  {
+    // MiniLM's attention at batch 1: 12 heads, S = T = 128, D = 32, a key mask.
+    Tensor q = random_f32({1, 12, 128, 32}, rng), k = random_f32({1, 12, 32, 128}, rng);
+    Tensor v = random_f32({1, 12, 128, 32}, rng), m = random_f32({1, 1, 1, 128}, rng, -3, 0);
+    Node n = test::node(OpType::Attention);
+    n.attrs.set("scale", 0.17);
+    n.inputs = {0, 1, 2, 3};
+    benches.push_back({"attention 12x128x128x32", n, {q, k, v, m}, cpu::attention_f32_avx2,
+                       cpu::attention_f32_avx512, 12 * 2 * 2.0 * 128 * 128 * 32});
+  }
+  std::printf("threads %d; median of 15 rounds, AVX2 and AVX-512 alternating\n", threads);
+  for (B& b : benches) {
+    std::vector<const Tensor*> in;
+    for (const Tensor& t : b.in) in.push_back(&t);
+    test::OpRun out = op_run(b.n, in, b.avx512, false, threads, true);
+    Tensor y = out[0];
+    KernelCtx ctx{b.n, in, {&y}, threads};
+    const int reps = std::max(1, (int)(2e8 / b.flop));  // ~1 ms and more per timing
+    std::vector<double> t2, t5;
+    auto time = [&](KernelFn fn) {
+      auto t0 = std::chrono::steady_clock::now();
+      for (int r = 0; r < reps; r++) fn(ctx);
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+    };
+    time(b.avx2);
+    time(b.avx512);
+    for (int round = 0; round < 15; round++) {
+      t2.push_back(time(b.avx2));
+      t5.push_back(time(b.avx512));
+    }
+    std::sort(t2.begin(), t2.end());
+    std::sort(t5.begin(), t5.end());
+    double m2 = t2[t2.size() / 2], m5 = t5[t5.size() / 2];
+    std::printf("%-36s avx2 %9.1f us %6.1f GFLOP/s   avx512 %9.1f us %6.1f GFLOP/s   x%.2f\n",
+                b.name.c_str(), m2 * 1e6, b.flop / m2 / 1e9, m5 * 1e6, b.flop / m5 / 1e9, m2 / m5);
   }
 }
 
