@@ -44,7 +44,8 @@ void attention_f32_avx512(const KernelCtx& ctx) {
   attention_f32_with(ctx, gemm_micro_avx512(), attention_scores_row_avx2);
 }
 void fused_matmul_f32_avx512(const KernelCtx& ctx) {
-  static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2};
+  static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx512,
+                             gelu_tanh_f32_array_avx2};
   fused_matmul_f32_with(ctx, gemm_micro_avx512(), acts);
 }
 

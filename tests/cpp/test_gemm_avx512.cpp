@@ -3,7 +3,9 @@
 // the same FMA chain), with odd kc, strides and row counts, rows past `rows` untouched; then
 // the registered MatMul, Gemm, FusedMatMul, Conv, WinogradConv and Attention kernels against
 // their AVX2 twins bit for bit (M = 1..40, N and K not multiples of 16) and the references
-// within tolerance. Fresh random data (the seed is printed). Skipped below Isa::Avx512.
+// within tolerance; FusedMatMul's AVX-512 erf-Gelu rows (kernels/x86/elementwise_avx512.cpp)
+// against the AVX2 ones bit for bit and the reference.
+// Fresh random data (the seed is printed). Skipped below Isa::Avx512.
 // `x86 avx512 gemm bench` (EMBER_X86_BENCH=1, EMBER_BENCH_THREADS=n) times AVX2 vs AVX-512
 // drivers interleaved in one process: medians of many runs, GFLOP/s.
 // NOTE: x86 builds only.
@@ -14,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -264,6 +267,63 @@ TEST_CASE("x86 avx512 GEMM drivers: the registry picks them, AVX2's bits, the re
                                 cpu::attention_f32_avx2, 2e-5, 2);
     CHECK(name == "attention_f32_avx512");
   }
+}
+
+TEST_CASE("x86 avx512 erf-Gelu rows: AVX2's bits, the reference") {
+  if (!have_avx512()) return;
+  std::mt19937 rng(run_seed() + 3);
+  const float inf = std::numeric_limits<float>::infinity();
+  auto same = [](float a, float b) {
+    return std::isnan(a) ? std::isnan(b) : std::memcmp(&a, &b, 4) == 0;
+  };
+  // erf-Gelu: normal and wide random data, every binade, the tails, specials; in place too.
+  std::vector<float> x;
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::uniform_int_distribution<uint32_t> bits;
+  for (int i = 0; i < 20000; i++) x.push_back(nd(rng));
+  for (int e = 0; e < 255; e++)
+    for (int i = 0; i < 8; i++) {
+      uint32_t u = (bits(rng) & 0x807fffffu) | (uint32_t)e << 23;
+      float f;
+      std::memcpy(&f, &u, 4);
+      x.push_back(f);
+    }
+  for (float f : {0.0f, -0.0f, inf, -inf, std::numeric_limits<float>::quiet_NaN(), 14.5f, -14.5f,
+                  14.500001f, -14.500001f, 1e-45f, -1e-45f, 0.875f, -0.875f})
+    x.push_back(f);
+  for (size_t n : {(size_t)0, (size_t)1, (size_t)15, (size_t)17, (size_t)33, x.size()}) {
+    CAPTURE(n);
+    std::vector<float> want(n + 1, 7.0f), got(n + 1, 7.0f), in_place(x.begin(), x.begin() + n);
+    cpu::gelu_erf_f32_array_avx2(x.data(), want.data(), (int64_t)n);
+    cpu::gelu_erf_f32_array_avx512(x.data(), got.data(), (int64_t)n);
+    cpu::gelu_erf_f32_array_avx512(in_place.data(), in_place.data(), (int64_t)n);
+    int64_t bad = 0;
+    for (size_t i = 0; i <= n; i++) bad += !same(got[i], want[i]);  // got[n]: untouched
+    for (size_t i = 0; i < n; i++) bad += !same(in_place[i], want[i]);
+    CHECK(bad == 0);
+  }
+  // Against the double reference: within AVX2's bound (3 ulp, tests/cpp/test_x86_kernels.cpp).
+  Tensor xt = Tensor::empty(DType::F32, {(int64_t)x.size()});
+  std::memcpy(xt.data(), x.data(), x.size() * 4);
+  Node g = test::node(OpType::Gelu);
+  g.attrs.set("approximate", std::string("none"));
+  test::OpRun ref = op_run(g, {&xt}, nullptr, false, 1, true);
+  std::vector<float> y(x.size());
+  cpu::gelu_erf_f32_array_avx512(x.data(), y.data(), (int64_t)x.size());
+  int64_t far = 0;
+  for (size_t i = 0; i < x.size(); i++) {
+    float r = ref[0].ptr<float>()[i];
+    if (std::isnan(r) || std::isnan(y[i])) {
+      far += std::isnan(r) != std::isnan(y[i]);
+      continue;
+    }
+    if (y[i] == r) continue;  // infinities too
+    double ulp = std::fabs(std::nextafter(r, inf) - r);
+    if (r == 0.0f) ulp = std::numeric_limits<float>::denorm_min();
+    if (!(std::fabs((double)y[i] - r) <= 3 * ulp) && far++ < 5)
+      MESSAGE("x ", x[i], " gelu ", y[i], " reference ", r);
+  }
+  CHECK(far == 0);
 }
 
 TEST_CASE("x86 avx512 gemm bench" * doctest::skip(std::getenv("EMBER_X86_BENCH") == nullptr)) {
