@@ -6,8 +6,8 @@
 // within tolerance; FusedMatMul's AVX-512 erf-Gelu rows (kernels/x86/elementwise_avx512.cpp)
 // against the AVX2 ones bit for bit and the reference.
 // Fresh random data (the seed is printed). Skipped below Isa::Avx512.
-// `x86 avx512 gemm bench` (EMBER_X86_BENCH=1, EMBER_BENCH_THREADS=n) times AVX2 vs AVX-512
-// drivers interleaved in one process: medians of many runs, GFLOP/s.
+// `x86 avx512 gemm bench` (EMBER_X86_BENCH=1; EMBER_BENCH_THREADS=n, EMBER_BENCH_ONLY=a part
+// of the case names) times AVX2 vs AVX-512 drivers interleaved in one process: medians, GFLOP/s.
 // NOTE: x86 builds only.
 #if defined(__x86_64__)
 #include <algorithm>
@@ -376,7 +376,9 @@ TEST_CASE("x86 avx512 gemm bench" * doctest::skip(std::getenv("EMBER_X86_BENCH")
                        cpu::attention_f32_avx512, 12 * 2 * 2.0 * 128 * 128 * 32});
   }
   std::printf("threads %d; median of 15 rounds, AVX2 and AVX-512 alternating\n", threads);
+  const char* only = std::getenv("EMBER_BENCH_ONLY");  // a substring of the names to run
   for (B& b : benches) {
+    if (only && b.name.find(only) == std::string::npos) continue;
     std::vector<const Tensor*> in;
     for (const Tensor& t : b.in) in.push_back(&t);
     test::OpRun out = op_run(b.n, in, b.avx512, false, threads, true);
