@@ -375,6 +375,19 @@ TEST_CASE("x86 avx512 gemm bench" * doctest::skip(std::getenv("EMBER_X86_BENCH")
     benches.push_back({"attention 12x128x128x32", n, {q, k, v, m}, cpu::attention_f32_avx2,
                        cpu::attention_f32_avx512, 12 * 2 * 2.0 * 128 * 128 * 32});
   }
+  for (auto [c, h] : {std::pair<int64_t, int64_t>{64, 56}, {128, 28}, {256, 14}, {512, 7}}) {
+    // ResNet-18's 3x3 stages; GFLOP/s of the direct convolution's count.
+    Tensor x = random_f32({1, c, h, h}, rng), w = random_f32({c, c, 3, 3}, rng);
+    Tensor u = Tensor::empty(DType::F32, {16, c, c}), b = random_f32({c}, rng);
+    cpu::winograd_weights_f32(w.ptr<float>(), c, c, u.ptr<float>());
+    Node n = test::node(OpType::WinogradConv);
+    n.attrs.set("pads", std::vector<int64_t>{1, 1, 1, 1});
+    n.attrs.set("activation", std::string("relu"));
+    n.inputs = {0, 1, 2};
+    std::string name = "winograd " + std::to_string(c) + "x" + std::to_string(h) + "^2";
+    benches.push_back({name, n, {x, u, b}, cpu::winograd_conv_f32_avx2,
+                       cpu::winograd_conv_f32_avx512, 2.0 * c * c * 9 * h * h});
+  }
   std::printf("threads %d; median of 15 rounds, AVX2 and AVX-512 alternating\n", threads);
   const char* only = std::getenv("EMBER_BENCH_ONLY");  // a substring of the names to run
   for (B& b : benches) {
