@@ -7,9 +7,12 @@
 // against the AVX2 ones bit for bit and the reference.
 // Fresh random data (the seed is printed). Skipped below Isa::Avx512.
 // `x86 avx512 gemm bench` (EMBER_X86_BENCH=1; EMBER_BENCH_THREADS=n, EMBER_BENCH_ONLY=a part
-// of the case names) times AVX2 vs AVX-512 drivers interleaved in one process: medians, GFLOP/s.
+// of the case names) times AVX2 vs AVX-512 drivers interleaved in one process: medians, GFLOP/s;
+// `x86 avx512 fma peak` (EMBER_X86_BENCH=1) measures the FMA peak the GEMM is held to.
 // NOTE: x86 builds only.
 #if defined(__x86_64__)
+#include <immintrin.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,6 +22,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "doctest/doctest.h"
@@ -324,6 +328,46 @@ TEST_CASE("x86 avx512 erf-Gelu rows: AVX2's bits, the reference") {
       MESSAGE("x ", x[i], " gelu ", y[i], " reference ", r);
   }
   CHECK(far == 0);
+}
+
+// 12 independent zmm FMA chains (3x the 4-cycle latency of 2 pipes' worth), iters steps.
+__attribute__((target("avx512f"), noinline)) float fma_chains_avx512(int64_t iters) {
+  __m512 acc[12];
+  for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps(0.001f * (float)i);
+  const __m512 a = _mm512_set1_ps(0.9999f), b = _mm512_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; it++)
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  __m512 s = acc[0];
+  for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, acc[i]);
+  return _mm512_reduce_add_ps(s);
+}
+
+TEST_CASE("x86 avx512 fma peak" * doctest::skip(std::getenv("EMBER_X86_BENCH") == nullptr)) {
+  if (!have_avx512()) return;
+  // Each thread times its own run (a few ms); medians and maxima over 41 rounds.
+  const int64_t iters = 2000000;
+  const double flop = 12.0 * 32.0 * (double)iters;
+  for (int threads = 1; threads <= 2; threads++) {
+    std::vector<double> g;
+    for (int round = 0; round < 41; round++) {
+      std::vector<double> sec(threads);
+      std::vector<std::thread> pool;
+      for (int t = 0; t < threads; t++)
+        pool.emplace_back([&, t] {
+          auto t0 = std::chrono::steady_clock::now();
+          volatile float sink = fma_chains_avx512(iters);
+          (void)sink;
+          sec[t] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        });
+      for (std::thread& t : pool) t.join();
+      double sum = 0.0;
+      for (double s : sec) sum += flop / s / 1e9;
+      g.push_back(sum);
+    }
+    std::sort(g.begin(), g.end());
+    std::printf("zmm FMA peak, %d thread(s): median %.1f, max %.1f GFLOP/s\n", threads,
+                g[g.size() / 2], g.back());
+  }
 }
 
 TEST_CASE("x86 avx512 gemm bench" * doctest::skip(std::getenv("EMBER_X86_BENCH") == nullptr)) {
