@@ -3,7 +3,7 @@
 // is cut into KC slices: the B slice is packed into 16-wide panels (or read in place when
 // row-major and few rows share it, or pre-packed at load: sgemm_pack_b, or built by a callback:
 // Conv's patches), A rows are read in place, and an MR x 16 micro-kernel (per ISA: GemmMicro;
-// generic 4x16 here, auto-vectorised) accumulates C.
+// generic 4x16 here, auto-vectorised; two panels a call where the ISA has that form) accumulates C.
 // Batch invariance: each C element is one accumulator summed over k = 0..K-1 in order (a new KC
 // slice resumes from the float stored in C), with the same arithmetic for every strip height, so
 // a row's result never depends on M, the tiling or the thread count. K is never split.
