@@ -9,6 +9,7 @@
 // a row's result never depends on M, the tiling or the thread count. K is never split.
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <vector>
 
 #include "ember/thread_pool.h"
@@ -274,13 +275,31 @@ void sgemm(const SgemmArgs& g, int max_threads, const GemmMicro& micro) {
   bool slack = threads > 1 && g.b_packed && flops < 1e8;
   int split = slack ? threads * kTasksPerThread : threads;
   auto [mc, nc, mb, nb] = gemm_blocks(g.batch, g.M, g.N, micro.mr, kMaxNR, kMC, kNC, split);
+  // A B that every row block would pack again (read from its matrix, several row blocks too
+  // tall to read it in place) is packed whole once instead, spread over the threads: the
+  // same panels, so the same sums (2048^3: 11 packings of each panel become 1).
+  SgemmArgs gp = g;
+  std::unique_ptr<float[]> whole;
+  if (g.batch == 1 && !g.b_packed && !g.b_pack && mb > 1 && mc > 2 * micro.mr && g.K > 0) {
+    const int64_t panels = ceil_div(g.N, kMaxNR);
+    whole.reset(new float[(size_t)(panels * g.K * kMaxNR)]);
+    float* const dst = whole.get();
+    const float* const B = g.b + (g.b_off ? g.b_off[0] : 0);
+    ::ember::parallel_for(panels, 1, threads, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; p++) {
+        int w = (int)std::min<int64_t>(kMaxNR, g.N - p * kMaxNR);
+        pack_b(B + p * kMaxNR * g.b_cs, g.b_rs, g.b_cs, g.K, w, dst + p * g.K * kMaxNR);
+      }
+    });
+    gp.b_packed = dst;
+  }
   int64_t count = g.batch * mb * nb;
   std::atomic<int64_t> next{0};
   ::ember::parallel_for(threads, 1, threads, [&](int64_t, int64_t) {
     for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
       int64_t mat = t / (mb * nb), rem = t % (mb * nb);
       int64_t jb = rem / mb, ib = rem % mb;  // neighbouring tasks share a column block
-      run_block(g, micro, mat, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
+      run_block(gp, micro, mat, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
                 std::min(g.N, (jb + 1) * nc));
     }
   });
