@@ -6,8 +6,11 @@
 // row (cpp/src/ops/ops_unary.cpp); tests: tests/cpp/test_gemm_avx512.cpp.
 // Raw pointers and intrinsics only, no ember header (see CMakeLists.txt).
 #include <immintrin.h>
-#include <math.h>
 #include <stdint.h>
+
+// NOTE: GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() (a self-initialised
+// variable), which -Wmaybe-uninitialized reports once they are inlined into the masked tail.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace ember::cpu {
 namespace {
