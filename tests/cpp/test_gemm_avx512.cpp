@@ -136,6 +136,7 @@ TEST_CASE("x86 avx512 gemm micro-kernels: AVX2's bits, the reference, untouched 
               if (!(std::fabs(got[i * ldc + j] - r) <= 6e-8 * (kc + 2) * mag)) bad++;
             }
           CHECK(bad == 0);
+          bad = 0;  // rows past `rows`, columns past 16: untouched
           for (int64_t i = rows * ldc; i < 13 * ldc; i++) bad += got[i] != c0[i];
           for (int i = 0; i < rows; i++)
             for (int64_t j = 16; j < ldc; j++) bad += got[i * ldc + j] != c0[i * ldc + j];
@@ -191,6 +192,19 @@ TEST_CASE("x86 avx512 GEMM drivers: the registry picks them, AVX2's bits, the re
                                     1e-4, M % 3 + 1);
         CHECK(name == "matmul_f32_avx512");
       }
+  {
+    // Several row blocks: B packed whole once (sgemm), rows 0..12 as a GEMM of their own.
+    Tensor a = random_f32({400, 300}, rng), b = random_f32({300, 45}, rng);
+    check_op(test::node(OpType::MatMul), {&a, &b}, cpu::matmul_f32_avx512, cpu::matmul_f32_avx2,
+             1e-4, 2);
+    Tensor top = Tensor::empty(DType::F32, {13, 300});
+    std::memcpy(top.data(), a.data(), 13 * 300 * 4);
+    test::OpRun all = op_run(test::node(OpType::MatMul), {&a, &b}, cpu::matmul_f32_avx512,
+                             false, 2, true);
+    test::OpRun part = op_run(test::node(OpType::MatMul), {&top, &b}, cpu::matmul_f32_avx512,
+                              false, 1, true);
+    CHECK(std::memcmp(all[0].data(), part[0].data(), 13 * 45 * 4) == 0);
+  }
   // Gemm with transposed operands (A packed, B packed from columns), alpha, beta, C.
   for (int64_t M : {1, 13, 40}) {
     CAPTURE(M);
