@@ -4,9 +4,11 @@
 // place from its rows (two base pointers and scaled indices address 12 rows with few
 // registers). The two-panel form (12 x 32, 24 accumulators) loads each A element once for
 // two FMAs: with 2 zmm FMAs a cycle the one-panel form is bound by its loads (~83% of peak in
-// a microbenchmark, 97% for 12 x 32). The one-row form (M = 1) keeps 8 chains in flight over
-// 8 panels (1 x 128). Every c element is one FMA chain over k in order in all of them, as in
-// the AVX2 kernel: the same bits, whatever M. Raw pointers and intrinsics only.
+// a microbenchmark, 97% for 12 x 32). The one-row form (M = 1) runs 4 chains over 4 panels
+// (1 x 64): a GEMV streams B, and 4 chains take it as fast as L2, L3 or memory give it (8
+// panels measured 0-30% slower: panels K x 64 bytes apart share L1 sets). Every c element is
+// one FMA chain over k in order in all of them, as in the AVX2 kernel: the same bits,
+// whatever M. Raw pointers and intrinsics only.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -119,20 +121,20 @@ void sgemm_micro_12x32_avx512(int64_t kc, const float* a, int64_t lda, const flo
   }
 }
 
-void sgemm_row_1x128_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
-                            int64_t pstride, float* c, bool accumulate) {
-  __m512 acc[8];
-#pragma GCC unroll 8
-  for (int j = 0; j < 8; j++)
+void sgemm_row_1x64_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
+                           int64_t pstride, float* c, bool accumulate) {
+  __m512 acc[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; j++)
     acc[j] = accumulate ? _mm512_loadu_ps(c + 16 * j) : _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; k++) {
     const __m512 ak = _mm512_set1_ps(a[k]);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
       acc[j] = _mm512_fmadd_ps(ak, _mm512_loadu_ps(b + j * pstride + k * ldb), acc[j]);
   }
-#pragma GCC unroll 8
-  for (int j = 0; j < 8; j++) _mm512_storeu_ps(c + 16 * j, acc[j]);
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; j++) _mm512_storeu_ps(c + 16 * j, acc[j]);
 }
 
 }  // namespace ember::cpu

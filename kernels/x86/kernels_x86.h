@@ -39,9 +39,9 @@ void sgemm_micro_12x16_avx512(int64_t kc, const float* a, int64_t lda, const flo
 void sgemm_micro_12x32_avx512(int64_t kc, const float* a, int64_t lda, const float* b,
                               int64_t ldb, int64_t pstride, float* c, int64_t ldc, int rows,
                               bool accumulate);
-// One row: c[0:128] (+)= a[0:kc] @ eight 16-wide panels (GemmMicro::row, row_panels 8).
-void sgemm_row_1x128_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
-                            int64_t pstride, float* c, bool accumulate);
+// One row: c[0:64] (+)= a[0:kc] @ four 16-wide panels (GemmMicro::row, row_panels 4).
+void sgemm_row_1x64_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
+                           int64_t pstride, float* c, bool accumulate);
 // FusedMatMul's erf-Gelu rows (elementwise_avx512.cpp): gelu_erf_f32_array_avx2's bits.
 void gelu_erf_f32_array_avx512(const float* x, float* y, int64_t n);  // [n] -> [n], x == y ok
 // Drivers (gemm_x86.cpp): AVX-512 micro-kernels and Gelu rows, the rest as the AVX2 drivers.
