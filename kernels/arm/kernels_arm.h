@@ -16,7 +16,7 @@ namespace ember::cpu {
 void sgemm_micro_6x16_neon(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
                            float* c, int64_t ldc, int rows, bool accumulate);
 // One row: c[0:64] (+)= a[0:kc] @ four 16-wide panels of b (panel p at b + p * pstride, row
-// stride ldb) — GemmMicro::row with row_panels 4.
+// stride ldb) — GemmMicro::row4.
 void sgemm_row_1x64_neon(int64_t kc, const float* a, const float* b, int64_t ldb, int64_t pstride,
                          float* c, bool accumulate);
 // Drivers (gemm_arm.cpp).

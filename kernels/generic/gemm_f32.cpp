@@ -3,7 +3,8 @@
 // is cut into KC slices: the B slice is packed into 16-wide panels (or read in place when
 // row-major and few rows share it, or pre-packed at load: sgemm_pack_b, or built by a callback:
 // Conv's patches), A rows are read in place, and an MR x 16 micro-kernel (per ISA: GemmMicro;
-// generic 4x16 here, auto-vectorised; two panels a call where the ISA has that form) accumulates C.
+// generic 4x16 here, auto-vectorised; two panels a call where the ISA has that form)
+// accumulates C.
 // Batch invariance: each C element is one accumulator summed over k = 0..K-1 in order (a new KC
 // slice resumes from the float stored in C), with the same arithmetic for every strip height, so
 // a row's result never depends on M, the tiling or the thread count. K is never split.
@@ -152,11 +153,10 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
       pack_a(A + i0 * g.a_rs + k0 * g.a_cs, g.a_rs, g.a_cs, r, kc, ap_buf.data() + s * kc * mr);
     }
     int64_t p = 0;
-    if (micro.row && m1 - m0 == 1) {
-      // One row: row_panels full panels at a time (a GEMV keeps more FMA chains in flight).
-      const int rp = micro.row_panels;
+    if (micro.row4 && m1 - m0 == 1) {
+      // One row: four full panels at a time (a GEMV keeps more FMA chains in flight).
       const float* a1 = direct_a ? A + m0 * g.a_rs + k0 : ap_buf.data();
-      for (; p + rp <= n_panels && n0 + (p + rp) * kMaxNR <= n1; p += rp) {
+      for (; p + 4 <= n_panels && n0 + (p + 4) * kMaxNR <= n1; p += 4) {
         int64_t j0 = n0 + p * kMaxNR;
         const float* bk = bp + p * kc * kMaxNR;
         int64_t ldb = kMaxNR, pstride = kc * kMaxNR;
@@ -168,7 +168,7 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
           ldb = g.b_rs;
           pstride = kMaxNR;
         }
-        micro.row(kc, a1, bk, ldb, pstride, C + m0 * g.c_rs + j0, accumulate);
+        micro.row4(kc, a1, bk, ldb, pstride, C + m0 * g.c_rs + j0, accumulate);
       }
     }
     while (p < n_panels) {

@@ -44,11 +44,10 @@ struct GemmMicro {
   void (*fn)(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
              int64_t ldc, int rows, bool accumulate);
   const char* name;
-  // Optional, for one-row blocks (M = 1): c[0:16 row_panels] (+)= a[0:kc] @ row_panels 16-wide
-  // panels (panel p at b + p * pstride), with the same per-element chains as fn.
-  void (*row)(int64_t kc, const float* a, const float* b, int64_t ldb, int64_t pstride, float* c,
-              bool accumulate) = nullptr;
-  int row_panels = 4;
+  // Optional, for one-row blocks (M = 1): c[0:64] (+)= a[0:kc] @ four 16-wide panels (panel p
+  // at b + p * pstride), with the same per-element chains as fn.
+  void (*row4)(int64_t kc, const float* a, const float* b, int64_t ldb, int64_t pstride, float* c,
+               bool accumulate) = nullptr;
   // Optional: fn over two neighbouring panels at once, c[rows, 32] (+)= a @ [b | b + pstride]
   // (each A element loaded once for two FMAs), with the same per-element chains as fn.
   void (*fn2)(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,

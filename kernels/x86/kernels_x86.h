@@ -14,7 +14,7 @@ namespace ember::cpu {
 void sgemm_micro_6x16_avx2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
                            float* c, int64_t ldc, int rows, bool accumulate);
 // One row: c[0:64] (+)= a[0:kc] @ four 16-wide panels of b (panel p at b + p * pstride, row
-// stride ldb) — GemmMicro::row with row_panels 4.
+// stride ldb) — GemmMicro::row4.
 void sgemm_row_1x64_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, int64_t pstride,
                          float* c, bool accumulate);
 // Drivers (gemm_x86.cpp).
@@ -39,7 +39,7 @@ void sgemm_micro_12x16_avx512(int64_t kc, const float* a, int64_t lda, const flo
 void sgemm_micro_12x32_avx512(int64_t kc, const float* a, int64_t lda, const float* b,
                               int64_t ldb, int64_t pstride, float* c, int64_t ldc, int rows,
                               bool accumulate);
-// One row: c[0:64] (+)= a[0:kc] @ four 16-wide panels (GemmMicro::row, row_panels 4).
+// One row: c[0:64] (+)= a[0:kc] @ four 16-wide panels (GemmMicro::row4).
 void sgemm_row_1x64_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
                            int64_t pstride, float* c, bool accumulate);
 // FusedMatMul's erf-Gelu rows (elementwise_avx512.cpp): gelu_erf_f32_array_avx2's bits.
