@@ -186,9 +186,20 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
       }
       // Two full panels together where the micro-kernel has a two-panel form.
       const bool pair = micro.fn2 && j0 + 2 * kMaxNR <= n1;
+      // Pre-packed B (weights, often cold: a model's weights outgrow L3) is prefetched one step
+      // ahead: the next panels' lines (or the next KC slice's first ones), a share before each
+      // strip of this one.
+      int64_t pn = p + (pair ? 2 : 1), kn = k0, kcn = kc;
+      if (pn >= n_panels) pn = 0, kn = k0 + kc, kcn = std::min(kKC, g.K - kn);
+      const float* next = g.b_packed && kn < g.K
+                              ? g.b_packed + (n0 / kMaxNR + pn) * g.K * kMaxNR + kn * kMaxNR
+                              : nullptr;
+      const int64_t next_lines = next ? kcn * std::min<int64_t>(2, n_panels - pn) : 0;
       for (int64_t s = 0; s < n_strips; s++) {
         int64_t i0 = m0 + s * mr;
         int r = (int)std::min<int64_t>(mr, m1 - i0);
+        for (int64_t l = s * next_lines / n_strips; l < (s + 1) * next_lines / n_strips; l++)
+          __builtin_prefetch(next + (l / kcn) * g.K * kMaxNR + (l % kcn) * kMaxNR);
         const float* ap = direct_a ? A + i0 * g.a_rs + k0 : ap_buf.data() + s * kc * mr;
         int64_t lda = direct_a ? g.a_rs : kc;
         float* ck = C + i0 * g.c_rs + j0;
