@@ -1,11 +1,13 @@
-// AVX-512 erf-Gelu rows for FusedMatMul's epilogue (gemm_x86.cpp), 16 lanes a step, the tail
-// by masked load/store: the AVX2 kernel's algorithm (elementwise_avx2.cpp, which documents
-// it) with the same operations in the same order, so the same bits (tested, as the compiler
-// may contract a multiply and an add into an FMA: the attention score row did not survive
-// that, its AVX2 form differing between its main loop and its tail). Reference: the Gelu OpDef
-// row (cpp/src/ops/ops_unary.cpp); tests: tests/cpp/test_gemm_avx512.cpp.
+// AVX-512 row kernels of the GEMM drivers (gemm_x86.cpp): erf-Gelu rows for FusedMatMul's
+// epilogue and Attention's score row, 16 lanes a step, tails by masked load/store. Each is the
+// AVX2 kernel's algorithm (elementwise_avx2.cpp, which documents it) with the same operations
+// in the same order, so the same bits (tested: the compiler may contract a multiply and an add
+// into an FMA, so both rows write their FMAs out); the score row keeps AVX2's 8 partial sums.
+// References: the Gelu and Attention OpDef rows (cpp/src/ops/); tests:
+// tests/cpp/test_gemm_avx512.cpp.
 // Raw pointers and intrinsics only, no ember header (see CMakeLists.txt).
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 
 // NOTE: GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() (a self-initialised
@@ -36,6 +38,25 @@ static inline __m512 z_exp_poly(__m512 r) {
   p = _mm512_fmadd_ps(p, r, z_set(1.6666665459e-1f));
   p = _mm512_fmadd_ps(p, r, z_set(5.0000001201e-1f));
   return _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), z_set(1.0f));
+}
+
+// exp(x), <= 1 ulp: v_exp_scaled(x, 0, 0) (two normal halves of 2^n, NaN passes through).
+static inline __m512 z_exp(__m512 x) {
+  __m512 xc = _mm512_max_ps(x, z_set(-104.0f));
+  xc = _mm512_min_ps(xc, z_set(89.0f));
+  const __m512 round = z_set(12582912.0f);  // 1.5 * 2^23
+  __m512 t = _mm512_fmadd_ps(xc, z_set(1.44269504088896341f), round);
+  __m512 n = _mm512_sub_ps(t, round);
+  __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(round));
+  __m512 r = _mm512_fnmadd_ps(n, z_set(0.693359375f), xc);
+  r = _mm512_add_ps(_mm512_fnmadd_ps(n, z_set(-2.12194440e-4f), r), _mm512_setzero_ps());
+  __m512 p = z_exp_poly(r);
+  __m512i n1 = _mm512_srai_epi32(ni, 1), n2 = _mm512_sub_epi32(ni, n1);
+  const __m512i e127 = _mm512_set1_epi32(127);
+  __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, e127), 23));
+  __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, e127), 23));
+  __m512 y = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
 }
 
 // exp(h + l) 2^32 for h in [-105.2, 0]: v_exp_neg_scaled32.
@@ -130,6 +151,44 @@ void gelu_erf_f32_array_avx512(const float* x, float* y, int64_t n) {
     __mmask16 m = z_tail_mask(n - i);
     _mm512_mask_storeu_ps(y + i, m, z_gelu_erf(_mm512_maskz_loadu_ps(m, x + i)));
   }
+}
+
+float attention_scores_row_avx512(float* s, int64_t n, float scale, bool div, const float* mask,
+                                  int64_t mask_t) {
+  // Pass 1: scale, mask (one FMA, as the AVX2 row), max; pass 2: exp and AVX2's 8 partial sums
+  // (a 16-float block adds its low half, then its high half).
+  const __m512 vs = z_set(scale);
+  __m512 vmax = z_set(-INFINITY);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = z_tail_mask(n - i);
+    __m512 v = _mm512_maskz_loadu_ps(m, s + i);
+    if (!mask) {
+      v = div ? _mm512_div_ps(v, vs) : _mm512_mul_ps(v, vs);
+    } else {
+      __m512 mv = mask_t == 0 ? z_set(*mask) : _mm512_maskz_loadu_ps(m, mask + i);
+      v = div ? _mm512_add_ps(_mm512_div_ps(v, vs), mv) : _mm512_fmadd_ps(v, vs, mv);
+    }
+    _mm512_mask_storeu_ps(s + i, m, v);
+    vmax = _mm512_mask_max_ps(vmax, m, v, vmax);  // a NaN score leaves the max alone
+  }
+  float lane[16];
+  _mm512_storeu_ps(lane, vmax);
+  float mx = lane[0];
+  for (int l = 1; l < 16; l++) mx = lane[l] > mx ? lane[l] : mx;
+  const __m512 vm = z_set(mx);
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = z_tail_mask(n - i);
+    __m512 e = z_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + i), vm));
+    _mm512_mask_storeu_ps(s + i, m, e);
+    e = _mm512_maskz_mov_ps(m, e);
+    sum = _mm256_add_ps(sum, _mm512_castps512_ps256(e));
+    if (n - i > 8) sum = _mm256_add_ps(sum, _mm512_extractf32x8_ps(e, 1));
+  }
+  _mm256_storeu_ps(lane, sum);
+  float total = 0.0f;
+  for (int l = 0; l < 8; l++) total += lane[l];
+  return total;
 }
 
 }  // namespace ember::cpu

@@ -42,9 +42,11 @@ void sgemm_micro_12x32_avx512(int64_t kc, const float* a, int64_t lda, const flo
 // One row: c[0:64] (+)= a[0:kc] @ four 16-wide panels (GemmMicro::row4).
 void sgemm_row_1x64_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
                            int64_t pstride, float* c, bool accumulate);
-// FusedMatMul's erf-Gelu rows (elementwise_avx512.cpp): gelu_erf_f32_array_avx2's bits.
+// Row kernels of the AVX-512 drivers (elementwise_avx512.cpp): the AVX2 ones' bits.
 void gelu_erf_f32_array_avx512(const float* x, float* y, int64_t n);  // [n] -> [n], x == y ok
-// Drivers (gemm_x86.cpp): AVX-512 micro-kernels and Gelu rows, the rest as the AVX2 drivers.
+float attention_scores_row_avx512(float* s, int64_t n, float scale, bool div, const float* mask,
+                                  int64_t mask_t);  // as attention_scores_row_avx2
+// Drivers (gemm_x86.cpp): AVX-512 micro-kernels and rows above, the rest as the AVX2 drivers.
 const GemmMicro& gemm_micro_avx512();
 void matmul_f32_avx512(const KernelCtx& ctx);
 void gemm_f32_avx512(const KernelCtx& ctx);

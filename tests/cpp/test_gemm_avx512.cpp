@@ -341,6 +341,42 @@ TEST_CASE("x86 avx512 erf-Gelu rows: AVX2's bits, the reference") {
   CHECK(far == 0);
 }
 
+TEST_CASE("x86 avx512 attention score rows: AVX2's bits, the reference") {
+  if (!have_avx512()) return;
+  std::mt19937 rng(run_seed() + 4);
+  auto same = [](float a, float b) {
+    return std::isnan(a) ? std::isnan(b) : std::memcmp(&a, &b, 4) == 0;
+  };
+  // Scale by * and /; no mask, a broadcast mask value, a mask row; lengths around 8 and 16.
+  for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 24, 45, 128, 769})
+    for (int form = 0; form < 6; form++) {
+      CAPTURE(n);
+      CAPTURE(form);
+      const bool div = form % 2;
+      const int64_t mask_t = form / 2 == 2 ? 1 : 0;
+      std::vector<float> s = random_vec(n + 1, rng), m = random_vec(n, rng);
+      for (float& v : s) v *= 8.0f;
+      const float* mask = form / 2 == 0 ? nullptr : m.data();
+      std::vector<float> want = s, got = s, ref = s;
+      float sw = cpu::attention_scores_row_avx2(want.data(), n, 0.3f, div, mask, mask_t);
+      float sg = cpu::attention_scores_row_avx512(got.data(), n, 0.3f, div, mask, mask_t);
+      float sr = cpu::attention_scores_row(ref.data(), n, 0.3f, div, mask, mask_t);
+      CHECK(same(sg, sw));
+      CHECK(std::memcmp(got.data(), want.data(), (n + 1) * 4) == 0);  // s[n] untouched
+      CHECK(std::fabs(sg - sr) <= 1e-6f * (float)n * sr);
+      // exp of a float argument rounded differently: ~1 ulp of the argument (|x| < 8).
+      int64_t bad = 0;
+      for (int64_t t = 0; t < n; t++) bad += !(std::fabs(got[t] - ref[t]) <= 4e-6f * ref[t]);
+      CHECK(bad == 0);
+    }
+  // A NaN score: the max ignores it, its exp stays NaN, as in the AVX2 row.
+  std::vector<float> s = {1.0f, std::numeric_limits<float>::quiet_NaN(), 3.0f, -2.0f}, t = s;
+  float a = cpu::attention_scores_row_avx512(s.data(), 4, 1.0f, false, nullptr, 0);
+  float b = cpu::attention_scores_row_avx2(t.data(), 4, 1.0f, false, nullptr, 0);
+  CHECK(same(a, b));
+  for (int i = 0; i < 4; i++) CHECK(same(s[i], t[i]));
+}
+
 // 12 independent zmm FMA chains (3x the 4-cycle latency of 2 pipes' worth), iters steps.
 __attribute__((target("avx512f"), noinline)) float fma_chains_avx512(int64_t iters) {
   __m512 acc[12];
