@@ -23,7 +23,7 @@ import sys
 SHAPES = [(2048, 2048, 2048), (128, 384, 384), (128, 384, 1536), (1, 384, 384),
           (32 * 128, 384, 1536)]
 QUICK_SHAPES = [(1, 384, 384), (128, 384, 384), (256, 256, 256)]
-FLOPS_PER_CYCLE = {"avx512": 64, "avx2": 32, "neon": 16}
+FLOPS_PER_CYCLE = {"avx512": 64, "avx512bf16": 64, "avx2": 32, "neon": 16}
 
 
 def parse_args(argv=None):

@@ -3,12 +3,14 @@
 // is cut into KC slices: the B slice is packed into 16-wide panels (or read in place when
 // row-major and few rows share it, or pre-packed at load: sgemm_pack_b, or built by a callback:
 // Conv's patches), A rows are read in place, and an MR x 16 micro-kernel (per ISA: GemmMicro;
-// generic 4x16 here, auto-vectorised) accumulates C.
+// generic 4x16 here, auto-vectorised; two panels a call where the ISA has that form)
+// accumulates C.
 // Batch invariance: each C element is one accumulator summed over k = 0..K-1 in order (a new KC
 // slice resumes from the float stored in C), with the same arithmetic for every strip height, so
 // a row's result never depends on M, the tiling or the thread count. K is never split.
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <vector>
 
 #include "ember/thread_pool.h"
@@ -18,7 +20,7 @@
 namespace ember::cpu {
 namespace {
 
-constexpr int kMaxMR = 8;     // largest micro-kernel height (padded A strips)
+constexpr int kMaxMR = 16;    // largest micro-kernel height (column-tail tiles)
 constexpr int kMaxNR = 16;    // every micro-kernel is 16 wide: one packed-B layout for all ISAs
 constexpr int64_t kKC = 256;
 constexpr int64_t kMC = 192;  // rows per block (rounded to MR): B panels are reused across them
@@ -169,23 +171,42 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
         micro.row4(kc, a1, bk, ldb, pstride, C + m0 * g.c_rs + j0, accumulate);
       }
     }
-    for (; p < n_panels; p++) {
+    while (p < n_panels) {
       int64_t j0 = n0 + p * kMaxNR;
       int w = (int)std::min<int64_t>(kMaxNR, n1 - j0);
       const float* bk = bp + p * kc * kMaxNR;
-      int64_t ldb = kMaxNR;
+      int64_t ldb = kMaxNR, pstride = kc * kMaxNR;  // pstride: from panel p to p + 1
       if (g.b_packed) {
         bk = g.b_packed + (j0 / kMaxNR) * g.K * kMaxNR + k0 * kMaxNR;
+        pstride = g.K * kMaxNR;
       } else if (direct_b && w == kMaxNR) {
         bk = B + k0 * g.b_rs + j0;
         ldb = g.b_rs;
+        pstride = kMaxNR;
       }
+      // Two full panels together where the micro-kernel has a two-panel form.
+      const bool pair = micro.fn2 && j0 + 2 * kMaxNR <= n1;
+      // Pre-packed B (weights, often cold: a model's weights outgrow L3) is prefetched one step
+      // ahead: the next panels' lines (or the next KC slice's first ones), a share before each
+      // strip of this one.
+      int64_t pn = p + (pair ? 2 : 1), kn = k0, kcn = kc;
+      if (pn >= n_panels) pn = 0, kn = k0 + kc, kcn = std::min(kKC, g.K - kn);
+      const float* next = g.b_packed && kn < g.K
+                              ? g.b_packed + (n0 / kMaxNR + pn) * g.K * kMaxNR + kn * kMaxNR
+                              : nullptr;
+      const int64_t next_lines = next ? kcn * std::min<int64_t>(2, n_panels - pn) : 0;
       for (int64_t s = 0; s < n_strips; s++) {
         int64_t i0 = m0 + s * mr;
         int r = (int)std::min<int64_t>(mr, m1 - i0);
+        for (int64_t l = s * next_lines / n_strips; l < (s + 1) * next_lines / n_strips; l++)
+          __builtin_prefetch(next + (l / kcn) * g.K * kMaxNR + (l % kcn) * kMaxNR);
         const float* ap = direct_a ? A + i0 * g.a_rs + k0 : ap_buf.data() + s * kc * mr;
         int64_t lda = direct_a ? g.a_rs : kc;
         float* ck = C + i0 * g.c_rs + j0;
+        if (pair) {
+          micro.fn2(kc, ap, lda, bk, ldb, pstride, ck, g.c_rs, r, accumulate);
+          continue;
+        }
         if (w == kMaxNR) {
           micro.fn(kc, ap, lda, bk, ldb, ck, g.c_rs, r, accumulate);
           continue;
@@ -197,6 +218,7 @@ void run_block(const SgemmArgs& g, const GemmMicro& micro, int64_t mat, int64_t 
         micro.fn(kc, ap, lda, bk, ldb, tile, kMaxNR, r, accumulate);
         for (int i = 0; i < r; i++) std::copy(tile + i * kMaxNR, tile + i * kMaxNR + w, ck + i * g.c_rs);
       }
+      p += pair ? 2 : 1;
     }
   }
   epilogue(g, C, m0, m1, n0, n1);
@@ -264,13 +286,31 @@ void sgemm(const SgemmArgs& g, int max_threads, const GemmMicro& micro) {
   bool slack = threads > 1 && g.b_packed && flops < 1e8;
   int split = slack ? threads * kTasksPerThread : threads;
   auto [mc, nc, mb, nb] = gemm_blocks(g.batch, g.M, g.N, micro.mr, kMaxNR, kMC, kNC, split);
+  // A B that every row block would pack again (read from its matrix, several row blocks too
+  // tall to read it in place) is packed whole once instead, spread over the threads: the
+  // same panels, so the same sums (2048^3: 11 packings of each panel become 1).
+  SgemmArgs gp = g;
+  std::unique_ptr<float[]> whole;
+  if (g.batch == 1 && !g.b_packed && !g.b_pack && mb > 1 && mc > 2 * micro.mr && g.K > 0) {
+    const int64_t panels = ceil_div(g.N, kMaxNR);
+    whole.reset(new float[(size_t)(panels * g.K * kMaxNR)]);
+    float* const dst = whole.get();
+    const float* const B = g.b + (g.b_off ? g.b_off[0] : 0);
+    ::ember::parallel_for(panels, 1, threads, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; p++) {
+        int w = (int)std::min<int64_t>(kMaxNR, g.N - p * kMaxNR);
+        pack_b(B + p * kMaxNR * g.b_cs, g.b_rs, g.b_cs, g.K, w, dst + p * g.K * kMaxNR);
+      }
+    });
+    gp.b_packed = dst;
+  }
   int64_t count = g.batch * mb * nb;
   std::atomic<int64_t> next{0};
   ::ember::parallel_for(threads, 1, threads, [&](int64_t, int64_t) {
     for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
       int64_t mat = t / (mb * nb), rem = t % (mb * nb);
       int64_t jb = rem / mb, ib = rem % mb;  // neighbouring tasks share a column block
-      run_block(g, micro, mat, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
+      run_block(gp, micro, mat, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
                 std::min(g.N, (jb + 1) * nc));
     }
   });

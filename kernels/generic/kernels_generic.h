@@ -48,6 +48,10 @@ struct GemmMicro {
   // at b + p * pstride), with the same per-element chains as fn.
   void (*row4)(int64_t kc, const float* a, const float* b, int64_t ldb, int64_t pstride, float* c,
                bool accumulate) = nullptr;
+  // Optional: fn over two neighbouring panels at once, c[rows, 32] (+)= a @ [b | b + pstride]
+  // (each A element loaded once for two FMAs), with the same per-element chains as fn.
+  void (*fn2)(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+              int64_t pstride, float* c, int64_t ldc, int rows, bool accumulate) = nullptr;
 };
 const GemmMicro& gemm_micro_generic();
 // How a GEMM's batch x M x N output is cut into tasks for `threads` threads: blocks of equal

@@ -166,9 +166,16 @@ struct Task {
           const int64_t kc = std::min(kChunk, g.C - k0);
           for (int q = 0; next && q < next_rows; q++)
             for (int64_t k = k0; k < k0 + kc; k += 16) __builtin_prefetch(next + q * g.C + k);
-          for (int64_t j = 0; j < panels; j++)
-            micro.fn(kc, a + i * g.C + k0, g.C, b + (j * g.C + k0) * kRow, kRow,
-                     c + i * T + 16 * j, T, r, k0 > 0);
+          for (int64_t j = 0; j < panels; j++) {
+            const float* bj = b + (j * g.C + k0) * kRow;
+            if (micro.fn2 && j + 1 < panels) {  // two panels at once: the same sums
+              micro.fn2(kc, a + i * g.C + k0, g.C, bj, kRow, g.C * kRow, c + i * T + 16 * j, T,
+                        r, k0 > 0);
+              j++;
+              continue;
+            }
+            micro.fn(kc, a + i * g.C + k0, g.C, bj, kRow, c + i * T + 16 * j, T, r, k0 > 0);
+          }
         }
       }
     }

@@ -384,11 +384,13 @@ void softmax_f32_row_avx2(const float* x, float* y, int64_t n) {
 float attention_scores_row_avx2(float* s, int64_t n, float scale, bool div, const float* mask,
                                 int64_t mask_t) {
   __m256 vs = v_set(scale), vmax = v_set(-INFINITY);
+  // s * scale + mask as one FMA, written out: left to the compiler's contraction it was an FMA
+  // in the main loop but not in the tail with a broadcast mask value (the AVX-512 row, which
+  // must give these bits, writes the same FMA).
   auto scaled = [&](__m256 v, const float* m, __m256i lanes, bool tail) {
-    v = div ? _mm256_div_ps(v, vs) : _mm256_mul_ps(v, vs);
-    if (!mask) return v;
+    if (!mask) return div ? _mm256_div_ps(v, vs) : _mm256_mul_ps(v, vs);
     __m256 mv = mask_t == 0 ? v_set(*m) : tail ? _mm256_maskload_ps(m, lanes) : _mm256_loadu_ps(m);
-    return _mm256_add_ps(v, mv);
+    return div ? _mm256_add_ps(_mm256_div_ps(v, vs), mv) : _mm256_fmadd_ps(v, vs, mv);
   };
   int64_t i = 0;
   __m256i all = _mm256_set1_epi32(-1);

@@ -31,6 +31,30 @@ void winograd_output_avx2(const float* m, int64_t ms, int64_t n, float bias, boo
 void fused_matmul_f32_avx2(const KernelCtx& ctx);
 void attention_f32_avx2(const KernelCtx& ctx);  // AVX2 GEMMs and score rows
 
+// ---- AVX-512 GEMM micro-kernels (gemm_f32_avx512.cpp; driver kernels/generic/gemm_f32.cpp) ----
+// The GemmMicro contract: c[rows, 16] (+)= a[rows, kc] @ b[kc, 16], rows <= 12 (GemmMicro::fn).
+void sgemm_micro_12x16_avx512(int64_t kc, const float* a, int64_t lda, const float* b,
+                              int64_t ldb, float* c, int64_t ldc, int rows, bool accumulate);
+// Two panels: c[rows, 32] (+)= a[rows, kc] @ [b | b + pstride] (GemmMicro::fn2).
+void sgemm_micro_12x32_avx512(int64_t kc, const float* a, int64_t lda, const float* b,
+                              int64_t ldb, int64_t pstride, float* c, int64_t ldc, int rows,
+                              bool accumulate);
+// One row: c[0:64] (+)= a[0:kc] @ four 16-wide panels (GemmMicro::row4).
+void sgemm_row_1x64_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
+                           int64_t pstride, float* c, bool accumulate);
+// Row kernels of the AVX-512 drivers (elementwise_avx512.cpp): the AVX2 ones' bits.
+void gelu_erf_f32_array_avx512(const float* x, float* y, int64_t n);  // [n] -> [n], x == y ok
+float attention_scores_row_avx512(float* s, int64_t n, float scale, bool div, const float* mask,
+                                  int64_t mask_t);  // as attention_scores_row_avx2
+// Drivers (gemm_x86.cpp): AVX-512 micro-kernels and rows above, the rest as the AVX2 drivers.
+const GemmMicro& gemm_micro_avx512();
+void matmul_f32_avx512(const KernelCtx& ctx);
+void gemm_f32_avx512(const KernelCtx& ctx);
+void conv_f32_avx512(const KernelCtx& ctx);
+void winograd_conv_f32_avx512(const KernelCtx& ctx);
+void fused_matmul_f32_avx512(const KernelCtx& ctx);
+void attention_f32_avx512(const KernelCtx& ctx);
+
 // ---- elementwise and normalisation (elementwise_avx2.cpp; drivers in elementwise_x86.cpp) ----
 // y[i] = f(x[i]) for i < n; x == y is allowed. Within 1 ulp (exp, tanh, erf), 2 (sigmoid,
 // gelu_tanh), 3 (gelu_erf) of the double references: tests/cpp/test_x86_kernels.cpp.

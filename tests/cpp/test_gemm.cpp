@@ -117,6 +117,7 @@ std::vector<NamedKernel> matmul_kernels() {
   std::vector<NamedKernel> ks = {{"matmul_f32", cpu::matmul_f32}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"matmul_f32_avx2", cpu::matmul_f32_avx2});
+  if (cpu_isa() >= Isa::Avx512) ks.push_back({"matmul_f32_avx512", cpu::matmul_f32_avx512});
 #elif defined(__aarch64__)
   if (cpu_isa() >= Isa::Neon) ks.push_back({"matmul_f32_neon", cpu::matmul_f32_neon});
 #endif
@@ -127,6 +128,8 @@ std::vector<NamedKernel> fused_matmul_kernels() {
   std::vector<NamedKernel> ks = {{"fused_matmul_f32", cpu::fused_matmul_f32}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"fused_matmul_f32_avx2", cpu::fused_matmul_f32_avx2});
+  if (cpu_isa() >= Isa::Avx512)
+    ks.push_back({"fused_matmul_f32_avx512", cpu::fused_matmul_f32_avx512});
 #elif defined(__aarch64__)
   if (cpu_isa() >= Isa::Neon) ks.push_back({"fused_matmul_f32_neon", cpu::fused_matmul_f32_neon});
 #endif
@@ -607,6 +610,7 @@ TEST_CASE("gemm Attention kernels match the reference: shapes, masks, scale form
   std::vector<NamedKernel> ks = {{"attention_f32", cpu::attention_f32}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"attention_f32_avx2", cpu::attention_f32_avx2});
+  if (cpu_isa() >= Isa::Avx512) ks.push_back({"attention_f32_avx512", cpu::attention_f32_avx512});
 #endif
   uint32_t seed = 900;
   struct Shp {

@@ -62,6 +62,8 @@ std::vector<NamedKernel> winograd_kernels() {
   std::vector<NamedKernel> ks = {{"winograd_conv_f32", cpu::winograd_conv_f32}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"winograd_conv_f32_avx2", cpu::winograd_conv_f32_avx2});
+  if (cpu_isa() >= Isa::Avx512)
+    ks.push_back({"winograd_conv_f32_avx512", cpu::winograd_conv_f32_avx512});
 #endif
 #if defined(__aarch64__)
   ks.push_back({"winograd_conv_f32_neon", cpu::winograd_conv_f32_neon});  // the NEON GEMM

@@ -44,12 +44,16 @@ const KernelEntry kCpuKernels[] = {
 #endif
     // ---- linalg ----
 #if defined(__x86_64__)
+    {OpType::MatMul, DType::F32, Isa::Avx512, matmul_f32_avx512, "matmul_f32_avx512"},
     {OpType::MatMul, DType::F32, Isa::Avx2, matmul_f32_avx2, "matmul_f32_avx2"},
+    {OpType::Gemm, DType::F32, Isa::Avx512, gemm_f32_avx512, "gemm_f32_avx512"},
     {OpType::Gemm, DType::F32, Isa::Avx2, gemm_f32_avx2, "gemm_f32_avx2"},
+    {OpType::FusedMatMul, DType::F32, Isa::Avx512, fused_matmul_f32_avx512, "fused_matmul_f32_avx512"},
     {OpType::FusedMatMul, DType::F32, Isa::Avx2, fused_matmul_f32_avx2, "fused_matmul_f32_avx2"},
 #endif
     {OpType::FusedMatMul, DType::F32, Isa::Generic, fused_matmul_f32, "fused_matmul_f32"},
 #if defined(__x86_64__)
+    {OpType::Attention, DType::F32, Isa::Avx512, attention_f32_avx512, "attention_f32_avx512"},
     {OpType::Attention, DType::F32, Isa::Avx2, attention_f32_avx2, "attention_f32_avx2"},
 #endif
     {OpType::Attention, DType::F32, Isa::Generic, attention_f32, "attention_f32"},
@@ -162,7 +166,9 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Slice, DType::I64, Isa::Generic, slice_blocks, "slice_blocks_i64"},
     // ---- convolution ----
 #if defined(__x86_64__)
+    {OpType::Conv, DType::F32, Isa::Avx512, conv_f32_avx512, "conv_f32_avx512", conv_f32_supports},
     {OpType::Conv, DType::F32, Isa::Avx2, conv_f32_avx2, "conv_f32_avx2", conv_f32_supports},
+    {OpType::WinogradConv, DType::F32, Isa::Avx512, winograd_conv_f32_avx512, "winograd_conv_f32_avx512"},
     {OpType::WinogradConv, DType::F32, Isa::Avx2, winograd_conv_f32_avx2, "winograd_conv_f32_avx2"},
 #endif
     {OpType::Conv, DType::F32, Isa::Generic, conv_f32, "conv_f32", conv_f32_supports},
