@@ -8,6 +8,7 @@
 
 #include "graph/fold.h"
 #include "graph/fuse_util.h"
+#include "kernels/generic/gemm_bf16.h"
 #include "kernels/generic/kernels_generic.h"
 
 namespace ember {
@@ -98,7 +99,7 @@ bool plain_gemm(Graph& g, const Node& n, int* bias) {
 
 }  // namespace
 
-int fuse_matmul(Graph& g) {
+int fuse_matmul(Graph& g, bool bf16) {
   Rewriter rw(g);
   const Uses& uses = rw.uses;
   for (size_t mi = 0; mi < g.nodes.size(); mi++) {
@@ -117,10 +118,17 @@ int fuse_matmul(Graph& g) {
     if (gemm_bias >= 0) ep.bias = gemm_bias;
     std::vector<int> absorbed = {(int)mi};
     absorbed.insert(absorbed.end(), ep.nodes.begin(), ep.nodes.end());
-    Tensor packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
-    cpu::sgemm_pack_b(w->ptr<float>(), tb ? 1 : N, tb ? K : 1, K, N, packed.ptr<float>());
+    Tensor packed;
+    if (bf16) {
+      packed = Tensor::empty(DType::BF16, cpu::bgemm_packed_b_shape(K, N));
+      cpu::bgemm_pack_b(w->ptr<float>(), tb ? 1 : N, tb ? K : 1, K, N,
+                        static_cast<uint16_t*>(packed.data()));
+    } else {
+      packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
+      cpu::sgemm_pack_b(w->ptr<float>(), tb ? 1 : N, tb ? K : 1, K, N, packed.ptr<float>());
+    }
     int w_id = mm.inputs[1];
-    int wp = g.add_value(g.values[w_id].name + "/packed", DType::F32);
+    int wp = g.add_value(g.values[w_id].name + "/packed", packed.dtype());
     g.constants[wp] = packed;
     // Free the unpacked weights now, not at the final clean-up: the peak then holds one model's
     // weights plus one matrix, not two models' worth.
@@ -475,7 +483,8 @@ int fuse_attention_heads(Graph& g) {
 int fuse_graph(Graph& graph, const FuseOptions& options) {
   int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_rms_norm(graph) +
           fuse_gelu(graph) + fuse_quant_activation(graph) +
-          (options.pack_cpu_weights ? fuse_matmul(graph) : fuse_matmul_epilogue(graph)) +
+          (options.pack_cpu_weights ? fuse_matmul(graph, options.bf16_weights)
+                                    : fuse_matmul_epilogue(graph)) +
           fuse_attention(graph);
   if (options.pack_cpu_weights && options.winograd) n += fuse_conv_winograd(graph);  // after BN
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place

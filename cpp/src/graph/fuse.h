@@ -11,8 +11,9 @@ int fuse_gelu(Graph& graph);
 // MatMul(A, W) with W a constant f32 [K, N], then optionally Add(., bias [N] constant) and
 // Relu / Gelu -> FusedMatMul(A, W packed, bias) (ops_fused.cpp). Gemm(A, W[, C]) that is
 // A @ W (+ C) (transA 0, alpha 1, beta 1; W constant, transB either way; C a constant of N
-// elements or one) likewise, C as the bias.
-int fuse_matmul(Graph& graph);
+// elements or one) likewise, C as the bias. bf16: W packed as bf16 pairs instead
+// (kernels/generic/gemm_bf16.h; precision="bf16" sessions).
+int fuse_matmul(Graph& graph, bool bf16 = false);
 // Device sessions: MatMul(A, W constant f32 [K, N]) followed by Add(., bias [N] constant)
 // and / or Relu / Gelu -> FusedMatMul(A, W, bias) with packed 0 (W as it is): the device's
 // GEMM adds the bias in its epilogue and applies the activation, one kernel pass fewer per
@@ -64,6 +65,9 @@ struct FuseOptions {
   // fuse_conv_winograd (CPU sessions; EMBER_WINOGRAD=0 turns it off): results differ from the
   // direct sums by rounding only.
   bool winograd = true;
+  // fuse_matmul packs weights as bf16 pairs for the bf16 GEMM (precision="bf16" on CPUs with
+  // AVX512_BF16): the FusedMatMul then rounds its activations to bf16 too.
+  bool bf16_weights = false;
 };
 // All of the above, in order; then dead nodes and constants removed.
 int fuse_graph(Graph& graph, const FuseOptions& options = {});

@@ -8,6 +8,10 @@
 // is, its GEMM's epilogue adds the bias; a CPU fallback packs it per call).
 // The reference sums k in order in float, adds the bias, then applies the activation in double
 // like the Relu/Gelu references.
+// W in bf16 (precision="bf16" sessions on CPUs with AVX512_BF16; graph/fuse.cpp): Wp bf16
+// [ceil(N / 16), ceil(K / 2), 16, 2], Wp[p, q, j, e] = bf16(W[2 q + e, 16 p + j]) (zero past K
+// and N; kernels/generic/gemm_bf16.h). A is rounded to bf16 (nearest even) and each pair's
+// exact products are added in float, k = 2q + 1 before 2q, as vdpbf16ps adds them.
 //
 // Attention: Y = softmax(scale(Q @ Kt) + mask) @ V, replacing MatMul(Q, Kt) -> Mul or Div by a
 // scalar -> [Add(., mask)] -> Softmax(axis -1) -> MatMul(., V). Q [..., S, D], Kt [..., D, T]
@@ -34,10 +38,15 @@ std::vector<TensorType> infer_fused_matmul(const InferCtx& ctx) {
   const TensorType& w = ctx.in[1];
   int64_t n = ctx.node.attrs.get_int("n", -1);
   fused_activation(&ctx, ctx.node);
-  if (a.dtype != DType::F32 || w.dtype != DType::F32) ctx.fail("A and W must be float32");
+  if (a.dtype != DType::F32 || (w.dtype != DType::F32 && w.dtype != DType::BF16))
+    ctx.fail("A must be float32 and W float32 or bfloat16 (packed)");
   if (a.shape.empty()) ctx.fail("A must have rank >= 1");
   int64_t k = a.shape.back();
-  if (!fused_matmul_packed(ctx.node)) {
+  if (w.dtype == DType::BF16) {
+    if (!fused_matmul_packed(ctx.node) || n < 0 ||
+        w.shape != Shape{(n + kPanel - 1) / kPanel, (k + 1) / 2, kPanel, 2})
+      ctx.fail("bf16 W ", shape_str(w.shape), " is not packed pairs for K = ", k, ", N = ", n);
+  } else if (!fused_matmul_packed(ctx.node)) {
     if (w.shape != Shape{k, n})
       ctx.fail("W ", shape_str(w.shape), " is not [K = ", k, ", N = ", n, "]");
   } else if (w.shape.size() != 3 || w.shape[2] != kPanel || w.shape[1] != k || n < 0 ||
@@ -51,7 +60,36 @@ std::vector<TensorType> infer_fused_matmul(const InferCtx& ctx) {
   return {{DType::F32, out}};
 }
 
+// FusedMatMul with bf16 pairs W (see the top of the file).
+void ref_fused_matmul_bf16(const KernelCtx& ctx) {
+  const Tensor& a = ctx.input(0);  // [..., K]
+  const Tensor& w = ctx.input(1);  // [ceil(N / 16), ceil(K / 2), 16, 2] bf16
+  Tensor& y = ctx.output(0);       // [..., N]
+  const int64_t k_dim = a.dim(-1), kp = (k_dim + 1) / 2, n = ctx.node.attrs.get_int("n", 0);
+  const int64_t rows = n ? y.numel() / n : 0;
+  const float* ap = a.ptr<float>();
+  const uint16_t* wp = static_cast<const uint16_t*>(w.data());
+  const float* bias = ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr;
+  FusedAct act = fused_activation(nullptr, ctx.node);
+  float* yp = y.ptr<float>();
+  std::vector<float> ar(2 * kp, 0.0f);
+  for (int64_t m = 0; m < rows; m++) {
+    for (int64_t k = 0; k < k_dim; k++) ar[k] = bf16_to_f32(f32_to_bf16(ap[m * k_dim + k]));
+    for (int64_t j = 0; j < n; j++) {
+      const uint16_t* col = wp + ((j / kPanel) * kp * kPanel + j % kPanel) * 2;
+      float acc = 0.0f;
+      for (int64_t q = 0; q < kp; q++) {
+        acc += ar[2 * q + 1] * bf16_to_f32(col[q * kPanel * 2 + 1]);
+        acc += ar[2 * q] * bf16_to_f32(col[q * kPanel * 2]);
+      }
+      if (bias) acc += bias[j];
+      yp[m * n + j] = (float)fused_activate_d(act, acc);
+    }
+  }
+}
+
 void ref_fused_matmul(const KernelCtx& ctx) {
+  if (ctx.input(1).dtype() == DType::BF16) return ref_fused_matmul_bf16(ctx);
   const Tensor& a = ctx.input(0);  // [..., K]
   const Tensor& w = ctx.input(1);  // [ceil(N / 16), K, 16], or [K, N] when not packed
   Tensor& y = ctx.output(0);       // [..., N]

@@ -8,6 +8,7 @@
 
 #include "kernels/generic/conv_f32.h"
 #include "kernels/generic/conv_i8.h"
+#include "kernels/generic/gemm_bf16.h"
 #include "kernels/generic/winograd_f32.h"
 #include "kernels/generic/gemm_i8.h"
 #include "kernels/generic/gemm_q4.h"
@@ -16,6 +17,7 @@
 #include "kernels/generic/llm_kernels.h"
 #include "ops/op_util.h"
 #if defined(__x86_64__)
+#include "kernels/x86/gemm_bf16_x86.h"
 #include "kernels/x86/kernels_x86.h"
 #endif
 #if defined(__aarch64__)
@@ -43,6 +45,12 @@ const KernelEntry kCpuKernels[] = {
     {OpType::LogSoftmax, DType::F32, Isa::Neon, log_softmax_f32_neon, "log_softmax_f32_neon", softmax_f32_supports},
 #endif
     // ---- linalg ----
+    // bf16-packed weights (precision="bf16", kernels/generic/gemm_bf16.h) ahead of every f32
+    // FusedMatMul row: only these read that layout.
+#if defined(__x86_64__)
+    {OpType::FusedMatMul, DType::F32, Isa::Avx512Bf16, fused_matmul_bf16_avx512bf16, "fused_matmul_bf16_avx512bf16", fused_matmul_bf16_supports},
+#endif
+    {OpType::FusedMatMul, DType::F32, Isa::Generic, fused_matmul_bf16, "fused_matmul_bf16", fused_matmul_bf16_supports},
 #if defined(__x86_64__)
     {OpType::MatMul, DType::F32, Isa::Avx2, matmul_f32_avx2, "matmul_f32_avx2"},
     {OpType::Gemm, DType::F32, Isa::Avx2, gemm_f32_avx2, "gemm_f32_avx2"},
@@ -202,6 +210,14 @@ Isa cpu_isa() {
     return best;
   }();
   return isa;
+}
+
+bool cpu_bf16_dot() {
+#if defined(__x86_64__)
+  return cpu_isa() >= Isa::Avx512Bf16;
+#else
+  return false;
+#endif
 }
 
 const KernelEntry* cpu_kernel_find(const InferCtx& ctx, Isa max_isa) {
