@@ -35,6 +35,7 @@ void micro_generic(int64_t kp, const uint32_t* a, int64_t lda, const uint32_t* b
         uint32_t av = a[i * lda + q], bv = bj[q * 16];
         acc += bf16_to_f32((uint16_t)(av >> 16)) * bf16_to_f32((uint16_t)(bv >> 16));
         acc += bf16_to_f32((uint16_t)av) * bf16_to_f32((uint16_t)bv);
+        if (acc != acc) break;  // NOTE: as in the reference: no g++ 12 vectorised in-order sum
       }
       c[i * ldc + j] = acc;
     }

@@ -1,0 +1,229 @@
+// bf16 FusedMatMul (precision="bf16"; kernels/generic/gemm_bf16.cpp and
+// kernels/x86/gemm_bf16_avx512bf16.cpp): the OpDef reference against a double-precision sum of
+// the bf16-rounded operands, each kernel against the reference on odd shapes (K odd: the
+// zero-padded last pair) with fresh random data, batch invariance, the packed layout's shape
+// check, and which registry row takes bf16 weights at each ISA.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "doctest/doctest.h"
+#include "ember/op.h"
+#include "ember/tensor.h"
+#include "kernels/generic/gemm_bf16.h"
+#include "ops/op_util.h"
+#include "runtime/registry.h"
+#if defined(__x86_64__)
+#include "kernels/x86/gemm_bf16_x86.h"
+#endif
+
+using namespace ember;
+
+namespace {
+
+Tensor random_f32(const Shape& s, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  Tensor t = Tensor::empty(DType::F32, s);
+  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = u(rng);
+  return t;
+}
+
+// W [K, N] packed as bf16 pairs.
+Tensor pack_bf16(const Tensor& w) {
+  int64_t K = w.dim(0), N = w.dim(1);
+  Tensor p = Tensor::empty(DType::BF16, cpu::bgemm_packed_b_shape(K, N));
+  cpu::bgemm_pack_b(w.ptr<float>(), N, 1, K, N, static_cast<uint16_t*>(p.data()));
+  return p;
+}
+
+Node fused_node(int64_t n, const char* act, bool bias) {
+  Node f;
+  f.op = OpType::FusedMatMul;
+  f.name = "fused_bf16";
+  f.inputs = {0, 1};
+  if (bias) f.inputs.push_back(2);
+  f.outputs = {100};
+  f.attrs.set("n", n);
+  f.attrs.set("activation", std::string(act));
+  return f;
+}
+
+InferCtx infer_ctx(const Node& n, const std::vector<const Tensor*>& in) {
+  InferCtx ic{n, {}, {}};
+  for (const Tensor* t : in) {
+    ic.in.push_back(TensorType{t->dtype(), t->shape()});
+    ic.values.push_back(t);
+  }
+  return ic;
+}
+
+// Runs `fn` (the reference when null) on `threads` threads.
+Tensor run(const Node& n, const std::vector<const Tensor*>& in, KernelFn fn = nullptr,
+           int threads = 4) {
+  op_validate(n);
+  std::vector<TensorType> types = op_def(n.op).infer(infer_ctx(n, in));
+  Tensor out = Tensor::empty(types[0].dtype, types[0].shape);
+  std::vector<Tensor*> outs = {&out};
+  KernelCtx ctx{n, in, outs, threads};
+  (fn ? fn : op_def(n.op).reference)(ctx);
+  return out;
+}
+
+bool bit_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+}
+
+// |a - b| <= tol * (1 + |b|) elementwise; reports the first mismatch.
+void check_close(const Tensor& a, const Tensor& b, double tol) {
+  REQUIRE(a.shape() == b.shape());
+  for (int64_t i = 0; i < a.numel(); i++) {
+    double x = a.ptr<float>()[i], y = b.ptr<float>()[i];
+    if (!(std::fabs(x - y) <= tol * (1.0 + std::fabs(y)))) {
+      FAIL_CHECK("element ", i, " of ", shape_str(a.shape()), ": ", x, " vs ", y);
+      return;
+    }
+  }
+}
+
+struct NamedKernel {
+  const char* name;
+  KernelFn fn;
+};
+
+// The bf16 FusedMatMul kernels this CPU can run.
+std::vector<NamedKernel> bf16_kernels() {
+  std::vector<NamedKernel> ks = {{"fused_matmul_bf16", cpu::fused_matmul_bf16}};
+#if defined(__x86_64__)
+  if (cpu_bf16_dot())
+    ks.push_back({"fused_matmul_bf16_avx512bf16", cpu::fused_matmul_bf16_avx512bf16});
+  else
+    MESSAGE("no AVX512_BF16 (cpu_isa ", std::string(isa_name(cpu_isa())),
+            "): fused_matmul_bf16_avx512bf16 "
+            "not tested");
+#endif
+  return ks;
+}
+
+float bf16_round(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
+}  // namespace
+
+TEST_CASE("gemm bf16: the reference is A @ W on bf16-rounded operands, summed in fp32") {
+  uint32_t seed = 9100;
+  for (int64_t M : {1, 5})
+    for (int64_t K : {1, 2, 7, 385})
+      for (int64_t N : {1, 17, 40}) {
+        CAPTURE(M);
+        CAPTURE(K);
+        CAPTURE(N);
+        Tensor a = random_f32({M, K}, seed++, -2, 2), w = random_f32({K, N}, seed++, -2, 2);
+        Tensor bias = random_f32({N}, seed++), wp = pack_bf16(w);
+        Tensor got = run(fused_node(N, "none", true), {&a, &wp, &bias});
+        for (int64_t m = 0; m < M; m++)
+          for (int64_t n = 0; n < N; n++) {
+            double want = bias.ptr<float>()[n], mag = std::fabs(want);
+            for (int64_t k = 0; k < K; k++) {
+              double p = (double)bf16_round(a.ptr<float>()[m * K + k]) *
+                         bf16_round(w.ptr<float>()[k * N + n]);
+              want += p;
+              mag += std::fabs(p);
+            }
+            // fp32 sums: K + 1 roundings of at most 2^-24 of the running magnitude.
+            double tol = (K + 1) * mag * 0x1p-24;
+            double g = got.ptr<float>()[m * N + n];
+            if (!(std::fabs(g - want) <= tol)) {
+              FAIL_CHECK("C[", m, ", ", n, "] = ", g, ", want ", want, " +- ", tol);
+              return;
+            }
+          }
+        // Not fp32: the operands were rounded (an fp32 GEMM would differ by far less).
+        double worst = 0;
+        for (int64_t n = 0; n < N && K >= 7; n++) {
+          double f32 = bias.ptr<float>()[n];
+          for (int64_t k = 0; k < K; k++) f32 += (double)a.ptr<float>()[k] * w.ptr<float>()[k * N + n];
+          worst = std::max(worst, std::fabs(f32 - got.ptr<float>()[n]));
+        }
+        if (K >= 7) CHECK(worst > 1e-4);
+      }
+}
+
+TEST_CASE("gemm bf16 FusedMatMul kernels match the reference on odd shapes") {
+  uint32_t seed = 9300;
+  for (NamedKernel kern : bf16_kernels()) {
+    for (const char* act : {"none", "relu", "gelu", "gelu_tanh"})
+      for (int64_t M : {1, 2, 3, 7, 8, 9, 17, 40})
+        for (int64_t K : {1, 3, 17, 385, 1001})
+          for (int64_t N : {1, 15, 17, 33, 200}) {
+            if (std::string(act) != "none" && (K == 1001 || M == 40)) continue;  // time
+            CAPTURE(kern.name);
+            CAPTURE(act);
+            CAPTURE(M);
+            CAPTURE(K);
+            CAPTURE(N);
+            Tensor a = random_f32({M, K}, seed++, -2, 2), w = random_f32({K, N}, seed++, -2, 2);
+            Tensor bias = random_f32({N}, seed++), wp = pack_bf16(w);
+            bool with_bias = N != 17;
+            Node f = fused_node(N, act, with_bias);
+            std::vector<const Tensor*> in = {&a, &wp};
+            if (with_bias) in.push_back(&bias);
+            Tensor ref = run(f, in);
+            Tensor fast = run(f, in, kern.fn, 3);
+            // Without an activation every element is the reference's own chain, bit for bit;
+            // the activations' float rows are within a few ulp of the double ones.
+            if (std::string(act) == "none")
+              CHECK(bit_equal(fast, ref));
+            else
+              check_close(fast, ref, 1e-6);
+          }
+  }
+}
+
+TEST_CASE("gemm bf16 FusedMatMul is batch invariant") {
+  for (NamedKernel kern : bf16_kernels()) {
+    CAPTURE(kern.name);
+    const int64_t M = 100, K = 385, N = 70;
+    Tensor a = random_f32({M, K}, 17), w = random_f32({K, N}, 18), wp = pack_bf16(w);
+    Tensor bias = random_f32({N}, 19);
+    Node f = fused_node(N, "gelu", true);
+    Tensor big = run(f, {&a, &wp, &bias}, kern.fn, 4);
+    for (int64_t r0 : {0, 37, 99}) {
+      for (int64_t rows : {1, 3}) {
+        if (r0 + rows > M) continue;
+        Tensor part = Tensor::empty(DType::F32, {rows, K});
+        std::memcpy(part.data(), a.ptr<float>() + r0 * K, rows * K * 4);
+        Tensor small = run(f, {&part, &wp, &bias}, kern.fn, 1);
+        CHECK(std::memcmp(small.data(), big.ptr<float>() + r0 * N, rows * N * 4) == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm bf16 FusedMatMul: packed shape check and registry rows") {
+  Tensor a = random_f32({3, 9}, 1), w = random_f32({9, 20}, 2), wp = pack_bf16(w);
+  CHECK(wp.shape() == Shape{2, 5, 16, 2});
+  Node wrong_n = fused_node(40, "none", false);
+  CHECK_THROWS_WITH(run(wrong_n, {&a, &wp}), doctest::Contains("is not packed pairs"));
+  Tensor a8 = random_f32({3, 8}, 3);  // K 8 needs 4 pairs, not 5
+  CHECK_THROWS_WITH(run(fused_node(20, "none", false), {&a8, &wp}),
+                    doctest::Contains("is not packed pairs"));
+  Node f = fused_node(20, "none", false);
+  op_validate(f);
+  InferCtx ic = infer_ctx(f, {&a, &wp});
+  // bf16 weights only ever reach a bf16 row; the generic one at every lower ISA.
+  const KernelEntry* best = cpu_kernel_find(ic, cpu_isa());
+  REQUIRE(best != nullptr);
+  CHECK(std::string(best->name) ==
+        (cpu_bf16_dot() ? "fused_matmul_bf16_avx512bf16" : "fused_matmul_bf16"));
+  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
+    const KernelEntry* e = cpu_kernel_find(ic, isa);
+    REQUIRE(e != nullptr);
+    CHECK(std::string(e->name) == "fused_matmul_bf16");
+  }
+  // fp32 panels never reach a bf16 row.
+  Tensor wf = Tensor::empty(DType::F32, {2, 9, 16});
+  const KernelEntry* e32 = cpu_kernel_find(infer_ctx(f, {&a, &wf}), cpu_isa());
+  REQUIRE(e32 != nullptr);
+  CHECK(std::string(e32->name).find("bf16") == std::string::npos);
+}
