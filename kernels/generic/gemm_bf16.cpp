@@ -111,6 +111,43 @@ void bgemm_pack_b(const float* w, int64_t rs, int64_t cs, int64_t K, int64_t N, 
         }
 }
 
+void bgemm_pack_b_with(const float* w, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* out,
+                       void (*round)(const float* x, uint16_t* y, int64_t n)) {
+  const int64_t kp = ceil_div(K, 2), np = ceil_div(N, 16);
+  uint32_t* out32 = reinterpret_cast<uint32_t*>(out);
+  thread_local std::vector<uint16_t> r0, r1;
+  if (rs == 1) {
+    // Column n is contiguous over k: rounded, it is already column n's run of pairs.
+    r0.assign(2 * kp, 0);
+    for (int64_t n = 0; n < np * 16; n++) {
+      uint32_t* dst = out32 + (n / 16) * kp * 16 + n % 16;
+      if (n >= N) {
+        for (int64_t q = 0; q < kp; q++) dst[q * 16] = 0;
+        continue;
+      }
+      round(w + n * cs, r0.data(), K);
+      const uint32_t* pairs = reinterpret_cast<const uint32_t*>(r0.data());
+      for (int64_t q = 0; q < kp; q++) dst[q * 16] = pairs[q];
+    }
+  } else if (cs == 1) {
+    // Rows 2q and 2q + 1 rounded, then interleaved into each panel's pairs.
+    r0.assign(np * 16, 0);
+    r1.assign(np * 16, 0);
+    for (int64_t q = 0; q < kp; q++) {
+      round(w + 2 * q * rs, r0.data(), N);
+      if (2 * q + 1 < K)
+        round(w + (2 * q + 1) * rs, r1.data(), N);
+      else
+        std::fill(r1.begin(), r1.end(), uint16_t(0));
+      for (int64_t n = 0; n < np * 16; n++)
+        out32[((n / 16) * kp + q) * 16 + n % 16] =
+            (uint32_t)r0[n] | (uint32_t)r1[n] << 16;
+    }
+  } else {
+    bgemm_pack_b(w, rs, cs, K, N, out);
+  }
+}
+
 void bgemm(const BgemmArgs& g, int max_threads, const BgemmMicro& micro) {
   if (g.M <= 0 || g.N <= 0) return;
   EMBER_CHECK(micro.mr <= kMaxMR, Internal, "[bgemm] micro-kernel ", micro.name, " has mr ",

@@ -47,9 +47,20 @@ struct BgemmArgs {
 };
 void bgemm(const BgemmArgs& args, int max_threads, const BgemmMicro& micro);
 
+// bgemm_pack_b per call (activations: Attention's K and V), rounding with `round` (a
+// BgemmMicro's round_a) row by row where W's rows (cs 1) or columns (rs 1) are contiguous.
+void bgemm_pack_b_with(const float* w, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* out,
+                       void (*round)(const float* x, uint16_t* y, int64_t n));
+
 // FusedMatMul whose W is bf16 pairs (bgemm_pack_b; FuseOptions::bf16_weights).
 bool fused_matmul_bf16_supports(const InferCtx& ctx);
 void fused_matmul_bf16_with(const KernelCtx& ctx, const BgemmMicro& micro, const GemmActs& acts);
 void fused_matmul_bf16(const KernelCtx& ctx);  // the generic micro-kernel (slow: a fallback)
+// Attention with precision "bf16" (attention_bf16.cpp): as attention_f32_with (scores and P V
+// per query block, one thread each, softmax rows in fp32 by `scores_row`) with both GEMMs on
+// bf16 operands: Q, K, V and the exponentials P rounded to bf16, pairs summed in fp32.
+bool attention_bf16_supports(const InferCtx& ctx);  // attr precision "bf16"
+void attention_bf16_with(const KernelCtx& ctx, const BgemmMicro& micro, AttentionRowFn scores_row);
+void attention_bf16(const KernelCtx& ctx);
 
 }  // namespace ember::cpu

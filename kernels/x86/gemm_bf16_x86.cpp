@@ -18,4 +18,8 @@ void fused_matmul_bf16_avx512bf16(const KernelCtx& ctx) {
   fused_matmul_bf16_with(ctx, bgemm_micro_avx512bf16(), acts);
 }
 
+void attention_bf16_avx512bf16(const KernelCtx& ctx) {
+  attention_bf16_with(ctx, bgemm_micro_avx512bf16(), attention_scores_row_avx2);
+}
+
 }  // namespace ember::cpu

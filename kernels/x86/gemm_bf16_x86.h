@@ -21,5 +21,6 @@ void bf16_round_avx512bf16(const float* x, uint16_t* y, int64_t n);  // [n] -> [
 struct BgemmMicro;
 const BgemmMicro& bgemm_micro_avx512bf16();
 void fused_matmul_bf16_avx512bf16(const KernelCtx& ctx);
+void attention_bf16_avx512bf16(const KernelCtx& ctx);  // AVX2 score rows
 
 }  // namespace ember::cpu

@@ -221,7 +221,7 @@ int fuse_conv_batch_norm(Graph& g) {
   return rw.finish();
 }
 
-int fuse_attention(Graph& g) {
+int fuse_attention(Graph& g, bool bf16) {
   Rewriter rw(g);
   const Uses& uses = rw.uses;
   for (size_t si = 0; si < g.nodes.size(); si++) {
@@ -272,6 +272,7 @@ int fuse_attention(Graph& g) {
     f.outputs = g.nodes[pv].outputs;
     f.attrs.set("scale", (double)c->ptr<float>()[0]);
     f.attrs.set("scale_op", std::string(sn.op == OpType::Div ? "div" : "mul"));
+    if (bf16) f.attrs.set("precision", std::string("bf16"));
     rw.replace({qk, sc, add, (int)si, pv}, std::move(f));
   }
   return rw.finish();
@@ -483,9 +484,9 @@ int fuse_attention_heads(Graph& g) {
 int fuse_graph(Graph& graph, const FuseOptions& options) {
   int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_rms_norm(graph) +
           fuse_gelu(graph) + fuse_quant_activation(graph) +
-          (options.pack_cpu_weights ? fuse_matmul(graph, options.bf16_weights)
+          (options.pack_cpu_weights ? fuse_matmul(graph, options.bf16)
                                     : fuse_matmul_epilogue(graph)) +
-          fuse_attention(graph);
+          fuse_attention(graph, options.bf16 && options.pack_cpu_weights);
   if (options.pack_cpu_weights && options.winograd) n += fuse_conv_winograd(graph);  // after BN
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (options.fuse_add_norm) n += fuse_add_norm(graph);  // after the norms written out fused

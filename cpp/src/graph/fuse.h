@@ -24,7 +24,8 @@ int fuse_matmul_epilogue(Graph& graph);
 int fuse_conv_batch_norm(Graph& graph);
 // MatMul(Q, Kt) -> Mul/Div by a scalar constant -> [Add(., mask)] -> Softmax(axis -1) ->
 // MatMul(., V) -> Attention(Q, Kt, V, mask) (ops_fused.cpp): scores never reach memory.
-int fuse_attention(Graph& graph);
+// bf16: the node gets precision "bf16" (its two GEMMs on bf16 operands).
+int fuse_attention(Graph& graph, bool bf16 = false);
 // Attention whose Q, Kt, V come from head transposes (q, k, v [B, S, H, D] permuted 0 2 1 3,
 // 0 2 3 1, 0 2 1 3) and whose output goes through the inverse one -> Attention layout "bshd"
 // reading q, k, v and writing [B, S, H, Dv] in place: four transposes fewer per layer.
@@ -65,9 +66,10 @@ struct FuseOptions {
   // fuse_conv_winograd (CPU sessions; EMBER_WINOGRAD=0 turns it off): results differ from the
   // direct sums by rounding only.
   bool winograd = true;
-  // fuse_matmul packs weights as bf16 pairs for the bf16 GEMM (precision="bf16" on CPUs with
-  // AVX512_BF16): the FusedMatMul then rounds its activations to bf16 too.
-  bool bf16_weights = false;
+  // precision="bf16" on CPUs with AVX512_BF16 (CPU sessions): fuse_matmul packs weights as
+  // bf16 pairs (the FusedMatMul rounds its activations to bf16 too) and fuse_attention marks
+  // its nodes precision "bf16"; norms, softmax and epilogues stay fp32.
+  bool bf16 = false;
 };
 // All of the above, in order; then dead nodes and constants removed.
 int fuse_graph(Graph& graph, const FuseOptions& options = {});

@@ -22,6 +22,10 @@
 // ops/attention_geom.h). The reference
 // follows the unfused ops in float: scores summed over d in order, scaled, masked, softmax
 // (max-subtracted), then the weighted sum over t in order.
+// precision "bf16" (fuse_attention in precision="bf16" sessions): Q, Kt, V and the
+// exponentials are rounded to bf16 and both sums run over pairs (d or t, odd index first) as
+// vdpbf16ps adds them; softmax stays fp32 and each output row is divided by its fp32 sum of
+// exponentials after P V, as the kernels do.
 #include <cmath>
 #include <vector>
 
@@ -123,9 +127,53 @@ std::vector<TensorType> infer_attention(const InferCtx& ctx) {
     if (ctx.has(i) && ctx.in[i].dtype != DType::F32) ctx.fail("input ", i, " must be float32");
   std::string op = ctx.node.attrs.get_string("scale_op", "mul");
   if (op != "mul" && op != "div") ctx.fail("scale_op must be 'mul' or 'div', got '", op, "'");
+  std::string prec = ctx.node.attrs.get_string("precision", "fp32");
+  if (prec != "fp32" && prec != "bf16") ctx.fail("precision must be 'fp32' or 'bf16', got '", prec, "'");
   AttnGeom g = attention_geom(ctx, ctx.in[0].shape, ctx.in[1].shape, ctx.in[2].shape,
                               ctx.has(3) ? &ctx.in[3].shape : nullptr);
   return {{DType::F32, g.out}};
+}
+
+// bf16 pair sum: acc + sum over pairs of a[i] * b[i], i = 2q + 1 then 2q, the operands rounded
+// to bf16 (i >= n: zero); a[i] at a + i * as, b[i] at b + i * bs.
+float bf16_pair_sum(const float* a, int64_t as, const float* b, int64_t bs, int64_t n) {
+  auto rb = [](float x) { return bf16_to_f32(f32_to_bf16(x)); };
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; i += 2) {
+    if (i + 1 < n) acc += rb(a[(i + 1) * as]) * rb(b[(i + 1) * bs]);
+    acc += rb(a[i * as]) * rb(b[i * bs]);
+    if (acc != acc) break;  // NOTE: see ref_fused_matmul_bf16 (g++ 12 vectorised in-order sum)
+  }
+  return acc;
+}
+
+void ref_attention_bf16(const KernelCtx& ctx, const AttnGeom& g) {
+  float scale = (float)ctx.node.attrs.get_float("scale", 1.0);
+  bool div = ctx.node.attrs.get_string("scale_op", "mul") == "div";
+  const float* q = ctx.input(0).ptr<float>();
+  const float* k = ctx.input(1).ptr<float>();
+  const float* v = ctx.input(2).ptr<float>();
+  const float* m = g.has_mask ? ctx.input(3).ptr<float>() : nullptr;
+  float* y = ctx.output(0).ptr<float>();
+  std::vector<float> p(g.T);
+  for (BroadcastIter it(g.batch, {g.q_st, g.k_st, g.v_st, g.m_st, g.y_st}); !it.done(); it.next()) {
+    for (int64_t s = 0; s < g.S; s++) {
+      const float* qs = q + it.off[0] + s * g.q_rs;
+      float mx = -INFINITY;
+      for (int64_t t = 0; t < g.T; t++) {
+        float acc = bf16_pair_sum(qs, 1, k + it.off[1] + t * g.k_t, g.k_d, g.D);
+        acc = div ? acc / scale : acc * scale;
+        if (m) acc += m[it.off[3] + s * g.mask_s + t * g.mask_t];
+        p[t] = acc;
+        mx = std::max(mx, acc);
+      }
+      double sum = 0.0;
+      for (int64_t t = 0; t < g.T; t++) sum += (p[t] = std::exp(p[t] - mx));
+      float* ys = y + it.off[4] + s * g.y_rs;
+      for (int64_t j = 0; j < g.Dv; j++)
+        ys[j] = g.T ? bf16_pair_sum(p.data(), 1, v + it.off[2] + j, g.v_t, g.T) / (float)sum : 0.0f;
+    }
+  }
 }
 
 void ref_attention(const KernelCtx& ctx) {
@@ -133,6 +181,7 @@ void ref_attention(const KernelCtx& ctx) {
   for (const Tensor* t : ctx.in) ic.in.push_back(t ? TensorType{t->dtype(), t->shape()} : TensorType{});
   const Shape* mshape = ctx.has_input(3) ? &ctx.input(3).shape() : nullptr;
   AttnGeom g = attention_geom(ic, ctx.input(0).shape(), ctx.input(1).shape(), ctx.input(2).shape(), mshape);
+  if (ctx.node.attrs.get_string("precision", "fp32") == "bf16") return ref_attention_bf16(ctx, g);
   float scale = (float)ctx.node.attrs.get_float("scale", 1.0);
   bool div = ctx.node.attrs.get_string("scale_op", "mul") == "div";
   const float* q = ctx.input(0).ptr<float>();
@@ -290,7 +339,8 @@ static const OpDef kOps[] = {
      infer_fused_matmul,
      ref_fused_matmul},
     {OpType::Attention, "Attention", 3, 4, 1, 1, kOpFused,
-     {{"scale", AttrKind::Float}, {"scale_op", AttrKind::String}, {"layout", AttrKind::String}},
+     {{"scale", AttrKind::Float}, {"scale_op", AttrKind::String}, {"layout", AttrKind::String},
+      {"precision", AttrKind::String}},
      infer_attention, ref_attention},
 };
 

@@ -58,6 +58,10 @@ const KernelEntry kCpuKernels[] = {
 #endif
     {OpType::FusedMatMul, DType::F32, Isa::Generic, fused_matmul_f32, "fused_matmul_f32"},
 #if defined(__x86_64__)
+    {OpType::Attention, DType::F32, Isa::Avx512Bf16, attention_bf16_avx512bf16, "attention_bf16_avx512bf16", attention_bf16_supports},
+#endif
+    {OpType::Attention, DType::F32, Isa::Generic, attention_bf16, "attention_bf16", attention_bf16_supports},
+#if defined(__x86_64__)
     {OpType::Attention, DType::F32, Isa::Avx2, attention_f32_avx2, "attention_f32_avx2"},
 #endif
     {OpType::Attention, DType::F32, Isa::Generic, attention_f32, "attention_f32"},

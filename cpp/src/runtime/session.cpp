@@ -507,7 +507,7 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
     fuse_graph(graph, {.pack_cpu_weights = !impl_->device,
                        .fuse_add_norm = (bool)impl_->device,
                        .winograd = winograd_enabled(),
-                       .bf16_weights = cpu_bf16(options)});
+                       .bf16 = cpu_bf16(options)});
   impl_->graph = std::move(graph);
   impl_->options = options;
   impl_->isa = cpu_isa();
