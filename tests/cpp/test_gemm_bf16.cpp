@@ -227,3 +227,96 @@ TEST_CASE("gemm bf16 FusedMatMul: packed shape check and registry rows") {
   REQUIRE(e32 != nullptr);
   CHECK(std::string(e32->name).find("bf16") == std::string::npos);
 }
+
+namespace {
+
+Node attention_node(bool mask, const char* op, bool bshd, const char* precision) {
+  Node n;
+  n.op = OpType::Attention;
+  n.name = "attn_bf16";
+  n.inputs = {0, 1, 2};
+  if (mask) n.inputs.push_back(3);
+  n.outputs = {100};
+  n.attrs.set("scale", std::string(op) == "mul" ? 0.35 : 2.8);
+  n.attrs.set("scale_op", std::string(op));
+  if (bshd) n.attrs.set("layout", std::string("bshd"));
+  n.attrs.set("precision", std::string(precision));
+  return n;
+}
+
+std::vector<NamedKernel> attention_bf16_kernels() {
+  std::vector<NamedKernel> ks = {{"attention_bf16", cpu::attention_bf16}};
+#if defined(__x86_64__)
+  if (cpu_bf16_dot())
+    ks.push_back({"attention_bf16_avx512bf16", cpu::attention_bf16_avx512bf16});
+  else
+    MESSAGE("no AVX512_BF16: attention_bf16_avx512bf16 not tested");
+#endif
+  return ks;
+}
+
+}  // namespace
+
+TEST_CASE("gemm bf16 Attention kernels match the bf16 reference: shapes, masks, odd D and T") {
+  uint32_t seed = 9700;
+  struct Shp {
+    Shape q, k, v, mask;  // mask empty: none
+  };
+  std::vector<Shp> shapes = {
+      {{2, 3, 7, 9}, {2, 3, 9, 7}, {2, 3, 7, 5}, {2, 1, 1, 7}},         // key mask, D odd
+      {{1, 4, 33, 16}, {1, 4, 16, 33}, {1, 4, 33, 17}, {1, 1, 33, 33}},  // causal [S, T]
+      {{1, 2, 1, 32}, {1, 2, 32, 71}, {1, 2, 71, 32}, {}},              // one query row
+      {{3, 5, 4}, {1, 4, 9}, {3, 9, 6}, {9}},                           // broadcast K
+      {{2, 40, 8}, {2, 8, 40}, {2, 40, 8}, {2, 40, 1}},                 // mask over T
+  };
+  // layout bshd: Q [B, S, H, D], K [B, T, H, D], V [B, T, H, Dv]
+  std::vector<Shp> heads = {
+      {{2, 7, 3, 8}, {2, 9, 3, 8}, {2, 9, 3, 5}, {2, 1, 1, 9}},
+      {{1, 33, 4, 15}, {1, 33, 4, 15}, {1, 33, 4, 16}, {1, 1, 33, 33}},
+      {{3, 1, 2, 32}, {1, 70, 2, 32}, {1, 70, 2, 32}, {}},
+  };
+  for (NamedKernel kern : attention_bf16_kernels())
+    for (int layout = 0; layout < 2; layout++)
+      for (const Shp& sh : layout ? heads : shapes)
+        for (const char* op : {"mul", "div"}) {
+          CAPTURE(kern.name);
+          CAPTURE(layout);
+          CAPTURE(shape_str(sh.q));
+          CAPTURE(op);
+          Tensor q = random_f32(sh.q, seed++, -2, 2), k = random_f32(sh.k, seed++, -2, 2);
+          Tensor v = random_f32(sh.v, seed++), m = random_f32(sh.mask, seed++, -3, 0);
+          std::vector<const Tensor*> in = {&q, &k, &v};
+          if (!sh.mask.empty()) in.push_back(&m);
+          Node n = attention_node(!sh.mask.empty(), op, layout, "bf16");
+          Tensor ref = run(n, in);
+          Tensor fast = run(n, in, kern.fn, 3);
+          // The exponentials differ by an ulp or two (exp_f32_array vs std::exp), which can
+          // move a bf16-rounded P by one bf16 ulp (2^-8).
+          check_close(fast, ref, 2e-3);
+          // bf16 against fp32: close, but not the same numbers.
+          Tensor f32 = run(attention_node(!sh.mask.empty(), op, layout, "fp32"), in);
+          check_close(ref, f32, 3e-2);
+          bool differs = std::memcmp(ref.data(), f32.data(), ref.nbytes()) != 0;
+          CHECK(differs);
+        }
+  Tensor q = random_f32({2, 4, 8}, 1), k = random_f32({2, 8, 4}, 2), v = random_f32({2, 4, 8}, 3);
+  CHECK_THROWS_WITH(run(attention_node(false, "mul", false, "fp16"), {&q, &k, &v}),
+                    doctest::Contains("precision must be"));
+}
+
+TEST_CASE("gemm bf16 Attention is batch invariant: a query row's bits ignore the other rows") {
+  for (NamedKernel kern : attention_bf16_kernels()) {
+    CAPTURE(kern.name);
+    const int64_t S = 300, T = 300, D = 33, Dv = 20;  // S x T > one score block: several tasks
+    Tensor q = random_f32({1, S, D}, 31), k = random_f32({1, D, T}, 32);
+    Tensor v = random_f32({1, T, Dv}, 33);
+    Node n = attention_node(false, "mul", false, "bf16");
+    Tensor all = run(n, {&q, &k, &v}, kern.fn, 4);
+    for (int64_t r0 : {0, 131, 299}) {
+      Tensor one = Tensor::empty(DType::F32, {1, 1, D});
+      std::memcpy(one.data(), q.ptr<float>() + r0 * D, D * 4);
+      Tensor y = run(n, {&one, &k, &v}, kern.fn, 1);
+      CHECK(std::memcmp(y.data(), all.ptr<float>() + r0 * Dv, Dv * 4) == 0);
+    }
+  }
+}
