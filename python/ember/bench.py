@@ -50,9 +50,10 @@ class Runner:
             self._close = None
 
 
-def ember_runner(model, threads: int | None = None, label: str = "ember", quantize=None) -> Runner:
+def ember_runner(model, threads: int | None = None, label: str = "ember", quantize=None,
+                 precision: str = "fp32") -> Runner:
     from ember.engine import Engine
-    eng = Engine(model, threads=threads, quantize=quantize)
+    eng = Engine(model, threads=threads, quantize=quantize, precision=precision)
     return Runner(label, eng.run, eng.close, eng.inputs)
 
 
