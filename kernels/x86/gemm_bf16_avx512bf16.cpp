@@ -16,7 +16,8 @@ template <int R, bool Two>
 inline void micro(int64_t kp, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t pstride,
                   float* c, int64_t ldc, int cols, bool accumulate) {
   const __mmask16 m0 = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - 16)) - 1);
+  const __mmask16 m1 = !Two ? (__mmask16)0 : cols >= 32 ? (__mmask16)0xffff
+                                                     : (__mmask16)((1u << (cols - 16)) - 1);
   __m512 acc0[R], acc1[R];
 #pragma GCC unroll 16
   for (int i = 0; i < R; i++) {
