@@ -1,14 +1,17 @@
 // bf16 GEMM driver for FusedMatMul at precision="bf16" (reference: the FusedMatMul row in
 // cpp/src/ops/ops_fused.cpp). Tasks are (MC-row block, NC-column block) on the shared pool
-// (gemm_blocks). Inside a task K is cut into KC slices: the task's A rows are rounded to bf16
-// into a per-thread buffer (pairs (k, k + 1) are adjacent bf16, so a row-major bf16 copy is
-// already the pair layout), then each pair of 16-wide W panels (pre-packed at load,
-// bgemm_pack_b) meets every MR-row strip in turn. K is never split: a new KC slice resumes
-// from the float stored in C, so each element is one chain whatever M or the tiling.
+// (gemm_blocks). A is rounded to bf16 once per call, row block by row block by the first task
+// that needs it (pairs (k, k + 1) are adjacent bf16, so a row-major bf16 copy is already the
+// pair layout). Inside a task K is cut into KC slices: each pair of 16-wide W panels
+// (pre-packed at load, bgemm_pack_b) meets every MR-row strip in turn. K is never split: a new
+// KC slice resumes from the float stored in C, so each element is one chain whatever M or the
+// tiling.
 #include "kernels/generic/gemm_bf16.h"
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "ember/thread_pool.h"
@@ -57,31 +60,32 @@ void epilogue(const BgemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1
   }
 }
 
-void run_block(const BgemmArgs& g, const BgemmMicro& micro, int64_t m0, int64_t m1, int64_t n0,
-               int64_t n1) {
-  const int64_t kp_all = ceil_div(g.K, 2);
-  const int64_t rows = m1 - m0;
+// A rows [m0, m1) -> bf16 pairs at ap (row stride kp pairs); an odd K's last pair gets a zero
+// high half.
+void round_rows(const BgemmArgs& g, const BgemmMicro& micro, int64_t m0, int64_t m1,
+                uint32_t* ap, int64_t kp) {
+  for (int64_t i = m0; i < m1; i++) {
+    uint16_t* dst = reinterpret_cast<uint16_t*>(ap + i * kp);
+    micro.round_a(g.a + i * g.a_rs, dst, g.K);
+    if (g.K < 2 * kp) dst[g.K] = 0;
+  }
+}
+
+// C[m0:m1, n0:n1] from A's bf16 pairs ap [M, kp] (rounded once per call, shared by the tasks).
+void run_block(const BgemmArgs& g, const BgemmMicro& micro, const uint32_t* ap, int64_t m0,
+               int64_t m1, int64_t n0, int64_t n1) {
+  const int64_t kp = ceil_div(g.K, 2);
   const int mr = micro.mr;
-  thread_local std::vector<uint32_t> ap_buf;
-  ap_buf.resize(rows * std::min(kKP, kp_all));
-  for (int64_t q0 = 0; q0 < kp_all; q0 += kKP) {
-    const int64_t kpc = std::min(kKP, kp_all - q0);
-    const int64_t k0 = 2 * q0, kc = std::min(2 * kpc, g.K - k0);
-    // A rows -> bf16 pairs [rows, kpc]; an odd K's last pair gets a zero high half.
-    for (int64_t i = 0; i < rows; i++) {
-      uint16_t* dst = reinterpret_cast<uint16_t*>(ap_buf.data() + i * kpc);
-      micro.round_a(g.a + (m0 + i) * g.a_rs + k0, dst, kc);
-      if (kc < 2 * kpc) dst[kc] = 0;
-    }
+  for (int64_t q0 = 0; q0 < kp; q0 += kKP) {
+    const int64_t kpc = std::min(kKP, kp - q0);
     const bool accumulate = q0 > 0;
     for (int64_t j0 = n0; j0 < n1; j0 += kNR) {
       const int cols = (int)std::min(kNR, n1 - j0);
-      const uint32_t* bp =
-          reinterpret_cast<const uint32_t*>(g.b_packed) + ((j0 / 16) * kp_all + q0) * 16;
-      for (int64_t i0 = 0; i0 < rows; i0 += mr) {
-        const int r = (int)std::min<int64_t>(mr, rows - i0);
-        micro.fn(kpc, ap_buf.data() + i0 * kpc, kpc, bp, kp_all * 16, g.c + (m0 + i0) * g.c_rs + j0,
-                 g.c_rs, r, cols, accumulate);
+      const uint32_t* bp = reinterpret_cast<const uint32_t*>(g.b_packed) + ((j0 / 16) * kp + q0) * 16;
+      for (int64_t i0 = m0; i0 < m1; i0 += mr) {
+        const int r = (int)std::min<int64_t>(mr, m1 - i0);
+        micro.fn(kpc, ap + i0 * kp + q0, kp, bp, kp * 16, g.c + i0 * g.c_rs + j0, g.c_rs, r, cols,
+                 accumulate);
       }
     }
   }
@@ -158,13 +162,31 @@ void bgemm(const BgemmArgs& g, int max_threads, const BgemmMicro& micro) {
   // A few blocks per thread: a worker that wakes late joins for what is left (as sgemm).
   int split = threads > 1 && flops < 1e8 ? threads * 4 : threads;
   auto [mc, nc, mb, nb] = gemm_blocks(1, g.M, g.N, micro.mr, kNR, kMC, kNC, split);
+  // A is rounded once per call into pairs shared by the tasks: the first task that needs a row
+  // block rounds it; a task that finds it claimed waits for the claimer, which is running.
+  const int64_t kp = ceil_div(g.K, 2);
+  // Kept per calling thread up to 4 MiB; larger ones are freed after the call.
+  thread_local std::vector<uint32_t> ap_kept;
+  std::vector<uint32_t> ap_big;
+  std::vector<uint32_t>& ap_buf = g.M * kp <= (int64_t(1) << 20) ? ap_kept : ap_big;
+  ap_buf.resize(g.M * kp);
+  uint32_t* ap = ap_buf.data();
+  std::unique_ptr<std::atomic<int>[]> state(new std::atomic<int>[mb]);  // 0, 1 claimed, 2 done
+  for (int64_t i = 0; i < mb; i++) state[i].store(0, std::memory_order_relaxed);
   const int64_t count = mb * nb;
   std::atomic<int64_t> next{0};
   ::ember::parallel_for(threads, 1, threads, [&](int64_t, int64_t) {
     for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
       int64_t jb = t / mb, ib = t % mb;  // neighbouring tasks share a column block
-      run_block(g, micro, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
-                std::min(g.N, (jb + 1) * nc));
+      int64_t m0 = ib * mc, m1 = std::min(g.M, (ib + 1) * mc);
+      int expected = 0;
+      if (state[ib].compare_exchange_strong(expected, 1, std::memory_order_acquire)) {
+        round_rows(g, micro, m0, m1, ap, kp);
+        state[ib].store(2, std::memory_order_release);
+      } else {
+        while (state[ib].load(std::memory_order_acquire) != 2) std::this_thread::yield();
+      }
+      run_block(g, micro, ap, m0, m1, jb * nc, std::min(g.N, (jb + 1) * nc));
     }
   });
 }

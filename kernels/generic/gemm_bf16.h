@@ -22,7 +22,9 @@ void bgemm_pack_b(const float* w, int64_t rs, int64_t cs, int64_t K, int64_t N, 
 // the low half); B is one panel [kp, 16] of pairs at b and, when cols > 16, a second at
 // b + pstride; c has row stride ldc and only [rows, cols] of it is touched. Every c element is
 // one fp32 chain: acc = accumulate ? c : 0, then for q = 0..kp-1, acc += a[2q+1] * b[2q+1];
-// acc += a[2q] * b[2q] (exact products, each add rounded to nearest even): vdpbf16ps's order.
+// acc += a[2q] * b[2q] (exact products, each add rounded to nearest even): vdpbf16ps's order
+// (the tests find Zen 5's bits equal to it). NOTE: vdpbf16ps also flushes subnormal inputs
+// and results to zero; the generic kernel does not, so the two differ only there.
 // `round_a` converts n floats to bf16 (nearest even), for A rows.
 struct BgemmMicro {
   int mr;
