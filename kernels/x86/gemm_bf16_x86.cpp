@@ -1,5 +1,6 @@
 // x86 bf16 GEMM drivers: the generic bf16 blocking (kernels/generic/gemm_bf16.cpp) on the
-// AVX512_BF16 micro-kernel, with the AVX2 activation rows. Registered at Isa::Avx512Bf16.
+// AVX512_BF16 micro-kernel, with AVX-512 erf-Gelu and score rows (elementwise_avx512.cpp; the
+// tanh-Gelu row is AVX2's). Registered at Isa::Avx512Bf16.
 #include "kernels/x86/gemm_bf16_x86.h"
 
 #include "kernels/generic/gemm_bf16.h"
@@ -14,12 +15,12 @@ const BgemmMicro& bgemm_micro_avx512bf16() {
 }
 
 void fused_matmul_bf16_avx512bf16(const KernelCtx& ctx) {
-  static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2};
+  static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx512, gelu_tanh_f32_array_avx2};
   fused_matmul_bf16_with(ctx, bgemm_micro_avx512bf16(), acts);
 }
 
 void attention_bf16_avx512bf16(const KernelCtx& ctx) {
-  attention_bf16_with(ctx, bgemm_micro_avx512bf16(), attention_scores_row_avx2);
+  attention_bf16_with(ctx, bgemm_micro_avx512bf16(), attention_scores_row_avx512);
 }
 
 }  // namespace ember::cpu

@@ -17,6 +17,12 @@ void bgemm_micro_8x32_avx512bf16(int64_t kp, const uint32_t* a, int64_t lda, con
 // y[i] = bf16(x[i]) for i < n, nearest even (vcvtneps2bf16: subnormal inputs become zero).
 void bf16_round_avx512bf16(const float* x, uint16_t* y, int64_t n);  // [n] -> [n]
 
+// fp32 rows on 16 lanes (elementwise_avx512.cpp): elementwise_avx2.cpp's algorithms op for op
+// (erf-Gelu bit for bit; the score row within an FMA's rounding, its sum in another order).
+void gelu_erf_f32_array_avx512(const float* x, float* y, int64_t n);  // [n] -> [n], x == y ok
+float attention_scores_row_avx512(float* s, int64_t n, float scale, bool div, const float* mask,
+                                  int64_t mask_t);  // as attention_scores_row_avx2
+
 // Drivers (gemm_bf16_x86.cpp).
 struct BgemmMicro;
 const BgemmMicro& bgemm_micro_avx512bf16();

@@ -2,7 +2,8 @@
 // kernels/x86/gemm_bf16_avx512bf16.cpp): the OpDef reference against a double-precision sum of
 // the bf16-rounded operands, each kernel against the reference on odd shapes (K odd: the
 // zero-padded last pair) with fresh random data, batch invariance, the packed layout's shape
-// check, and which registry row takes bf16 weights at each ISA.
+// check, which registry row takes bf16 weights at each ISA, and the AVX-512 fp32 rows the
+// bf16 kernels use against the AVX2 rows they port.
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -16,6 +17,7 @@
 #include "runtime/registry.h"
 #if defined(__x86_64__)
 #include "kernels/x86/gemm_bf16_x86.h"
+#include "kernels/x86/kernels_x86.h"
 #endif
 
 using namespace ember;
@@ -320,3 +322,52 @@ TEST_CASE("gemm bf16 Attention is batch invariant: a query row's bits ignore the
     }
   }
 }
+
+#if defined(__x86_64__)
+TEST_CASE("gemm bf16: the AVX-512 erf-Gelu and score rows match the AVX2 rows") {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("no AVX-512 (cpu_isa ", std::string(isa_name(cpu_isa())), "): rows not tested");
+    return;
+  }
+  std::mt19937 rng(4242);
+  std::uniform_real_distribution<float> u(-16.0f, 16.0f);
+  const float specials[] = {0.0f, -0.0f, 14.5f, -14.5f, 14.6f, -14.6f, 1e-30f, -1e-30f,
+                            INFINITY, -INFINITY, NAN, 3e38f, -3e38f, 0.875f, -5.0f};
+  for (int64_t n : {1, 7, 15, 16, 17, 33, 100, 1001}) {
+    CAPTURE(n);
+    std::vector<float> x(n);
+    for (int64_t i = 0; i < n; i++) x[i] = i < 15 && n > 15 ? specials[i] : u(rng);
+    std::vector<float> want(n + 1, 7.0f), got(n + 1, 7.0f), inplace = x;
+    cpu::gelu_erf_f32_array_avx2(x.data(), want.data(), n);
+    cpu::gelu_erf_f32_array_avx512(x.data(), got.data(), n);
+    cpu::gelu_erf_f32_array_avx512(inplace.data(), inplace.data(), n);
+    CHECK(std::memcmp(got.data(), want.data(), (n + 1) * 4) == 0);  // and nothing past n
+    CHECK(std::memcmp(inplace.data(), want.data(), n * 4) == 0);
+    for (int mask_kind = 0; mask_kind < 3; mask_kind++)  // none, one per key, broadcast
+      for (bool div : {false, true}) {
+        CAPTURE(mask_kind);
+        std::vector<float> m(n);
+        for (int64_t i = 0; i < n; i++) m[i] = i % 5 == 4 ? -1e4f : u(rng) / 8;
+        const float* mp = mask_kind ? m.data() : nullptr;
+        const int64_t mt = mask_kind == 1 ? 1 : 0;
+        std::vector<float> s2(n + 1), s5(n + 1);
+        for (int64_t i = 0; i < n; i++) s2[i] = s5[i] = u(rng);
+        s2[n] = s5[n] = 7.0f;
+        float sum2 = cpu::attention_scores_row_avx2(s2.data(), n, 0.3f, div, mp, mt);
+        float sum5 = cpu::attention_scores_row_avx512(s5.data(), n, 0.3f, div, mp, mt);
+        // g++ may fuse the scale and the mask add into one FMA in either kernel (the
+        // intrinsics are plain vector arithmetic to it): the argument of exp can differ by
+        // one rounding, |arg| < 40 here, so exp by 40 * 2^-24 relative.
+        for (int64_t i = 0; i < n; i++)
+          if (!(std::fabs(s5[i] - s2[i]) <= 3e-6f * s2[i])) {
+            FAIL_CHECK("score ", i, ": ", s5[i], " vs ", s2[i]);
+            break;
+          }
+        if (mask_kind == 0) CHECK(std::memcmp(s2.data(), s5.data(), n * 4) == 0);
+        CHECK(s5[n] == 7.0f);  // nothing past n
+        CHECK(std::fabs(sum5 - sum2) <= 3e-6f * sum2);
+        CHECK(sum5 >= 1.0f);                             // the max's exp is 1
+      }
+  }
+}
+#endif
