@@ -8,6 +8,7 @@
 // NOTE: g++ 12 warns that the AVX-512 headers' own _mm512_undefined_* operands "may be used
 // uninitialized" once inlined here (GCC PR 105593): a false positive, silenced for this file.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -157,11 +158,9 @@ float attention_scores_row_avx512(float* s, int64_t n, float scale, bool div, co
     _mm512_mask_storeu_ps(s + i, m, v);
     vmax = _mm512_max_ps(w_select(m, v, ninf), vmax);  // a NaN score leaves the max alone
   }
-  float lane[16];
-  _mm512_storeu_ps(lane, vmax);
-  float mx = lane[0];
-  for (int l = 1; l < 16; l++) mx = lane[l] > mx ? lane[l] : mx;
-  const __m512 vm = w_set(mx);
+  // Pairwise trees across the lanes (a row is short: a 16-step scalar chain cost as much as
+  // the row's exps).
+  const __m512 vm = w_set(_mm512_reduce_max_ps(vmax));
   __m512 sum = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
     __mmask16 m = w_tail(n - i);
@@ -169,10 +168,7 @@ float attention_scores_row_avx512(float* s, int64_t n, float scale, bool div, co
     _mm512_mask_storeu_ps(s + i, m, e);
     sum = _mm512_add_ps(sum, w_select(m, e, _mm512_setzero_ps()));
   }
-  _mm512_storeu_ps(lane, sum);
-  float total = 0.0f;
-  for (int l = 0; l < 16; l++) total += lane[l];
-  return total;
+  return _mm512_reduce_add_ps(sum);
 }
 
 }  // namespace ember::cpu
