@@ -81,7 +81,8 @@ void run_block(const BgemmArgs& g, const BgemmMicro& micro, const uint32_t* ap, 
     const bool accumulate = q0 > 0;
     for (int64_t j0 = n0; j0 < n1; j0 += kNR) {
       const int cols = (int)std::min(kNR, n1 - j0);
-      const uint32_t* bp = reinterpret_cast<const uint32_t*>(g.b_packed) + ((j0 / 16) * kp + q0) * 16;
+      const uint32_t* bp =
+          reinterpret_cast<const uint32_t*>(g.b_packed) + ((j0 / 16) * kp + q0) * 16;
       for (int64_t i0 = m0; i0 < m1; i0 += mr) {
         const int r = (int)std::min<int64_t>(mr, m1 - i0);
         micro.fn(kpc, ap + i0 * kp + q0, kp, bp, kp * 16, g.c + i0 * g.c_rs + j0, g.c_rs, r, cols,
@@ -101,7 +102,9 @@ const BgemmMicro& bgemm_micro_generic() {
   return m;
 }
 
-Shape bgemm_packed_b_shape(int64_t K, int64_t N) { return {ceil_div(N, 16), ceil_div(K, 2), 16, 2}; }
+Shape bgemm_packed_b_shape(int64_t K, int64_t N) {
+  return {ceil_div(N, 16), ceil_div(K, 2), 16, 2};
+}
 
 void bgemm_pack_b(const float* w, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* out) {
   const int64_t kp = ceil_div(K, 2);

@@ -19,7 +19,9 @@ namespace {
 static inline __m512 w_set(float v) { return _mm512_set1_ps(v); }
 static inline __mmask16 w_tail(int64_t n) { return (__mmask16)((1u << (n < 16 ? n : 16)) - 1); }
 // c ? a : b per lane.
-static inline __m512 w_select(__mmask16 c, __m512 a, __m512 b) { return _mm512_mask_blend_ps(c, b, a); }
+static inline __m512 w_select(__mmask16 c, __m512 a, __m512 b) {
+  return _mm512_mask_blend_ps(c, b, a);
+}
 static inline __mmask16 w_is_nan(__m512 x) { return _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q); }
 
 // exp(r) for |r| <= ln2 / 2 (Cephes' polynomial, as elementwise_avx2.cpp's v_exp_poly).

@@ -22,7 +22,8 @@ inline void micro(int64_t kp, const uint32_t* a, int64_t lda, const uint32_t* b,
 #pragma GCC unroll 16
   for (int i = 0; i < R; i++) {
     acc0[i] = accumulate ? _mm512_maskz_loadu_ps(m0, c + i * ldc) : _mm512_setzero_ps();
-    if (Two) acc1[i] = accumulate ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16) : _mm512_setzero_ps();
+    if (Two)
+      acc1[i] = accumulate ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16) : _mm512_setzero_ps();
   }
   const uint32_t* b1 = b + pstride;
   for (int64_t q = 0; q < kp; q++) {

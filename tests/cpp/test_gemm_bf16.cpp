@@ -102,8 +102,7 @@ std::vector<NamedKernel> bf16_kernels() {
     ks.push_back({"fused_matmul_bf16_avx512bf16", cpu::fused_matmul_bf16_avx512bf16});
   else
     MESSAGE("no AVX512_BF16 (cpu_isa ", std::string(isa_name(cpu_isa())),
-            "): fused_matmul_bf16_avx512bf16 "
-            "not tested");
+            "): fused_matmul_bf16_avx512bf16 not tested");
 #endif
   return ks;
 }
@@ -144,7 +143,8 @@ TEST_CASE("gemm bf16: the reference is A @ W on bf16-rounded operands, summed in
         double worst = 0;
         for (int64_t n = 0; n < N && K >= 7; n++) {
           double f32 = bias.ptr<float>()[n];
-          for (int64_t k = 0; k < K; k++) f32 += (double)a.ptr<float>()[k] * w.ptr<float>()[k * N + n];
+          for (int64_t k = 0; k < K; k++)
+            f32 += (double)a.ptr<float>()[k] * w.ptr<float>()[k * N + n];
           worst = std::max(worst, std::fabs(f32 - got.ptr<float>()[n]));
         }
         if (K >= 7) CHECK(worst > 1e-4);

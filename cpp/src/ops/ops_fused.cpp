@@ -128,7 +128,8 @@ std::vector<TensorType> infer_attention(const InferCtx& ctx) {
   std::string op = ctx.node.attrs.get_string("scale_op", "mul");
   if (op != "mul" && op != "div") ctx.fail("scale_op must be 'mul' or 'div', got '", op, "'");
   std::string prec = ctx.node.attrs.get_string("precision", "fp32");
-  if (prec != "fp32" && prec != "bf16") ctx.fail("precision must be 'fp32' or 'bf16', got '", prec, "'");
+  if (prec != "fp32" && prec != "bf16")
+    ctx.fail("precision must be 'fp32' or 'bf16', got '", prec, "'");
   AttnGeom g = attention_geom(ctx, ctx.in[0].shape, ctx.in[1].shape, ctx.in[2].shape,
                               ctx.has(3) ? &ctx.in[3].shape : nullptr);
   return {{DType::F32, g.out}};
