@@ -30,6 +30,14 @@ namespace {
 using namespace cpu;
 
 const KernelEntry kCpuKernels[] = {
+    // ---- precision="bf16" (kernels/generic/gemm_bf16.h): first, ahead of every ISA's f32 rows.
+    // Only these read bf16-packed FusedMatMul weights; Attention nodes marked precision "bf16".
+#if defined(__x86_64__)
+    {OpType::FusedMatMul, DType::F32, Isa::Avx512Bf16, fused_matmul_bf16_avx512bf16, "fused_matmul_bf16_avx512bf16", fused_matmul_bf16_supports},
+    {OpType::Attention, DType::F32, Isa::Avx512Bf16, attention_bf16_avx512bf16, "attention_bf16_avx512bf16", attention_bf16_supports},
+#endif
+    {OpType::FusedMatMul, DType::F32, Isa::Generic, fused_matmul_bf16, "fused_matmul_bf16", fused_matmul_bf16_supports},
+    {OpType::Attention, DType::F32, Isa::Generic, attention_bf16, "attention_bf16", attention_bf16_supports},
 #if defined(__aarch64__)
     // ---- aarch64: NEON kernels (kernels/arm/kernels_arm.h), ahead of their ops' generic rows.
     // Isa::Neon rows exist only in aarch64 builds (and x86 rows only in x86 ones): the Isa enum
@@ -45,22 +53,12 @@ const KernelEntry kCpuKernels[] = {
     {OpType::LogSoftmax, DType::F32, Isa::Neon, log_softmax_f32_neon, "log_softmax_f32_neon", softmax_f32_supports},
 #endif
     // ---- linalg ----
-    // bf16-packed weights (precision="bf16", kernels/generic/gemm_bf16.h) ahead of every f32
-    // FusedMatMul row: only these read that layout.
-#if defined(__x86_64__)
-    {OpType::FusedMatMul, DType::F32, Isa::Avx512Bf16, fused_matmul_bf16_avx512bf16, "fused_matmul_bf16_avx512bf16", fused_matmul_bf16_supports},
-#endif
-    {OpType::FusedMatMul, DType::F32, Isa::Generic, fused_matmul_bf16, "fused_matmul_bf16", fused_matmul_bf16_supports},
 #if defined(__x86_64__)
     {OpType::MatMul, DType::F32, Isa::Avx2, matmul_f32_avx2, "matmul_f32_avx2"},
     {OpType::Gemm, DType::F32, Isa::Avx2, gemm_f32_avx2, "gemm_f32_avx2"},
     {OpType::FusedMatMul, DType::F32, Isa::Avx2, fused_matmul_f32_avx2, "fused_matmul_f32_avx2"},
 #endif
     {OpType::FusedMatMul, DType::F32, Isa::Generic, fused_matmul_f32, "fused_matmul_f32"},
-#if defined(__x86_64__)
-    {OpType::Attention, DType::F32, Isa::Avx512Bf16, attention_bf16_avx512bf16, "attention_bf16_avx512bf16", attention_bf16_supports},
-#endif
-    {OpType::Attention, DType::F32, Isa::Generic, attention_bf16, "attention_bf16", attention_bf16_supports},
 #if defined(__x86_64__)
     {OpType::Attention, DType::F32, Isa::Avx2, attention_f32_avx2, "attention_f32_avx2"},
 #endif
