@@ -10,7 +10,8 @@
 --bf16 adds ember with precision="bf16" to the MiniLM cases (a third engine in the same
 interleaved rounds; bf16 matmuls and attention on AVX512_BF16 with fp32 accumulation) and prints
 its time against onnxruntime fp32 and ember fp32, and the cosine of its sentence embeddings to
-ember fp32's on real sentences.
+ember fp32's on real sentences. Ratios: of medians, and per round (the engines' blocks of one
+round ran back to back, so load from other jobs falls on both: steadier on a shared machine).
 
 Feeds are sampled as `ember bench` samples them (token ids in [0, 2)). Prints median ± spread,
 items per second (sequences or images), ember / onnxruntime time, max |diff|, and each engine's
@@ -123,6 +124,14 @@ def ratio(row, rival):
     return st["ember bf16"]["median_s"] / st[rival]["median_s"]
 
 
+def paired(row, rival):
+    """ember bf16 / `rival` per round (blocks run back to back): p10-p90 of the ratio."""
+    from ember import bench
+    pr = bench.paired_ratio(row["round_medians"]["ember bf16"], row["round_medians"][rival])
+    row.setdefault("bf16_paired", {})[rival] = pr
+    return f"{pr['p10']:.2f}-{pr['p90']:.2f}x (med {pr['median']:.2f})"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -206,10 +215,11 @@ def main(argv=None):
         print(f"\nember precision='bf16' (cpu isa {_core.cpu_isa()}; fp32 where it lacks "
               "avx512bf16); cosine: sentence embeddings of real text vs ember fp32")
         bench.print_table(
-            ["case", "ember bf16 median ±", "bf16/ORT fp32", "bf16/ember fp32", "min cosine",
-             "bf16 items/s"],
+            ["case", "ember bf16 median ±", "bf16/ORT fp32", "paired p10-p90", "bf16/ember fp32",
+             "paired p10-p90", "min cosine", "bf16 items/s"],
             [[r["case"], bench.fmt_stat(r["engines"]["ember bf16"]),
-              f"{ratio(r, 'onnxruntime'):.2f}x", f"{ratio(r, 'ember'):.2f}x",
+              f"{ratio(r, 'onnxruntime'):.2f}x", paired(r, "onnxruntime"),
+              f"{ratio(r, 'ember'):.2f}x", paired(r, "ember"),
               f"{r['bf16_cosine']:.6f}", f"{r['items_per_s']['ember bf16']:.1f} {r['unit']}/s"]
              for r in bf16_rows])
     if args.json:
