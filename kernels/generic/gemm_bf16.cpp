@@ -54,8 +54,12 @@ void epilogue(const BgemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1
   if (!g.bias && !g.act) return;
   for (int64_t i = m0; i < m1; i++) {
     float* ci = g.c + i * g.c_rs;
-    if (g.bias)
+    if (g.bias && g.bias_per_row) {
+      const float bi = g.bias[i];
+      for (int64_t j = n0; j < n1; j++) ci[j] += bi;
+    } else if (g.bias) {
       for (int64_t j = n0; j < n1; j++) ci[j] += g.bias[j];
+    }
     if (g.act) g.act(ci + n0, ci + n0, n1 - n0);
   }
 }

@@ -44,7 +44,8 @@ struct BgemmArgs {
   const uint16_t* b_packed = nullptr;  // bgemm_pack_b of W [K, N]
   float* c = nullptr;                  // C[m, n] = c[m * c_rs + n]
   int64_t c_rs = 0;
-  const float* bias = nullptr;  // [N] or nullptr
+  const float* bias = nullptr;  // [N] or nullptr; [M] with bias_per_row (Conv's channels)
+  bool bias_per_row = false;
   void (*act)(const float* x, float* y, int64_t n) = nullptr;  // on finished rows, in place
 };
 void bgemm(const BgemmArgs& args, int max_threads, const BgemmMicro& micro);
@@ -64,5 +65,10 @@ void fused_matmul_bf16(const KernelCtx& ctx);  // the generic micro-kernel (slow
 bool attention_bf16_supports(const InferCtx& ctx);  // attr precision "bf16"
 void attention_bf16_with(const KernelCtx& ctx, const BgemmMicro& micro, AttentionRowFn scores_row);
 void attention_bf16(const KernelCtx& ctx);
+// Conv with precision "bf16" (conv_bf16.cpp): per (batch, group) W @ patches on the bf16 GEMM,
+// the patches gathered straight into bf16 pair panels; the bias added in fp32.
+bool conv_bf16_supports(const InferCtx& ctx);  // attr precision "bf16", f32 X and W
+void conv_bf16_with(const KernelCtx& ctx, const BgemmMicro& micro);
+void conv_bf16(const KernelCtx& ctx);
 
 }  // namespace ember::cpu

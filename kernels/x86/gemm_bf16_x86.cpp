@@ -23,4 +23,6 @@ void attention_bf16_avx512bf16(const KernelCtx& ctx) {
   attention_bf16_with(ctx, bgemm_micro_avx512bf16(), attention_scores_row_avx512);
 }
 
+void conv_bf16_avx512bf16(const KernelCtx& ctx) { conv_bf16_with(ctx, bgemm_micro_avx512bf16()); }
+
 }  // namespace ember::cpu

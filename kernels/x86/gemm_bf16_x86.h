@@ -27,6 +27,7 @@ float attention_scores_row_avx512(float* s, int64_t n, float scale, bool div, co
 struct BgemmMicro;
 const BgemmMicro& bgemm_micro_avx512bf16();
 void fused_matmul_bf16_avx512bf16(const KernelCtx& ctx);
-void attention_bf16_avx512bf16(const KernelCtx& ctx);  // AVX2 score rows
+void attention_bf16_avx512bf16(const KernelCtx& ctx);  // AVX-512 score rows
+void conv_bf16_avx512bf16(const KernelCtx& ctx);
 
 }  // namespace ember::cpu

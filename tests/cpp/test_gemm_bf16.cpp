@@ -371,3 +371,80 @@ TEST_CASE("gemm bf16: the AVX-512 erf-Gelu and score rows match the AVX2 rows") 
   }
 }
 #endif
+
+namespace {
+
+Node conv_node(const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
+               const std::vector<int64_t>& dil, int64_t group, bool bias, const char* precision) {
+  Node n;
+  n.op = OpType::Conv;
+  n.name = "conv_bf16";
+  n.inputs = {0, 1};
+  if (bias) n.inputs.push_back(2);
+  n.outputs = {100};
+  n.attrs.set("strides", strides);
+  n.attrs.set("pads", pads);
+  n.attrs.set("dilations", dil);
+  n.attrs.set("group", group);
+  n.attrs.set("precision", std::string(precision));
+  return n;
+}
+
+std::vector<NamedKernel> conv_bf16_kernels() {
+  std::vector<NamedKernel> ks = {{"conv_bf16", cpu::conv_bf16}};
+#if defined(__x86_64__)
+  if (cpu_bf16_dot()) ks.push_back({"conv_bf16_avx512bf16", cpu::conv_bf16_avx512bf16});
+#endif
+  return ks;
+}
+
+}  // namespace
+
+TEST_CASE("gemm bf16 Conv kernels match the bf16 reference bit for bit: kernels, strides, pads") {
+  struct Case {
+    Shape x, w;
+    std::vector<int64_t> strides, pads, dil;
+    int64_t group;
+  };
+  const std::vector<Case> cases = {
+      {{2, 3, 11, 9}, {5, 3, 3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}, 1},   // K = 27: odd
+      {{1, 3, 17, 17}, {7, 3, 7, 7}, {2, 2}, {3, 3, 3, 3}, {1, 1}, 1},  // stem-like
+      {{1, 8, 6, 7}, {9, 8, 1, 1}, {1, 1}, {0, 0, 0, 0}, {1, 1}, 1},    // pointwise
+      {{1, 4, 9, 9}, {6, 2, 3, 3}, {2, 1}, {0, 1, 2, 0}, {2, 1}, 2},    // groups, dilation
+      {{3, 5, 13}, {4, 5, 3}, {2}, {1, 1}, {1}, 1},                      // 1-D, batch 3
+  };
+  uint32_t seed = 9900;
+  for (NamedKernel kern : conv_bf16_kernels())
+    for (const Case& c : cases)
+      for (bool bias : {false, true}) {
+        CAPTURE(kern.name);
+        CAPTURE(shape_str(c.w));
+        CAPTURE(bias);
+        Tensor x = random_f32(c.x, seed++, -2, 2), w = random_f32(c.w, seed++, -1, 1);
+        Tensor b = random_f32({c.w[0]}, seed++);
+        std::vector<const Tensor*> in = {&x, &w};
+        if (bias) in.push_back(&b);
+        Node n = conv_node(c.strides, c.pads, c.dil, c.group, bias, "bf16");
+        Tensor ref = run(n, in);
+        Tensor fast = run(n, in, kern.fn, 3);
+        CHECK(bit_equal(fast, ref));
+        // Near fp32: operand roundings of 2^-9 over kg = C/G x taps random-signed products.
+        Tensor f32 = run(conv_node(c.strides, c.pads, c.dil, c.group, bias, "fp32"), in);
+        check_close(ref, f32, 1e-2 * std::sqrt((double)(w.numel() / w.dim(0))));
+        CHECK(std::memcmp(ref.data(), f32.data(), ref.nbytes()) != 0);
+        // Image 0 alone has the bits it has in the batch.
+        if (c.x[0] > 1) {
+          Shape one = c.x;
+          one[0] = 1;
+          Tensor x0 = Tensor::empty(DType::F32, one);
+          std::memcpy(x0.data(), x.data(), x0.nbytes());
+          std::vector<const Tensor*> in0 = in;
+          in0[0] = &x0;
+          Tensor y0 = run(n, in0, kern.fn, 2);
+          CHECK(std::memcmp(y0.data(), fast.data(), y0.nbytes()) == 0);
+        }
+      }
+  Tensor x = random_f32({1, 2, 5, 5}, 1), w = random_f32({3, 2, 3, 3}, 2);
+  CHECK_THROWS_WITH(run(conv_node({1, 1}, {0, 0, 0, 0}, {1, 1}, 1, false, "fp16"), {&x, &w}),
+                    doctest::Contains("precision 'fp16'"));
+}

@@ -128,3 +128,39 @@ def test_bf16_below_avx512bf16_runs_fp32_bit_for_bit(tmp_path):
 def test_fp16_is_refused_on_the_cpu():
     with pytest.raises(ember.EmberError, match="applies to GPU engines"):
         ember.Engine(encoder_layer(), precision="fp16")
+
+
+def small_cnn(seed=0):
+    """x [n, 3, 20, 20] -> Conv 5x5 stride 2 (bias) -> Relu -> Conv 1x1 -> depthwise Conv 3x3
+    -> Conv 3x3 stride 1 (Winograd's) -> y: the bf16 convs, and the two that stay fp32."""
+    rng = np.random.default_rng(seed)
+    inits = {"W1": rng.standard_normal((16, 3, 5, 5)) / 8, "b1": rng.standard_normal(16),
+             "W2": rng.standard_normal((24, 16, 1, 1)) / 4, "Wd": rng.standard_normal((24, 1, 3, 3)) / 3,
+             "W3": rng.standard_normal((16, 24, 3, 3)) / 14}
+    nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], strides=[2, 2], pads=[2, 2, 2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "W2"], ["c2"]),
+             helper.make_node("Conv", ["c2", "Wd"], ["c3"], group=24, pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c3", "W3"], ["y"], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 20, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@needs_bf16
+def test_bf16_convs_run_bf16_close_to_fp32_batch_invariant():
+    model = small_cnn()
+    x = np.random.default_rng(3).standard_normal((3, 3, 20, 20)).astype(np.float32)
+    with ember.Engine(model, threads=2) as e32, ember.Engine(model, threads=2, precision="bf16") as e16:
+        used = sorted(k for _, op, k, _, _ in e16.plan_info({"x": x})["nodes"] if "onv" in op)
+        # The 5x5 and 1x1 convs in bf16; the depthwise one and the 3x3 (Winograd) stay fp32.
+        assert used.count("conv_bf16_avx512bf16") == 2, used
+        assert not any("bf16" in k for _, op, k, _, _ in e32.plan_info({"x": x})["nodes"])
+        want, got = e32.run({"x": x})["y"].astype(np.float64), e16.run({"x": x})["y"]
+        one = e16.run({"x": x[1:2]})["y"]
+    np.testing.assert_array_equal(one[0], got[1])
+    err = np.abs(got - want).max() / np.abs(want).max()
+    print(f"cnn bf16 vs fp32: max err {err:.2e} of max |y|")
+    assert 1e-5 < err < 3e-2

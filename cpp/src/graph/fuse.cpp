@@ -481,6 +481,19 @@ int fuse_attention_heads(Graph& g) {
   return rw.finish();
 }
 
+int mark_conv_bf16(Graph& g) {
+  int marked = 0;
+  for (Node& n : g.nodes) {
+    if (n.op != OpType::Conv || n.inputs.size() < 2 || n.attrs.has("precision")) continue;
+    const Tensor* w = constant(g, n.inputs[1]);
+    if (!w || w->dtype() != DType::F32 || w->rank() < 3) continue;
+    if (w->dim(1) == 1 && n.attrs.get_int("group", 1) == w->dim(0)) continue;  // depthwise
+    n.attrs.set("precision", std::string("bf16"));
+    marked++;
+  }
+  return marked;
+}
+
 int fuse_graph(Graph& graph, const FuseOptions& options) {
   int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_rms_norm(graph) +
           fuse_gelu(graph) + fuse_quant_activation(graph) +
@@ -488,6 +501,7 @@ int fuse_graph(Graph& graph, const FuseOptions& options) {
                                     : fuse_matmul_epilogue(graph)) +
           fuse_attention(graph, options.bf16 && options.pack_cpu_weights);
   if (options.pack_cpu_weights && options.winograd) n += fuse_conv_winograd(graph);  // after BN
+  if (options.pack_cpu_weights && options.bf16) n += mark_conv_bf16(graph);  // after Winograd
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (options.fuse_add_norm) n += fuse_add_norm(graph);  // after the norms written out fused
   // Last: what the other passes leave of elementwise runs (CPU only: no device kernel).

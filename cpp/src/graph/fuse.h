@@ -55,6 +55,10 @@ int fuse_elementwise_chain(Graph& graph);
 // channels [-> Relu] -> WinogradConv (ops_winograd.cpp) with the filters transformed at load.
 // In graph/fuse_winograd.cpp.
 int fuse_conv_winograd(Graph& graph);
+// precision="bf16" CPU sessions: float32 Conv nodes with constant weights, other than depthwise
+// ones, get precision "bf16" (ops_conv.cpp; the bf16 GEMM on their patches). Runs after
+// fuse_conv_winograd, so 3x3 stride-1 convs keep the fp32 Winograd kernel.
+int mark_conv_bf16(Graph& graph);
 struct FuseOptions {
   // fuse_matmul packs weights for the CPU's GEMM; a session with a device runs
   // fuse_matmul_epilogue instead (the device reads plain weights; CPU fallbacks pack them per
@@ -67,8 +71,8 @@ struct FuseOptions {
   // direct sums by rounding only.
   bool winograd = true;
   // precision="bf16" on CPUs with AVX512_BF16 (CPU sessions): fuse_matmul packs weights as
-  // bf16 pairs (the FusedMatMul rounds its activations to bf16 too) and fuse_attention marks
-  // its nodes precision "bf16"; norms, softmax and epilogues stay fp32.
+  // bf16 pairs (the FusedMatMul rounds its activations to bf16 too), fuse_attention and
+  // mark_conv_bf16 mark their nodes precision "bf16"; norms, softmax and epilogues stay fp32.
   bool bf16 = false;
 };
 // All of the above, in order; then dead nodes and constants removed.

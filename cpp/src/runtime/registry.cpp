@@ -31,13 +31,16 @@ using namespace cpu;
 
 const KernelEntry kCpuKernels[] = {
     // ---- precision="bf16" (kernels/generic/gemm_bf16.h): first, ahead of every ISA's f32 rows.
-    // Only these read bf16-packed FusedMatMul weights; Attention nodes marked precision "bf16".
+    // Only these read bf16-packed FusedMatMul weights; Attention and Conv nodes marked
+    // precision "bf16".
 #if defined(__x86_64__)
     {OpType::FusedMatMul, DType::F32, Isa::Avx512Bf16, fused_matmul_bf16_avx512bf16, "fused_matmul_bf16_avx512bf16", fused_matmul_bf16_supports},
     {OpType::Attention, DType::F32, Isa::Avx512Bf16, attention_bf16_avx512bf16, "attention_bf16_avx512bf16", attention_bf16_supports},
+    {OpType::Conv, DType::F32, Isa::Avx512Bf16, conv_bf16_avx512bf16, "conv_bf16_avx512bf16", conv_bf16_supports},
 #endif
     {OpType::FusedMatMul, DType::F32, Isa::Generic, fused_matmul_bf16, "fused_matmul_bf16", fused_matmul_bf16_supports},
     {OpType::Attention, DType::F32, Isa::Generic, attention_bf16, "attention_bf16", attention_bf16_supports},
+    {OpType::Conv, DType::F32, Isa::Generic, conv_bf16, "conv_bf16", conv_bf16_supports},
 #if defined(__aarch64__)
     // ---- aarch64: NEON kernels (kernels/arm/kernels_arm.h), ahead of their ops' generic rows.
     // Isa::Neon rows exist only in aarch64 builds (and x86 rows only in x86 ones): the Isa enum
