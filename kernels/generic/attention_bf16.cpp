@@ -62,8 +62,8 @@ void attention_bf16_with(const KernelCtx& ctx, const BgemmMicro& micro, Attentio
       const int64_t b = task / qblocks, s0 = task % qblocks * qrows;
       const int64_t rows = std::min(qrows, l.S - s0);
       if (b != packed_b) {  // Kt [D, T] and V [T, Dv] as bf16 pairs, once per matrix
-        bgemm_pack_b_with(k + off[1][b], l.k_d, l.k_t, l.D, l.T, kt_p.data(), micro.round_a);
-        bgemm_pack_b_with(v + off[2][b], l.v_t, 1, l.T, l.Dv, v_p.data(), micro.round_a);
+        bgemm_pack_b_with(k + off[1][b], l.k_d, l.k_t, l.D, l.T, kt_p.data(), micro);
+        bgemm_pack_b_with(v + off[2][b], l.v_t, 1, l.T, l.Dv, v_p.data(), micro);
         packed_b = b;
       }
       BgemmArgs g;  // scores[rows, T] = Q[s0:s0+rows] Kt

@@ -2,7 +2,8 @@
 // branch): per (batch, group) the bf16 GEMM (gemm_bf16.cpp) Y[mg, out] = W[mg, kg] @ P[kg, out]
 // + bias per row, P the input patches (rows (c, k0, k1, k2), zero where the kernel reads pad).
 // P is built straight into bf16 pair panels: pair q's two patch rows are gathered into fp32,
-// rounded and interleaved (tasks over q on the pool), so no fp32 patch matrix is kept. W is
+// then rounded and interleaved by the micro-kernel's round_pairs (tasks over q on the pool),
+// so no fp32 patch matrix is kept. W is
 // rounded per call by the GEMM; every output is one vdpbf16ps chain over (c, k0, k1, k2).
 #include <algorithm>
 #include <vector>
@@ -64,20 +65,15 @@ void conv_bf16_with(const KernelCtx& ctx, const BgemmMicro& micro) {
       ctx.parallel_for(kp, std::max<int64_t>(1, 4096 / std::max<int64_t>(osz, 1)),
                        [&](int64_t q0, int64_t q1) {
         std::vector<float> rows(2 * osz);
-        std::vector<uint16_t> r0(np * 16, 0), r1(np * 16, 0);
         for (int64_t q = q0; q < q1; q++) {
           for (int e = 0; e < 2; e++) {
             const int64_t kk = 2 * q + e;
-            uint16_t* dst = e ? r1.data() : r0.data();
-            if (kk >= kg) {
-              std::fill_n(dst, osz, uint16_t(0));
-              continue;
-            }
-            patch_row(g, xg + (kk / ksz) * isz, kk % ksz, rows.data() + e * osz);
-            micro.round_a(rows.data() + e * osz, dst, osz);
+            if (kk < kg)
+              patch_row(g, xg + (kk / ksz) * isz, kk % ksz, rows.data() + e * osz);
+            else
+              std::fill_n(rows.data() + e * osz, osz, 0.0f);
           }
-          for (int64_t j = 0; j < np * 16; j++)
-            pan[((j / 16) * kp + q) * 16 + j % 16] = (uint32_t)r0[j] | (uint32_t)r1[j] << 16;
+          micro.round_pairs(rows.data(), rows.data() + osz, osz, pan + q * 16, kp * 16);
         }
       });
       BgemmArgs a;  // Y[grp's channels] = W[grp's rows] @ P

@@ -49,6 +49,16 @@ void round_generic(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = f32_to_bf16(x[i]);
 }
 
+void round_pairs_generic(const float* x0, const float* x1, int64_t n, uint32_t* out,
+                         int64_t pstride) {
+  for (int64_t p = 0; p < ceil_div(n, 16); p++)
+    for (int64_t j = 0; j < 16; j++) {
+      int64_t i = 16 * p + j;
+      out[p * pstride + j] =
+          i < n ? (uint32_t)f32_to_bf16(x0[i]) | (uint32_t)f32_to_bf16(x1[i]) << 16 : 0u;
+    }
+}
+
 // bias and activation on C[m0:m1, n0:n1] once its sums are complete.
 void epilogue(const BgemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (!g.bias && !g.act) return;
@@ -102,7 +112,8 @@ void run_block(const BgemmArgs& g, const BgemmMicro& micro, const uint32_t* ap, 
 }  // namespace
 
 const BgemmMicro& bgemm_micro_generic() {
-  static const BgemmMicro m{4, micro_generic, round_generic, "generic bf16 4x32"};
+  static const BgemmMicro m{4, micro_generic, round_generic, round_pairs_generic,
+                            "generic bf16 4x32"};
   return m;
 }
 
@@ -123,36 +134,31 @@ void bgemm_pack_b(const float* w, int64_t rs, int64_t cs, int64_t K, int64_t N, 
 }
 
 void bgemm_pack_b_with(const float* w, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* out,
-                       void (*round)(const float* x, uint16_t* y, int64_t n)) {
+                       const BgemmMicro& micro) {
   const int64_t kp = ceil_div(K, 2), np = ceil_div(N, 16);
   uint32_t* out32 = reinterpret_cast<uint32_t*>(out);
-  thread_local std::vector<uint16_t> r0, r1;
   if (rs == 1) {
     // Column n is contiguous over k: rounded, it is already column n's run of pairs.
-    r0.assign(2 * kp, 0);
+    thread_local std::vector<uint16_t> col;
+    col.assign(2 * kp, 0);
     for (int64_t n = 0; n < np * 16; n++) {
       uint32_t* dst = out32 + (n / 16) * kp * 16 + n % 16;
       if (n >= N) {
         for (int64_t q = 0; q < kp; q++) dst[q * 16] = 0;
         continue;
       }
-      round(w + n * cs, r0.data(), K);
-      const uint32_t* pairs = reinterpret_cast<const uint32_t*>(r0.data());
+      micro.round_a(w + n * cs, col.data(), K);
+      const uint32_t* pairs = reinterpret_cast<const uint32_t*>(col.data());
       for (int64_t q = 0; q < kp; q++) dst[q * 16] = pairs[q];
     }
   } else if (cs == 1) {
-    // Rows 2q and 2q + 1 rounded, then interleaved into each panel's pairs.
-    r0.assign(np * 16, 0);
-    r1.assign(np * 16, 0);
+    // Rows 2q and 2q + 1 rounded into pair line q of every panel (an odd K's last row pairs
+    // with zeros).
+    thread_local std::vector<float> zeros;
+    if (K % 2) zeros.assign(N, 0.0f);
     for (int64_t q = 0; q < kp; q++) {
-      round(w + 2 * q * rs, r0.data(), N);
-      if (2 * q + 1 < K)
-        round(w + (2 * q + 1) * rs, r1.data(), N);
-      else
-        std::fill(r1.begin(), r1.end(), uint16_t(0));
-      for (int64_t n = 0; n < np * 16; n++)
-        out32[((n / 16) * kp + q) * 16 + n % 16] =
-            (uint32_t)r0[n] | (uint32_t)r1[n] << 16;
+      const float* x1 = 2 * q + 1 < K ? w + (2 * q + 1) * rs : zeros.data();
+      micro.round_pairs(w + 2 * q * rs, x1, N, out32 + q * 16, kp * 16);
     }
   } else {
     bgemm_pack_b(w, rs, cs, K, N, out);

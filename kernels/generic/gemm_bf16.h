@@ -25,12 +25,16 @@ void bgemm_pack_b(const float* w, int64_t rs, int64_t cs, int64_t K, int64_t N, 
 // acc += a[2q] * b[2q] (exact products, each add rounded to nearest even): vdpbf16ps's order
 // (the tests find Zen 5's bits equal to it). NOTE: vdpbf16ps also flushes subnormal inputs
 // and results to zero; the generic kernel does not, so the two differ only there.
-// `round_a` converts n floats to bf16 (nearest even), for A rows.
+// `round_a` converts n floats to bf16 (nearest even), for A rows; `round_pairs` rounds two
+// rows x0, x1 [n] into one pair line of B's panels: out[p * pstride + j] = bf16(x0[16 p + j]) |
+// bf16(x1[16 p + j]) << 16 for every p < ceil(n / 16), j < 16, zero past n.
 struct BgemmMicro {
   int mr;
   void (*fn)(int64_t kp, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t pstride,
              float* c, int64_t ldc, int rows, int cols, bool accumulate);
   void (*round_a)(const float* x, uint16_t* y, int64_t n);
+  void (*round_pairs)(const float* x0, const float* x1, int64_t n, uint32_t* out,
+                      int64_t pstride);
   const char* name;
 };
 const BgemmMicro& bgemm_micro_generic();
@@ -50,10 +54,10 @@ struct BgemmArgs {
 };
 void bgemm(const BgemmArgs& args, int max_threads, const BgemmMicro& micro);
 
-// bgemm_pack_b per call (activations: Attention's K and V), rounding with `round` (a
-// BgemmMicro's round_a) row by row where W's rows (cs 1) or columns (rs 1) are contiguous.
+// bgemm_pack_b per call (activations: Attention's K and V), rounding with `micro`'s row
+// functions where W's rows (cs 1) or columns (rs 1) are contiguous.
 void bgemm_pack_b_with(const float* w, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* out,
-                       void (*round)(const float* x, uint16_t* y, int64_t n));
+                       const BgemmMicro& micro);
 
 // FusedMatMul whose W is bf16 pairs (bgemm_pack_b; FuseOptions::bf16_weights).
 bool fused_matmul_bf16_supports(const InferCtx& ctx);

@@ -10,7 +10,7 @@ namespace ember::cpu {
 
 const BgemmMicro& bgemm_micro_avx512bf16() {
   static const BgemmMicro m{8, bgemm_micro_8x32_avx512bf16, bf16_round_avx512bf16,
-                            "avx512bf16 8x32"};
+                            bf16_round_pairs_avx512bf16, "avx512bf16 8x32"};
   return m;
 }
 

@@ -16,6 +16,9 @@ void bgemm_micro_8x32_avx512bf16(int64_t kp, const uint32_t* a, int64_t lda, con
                                  bool accumulate);
 // y[i] = bf16(x[i]) for i < n, nearest even (vcvtneps2bf16: subnormal inputs become zero).
 void bf16_round_avx512bf16(const float* x, uint16_t* y, int64_t n);  // [n] -> [n]
+// BgemmMicro::round_pairs: x0, x1 [n] -> pair lines out[p * pstride + 0..15], zero past n.
+void bf16_round_pairs_avx512bf16(const float* x0, const float* x1, int64_t n, uint32_t* out,
+                                 int64_t pstride);
 
 // fp32 rows on 16 lanes (elementwise_avx512.cpp): elementwise_avx2.cpp's algorithms op for op
 // (erf-Gelu bit for bit; the score row within an FMA's rounding, its sum in another order).

@@ -324,6 +324,31 @@ TEST_CASE("gemm bf16 Attention is batch invariant: a query row's bits ignore the
 }
 
 #if defined(__x86_64__)
+TEST_CASE("gemm bf16: the AVX512_BF16 roundings have the generic ones' bits") {
+  if (!cpu_bf16_dot()) {
+    MESSAGE("no AVX512_BF16: the roundings are not tested");
+    return;
+  }
+  std::mt19937 rng(77);
+  std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+  for (int64_t n : {1, 15, 16, 17, 100}) {
+    CAPTURE(n);
+    std::vector<float> x0(n), x1(n);
+    for (int64_t i = 0; i < n; i++) x0[i] = u(rng), x1[i] = u(rng) * 1e-3f;
+    x0[0] = 1.00390625f;  // a tie: nearest even rounds it down to 1
+    const int64_t lines = (n + 15) / 16, stride = 40;
+    std::vector<uint32_t> want(lines * stride, 0xdeadbeef), got = want;
+    cpu::bgemm_micro_generic().round_pairs(x0.data(), x1.data(), n, want.data(), stride);
+    cpu::bf16_round_pairs_avx512bf16(x0.data(), x1.data(), n, got.data(), stride);
+    CHECK(want == got);  // padding lanes zero, the gaps between lines untouched in both
+    CHECK(want[0] == ((uint32_t)f32_to_bf16(x1[0]) << 16 | 0x3f80u));
+    std::vector<uint16_t> r(n + 1, 0x1234), g(n + 1, 0x1234);
+    cpu::bgemm_micro_generic().round_a(x0.data(), r.data(), n);
+    cpu::bf16_round_avx512bf16(x0.data(), g.data(), n);
+    CHECK(r == g);
+  }
+}
+
 TEST_CASE("gemm bf16: the AVX-512 erf-Gelu and score rows match the AVX2 rows") {
   if (cpu_isa() < Isa::Avx512) {
     MESSAGE("no AVX-512 (cpu_isa ", std::string(isa_name(cpu_isa())), "): rows not tested");
