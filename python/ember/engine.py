@@ -81,7 +81,7 @@ class Engine:
     values cross; device_fallbacks lists (name, op) of the nodes put on the CPU so far (each
     logged once on the "ember" logger). precision "fp16" / "bf16" lets the GPU use
     half-precision tensor cores for matmuls and attention (fp32 accumulation); on the CPU,
-    "bf16" runs the weight matmuls (and attention) on AVX512_BF16 dot products with fp32
+    "bf16" runs the weight matmuls, attention and convs on AVX512_BF16 dot products with fp32
     accumulation, norms and softmax in fp32, where the CPU has them (else fp32); deterministic
     asks the GPU for results that do not depend on the batch size.
     Engine.run may be called from several threads at once: each compiled plan (one per input
