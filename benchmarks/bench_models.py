@@ -7,6 +7,12 @@
   exporter) at batch 1 x 3 x 224 x 224, exported from torch (torch.onnx.export, dynamo=False,
   opset 17) into a temp dir.
 
+--bf16 adds ember with precision="bf16" to the MiniLM cases (a third engine in the same
+interleaved rounds; bf16 matmuls and attention on AVX512_BF16 with fp32 accumulation) and prints
+its time against onnxruntime fp32 and ember fp32, and the cosine of its sentence embeddings to
+ember fp32's on real sentences. Ratios: of medians, and per round (the engines' blocks of one
+round ran back to back, so load from other jobs falls on both: steadier on a shared machine).
+
 Feeds are sampled as `ember bench` samples them (token ids in [0, 2)). Prints median ± spread,
 items per second (sequences or images), ember / onnxruntime time, max |diff|, and each engine's
 peak RSS from a fresh process. --quick (CI smoke): small shapes and a small CNN, 2 rounds, no
@@ -73,6 +79,59 @@ def export_resnet(path, quick):
     return size
 
 
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A fast brown fox leaps over a sleepy dog.",
+    "Paris is the capital of France; Berlin is the capital of Germany.",
+    "Numbers like 3.14159 and 2.71828 split into several word pieces.",
+    "Sentence embeddings map text to points where similar meanings lie close together.",
+    "The trains ran on time and the weather was mild.",
+    "Hello!",
+    "Unbelievably, the tokenizer handles uncommon words by splitting them into pieces.",
+]
+
+
+def bf16_embedding_cosine(path, threads, seq=128):
+    """Min over SENTENCES of the cosine between ember bf16 and fp32 sentence embeddings (the
+    model's sentence_embedding output, else mean-pooled last_hidden_state), at [8, seq]."""
+    import numpy as np
+    import tokenizers
+
+    from ember import Engine, hub
+    tok = tokenizers.Tokenizer.from_file(os.path.join(hub.model_folder("minilm-l6"), "tokenizer.json"))
+    tok.enable_truncation(max_length=seq)
+    tok.enable_padding(length=seq, pad_id=0, pad_token="[PAD]")
+    enc = tok.encode_batch(SENTENCES)
+    feeds = {"input_ids": np.array([e.ids for e in enc], np.int64),
+             "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
+             "token_type_ids": np.array([e.type_ids for e in enc], np.int64)}
+    embs = []
+    for precision in ("fp32", "bf16"):
+        with Engine(path, threads=threads, precision=precision) as eng:
+            out = eng.run(feeds)
+        if "sentence_embedding" in out:
+            embs.append(out["sentence_embedding"].astype(np.float64))
+        else:
+            m = feeds["attention_mask"][..., None].astype(np.float64)
+            embs.append((out["last_hidden_state"] * m).sum(1) / m.sum(1))
+    a, b = embs
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+
+def ratio(row, rival):
+    """ember bf16's median time over `rival`'s in this row."""
+    st = row["engines"]
+    return st["ember bf16"]["median_s"] / st[rival]["median_s"]
+
+
+def paired(row, rival):
+    """ember bf16 / `rival` per round (blocks run back to back): p10-p90 of the ratio."""
+    from ember import bench
+    pr = bench.paired_ratio(row["round_medians"]["ember bf16"], row["round_medians"][rival])
+    row.setdefault("bf16_paired", {})[rival] = pr
+    return f"{pr['p10']:.2f}-{pr['p90']:.2f}x (med {pr['median']:.2f})"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -82,6 +141,8 @@ def main(argv=None):
     p.add_argument("--rss", action="store_true", help="measure peak RSS in --quick mode too")
     p.add_argument("--no-rss", action="store_true", help="skip the peak RSS children")
     p.add_argument("--only", choices=["minilm", "resnet"], help="run one model only")
+    p.add_argument("--bf16", action="store_true",
+                   help="also ember precision='bf16' on MiniLM: time and embedding cosine vs fp32")
     p.add_argument("--json", metavar="OUT.json")
     p.add_argument("--plot", metavar="OUT.png", help="bar chart of medians (needs matplotlib)")
     args = p.parse_args(argv)
@@ -104,19 +165,23 @@ def main(argv=None):
             ids = np.random.default_rng(0).integers(0, 2, size=(b, s)).astype(np.int64)
             feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
                      "token_type_ids": np.zeros_like(ids)}
-            cases.append((f"minilm-l6 {b}x{s}", path, feeds, b, "seq", rounds))
+            cases.append((f"minilm-l6 {b}x{s}", path, feeds, b, "seq", rounds, args.bf16))
     if args.only in (None, "resnet"):
         path = os.path.join(tmp.name, "resnet.onnx")
         print("[models] exporting the ResNet-style CNN from torch ...", file=sys.stderr, flush=True)
         size = export_resnet(path, args.quick)
         img = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
         name = "resnet-tiny" if args.quick else "resnet18-style"
-        cases.append((f"{name} 1x3x{size}x{size}", path, {"image": img}, 1, "img", 2 if args.quick else 10))
+        cases.append((f"{name} 1x3x{size}x{size}", path, {"image": img}, 1, "img",
+                      2 if args.quick else 10, False))
 
     rows = []
-    for label, path, feeds, items, unit, rounds in cases:
+    for label, path, feeds, items, unit, rounds, bf16 in cases:
         print(f"[models] {label} ...", file=sys.stderr, flush=True)
         runners = [bench.ember_runner(path, args.threads), bench.ort_runner(path, args.threads)]
+        if bf16:
+            runners.append(bench.ember_runner(path, args.threads, label="ember bf16",
+                                              precision="bf16"))
         try:
             row = bench.run_case(runners, feeds, warmup=warmup, rounds=args.rounds or rounds,
                                  pause_s=(5 if args.quick else args.pause_ms) / 1e3,
@@ -126,6 +191,8 @@ def main(argv=None):
                 r.close()
         row.update(case=label, items=items, unit=unit,
                    items_per_s={k: items / st["median_s"] for k, st in row["engines"].items()})
+        if bf16:
+            row["bf16_cosine"] = bf16_embedding_cosine(path, args.threads)
         rows.append(row)
     tmp.cleanup()
 
@@ -142,6 +209,19 @@ def main(argv=None):
     print(f"threads {args.threads}; median ±: median per run, ± half the p10-p90 range; "
           "ember/ORT: time ratio (< 1: ember faster)")
     bench.print_table(headers, table)
+    bf16_rows = [r for r in rows if "bf16_cosine" in r]
+    if bf16_rows:
+        from ember import _core
+        print(f"\nember precision='bf16' (cpu isa {_core.cpu_isa()}; fp32 where it lacks "
+              "avx512bf16); cosine: sentence embeddings of real text vs ember fp32")
+        bench.print_table(
+            ["case", "ember bf16 median ±", "bf16/ORT fp32", "paired p10-p90", "bf16/ember fp32",
+             "paired p10-p90", "min cosine", "bf16 items/s"],
+            [[r["case"], bench.fmt_stat(r["engines"]["ember bf16"]),
+              f"{ratio(r, 'onnxruntime'):.2f}x", paired(r, "onnxruntime"),
+              f"{ratio(r, 'ember'):.2f}x", paired(r, "ember"),
+              f"{r['bf16_cosine']:.6f}", f"{r['items_per_s']['ember bf16']:.1f} {r['unit']}/s"]
+             for r in bf16_rows])
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "quick": args.quick,

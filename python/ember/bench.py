@@ -50,9 +50,10 @@ class Runner:
             self._close = None
 
 
-def ember_runner(model, threads: int | None = None, label: str = "ember", quantize=None) -> Runner:
+def ember_runner(model, threads: int | None = None, label: str = "ember", quantize=None,
+                 precision: str = "fp32") -> Runner:
     from ember.engine import Engine
-    eng = Engine(model, threads=threads, quantize=quantize)
+    eng = Engine(model, threads=threads, quantize=quantize, precision=precision)
     return Runner(label, eng.run, eng.close, eng.inputs)
 
 
@@ -179,6 +180,7 @@ def run_case(runners, feeds, warmup=3, rounds=10, block=None, pause_s=DEFAULT_PA
     Checks outputs first (max abs diff of runners[1] vs runners[0]), then `compare`s them. With
     rss_model (the model's path), also each engine's peak RSS in a fresh process (a second
     "ember (B)" is not measured again). Returns {"feeds", "engines", "block", "block_warmup",
+    "round_medians" ({label: each round's median}),
     "max_abs_diff", and with a rival "rival", "ratio" (ember / rival median), "ratio_rounds"
     (p10/median/p90 of the per-round ember / rival ratio), and "rss" {label: peak_rss(...)}}.
     """
@@ -187,6 +189,7 @@ def run_case(runners, feeds, warmup=3, rounds=10, block=None, pause_s=DEFAULT_PA
                   block=block, pause_s=pause_s)
     row = {"feeds": {k: list(np.shape(v)) for k, v in feeds.items()}, "engines": res["engines"],
            "block": res["block"], "block_warmup": res["block_warmup"],
+           "round_medians": res["round_medians"],
            "max_abs_diff": max_abs_diff(outs[0], outs[1]) if len(outs) > 1 else None}
     if len(runners) > 1:
         ours, rival = runners[0].label, runners[1].label

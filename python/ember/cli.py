@@ -34,7 +34,8 @@ def add_device_args(parser):
                         help="cpu (default), cuda or cuda:N: nodes the GPU has no kernel for "
                              "stay on the CPU (listed)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
-                        help="GPU matmuls and attention in half precision (fp32 accumulation)")
+                        help="matmuls and attention in half precision, fp32 accumulation (GPU; "
+                             "bf16 also on CPUs with AVX512_BF16, else fp32)")
 
 
 def _parse_shapes(specs):
@@ -141,7 +142,8 @@ def cmd_info(args):
     plan = eng.plan_info(feeds)
     shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in feeds.items())
     print(f"plan for {shapes} (cpu isa {_core.cpu_isa()}, {_core.thread_pool_size()} threads"
-          + (f", device {eng.device}, precision {args.precision}" if eng.device != "cpu" else "")
+          + (f", device {eng.device}" if eng.device != "cpu" else "")
+          + (f", precision {args.precision}" if args.precision != "fp32" else "")
           + "):")
     print(f"  peak arena: {_fmt_bytes(plan['arena_bytes'])}  outputs: "
           f"{_fmt_bytes(plan['output_bytes'])}  folded at plan time: {_fmt_bytes(plan['folded_bytes'])}"

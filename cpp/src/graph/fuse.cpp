@@ -8,6 +8,7 @@
 
 #include "graph/fold.h"
 #include "graph/fuse_util.h"
+#include "kernels/generic/gemm_bf16.h"
 #include "kernels/generic/kernels_generic.h"
 
 namespace ember {
@@ -98,7 +99,7 @@ bool plain_gemm(Graph& g, const Node& n, int* bias) {
 
 }  // namespace
 
-int fuse_matmul(Graph& g) {
+int fuse_matmul(Graph& g, bool bf16) {
   Rewriter rw(g);
   const Uses& uses = rw.uses;
   for (size_t mi = 0; mi < g.nodes.size(); mi++) {
@@ -117,10 +118,17 @@ int fuse_matmul(Graph& g) {
     if (gemm_bias >= 0) ep.bias = gemm_bias;
     std::vector<int> absorbed = {(int)mi};
     absorbed.insert(absorbed.end(), ep.nodes.begin(), ep.nodes.end());
-    Tensor packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
-    cpu::sgemm_pack_b(w->ptr<float>(), tb ? 1 : N, tb ? K : 1, K, N, packed.ptr<float>());
+    Tensor packed;
+    if (bf16) {
+      packed = Tensor::empty(DType::BF16, cpu::bgemm_packed_b_shape(K, N));
+      cpu::bgemm_pack_b(w->ptr<float>(), tb ? 1 : N, tb ? K : 1, K, N,
+                        static_cast<uint16_t*>(packed.data()));
+    } else {
+      packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
+      cpu::sgemm_pack_b(w->ptr<float>(), tb ? 1 : N, tb ? K : 1, K, N, packed.ptr<float>());
+    }
     int w_id = mm.inputs[1];
-    int wp = g.add_value(g.values[w_id].name + "/packed", DType::F32);
+    int wp = g.add_value(g.values[w_id].name + "/packed", packed.dtype());
     g.constants[wp] = packed;
     // Free the unpacked weights now, not at the final clean-up: the peak then holds one model's
     // weights plus one matrix, not two models' worth.
@@ -213,7 +221,7 @@ int fuse_conv_batch_norm(Graph& g) {
   return rw.finish();
 }
 
-int fuse_attention(Graph& g) {
+int fuse_attention(Graph& g, bool bf16) {
   Rewriter rw(g);
   const Uses& uses = rw.uses;
   for (size_t si = 0; si < g.nodes.size(); si++) {
@@ -264,6 +272,7 @@ int fuse_attention(Graph& g) {
     f.outputs = g.nodes[pv].outputs;
     f.attrs.set("scale", (double)c->ptr<float>()[0]);
     f.attrs.set("scale_op", std::string(sn.op == OpType::Div ? "div" : "mul"));
+    if (bf16) f.attrs.set("precision", std::string("bf16"));
     rw.replace({qk, sc, add, (int)si, pv}, std::move(f));
   }
   return rw.finish();
@@ -472,12 +481,27 @@ int fuse_attention_heads(Graph& g) {
   return rw.finish();
 }
 
+int mark_conv_bf16(Graph& g) {
+  int marked = 0;
+  for (Node& n : g.nodes) {
+    if (n.op != OpType::Conv || n.inputs.size() < 2 || n.attrs.has("precision")) continue;
+    const Tensor* w = constant(g, n.inputs[1]);
+    if (!w || w->dtype() != DType::F32 || w->rank() < 3) continue;
+    if (w->dim(1) == 1 && n.attrs.get_int("group", 1) == w->dim(0)) continue;  // depthwise
+    n.attrs.set("precision", std::string("bf16"));
+    marked++;
+  }
+  return marked;
+}
+
 int fuse_graph(Graph& graph, const FuseOptions& options) {
   int n = fuse_conv_batch_norm(graph) + fuse_layer_norm(graph) + fuse_rms_norm(graph) +
           fuse_gelu(graph) + fuse_quant_activation(graph) +
-          (options.pack_cpu_weights ? fuse_matmul(graph) : fuse_matmul_epilogue(graph)) +
-          fuse_attention(graph);
+          (options.pack_cpu_weights ? fuse_matmul(graph, options.bf16)
+                                    : fuse_matmul_epilogue(graph)) +
+          fuse_attention(graph, options.bf16 && options.pack_cpu_weights);
   if (options.pack_cpu_weights && options.winograd) n += fuse_conv_winograd(graph);  // after BN
+  if (options.pack_cpu_weights && options.bf16) n += mark_conv_bf16(graph);  // after Winograd
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (options.fuse_add_norm) n += fuse_add_norm(graph);  // after the norms written out fused
   // Last: what the other passes leave of elementwise runs (CPU only: no device kernel).

@@ -11,8 +11,9 @@ int fuse_gelu(Graph& graph);
 // MatMul(A, W) with W a constant f32 [K, N], then optionally Add(., bias [N] constant) and
 // Relu / Gelu -> FusedMatMul(A, W packed, bias) (ops_fused.cpp). Gemm(A, W[, C]) that is
 // A @ W (+ C) (transA 0, alpha 1, beta 1; W constant, transB either way; C a constant of N
-// elements or one) likewise, C as the bias.
-int fuse_matmul(Graph& graph);
+// elements or one) likewise, C as the bias. bf16: W packed as bf16 pairs instead
+// (kernels/generic/gemm_bf16.h; precision="bf16" sessions).
+int fuse_matmul(Graph& graph, bool bf16 = false);
 // Device sessions: MatMul(A, W constant f32 [K, N]) followed by Add(., bias [N] constant)
 // and / or Relu / Gelu -> FusedMatMul(A, W, bias) with packed 0 (W as it is): the device's
 // GEMM adds the bias in its epilogue and applies the activation, one kernel pass fewer per
@@ -23,7 +24,8 @@ int fuse_matmul_epilogue(Graph& graph);
 int fuse_conv_batch_norm(Graph& graph);
 // MatMul(Q, Kt) -> Mul/Div by a scalar constant -> [Add(., mask)] -> Softmax(axis -1) ->
 // MatMul(., V) -> Attention(Q, Kt, V, mask) (ops_fused.cpp): scores never reach memory.
-int fuse_attention(Graph& graph);
+// bf16: the node gets precision "bf16" (its two GEMMs on bf16 operands).
+int fuse_attention(Graph& graph, bool bf16 = false);
 // Attention whose Q, Kt, V come from head transposes (q, k, v [B, S, H, D] permuted 0 2 1 3,
 // 0 2 3 1, 0 2 1 3) and whose output goes through the inverse one -> Attention layout "bshd"
 // reading q, k, v and writing [B, S, H, Dv] in place: four transposes fewer per layer.
@@ -53,6 +55,10 @@ int fuse_elementwise_chain(Graph& graph);
 // channels [-> Relu] -> WinogradConv (ops_winograd.cpp) with the filters transformed at load.
 // In graph/fuse_winograd.cpp.
 int fuse_conv_winograd(Graph& graph);
+// precision="bf16" CPU sessions: float32 Conv nodes with constant weights, other than depthwise
+// ones, get precision "bf16" (ops_conv.cpp; the bf16 GEMM on their patches). Runs after
+// fuse_conv_winograd, so 3x3 stride-1 convs keep the fp32 Winograd kernel.
+int mark_conv_bf16(Graph& graph);
 struct FuseOptions {
   // fuse_matmul packs weights for the CPU's GEMM; a session with a device runs
   // fuse_matmul_epilogue instead (the device reads plain weights; CPU fallbacks pack them per
@@ -64,6 +70,10 @@ struct FuseOptions {
   // fuse_conv_winograd (CPU sessions; EMBER_WINOGRAD=0 turns it off): results differ from the
   // direct sums by rounding only.
   bool winograd = true;
+  // precision="bf16" on CPUs with AVX512_BF16 (CPU sessions): fuse_matmul packs weights as
+  // bf16 pairs (the FusedMatMul rounds its activations to bf16 too), fuse_attention and
+  // mark_conv_bf16 mark their nodes precision "bf16"; norms, softmax and epilogues stay fp32.
+  bool bf16 = false;
 };
 // All of the above, in order; then dead nodes and constants removed.
 int fuse_graph(Graph& graph, const FuseOptions& options = {});

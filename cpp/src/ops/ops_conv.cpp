@@ -3,6 +3,12 @@
 // References are direct loops accumulating in double; ConvTranspose gathers (each output
 // sums the inputs that scatter onto it), so no accumulation buffer is needed.
 // Fast f32 Conv: kernels/generic/conv_f32.cpp.
+// Conv attr precision "bf16" (float32 Conv in precision="bf16" CPU sessions; graph/fuse.cpp):
+// X and W rounded to bf16, each output a float chain over its taps (c, k0, k1, k2) in pairs,
+// odd tap first, as vdpbf16ps adds them (taps that read pad count as zeros), then + bias in
+// float (kernels/generic/conv_bf16.cpp).
+#include <vector>
+
 #include "kernels/generic/conv_f32.h"
 #include "ops/op_util.h"
 
@@ -136,6 +142,9 @@ std::vector<TensorType> infer_conv(const InferCtx& ctx) {
     if (ctx.has(i) && ctx.in[i].dtype != t)
       ctx.fail("input ", i, " is ", dtype_name(ctx.in[i].dtype), ", X is ", dtype_name(t));
   ConvGeom g = conv_geom(ctx, ctx.in[0].shape, ctx.in[1].shape, transpose);
+  std::string prec = ctx.node.attrs.get_string("precision", "fp32");
+  if (prec != "fp32" && (prec != "bf16" || transpose || t != DType::F32))
+    ctx.fail("precision '", prec, "' (float32 Conv: 'fp32' or 'bf16')");
   if (ctx.has(2) && (ctx.in[2].shape.size() != 1 || ctx.in[2].shape[0] != g.M))
     ctx.fail("B ", shape_str(ctx.in[2].shape), " must be [", g.M, "]");
   Shape out = {g.N, g.M};
@@ -182,6 +191,48 @@ void conv_ref_typed(const KernelCtx& ctx, const ConvGeom& g) {
     }
   }
   (void)osz;
+}
+
+// precision "bf16" (see the top of the file).
+void conv_ref_bf16(const KernelCtx& ctx, const ConvGeom& g) {
+  const float* x = ctx.input(0).ptr<float>();  // [N, C, in...]
+  const float* w = ctx.input(1).ptr<float>();  // [M, C/G, k...]
+  const float* b = ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr;  // [M]
+  float* y = ctx.output(0).ptr<float>();       // [N, M, out...]
+  auto rb = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
+  const int64_t cg = g.C / g.G, mg = g.M / g.G, isz = g.in_size(), ksz = g.k_size();
+  std::vector<float> taps(cg * ksz + 1);
+  int64_t yi = 0;
+  for (int64_t n = 0; n < g.N; n++)
+    for (int64_t m = 0; m < g.M; m++) {
+      const int64_t grp = m / mg;
+      const float* wm = w + m * cg * ksz;
+      for (int64_t o0 = 0; o0 < g.out[0]; o0++)
+        for (int64_t o1 = 0; o1 < g.out[1]; o1++)
+          for (int64_t o2 = 0; o2 < g.out[2]; o2++, yi++) {
+            int64_t t = 0;
+            for (int64_t c = 0; c < cg; c++)
+              for (int64_t k0 = 0; k0 < g.k[0]; k0++)
+                for (int64_t k1 = 0; k1 < g.k[1]; k1++)
+                  for (int64_t k2 = 0; k2 < g.k[2]; k2++, t++) {
+                    int64_t i0 = o0 * g.stride[0] - g.pad[0] + k0 * g.dil[0];
+                    int64_t i1 = o1 * g.stride[1] - g.pad[1] + k1 * g.dil[1];
+                    int64_t i2 = o2 * g.stride[2] - g.pad[2] + k2 * g.dil[2];
+                    bool in = i0 >= 0 && i0 < g.in[0] && i1 >= 0 && i1 < g.in[1] && i2 >= 0 &&
+                              i2 < g.in[2];
+                    taps[t] = in ? rb(x[(n * g.C + grp * cg + c) * isz +
+                                        (i0 * g.in[1] + i1) * g.in[2] + i2])
+                                 : 0.0f;
+                  }
+            float acc = 0.0f;
+            for (int64_t i = 0; i < t; i += 2) {
+              if (i + 1 < t) acc += taps[i + 1] * rb(wm[i + 1]);
+              acc += taps[i] * rb(wm[i]);
+              if (acc != acc) break;  // NOTE: as ref_fused_matmul_bf16 (g++ 12 vectorised sum)
+            }
+            y[yi] = b ? acc + b[m] : acc;
+          }
+    }
 }
 
 // Output o receives input i through kernel tap k when o = i * stride - pad + k * dil.
@@ -241,6 +292,7 @@ void ref_conv(const KernelCtx& ctx) {
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> ||
                   std::is_same_v<T, f16_t> || std::is_same_v<T, bf16_t>) {
       if (transpose) conv_transpose_ref_typed<T>(ctx, g);
+      else if (ctx.node.attrs.get_string("precision", "fp32") == "bf16") conv_ref_bf16(ctx, g);
       else conv_ref_typed<T>(ctx, g);
     } else {
       fail(ErrorKind::Model, "[", op_name(ctx.node.op), "] unsupported dtype ",
@@ -254,7 +306,8 @@ void ref_conv(const KernelCtx& ctx) {
 static const OpDef kOps[] = {
     {OpType::Conv, "Conv", 2, 3, 1, 1, 0,
      {{"auto_pad", AttrKind::String}, {"dilations", AttrKind::Ints}, {"group", AttrKind::Int},
-      {"kernel_shape", AttrKind::Ints}, {"pads", AttrKind::Ints}, {"strides", AttrKind::Ints}},
+      {"kernel_shape", AttrKind::Ints}, {"pads", AttrKind::Ints}, {"strides", AttrKind::Ints},
+      {"precision", AttrKind::String}},
      infer_conv, ref_conv},
     {OpType::ConvTranspose, "ConvTranspose", 2, 3, 1, 1, 0,
      {{"auto_pad", AttrKind::String}, {"dilations", AttrKind::Ints}, {"group", AttrKind::Int},

@@ -8,6 +8,10 @@
 // is, its GEMM's epilogue adds the bias; a CPU fallback packs it per call).
 // The reference sums k in order in float, adds the bias, then applies the activation in double
 // like the Relu/Gelu references.
+// W in bf16 (precision="bf16" sessions on CPUs with AVX512_BF16; graph/fuse.cpp): Wp bf16
+// [ceil(N / 16), ceil(K / 2), 16, 2], Wp[p, q, j, e] = bf16(W[2 q + e, 16 p + j]) (zero past K
+// and N; kernels/generic/gemm_bf16.h). A is rounded to bf16 (nearest even) and each pair's
+// exact products are added in float, k = 2q + 1 before 2q, as vdpbf16ps adds them.
 //
 // Attention: Y = softmax(scale(Q @ Kt) + mask) @ V, replacing MatMul(Q, Kt) -> Mul or Div by a
 // scalar -> [Add(., mask)] -> Softmax(axis -1) -> MatMul(., V). Q [..., S, D], Kt [..., D, T]
@@ -18,6 +22,10 @@
 // ops/attention_geom.h). The reference
 // follows the unfused ops in float: scores summed over d in order, scaled, masked, softmax
 // (max-subtracted), then the weighted sum over t in order.
+// precision "bf16" (fuse_attention in precision="bf16" sessions): Q, Kt, V and the
+// exponentials are rounded to bf16 and both sums run over pairs (d or t, odd index first) as
+// vdpbf16ps adds them; softmax stays fp32 and each output row is divided by its fp32 sum of
+// exponentials after P V, as the kernels do.
 #include <cmath>
 #include <vector>
 
@@ -34,10 +42,15 @@ std::vector<TensorType> infer_fused_matmul(const InferCtx& ctx) {
   const TensorType& w = ctx.in[1];
   int64_t n = ctx.node.attrs.get_int("n", -1);
   fused_activation(&ctx, ctx.node);
-  if (a.dtype != DType::F32 || w.dtype != DType::F32) ctx.fail("A and W must be float32");
+  if (a.dtype != DType::F32 || (w.dtype != DType::F32 && w.dtype != DType::BF16))
+    ctx.fail("A must be float32 and W float32 or bfloat16 (packed)");
   if (a.shape.empty()) ctx.fail("A must have rank >= 1");
   int64_t k = a.shape.back();
-  if (!fused_matmul_packed(ctx.node)) {
+  if (w.dtype == DType::BF16) {
+    if (!fused_matmul_packed(ctx.node) || n < 0 ||
+        w.shape != Shape{(n + kPanel - 1) / kPanel, (k + 1) / 2, kPanel, 2})
+      ctx.fail("bf16 W ", shape_str(w.shape), " is not packed pairs for K = ", k, ", N = ", n);
+  } else if (!fused_matmul_packed(ctx.node)) {
     if (w.shape != Shape{k, n})
       ctx.fail("W ", shape_str(w.shape), " is not [K = ", k, ", N = ", n, "]");
   } else if (w.shape.size() != 3 || w.shape[2] != kPanel || w.shape[1] != k || n < 0 ||
@@ -51,7 +64,39 @@ std::vector<TensorType> infer_fused_matmul(const InferCtx& ctx) {
   return {{DType::F32, out}};
 }
 
+// FusedMatMul with bf16 pairs W (see the top of the file).
+void ref_fused_matmul_bf16(const KernelCtx& ctx) {
+  const Tensor& a = ctx.input(0);  // [..., K]
+  const Tensor& w = ctx.input(1);  // [ceil(N / 16), ceil(K / 2), 16, 2] bf16
+  Tensor& y = ctx.output(0);       // [..., N]
+  const int64_t k_dim = a.dim(-1), kp = (k_dim + 1) / 2, n = ctx.node.attrs.get_int("n", 0);
+  const int64_t rows = n ? y.numel() / n : 0;
+  const float* ap = a.ptr<float>();
+  const uint16_t* wp = static_cast<const uint16_t*>(w.data());
+  const float* bias = ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr;
+  FusedAct act = fused_activation(nullptr, ctx.node);
+  float* yp = y.ptr<float>();
+  std::vector<float> ar(2 * kp, 0.0f);
+  for (int64_t m = 0; m < rows; m++) {
+    for (int64_t k = 0; k < k_dim; k++) ar[k] = bf16_to_f32(f32_to_bf16(ap[m * k_dim + k]));
+    for (int64_t j = 0; j < n; j++) {
+      const uint16_t* col = wp + ((j / kPanel) * kp * kPanel + j % kPanel) * 2;
+      float acc = 0.0f;
+      for (int64_t q = 0; q < kp; q++) {
+        acc += ar[2 * q + 1] * bf16_to_f32(col[q * kPanel * 2 + 1]);
+        acc += ar[2 * q] * bf16_to_f32(col[q * kPanel * 2]);
+        // NOTE: NaN stays NaN, so this exit changes nothing but keeps g++ 12 -O3 from
+        // vectorising the in-order sum, which it gets wrong (K = 7 summed 29 for 28).
+        if (acc != acc) break;
+      }
+      if (bias) acc += bias[j];
+      yp[m * n + j] = (float)fused_activate_d(act, acc);
+    }
+  }
+}
+
 void ref_fused_matmul(const KernelCtx& ctx) {
+  if (ctx.input(1).dtype() == DType::BF16) return ref_fused_matmul_bf16(ctx);
   const Tensor& a = ctx.input(0);  // [..., K]
   const Tensor& w = ctx.input(1);  // [ceil(N / 16), K, 16], or [K, N] when not packed
   Tensor& y = ctx.output(0);       // [..., N]
@@ -82,9 +127,54 @@ std::vector<TensorType> infer_attention(const InferCtx& ctx) {
     if (ctx.has(i) && ctx.in[i].dtype != DType::F32) ctx.fail("input ", i, " must be float32");
   std::string op = ctx.node.attrs.get_string("scale_op", "mul");
   if (op != "mul" && op != "div") ctx.fail("scale_op must be 'mul' or 'div', got '", op, "'");
+  std::string prec = ctx.node.attrs.get_string("precision", "fp32");
+  if (prec != "fp32" && prec != "bf16")
+    ctx.fail("precision must be 'fp32' or 'bf16', got '", prec, "'");
   AttnGeom g = attention_geom(ctx, ctx.in[0].shape, ctx.in[1].shape, ctx.in[2].shape,
                               ctx.has(3) ? &ctx.in[3].shape : nullptr);
   return {{DType::F32, g.out}};
+}
+
+// bf16 pair sum: acc + sum over pairs of a[i] * b[i], i = 2q + 1 then 2q, the operands rounded
+// to bf16 (i >= n: zero); a[i] at a + i * as, b[i] at b + i * bs.
+float bf16_pair_sum(const float* a, int64_t as, const float* b, int64_t bs, int64_t n) {
+  auto rb = [](float x) { return bf16_to_f32(f32_to_bf16(x)); };
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; i += 2) {
+    if (i + 1 < n) acc += rb(a[(i + 1) * as]) * rb(b[(i + 1) * bs]);
+    acc += rb(a[i * as]) * rb(b[i * bs]);
+    if (acc != acc) break;  // NOTE: see ref_fused_matmul_bf16 (g++ 12 vectorised in-order sum)
+  }
+  return acc;
+}
+
+void ref_attention_bf16(const KernelCtx& ctx, const AttnGeom& g) {
+  float scale = (float)ctx.node.attrs.get_float("scale", 1.0);
+  bool div = ctx.node.attrs.get_string("scale_op", "mul") == "div";
+  const float* q = ctx.input(0).ptr<float>();
+  const float* k = ctx.input(1).ptr<float>();
+  const float* v = ctx.input(2).ptr<float>();
+  const float* m = g.has_mask ? ctx.input(3).ptr<float>() : nullptr;
+  float* y = ctx.output(0).ptr<float>();
+  std::vector<float> p(g.T);
+  for (BroadcastIter it(g.batch, {g.q_st, g.k_st, g.v_st, g.m_st, g.y_st}); !it.done(); it.next()) {
+    for (int64_t s = 0; s < g.S; s++) {
+      const float* qs = q + it.off[0] + s * g.q_rs;
+      float mx = -INFINITY;
+      for (int64_t t = 0; t < g.T; t++) {
+        float acc = bf16_pair_sum(qs, 1, k + it.off[1] + t * g.k_t, g.k_d, g.D);
+        acc = div ? acc / scale : acc * scale;
+        if (m) acc += m[it.off[3] + s * g.mask_s + t * g.mask_t];
+        p[t] = acc;
+        mx = std::max(mx, acc);
+      }
+      double sum = 0.0;
+      for (int64_t t = 0; t < g.T; t++) sum += (p[t] = std::exp(p[t] - mx));
+      float* ys = y + it.off[4] + s * g.y_rs;
+      for (int64_t j = 0; j < g.Dv; j++)
+        ys[j] = g.T ? bf16_pair_sum(p.data(), 1, v + it.off[2] + j, g.v_t, g.T) / (float)sum : 0.0f;
+    }
+  }
 }
 
 void ref_attention(const KernelCtx& ctx) {
@@ -92,6 +182,7 @@ void ref_attention(const KernelCtx& ctx) {
   for (const Tensor* t : ctx.in) ic.in.push_back(t ? TensorType{t->dtype(), t->shape()} : TensorType{});
   const Shape* mshape = ctx.has_input(3) ? &ctx.input(3).shape() : nullptr;
   AttnGeom g = attention_geom(ic, ctx.input(0).shape(), ctx.input(1).shape(), ctx.input(2).shape(), mshape);
+  if (ctx.node.attrs.get_string("precision", "fp32") == "bf16") return ref_attention_bf16(ctx, g);
   float scale = (float)ctx.node.attrs.get_float("scale", 1.0);
   bool div = ctx.node.attrs.get_string("scale_op", "mul") == "div";
   const float* q = ctx.input(0).ptr<float>();
@@ -249,7 +340,8 @@ static const OpDef kOps[] = {
      infer_fused_matmul,
      ref_fused_matmul},
     {OpType::Attention, "Attention", 3, 4, 1, 1, kOpFused,
-     {{"scale", AttrKind::Float}, {"scale_op", AttrKind::String}, {"layout", AttrKind::String}},
+     {{"scale", AttrKind::Float}, {"scale_op", AttrKind::String}, {"layout", AttrKind::String},
+      {"precision", AttrKind::String}},
      infer_attention, ref_attention},
 };
 

@@ -8,6 +8,7 @@
 
 #include "kernels/generic/conv_f32.h"
 #include "kernels/generic/conv_i8.h"
+#include "kernels/generic/gemm_bf16.h"
 #include "kernels/generic/winograd_f32.h"
 #include "kernels/generic/gemm_i8.h"
 #include "kernels/generic/gemm_q4.h"
@@ -16,6 +17,7 @@
 #include "kernels/generic/llm_kernels.h"
 #include "ops/op_util.h"
 #if defined(__x86_64__)
+#include "kernels/x86/gemm_bf16_x86.h"
 #include "kernels/x86/kernels_x86.h"
 #endif
 #if defined(__aarch64__)
@@ -28,6 +30,17 @@ namespace {
 using namespace cpu;
 
 const KernelEntry kCpuKernels[] = {
+    // ---- precision="bf16" (kernels/generic/gemm_bf16.h): first, ahead of every ISA's f32 rows.
+    // Only these read bf16-packed FusedMatMul weights; Attention and Conv nodes marked
+    // precision "bf16".
+#if defined(__x86_64__)
+    {OpType::FusedMatMul, DType::F32, Isa::Avx512Bf16, fused_matmul_bf16_avx512bf16, "fused_matmul_bf16_avx512bf16", fused_matmul_bf16_supports},
+    {OpType::Attention, DType::F32, Isa::Avx512Bf16, attention_bf16_avx512bf16, "attention_bf16_avx512bf16", attention_bf16_supports},
+    {OpType::Conv, DType::F32, Isa::Avx512Bf16, conv_bf16_avx512bf16, "conv_bf16_avx512bf16", conv_bf16_supports},
+#endif
+    {OpType::FusedMatMul, DType::F32, Isa::Generic, fused_matmul_bf16, "fused_matmul_bf16", fused_matmul_bf16_supports},
+    {OpType::Attention, DType::F32, Isa::Generic, attention_bf16, "attention_bf16", attention_bf16_supports},
+    {OpType::Conv, DType::F32, Isa::Generic, conv_bf16, "conv_bf16", conv_bf16_supports},
 #if defined(__aarch64__)
     // ---- aarch64: NEON kernels (kernels/arm/kernels_arm.h), ahead of their ops' generic rows.
     // Isa::Neon rows exist only in aarch64 builds (and x86 rows only in x86 ones): the Isa enum
@@ -210,6 +223,14 @@ Isa cpu_isa() {
     return best;
   }();
   return isa;
+}
+
+bool cpu_bf16_dot() {
+#if defined(__x86_64__)
+  return cpu_isa() >= Isa::Avx512Bf16;
+#else
+  return false;
+#endif
 }
 
 const KernelEntry* cpu_kernel_find(const InferCtx& ctx, Isa max_isa) {

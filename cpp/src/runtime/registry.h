@@ -15,6 +15,9 @@ const char* isa_name(Isa isa);
 // Best ISA this CPU supports (cpuid with the OS check on x86, HWCAP on ARM), lowered by
 // EMBER_CPU_ISA when set.
 Isa cpu_isa();
+// Whether cpu_isa() has bf16 dot products with fp32 accumulation, which precision="bf16" uses
+// (x86: Avx512Bf16; levels of other CPU families never count).
+bool cpu_bf16_dot();
 
 struct KernelEntry {
   OpType op;

@@ -33,6 +33,13 @@ bool winograd_enabled() {
   return !env || std::string(env) != "0";
 }
 
+// precision="bf16" on a CPU session whose CPU has AVX512_BF16 (not lowered by EMBER_CPU_ISA):
+// weights are packed as bf16 and matmuls run on vdpbf16ps. Elsewhere the CPU runs fp32.
+bool cpu_bf16(const SessionOptions& options) {
+  return options.device_options.precision == Precision::BF16 &&
+         (options.device.empty() || options.device == "cpu") && cpu_bf16_dot();
+}
+
 }  // namespace
 
 // Values of one run across the parts of an eagerly split plan: per value id, the tensor,
@@ -499,7 +506,8 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
   if (!options.reference_kernels)
     fuse_graph(graph, {.pack_cpu_weights = !impl_->device,
                        .fuse_add_norm = (bool)impl_->device,
-                       .winograd = winograd_enabled()});
+                       .winograd = winograd_enabled(),
+                       .bf16 = cpu_bf16(options)});
   impl_->graph = std::move(graph);
   impl_->options = options;
   impl_->isa = cpu_isa();
