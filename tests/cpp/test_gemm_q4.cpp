@@ -41,6 +41,7 @@ std::vector<NamedQ4> q4_kernels() {
   std::vector<NamedQ4> ks = {{"q4matmul", cpu::q4matmul}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"q4matmul_avx2", cpu::q4matmul_avx2});
+  if (cpu_isa() >= Isa::Avx512) ks.push_back({"q4matmul_avx512", cpu::q4matmul_avx512});
 #endif
   return ks;
 }
@@ -314,6 +315,78 @@ TEST_CASE("q4 AVX2 activation quantizer and tiles equal the generic ones bit for
                                    ldy);
             CHECK(bit_equal(z0.data(), h0.data(), rows * ldy));
             CHECK(bit_equal(z0.data(), h1.data(), rows * ldy));
+          }
+    }
+}
+#endif
+
+#if defined(__x86_64__)
+TEST_CASE("q4 AVX-512 tiles equal the AVX2 ones bit for bit; a row alone equals it among 16") {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("no AVX-512 VNNI on this CPU: skipped");
+    return;
+  }
+  uint32_t seed = 1300;
+  for (int64_t K : {1, 31, 33, 95, 160, 257, 576, 1000})
+    for (int64_t group : {32, 64, 96, 128}) {
+      CAPTURE(K);
+      CAPTURE(group);
+      const int64_t M = 17, nb = cpu::q4_blocks(K), ng = cpu::q4_groups(K, group);
+      Tensor a = random_f32({M, K}, seed++, -2.0f, 2.0f);
+      for (int64_t k = 0; k < K; k += 7) a.ptr<float>()[3 * K + k] *= 1e4f;  // uneven blocks
+      std::vector<int16_t> q(M * nb * 32);
+      std::vector<float> d(M * nb), gs(M * ng);
+      cpu::q4_act_quantize16_avx2(a.ptr<float>(), K, M, K, group, q.data(), d.data(), gs.data());
+      const int64_t N = 13, ldy = N + 3;
+      Q4W p = q4_from_float(random_f32({N, K}, seed++, -1.5f, 1.0f), group, K % 2 == 1);
+      Q4Pair ph = q4_f16_pair(p);
+      Tensor bias = random_f32({N}, seed++);
+      for (int64_t rows : {1, 2, 3, 4, 5, 8, 16, 17})
+        for (int64_t cols : {1, 2, 3, 4, 5, 7, 9, 13})
+          for (bool with_bias : {false, true}) {
+            CAPTURE(rows);
+            CAPTURE(cols);
+            CAPTURE(with_bias);
+            const float* b = with_bias ? bias.ptr<float>() : nullptr;
+            for (bool f16 : {false, true}) {
+              CAPTURE(f16);
+              std::vector<float> y0(rows * ldy, -1.0f), y1(rows * ldy, -1.0f);
+              if (f16) {
+                const uint16_t* sc = ph.f16.scales.ptr<uint16_t>();
+                const uint16_t* of = ph.f16.offsets.ptr<uint16_t>();
+                cpu::q4_gemm_tile_avx2(q.data(), d.data(), gs.data(), rows, p.codes.ptr<uint8_t>(),
+                                       sc, of, b, cols, K, group, y0.data(), ldy);
+                cpu::q4_gemm_tile_avx512(q.data(), d.data(), gs.data(), rows,
+                                         p.codes.ptr<uint8_t>(), sc, of, b, cols, K, group,
+                                         y1.data(), ldy);
+              } else {
+                const float* sc = p.scales.ptr<float>();
+                const float* of = p.offsets.ptr<float>();
+                cpu::q4_gemm_tile_avx2(q.data(), d.data(), gs.data(), rows, p.codes.ptr<uint8_t>(),
+                                       sc, of, b, cols, K, group, y0.data(), ldy);
+                cpu::q4_gemm_tile_avx512(q.data(), d.data(), gs.data(), rows,
+                                         p.codes.ptr<uint8_t>(), sc, of, b, cols, K, group,
+                                         y1.data(), ldy);
+              }
+              CHECK(bit_equal(y0.data(), y1.data(), rows * ldy));  // padding untouched too
+              CHECK(y1[cols] == -1.0f);
+              // Each row alone (the GEMV) gives its bits in the tile.
+              for (int64_t r : {int64_t(0), rows / 2, rows - 1}) {
+                std::vector<float> y2(cols, -1.0f);
+                if (f16)
+                  cpu::q4_gemm_tile_avx512(q.data() + r * nb * 32, d.data() + r * nb,
+                                           gs.data() + r * ng, 1, p.codes.ptr<uint8_t>(),
+                                           ph.f16.scales.ptr<uint16_t>(),
+                                           ph.f16.offsets.ptr<uint16_t>(), b, cols, K, group,
+                                           y2.data(), cols);
+                else
+                  cpu::q4_gemm_tile_avx512(q.data() + r * nb * 32, d.data() + r * nb,
+                                           gs.data() + r * ng, 1, p.codes.ptr<uint8_t>(),
+                                           p.scales.ptr<float>(), p.offsets.ptr<float>(), b, cols,
+                                           K, group, y2.data(), cols);
+                CHECK(bit_equal(y2.data(), y1.data() + r * ldy, cols));
+              }
+            }
           }
     }
 }

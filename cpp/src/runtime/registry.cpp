@@ -78,6 +78,7 @@ const KernelEntry kCpuKernels[] = {
     {OpType::QMatMul, DType::F32, Isa::Generic, qmatmul_i8, "qmatmul_i8"},
     // ---- quantized int4 (kernels/generic/gemm_q4.h) ----
 #if defined(__x86_64__)
+    {OpType::Q4MatMul, DType::F32, Isa::Avx512, q4matmul_avx512, "q4matmul_avx512"},
     {OpType::Q4MatMul, DType::F32, Isa::Avx2, q4matmul_avx2, "q4matmul_avx2"},
 #endif
     {OpType::Q4MatMul, DType::F32, Isa::Generic, q4matmul, "q4matmul"},
