@@ -1,6 +1,7 @@
 // Q8MatMul on the AVX2 kernels (gemm_q8_avx2.cpp): the generic driver (kernels/generic/gemm_q8.cpp)
 // with the AVX2 int16 activation quantizer, tiles and activation rows.
-// Registered at Isa::Avx2.
+// Registered at Isa::Avx2. The AVX-512 driver swaps in the VNNI tiles (gemm_q8_avx512.cpp);
+// registered at Isa::Avx512.
 #include "kernels/generic/gemm_q4.h"
 #include "kernels/generic/gemm_q8.h"
 #include "kernels/x86/kernels_x86.h"
@@ -15,6 +16,12 @@ void q8_act_quantize16_avx2(const float* a, int64_t lda, int64_t M, int64_t K, i
 
 void q8matmul_avx2(const KernelCtx& ctx) {
   static const Q8Kernels k{q8_act_quantize16_avx2, q8_gemm_tile_avx2,
+                           {relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2}};
+  q8matmul_with(ctx, k);
+}
+
+void q8matmul_avx512(const KernelCtx& ctx) {
+  static const Q8Kernels k{q8_act_quantize16_avx2, q8_gemm_tile_avx512,
                            {relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2}};
   q8matmul_with(ctx, k);
 }

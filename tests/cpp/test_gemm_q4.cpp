@@ -951,8 +951,9 @@ TEST_CASE("q4 bench: W4A16i vs f32 rows vs FusedMatMul on SmolLM2's MLP shape" *
           doctest::skip(true) *
           doctest::description("timing only; run with -tc='q4 bench: W4A16i*' --no-skip")) {
   // K = 576, N = 1536, group 32, f16 scales (GGUF Q4_1); the FusedMatMul on the same shape with
-  // f32 weights packed at load is the f32 path's ceiling. Median of 7 rounds, 2 threads, each
-  // round interleaving the three.
+  // f32 weights packed at load is the f32 path's ceiling. W4A16i on every x86 kernel (AVX2 and
+  // AVX-512: before and after), f32 rows on the best. Median of 7 rounds, 2 threads, each round
+  // interleaving them all.
   using clock = std::chrono::steady_clock;
   const int64_t K = 576, N = 1536;
   Q4W p32 = q4_from_float(random_f32({N, K}, 990), 32, true);
@@ -960,6 +961,9 @@ TEST_CASE("q4 bench: W4A16i vs f32 rows vs FusedMatMul on SmolLM2's MLP shape" *
   Tensor wf = random_f32({N, K}, 991);
   Tensor packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
   cpu::sgemm_pack_b(wf.ptr<float>(), 1, K, K, N, packed.ptr<float>());
+  std::vector<NamedQ4> w4;  // the W4A16i kernels timed: all but the generic one (fmaf calls)
+  for (NamedQ4 k : q4_kernels())
+    if (std::string(k.name) != "q4matmul" || q4_kernels().size() == 1) w4.push_back(k);
   KernelFn q4 = q4_kernels().back().fn;
 #if defined(__x86_64__)
   KernelFn fused = cpu_isa() >= Isa::Avx2 ? cpu::fused_matmul_f32_avx2 : cpu::fused_matmul_f32;
@@ -977,20 +981,27 @@ TEST_CASE("q4 bench: W4A16i vs f32 rows vs FusedMatMul on SmolLM2's MLP shape" *
     KernelCtx ci{qn, {&a, &p.codes, &p.scales, &p.offsets, nullptr, &none}, {&y}, 2};
     KernelCtx cf{qn, {&a, &p.codes, &p.scales, &p.offsets, nullptr, &all}, {&y}, 2};
     KernelCtx cm{fn, {&a, &packed}, {&y}, 2};
+    std::vector<std::pair<KernelFn, KernelCtx*>> runs;
+    for (NamedQ4 k : w4) runs.push_back({k.fn, &ci});
+    runs.push_back({q4, &cf});
+    runs.push_back({fused, &cm});
     const int reps = (int)std::max<int64_t>(3, 2000 / M);
-    std::vector<double> t[3];
-    for (int r = 0; r < 7; r++) {
-      int i = 0;
-      for (auto [fnp, ctx] : {std::pair{q4, &ci}, std::pair{q4, &cf}, std::pair{fused, &cm}}) {
+    std::vector<std::vector<double>> t(runs.size());
+    for (int r = 0; r < 7; r++)
+      for (size_t i = 0; i < runs.size(); i++) {
         auto t0 = clock::now();
-        for (int j = 0; j < reps; j++) fnp(*ctx);
-        t[i++].push_back(std::chrono::duration<double>(clock::now() - t0).count() / reps);
+        for (int j = 0; j < reps; j++) runs[i].first(*runs[i].second);
+        t[i].push_back(std::chrono::duration<double>(clock::now() - t0).count() / reps);
       }
-    }
     for (auto& v : t) std::sort(v.begin(), v.end());
     const double macs = (double)M * N * K;
-    MESSAGE("M = ", M, ": W4A16i ", t[0][3] * 1e6, " us (", macs / t[0][3] / 1e9, " GMAC/s), f32 rows ",
-            t[1][3] * 1e6, " us (", macs / t[1][3] / 1e9, "), FusedMatMul f32 ", t[2][3] * 1e6,
-            " us (", macs / t[2][3] / 1e9, ")");
+    std::string w4s;
+    for (size_t i = 0; i < w4.size(); i++)
+      w4s += std::string(i ? ", " : "") + w4[i].name + " " + std::to_string(t[i][3] * 1e6) +
+             " us (" + std::to_string(macs / t[i][3] / 1e9) + " GMAC/s)";
+    const size_t f = w4.size();
+    MESSAGE("M = ", M, ": W4A16i ", w4s, "; f32 rows ", t[f][3] * 1e6, " us (",
+            macs / t[f][3] / 1e9, "), FusedMatMul f32 ", t[f + 1][3] * 1e6, " us (",
+            macs / t[f + 1][3] / 1e9, ")");
   }
 }

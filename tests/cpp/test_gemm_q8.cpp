@@ -38,6 +38,7 @@ std::vector<NamedQ8> q8_kernels() {
   std::vector<NamedQ8> ks = {{"q8matmul", cpu::q8matmul}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"q8matmul_avx2", cpu::q8matmul_avx2});
+  if (cpu_isa() >= Isa::Avx512) ks.push_back({"q8matmul_avx512", cpu::q8matmul_avx512});
 #endif
   return ks;
 }
@@ -340,6 +341,53 @@ TEST_CASE("q8 AVX2 tiles equal the generic ones bit for bit") {
                                  p.scales.ptr<float>(), b, cols, K, y1.data(), ldy);
           CHECK(bit_equal(y0.data(), y1.data(), rows * ldy));  // padding untouched too
           CHECK(y1[cols] == -1.0f);
+        }
+  }
+}
+#endif
+
+#if defined(__x86_64__)
+TEST_CASE("q8 AVX-512 tiles equal the AVX2 ones bit for bit; a row alone equals it among 16") {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("no AVX-512 VNNI on this CPU: skipped");
+    return;
+  }
+  uint32_t seed = 1300;
+  for (int64_t K : {1, 31, 33, 95, 257, 288, 576, 1000}) {
+    CAPTURE(K);
+    const int64_t M = 17, nb = cpu::q8_blocks(K);
+    Tensor a = random_f32({M, K}, seed++, -2.0f, 2.0f);
+    float* ap = a.ptr<float>();
+    for (int64_t k = 0; k < K; k++) ap[1 * K + k] = k % 2 ? 2.0f : -2.0f;  // q = +-32767
+    for (int64_t k = 0; k < K; k += 5) ap[2 * K + k] *= 1e4f;               // uneven blocks
+    std::vector<int16_t> q(M * nb * 32);
+    std::vector<float> d(M * nb);
+    cpu::q8_act_quantize16_avx2(ap, K, M, K, q.data(), d.data());
+    const int64_t N = 29, ldy = N + 3;
+    Q8W p = q8_random(N, K, seed++);
+    Tensor bias = random_f32({N}, seed++);
+    for (int64_t rows : {1, 2, 3, 4, 5, 8, 16, 17})
+      for (int64_t cols : {1, 2, 3, 5, 8, 9, 13, 17, 29})
+        for (bool with_bias : {false, true}) {
+          CAPTURE(rows);
+          CAPTURE(cols);
+          CAPTURE(with_bias);
+          std::vector<float> y0(rows * ldy, -1.0f), y1(rows * ldy, -1.0f);
+          const float* b = with_bias ? bias.ptr<float>() : nullptr;
+          cpu::q8_gemm_tile_avx2(q.data(), d.data(), rows, p.codes.ptr<int8_t>(),
+                                 p.scales.ptr<float>(), b, cols, K, y0.data(), ldy);
+          cpu::q8_gemm_tile_avx512(q.data(), d.data(), rows, p.codes.ptr<int8_t>(),
+                                   p.scales.ptr<float>(), b, cols, K, y1.data(), ldy);
+          CHECK(bit_equal(y0.data(), y1.data(), rows * ldy));  // padding untouched too
+          CHECK(y1[cols] == -1.0f);
+          // Each row alone (the GEMV) gives its bits in the tile.
+          for (int64_t r : {int64_t(0), rows / 2, rows - 1}) {
+            std::vector<float> y2(cols, -1.0f);
+            cpu::q8_gemm_tile_avx512(q.data() + r * nb * 32, d.data() + r * nb, 1,
+                                     p.codes.ptr<int8_t>(), p.scales.ptr<float>(), b, cols, K,
+                                     y2.data(), cols);
+            CHECK(bit_equal(y2.data(), y1.data() + r * ldy, cols));
+          }
         }
   }
 }
