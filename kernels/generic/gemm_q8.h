@@ -84,7 +84,7 @@ void q8_gemm_tile_avx2(const int16_t* q, const float* d, int64_t rows, const int
                        int64_t ldy);
 void q8matmul_avx2(const KernelCtx& ctx);  // Isa::Avx2 (gemm_q8_x86.cpp)
 // AVX-512 + VNNI tiles (gemm_q8_avx512.cpp), bit-identical to the AVX2 and generic ones; the
-// driver keeps the AVX2 quantizer.
+// driver keeps the AVX2 quantizer, and the AVX2 tiles up to 4 rows (memory-bound: see there).
 void q8_gemm_tile_avx512(const int16_t* q, const float* d, int64_t rows, const int8_t* codes,
                          const float* scales, const float* bias, int64_t cols, int64_t K,
                          float* y, int64_t ldy);
