@@ -1,14 +1,13 @@
 // INT4 x INT16 GEMM tiles, AVX-512 + VNNI (contracts in kernels/generic/gemm_q4.h; reference and
 // float order: cpp/src/ops/ops_q4matmul.cpp), bit-identical to gemm_q4_avx2.cpp. One zmm holds
-// the reference's 8 lanes of two columns (column 2p in its low 256 bits, 2p + 1 in its high): their
-// 16-byte code blocks zero-extend to 32 int16, split by mask / shift into elements 0..15 and
-// 16..31; the activation block's two halves are broadcast to both 256-bit halves, and madd +
-// vpdpwssd give both columns' int32 lanes. Convert, * d, fma with the block scale (per column
-// half; 8 blocks' scales permuted into place) or the group scale, lane by lane as in AVX2. The
-// offset term and the 8-lane sums run on both columns at once. Tiles: R rows x C columns (odd C:
-// the last pair repeats its column, stored once), prefetching the next column group's codes,
-// scales and offsets (1.2-1.35x at 16 rows from memory); the GEMV (1 x 8) 4 tiles ahead.
-// Raw pointers and intrinsics only.
+// the reference's 8 lanes of two columns (column 2p in its low 256 bits, 2p + 1 in its high): the
+// 16-byte code blocks zero-extend to 32 int16 (mask / shift: elements 0..15, 16..31), the
+// activation block's halves are broadcast to both 256-bit halves, madd + vpdpwssd give both
+// columns' int32 lanes; then convert, * d, fma with the block scale (8 blocks' scales permuted
+// into place) or the group scale, per lane as AVX2. The offset term and the 8-lane sums run on
+// both columns at once. Tiles: R x C (odd C: the last pair repeats its column, stored once),
+// prefetching the next column group (1.2-1.35x at 16 rows from memory); GEMV 1 x 8 (f16 scales)
+// or 1 x 4, 4 tiles ahead. Raw pointers and intrinsics only.
 #include <immintrin.h>
 #include <stdint.h>
 
