@@ -6,8 +6,8 @@
 // columns' int32 lanes; then convert, * d, fma with the block scale (8 blocks' scales permuted
 // into place) or the group scale, per lane as AVX2. The offset term and the 8-lane sums run on
 // both columns at once. Tiles: R x C (odd C: the last pair repeats its column, stored once),
-// prefetching the next column group (1.2-1.35x at 16 rows from memory); GEMV 1 x 8 (f16 scales)
-// or 1 x 4, 4 tiles ahead. Raw pointers and intrinsics only.
+// prefetching 4 column groups ahead (1.2-1.35x at 16 rows from memory); GEMV 1 x 8 (f16
+// scales) or 1 x 4. Raw pointers and intrinsics only.
 #include <immintrin.h>
 #include <stdint.h>
 
@@ -19,7 +19,8 @@
 namespace ember::cpu {
 namespace {
 
-// GEMV prefetch distance, in tiles (f16 scales, 8 columns: 2, 6 and 8 measured no better).
+// Prefetch distance, in column groups (GEMV with f16 scales, 8 columns: 2, 6 and 8 no better;
+// 16 rows from memory: 1 to 4 the same; 2 rows: 4 is 7% ahead of 1).
 constexpr int64_t kPrefetchTiles = 4;
 
 // GEMM tiles: kGemmR rows x kGemmC columns, 16 accumulators (and 16 group accumulators when
@@ -53,7 +54,6 @@ inline void tile(const int16_t* q, const float* d, const float* gsum, const uint
                  int64_t bpg, float* y, int64_t ldy) {
   constexpr int P = (C + 1) / 2;
   constexpr int64_t kLine = 64 / sizeof(S);  // scale (offset) elements per cache line
-  constexpr int64_t kAhead = R == 1 ? kPrefetchTiles : 1;  // prefetch distance in tiles
   const int64_t ldq = nb * 32, ldc = nb * 16;
   // Column of half h of pair p; odd C: the last pair's high half repeats its low one.
   auto col = [](int p, int h) { return 2 * p + h < C ? 2 * p + h : 2 * p; };
@@ -82,12 +82,12 @@ inline void tile(const int16_t* q, const float* d, const float* gsum, const uint
       for (int p = 0; p < P; p++) {
         const uint8_t* p0 = codes + col(p, 0) * ldc + b * 16;
         const uint8_t* p1 = codes + col(p, 1) * ldc + b * 16;
-        // The C streams outrun the hardware prefetcher; fetch the same line of a tile ahead
-        // (GEMV: kPrefetchTiles; GEMM: the next column group), once per 64 bytes (past the
-        // end it is a harmless hint).
+        // The C streams outrun the hardware prefetcher; fetch the same line of the column
+        // group kPrefetchTiles ahead, once per 64 bytes (past the end it is a harmless hint).
         if ((b & 3) == 0) {
-          _mm_prefetch((const char*)(p0 + kAhead * C * ldc), _MM_HINT_T0);
-          if (2 * p + 1 < C) _mm_prefetch((const char*)(p1 + kAhead * C * ldc), _MM_HINT_T0);
+          const int64_t ahead = kPrefetchTiles * C * ldc;
+          _mm_prefetch((const char*)(p0 + ahead), _MM_HINT_T0);
+          if (2 * p + 1 < C) _mm_prefetch((const char*)(p1 + ahead), _MM_HINT_T0);
         }
         __m256i two = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)p0)),
@@ -122,8 +122,8 @@ inline void tile(const int16_t* q, const float* d, const float* gsum, const uint
       if ((b & (kLine - 1)) == 0) {  // once per line of each stream
 #pragma GCC unroll 8
         for (int c = 0; c < C; c++) {
-          _mm_prefetch((const char*)(scales + (c + kAhead * C) * ng + b), _MM_HINT_T0);
-          _mm_prefetch((const char*)(offsets + (c + kAhead * C) * ng + b), _MM_HINT_T0);
+          _mm_prefetch((const char*)(scales + (c + kPrefetchTiles * C) * ng + b), _MM_HINT_T0);
+          _mm_prefetch((const char*)(offsets + (c + kPrefetchTiles * C) * ng + b), _MM_HINT_T0);
         }
       }
       if (!ONE && (--left == 0 || b + 1 == nb)) {  // the group's end: fold with its scale
