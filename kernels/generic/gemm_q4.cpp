@@ -294,11 +294,20 @@ void run_i16(const Q4Kernels& kern, const Q4Weights& w, const float* ap, int64_t
   // Tasks: column blocks of a multiple of 16 (the activation sees the same 8-wide vectors
   // whatever the split), row blocks of 64 so one block's quantized rows stay in L2. The pool
   // hands each thread a contiguous run of tasks: column-major task order keeps a thread's
-  // weight reads contiguous (the GEMV case streams them once).
+  // weight reads contiguous (the GEMV case streams them once). Up to 4 column blocks per
+  // thread, at most 256 wide, the count dividing a thread's share of 16-column units where one
+  // does, so that the runs get equal columns (N = 576 on 2 threads: 3 x 96 each, not 4 x 80
+  // and 3 x 80 + 16).
   const int64_t mc = 64, mb = (M + mc - 1) / mc;
-  int64_t per_thread = (N + threads - 1) / threads;
-  int64_t nc = std::clamp<int64_t>((per_thread + 3) / 4, 16, 256);
-  nc = (nc + 15) / 16 * 16;
+  const int64_t units = (N + 15) / 16, per_thread = (units + threads - 1) / threads;
+  const int64_t fewest = (per_thread + 15) / 16;  // blocks per thread at 256 columns
+  int64_t blocks = std::max<int64_t>(fewest, 4);
+  for (int64_t t = blocks; t >= fewest; t--)
+    if (per_thread % t == 0) {
+      blocks = t;
+      break;
+    }
+  const int64_t nc = (per_thread + blocks - 1) / blocks * 16;
   const int64_t ncb = (N + nc - 1) / nc;
   const uint8_t* cp = w.codes;
   const float* bias = w.bias;

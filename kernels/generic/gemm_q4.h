@@ -14,8 +14,8 @@
 // GEMV's path), or f32: the weights dequantized into the f32 GEMM's 16-wide B panels
 // (q4_dequant_panels*) and multiplied by the ISA's sgemm micro-kernel (prefill's path: ~1.7x the
 // W4A16i GEMM's MACs per second on AVX2 without VNNI).
-// Generic kernels here (gemm_q4.cpp), AVX2 in kernels/x86/gemm_q4_avx2.cpp, drivers registered in
-// registry.cpp.
+// Generic kernels here (gemm_q4.cpp), AVX2 in kernels/x86/gemm_q4_avx2.cpp, AVX-512 + VNNI tiles in
+// kernels/x86/gemm_q4_avx512.cpp, drivers registered in registry.cpp.
 #pragma once
 #include <cstdint>
 
@@ -165,6 +165,18 @@ void q4_dequant_panels_avx2(const uint8_t* codes, const uint16_t* scales,
                             const uint16_t* offsets, int64_t K, int64_t group, int64_t k0,
                             int64_t kc, int64_t j0, int64_t j1, float* bp);
 void q4matmul_avx2(const KernelCtx& ctx);  // Isa::Avx2 (gemm_q4_x86.cpp)
+// AVX-512 + VNNI tiles (gemm_q4_avx512.cpp), bit-identical to the AVX2 and generic ones; the
+// driver keeps the AVX2 activation quantizer, panel dequantizer and micro-kernel (the W4A16i
+// tiles are its cost).
+void q4_gemm_tile_avx512(const int16_t* q, const float* d, const float* gsum, int64_t rows,
+                         const uint8_t* codes, const float* scales, const float* offsets,
+                         const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                         int64_t ldy);
+void q4_gemm_tile_avx512(const int16_t* q, const float* d, const float* gsum, int64_t rows,
+                         const uint8_t* codes, const uint16_t* scales, const uint16_t* offsets,
+                         const float* bias, int64_t cols, int64_t K, int64_t group, float* y,
+                         int64_t ldy);
+void q4matmul_avx512(const KernelCtx& ctx);  // Isa::Avx512 (gemm_q4_x86.cpp)
 #endif
 
 }  // namespace ember::cpu

@@ -4,7 +4,8 @@
 //   scales f32 [N, nb]      W[n, k] = codes[n, k] * scales[n, k / 32]
 // GGUF Q8_0 rows repack exactly (f16 d -> f32). Activations are quantized per row and 32-block
 // to int16 (q8_act_quantize16*). Generic kernels here (gemm_q8.cpp), AVX2 in
-// kernels/x86/gemm_q8_avx2.cpp, drivers registered in registry.cpp.
+// kernels/x86/gemm_q8_avx2.cpp, AVX-512 + VNNI tiles in kernels/x86/gemm_q8_avx512.cpp, drivers
+// registered in registry.cpp.
 #pragma once
 #include <cstdint>
 
@@ -82,6 +83,12 @@ void q8_gemm_tile_avx2(const int16_t* q, const float* d, int64_t rows, const int
                        const float* scales, const float* bias, int64_t cols, int64_t K, float* y,
                        int64_t ldy);
 void q8matmul_avx2(const KernelCtx& ctx);  // Isa::Avx2 (gemm_q8_x86.cpp)
+// AVX-512 + VNNI tiles (gemm_q8_avx512.cpp), bit-identical to the AVX2 and generic ones; the
+// driver keeps the AVX2 quantizer, and the AVX2 tiles up to 4 rows (memory-bound: see there).
+void q8_gemm_tile_avx512(const int16_t* q, const float* d, int64_t rows, const int8_t* codes,
+                         const float* scales, const float* bias, int64_t cols, int64_t K,
+                         float* y, int64_t ldy);
+void q8matmul_avx512(const KernelCtx& ctx);  // Isa::Avx512 (gemm_q8_x86.cpp)
 #endif
 
 }  // namespace ember::cpu

@@ -41,6 +41,7 @@ std::vector<NamedQ4> q4_kernels() {
   std::vector<NamedQ4> ks = {{"q4matmul", cpu::q4matmul}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"q4matmul_avx2", cpu::q4matmul_avx2});
+  if (cpu_isa() >= Isa::Avx512) ks.push_back({"q4matmul_avx512", cpu::q4matmul_avx512});
 #endif
   return ks;
 }
@@ -314,6 +315,78 @@ TEST_CASE("q4 AVX2 activation quantizer and tiles equal the generic ones bit for
                                    ldy);
             CHECK(bit_equal(z0.data(), h0.data(), rows * ldy));
             CHECK(bit_equal(z0.data(), h1.data(), rows * ldy));
+          }
+    }
+}
+#endif
+
+#if defined(__x86_64__)
+TEST_CASE("q4 AVX-512 tiles equal the AVX2 ones bit for bit; a row alone equals it among 16") {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("no AVX-512 VNNI on this CPU: skipped");
+    return;
+  }
+  uint32_t seed = 1300;
+  for (int64_t K : {1, 31, 33, 95, 160, 257, 576, 1000})
+    for (int64_t group : {32, 64, 96, 128}) {
+      CAPTURE(K);
+      CAPTURE(group);
+      const int64_t M = 17, nb = cpu::q4_blocks(K), ng = cpu::q4_groups(K, group);
+      Tensor a = random_f32({M, K}, seed++, -2.0f, 2.0f);
+      for (int64_t k = 0; k < K; k += 7) a.ptr<float>()[3 * K + k] *= 1e4f;  // uneven blocks
+      std::vector<int16_t> q(M * nb * 32);
+      std::vector<float> d(M * nb), gs(M * ng);
+      cpu::q4_act_quantize16_avx2(a.ptr<float>(), K, M, K, group, q.data(), d.data(), gs.data());
+      const int64_t N = 13, ldy = N + 3;
+      Q4W p = q4_from_float(random_f32({N, K}, seed++, -1.5f, 1.0f), group, K % 2 == 1);
+      Q4Pair ph = q4_f16_pair(p);
+      Tensor bias = random_f32({N}, seed++);
+      for (int64_t rows : {1, 2, 3, 4, 5, 8, 16, 17})
+        for (int64_t cols : {1, 2, 3, 4, 5, 7, 9, 13})
+          for (bool with_bias : {false, true}) {
+            CAPTURE(rows);
+            CAPTURE(cols);
+            CAPTURE(with_bias);
+            const float* b = with_bias ? bias.ptr<float>() : nullptr;
+            for (bool f16 : {false, true}) {
+              CAPTURE(f16);
+              std::vector<float> y0(rows * ldy, -1.0f), y1(rows * ldy, -1.0f);
+              if (f16) {
+                const uint16_t* sc = ph.f16.scales.ptr<uint16_t>();
+                const uint16_t* of = ph.f16.offsets.ptr<uint16_t>();
+                cpu::q4_gemm_tile_avx2(q.data(), d.data(), gs.data(), rows, p.codes.ptr<uint8_t>(),
+                                       sc, of, b, cols, K, group, y0.data(), ldy);
+                cpu::q4_gemm_tile_avx512(q.data(), d.data(), gs.data(), rows,
+                                         p.codes.ptr<uint8_t>(), sc, of, b, cols, K, group,
+                                         y1.data(), ldy);
+              } else {
+                const float* sc = p.scales.ptr<float>();
+                const float* of = p.offsets.ptr<float>();
+                cpu::q4_gemm_tile_avx2(q.data(), d.data(), gs.data(), rows, p.codes.ptr<uint8_t>(),
+                                       sc, of, b, cols, K, group, y0.data(), ldy);
+                cpu::q4_gemm_tile_avx512(q.data(), d.data(), gs.data(), rows,
+                                         p.codes.ptr<uint8_t>(), sc, of, b, cols, K, group,
+                                         y1.data(), ldy);
+              }
+              CHECK(bit_equal(y0.data(), y1.data(), rows * ldy));  // padding untouched too
+              CHECK(y1[cols] == -1.0f);
+              // Each row alone (the GEMV) gives its bits in the tile.
+              for (int64_t r : {int64_t(0), rows / 2, rows - 1}) {
+                std::vector<float> y2(cols, -1.0f);
+                if (f16)
+                  cpu::q4_gemm_tile_avx512(q.data() + r * nb * 32, d.data() + r * nb,
+                                           gs.data() + r * ng, 1, p.codes.ptr<uint8_t>(),
+                                           ph.f16.scales.ptr<uint16_t>(),
+                                           ph.f16.offsets.ptr<uint16_t>(), b, cols, K, group,
+                                           y2.data(), cols);
+                else
+                  cpu::q4_gemm_tile_avx512(q.data() + r * nb * 32, d.data() + r * nb,
+                                           gs.data() + r * ng, 1, p.codes.ptr<uint8_t>(),
+                                           p.scales.ptr<float>(), p.offsets.ptr<float>(), b, cols,
+                                           K, group, y2.data(), cols);
+                CHECK(bit_equal(y2.data(), y1.data() + r * ldy, cols));
+              }
+            }
           }
     }
 }
@@ -831,46 +904,54 @@ TEST_CASE("q4 bench: GEMV bandwidth vs a streaming read, GEMM throughput" *
     KernelCtx ctx{node, {&a, &p.codes, &p.scales, &p.offsets}, {&out}, threads};
     fn(ctx);
   };
-  for (NamedQ4 k : q4_kernels()) {
-    bool generic = std::string(k.name) == "q4matmul";  // slow on x86 (fmaf calls): one round
-    const int rounds = generic ? 1 : 25;
+  // Every kernel but the generic one (slow on x86: fmaf calls) in each round, interleaved.
+  std::vector<NamedQ4> ks;
+  for (NamedQ4 k : q4_kernels())
+    if (std::string(k.name) != "q4matmul" || q4_kernels().size() == 1) ks.push_back(k);
+  struct Stats {
     Stat st[3], g128[3], g32[3], g32h[3], gemm[3];
-    for (int r = 0; r < rounds; r++)
-      for (int threads : {1, 2}) {
+  };
+  std::vector<Stats> s(ks.size());
+  for (int r = 0; r < 25; r++)
+    for (int threads : {1, 2})
+      for (size_t i = 0; i < ks.size(); i++) {
+        KernelFn fn = ks[i].fn;
         auto t0 = clock::now();
         stream(threads);
-        st[threads].t.push_back(seconds(t0));
+        s[i].st[threads].t.push_back(seconds(t0));
         t0 = clock::now();
-        for (const Q4W& p : w128) call(k.fn, p, x, y, threads);
-        g128[threads].t.push_back(seconds(t0) / mats);
+        for (const Q4W& p : w128) call(fn, p, x, y, threads);
+        s[i].g128[threads].t.push_back(seconds(t0) / mats);
         t0 = clock::now();
-        for (const Q4W& p : w32) call(k.fn, p, x, y, threads);
-        g32[threads].t.push_back(seconds(t0) / mats);
+        for (const Q4W& p : w32) call(fn, p, x, y, threads);
+        s[i].g32[threads].t.push_back(seconds(t0) / mats);
         t0 = clock::now();
-        for (const Q4W& p : w32h) call(k.fn, p, x, y, threads);
-        g32h[threads].t.push_back(seconds(t0) / mats);
-        if (r % 5 == 0 && !generic) {
+        for (const Q4W& p : w32h) call(fn, p, x, y, threads);
+        s[i].g32h[threads].t.push_back(seconds(t0) / mats);
+        if (r % 5 == 0) {
           t0 = clock::now();
-          call(k.fn, w128[0], x64, y64, threads);
-          gemm[threads].t.push_back(seconds(t0));
+          call(fn, w128[0], x64, y64, threads);
+          s[i].gemm[threads].t.push_back(seconds(t0));
         }
       }
+  for (size_t i = 0; i < ks.size(); i++)
     for (int threads : {1, 2}) {
+      const Stats& k = s[i];
+      const Stat &st = k.st[threads], &g128 = k.g128[threads], &g32 = k.g32[threads],
+                 &g32h = k.g32h[threads];
       double sb = buf.size() * 8.0;
-      MESSAGE(std::string(k.name), ", ", threads, " thread(s), best (median): stream read ",
-              sb / st[threads].best() / 1e9, " (", sb / st[threads].median() / 1e9,
-              ") GB/s; GEMV 4096x4096 group 128 ", wbytes(128) / g128[threads].best() / 1e9, " (",
-              wbytes(128) / g128[threads].median() / 1e9, ") GB/s = ",
-              st[threads].best() / sb * wbytes(128) / g128[threads].best(), " of the stream; group 32 ",
-              wbytes(32) / g32[threads].best() / 1e9, " (", wbytes(32) / g32[threads].median() / 1e9,
-              ") GB/s = ", st[threads].best() / sb * wbytes(32) / g32[threads].best(),
-              ", median ", g32[threads].median() * 1e6, " us; group 32 f16 ",
-              wbytes(32, 2.0) / g32h[threads].best() / 1e9, " (",
-              wbytes(32, 2.0) / g32h[threads].median() / 1e9, ") GB/s, median ",
-              g32h[threads].median() * 1e6, " us; GEMM M=64 ",
-              gemm[threads].t.empty() ? 0.0 : 2.0 * 64 * N * K / gemm[threads].best() / 1e9, " GOPS");
+      MESSAGE(std::string(ks[i].name), ", ", threads, " thread(s), best (median): stream read ",
+              sb / st.best() / 1e9, " (", sb / st.median() / 1e9,
+              ") GB/s; GEMV 4096x4096 group 128 ", wbytes(128) / g128.best() / 1e9, " (",
+              wbytes(128) / g128.median() / 1e9, ") GB/s = ",
+              st.best() / sb * wbytes(128) / g128.best(), " of the stream; group 32 ",
+              wbytes(32) / g32.best() / 1e9, " (", wbytes(32) / g32.median() / 1e9,
+              ") GB/s = ", st.best() / sb * wbytes(32) / g32.best(), ", median ",
+              g32.median() * 1e6, " us; group 32 f16 ", wbytes(32, 2.0) / g32h.best() / 1e9,
+              " (", wbytes(32, 2.0) / g32h.median() / 1e9, ") GB/s, median ",
+              g32h.median() * 1e6, " us; GEMM M=64 ",
+              2.0 * 64 * N * K / k.gemm[threads].best() / 1e9, " GOPS");
     }
-  }
   CHECK(sink != 1);
 }
 
@@ -878,8 +959,9 @@ TEST_CASE("q4 bench: W4A16i vs f32 rows vs FusedMatMul on SmolLM2's MLP shape" *
           doctest::skip(true) *
           doctest::description("timing only; run with -tc='q4 bench: W4A16i*' --no-skip")) {
   // K = 576, N = 1536, group 32, f16 scales (GGUF Q4_1); the FusedMatMul on the same shape with
-  // f32 weights packed at load is the f32 path's ceiling. Median of 7 rounds, 2 threads, each
-  // round interleaving the three.
+  // f32 weights packed at load is the f32 path's ceiling. W4A16i on every x86 kernel (AVX2 and
+  // AVX-512: before and after), f32 rows on the best. Median of 7 rounds, 2 threads, each round
+  // interleaving them all.
   using clock = std::chrono::steady_clock;
   const int64_t K = 576, N = 1536;
   Q4W p32 = q4_from_float(random_f32({N, K}, 990), 32, true);
@@ -887,6 +969,9 @@ TEST_CASE("q4 bench: W4A16i vs f32 rows vs FusedMatMul on SmolLM2's MLP shape" *
   Tensor wf = random_f32({N, K}, 991);
   Tensor packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
   cpu::sgemm_pack_b(wf.ptr<float>(), 1, K, K, N, packed.ptr<float>());
+  std::vector<NamedQ4> w4;  // the W4A16i kernels timed: all but the generic one (fmaf calls)
+  for (NamedQ4 k : q4_kernels())
+    if (std::string(k.name) != "q4matmul" || q4_kernels().size() == 1) w4.push_back(k);
   KernelFn q4 = q4_kernels().back().fn;
 #if defined(__x86_64__)
   KernelFn fused = cpu_isa() >= Isa::Avx2 ? cpu::fused_matmul_f32_avx2 : cpu::fused_matmul_f32;
@@ -904,20 +989,27 @@ TEST_CASE("q4 bench: W4A16i vs f32 rows vs FusedMatMul on SmolLM2's MLP shape" *
     KernelCtx ci{qn, {&a, &p.codes, &p.scales, &p.offsets, nullptr, &none}, {&y}, 2};
     KernelCtx cf{qn, {&a, &p.codes, &p.scales, &p.offsets, nullptr, &all}, {&y}, 2};
     KernelCtx cm{fn, {&a, &packed}, {&y}, 2};
+    std::vector<std::pair<KernelFn, KernelCtx*>> runs;
+    for (NamedQ4 k : w4) runs.push_back({k.fn, &ci});
+    runs.push_back({q4, &cf});
+    runs.push_back({fused, &cm});
     const int reps = (int)std::max<int64_t>(3, 2000 / M);
-    std::vector<double> t[3];
-    for (int r = 0; r < 7; r++) {
-      int i = 0;
-      for (auto [fnp, ctx] : {std::pair{q4, &ci}, std::pair{q4, &cf}, std::pair{fused, &cm}}) {
+    std::vector<std::vector<double>> t(runs.size());
+    for (int r = 0; r < 7; r++)
+      for (size_t i = 0; i < runs.size(); i++) {
         auto t0 = clock::now();
-        for (int j = 0; j < reps; j++) fnp(*ctx);
-        t[i++].push_back(std::chrono::duration<double>(clock::now() - t0).count() / reps);
+        for (int j = 0; j < reps; j++) runs[i].first(*runs[i].second);
+        t[i].push_back(std::chrono::duration<double>(clock::now() - t0).count() / reps);
       }
-    }
     for (auto& v : t) std::sort(v.begin(), v.end());
     const double macs = (double)M * N * K;
-    MESSAGE("M = ", M, ": W4A16i ", t[0][3] * 1e6, " us (", macs / t[0][3] / 1e9, " GMAC/s), f32 rows ",
-            t[1][3] * 1e6, " us (", macs / t[1][3] / 1e9, "), FusedMatMul f32 ", t[2][3] * 1e6,
-            " us (", macs / t[2][3] / 1e9, ")");
+    std::string w4s;
+    for (size_t i = 0; i < w4.size(); i++)
+      w4s += std::string(i ? ", " : "") + w4[i].name + " " + std::to_string(t[i][3] * 1e6) +
+             " us (" + std::to_string(macs / t[i][3] / 1e9) + " GMAC/s)";
+    const size_t f = w4.size();
+    MESSAGE("M = ", M, ": W4A16i ", w4s, "; f32 rows ", t[f][3] * 1e6, " us (",
+            macs / t[f][3] / 1e9, "), FusedMatMul f32 ", t[f + 1][3] * 1e6, " us (",
+            macs / t[f + 1][3] / 1e9, ")");
   }
 }

@@ -8,6 +8,7 @@
 // "q8 bench" (skipped unless asked for) measures the GEMV bandwidth on SmolLM2's tied LM head
 // [49152, 576] against a plain read of the same bytes.
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -38,6 +39,7 @@ std::vector<NamedQ8> q8_kernels() {
   std::vector<NamedQ8> ks = {{"q8matmul", cpu::q8matmul}};
 #if defined(__x86_64__)
   if (cpu_isa() >= Isa::Avx2) ks.push_back({"q8matmul_avx2", cpu::q8matmul_avx2});
+  if (cpu_isa() >= Isa::Avx512) ks.push_back({"q8matmul_avx512", cpu::q8matmul_avx512});
 #endif
   return ks;
 }
@@ -340,6 +342,53 @@ TEST_CASE("q8 AVX2 tiles equal the generic ones bit for bit") {
                                  p.scales.ptr<float>(), b, cols, K, y1.data(), ldy);
           CHECK(bit_equal(y0.data(), y1.data(), rows * ldy));  // padding untouched too
           CHECK(y1[cols] == -1.0f);
+        }
+  }
+}
+#endif
+
+#if defined(__x86_64__)
+TEST_CASE("q8 AVX-512 tiles equal the AVX2 ones bit for bit; a row alone equals it among 16") {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("no AVX-512 VNNI on this CPU: skipped");
+    return;
+  }
+  uint32_t seed = 1300;
+  for (int64_t K : {1, 31, 33, 95, 257, 288, 576, 1000}) {
+    CAPTURE(K);
+    const int64_t M = 17, nb = cpu::q8_blocks(K);
+    Tensor a = random_f32({M, K}, seed++, -2.0f, 2.0f);
+    float* ap = a.ptr<float>();
+    for (int64_t k = 0; k < K; k++) ap[1 * K + k] = k % 2 ? 2.0f : -2.0f;  // q = +-32767
+    for (int64_t k = 0; k < K; k += 5) ap[2 * K + k] *= 1e4f;               // uneven blocks
+    std::vector<int16_t> q(M * nb * 32);
+    std::vector<float> d(M * nb);
+    cpu::q8_act_quantize16_avx2(ap, K, M, K, q.data(), d.data());
+    const int64_t N = 29, ldy = N + 3;
+    Q8W p = q8_random(N, K, seed++);
+    Tensor bias = random_f32({N}, seed++);
+    for (int64_t rows : {1, 2, 3, 4, 5, 8, 16, 17})
+      for (int64_t cols : {1, 2, 3, 5, 8, 9, 13, 17, 29})
+        for (bool with_bias : {false, true}) {
+          CAPTURE(rows);
+          CAPTURE(cols);
+          CAPTURE(with_bias);
+          std::vector<float> y0(rows * ldy, -1.0f), y1(rows * ldy, -1.0f);
+          const float* b = with_bias ? bias.ptr<float>() : nullptr;
+          cpu::q8_gemm_tile_avx2(q.data(), d.data(), rows, p.codes.ptr<int8_t>(),
+                                 p.scales.ptr<float>(), b, cols, K, y0.data(), ldy);
+          cpu::q8_gemm_tile_avx512(q.data(), d.data(), rows, p.codes.ptr<int8_t>(),
+                                   p.scales.ptr<float>(), b, cols, K, y1.data(), ldy);
+          CHECK(bit_equal(y0.data(), y1.data(), rows * ldy));  // padding untouched too
+          CHECK(y1[cols] == -1.0f);
+          // Each row alone (the GEMV) gives its bits in the tile.
+          for (int64_t r : {int64_t(0), rows / 2, rows - 1}) {
+            std::vector<float> y2(cols, -1.0f);
+            cpu::q8_gemm_tile_avx512(q.data() + r * nb * 32, d.data() + r * nb, 1,
+                                     p.codes.ptr<int8_t>(), p.scales.ptr<float>(), b, cols, K,
+                                     y2.data(), cols);
+            CHECK(bit_equal(y2.data(), y1.data() + r * ldy, cols));
+          }
         }
   }
 }
@@ -770,33 +819,42 @@ TEST_CASE("q8 bench: LM head GEMV bandwidth vs a streaming read, GEMM throughput
     KernelCtx ctx{node, {&a, &p.codes, &p.scales}, {&out}, threads};
     fn(ctx);
   };
-  for (NamedQ8 k : q8_kernels()) {
-    bool generic = k.name == "q8matmul";  // slow on x86 (fmaf calls): one round
-    const int rounds = generic ? 1 : 25;
-    Stat st[3], gemv[3], gemm[3];
-    for (int r = 0; r < rounds; r++)
-      for (int threads : {1, 2}) {
+  // Every kernel but the generic one (slow on x86: fmaf calls) in each round, interleaved.
+  std::vector<NamedQ8> ks;
+  for (NamedQ8 k : q8_kernels())
+    if (k.name != "q8matmul" || q8_kernels().size() == 1) ks.push_back(k);
+  Tensor x16 = random_f32({16, K}, 803), y16 = Tensor::zeros(DType::F32, {16, N});
+  const int rounds = 25;
+  std::vector<std::array<Stat, 3>> st(ks.size()), gemv(ks.size()), gemm16(ks.size()),
+      gemm(ks.size());
+  for (int r = 0; r < rounds; r++)
+    for (int threads : {1, 2})
+      for (size_t i = 0; i < ks.size(); i++) {
         auto t0 = clock::now();
         stream(threads);
-        st[threads].t.push_back(seconds(t0) / mats);
+        st[i][threads].t.push_back(seconds(t0) / mats);
         t0 = clock::now();
-        for (const Q8W& p : ws) call(k.fn, p, x, y, threads);
-        gemv[threads].t.push_back(seconds(t0) / mats);
-        if (r % 5 == 0 && !generic) {
+        for (const Q8W& p : ws) call(ks[i].fn, p, x, y, threads);
+        gemv[i][threads].t.push_back(seconds(t0) / mats);
+        t0 = clock::now();
+        call(ks[i].fn, ws[r % mats], x16, y16, threads);  // decode with 16 requests
+        gemm16[i][threads].t.push_back(seconds(t0));
+        if (r % 5 == 0) {
           t0 = clock::now();
-          call(k.fn, ws[0], x64, y64, threads);
-          gemm[threads].t.push_back(seconds(t0));
+          call(ks[i].fn, ws[0], x64, y64, threads);
+          gemm[i][threads].t.push_back(seconds(t0));
         }
       }
+  for (size_t i = 0; i < ks.size(); i++)
     for (int threads : {1, 2}) {
-      MESSAGE(k.name, ", ", threads, " thread(s), best (median): plain read of the weights ",
-              wbytes / st[threads].best() / 1e9, " (", wbytes / st[threads].median() / 1e9,
-              ") GB/s; GEMV 49152x576 ", wbytes / gemv[threads].best() / 1e9, " (",
-              wbytes / gemv[threads].median() / 1e9, ") GB/s, ", gemv[threads].best() * 1e3,
-              " ms = ", st[threads].best() / gemv[threads].best(), " (",
-              st[threads].median() / gemv[threads].median(), ") of the read; GEMM M=64 ",
-              gemm[threads].t.empty() ? 0.0 : 2.0 * 64 * N * K / gemm[threads].best() / 1e9, " GOPS");
+      const Stat &s = st[i][threads], &g = gemv[i][threads], &g16 = gemm16[i][threads];
+      MESSAGE(ks[i].name, ", ", threads, " thread(s), best (median): plain read of the weights ",
+              wbytes / s.best() / 1e9, " (", wbytes / s.median() / 1e9, ") GB/s; GEMV 49152x576 ",
+              wbytes / g.best() / 1e9, " (", wbytes / g.median() / 1e9, ") GB/s, ",
+              g.best() * 1e3, " ms = ", s.best() / g.best(), " (", s.median() / g.median(),
+              ") of the read; GEMM M=16 ", g16.best() * 1e3, " (", g16.median() * 1e3, ") ms, ",
+              16.0 * N * K / g16.median() / 1e9, " GMAC/s (median); M=64 ",
+              2.0 * 64 * N * K / gemm[i][threads].best() / 1e9, " GOPS");
     }
-  }
   CHECK(sink != 1);
 }

@@ -97,11 +97,13 @@ const KernelEntry kCpuKernels[] = {
     {OpType::QMatMul, DType::F32, Isa::Generic, qmatmul_i8, "qmatmul_i8"},
     // ---- quantized int4 (kernels/generic/gemm_q4.h) ----
 #if defined(__x86_64__)
+    {OpType::Q4MatMul, DType::F32, Isa::Avx512, q4matmul_avx512, "q4matmul_avx512"},
     {OpType::Q4MatMul, DType::F32, Isa::Avx2, q4matmul_avx2, "q4matmul_avx2"},
 #endif
     {OpType::Q4MatMul, DType::F32, Isa::Generic, q4matmul, "q4matmul"},
     // ---- quantized int8 per 32-block, GGUF Q8_0 (kernels/generic/gemm_q8.h) ----
 #if defined(__x86_64__)
+    {OpType::Q8MatMul, DType::F32, Isa::Avx512, q8matmul_avx512, "q8matmul_avx512"},
     {OpType::Q8MatMul, DType::F32, Isa::Avx2, q8matmul_avx2, "q8matmul_avx2"},
 #endif
     {OpType::Q8MatMul, DType::F32, Isa::Generic, q8matmul, "q8matmul"},
