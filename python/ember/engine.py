@@ -105,6 +105,9 @@ class Engine:
         if precision == "fp16" and self.device == "cpu":
             raise EmberError("[engine] precision='fp16' applies to GPU engines; the CPU runs "
                              "'fp32' or 'bf16'")
+        if precision == "bf16" and self.device == "cpu" and _core.cpu_isa() != "avx512bf16":
+            _log.warning("precision='bf16': this CPU (or EMBER_CPU_ISA=%s) has no AVX512_BF16 "
+                         "dot products; the CPU runs fp32", _core.cpu_isa())
         if not isinstance(deterministic, bool):
             raise EmberError(f"[engine] deterministic must be True or False, not {deterministic!r}")
         if kernels not in ("auto", "reference"):

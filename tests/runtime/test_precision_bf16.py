@@ -105,7 +105,8 @@ def test_bf16_results_do_not_depend_on_the_batch():
 
 
 def test_bf16_below_avx512bf16_runs_fp32_bit_for_bit(tmp_path):
-    """EMBER_CPU_ISA=avx512 (no AVX512_BF16): a bf16 session is the fp32 session."""
+    """EMBER_CPU_ISA=avx512 (no AVX512_BF16): a bf16 session is the fp32 session, with a
+    warning that says so."""
     path = tmp_path / "layer.onnx"
     path.write_bytes(encoder_layer().SerializeToString())
     code = (
@@ -123,6 +124,7 @@ def test_bf16_below_avx512bf16_runs_fp32_bit_for_bit(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(path), os.path.dirname(__file__)],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+    assert "has no AVX512_BF16 dot products; the CPU runs fp32" in r.stderr  # said, not silent
 
 
 def test_fp16_is_refused_on_the_cpu():
