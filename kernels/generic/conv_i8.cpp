@@ -65,21 +65,28 @@ void im2row(const KernelCtx& ctx, const ConvGeom& g, const int16_t* xq, int64_t 
   });
 }
 
-// y[m, o] = out[o, m]: 16 x 16 tiles, so both sides stream whole cache lines.
-void transpose_out(const KernelCtx& ctx, const float* out, int64_t P, int64_t M, float* y) {
+// y[m, o] = out[o, m]: 16 x 16 tiles, so both sides stream whole cache lines; whole tiles go
+// to tile16 where there is one (a copy: any path gives the same bits).
+void transpose_out(const KernelCtx& ctx, const float* out, int64_t P, int64_t M, float* y,
+                   TransposeTile16 tile16) {
   constexpr int64_t kT = 16;
   ctx.parallel_for((M + kT - 1) / kT, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t m0 = b0 * kT; m0 < std::min(M, b1 * kT); m0 += kT)
-      for (int64_t p0 = 0; p0 < P; p0 += kT)
+      for (int64_t p0 = 0; p0 < P; p0 += kT) {
+        if (tile16 && m0 + kT <= M && p0 + kT <= P) {
+          tile16(out + p0 * M + m0, M, y + m0 * P + p0, P);
+          continue;
+        }
         for (int64_t m = m0; m < std::min(M, m0 + kT); m++)
           for (int64_t p = p0; p < std::min(P, p0 + kT); p++) y[m * P + p] = out[p * M + m];
+      }
   });
 }
 
 // QConv on a GEMM callback: X quantized per channel plane, im2row, gemm(args), transpose.
 template <class Gemm>
 void qconv_i8_run(const KernelCtx& ctx, const QuantizeRowsI8& quant, const GemmActs& acts,
-                  Gemm&& gemm) {
+                  TransposeTile16 tile16, Gemm&& gemm) {
   ConvGeom g = geom(ctx.node, ctx.input(0).shape());
   const float* x = ctx.input(0).ptr<float>();  // [N, C, in...]
   float* y = ctx.output(0).ptr<float>();       // [N, M, out...]
@@ -123,7 +130,7 @@ void qconv_i8_run(const KernelCtx& ctx, const QuantizeRowsI8& quant, const GemmA
     });
     im2row(ctx, g, codes, xs, a.lda, rows.data());
     gemm(a);
-    transpose_out(ctx, out.data(), osz, g.M, y + n * g.M * osz);
+    transpose_out(ctx, out.data(), osz, g.M, y + n * g.M * osz, tile16);
   }
 }
 
@@ -143,13 +150,13 @@ void qconv_i8(const KernelCtx& ctx) {
 
 void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
                    const GemmActs& acts) {
-  qconv_i8_run(ctx, quant, acts,
+  qconv_i8_run(ctx, quant, acts, nullptr,
                [&](const QGemmI8Args& a) { qgemm_i8(a, ctx.max_threads, micro); });
 }
 
 void qconv_i8_with_gemm(const KernelCtx& ctx, QGemmI8Fn gemm, const QuantizeRowsI8& quant,
-                        const GemmActs& acts) {
-  qconv_i8_run(ctx, quant, acts, [&](const QGemmI8Args& a) { gemm(a, ctx.max_threads); });
+                        const GemmActs& acts, TransposeTile16 tile16) {
+  qconv_i8_run(ctx, quant, acts, tile16, [&](const QGemmI8Args& a) { gemm(a, ctx.max_threads); });
 }
 
 }  // namespace ember::cpu

@@ -118,6 +118,9 @@ void qgemm_i8_codes_u8_avx512(const int16_t* q, int64_t k, int32_t off, uint8_t*
 // roundings. [n] -> [n]
 void qgemm_i8_epilogue_avx512(const int32_t* acc, const int32_t* comp, int64_t n, float a_scale,
                               const float* w_scale, const float* bias, float* y);
+// dst[j * ldd + i] = src[i * lds + j] for i, j < 16 (QConv's output transpose). [16, lds] ->
+// [16, ldd]
+void transpose_f32_16x16_avx512(const float* src, int64_t lds, float* dst, int64_t ldd);
 // qgemm_i8's contract, and every code a with a + a_off in [0, 255] (as QMatMul's modes give).
 void qgemm_i8_vnni(const QGemmI8Args& args, int max_threads);
 void qmatmul_i8_avx512(const KernelCtx& ctx);
