@@ -92,6 +92,11 @@ void qgemm_i8_micro_6x16_avx2(int64_t kp, const int16_t* a, int64_t lda, const i
                               int32_t* c, int64_t ldc, int rows, bool accumulate);
 void qgemm_i8_epilogue_avx2(const int32_t* acc, int64_t n, float a_scale, const float* w_scale,
                             const float* bias, float* y);  // [n] -> [n]
+// QuantizeLinear's bytes: y[i] = clamp(round(x[i] / s) + zp, qmin, qmax) as u8 (qmin 0) or
+// int8 (qmin -128), the generic kernel's values. [n] -> [n]
+void quantize_row_q8_linear_avx2(const float* x, int64_t n, float s, int32_t zp, int32_t qmin,
+                                 int32_t qmax, uint8_t* y);
+void quantize_linear_f32_avx2(const KernelCtx& ctx);  // QuantizeLinear on the row above
 float quantize_row_i8_token_avx2(const float* x, int64_t k, int16_t* q);
 void quantize_row_i8_linear_avx2(const float* x, int64_t k, float s, int32_t zp, int32_t qmin,
                                  int32_t qmax, int16_t* q);
