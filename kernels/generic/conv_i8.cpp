@@ -37,6 +37,23 @@ bool window3(const ConvGeom& g, int64_t o0, int64_t o1, int64_t i2b, int64_t lo,
   return true;
 }
 
+// One kernel row of K2 taps for every channel: dst[c * ksz + t2] = src[c * xs + t2 * d2] for
+// t2 in [lo, hi) (lo < hi), else 0. Branch-free over a constant K2 (an unknown trip count
+// becomes a memset or memcpy call per channel); out-of-range taps read tap lo, then masked.
+template <int K2>
+void copy_taps(int16_t* dst, const int16_t* src, int64_t d2, int64_t lo, int64_t hi, int64_t C,
+               int64_t ksz, int64_t xs) {
+  int64_t idx[K2];
+  int16_t keep[K2];
+  for (int t2 = 0; t2 < K2; t2++) {
+    bool in = t2 >= lo && t2 < hi;
+    idx[t2] = (in ? t2 : lo) * d2;
+    keep[t2] = in ? (int16_t)-1 : (int16_t)0;
+  }
+  for (int64_t c = 0; c < C; c++, dst += ksz, src += xs)
+    for (int t2 = 0; t2 < K2; t2++) dst[t2] = (int16_t)(src[idx[t2]] & keep[t2]);
+}
+
 // rows[o, c * ksz + tap] = xq[c * xs + input position of (o, tap)], 0 where that is padding;
 // each row [lda] with its tail past C * ksz zeroed. Per output position and kernel row, the
 // taps t2 in [lo, hi) that land inside the input are found once; every channel then copies
@@ -50,7 +67,7 @@ void im2row(const KernelCtx& ctx, const ConvGeom& g, const int16_t* xq, int64_t 
     for (int64_t o = o_lo; o < o_hi; o++) {
       int64_t o2 = o % g.out[2], o1 = o / g.out[2] % g.out[1], o0 = o / (g.out[2] * g.out[1]);
       int16_t* row = rows + o * lda;
-      std::fill(row + kc, row + lda, (int16_t)0);
+      if (lda > kc) std::fill(row + kc, row + lda, (int16_t)0);
       // Taps t2 in [lo, hi) read input column i2b + t2 * dil, inside [0, in[2]).
       int64_t i2b = o2 * g.stride[2] - g.pad[2], d2 = g.dil[2];
       int64_t lo = 0, hi = k2;
@@ -75,17 +92,22 @@ void im2row(const KernelCtx& ctx, const ConvGeom& g, const int16_t* xq, int64_t 
           int64_t i1 = o1 * g.stride[1] - g.pad[1] + t1 * g.dil[1];
           int16_t* dst = row + (t0 * g.k[1] + t1) * k2;  // [k[2]] per channel, ksz apart
           if (!(i0 >= 0 && i0 < g.in[0] && i1 >= 0 && i1 < g.in[1]) || lo >= hi) {
-            for (int64_t c = 0; c < g.C; c++, dst += ksz)
-              for (int64_t t2 = 0; t2 < k2; t2++) dst[t2] = 0;
+            if (k2 == 3) {  // constant trip counts: stores, not a memset call per channel
+              for (int64_t c = 0; c < g.C; c++, dst += ksz)
+                for (int t2 = 0; t2 < 3; t2++) dst[t2] = 0;
+            } else {
+              for (int64_t c = 0; c < g.C; c++, dst += ksz)
+                for (int64_t t2 = 0; t2 < k2; t2++) dst[t2] = 0;
+            }
             continue;
           }
           const int16_t* src = xq + (i0 * g.in[1] + i1) * g.in[2] + i2b;
-          if (lo == 0 && hi == k2 && d2 == 1 && k2 == 3) {  // the interior of a 3x3: most rows
-            for (int64_t c = 0; c < g.C; c++, dst += ksz, src += xs) {
-              dst[0] = src[0];
-              dst[1] = src[1];
-              dst[2] = src[2];
-            }
+          if (k2 == 3) {
+            copy_taps<3>(dst, src, d2, lo, hi, g.C, ksz, xs);
+            continue;
+          }
+          if (k2 == 7) {  // a 7x7 stem
+            copy_taps<7>(dst, src, d2, lo, hi, g.C, ksz, xs);
             continue;
           }
           for (int64_t c = 0; c < g.C; c++, dst += ksz, src += xs) {
