@@ -11,9 +11,12 @@ namespace ember::cpu {
 bool qconv_i8_supports(const InferCtx& ctx);  // the im2row buffer stays under 2^28 codes
 void qconv_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
                    const GemmActs& acts);
-// The same with a whole GEMM in qgemm_i8's place (the VNNI one).
+// dst[j * ldd + i] = src[i * lds + j] for i, j < 16: one whole tile of the output transpose.
+using TransposeTile16 = void (*)(const float* src, int64_t lds, float* dst, int64_t ldd);
+// The same with a whole GEMM in qgemm_i8's place (the VNNI one) and, unless nullptr, a tile
+// transpose for the output.
 void qconv_i8_with_gemm(const KernelCtx& ctx, QGemmI8Fn gemm, const QuantizeRowsI8& quant,
-                        const GemmActs& acts);
+                        const GemmActs& acts, TransposeTile16 tile16 = nullptr);
 void qconv_i8(const KernelCtx& ctx);
 #if defined(__x86_64__)
 void qconv_i8_avx2(const KernelCtx& ctx);    // kernels/x86/conv_i8_x86.cpp

@@ -92,6 +92,11 @@ void qgemm_i8_micro_6x16_avx2(int64_t kp, const int16_t* a, int64_t lda, const i
                               int32_t* c, int64_t ldc, int rows, bool accumulate);
 void qgemm_i8_epilogue_avx2(const int32_t* acc, int64_t n, float a_scale, const float* w_scale,
                             const float* bias, float* y);  // [n] -> [n]
+// QuantizeLinear's bytes: y[i] = clamp(round(x[i] / s) + zp, qmin, qmax) as u8 (qmin 0) or
+// int8 (qmin -128), the generic kernel's values. [n] -> [n]
+void quantize_row_q8_linear_avx2(const float* x, int64_t n, float s, int32_t zp, int32_t qmin,
+                                 int32_t qmax, uint8_t* y);
+void quantize_linear_f32_avx2(const KernelCtx& ctx);  // QuantizeLinear on the row above
 float quantize_row_i8_token_avx2(const float* x, int64_t k, int16_t* q);
 void quantize_row_i8_linear_avx2(const float* x, int64_t k, float s, int32_t zp, int32_t qmin,
                                  int32_t qmax, int16_t* q);
@@ -118,6 +123,9 @@ void qgemm_i8_codes_u8_avx512(const int16_t* q, int64_t k, int32_t off, uint8_t*
 // roundings. [n] -> [n]
 void qgemm_i8_epilogue_avx512(const int32_t* acc, const int32_t* comp, int64_t n, float a_scale,
                               const float* w_scale, const float* bias, float* y);
+// dst[j * ldd + i] = src[i * lds + j] for i, j < 16 (QConv's output transpose). [16, lds] ->
+// [16, ldd]
+void transpose_f32_16x16_avx512(const float* src, int64_t lds, float* dst, int64_t ldd);
 // qgemm_i8's contract, and every code a with a + a_off in [0, 255] (as QMatMul's modes give).
 void qgemm_i8_vnni(const QGemmI8Args& args, int max_threads);
 void qmatmul_i8_avx512(const KernelCtx& ctx);

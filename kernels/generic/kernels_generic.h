@@ -151,6 +151,10 @@ void where_f32(const KernelCtx& ctx);
 // ---- quantize / dequantize, one scale for the whole tensor (kernels/generic/quant_linear.cpp) ----
 bool quantize_linear_f32_supports(const InferCtx& ctx);   // f32 x, scalar scale and zero point
 void quantize_linear_f32(const KernelCtx& ctx);           // QuantizeLinear -> uint8 | int8
+// The same on one ISA's row quantizer: y[0:n] = clamp(round(x / s) + zp, qmin, qmax) as bytes.
+using QuantizeRowQ8Fn = void (*)(const float* x, int64_t n, float s, int32_t zp, int32_t qmin,
+                                 int32_t qmax, uint8_t* y);
+void quantize_linear_f32_with(const KernelCtx& ctx, QuantizeRowQ8Fn row);
 bool dequantize_linear_q8_supports(const InferCtx& ctx);  // uint8 | int8 x, scalar scale and zp
 void dequantize_linear_q8(const KernelCtx& ctx);          // DequantizeLinear -> float32
 // ---- pooling (kernels/generic/pool_f32.cpp) ----

@@ -87,6 +87,18 @@ void quantize_linear_f32(const KernelCtx& ctx) {
   else quantize_rows(ctx, x, s, zp, y.ptr<int8_t>(), y.numel());
 }
 
+void quantize_linear_f32_with(const KernelCtx& ctx, QuantizeRowQ8Fn row) {
+  const float* x = ctx.input(0).ptr<float>();  // [n]
+  float s = ctx.input(1).ptr<float>()[0];
+  int zp = zero_point(ctx);
+  Tensor& y = ctx.output(0);                   // [n] uint8 | int8, stored as bytes
+  bool u8 = y.dtype() == DType::U8;
+  uint8_t* yb = u8 ? y.ptr<uint8_t>() : (uint8_t*)y.ptr<int8_t>();
+  ctx.parallel_for(y.numel(), kGrain, [&](int64_t i0, int64_t i1) {
+    row(x + i0, i1 - i0, s, zp, u8 ? 0 : -128, u8 ? 255 : 127, yb + i0);
+  });
+}
+
 bool dequantize_linear_q8_supports(const InferCtx& ctx) {
   int64_t od = ctx.node.attrs.get_int("output_dtype", 0);
   return is_q8(ctx.in[0].dtype) && scalar_of(ctx.in[1], is_f32) &&

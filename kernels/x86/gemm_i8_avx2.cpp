@@ -115,6 +115,28 @@ void quantize_row_i8_linear_avx2(const float* x, int64_t k, float s, int32_t zp,
   if (k % 2) q[k] = 0;
 }
 
+void quantize_row_q8_linear_avx2(const float* x, int64_t n, float s, int32_t zp, int32_t qmin,
+                                 int32_t qmax, uint8_t* y) {
+  __m256 vs = _mm256_set1_ps(s), fz = _mm256_set1_ps((float)zp);
+  __m256 lo = _mm256_set1_ps((float)qmin), hi = _mm256_set1_ps((float)qmax);
+  __m256i none = _mm256_setzero_si256();  // the zero point stays in the codes
+  bool u8 = qmin == 0;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m128i a = pack16(quantize8(_mm256_loadu_ps(x + j), vs, fz, lo, hi, none));
+    __m128i b = pack16(quantize8(_mm256_loadu_ps(x + j + 8), vs, fz, lo, hi, none));
+    _mm_storeu_si128((__m128i*)(y + j), u8 ? _mm_packus_epi16(a, b) : _mm_packs_epi16(a, b));
+  }
+  for (; j < n; j += 8) {
+    // Masked-off lanes read 0; only the real ones are stored.
+    int64_t r = n - j < 8 ? n - j : 8;
+    __m128i a = pack16(quantize8(_mm256_maskload_ps(x + j, tail_mask(r)), vs, fz, lo, hi, none));
+    alignas(16) uint8_t t[16];
+    _mm_store_si128((__m128i*)t, u8 ? _mm_packus_epi16(a, a) : _mm_packs_epi16(a, a));
+    for (int64_t i = 0; i < r; i++) y[j + i] = t[i];
+  }
+}
+
 float quantize_row_i8_token_avx2(const float* x, int64_t k, int16_t* q) {
   __m256 sign = _mm256_set1_ps(-0.0f), m = _mm256_setzero_ps();
   int64_t j = 0;

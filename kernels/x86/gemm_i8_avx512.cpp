@@ -162,4 +162,37 @@ void qgemm_i8_epilogue_avx512(const int32_t* acc, const int32_t* comp, int64_t n
   }
 }
 
+void transpose_f32_16x16_avx512(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  // Pairs of rows interleaved, then 4x4 blocks within each 128-bit lane, then the lanes.
+  // NOTE: the maskz forms keep g++ 12 from warning about the unmasked forms' undefined source.
+  const __mmask16 m = 0xffff;
+  __m512 r[16], t[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+#pragma GCC unroll 8
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_maskz_unpacklo_ps(m, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_ps(m, r[i], r[i + 1]);
+  }
+  // u[4 g + c], lane L: rows 4 g .. 4 g + 3 of column 4 L + c.
+#pragma GCC unroll 4
+  for (int g = 0; g < 16; g += 4) {
+    r[g] = _mm512_maskz_shuffle_ps(m, t[g], t[g + 2], 0x44);
+    r[g + 1] = _mm512_maskz_shuffle_ps(m, t[g], t[g + 2], 0xee);
+    r[g + 2] = _mm512_maskz_shuffle_ps(m, t[g + 1], t[g + 3], 0x44);
+    r[g + 3] = _mm512_maskz_shuffle_ps(m, t[g + 1], t[g + 3], 0xee);
+  }
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; c++) {
+    __m512 v0 = _mm512_maskz_shuffle_f32x4(m, r[c], r[4 + c], 0x88);
+    __m512 w0 = _mm512_maskz_shuffle_f32x4(m, r[c], r[4 + c], 0xdd);
+    __m512 v1 = _mm512_maskz_shuffle_f32x4(m, r[8 + c], r[12 + c], 0x88);
+    __m512 w1 = _mm512_maskz_shuffle_f32x4(m, r[8 + c], r[12 + c], 0xdd);
+    _mm512_storeu_ps(dst + c * ldd, _mm512_maskz_shuffle_f32x4(m, v0, v1, 0x88));
+    _mm512_storeu_ps(dst + (4 + c) * ldd, _mm512_maskz_shuffle_f32x4(m, w0, w1, 0x88));
+    _mm512_storeu_ps(dst + (8 + c) * ldd, _mm512_maskz_shuffle_f32x4(m, v0, v1, 0xdd));
+    _mm512_storeu_ps(dst + (12 + c) * ldd, _mm512_maskz_shuffle_f32x4(m, w0, w1, 0xdd));
+  }
+}
+
 }  // namespace ember::cpu

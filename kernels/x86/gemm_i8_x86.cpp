@@ -95,6 +95,10 @@ void qmatmul_i8_avx2(const KernelCtx& ctx) {
   qmatmul_i8_with(ctx, qgemm_i8_micro_avx2(), quantize_rows_i8_avx2(), acts);
 }
 
+void quantize_linear_f32_avx2(const KernelCtx& ctx) {
+  quantize_linear_f32_with(ctx, quantize_row_q8_linear_avx2);
+}
+
 void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
   if (g.M <= 0 || g.N <= 0) return;
   EMBER_CHECK(g.K <= kMaxK && g.lda >= 2 * ceil_div(g.K, 2) && g.a_off >= 0 && g.a_off <= 255,

@@ -61,6 +61,13 @@ TEST_CASE("qconv kernels match the QConv reference") {
       {{1, 48, 9, 9}, {8, 48, 3, 3}, {}, {1, 1, 1, 1}, {}},
       // Kc = 333 and M = 50: a partial 3-panel group and an odd pair count (VNNI's tails)
       {{1, 37, 7, 7}, {50, 37, 3, 3}, {}, {1, 1, 1, 1}, {}},
+      // pads past the kernel (whole rows and columns of padding), dilated columns: im2row's
+      // in-range tap runs [lo, hi) empty, partial on both sides, and full
+      {{1, 4, 6, 7}, {5, 4, 3, 3}, {1, 2}, {3, 2, 1, 5}, {1, 3}},
+      {{1, 3, 5, 4}, {6, 3, 2, 3}, {}, {0, 4, 2, 4}, {}},
+      // a 7x7 stride-2 stem (7-tap rows cut by the padding), and one dilated
+      {{1, 3, 15, 13}, {5, 3, 7, 7}, {2, 2}, {3, 3, 3, 3}, {}},
+      {{1, 2, 12, 16}, {4, 2, 7, 7}, {1, 1}, {2, 5, 1, 4}, {1, 2}},
   };
   std::mt19937 rng(7);
   int idx = 0;

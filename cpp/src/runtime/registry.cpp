@@ -80,6 +80,9 @@ const KernelEntry kCpuKernels[] = {
     {OpType::SwiGLU, DType::F32, Isa::Generic, swiglu_f32, "swiglu_f32"},
     {OpType::MatMul, DType::F32, Isa::Generic, matmul_f32, "matmul_f32"},
     {OpType::Gemm, DType::F32, Isa::Generic, gemm_f32, "gemm_f32"},
+#if defined(__x86_64__)
+    {OpType::QuantizeLinear, DType::F32, Isa::Avx2, quantize_linear_f32_avx2, "quantize_linear_f32_avx2", quantize_linear_f32_supports},
+#endif
     {OpType::QuantizeLinear, DType::F32, Isa::Generic, quantize_linear_f32, "quantize_linear_f32", quantize_linear_f32_supports},
     {OpType::DequantizeLinear, DType::U8, Isa::Generic, dequantize_linear_q8, "dequantize_linear_u8", dequantize_linear_q8_supports},
     {OpType::DequantizeLinear, DType::I8, Isa::Generic, dequantize_linear_q8, "dequantize_linear_i8", dequantize_linear_q8_supports},
