@@ -191,4 +191,87 @@ float attention_scores_row_avx512(float* s, int64_t n, float scale, bool div, co
   return total;
 }
 
+namespace {
+
+// R rows of attention_scores_row_avx512 interleaved, each with its own operations in the same
+// order (the same bits): one row is a chain of dependent steps (max, then exp, then the sum's
+// 16 adds a 128-float row) that left the FP pipes half idle; R rows keep them busy.
+template <int R>
+void scores_rows(float* s, int64_t ld, int64_t n, float scale, bool div, const float* mask,
+                 int64_t mask_s, int64_t mask_t, float* sums) {
+  const __m512 vs = z_set(scale);
+  __m512 vmax[R];
+  for (int r = 0; r < R; r++) vmax[r] = z_set(-INFINITY);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = z_tail_mask(n - i);
+    const bool full = n - i >= 16;
+    for (int r = 0; r < R; r++) {
+      float* sr = s + r * ld;
+      __m512 v = full ? _mm512_loadu_ps(sr + i) : _mm512_maskz_loadu_ps(m, sr + i);
+      if (!mask) {
+        v = div ? _mm512_div_ps(v, vs) : _mm512_mul_ps(v, vs);
+      } else {
+        const float* mr = mask + r * mask_s;
+        __m512 mv = mask_t == 0 ? z_set(*mr)
+                    : full      ? _mm512_loadu_ps(mr + i)
+                                : _mm512_maskz_loadu_ps(m, mr + i);
+        v = div ? _mm512_add_ps(_mm512_div_ps(v, vs), mv) : _mm512_fmadd_ps(v, vs, mv);
+      }
+      if (full) {
+        _mm512_storeu_ps(sr + i, v);
+        vmax[r] = _mm512_max_ps(v, vmax[r]);
+        continue;
+      }
+      _mm512_mask_storeu_ps(sr + i, m, v);
+      vmax[r] = _mm512_mask_max_ps(vmax[r], m, v, vmax[r]);
+    }
+  }
+  // No lane of vmax is NaN (max_ps keeps vmax on a NaN score), so any reduction order gives
+  // the row loop's maximum (up to the sign of a zero, which s - max cannot show: exp(+-0) = 1).
+  __m512 vm[R];
+  __m256 sum[R];
+  for (int r = 0; r < R; r++) {
+    vm[r] = z_set(_mm512_reduce_max_ps(vmax[r]));
+    sum[r] = _mm256_setzero_ps();
+  }
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = z_tail_mask(n - i);
+    const bool full = n - i >= 16;
+    for (int r = 0; r < R; r++) {
+      float* sr = s + r * ld;
+      __m512 x = full ? _mm512_loadu_ps(sr + i) : _mm512_maskz_loadu_ps(m, sr + i);
+      __m512 e = z_exp(_mm512_sub_ps(x, vm[r]));
+      if (full) {
+        _mm512_storeu_ps(sr + i, e);
+      } else {
+        _mm512_mask_storeu_ps(sr + i, m, e);
+        e = _mm512_maskz_mov_ps(m, e);
+      }
+      sum[r] = _mm256_add_ps(sum[r], _mm512_castps512_ps256(e));
+      if (n - i > 8) sum[r] = _mm256_add_ps(sum[r], _mm512_extractf32x8_ps(e, 1));
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    float lane[8];
+    _mm256_storeu_ps(lane, sum[r]);
+    float total = 0.0f;
+    for (int l = 0; l < 8; l++) total += lane[l];
+    sums[r] = total;
+  }
+}
+
+}  // namespace
+
+void attention_scores_rows_avx512(float* s, int64_t rows, int64_t ld, int64_t n, float scale,
+                                  bool div, const float* mask, int64_t mask_s, int64_t mask_t,
+                                  float* sums) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4)
+    scores_rows<4>(s + r * ld, ld, n, scale, div, mask ? mask + r * mask_s : nullptr, mask_s,
+                   mask_t, sums + r);
+  for (; r < rows; r++)
+    scores_rows<1>(s + r * ld, ld, n, scale, div, mask ? mask + r * mask_s : nullptr, mask_s,
+                   mask_t, sums + r);
+}
+
 }  // namespace ember::cpu
