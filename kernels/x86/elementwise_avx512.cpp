@@ -40,23 +40,45 @@ static inline __m512 z_exp_poly(__m512 r) {
   return _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), z_set(1.0f));
 }
 
+// exp(x) on R vectors in lockstep, <= 1 ulp: v_exp_scaled(x, 0, 0) (two normal halves of 2^n,
+// NaN passes through). Step by step, R independent chains side by side in the instruction
+// stream: R whole exps one after another filled the scheduler with one chain's waiting steps.
+template <int R>
+static inline void z_exp_n(__m512* x) {
+  const __m512 round = z_set(12582912.0f);  // 1.5 * 2^23
+  const __m512i e127 = _mm512_set1_epi32(127);
+  __m512 t[R], n[R], r[R], p[R], r2[R];
+  __m512i ni[R];
+  for (int j = 0; j < R; j++)  // r = xc, the clamped x
+    r[j] = _mm512_min_ps(_mm512_max_ps(x[j], z_set(-104.0f)), z_set(89.0f));
+  for (int j = 0; j < R; j++) t[j] = _mm512_fmadd_ps(r[j], z_set(1.44269504088896341f), round);
+  for (int j = 0; j < R; j++) n[j] = _mm512_sub_ps(t[j], round);
+  for (int j = 0; j < R; j++)
+    ni[j] = _mm512_sub_epi32(_mm512_castps_si512(t[j]), _mm512_castps_si512(round));
+  for (int j = 0; j < R; j++) r[j] = _mm512_fnmadd_ps(n[j], z_set(0.693359375f), r[j]);
+  for (int j = 0; j < R; j++)
+    r[j] = _mm512_add_ps(_mm512_fnmadd_ps(n[j], z_set(-2.12194440e-4f), r[j]), _mm512_setzero_ps());
+  for (int j = 0; j < R; j++) p[j] = z_set(1.9875691500e-4f);
+  for (int j = 0; j < R; j++) p[j] = _mm512_fmadd_ps(p[j], r[j], z_set(1.3981999507e-3f));
+  for (int j = 0; j < R; j++) p[j] = _mm512_fmadd_ps(p[j], r[j], z_set(8.3334519073e-3f));
+  for (int j = 0; j < R; j++) p[j] = _mm512_fmadd_ps(p[j], r[j], z_set(4.1665795894e-2f));
+  for (int j = 0; j < R; j++) p[j] = _mm512_fmadd_ps(p[j], r[j], z_set(1.6666665459e-1f));
+  for (int j = 0; j < R; j++) p[j] = _mm512_fmadd_ps(p[j], r[j], z_set(5.0000001201e-1f));
+  for (int j = 0; j < R; j++) r2[j] = _mm512_mul_ps(r[j], r[j]);
+  for (int j = 0; j < R; j++) p[j] = _mm512_add_ps(_mm512_fmadd_ps(p[j], r2[j], r[j]), z_set(1.0f));
+  for (int j = 0; j < R; j++) {
+    __m512i n1 = _mm512_srai_epi32(ni[j], 1), n2 = _mm512_sub_epi32(ni[j], n1);
+    __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, e127), 23));
+    __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, e127), 23));
+    __m512 y = _mm512_mul_ps(_mm512_mul_ps(p[j], s1), s2);
+    x[j] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[j], x[j], _CMP_UNORD_Q), y, x[j]);
+  }
+}
+
 // exp(x), <= 1 ulp: v_exp_scaled(x, 0, 0) (two normal halves of 2^n, NaN passes through).
 static inline __m512 z_exp(__m512 x) {
-  __m512 xc = _mm512_max_ps(x, z_set(-104.0f));
-  xc = _mm512_min_ps(xc, z_set(89.0f));
-  const __m512 round = z_set(12582912.0f);  // 1.5 * 2^23
-  __m512 t = _mm512_fmadd_ps(xc, z_set(1.44269504088896341f), round);
-  __m512 n = _mm512_sub_ps(t, round);
-  __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(round));
-  __m512 r = _mm512_fnmadd_ps(n, z_set(0.693359375f), xc);
-  r = _mm512_add_ps(_mm512_fnmadd_ps(n, z_set(-2.12194440e-4f), r), _mm512_setzero_ps());
-  __m512 p = z_exp_poly(r);
-  __m512i n1 = _mm512_srai_epi32(ni, 1), n2 = _mm512_sub_epi32(ni, n1);
-  const __m512i e127 = _mm512_set1_epi32(127);
-  __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, e127), 23));
-  __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, e127), 23));
-  __m512 y = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
+  z_exp_n<1>(&x);
+  return x;
 }
 
 // exp(h + l) 2^32 for h in [-105.2, 0]: v_exp_neg_scaled32.
@@ -237,10 +259,15 @@ void scores_rows(float* s, int64_t ld, int64_t n, float scale, bool div, const f
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = z_tail_mask(n - i);
     const bool full = n - i >= 16;
+    __m512 ex[R];
+    for (int r = 0; r < R; r++) {
+      __m512 x = full ? _mm512_loadu_ps(s + r * ld + i) : _mm512_maskz_loadu_ps(m, s + r * ld + i);
+      ex[r] = _mm512_sub_ps(x, vm[r]);
+    }
+    z_exp_n<R>(ex);
     for (int r = 0; r < R; r++) {
       float* sr = s + r * ld;
-      __m512 x = full ? _mm512_loadu_ps(sr + i) : _mm512_maskz_loadu_ps(m, sr + i);
-      __m512 e = z_exp(_mm512_sub_ps(x, vm[r]));
+      __m512 e = ex[r];
       if (full) {
         _mm512_storeu_ps(sr + i, e);
       } else {
