@@ -264,7 +264,26 @@ void scores_rows(float* s, int64_t ld, int64_t n, float scale, bool div, const f
       __m512 x = full ? _mm512_loadu_ps(s + r * ld + i) : _mm512_maskz_loadu_ps(m, s + r * ld + i);
       ex[r] = _mm512_sub_ps(x, vm[r]);
     }
-    z_exp_n<R>(ex);
+    // Lanes at or below -104 (masked keys: the mask adds about -3.4e38) come out +0 from z_exp
+    // (clamped to -104), through products that underflow: on this CPU they took microcode
+    // assists (a half-masked row cost 1.5x). They get +0 here; a block with no other lane
+    // skips its exps.
+    __mmask16 under[R];
+    bool any = false, all = true;
+    for (int r = 0; r < R; r++) {
+      under[r] = _mm512_mask_cmp_ps_mask(m, ex[r], z_set(-104.0f), _CMP_LE_OQ);
+      any = any || under[r] != 0;
+      all = all && under[r] == m;
+    }
+    if (all) {
+      for (int r = 0; r < R; r++) ex[r] = _mm512_setzero_ps();
+    } else if (any) {
+      for (int r = 0; r < R; r++) ex[r] = _mm512_mask_mov_ps(ex[r], under[r], _mm512_setzero_ps());
+      z_exp_n<R>(ex);
+      for (int r = 0; r < R; r++) ex[r] = _mm512_mask_mov_ps(ex[r], under[r], _mm512_setzero_ps());
+    } else {
+      z_exp_n<R>(ex);
+    }
     for (int r = 0; r < R; r++) {
       float* sr = s + r * ld;
       __m512 e = ex[r];

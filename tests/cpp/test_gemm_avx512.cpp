@@ -384,18 +384,24 @@ TEST_CASE("x86 avx512 attention score rows, several at once: the one-row kernel'
     return std::isnan(a) ? std::isnan(b) : std::memcmp(&a, &b, 4) == 0;
   };
   // 1..9 rows (groups of 4 and the rest), lengths around 16; no mask, one value, a row per
-  // query row (mask_s = n), one row for all (mask_s = 0); * and /; NaN and -inf scores.
+  // query row (mask_s = n), one row for all (mask_s = 0), padding masks (keys past a point or
+  // whole rows at -FLT_MAX or -inf: exps of +0 skipped); * and /; NaN and -inf scores.
   for (int64_t rows : {1, 3, 4, 5, 8, 9})
     for (int64_t n : {1, 7, 15, 16, 17, 33, 128, 131})
-      for (int form = 0; form < 8; form++) {
+      for (int form = 0; form < 12; form++) {
         CAPTURE(rows);
         CAPTURE(n);
         CAPTURE(form);
         const bool div = form % 2;
-        const int kind = form / 2;  // 0 none, 1 broadcast value, 2 row per query, 3 shared row
-        const int64_t mask_t = kind >= 2 ? 1 : 0, mask_s = kind == 2 ? n : kind == 1 ? 1 : 0;
+        // 0 none, 1 broadcast value, 2 row per query, 3 shared row, 4 and 5 padding
+        const int kind = form / 2;
+        const int64_t mask_t = kind >= 2 ? 1 : 0;
+        const int64_t mask_s = kind == 2 || kind >= 4 ? n : kind == 1 ? 1 : 0;
         const int64_t ld = n + 3;
         std::vector<float> s = random_vec(rows * ld, rng), m = random_vec(rows * n, rng);
+        const float pad = kind == 4 ? -std::numeric_limits<float>::max() : -INFINITY;
+        for (int64_t r = 0; r < rows && kind >= 4; r++)
+          for (int64_t t = r % 3 == 2 ? 0 : (n + r) / 3; t < n; t++) m[r * n + t] = pad;
         for (float& v : s) v *= 8.0f;
         if (rows * n > 20) {
           s[2] = std::numeric_limits<float>::quiet_NaN();
