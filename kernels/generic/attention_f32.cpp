@@ -6,6 +6,7 @@
 // (one row function per ISA), and each output row is divided by its sum of exponentials at the
 // end (softmax's normalisation moved past P V: the same value within rounding).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -49,7 +50,8 @@ float attention_scores_row(float* s, int64_t n, float scale, bool div, const flo
   return (float)sum;
 }
 
-void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionRowFn scores_row) {
+void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionRowFn scores_row,
+                        AttentionRowsFn scores_rows) {
   InferCtx ic{ctx.node, {}, {}};
   for (const Tensor* t : ctx.in) ic.in.push_back(t ? TensorType{t->dtype(), t->shape()} : TensorType{});
   const Shape* mshape = ctx.has_input(3) ? &ctx.input(3).shape() : nullptr;
@@ -67,9 +69,13 @@ void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionR
   bool div = ctx.node.attrs.get_string("scale_op", "mul") == "div";
   int64_t qrows = std::min(l.S, std::max<int64_t>(8, kScoreBlock / std::max<int64_t>(l.T, 1)));
   int64_t qblocks = (l.S + qrows - 1) / qrows;
-  ctx.parallel_for(batch * qblocks, 1, [&](int64_t t0, int64_t t1) {
+  // Tasks are claimed one at a time (as sgemm's blocks): a worker that wakes late takes what
+  // is left instead of leaving its fixed half to run after the caller's.
+  const int64_t tasks = batch * qblocks;
+  std::atomic<int64_t> next{0};
+  ctx.parallel_for(tasks, 1, [&](int64_t, int64_t) {  // one call per thread
     std::vector<float> scores(qrows * std::max<int64_t>(l.T, 1)), sums(qrows);
-    for (int64_t task = t0; task < t1; task++) {
+    for (int64_t task; (task = next.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
       int64_t b = task / qblocks, s0 = task % qblocks * qrows;
       int64_t rows = std::min(qrows, l.S - s0);
       SgemmArgs g;  // scores[rows, T] = Q[s0:s0+rows] Kt
@@ -84,8 +90,11 @@ void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionR
       g.c = scores.data();
       g.c_rs = l.T;
       if (l.T > 0) sgemm(g, 1, micro);
-      for (int64_t r = 0; r < rows && l.T > 0; r++) {
-        const float* mr = m ? m + off.m[b] + (s0 + r) * l.mask_s : nullptr;
+      const float* m0 = m ? m + off.m[b] + s0 * l.mask_s : nullptr;
+      if (scores_rows && l.T > 0)
+        scores_rows(scores.data(), rows, l.T, l.T, scale, div, m0, l.mask_s, l.mask_t, sums.data());
+      for (int64_t r = 0; r < rows && l.T > 0 && !scores_rows; r++) {
+        const float* mr = m ? m0 + r * l.mask_s : nullptr;
         sums[r] = scores_row(scores.data() + r * l.T, l.T, scale, div, mr, l.mask_t);
       }
       SgemmArgs o;  // Y[s0:s0+rows] = P V

@@ -98,7 +98,13 @@ using AttentionRowFn = float (*)(float* s, int64_t n, float scale, bool div, con
                                  int64_t mask_t);
 float attention_scores_row(float* s, int64_t n, float scale, bool div, const float* mask,
                            int64_t mask_t);
-void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionRowFn scores_row);
+// Optional: several score rows at once (row stride ld, row r's mask at mask + r * mask_s, its
+// sum to sums[r]), each with the bits of the ISA's AttentionRowFn.
+using AttentionRowsFn = void (*)(float* s, int64_t rows, int64_t ld, int64_t n, float scale,
+                                 bool div, const float* mask, int64_t mask_s, int64_t mask_t,
+                                 float* sums);
+void attention_f32_with(const KernelCtx& ctx, const GemmMicro& micro, AttentionRowFn scores_row,
+                        AttentionRowsFn scores_rows = nullptr);
 void attention_f32(const KernelCtx& ctx);
 void log_softmax_f32(const KernelCtx& ctx);
 bool softmax_f32_supports(const InferCtx& ctx);  // normalised dims contiguous (last axis, or 2-D legacy)

@@ -42,23 +42,45 @@ static inline __m512 z_exp_poly(__m512 r) {
   return _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), z_set(1.0f));
 }
 
+// exp(x) on R vectors in lockstep, <= 1 ulp: v_exp_scaled(x, 0, 0) (two normal halves of 2^n,
+// NaN passes through). Step by step, R independent chains side by side in the instruction
+// stream: R whole exps one after another filled the scheduler with one chain's waiting steps.
+template <int R>
+static inline void z_exp_n(__m512* x) {
+  const __m512 round = z_set(12582912.0f);  // 1.5 * 2^23
+  const __m512i e127 = _mm512_set1_epi32(127);
+  __m512 t[R], n[R], r[R], p[R], r2[R];
+  __m512i ni[R];
+  for (int j = 0; j < R; j++)  // r = xc, the clamped x
+    r[j] = _mm512_min_ps(_mm512_max_ps(x[j], z_set(-104.0f)), z_set(89.0f));
+  for (int j = 0; j < R; j++) t[j] = _mm512_fmadd_ps(r[j], z_set(1.44269504088896341f), round);
+  for (int j = 0; j < R; j++) n[j] = _mm512_sub_ps(t[j], round);
+  for (int j = 0; j < R; j++)
+    ni[j] = _mm512_sub_epi32(_mm512_castps_si512(t[j]), _mm512_castps_si512(round));
+  for (int j = 0; j < R; j++) r[j] = _mm512_fnmadd_ps(n[j], z_set(0.693359375f), r[j]);
+  for (int j = 0; j < R; j++)
+    r[j] = _mm512_add_ps(_mm512_fnmadd_ps(n[j], z_set(-2.12194440e-4f), r[j]), _mm512_setzero_ps());
+  for (int j = 0; j < R; j++) p[j] = z_set(1.9875691500e-4f);
+  for (int j = 0; j < R; j++) p[j] = _mm512_fmadd_ps(p[j], r[j], z_set(1.3981999507e-3f));
+  for (int j = 0; j < R; j++) p[j] = _mm512_fmadd_ps(p[j], r[j], z_set(8.3334519073e-3f));
+  for (int j = 0; j < R; j++) p[j] = _mm512_fmadd_ps(p[j], r[j], z_set(4.1665795894e-2f));
+  for (int j = 0; j < R; j++) p[j] = _mm512_fmadd_ps(p[j], r[j], z_set(1.6666665459e-1f));
+  for (int j = 0; j < R; j++) p[j] = _mm512_fmadd_ps(p[j], r[j], z_set(5.0000001201e-1f));
+  for (int j = 0; j < R; j++) r2[j] = _mm512_mul_ps(r[j], r[j]);
+  for (int j = 0; j < R; j++) p[j] = _mm512_add_ps(_mm512_fmadd_ps(p[j], r2[j], r[j]), z_set(1.0f));
+  for (int j = 0; j < R; j++) {
+    __m512i n1 = _mm512_srai_epi32(ni[j], 1), n2 = _mm512_sub_epi32(ni[j], n1);
+    __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, e127), 23));
+    __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, e127), 23));
+    __m512 y = _mm512_mul_ps(_mm512_mul_ps(p[j], s1), s2);
+    x[j] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[j], x[j], _CMP_UNORD_Q), y, x[j]);
+  }
+}
+
 // exp(x), <= 1 ulp: v_exp_scaled(x, 0, 0) (two normal halves of 2^n, NaN passes through).
 static inline __m512 z_exp(__m512 x) {
-  __m512 xc = _mm512_max_ps(x, z_set(-104.0f));
-  xc = _mm512_min_ps(xc, z_set(89.0f));
-  const __m512 round = z_set(12582912.0f);  // 1.5 * 2^23
-  __m512 t = _mm512_fmadd_ps(xc, z_set(1.44269504088896341f), round);
-  __m512 n = _mm512_sub_ps(t, round);
-  __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(round));
-  __m512 r = _mm512_fnmadd_ps(n, z_set(0.693359375f), xc);
-  r = _mm512_add_ps(_mm512_fnmadd_ps(n, z_set(-2.12194440e-4f), r), _mm512_setzero_ps());
-  __m512 p = z_exp_poly(r);
-  __m512i n1 = _mm512_srai_epi32(ni, 1), n2 = _mm512_sub_epi32(ni, n1);
-  const __m512i e127 = _mm512_set1_epi32(127);
-  __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, e127), 23));
-  __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, e127), 23));
-  __m512 y = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
+  z_exp_n<1>(&x);
+  return x;
 }
 
 // exp(h + l) 2^32 for h in [-105.2, 0]: v_exp_neg_scaled32.
@@ -165,6 +187,113 @@ float attention_scores_row_avx512(float* s, int64_t n, float scale, bool div, co
   float total = 0.0f;
   for (int l = 0; l < 8; l++) total += lane[l];
   return total;
+}
+
+namespace {
+
+// R rows of attention_scores_row_avx512 interleaved, each with its own operations in the same
+// order (the same bits): one row is a chain of dependent steps (max, then exp, then the sum's
+// 16 adds a 128-float row) that left the FP pipes half idle; R rows keep them busy.
+template <int R>
+void scores_rows(float* s, int64_t ld, int64_t n, float scale, bool div, const float* mask,
+                 int64_t mask_s, int64_t mask_t, float* sums) {
+  const __m512 vs = z_set(scale);
+  __m512 vmax[R];
+  for (int r = 0; r < R; r++) vmax[r] = z_set(-INFINITY);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = z_tail_mask(n - i);
+    const bool full = n - i >= 16;
+    for (int r = 0; r < R; r++) {
+      float* sr = s + r * ld;
+      __m512 v = full ? _mm512_loadu_ps(sr + i) : _mm512_maskz_loadu_ps(m, sr + i);
+      if (!mask) {
+        v = div ? _mm512_div_ps(v, vs) : _mm512_mul_ps(v, vs);
+      } else {
+        const float* mr = mask + r * mask_s;
+        __m512 mv = mask_t == 0 ? z_set(*mr)
+                    : full      ? _mm512_loadu_ps(mr + i)
+                                : _mm512_maskz_loadu_ps(m, mr + i);
+        v = div ? _mm512_add_ps(_mm512_div_ps(v, vs), mv) : _mm512_fmadd_ps(v, vs, mv);
+      }
+      if (full) {
+        _mm512_storeu_ps(sr + i, v);
+        vmax[r] = _mm512_max_ps(v, vmax[r]);
+        continue;
+      }
+      _mm512_mask_storeu_ps(sr + i, m, v);
+      vmax[r] = _mm512_mask_max_ps(vmax[r], m, v, vmax[r]);
+    }
+  }
+  // No lane of vmax is NaN (max_ps keeps vmax on a NaN score), so any reduction order gives
+  // the row loop's maximum (up to the sign of a zero, which s - max cannot show: exp(+-0) = 1).
+  __m512 vm[R];
+  __m256 sum[R];
+  for (int r = 0; r < R; r++) {
+    vm[r] = z_set(_mm512_reduce_max_ps(vmax[r]));
+    sum[r] = _mm256_setzero_ps();
+  }
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = z_tail_mask(n - i);
+    const bool full = n - i >= 16;
+    __m512 ex[R];
+    for (int r = 0; r < R; r++) {
+      __m512 x = full ? _mm512_loadu_ps(s + r * ld + i) : _mm512_maskz_loadu_ps(m, s + r * ld + i);
+      ex[r] = _mm512_sub_ps(x, vm[r]);
+    }
+    // Lanes at or below -104 (masked keys: the mask adds about -3.4e38) come out +0 from z_exp
+    // (clamped to -104), through products that underflow: on this CPU they took microcode
+    // assists (a half-masked row cost 1.5x). They get +0 here; a block with no other lane
+    // skips its exps.
+    __mmask16 under[R];
+    bool any = false, all = true;
+    for (int r = 0; r < R; r++) {
+      under[r] = _mm512_mask_cmp_ps_mask(m, ex[r], z_set(-104.0f), _CMP_LE_OQ);
+      any = any || under[r] != 0;
+      all = all && under[r] == m;
+    }
+    if (all) {
+      for (int r = 0; r < R; r++) ex[r] = _mm512_setzero_ps();
+    } else if (any) {
+      for (int r = 0; r < R; r++) ex[r] = _mm512_mask_mov_ps(ex[r], under[r], _mm512_setzero_ps());
+      z_exp_n<R>(ex);
+      for (int r = 0; r < R; r++) ex[r] = _mm512_mask_mov_ps(ex[r], under[r], _mm512_setzero_ps());
+    } else {
+      z_exp_n<R>(ex);
+    }
+    for (int r = 0; r < R; r++) {
+      float* sr = s + r * ld;
+      __m512 e = ex[r];
+      if (full) {
+        _mm512_storeu_ps(sr + i, e);
+      } else {
+        _mm512_mask_storeu_ps(sr + i, m, e);
+        e = _mm512_maskz_mov_ps(m, e);
+      }
+      sum[r] = _mm256_add_ps(sum[r], _mm512_castps512_ps256(e));
+      if (n - i > 8) sum[r] = _mm256_add_ps(sum[r], _mm512_extractf32x8_ps(e, 1));
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    float lane[8];
+    _mm256_storeu_ps(lane, sum[r]);
+    float total = 0.0f;
+    for (int l = 0; l < 8; l++) total += lane[l];
+    sums[r] = total;
+  }
+}
+
+}  // namespace
+
+void attention_scores_rows_avx512(float* s, int64_t rows, int64_t ld, int64_t n, float scale,
+                                  bool div, const float* mask, int64_t mask_s, int64_t mask_t,
+                                  float* sums) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4)
+    scores_rows<4>(s + r * ld, ld, n, scale, div, mask ? mask + r * mask_s : nullptr, mask_s,
+                   mask_t, sums + r);
+  for (; r < rows; r++)
+    scores_rows<1>(s + r * ld, ld, n, scale, div, mask ? mask + r * mask_s : nullptr, mask_s,
+                   mask_t, sums + r);
 }
 
 }  // namespace ember::cpu

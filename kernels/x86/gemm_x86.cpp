@@ -41,7 +41,8 @@ void winograd_conv_f32_avx512(const KernelCtx& ctx) {
   winograd_conv_f32_with(ctx, gemm_micro_avx512(), tiles);
 }
 void attention_f32_avx512(const KernelCtx& ctx) {
-  attention_f32_with(ctx, gemm_micro_avx512(), attention_scores_row_avx512);
+  attention_f32_with(ctx, gemm_micro_avx512(), attention_scores_row_avx512,
+                     attention_scores_rows_avx512);
 }
 void fused_matmul_f32_avx512(const KernelCtx& ctx) {
   static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx512,

@@ -46,6 +46,11 @@ void sgemm_row_1x64_avx512(int64_t kc, const float* a, const float* b, int64_t l
 void gelu_erf_f32_array_avx512(const float* x, float* y, int64_t n);  // [n] -> [n], x == y ok
 float attention_scores_row_avx512(float* s, int64_t n, float scale, bool div, const float* mask,
                                   int64_t mask_t);  // as attention_scores_row_avx2
+// `rows` rows of s (row stride ld) at once, row r's mask at mask + r * mask_s, its sum to
+// sums[r]: each row the bits of attention_scores_row_avx512 (AttentionRowsFn).
+void attention_scores_rows_avx512(float* s, int64_t rows, int64_t ld, int64_t n, float scale,
+                                  bool div, const float* mask, int64_t mask_s, int64_t mask_t,
+                                  float* sums);
 // Drivers (gemm_x86.cpp): AVX-512 micro-kernels and rows above, the rest as the AVX2 drivers.
 const GemmMicro& gemm_micro_avx512();
 void matmul_f32_avx512(const KernelCtx& ctx);

@@ -554,16 +554,24 @@ TEST_CASE("gemm FusedMatMul: packed weights, bias and activation match MatMul + 
 TEST_CASE("gemm FusedMatMul is batch invariant and checks its packed weights") {
   for (NamedKernel kern : fused_matmul_kernels()) {
     CAPTURE(kern.name);
-    const int64_t M = 100, K = 384, N = 70;
-    Tensor a = random_f32({M, K}, 7), w = random_f32({K, N}, 8), wp = pack_weights(w);
-    Node f = fused_node(N, "gelu", false);
-    Tensor big = run(f, {&a, &wp}, kern.fn, 4)[0];
-    for (int64_t r0 : {0, 37, 99}) {
-      Tensor row = Tensor::empty(DType::F32, {1, K});
-      std::memcpy(row.data(), a.ptr<float>() + r0 * K, K * 4);
-      Tensor one = run(f, {&row, &wp}, kern.fn, 1)[0];
-      CHECK(bit_equal(one.ptr<float>(), big.ptr<float>() + r0 * N, N));
-    }
+    // N = 200 and more: small GEMMs cut into column blocks on several threads (sgemm).
+    const int64_t K = 384;
+    for (auto [M, N] : {std::pair<int64_t, int64_t>{100, 70}, {37, 200}, {128, 384}, {128, 390}})
+      for (int threads : {2, 4}) {
+        CAPTURE(M);
+        CAPTURE(N);
+        CAPTURE(threads);
+        Tensor a = random_f32({M, K}, 7 + N), w = random_f32({K, N}, 8 + N), wp = pack_weights(w);
+        Node f = fused_node(N, "gelu", false);
+        Tensor big = run(f, {&a, &wp}, kern.fn, threads)[0];
+        check_close(big, run(f, {&a, &wp})[0], 2e-5 * std::sqrt((double)K + 1));
+        for (int64_t r0 : {(int64_t)0, M / 3, M - 1}) {
+          Tensor row = Tensor::empty(DType::F32, {1, K});
+          std::memcpy(row.data(), a.ptr<float>() + r0 * K, K * 4);
+          Tensor one = run(f, {&row, &wp}, kern.fn, 1)[0];
+          CHECK(bit_equal(one.ptr<float>(), big.ptr<float>() + r0 * N, N));
+        }
+      }
   }
   Tensor a = random_f32({3, 8}, 1), w = random_f32({8, 20}, 2), wp = pack_weights(w);
   Node wrong_n = fused_node(40, "none", false);

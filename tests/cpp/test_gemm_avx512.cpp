@@ -377,6 +377,50 @@ TEST_CASE("x86 avx512 attention score rows: AVX2's bits, the reference") {
   for (int i = 0; i < 4; i++) CHECK(same(s[i], t[i]));
 }
 
+TEST_CASE("x86 avx512 attention score rows, several at once: the one-row kernel's bits") {
+  if (!have_avx512()) return;
+  std::mt19937 rng(run_seed() + 5);
+  auto same = [](float a, float b) {
+    return std::isnan(a) ? std::isnan(b) : std::memcmp(&a, &b, 4) == 0;
+  };
+  // 1..9 rows (groups of 4 and the rest), lengths around 16; no mask, one value, a row per
+  // query row (mask_s = n), one row for all (mask_s = 0), padding masks (keys past a point or
+  // whole rows at -FLT_MAX or -inf: exps of +0 skipped); * and /; NaN and -inf scores.
+  for (int64_t rows : {1, 3, 4, 5, 8, 9})
+    for (int64_t n : {1, 7, 15, 16, 17, 33, 128, 131})
+      for (int form = 0; form < 12; form++) {
+        CAPTURE(rows);
+        CAPTURE(n);
+        CAPTURE(form);
+        const bool div = form % 2;
+        // 0 none, 1 broadcast value, 2 row per query, 3 shared row, 4 and 5 padding
+        const int kind = form / 2;
+        const int64_t mask_t = kind >= 2 ? 1 : 0;
+        const int64_t mask_s = kind == 2 || kind >= 4 ? n : kind == 1 ? 1 : 0;
+        const int64_t ld = n + 3;
+        std::vector<float> s = random_vec(rows * ld, rng), m = random_vec(rows * n, rng);
+        const float pad = kind == 4 ? -std::numeric_limits<float>::max() : -INFINITY;
+        for (int64_t r = 0; r < rows && kind >= 4; r++)
+          for (int64_t t = r % 3 == 2 ? 0 : (n + r) / 3; t < n; t++) m[r * n + t] = pad;
+        for (float& v : s) v *= 8.0f;
+        if (rows * n > 20) {
+          s[2] = std::numeric_limits<float>::quiet_NaN();
+          s[s.size() / 2] = -INFINITY;
+        }
+        const float* mask = kind == 0 ? nullptr : m.data();
+        std::vector<float> want = s, got = s, sw(rows), sg(rows);
+        for (int64_t r = 0; r < rows; r++)
+          sw[r] = cpu::attention_scores_row_avx512(want.data() + r * ld, n, 0.3f, div,
+                                                   mask ? mask + r * mask_s : nullptr, mask_t);
+        cpu::attention_scores_rows_avx512(got.data(), rows, ld, n, 0.3f, div, mask, mask_s,
+                                          mask_t, sg.data());
+        int64_t diff = 0;
+        for (int64_t r = 0; r < rows; r++) diff += !same(sg[r], sw[r]);
+        for (size_t i = 0; i < s.size(); i++) diff += !same(got[i], want[i]);  // gaps untouched
+        CHECK(diff == 0);
+      }
+}
+
 // 12 independent zmm FMA chains (3x the 4-cycle latency of 2 pipes' worth), iters steps.
 __attribute__((target("avx512f"), noinline)) float fma_chains_avx512(int64_t iters) {
   __m512 acc[12];
@@ -464,6 +508,17 @@ TEST_CASE("x86 avx512 gemm bench" * doctest::skip(std::getenv("EMBER_X86_BENCH")
     n.attrs.set("scale", 0.17);
     n.inputs = {0, 1, 2, 3};
     benches.push_back({"attention 12x128x128x32", n, {q, k, v, m}, cpu::attention_f32_avx2,
+                       cpu::attention_f32_avx512, 12 * 2 * 2.0 * 128 * 128 * 32});
+  }
+  {
+    // The same in MiniLM's fused layout (bshd: Q, K, V and Y are [1, 128, 12, 32]).
+    Tensor q = random_f32({1, 128, 12, 32}, rng), k = random_f32({1, 128, 12, 32}, rng);
+    Tensor v = random_f32({1, 128, 12, 32}, rng), m = random_f32({1, 1, 1, 128}, rng, -3, 0);
+    Node n = test::node(OpType::Attention);
+    n.attrs.set("scale", 0.17);
+    n.attrs.set("layout", std::string("bshd"));
+    n.inputs = {0, 1, 2, 3};
+    benches.push_back({"attention bshd 12x128x128x32", n, {q, k, v, m}, cpu::attention_f32_avx2,
                        cpu::attention_f32_avx512, 12 * 2 * 2.0 * 128 * 128 * 32});
   }
   for (auto [c, h] : {std::pair<int64_t, int64_t>{64, 56}, {128, 28}, {256, 14}, {512, 7}}) {
