@@ -13,7 +13,8 @@
 #include "kernels/x86/erfcx_table.h"
 
 // NOTE: GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() (a self-initialised
-// variable), which -Wmaybe-uninitialized reports once they are inlined into the masked tail.
+// variable), which -W(maybe-)uninitialized reports once they are inlined into masked code.
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace ember::cpu {
