@@ -19,7 +19,6 @@ from ember import _core
 HAS_BF16 = _core.cpu_isa() == "avx512bf16"
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason=f"the CPU lacks AVX512_BF16 (cpu_isa "
                                 f"{_core.cpu_isa()}): precision='bf16' runs fp32 here")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def encoder_layer(seed=0, d=48, heads=4, ff=100):
@@ -119,8 +118,10 @@ def test_bf16_below_avx512bf16_runs_fp32_bit_for_bit(tmp_path):
         "assert 'bf16' not in ' '.join(kernels(b, f).values())\n"
         "np.testing.assert_array_equal(a.run(f)['y'], b.run(f)['y'])\n"
         "print('ok')\n")
-    env = dict(os.environ, EMBER_CPU_ISA="avx512",
-               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")]))
+    # the child imports the same ember as this process (a source tree or an installed wheel)
+    pypath = os.pathsep.join(p for p in (os.path.dirname(os.path.dirname(ember.__file__)),
+                                         os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, EMBER_CPU_ISA="avx512", PYTHONPATH=pypath)
     r = subprocess.run([sys.executable, "-c", code, str(path), os.path.dirname(__file__)],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
