@@ -3,6 +3,7 @@
 #pragma once
 #include <functional>
 #include <optional>
+#include <random>
 #include <vector>
 
 #include "doctest/doctest.h"
@@ -10,6 +11,15 @@
 #include "runtime/registry.h"
 
 namespace ember::test {
+
+// A float32 tensor of uniform values in [lo, hi) from `seed`.
+inline Tensor random_f32(const Shape& s, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  Tensor t = Tensor::empty(DType::F32, s);
+  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = u(rng);
+  return t;
+}
 
 inline Node node(OpType op, int outputs = 1) {
   Node n;

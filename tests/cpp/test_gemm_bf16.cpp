@@ -13,6 +13,7 @@
 #include "ember/op.h"
 #include "ember/tensor.h"
 #include "kernels/generic/gemm_bf16.h"
+#include "op_test_util.h"
 #include "ops/op_util.h"
 #include "runtime/registry.h"
 #if defined(__x86_64__)
@@ -21,16 +22,9 @@
 #endif
 
 using namespace ember;
+using ember::test::random_f32;
 
 namespace {
-
-Tensor random_f32(const Shape& s, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  Tensor t = Tensor::empty(DType::F32, s);
-  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = u(rng);
-  return t;
-}
 
 // W [K, N] packed as bf16 pairs.
 Tensor pack_bf16(const Tensor& w) {

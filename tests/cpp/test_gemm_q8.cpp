@@ -24,6 +24,7 @@
 #include "runtime/registry.h"
 
 using namespace ember;
+using ember::test::random_f32;
 using ember::test::error_of;
 using ember::test::op_run;
 
@@ -42,14 +43,6 @@ std::vector<NamedQ8> q8_kernels() {
   if (cpu_isa() >= Isa::Avx512) ks.push_back({"q8matmul_avx512", cpu::q8matmul_avx512});
 #endif
   return ks;
-}
-
-Tensor random_f32(const Shape& s, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  Tensor t = Tensor::empty(DType::F32, s);
-  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = u(rng);
-  return t;
 }
 
 // Packed weights (codes, scales) of N x K.
