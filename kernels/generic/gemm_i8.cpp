@@ -224,69 +224,80 @@ namespace {
 template <class Gemm>
 void qmatmul_i8_run(const KernelCtx& ctx, const QuantizeRowsI8& quant, const GemmActs& acts,
                     Gemm&& gemm) {
+  QGemmI8Args g = qmatmul_i8_args(ctx, acts);
+  if (g.M == 0 || g.N == 0) return;
+  QMatMulAQuant aq = qmatmul_i8_a_quant(ctx, quant.minmax);
+  g.lda = 2 * ceil_div(g.K, 2);
+  // NOTE: kept per calling thread between runs (like sgemm's packing buffers).
+  thread_local std::vector<int16_t> codes;
+  thread_local std::vector<float> scales;
+  codes.resize(g.M * g.lda);
+  scales.resize(g.M);
+  const float* x = ctx.input(0).ptr<float>();
+  int16_t* q = codes.data();
+  float* s = scales.data();
+  for_rows(g.M, g.K, std::max(1, ctx.max_threads), [&](int64_t m) {
+    if (aq.token) {
+      s[m] = quant.token(x + m * g.K, g.K, q + m * g.lda);
+    } else {
+      quant.linear(x + m * g.K, g.K, aq.scale, aq.zp, aq.qmin, aq.qmax, q + m * g.lda);
+      s[m] = aq.scale;
+    }
+  });
+  g.a = q;
+  g.a_scale = s;
+  g.a_off = aq.a_off;
+  gemm(g);
+}
+
+}  // namespace
+
+QGemmI8Args qmatmul_i8_args(const KernelCtx& ctx, const GemmActs& acts) {
   const Tensor& a = ctx.input(0);  // [..., K] f32
   Tensor& out = ctx.output(0);     // [..., N] f32
-  const Attrs& at = ctx.node.attrs;
   QGemmI8Args g;
   g.K = a.dim(-1);
-  g.N = at.get_int("n", 0);
+  g.N = ctx.node.attrs.get_int("n", 0);
   g.M = shape_prod(a.shape(), 0, a.rank() - 1);
-  if (g.M == 0 || g.N == 0) return;
-  g.lda = 2 * ceil_div(g.K, 2);
   g.b_packed = ctx.input(1).ptr<int8_t>();  // [ceil(N / 16), ceil(K / 2), 16, 2]
   g.w_scale = ctx.input(2).ptr<float>();    // [N]
   g.bias = ctx.has_input(3) ? ctx.input(3).ptr<float>() : nullptr;  // [N]
   g.c = out.ptr<float>();
   g.ldc = g.N;
   g.act = acts.for_node(ctx.node);
-
-  // NOTE: kept per calling thread between runs (like sgemm's packing buffers).
-  thread_local std::vector<int16_t> codes;
-  thread_local std::vector<float> scales;
-  codes.resize(g.M * g.lda);
-  scales.resize(g.M);
-  const float* x = a.ptr<float>();
-  int16_t* q = codes.data();
-  float* s = scales.data();
-  int threads = std::max(1, ctx.max_threads);
-  std::string mode = at.get_string("a_mode", "token");
-  if (mode == "token") {
-    for_rows(g.M, g.K, threads, [&](int64_t m) { s[m] = quant.token(x + m * g.K, g.K, q + m * g.lda); });
-    g.a_off = 128;
-  } else {
-    float scale = 1.0f;
-    int32_t zp = 0, qmin = 0, qmax = 255;
-    if (mode == "static") {
-      scale = ctx.input(4).ptr<float>()[0];
-      if (ctx.has_input(5) && ctx.input(5).dtype() == DType::I8) {
-        zp = ctx.input(5).ptr<int8_t>()[0];
-        qmin = -128;
-        qmax = 127;
-      } else if (ctx.has_input(5)) {
-        zp = ctx.input(5).ptr<uint8_t>()[0];
-      }
-    } else {
-      // tensor_u8: ONNX DynamicQuantizeLinear's scale and zero point over the whole A.
-      float lo = 0.0f, hi = 0.0f;
-      for (int64_t m = 0; m < g.M; m++) quant.minmax(x + m * g.K, g.K, &lo, &hi);
-      scale = (hi == lo ? 1.0f : hi - lo) / 255.0f;
-      float z = 0.0f - lo / scale;
-      z = z < 255.0f ? z : 255.0f;
-      z = z > 0.0f ? z : 0.0f;
-      zp = (int32_t)std::nearbyint(z);
-    }
-    for_rows(g.M, g.K, threads, [&](int64_t m) {
-      quant.linear(x + m * g.K, g.K, scale, zp, qmin, qmax, q + m * g.lda);
-      s[m] = scale;
-    });
-    g.a_off = zp + (qmin < 0 ? 128 : 0);
-  }
-  g.a = q;
-  g.a_scale = s;
-  gemm(g);
+  return g;
 }
 
-}  // namespace
+QMatMulAQuant qmatmul_i8_a_quant(const KernelCtx& ctx,
+                                 void (*minmax)(const float*, int64_t, float*, float*)) {
+  QMatMulAQuant q;
+  std::string mode = ctx.node.attrs.get_string("a_mode", "token");
+  if (mode == "token") return q;
+  q.token = false;
+  if (mode == "static") {
+    q.scale = ctx.input(4).ptr<float>()[0];
+    if (ctx.has_input(5) && ctx.input(5).dtype() == DType::I8) {
+      q.zp = ctx.input(5).ptr<int8_t>()[0];
+      q.qmin = -128;
+      q.qmax = 127;
+    } else if (ctx.has_input(5)) {
+      q.zp = ctx.input(5).ptr<uint8_t>()[0];
+    }
+  } else {
+    // tensor_u8: ONNX DynamicQuantizeLinear's scale and zero point over the whole A.
+    const Tensor& a = ctx.input(0);
+    int64_t k = a.dim(-1), m = k ? a.numel() / k : 0;
+    float lo = 0.0f, hi = 0.0f;
+    for (int64_t i = 0; i < m; i++) minmax(a.ptr<float>() + i * k, k, &lo, &hi);
+    q.scale = (hi == lo ? 1.0f : hi - lo) / 255.0f;
+    float z = 0.0f - lo / q.scale;
+    z = z < 255.0f ? z : 255.0f;
+    z = z > 0.0f ? z : 0.0f;
+    q.zp = (int32_t)std::nearbyint(z);
+  }
+  q.a_off = q.zp + (q.qmin < 0 ? 128 : 0);
+  return q;
+}
 
 void qmatmul_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
                      const GemmActs& acts) {

@@ -8,6 +8,9 @@
 
 #include "ember/op.h"
 #include "kernels/generic/kernels_generic.h"
+#if defined(__x86_64__)
+#include "kernels/x86/gemm_i8_vnni.h"
+#endif
 
 namespace ember::cpu {
 
@@ -39,6 +42,10 @@ struct QGemmI8Args {
   // a + a_off lies in [0, 255] (u8 kernels, VNNI): 128 for token codes, the zero point (+ 128
   // when it is int8) for the linear modes.
   int32_t a_off = 0;
+  // qgemm_i8_vnni only: when set, a is unused and u holds the u8 codes a + a_off, rows ldu
+  // bytes apart (ldu a multiple of 4 >= K rounded up to 4, zero from K to that).
+  const uint8_t* u = nullptr;
+  int64_t ldu = 0;
 };
 // One ISA's GEMM pieces.
 // fn: c[rows, 16] (+)= a[rows, 2 kp] @ one panel's rows kk = 0..kp-1 (b: 32 bytes per kk);
@@ -76,6 +83,19 @@ struct QuantizeRowsI8 {
 };
 
 // ---- the QMatMul kernel ----
+// QMatMul's GEMM arguments from its node and inputs: all but the codes (a, lda, a_scale,
+// a_off, u, ldu). M or N may be 0 (nothing to do).
+QGemmI8Args qmatmul_i8_args(const KernelCtx& ctx, const GemmActs& acts);
+// How QMatMul quantizes A's rows (attr a_mode): per token (codes -127..127, a_off 128), or
+// linear with one scale and zero point (tensor_u8's from minmax over all of A).
+struct QMatMulAQuant {
+  bool token = true;
+  float scale = 1.0f;
+  int32_t zp = 0, qmin = 0, qmax = 255;
+  int32_t a_off = 128;  // codes + a_off lie in [0, 255]
+};
+QMatMulAQuant qmatmul_i8_a_quant(const KernelCtx& ctx,
+                                 void (*minmax)(const float*, int64_t, float*, float*));
 // Quantizes A (attr a_mode) into a per-thread int16 buffer [M, K rounded up to even], then
 // qgemm_i8. The registered generic kernel runs qmatmul_i8_with on the generic pieces.
 void qmatmul_i8_with(const KernelCtx& ctx, const QGemmI8Micro& micro, const QuantizeRowsI8& quant,
@@ -109,20 +129,23 @@ void qmatmul_i8_avx2(const KernelCtx& ctx);
 // vpdpbusd takes u8 x s8: A's codes become u8 (a + a_off) and the epilogue subtracts
 // comp[n] = a_off * sum_k Wq[k, n]; all int32 arithmetic wraps mod 2^32, the result fits, so
 // the sums equal the int16 kernels' exactly.
-// c[rows, 16 panels] (+)= u[rows, 2 kp] @ `panels` (<= 3) panels of kp pair rows, panel p at
-// b + p * bs bytes; u rows lda bytes apart (4-byte aligned k offsets, readable up to 2 kp rounded
-// up to 4), c int32 rows ldc apart; rows <= 9 (8 and a row of ones: column sums).
+// The epilogue struct QGemmU8Epilogue: kernels/x86/gemm_i8_vnni.h.
+// acc[rows, 16 panels] = (c if accumulate, else 0) + u[rows, 2 kp] @ `panels` (<= 3) panels of
+// kp pair rows, panel p at b + p * bs bytes; u rows lda bytes apart (4-byte aligned k offsets,
+// readable up to 2 kp rounded up to 4); rows <= 8. epi == nullptr: acc goes to c (int32 rows
+// ldc apart); else through *epi (c is only read, when accumulate).
 void qgemm_u8i8_micro_8x48_avx512(int64_t kp, const uint8_t* u, int64_t lda, const int8_t* b,
                                   int64_t bs, int panels, int32_t* c, int64_t ldc, int rows,
-                                  bool accumulate);
+                                  bool accumulate, const QGemmU8Epilogue* epi);
 // s[0:16] = off * sum over kh pair rows of one panel b [kh, 16, 2], mod 2^32.
 void qgemm_i8_comp_avx512(const int8_t* b, int64_t kh, int32_t off, int32_t* s);
 // u[0:k] = q[0:k] + off as u8, u[k:k rounded up to 4] = 0; q + off must lie in [0, 255].
 void qgemm_i8_codes_u8_avx512(const int16_t* q, int64_t k, int32_t off, uint8_t* u);
-// y[j] = ((float)(acc[j] - comp[j]) * a_scale) * w_scale[j] (+ bias[j]): the AVX2 epilogue's
-// roundings. [n] -> [n]
-void qgemm_i8_epilogue_avx512(const int32_t* acc, const int32_t* comp, int64_t n, float a_scale,
-                              const float* w_scale, const float* bias, float* y);
+// The row quantizers' codes (quantize_row_i8_token / _linear) + their a_off (128, or the zero
+// point + 128 for int8) as u8 in one pass, zero from k to k rounded up to 4.
+float quantize_row_u8_token_avx512(const float* x, int64_t k, uint8_t* u);  // returns s
+void quantize_row_u8_linear_avx512(const float* x, int64_t k, float s, int32_t zp, int32_t qmin,
+                                   int32_t qmax, uint8_t* u);
 // dst[j * ldd + i] = src[i * lds + j] for i, j < 16 (QConv's output transpose). [16, lds] ->
 // [16, ldd]
 void transpose_f32_16x16_avx512(const float* src, int64_t lds, float* dst, int64_t ldd);

@@ -11,7 +11,7 @@ void qconv_i8_avx2(const KernelCtx& ctx) {
 }
 
 void qconv_i8_avx512(const KernelCtx& ctx) {
-  static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2};
+  static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx512, gelu_tanh_f32_array_avx2};
   qconv_i8_with_gemm(ctx, qgemm_i8_vnni, quantize_rows_i8_avx2(), acts,
                      transpose_f32_16x16_avx512);
 }

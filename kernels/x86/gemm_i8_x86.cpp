@@ -1,12 +1,12 @@
 // x86 QMatMul drivers: the generic quantize-then-GEMM flow (kernels/generic/gemm_i8.cpp) on
-// the AVX2 micro-kernel, epilogue, row quantizers and activations (Isa::Avx2), and on the
-// AVX-512 VNNI GEMM below (Isa::Avx512). qgemm_i8_vnni turns the int16 codes into u8 rows and
-// the weights' column sums into the compensation, then runs qgemm_i8's blocking: tasks are
+// the AVX2 micro-kernel, epilogue, row quantizers and activations (Isa::Avx2), and the AVX-512
+// VNNI QMatMul and GEMM below (Isa::Avx512). QMatMul quantizes A's rows straight into u8 codes
+// (QConv's int16 rows are converted first); qgemm_i8_vnni runs qgemm_i8's blocking: tasks are
 // (row block, column block); each three-panel weight group (all of K up to 8192, else 8192-k
 // slices) stays in L2 while every 8-row strip passes over it, pair rows turned into quad rows
-// in registers (a repack into an L1 buffer measured 2-7% slower). With one row block a row of
-// ones rides along instead of the column-sum pass, so the weights are read once. Exact
-// integer sums: no result depends on M, the tiling or the thread count.
+// in registers (a repack into an L1 buffer measured 2-7% slower), and the last K slice's
+// micro-kernel call writes C's floats itself. Exact integer sums: no result depends on M, the
+// tiling or the thread count.
 #include <algorithm>
 #include <atomic>
 #include <vector>
@@ -31,50 +31,52 @@ constexpr int64_t kNC = 240;    // columns per block (multiple of 3 panels)
 constexpr int64_t kMaxK = 65536;
 constexpr int kTasksPerThread = 4;  // blocks per thread for small GEMMs: late-worker slack
 
-// C[m0:m1, n0:n1] (n0 a multiple of 16) from u8 rows u [M, ldu] and the compensation comp;
-// comp == nullptr: the block holds every row and u has a row of ones after the last, summed
-// as one more row (the column sums: no separate pass over the weights). Up to 8 rows, it
-// makes a single strip of 9.
-void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_t* comp,
-               int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+// C[m0:m1, n0:n1] (n0 a multiple of 16) from u8 rows u [M, ldu]. A block of up to 8 rows is
+// one strip over all of K that sums the weights' columns in registers as it goes (the
+// compensation: no separate pass over the weights); taller blocks compute each panel group's
+// compensation as the group is first met (it then sits in L2 for the strips). The call that
+// ends K writes floats through the epilogue; earlier K slices (K > 2 kKCP) sum in an int32
+// tile. Then the activation, row by row.
+void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, int64_t m0, int64_t m1,
+               int64_t n0, int64_t n1) {
   int64_t kh = ceil_div(g.K, 2);
-  int64_t rows = m1 - m0 + (comp ? 0 : 1);
-  int64_t n_panels = ceil_div(n1 - n0, kNR);
-  int64_t n_strips = !comp && rows <= kMR + 1 ? 1 : ceil_div(rows, kMR);
+  int64_t rows = m1 - m0, n_panels = ceil_div(n1 - n0, kNR), n_strips = ceil_div(rows, kMR);
   int64_t ldt = n_panels * kNR;
-  thread_local std::vector<int32_t> tile_buf, own_comp;
-  tile_buf.resize(rows * ldt);
+  int64_t kcp = std::max<int64_t>(1, n_strips == 1 ? kh : kKCP);  // one strip: all of K
+  thread_local std::vector<int32_t> tile_buf, comp_buf;
+  if (kcp < kh) tile_buf.resize(rows * ldt);
+  if (n_strips > 1) comp_buf.resize(ldt);
   int32_t* tile = tile_buf.data();
-  if (kh == 0) std::fill(tile, tile + rows * ldt, 0);
-  int64_t kcp = n_strips == 1 ? kh : kKCP;  // one strip streams the whole K
-  for (int64_t k0 = 0; k0 < kh; k0 += kcp) {
+  int32_t* comp = n_strips > 1 ? comp_buf.data() : nullptr;
+  QGemmU8Epilogue e;
+  e.a_off = g.a_off;
+  e.ldy = g.ldc;
+  for (int64_t k0 = 0; k0 == 0 || k0 < kh; k0 += kcp) {
     int64_t kc = std::min(kcp, kh - k0);
+    bool last = k0 + kc >= kh;
     for (int64_t p = 0; p < n_panels; p += kNB) {
       int np = (int)std::min<int64_t>(kNB, n_panels - p);
-      const int8_t* bp = g.b_packed + ((n0 / kNR + p) * kh + k0) * 2 * kNR;
+      const int8_t* panel = g.b_packed + (n0 / kNR + p) * kh * 2 * kNR;
+      if (comp && k0 == 0)
+        for (int j = 0; j < np; j++)
+          qgemm_i8_comp_avx512(panel + j * kh * 2 * kNR, kh, g.a_off, comp + (p + j) * kNR);
+      e.comp = comp ? comp + p * kNR : nullptr;
+      e.w_scale = g.w_scale + n0 + p * kNR;
+      e.bias = g.bias ? g.bias + n0 + p * kNR : nullptr;
+      e.cols = n1 - n0 - p * kNR;
       for (int64_t s = 0; s < n_strips; s++) {
         int64_t i0 = m0 + s * kMR;
-        int r = (int)std::min<int64_t>(n_strips == 1 ? kMR + 1 : kMR, m0 + rows - i0);
-        const uint8_t* ui = u + i0 * ldu + 2 * k0;
+        int r = (int)std::min<int64_t>(kMR, m1 - i0);
         int32_t* ti = tile + (i0 - m0) * ldt + p * kNR;
-        qgemm_u8i8_micro_8x48_avx512(kc, ui, ldu, bp, kh * 2 * kNR, np, ti, ldt, r, k0 > 0);
+        e.a_scale = g.a_scale + i0;
+        e.y = g.c + i0 * g.ldc + n0 + p * kNR;
+        qgemm_u8i8_micro_8x48_avx512(kc, u + i0 * ldu + 2 * k0, ldu, panel + k0 * 2 * kNR,
+                                     kh * 2 * kNR, np, ti, ldt, r, k0 > 0, last ? &e : nullptr);
       }
     }
   }
-  const int32_t* comp_n0 = comp ? comp + n0 : nullptr;
-  if (!comp) {
-    // a_off x the column sums, mod 2^32 as the int32 sums.
-    own_comp.resize(ldt);
-    const uint32_t* sums = (const uint32_t*)(tile + (m1 - m0) * ldt);
-    for (int64_t j = 0; j < ldt; j++) own_comp[j] = (int32_t)((uint32_t)g.a_off * sums[j]);
-    comp_n0 = own_comp.data();
-  }
-  for (int64_t i = m0; i < m1; i++) {
-    float* ci = g.c + i * g.ldc + n0;
-    qgemm_i8_epilogue_avx512(tile + (i - m0) * ldt, comp_n0, n1 - n0, g.a_scale[i],
-                             g.w_scale + n0, g.bias ? g.bias + n0 : nullptr, ci);
-    if (g.act) g.act(ci, ci, n1 - n0);
-  }
+  if (g.act)
+    for (int64_t i = m0; i < m1; i++) g.act(g.c + i * g.ldc + n0, g.c + i * g.ldc + n0, n1 - n0);
 }
 
 }  // namespace
@@ -101,53 +103,75 @@ void quantize_linear_f32_avx2(const KernelCtx& ctx) {
 
 void qgemm_i8_vnni(const QGemmI8Args& g, int max_threads) {
   if (g.M <= 0 || g.N <= 0) return;
-  EMBER_CHECK(g.K <= kMaxK && g.lda >= 2 * ceil_div(g.K, 2) && g.a_off >= 0 && g.a_off <= 255,
-              Internal, "[qgemm_i8_vnni] K = ", g.K, ", lda = ", g.lda, ", a_off = ", g.a_off);
+  EMBER_CHECK(g.K <= kMaxK && (g.u ? g.ldu >= 4 * ceil_div(g.K, 4) && g.ldu % 4 == 0
+                                   : g.lda >= 2 * ceil_div(g.K, 2)) &&
+                  g.a_off >= 0 && g.a_off <= 255,
+              Internal, "[qgemm_i8_vnni] K = ", g.K, ", lda = ", g.lda, ", ldu = ", g.ldu,
+              ", a_off = ", g.a_off);
   int threads = std::max(1, std::min(max_threads, thread_pool_size()));
   double ops = 2.0 * (double)g.M * (double)g.N * (double)std::max<int64_t>(g.K, 1);
   if (ops < 2e5) threads = 1;  // the pool costs more than it saves
-  int64_t kh = ceil_div(g.K, 2), ldu = 4 * ceil_div(g.K, 4) + 64, n_panels = ceil_div(g.N, kNR);
-  // NOTE: kept per calling thread between runs (as the codes); pointers go to the workers.
-  thread_local std::vector<uint8_t> u_buf;
-  thread_local std::vector<int32_t> comp_buf;
+  const uint8_t* u = g.u;
+  int64_t ldu = g.ldu;
+  if (!u) {
+    // int16 codes (QConv's rows): turned into u8 rows first.
+    // NOTE: kept per calling thread between runs (as the codes); pointers go to the workers.
+    thread_local std::vector<uint8_t> u_buf;
+    ldu = 4 * ceil_div(g.K, 4) + 64;
+    u_buf.resize(g.M * ldu);
+    uint8_t* uw = u_buf.data();
+    int64_t grain = std::max<int64_t>(1, 16384 / ldu);
+    ::ember::parallel_for(g.M, grain, threads, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++)
+        qgemm_i8_codes_u8_avx512(g.a + i * g.lda, g.K, g.a_off, uw + i * ldu);
+    });
+    u = uw;
+  }
   // Blocks are claimed one at a time (as sgemm's): a worker that wakes late or shares its core
   // joins for what is left; small GEMMs get kTasksPerThread x threads blocks for that slack.
   int split = threads > 1 && ops < 1e8 ? threads * kTasksPerThread : threads;
   auto [mc, nc, mb, nb] = gemm_blocks(1, g.M, g.N, kMR, kNB * kNR, kMC, kNC, split);
-  // One row block (always so up to 8 rows): the column sums ride along as a row of ones.
-  bool ones_row = mb == 1;
-  u_buf.resize((g.M + ones_row) * ldu);
-  comp_buf.resize(n_panels * kNR);
-  uint8_t* u = u_buf.data();
-  int32_t* comp = ones_row ? nullptr : comp_buf.data();
-  if (ones_row) std::fill(u + g.M * ldu, u + (g.M + 1) * ldu, (uint8_t)1);
-  // One pass for both: items [0, M) are u8 rows, [M, M + panels) the panels' compensation.
-  int64_t comp_items = ones_row ? 0 : n_panels;
-  double bytes = (double)g.M * (double)ldu + (double)comp_items * (double)kh * 32.0;
-  int64_t grain = std::max<int64_t>(1, (int64_t)((double)(g.M + comp_items) * 16384.0 / bytes));
-  ::ember::parallel_for(g.M + comp_items, grain, threads, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-      if (i < g.M) {
-        qgemm_i8_codes_u8_avx512(g.a + i * g.lda, g.K, g.a_off, u + i * ldu);
-      } else {
-        int64_t p = i - g.M;
-        qgemm_i8_comp_avx512(g.b_packed + p * kh * 2 * kNR, kh, g.a_off, comp + p * kNR);
-      }
-    }
-  });
   std::atomic<int64_t> next{0};
   ::ember::parallel_for(threads, 1, threads, [&](int64_t, int64_t) {
     for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < mb * nb;) {
       int64_t jb = t / mb, ib = t % mb;  // neighbouring tasks share a column block
-      run_block(g, u, ldu, comp, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
+      run_block(g, u, ldu, ib * mc, std::min(g.M, (ib + 1) * mc), jb * nc,
                 std::min(g.N, (jb + 1) * nc));
     }
   });
 }
 
 void qmatmul_i8_avx512(const KernelCtx& ctx) {
-  static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx2, gelu_tanh_f32_array_avx2};
-  qmatmul_i8_with_gemm(ctx, qgemm_i8_vnni, quantize_rows_i8_avx2(), acts);
+  static const GemmActs acts{relu_f32_array, gelu_erf_f32_array_avx512, gelu_tanh_f32_array_avx2};
+  QGemmI8Args g = qmatmul_i8_args(ctx, acts);
+  if (g.M == 0 || g.N == 0) return;
+  QMatMulAQuant aq = qmatmul_i8_a_quant(ctx, minmax_f32_row_avx2);
+  // A's rows straight to u8 codes, quantized in parallel (the int16 codes are not needed).
+  // NOTE: kept per calling thread between runs (like sgemm's packing buffers).
+  thread_local std::vector<uint8_t> codes;
+  thread_local std::vector<float> scales;
+  g.ldu = 4 * ceil_div(g.K, 4) + 64;
+  codes.resize(g.M * g.ldu);
+  scales.resize(g.M);
+  const float* x = ctx.input(0).ptr<float>();
+  uint8_t* u = codes.data();
+  float* s = scales.data();
+  int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(g.K, 1));
+  ctx.parallel_for(g.M, grain, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; m++) {
+      if (aq.token) {
+        s[m] = quantize_row_u8_token_avx512(x + m * g.K, g.K, u + m * g.ldu);
+      } else {
+        quantize_row_u8_linear_avx512(x + m * g.K, g.K, aq.scale, aq.zp, aq.qmin, aq.qmax,
+                                      u + m * g.ldu);
+        s[m] = aq.scale;
+      }
+    }
+  });
+  g.u = u;
+  g.a_scale = s;
+  g.a_off = aq.a_off;
+  qgemm_i8_vnni(g, ctx.max_threads);
 }
 
 }  // namespace ember::cpu

@@ -744,8 +744,8 @@ TEST_CASE("i8 VNNI micro-kernel: exact int32 sums, 1..3 panels, every row count,
   std::mt19937 rng(31);
   for (int64_t K : {1, 2, 3, 4, 7, 130, 4099}) {
     int64_t kp = (K + 1) / 2, ldu = (K + 3) / 4 * 4 + 4, N = 48;
-    std::vector<uint8_t> u(9 * ldu, 0);
-    for (int i = 0; i < 9; i++)
+    std::vector<uint8_t> u(8 * ldu, 0);
+    for (int i = 0; i < 8; i++)
       for (int64_t k = 0; k < K; k++) {
         int r = (int)(rng() % 4);  // the u8 limits half the time
         u[i * ldu + k] = (uint8_t)(r == 0 ? 0 : r == 1 ? 255 : rng() % 256);
@@ -755,7 +755,7 @@ TEST_CASE("i8 VNNI micro-kernel: exact int32 sums, 1..3 panels, every row count,
     Tensor wp = pack(w, K, N);
     int64_t bs = kp * 32;
     for (int panels = 1; panels <= 3; panels++)
-      for (int rows = 1; rows <= 9; rows++) {
+      for (int rows = 1; rows <= 8; rows++) {
         CAPTURE(K);
         CAPTURE(panels);
         CAPTURE(rows);
@@ -766,7 +766,7 @@ TEST_CASE("i8 VNNI micro-kernel: exact int32 sums, 1..3 panels, every row count,
         int64_t k1 = kp / 4 * 2;
         auto call = [&](int64_t k0, int64_t n, bool acc) {
           cpu::qgemm_u8i8_micro_8x48_avx512(n, u.data() + 2 * k0, ldu, wp.ptr<int8_t>() + k0 * 32,
-                                            bs, panels, c.data(), ldc, rows, acc);
+                                            bs, panels, c.data(), ldc, rows, acc, nullptr);
         };
         if (k1 > 0) call(0, k1, false);
         call(k1, kp - k1, k1 > 0);
@@ -782,6 +782,82 @@ TEST_CASE("i8 VNNI micro-kernel: exact int32 sums, 1..3 panels, every row count,
   }
 }
 
+// The epilogue in the micro-kernel: the AVX2 epilogue's bits on (exact sum - comp), comp given
+// (after an accumulating split) or summed by the kernel (a_off x column sums, mod 2^32); only
+// the `cols` existing columns and the call's rows are written.
+TEST_CASE("i8 VNNI micro-kernel epilogue: AVX2 bits, comp given or summed, partial columns") {
+  if (cpu_isa() < Isa::Avx512) {
+    MESSAGE("skipped: this CPU has no AVX-512 VNNI");
+    return;
+  }
+  std::mt19937 rng(37);
+  for (int64_t K : {1, 6, 131, 4099}) {
+    int64_t kp = (K + 1) / 2, ldu = (K + 3) / 4 * 4, N = 48;
+    std::vector<uint8_t> u(8 * ldu, 0);
+    for (int i = 0; i < 8; i++)
+      for (int64_t k = 0; k < K; k++) u[i * ldu + k] = (uint8_t)(rng() % 256);
+    std::vector<int8_t> w = random_w(K, N, (uint32_t)K + 1);
+    Tensor wp = pack(w, K, N);
+    std::vector<float> a_scale(8), w_scale(N), bias(N);
+    for (float& v : a_scale) v = 1e-3f * (float)(rng() % 1000 + 1);
+    for (float& v : w_scale) v = 1e-3f * (float)(rng() % 1000 + 1);
+    for (float& v : bias) v = (float)(int)(rng() % 200) - 100.0f;
+    std::vector<int32_t> comp(N);
+    for (int32_t& v : comp) v = (int32_t)rng();
+    int32_t a_off = (int32_t)(rng() % 256);
+    for (bool summed : {false, true})
+      for (int panels = 1; panels <= 3; panels++)
+        for (int rows : {1, 3, 8})
+          for (int64_t cols : {16 * panels, 16 * panels - 5})
+            for (bool with_bias : {false, true}) {
+              CAPTURE(K);
+              CAPTURE(summed);
+              CAPTURE(panels);
+              CAPTURE(rows);
+              CAPTURE(cols);
+              const int64_t ldy = 50, ldc = 48;
+              std::vector<float> y(9 * ldy, -7.0f);
+              std::vector<int32_t> c(rows * ldc, 0);
+              cpu::QGemmU8Epilogue e;
+              e.comp = summed ? nullptr : comp.data();
+              e.a_off = a_off;
+              e.a_scale = a_scale.data();
+              e.w_scale = w_scale.data();
+              e.bias = with_bias ? bias.data() : nullptr;
+              e.y = y.data();
+              e.ldy = ldy;
+              e.cols = cols;
+              const int8_t* b = wp.ptr<int8_t>();
+              int64_t k1 = summed ? 0 : kp / 4 * 2;  // summed: one call over all of K
+              if (k1 > 0)
+                cpu::qgemm_u8i8_micro_8x48_avx512(k1, u.data(), ldu, b, kp * 32, panels, c.data(),
+                                                  ldc, rows, false, nullptr);
+              cpu::qgemm_u8i8_micro_8x48_avx512(kp - k1, u.data() + 2 * k1, ldu, b + k1 * 32,
+                                                kp * 32, panels, c.data(), ldc, rows, k1 > 0, &e);
+              for (int i = 0; i < 9; i++) {
+                std::vector<int32_t> diff(cols);
+                for (int64_t j = 0; j < cols; j++) {
+                  uint32_t sum = 0, col = 0;
+                  for (int64_t k = 0; k < K; k++) {
+                    sum += (uint32_t)(u[(i % 8) * ldu + k] * w[k * N + j]);
+                    col += (uint32_t)w[k * N + j];
+                  }
+                  uint32_t cp = summed ? (uint32_t)a_off * col : (uint32_t)comp[j];
+                  diff[j] = (int32_t)(sum - cp);
+                }
+                std::vector<float> want(cols);
+                cpu::qgemm_i8_epilogue_avx2(diff.data(), cols, a_scale[i % 8], w_scale.data(),
+                                            e.bias, want.data());
+                for (int64_t j = 0; j < ldy; j++) {
+                  bool written = i < rows && j < cols;
+                  if (written) REQUIRE(std::memcmp(&y[i * ldy + j], &want[j], 4) == 0);
+                  else REQUIRE(y[i * ldy + j] == -7.0f);
+                }
+              }
+            }
+  }
+}
+
 #if defined(__linux__)
 TEST_CASE("i8 VNNI micro-kernel reads no further than its rows (u ends at a guard page)") {
   if (cpu_isa() < Isa::Avx512) {
@@ -789,7 +865,7 @@ TEST_CASE("i8 VNNI micro-kernel reads no further than its rows (u ends at a guar
     return;
   }
   const int64_t page = 4096;
-  for (int rows = 1; rows <= 9; rows++)
+  for (int rows = 1; rows <= 8; rows++)
     for (int64_t kp : {1, 2, 3, 2049}) {
       CAPTURE(rows);
       CAPTURE(kp);
@@ -807,7 +883,7 @@ TEST_CASE("i8 VNNI micro-kernel reads no further than its rows (u ends at a guar
         for (int t = 0; t < 2; t++) b[kk * 32 + 15 * 2 + t] = 2;  // column 15: weights 2
       std::vector<int32_t> c(rows * 16);
       cpu::qgemm_u8i8_micro_8x48_avx512(kp, u, lda, b.data(), kp * 32, 1, c.data(), 16, rows,
-                                        false);
+                                        false, nullptr);
       for (int i = 0; i < rows; i++) {
         int32_t want = 0;
         for (int64_t k = 0; k < 2 * kp; k++) want += 2 * u[i * lda + k];
@@ -818,7 +894,7 @@ TEST_CASE("i8 VNNI micro-kernel reads no further than its rows (u ends at a guar
 }
 #endif
 
-TEST_CASE("i8 VNNI pieces: u8 codes with their offset, compensation mod 2^32, epilogue bits") {
+TEST_CASE("i8 VNNI pieces: u8 codes with their offset, compensation mod 2^32, row quantizers") {
   if (cpu_isa() < Isa::Avx512) {
     MESSAGE("skipped: this CPU has no AVX-512 VNNI");
     return;
@@ -865,23 +941,45 @@ TEST_CASE("i8 VNNI pieces: u8 codes with their offset, compensation mod 2^32, ep
       CHECK(got[j] == 131 * sum);
     }
   }
-  // Epilogue: (float)(acc - comp) then the AVX2 epilogue's roundings, any n.
-  for (int64_t n : {1, 15, 16, 17, 40}) {
-    CAPTURE(n);
-    std::vector<int32_t> acc(n), comp(n), diff(n);
-    std::vector<float> ws(n), bias(n), y5(n), y2(n);
-    for (int64_t j = 0; j < n; j++) {
-      acc[j] = (int32_t)rng();
-      comp[j] = (int32_t)rng();
-      diff[j] = (int32_t)((uint32_t)acc[j] - (uint32_t)comp[j]);
-      ws[j] = 1e-3f * (float)(rng() % 1000 + 1);
-      bias[j] = (float)(int)(rng() % 200) - 100.0f;
+  // The u8 row quantizers: the generic quantizers' codes plus their offset, the same scale,
+  // zeros from k to k rounded up to 4 and nothing written past that.
+  for (int64_t k : {1, 3, 4, 15, 16, 17, 31, 100, 387}) {
+    std::vector<float> x(k);
+    for (float& v : x) v = (float)((int)(rng() % 2001) - 1000) * 0.013f;
+    x[k / 2] = std::numeric_limits<float>::quiet_NaN();
+    if (k > 3) {
+      x[1] = 1e30f;  // clamps at both ends
+      x[2] = -std::numeric_limits<float>::infinity();
     }
-    for (bool with_bias : {false, true}) {
-      const float* bp = with_bias ? bias.data() : nullptr;
-      cpu::qgemm_i8_epilogue_avx512(acc.data(), comp.data(), n, 0.37f, ws.data(), bp, y5.data());
-      cpu::qgemm_i8_epilogue_avx2(diff.data(), n, 0.37f, ws.data(), bp, y2.data());
-      CHECK(std::memcmp(y5.data(), y2.data(), n * 4) == 0);
+    int64_t k4 = (k + 3) / 4 * 4;
+    struct Lin {
+      float s;
+      int32_t zp, qmin, qmax;
+    };
+    for (Lin l : {Lin{0.05f, 140, 0, 255}, Lin{0.05f, -3, -128, 127}, Lin{1e-3f, 0, 0, 255},
+                  Lin{7.0f, 127, -128, 127}}) {
+      CAPTURE(k);
+      CAPTURE(l.zp);
+      std::vector<int16_t> q(k + 1);
+      cpu::quantize_row_i8_linear(x.data(), k, l.s, l.zp, l.qmin, l.qmax, q.data());
+      std::vector<uint8_t> u(k4 + 8, 0xAB);
+      cpu::quantize_row_u8_linear_avx512(x.data(), k, l.s, l.zp, l.qmin, l.qmax, u.data());
+      int32_t off = l.zp + (l.qmin < 0 ? 128 : 0);
+      for (int64_t i = 0; i < k; i++) REQUIRE((int)u[i] == q[i] + off);
+      for (int64_t i = k; i < k4; i++) CHECK(u[i] == 0);
+      for (int64_t i = k4; i < k4 + 8; i++) CHECK(u[i] == 0xAB);
+    }
+    // Token: with the huge values, and with plain ones (NaN kept: max ignores it).
+    for (int pass = 0; pass < 2; pass++) {
+      if (pass == 1 && k > 3) x[1] = x[2] = 0.5f;
+      std::vector<int16_t> q(k + 1);
+      std::vector<uint8_t> u(k4 + 8, 0xAB);
+      float s_want = cpu::quantize_row_i8_token(x.data(), k, q.data());
+      float s_got = cpu::quantize_row_u8_token_avx512(x.data(), k, u.data());
+      CHECK(std::memcmp(&s_want, &s_got, 4) == 0);
+      for (int64_t i = 0; i < k; i++) REQUIRE((int)u[i] == q[i] + 128);
+      for (int64_t i = k; i < k4; i++) CHECK(u[i] == 0);
+      for (int64_t i = k4; i < k4 + 8; i++) CHECK(u[i] == 0xAB);
     }
   }
 }
