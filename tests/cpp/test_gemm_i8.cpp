@@ -1060,13 +1060,33 @@ TEST_CASE("i8 VNNI benchmark: peak and QMatMul avx2 vs avx512, medians" * doctes
     Tensor out = Tensor::empty(DType::F32, {sh.M, sh.N});
     double ops = 2.0 * sh.M * sh.N * sh.K;
     int rounds = (int)std::clamp(2e9 / ops, 5.0, 301.0);
+    // The VNNI GEMM alone on u8 codes made ahead (as torch._int_mm takes int8 codes): the
+    // QMatMul's time less A's quantization.
+    std::vector<uint8_t> codes(sh.M * ((sh.K + 3) / 4 * 4));
+    std::vector<float> scales(sh.M);
+    cpu::QGemmI8Args g;
+    g.M = sh.M;
+    g.N = sh.N;
+    g.K = sh.K;
+    g.ldu = (sh.K + 3) / 4 * 4;
+    for (int64_t m = 0; m < sh.M; m++)
+      scales[m] = cpu::quantize_row_u8_token_avx512(c.a.ptr<float>() + m * sh.K, sh.K,
+                                                    codes.data() + m * g.ldu);
+    g.u = codes.data();
+    g.a_scale = scales.data();
+    g.a_off = 128;
+    g.b_packed = c.wp.ptr<int8_t>();
+    g.w_scale = c.w_scale.ptr<float>();
+    g.bias = c.bias.ptr<float>();
+    g.c = out.ptr<float>();
+    g.ldc = sh.N;
     for (int threads : {1, 2}) {
       KernelCtx ctx{f, in, {&out}, threads};
-      std::vector<double> t2, t5;
+      std::vector<double> t2, t5, tg;
       // Wall time, and on one thread also the thread's CPU time: on a shared machine the
       // latter leaves out the time other processes held the core.
-      std::vector<double> c2, c5;
-      auto time = [&](KernelFn fn, std::vector<double>* cpu) {
+      std::vector<double> c2, c5, cg;
+      auto time = [&](const std::function<void(const KernelCtx&)>& fn, std::vector<double>* cpu) {
         timespec c0, c1;
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
         auto t0 = std::chrono::steady_clock::now();
@@ -1079,18 +1099,21 @@ TEST_CASE("i8 VNNI benchmark: peak and QMatMul avx2 vs avx512, medians" * doctes
       };
       time(cpu::qmatmul_i8_avx2, nullptr);
       time(cpu::qmatmul_i8_avx512, nullptr);
+      auto gemm = [&](const KernelCtx&) { cpu::qgemm_i8_vnni(g, threads); };
       for (int r = 0; r < rounds; r++) {
         t2.push_back(time(cpu::qmatmul_i8_avx2, &c2));
         t5.push_back(time(cpu::qmatmul_i8_avx512, &c5));
+        tg.push_back(time(gemm, &cg));
       }
-      double m2 = median(t2), m5 = median(t5);
+      double m2 = median(t2), m5 = median(t5), mg = median(tg);
       std::printf("M=%5lld N=%5lld K=%5lld threads=%d: avx2 %8.3f ms %6.1f GOPS | avx512 %8.3f ms "
-                  "%6.1f GOPS | x%.2f (%d rounds)\n",
+                  "%6.1f GOPS | x%.2f | GEMM alone %6.1f GOPS (%d rounds)\n",
                   (long long)sh.M, (long long)sh.N, (long long)sh.K, threads, m2 * 1e3,
-                  ops / m2 * 1e-9, m5 * 1e3, ops / m5 * 1e-9, m2 / m5, rounds);
+                  ops / m2 * 1e-9, m5 * 1e3, ops / m5 * 1e-9, m2 / m5, ops / mg * 1e-9, rounds);
       if (threads == 1)
-        std::printf("%46s thread CPU time: avx2 %6.1f GOPS | avx512 %6.1f GOPS\n", "",
-                    ops / median(c2) * 1e-9, ops / median(c5) * 1e-9);
+        std::printf("%46s thread CPU time: avx2 %6.1f GOPS | avx512 %6.1f GOPS | GEMM alone "
+                    "%6.1f GOPS\n", "", ops / median(c2) * 1e-9, ops / median(c5) * 1e-9,
+                    ops / median(cg) * 1e-9);
     }
   }
 }
