@@ -982,6 +982,41 @@ TEST_CASE("i8 VNNI pieces: u8 codes with their offset, compensation mod 2^32, ro
       for (int64_t i = k4; i < k4 + 8; i++) CHECK(u[i] == 0xAB);
     }
   }
+  // The token quantizer divides only near half-integers: quotients at, just above and just
+  // below every n + 1/2 (the ties round to even), and many spread rows, against the generic
+  // quantizer's division.
+  for (float amax : {1.0f, 3.7f, 1e-30f, 6.5e4f, 1e-41f}) {
+    float s = std::max(amax / 127.0f, FLT_MIN);
+    std::vector<float> x = {amax, -amax};
+    for (int n = -128; n <= 127; n++) {
+      float h = ((float)n + 0.5f) * s;
+      for (float v : {h, std::nextafter(h, 0.0f), std::nextafter(h, 1e30f),
+                      std::nextafter(std::nextafter(h, -1e30f), -1e30f)})
+        if (std::fabs(v) <= amax) x.push_back(v);
+    }
+    int64_t k = (int64_t)x.size();
+    std::vector<int16_t> q(k + 1);
+    std::vector<uint8_t> u((k + 3) / 4 * 4);
+    float s_want = cpu::quantize_row_i8_token(x.data(), k, q.data());
+    float s_got = cpu::quantize_row_u8_token_avx512(x.data(), k, u.data());
+    CAPTURE(amax);
+    REQUIRE(std::memcmp(&s_want, &s_got, 4) == 0);
+    for (int64_t i = 0; i < k; i++) REQUIRE((int)u[i] == q[i] + 128);
+  }
+  std::mt19937 big(99);
+  for (int row = 0; row < 400; row++) {
+    int64_t k = 1 + (int64_t)(big() % 3000);
+    float scale = std::ldexp(1.0f, (int)(big() % 60) - 30);
+    std::normal_distribution<float> nd(0.0f, scale);
+    std::vector<float> x(k);
+    for (float& v : x) v = nd(big);
+    std::vector<int16_t> q(k + 1);
+    std::vector<uint8_t> u((k + 3) / 4 * 4);
+    float s_want = cpu::quantize_row_i8_token(x.data(), k, q.data());
+    float s_got = cpu::quantize_row_u8_token_avx512(x.data(), k, u.data());
+    REQUIRE(std::memcmp(&s_want, &s_got, 4) == 0);
+    for (int64_t i = 0; i < k; i++) REQUIRE((int)u[i] == q[i] + 128);
+  }
 }
 
 namespace {
