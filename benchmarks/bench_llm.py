@@ -25,8 +25,9 @@ Every prompt is distinct (ember has automatic prefix caching; a repeated prompt 
 hit); the prefix-cache hits the engine counted during each section are reported, and should be 0.
 Each section warms up once (the first call compiles plans); figures are the median of --runs with
 min and max. Beside them: the decode bandwidth bound, bytes read per token = the GGUF tensor
-bytes + the KV read at the mean position, over this machine's read bandwidth as one numpy thread
-measures it (a sum over a 512 MB array; a lower bound on what 2 threads can read).
+bytes + the KV read at the mean position, over this machine's read bandwidth as torch.sum on
+--threads threads measures it (benchmarks/bandwidth.py, a 512 MB array; numpy on one thread
+where torch is missing, then a lower bound).
 llama.cpp comes from benchmarks/build_llama_cpp.sh; without it the rival columns are empty.
 """
 from __future__ import annotations
@@ -418,26 +419,13 @@ def llama_cpp_python_rss(found, model, threads, ctx):
 
 # ---- bandwidth --------------------------------------------------------------------------------
 
-def numpy_read_gbs(mb, reps=5):
-    """Single-thread read bandwidth (GB/s) of numpy summing an mb-MB float64 array."""
-    import numpy as np
-    a = np.ones(mb * (1 << 20) // 8)
-    a.sum()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a.sum()
-        times.append(time.perf_counter() - t0)
-    return a.nbytes / min(times) / 1e9
-
-
 def bandwidth_bounds(bw_gbs, weight_bytes, kv_per_token, args):
     """Decode tokens/s ceilings from bytes read per step (weights once + each sequence's KV)."""
     b1_pos = 4 + args.gen / 2                         # mean position of tg: tiny prompt + half
     b1 = weight_bytes + kv_per_token * b1_pos
     conc_pos = args.conc_prompt + args.conc_gen / 2
     bc = weight_bytes + args.concurrency * kv_per_token * conc_pos
-    return {"read_gbs_numpy_1thread": bw_gbs, "weight_bytes": weight_bytes,
+    return {"read_gbs": bw_gbs, "weight_bytes": weight_bytes,
             "kv_bytes_per_token": kv_per_token,
             "decode_bytes_per_token": b1, "decode_bound_tps": bw_gbs * 1e9 / b1,
             "concurrent_bytes_per_step": bc,
@@ -558,16 +546,18 @@ def main(argv=None):
                 results["notes"].append("llama.cpp RSS is llama-bench's (the library llama-cpp-python "
                                         "wraps; no llama-cpp-python package found next to it)")
 
-    bw = numpy_read_gbs(args.bw_mb)
+    from bandwidth import stream_read_gbs  # same directory: on sys.path
+    bw, probe = stream_read_gbs(args.threads, args.bw_mb)
     results["bandwidth"] = bb = bandwidth_bounds(bw, weight_bytes, kv_per_token, args)
+    bb["read_probe"] = probe
 
     labels = dict(gen=args.gen, prompt=args.prompt, conc=args.concurrency, ctx=args.mem_ctx)
     results["rows"] = rows = build_rows(results, labels)
     print()
     print(format_table(rows))
     print()
-    print(f"bandwidth bound: numpy reads {bw:.1f} GB/s on 1 thread (a lower bound for {args.threads} "
-          f"threads); decode reads {weight_bytes / 1e6:.1f} MB of weights + "
+    print(f"bandwidth bound: {probe} reads {bw:.1f} GB/s; decode reads "
+          f"{weight_bytes / 1e6:.1f} MB of weights + "
           f"{kv_per_token * (4 + args.gen / 2) / 1e6:.2f} MB of KV per token -> "
           f"<= {bb['decode_bound_tps']:.0f} tok/s at batch 1; {args.concurrency} concurrent "
           f"(weights once per step) -> <= {bb['concurrent_bound_tps']:.0f} tok/s")

@@ -217,27 +217,6 @@ def nbits_chain(layers, k, group, seed=0):
     return q.SerializeToString(), nbytes
 
 
-def stream_read_gbs(threads):
-    """Streaming-read bandwidth: sum over a 1 GiB float32 array (torch with `threads`, else numpy)."""
-    import time
-    n = 1 << 28
-    try:
-        import torch
-        torch.set_num_threads(threads)
-        a = torch.ones(n, dtype=torch.float32)
-        fn, label = (lambda: float(a.sum())), f"torch.sum, {threads} threads"
-    except ImportError:
-        a = np.ones(n, np.float32)
-        fn, label = (lambda: float(a.sum())), "numpy.sum, 1 thread"
-    fn()
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return n * 4 / float(np.median(times)) / 1e9, label
-
-
 def section_gemv(args, out):
     import ember
     from ember import bench
@@ -252,6 +231,7 @@ def section_gemv(args, out):
     res = bench.compare({"ember int4": eng.run}, x, warmup=2, rounds=2 if args.quick else args.rounds)
     t = res["engines"]["ember int4"]["median_s"]
     gbs = nbytes / t / 1e9
+    from bandwidth import stream_read_gbs  # same directory: on sys.path
     bw, how = stream_read_gbs(args.threads)
     fp32_bytes = layers * k * k * 4
     print(f"\nINT4 GEMV, {layers} layers of {k}x{k} group {group}: {nbytes / 2**20:.1f} MiB of weights "
