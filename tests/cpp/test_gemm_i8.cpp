@@ -736,6 +736,21 @@ TEST_CASE("i8 VNNI QMatMul: M 1..300, odd N and K, every mode and zero point, bi
   }
 }
 
+// K = 0: every row is the bias (or 0) through the epilogue, whatever the strips.
+TEST_CASE("i8 QMatMul with K = 0 on every ISA path: the bias rows") {
+  for (int64_t M : {1, 9, 300}) {
+    CAPTURE(M);
+    Case c = make_case({M, 0}, 37, "token", true, DType::Count, 0, 5);
+    Node f = qnode(37, "none", "token");
+    f.inputs = {0, 1, 2, 3};
+    Tensor ref = run(f, c.in());
+    for (int64_t i = 0; i < M * 37; i++)
+      REQUIRE(ref.ptr<float>()[i] == c.bias.ptr<float>()[i % 37]);
+    CHECK(bit_equal(run(f, c.in(), cpu::qmatmul_i8_avx2), ref));
+    if (cpu_isa() >= Isa::Avx512) CHECK(bit_equal(run(f, c.in(), cpu::qmatmul_i8_avx512), ref));
+  }
+}
+
 TEST_CASE("i8 VNNI micro-kernel: exact int32 sums, 1..3 panels, every row count, accumulate") {
   if (cpu_isa() < Isa::Avx512) {
     MESSAGE("skipped: this CPU has no AVX-512 VNNI");
