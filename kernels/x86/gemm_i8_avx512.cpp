@@ -150,7 +150,8 @@ inline void micro_panels(int64_t kp, const uint8_t* a, int64_t lda, const int8_t
 // The u8 codes of 16 quotients x / s: clamp(round(x / s) + zp, lo, hi) + off as int32
 // (NaN -> lo), the AVX2 quantize8's operations.
 inline __m512i codes16(__m512 x, __m512 s, __m512 fz, __m512 lo, __m512 hi, __m512i off) {
-  __m512 r = _mm512_roundscale_ps(_mm512_div_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r =
+      _mm512_roundscale_ps(_mm512_div_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   r = _mm512_max_ps(_mm512_add_ps(r, fz), lo);
   r = _mm512_min_ps(r, hi);
   return _mm512_add_epi32(_mm512_cvtps_epi32(r), off);
