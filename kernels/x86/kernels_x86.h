@@ -24,6 +24,7 @@ void matmul_f32_avx2(const KernelCtx& ctx);
 void gemm_f32_avx2(const KernelCtx& ctx);
 void conv_f32_avx2(const KernelCtx& ctx);
 void winograd_conv_f32_avx2(const KernelCtx& ctx);
+void fused_conv_f32_avx2(const KernelCtx& ctx);
 // WinogradTiles (kernels/generic/winograd_f32.h) in winograd_avx2.cpp: 8 tiles per step.
 void winograd_input_avx2(const float* s, int64_t ss, int64_t n, float* v, int64_t vs);
 void winograd_output_avx2(const float* m, int64_t ms, int64_t n, float bias, bool relu, float* y0,
@@ -57,6 +58,7 @@ void matmul_f32_avx512(const KernelCtx& ctx);
 void gemm_f32_avx512(const KernelCtx& ctx);
 void conv_f32_avx512(const KernelCtx& ctx);
 void winograd_conv_f32_avx512(const KernelCtx& ctx);
+void fused_conv_f32_avx512(const KernelCtx& ctx);
 void fused_matmul_f32_avx512(const KernelCtx& ctx);
 void attention_f32_avx512(const KernelCtx& ctx);
 

@@ -59,6 +59,10 @@ int fuse_conv_winograd(Graph& graph);
 // ones, get precision "bf16" (ops_conv.cpp; the bf16 GEMM on their patches). Runs after
 // fuse_conv_winograd, so 3x3 stride-1 convs keep the fp32 Winograd kernel.
 int mark_conv_bf16(Graph& graph);
+// CPU sessions: the Conv nodes left after fuse_conv_winograd and mark_conv_bf16 (2-D, group 1,
+// constant f32 weights, not 1x1 stride-1 unpadded) [-> Relu] -> FusedConv (ops_fused_conv.cpp)
+// with the weights packed at load. In graph/fuse_conv_packed.cpp.
+int fuse_conv_packed(Graph& graph);
 struct FuseOptions {
   // fuse_matmul packs weights for the CPU's GEMM; a session with a device runs
   // fuse_matmul_epilogue instead (the device reads plain weights; CPU fallbacks pack them per

@@ -1,0 +1,170 @@
+// FusedConv's driver (conv_packed_f32.h; reference: the FusedConv row in
+// cpp/src/ops/ops_fused_conv.cpp). Tasks are (image, block of output rows, block of 32-wide
+// weight panels), claimed one at a time. Per KC slice a task builds its rows of P (im2row:
+// strips of up to MR output positions, each row kc patch values), then each weight panel
+// (kc x 32, L1-sized) meets every strip in turn on the micro-kernel's two-panel form, into a
+// [rows, cols] tile of Y^T; the finished tile gets bias and activation and is written
+// transposed into Y's planes. Strips are evened out (49 rows: 5 of 10 or 9, not 4 of 12 and
+// a 1-row one): a strip's height never changes its sums.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "ember/thread_pool.h"
+#include "kernels/generic/conv_packed_f32.h"
+#include "ops/op_util.h"
+
+namespace ember::cpu {
+namespace {
+
+constexpr int64_t kKC = 256;  // a panel's slice: 256 x 32 floats (32 KiB) stays in L1
+constexpr int64_t kMC = 192;  // output positions per task (rounded to strips)
+constexpr int64_t kNC = 256;  // output channels per task: 8 panels
+
+struct Geom {
+  int64_t C, H, W, M, K, kh, kw, sh, sw, dh, dw, pt, pl, OH, OW;
+};
+
+// ap[i * kc + t] <- P[o0 + i, k0 + t] for i < rows: the input under tap k = (c, ky, kx) at
+// output position o (zero in the padding). x: one image [C, H, W].
+void pack_rows(const Geom& g, const float* x, int64_t o0, int64_t rows, int64_t k0, int64_t kc,
+               float* ap) {
+  const int64_t taps = g.kh * g.kw;
+  for (int64_t i = 0; i < rows; i++) {
+    const int64_t o = o0 + i, oy = o / g.OW, ox = o % g.OW;
+    const int64_t iy0 = oy * g.sh - g.pt, ix0 = ox * g.sw - g.pl;
+    // Whole kernel rows inside X: copies without checks (all but the border outputs).
+    const bool inside = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < g.W;
+    float* dst = ap + i * kc;
+    int64_t c = k0 / taps, ky = k0 % taps / g.kw, kx = k0 % g.kw;
+    for (int64_t t = 0; t < kc;) {
+      const int64_t n = std::min(g.kw - kx, kc - t), iy = iy0 + ky * g.dh;
+      if (iy < 0 || iy >= g.H) {
+        std::fill(dst + t, dst + t + n, 0.0f);
+      } else {
+        const float* src = x + (c * g.H + iy) * g.W + ix0 + kx * g.dw;
+        if (inside && g.dw == 1) {
+          for (int64_t j = 0; j < n; j++) dst[t + j] = src[j];
+        } else {
+          for (int64_t j = 0; j < n; j++) {
+            const int64_t ix = ix0 + (kx + j) * g.dw;
+            dst[t + j] = ix >= 0 && ix < g.W ? src[j * g.dw] : 0.0f;
+          }
+        }
+      }
+      t += n;
+      kx = 0;
+      if (++ky == g.kh) ky = 0, c++;
+    }
+  }
+}
+
+// Rows [o0, o0 + rows) split into strips of at most mr, as even as possible.
+struct Strips {
+  int64_t count, base, extra;  // `extra` strips of base + 1 rows, then strips of base rows
+  Strips(int64_t rows, int64_t mr) {
+    count = ceil_div(rows, mr);
+    base = rows / count;
+    extra = rows % count;
+  }
+  int64_t start(int64_t s) const { return s * base + std::min(s, extra); }
+  int64_t height(int64_t s) const { return base + (s < extra ? 1 : 0); }
+};
+
+}  // namespace
+
+void conv_packed_weights_f32(const float* w, int64_t M, int64_t K, float* wp) {
+  for (int64_t p = 0; p < ceil_div(M, kConvPanel); p++)
+    for (int64_t k = 0; k < K; k++) {
+      float* dst = wp + (p * K + k) * kConvPanel;
+      for (int64_t j = 0; j < kConvPanel; j++) {
+        const int64_t m = p * kConvPanel + j;
+        dst[j] = m < M ? w[m * K + k] : 0.0f;
+      }
+    }
+}
+
+void fused_conv_f32(const KernelCtx& ctx) { fused_conv_f32_with(ctx, gemm_micro_generic()); }
+
+void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
+  InferCtx ic{ctx.node, {}, {}};
+  const ConvGeom cg = fused_conv_geom(ic, ctx.input(0).shape());
+  const float* x = ctx.input(0).ptr<float>();   // [N, C, H, W]
+  const float* wp = ctx.input(1).ptr<float>();  // [ceil(M / 32), K, 32]
+  const float* bias = ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr;  // [M]
+  float* y = ctx.output(0).ptr<float>();        // [N, M, OH, OW]
+  const bool relu = ctx.node.attrs.get_string("activation", "none") == "relu";
+  const Geom g{cg.C, cg.in[1], cg.in[2], cg.M, cg.C * cg.k[1] * cg.k[2], cg.k[1], cg.k[2],
+               cg.stride[1], cg.stride[2], cg.dil[1], cg.dil[2], cg.pad[1], cg.pad[2],
+               cg.out[1], cg.out[2]};
+  const int64_t N = cg.N, osz = g.OH * g.OW, panels = ceil_div(g.M, kConvPanel);
+  if (N == 0 || g.M == 0 || osz == 0) return;
+  int threads = std::max(1, std::min(ctx.max_threads, thread_pool_size()));
+  // Blocks per image: a multiple of 32 columns; late workers find blocks left (claimed one at
+  // a time). The blocks never change the sums.
+  auto [mc, nc, mb, nb] =
+      gemm_blocks(N, osz, panels * kConvPanel, micro.mr, kConvPanel, kMC, kNC, threads);
+  const int64_t count = N * mb * nb;
+  std::atomic<int64_t> next{0};
+  ::ember::parallel_for(threads, 1, threads, [&](int64_t, int64_t) {
+    thread_local std::vector<float> ap, tile;
+    ap.resize((size_t)(mc * kKC));
+    tile.resize((size_t)(mc * nc));
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
+      const int64_t n = t / (mb * nb), rem = t % (mb * nb);
+      const int64_t jb = rem / mb, ib = rem % mb;  // neighbouring tasks share weight panels
+      const int64_t o0 = ib * mc, rows = std::min(osz, o0 + mc) - o0;
+      const int64_t p0 = jb * nc / kConvPanel, p1 = std::min(panels, (jb + 1) * nc / kConvPanel);
+      const int64_t ldc = (p1 - p0) * kConvPanel;
+      const float* xn = x + n * g.C * g.H * g.W;
+      const Strips st(rows, micro.mr);
+      float* c = tile.data();
+      if (g.K == 0) std::fill(c, c + rows * ldc, 0.0f);
+      for (int64_t k0 = 0; k0 < g.K; k0 += kKC) {
+        const int64_t kc = std::min(kKC, g.K - k0);
+        pack_rows(g, xn, o0, rows, k0, kc, ap.data());
+        for (int64_t p = p0; p < p1; p++) {
+          const float* b = wp + (p * g.K + k0) * kConvPanel;
+          // The next panel's slice (or the next slice's first panel), a share per strip:
+          // weights are often cold (a late layer's outgrow L3).
+          const float* nb_ptr = p + 1 < p1 ? b + g.K * kConvPanel
+                                : k0 + kKC < g.K ? wp + (p0 * g.K + k0 + kKC) * kConvPanel
+                                                 : nullptr;
+          const int64_t lines = nb_ptr ? std::min(kKC, g.K - (p + 1 < p1 ? k0 : k0 + kKC)) * 2 : 0;
+          for (int64_t s = 0; s < st.count; s++) {
+            for (int64_t l = s * lines / st.count; l < (s + 1) * lines / st.count; l++)
+              __builtin_prefetch(nb_ptr + l * 16);
+            const int64_t i0 = st.start(s);
+            const int r = (int)st.height(s);
+            const float* a = ap.data() + i0 * kc;
+            float* ck = c + i0 * ldc + (p - p0) * kConvPanel;
+            if (micro.fn2) {
+              micro.fn2(kc, a, kc, b, kConvPanel, 16, ck, ldc, r, k0 > 0);
+            } else {
+              micro.fn(kc, a, kc, b, kConvPanel, ck, ldc, r, k0 > 0);
+              micro.fn(kc, a, kc, b + 16, kConvPanel, ck + 16, ldc, r, k0 > 0);
+            }
+          }
+        }
+      }
+      // Y[n, m, o0 + i] = act(tile[i, m] + bias[m]).
+      const int64_t m_end = std::min(g.M, p1 * kConvPanel);
+      for (int64_t m = p0 * kConvPanel; m < m_end; m++) {
+        const float bm = bias ? bias[m] : 0.0f;
+        const float* src = c + (m - p0 * kConvPanel);
+        float* dst = y + (n * g.M + m) * osz + o0;
+        if (relu) {
+          for (int64_t i = 0; i < rows; i++) {
+            const float v = src[i * ldc] + bm;
+            dst[i] = v < 0.0f ? 0.0f : v;
+          }
+        } else {
+          for (int64_t i = 0; i < rows; i++) dst[i] = src[i * ldc] + bm;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace ember::cpu
