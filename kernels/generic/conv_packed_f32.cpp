@@ -1,11 +1,11 @@
 // FusedConv's driver (conv_packed_f32.h; reference: the FusedConv row in
 // cpp/src/ops/ops_fused_conv.cpp). Tasks are (image, block of output rows, block of 32-wide
-// weight panels), claimed one at a time. Per KC slice a task builds its rows of P (im2row:
-// strips of up to MR output positions, each row kc patch values), then each weight panel
-// (kc x 32, L1-sized) meets every strip in turn on the micro-kernel's two-panel form, into a
-// [rows, cols] tile of Y^T; the finished tile gets bias and activation and is written
-// transposed into Y's planes. Strips are evened out (49 rows: 5 of 10 or 9, not 4 of 12 and
-// a 1-row one): a strip's height never changes its sums.
+// weight panels), claimed one at a time. A task builds its rows of P (im2row, all K: they
+// stay in L2), then streams each weight panel once, KC slice by slice (kc x 32, L1-sized),
+// each slice meeting every strip of up to MR rows in turn on the micro-kernel's two-panel
+// form, into a [rows, 32] tile of Y^T; the finished tile gets bias and activation and is
+// written transposed into Y's planes. Strips are evened out (49 rows: 5 of 10 or 9, not 4 of
+// 12 and a 1-row one): a strip's height never changes its sums.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -20,6 +20,8 @@ namespace {
 
 constexpr int64_t kKC = 256;  // a panel's slice: 256 x 32 floats (32 KiB) stays in L1
 constexpr int64_t kMC = 192;  // output positions per task (rounded to strips)
+// A task's rows of P (all K) stay under 1 MiB: in L2 while every panel passes over them.
+constexpr int64_t kMaxPatch = int64_t(1) << 18;
 constexpr int64_t kNC = 256;  // output channels per task: 8 panels
 
 struct Geom {
@@ -45,7 +47,11 @@ void pack_rows(const Geom& g, const float* x, int64_t o0, int64_t rows, int64_t 
       } else {
         const float* src = x + (c * g.H + iy) * g.W + ix0 + kx * g.dw;
         if (inside && g.dw == 1) {
-          for (int64_t j = 0; j < n; j++) dst[t + j] = src[j];
+          // Fixed-size copies for ResNet's 3- and 7-wide kernels (a loop of run-time length
+          // costs more per float than the stem's GEMM does).
+          if (n == 3) std::memcpy(dst + t, src, 3 * sizeof(float));
+          else if (n == 7) std::memcpy(dst + t, src, 7 * sizeof(float));
+          else std::copy(src, src + n, dst + t);
         } else {
           for (int64_t j = 0; j < n; j++) {
             const int64_t ix = ix0 + (kx + j) * g.dw;
@@ -85,16 +91,30 @@ void conv_packed_weights_f32(const float* w, int64_t M, int64_t K, float* wp) {
     }
 }
 
+void conv_tile_store(const float* tile, int64_t rows, int64_t cols, const float* bias, bool relu,
+                     float* y, int64_t ys) {
+  for (int64_t m = 0; m < cols; m++) {
+    const float* src = tile + m;
+    float* dst = y + m * ys;
+    for (int64_t i = 0; i < rows; i++) {
+      const float v = bias ? src[i * kConvPanel] + bias[m] : src[i * kConvPanel];
+      dst[i] = relu && v < 0.0f ? 0.0f : v;
+    }
+  }
+}
+
 void fused_conv_f32(const KernelCtx& ctx) { fused_conv_f32_with(ctx, gemm_micro_generic()); }
 
-void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
+void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro, ConvTileStore store) {
+  const bool relu = ctx.node.attrs.get_string("activation", "none") == "relu";
+  if (ctx.input(1).rank() == 4)  // plain weights: Conv's GEMM, the relu in its epilogue
+    return conv_f32_with(ctx, micro, relu ? relu_f32_array : nullptr);
   InferCtx ic{ctx.node, {}, {}};
   const ConvGeom cg = fused_conv_geom(ic, ctx.input(0).shape());
   const float* x = ctx.input(0).ptr<float>();   // [N, C, H, W]
   const float* wp = ctx.input(1).ptr<float>();  // [ceil(M / 32), K, 32]
   const float* bias = ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr;  // [M]
   float* y = ctx.output(0).ptr<float>();        // [N, M, OH, OW]
-  const bool relu = ctx.node.attrs.get_string("activation", "none") == "relu";
   const Geom g{cg.C, cg.in[1], cg.in[2], cg.M, cg.C * cg.k[1] * cg.k[2], cg.k[1], cg.k[2],
                cg.stride[1], cg.stride[2], cg.dil[1], cg.dil[2], cg.pad[1], cg.pad[2],
                cg.out[1], cg.out[2]};
@@ -103,65 +123,57 @@ void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
   int threads = std::max(1, std::min(ctx.max_threads, thread_pool_size()));
   // Blocks per image: a multiple of 32 columns; late workers find blocks left (claimed one at
   // a time). The blocks never change the sums.
+  const int64_t mc_max = std::clamp(kMaxPatch / std::max<int64_t>(g.K, 1), (int64_t)micro.mr, kMC);
   auto [mc, nc, mb, nb] =
-      gemm_blocks(N, osz, panels * kConvPanel, micro.mr, kConvPanel, kMC, kNC, threads);
+      gemm_blocks(N, osz, panels * kConvPanel, micro.mr, kConvPanel, mc_max, kNC, threads);
   const int64_t count = N * mb * nb;
   std::atomic<int64_t> next{0};
   ::ember::parallel_for(threads, 1, threads, [&](int64_t, int64_t) {
     thread_local std::vector<float> ap, tile;
-    ap.resize((size_t)(mc * kKC));
-    tile.resize((size_t)(mc * nc));
+    ap.resize((size_t)(mc * g.K));
+    tile.resize((size_t)(mc * kConvPanel));
     for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
       const int64_t n = t / (mb * nb), rem = t % (mb * nb);
       const int64_t jb = rem / mb, ib = rem % mb;  // neighbouring tasks share weight panels
       const int64_t o0 = ib * mc, rows = std::min(osz, o0 + mc) - o0;
       const int64_t p0 = jb * nc / kConvPanel, p1 = std::min(panels, (jb + 1) * nc / kConvPanel);
-      const int64_t ldc = (p1 - p0) * kConvPanel;
-      const float* xn = x + n * g.C * g.H * g.W;
       const Strips st(rows, micro.mr);
+      // P's rows slice by slice ([slice][rows][kc]): a strip's slice is one contiguous run (rows
+      // K floats apart map to few L1 sets: 4608 floats is 4.5 times 4 KiB).
+      for (int64_t k0 = 0; k0 < g.K; k0 += kKC)
+        pack_rows(g, x + n * g.C * g.H * g.W, o0, rows, k0, std::min(kKC, g.K - k0),
+                  ap.data() + rows * k0);
       float* c = tile.data();
-      if (g.K == 0) std::fill(c, c + rows * ldc, 0.0f);
-      for (int64_t k0 = 0; k0 < g.K; k0 += kKC) {
-        const int64_t kc = std::min(kKC, g.K - k0);
-        pack_rows(g, xn, o0, rows, k0, kc, ap.data());
-        for (int64_t p = p0; p < p1; p++) {
-          const float* b = wp + (p * g.K + k0) * kConvPanel;
-          // The next panel's slice (or the next slice's first panel), a share per strip:
-          // weights are often cold (a late layer's outgrow L3).
-          const float* nb_ptr = p + 1 < p1 ? b + g.K * kConvPanel
-                                : k0 + kKC < g.K ? wp + (p0 * g.K + k0 + kKC) * kConvPanel
-                                                 : nullptr;
-          const int64_t lines = nb_ptr ? std::min(kKC, g.K - (p + 1 < p1 ? k0 : k0 + kKC)) * 2 : 0;
+      for (int64_t p = p0; p < p1; p++) {
+        const float* wpp = wp + p * g.K * kConvPanel;
+        if (g.K == 0) std::fill(c, c + rows * kConvPanel, 0.0f);
+        for (int64_t k0 = 0; k0 < g.K; k0 += kKC) {
+          const int64_t kc = std::min(kKC, g.K - k0);
+          const float* b = wpp + k0 * kConvPanel;
+          // The panel's next slice (the next panel's first one after its last: panels lie
+          // one after the other), a share before each strip: weights are often cold (a late
+          // layer's outgrow L3), and the hardware prefetchers lag at each new slice.
+          const float* ahead = b + kc * kConvPanel;
+          const int64_t lines = p + 1 < p1 || k0 + kc < g.K ? 2 * kKC : 0;
           for (int64_t s = 0; s < st.count; s++) {
             for (int64_t l = s * lines / st.count; l < (s + 1) * lines / st.count; l++)
-              __builtin_prefetch(nb_ptr + l * 16);
+              __builtin_prefetch(ahead + l * 16);
             const int64_t i0 = st.start(s);
             const int r = (int)st.height(s);
-            const float* a = ap.data() + i0 * kc;
-            float* ck = c + i0 * ldc + (p - p0) * kConvPanel;
+            const float* a = ap.data() + rows * k0 + i0 * kc;
+            float* ck = c + i0 * kConvPanel;
             if (micro.fn2) {
-              micro.fn2(kc, a, kc, b, kConvPanel, 16, ck, ldc, r, k0 > 0);
+              micro.fn2(kc, a, kc, b, kConvPanel, 16, ck, kConvPanel, r, k0 > 0);
             } else {
-              micro.fn(kc, a, kc, b, kConvPanel, ck, ldc, r, k0 > 0);
-              micro.fn(kc, a, kc, b + 16, kConvPanel, ck + 16, ldc, r, k0 > 0);
+              micro.fn(kc, a, kc, b, kConvPanel, ck, kConvPanel, r, k0 > 0);
+              micro.fn(kc, a, kc, b + 16, kConvPanel, ck + 16, kConvPanel, r, k0 > 0);
             }
           }
         }
-      }
-      // Y[n, m, o0 + i] = act(tile[i, m] + bias[m]).
-      const int64_t m_end = std::min(g.M, p1 * kConvPanel);
-      for (int64_t m = p0 * kConvPanel; m < m_end; m++) {
-        const float bm = bias ? bias[m] : 0.0f;
-        const float* src = c + (m - p0 * kConvPanel);
-        float* dst = y + (n * g.M + m) * osz + o0;
-        if (relu) {
-          for (int64_t i = 0; i < rows; i++) {
-            const float v = src[i * ldc] + bm;
-            dst[i] = v < 0.0f ? 0.0f : v;
-          }
-        } else {
-          for (int64_t i = 0; i < rows; i++) dst[i] = src[i * ldc] + bm;
-        }
+        // Y[n, 32 p.., o0..] while the tile is in L1.
+        const int64_t m0 = p * kConvPanel;
+        store(c, rows, std::min(g.M - m0, kConvPanel), bias ? bias + m0 : nullptr, relu,
+              y + (n * g.M + m0) * osz + o0, osz);
       }
     }
   });

@@ -28,9 +28,18 @@ constexpr int64_t kConvPanel = 32;
 // columns past M zero.
 void conv_packed_weights_f32(const float* w, int64_t M, int64_t K, float* wp);
 
-// FusedConv: X [N, C, H, W], Wp [ceil(M / 32), C kh kw, 32], bias [M] (optional); Conv's
-// attrs plus m (M), kernel_shape and activation "none" | "relu". Y [N, M, OH, OW].
+// The epilogue: y[m * ys + i] <- act(tile[i * 32 + m] + bias[m]) for i < rows, m < cols
+// (<= 32); no bias: no addition (-0 stays -0, as in Conv's GEMM); relu: v < 0 ? 0 : v.
+using ConvTileStore = void (*)(const float* tile, int64_t rows, int64_t cols, const float* bias,
+                               bool relu, float* y, int64_t ys);
+void conv_tile_store(const float* tile, int64_t rows, int64_t cols, const float* bias, bool relu,
+                     float* y, int64_t ys);
+
+// FusedConv: X [N, C, H, W], Wp [ceil(M / 32), C kh kw, 32] (or Conv's W [M, C, kh, kw]: then
+// Conv's kernel with the relu in its epilogue), bias [M] (optional); Conv's attrs plus m (M),
+// kernel_shape and activation "none" | "relu". Y [N, M, OH, OW].
 void fused_conv_f32(const KernelCtx& ctx);
-void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro);
+void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
+                         ConvTileStore store = conv_tile_store);
 
 }  // namespace ember::cpu

@@ -39,7 +39,7 @@ void matmul_f32_avx512(const KernelCtx& ctx) { matmul_f32_with(ctx, gemm_micro_a
 void gemm_f32_avx512(const KernelCtx& ctx) { gemm_f32_with(ctx, gemm_micro_avx512()); }
 void conv_f32_avx512(const KernelCtx& ctx) { conv_f32_with(ctx, gemm_micro_avx512()); }
 void fused_conv_f32_avx512(const KernelCtx& ctx) {
-  fused_conv_f32_with(ctx, gemm_micro_avx512());
+  fused_conv_f32_with(ctx, gemm_micro_avx512(), conv_tile_store_avx512);
 }
 void winograd_conv_f32_avx512(const KernelCtx& ctx) {
   static const WinogradTiles tiles{winograd_input_avx2, winograd_output_avx2};

@@ -59,6 +59,10 @@ void gemm_f32_avx512(const KernelCtx& ctx);
 void conv_f32_avx512(const KernelCtx& ctx);
 void winograd_conv_f32_avx512(const KernelCtx& ctx);
 void fused_conv_f32_avx512(const KernelCtx& ctx);
+// FusedConv's epilogue (ConvTileStore, kernels/generic/conv_packed_f32.h) in
+// conv_packed_avx512.cpp: 16 x 16 blocks transposed in registers.
+void conv_tile_store_avx512(const float* tile, int64_t rows, int64_t cols, const float* bias,
+                            bool relu, float* y, int64_t ys);
 void fused_matmul_f32_avx512(const KernelCtx& ctx);
 void attention_f32_avx512(const KernelCtx& ctx);
 

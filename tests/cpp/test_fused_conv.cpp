@@ -1,13 +1,15 @@
 // FusedConv (cpp/src/ops/ops_fused_conv.cpp; kernels/generic/conv_packed_f32.cpp): its
 // reference against Conv's (+ Relu) on the unpacked weights, every kernel this CPU has against
-// the reference on odd shapes, strides, pads and dilations, each kernel against Conv's kernel
-// of its ISA bit for bit (the same FMA chains), batch and thread invariance, and what shape
-// inference refuses. "fused_conv bench" (skipped unless asked for) times it against Conv's
+// the reference on odd shapes, strides, pads and dilations, each kernel on packed and on plain
+// weights against Conv's kernel of its ISA bit for bit (the same FMA chains), batch and thread
+// invariance, the AVX-512 epilogue against the generic one, and what shape inference refuses. "fused_conv bench" (skipped unless asked for) times it against Conv's
 // kernel and the Winograd one on ResNet-18's layers.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <ctime>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -149,6 +151,11 @@ TEST_CASE("fused_conv: kernels match the reference and Conv's kernel bit for bit
         Node n = fused_node(c, relu);
         auto ref = op_run(n, {&x, &wp, bias}, nullptr, false, 1, true);
         auto fast = op_run(n, {&x, &wp, bias}, k.fused, false, 3, true);
+        // Conv's weights as they are: Conv's kernel, the same bits.
+        auto plain = op_run(n, {&x, &w, bias}, k.fused, false, 2, true);
+        CHECK(same_bits(plain[0], fast[0]));
+        auto plain_ref = op_run(n, {&x, &w, bias}, nullptr, false, 1, true);
+        CHECK(same_bits(plain_ref[0], ref[0]));
         const double taps = (double)(c.x[1] * c.kh * c.kw);
         // Float sums of `taps` products of values in [-1, 1]; the reference sums in double.
         check_close(fast[0], ref[0], 3e-8 * taps + 1e-6);
@@ -179,6 +186,28 @@ TEST_CASE("fused_conv: an image's output does not depend on the batch") {
     }
   }
 }
+
+#if defined(__x86_64__)
+TEST_CASE("fused_conv: the AVX-512 epilogue gives the generic one's bits") {
+  if (cpu_isa() < Isa::Avx512) return;
+  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(), -1e-40f, -3e38f};
+  Tensor tile = random_f32({40, 32}, 11, -2.0f, 2.0f), bias = random_f32({32}, 12);
+  for (int64_t i = 0; i < tile.numel(); i += 7) tile.ptr<float>()[i] = specials[i % 6];
+  for (int64_t rows : {1, 15, 16, 17, 33, 40})
+    for (int64_t cols : {1, 16, 17, 32})
+      for (bool relu : {false, true})
+        for (const float* b : {(const float*)nullptr, (const float*)bias.ptr<float>()}) {
+          CAPTURE(rows);
+          CAPTURE(cols);
+          const int64_t ys = rows + 3;
+          std::vector<float> ya(32 * ys, 7.0f), yb(32 * ys, 7.0f);
+          cpu::conv_tile_store(tile.ptr<float>(), rows, cols, b, relu, ya.data(), ys);
+          cpu::conv_tile_store_avx512(tile.ptr<float>(), rows, cols, b, relu, yb.data(), ys);
+          CHECK(std::memcmp(ya.data(), yb.data(), ya.size() * 4) == 0);  // and nothing past
+        }
+}
+#endif
 
 TEST_CASE("fused_conv: shape inference refuses what it cannot run") {
   const Case c{{1, 4, 6, 6}, 8, 3, 3, {1, 1}, {1, 1, 1, 1}, {1, 1}};
@@ -217,8 +246,10 @@ TEST_CASE("fused_conv bench: ResNet-18 layers against Conv's kernel and Winograd
       {{1, 256, 14, 14}, 256, 3, 3, {1, 1}, {1, 1, 1, 1}, {1, 1}},
       {{1, 512, 7, 7}, 512, 3, 3, {1, 1}, {1, 1, 1, 1}, {1, 1}},
   };
-  const int threads = std::getenv("T") ? std::atoi(std::getenv("T")) : 2;
+  const int threads = std::getenv("T") ? std::atoi(std::getenv("T")) : 2;  // T=1: one thread
+  const int only = std::getenv("L") ? std::atoi(std::getenv("L")) : -1;  // one layer, for perf
   for (const Case& c : layers) {
+    if (only >= 0 && &c != &layers[only]) continue;
     Tensor x = random_f32(c.x, 1), w = random_f32({c.M, c.x[1], c.kh, c.kw}, 2);
     Tensor b = random_f32({c.M}, 3), wp = packed(w);
     const bool wino = c.kh == 3 && c.strides[0] == 1;
@@ -228,12 +259,25 @@ TEST_CASE("fused_conv bench: ResNet-18 layers against Conv's kernel and Winograd
     wn.attrs.set("pads", c.pads);
     wn.attrs.set("activation", std::string("relu"));
     std::vector<double> tc, tf, tw;
+    // One thread: its CPU time (other work on the machine does not count); else wall time.
     auto time = [&](auto fn) {
+      timespec c0, c1;
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
       auto t0 = clock::now();
       fn();
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+      if (threads == 1) return (double)(c1.tv_sec - c0.tv_sec) + 1e-9 * (double)(c1.tv_nsec - c0.tv_nsec);
       return std::chrono::duration<double>(clock::now() - t0).count();
     };
+    // F=1: FusedConv alone (its weights stay in L3: what the kernel does when they are warm).
+    const bool alone = std::getenv("F") && std::atoi(std::getenv("F")) == 1;
     for (int r = 0; r < 61; r++) {
+      if (alone) {
+        tc.push_back(0);
+        tf.push_back(time([&] { op_run(fused_node(c, true), {&x, &wp, &b}, k.fused, false, threads, true); }));
+        if (wino) tw.push_back(0);
+        continue;
+      }
       tc.push_back(time([&] { op_run(conv_node(c), {&x, &w, &b}, k.conv, false, threads, true); }));
       tf.push_back(time([&] { op_run(fused_node(c, true), {&x, &wp, &b}, k.fused, false, threads, true); }));
       if (wino) tw.push_back(time([&] { op_run(wn, {&x, &u, &b}, winograd_best(), false, threads, true); }));

@@ -1,7 +1,8 @@
 """Load-time fusion passes (cpp/src/graph/fuse.cpp) against onnxruntime and against ember's
 unfused reference path: MatMul + bias + activation -> FusedMatMul (packed weights), the
 erf-GELU forms exporters write -> Gelu, and written-out RMSNorm (torch's exports of it too) ->
-RMSNormalization, 3x3 stride-1 Conv [+ Relu] -> WinogradConv. Each model checks that the fusion happened (plan_info) and that the answer
+RMSNormalization, 3x3 stride-1 Conv [+ Relu] -> WinogradConv, other 2-D Conv [+ Relu] ->
+FusedConv. Each model checks that the fusion happened (plan_info) and that the answer
 did not change; patterns that must not fuse (a shared intermediate, a graph output in the
 middle, a non-constant weight) stay as they are.
 """
@@ -167,7 +168,8 @@ def test_conv_batch_norm_folds_into_the_conv(rng, conv_bias):
                       [vi("y")], initializer=inits)
     data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
     ops = [op for op, _ in run_both(data, rng.standard_normal((2, c_in, 9, 11)).astype(np.float32))]
-    assert ops == ["Conv", "Relu"], ops  # 3 input channels: too few for the Winograd form
+    # 3 input channels: too few for the Winograd form; BN folded, then the Relu fused.
+    assert ops == ["FusedConv"], ops
 
 
 def conv_model(rng, c_in=24, c_out=20, relu=True, bias=True, w_input=False, hw=(13, 10), **attrs):
@@ -217,7 +219,50 @@ def test_ember_winograd_0_keeps_the_direct_conv(rng, monkeypatch):
     x = rng.standard_normal((1, 24, 13, 10)).astype(np.float32)
     monkeypatch.setenv("EMBER_WINOGRAD", "0")
     ops = [op for _n, op, *_ in ember.Engine(data).plan_info({"x": x})["nodes"]]
+    assert ops == ["FusedConv"], ops  # the direct sums, the Relu in the epilogue
+    monkeypatch.setenv("EMBER_FUSED_CONV", "0")
+    ops = [op for _n, op, *_ in ember.Engine(data).plan_info({"x": x})["nodes"]]
     assert ops == ["Conv", "Relu"], ops
+
+
+@pytest.mark.parametrize("case", [
+    dict(c_in=3, c_out=64, k=7, strides=[2, 2], pads=[3, 3, 3, 3]),          # a stem
+    dict(c_in=20, c_out=300, strides=[2, 2], pads=[1, 1, 1, 1]),             # packed panels
+    dict(c_in=9, c_out=260, relu=False, bias=False, strides=[2, 1], pads=[0, 1, 2, 1]),
+    dict(c_in=6, c_out=10, k=1, strides=[2, 2]),                             # 1x1 downsample
+    dict(c_in=12, c_out=257, dilations=[2, 2], pads=[2, 1, 2, 0]),
+    dict(c_in=12, c_out=257, strides=[2, 2], auto_pad="SAME_UPPER")])
+def test_convs_left_by_winograd_run_fused_with_their_relu(rng, case):
+    """FusedConv: Conv's sums (Conv's GEMM, or the swapped-role one on weights packed at
+    load from 256 output channels), the Relu in the epilogue; the same bits as Conv then Relu."""
+    data = conv_model(rng, **case)
+    for n in (1, 3):
+        x = rng.standard_normal((n, case["c_in"], 13, 10)).astype(np.float32)
+        ops = run_both(data, x)
+        assert [op for op, _ in ops] == ["FusedConv"], ops
+
+
+def test_fused_conv_gives_conv_then_relu_bits(rng, monkeypatch):
+    data = conv_model(rng, c_in=16, c_out=256, strides=[2, 2], pads=[1, 1, 1, 1], hw=(15, 15))
+    x = rng.standard_normal((2, 16, 15, 15)).astype(np.float32)
+    fused = ember.Engine(data).run({"x": x})["y"]
+    monkeypatch.setenv("EMBER_FUSED_CONV", "0")
+    apart = ember.Engine(data)
+    assert [op for _n, op, *_ in apart.plan_info({"x": x})["nodes"]] == ["Conv", "Relu"]
+    np.testing.assert_array_equal(fused, apart.run({"x": x})["y"])
+    one = ember.Engine(data).run({"x": x[1:]})["y"]  # an image alone: its batch's bits
+    np.testing.assert_array_equal(one, apart.run({"x": x})["y"][1:])
+
+
+def test_conv_relu_with_a_second_reader_keeps_the_relu_apart(rng):
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             oh.make_node("Relu", ["c"], ["y"]), oh.make_node("Neg", ["c"], ["z"])]
+    g = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", T.FLOAT, ["N", 4, 9, 9])],
+                      [vi("y"), vi("z")], initializer=[numpy_helper.from_array(w, "w")])
+    data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    ops = [op for op, _ in run_both(data, rng.standard_normal((1, 4, 9, 9)).astype(np.float32))]
+    assert ops[0] == "FusedConv" and "Relu" in ops, ops
 
 
 def attention_model(rng, scale_op, mask_kind, heads=2, d=8):

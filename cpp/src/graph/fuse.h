@@ -74,6 +74,9 @@ struct FuseOptions {
   // fuse_conv_winograd (CPU sessions; EMBER_WINOGRAD=0 turns it off): results differ from the
   // direct sums by rounding only.
   bool winograd = true;
+  // fuse_conv_packed (CPU sessions; EMBER_FUSED_CONV=0 turns it off): the same bits as Conv's
+  // kernel then Relu's.
+  bool fused_conv = true;
   // precision="bf16" on CPUs with AVX512_BF16 (CPU sessions): fuse_matmul packs weights as
   // bf16 pairs (the FusedMatMul rounds its activations to bf16 too), fuse_attention and
   // mark_conv_bf16 mark their nodes precision "bf16"; norms, softmax and epilogues stay fp32.

@@ -1,8 +1,8 @@
 // fuse_conv_packed: Conv (2-D, group 1, constant f32 weights and bias; not a 1x1 stride-1
-// unpadded one, whose X the GEMM reads in place) [-> Relu] -> FusedConv (ops_fused_conv.cpp)
-// with the weights packed at load (conv_packed_weights_f32) for the swapped-role GEMM, the
-// Relu in its epilogue. Runs after fuse_conv_winograd: the 3x3 stride-1 convs it takes stay
-// Winograd.
+// unpadded one, whose X the GEMM reads in place) [-> Relu] -> FusedConv (ops_fused_conv.cpp),
+// the Relu in its epilogue. Wide layers get their weights packed at load
+// (conv_packed_weights_f32) for the swapped-role GEMM; narrow ones keep Conv's weights and
+// GEMM. Runs after fuse_conv_winograd: the 3x3 stride-1 convs it takes stay Winograd.
 #include "graph/fuse.h"
 #include "graph/fuse_util.h"
 #include "kernels/generic/conv_packed_f32.h"
@@ -13,6 +13,13 @@ namespace ember {
 using namespace fuse;
 
 namespace {
+
+// Output channels from which the swapped-role GEMM wins: each patch value it gathers then
+// feeds 256 or more FMAs, and the weights (>= 1 MB in ResNet-18) stream once. One thread,
+// ResNet-18's stride-2 convs (tests/cpp/test_fused_conv.cpp "bench"): 64 -> 128 channels
+// 0.84 ms swapped vs 0.63 Conv's; 128 -> 256 0.67 vs 0.71; 256 -> 512 0.71 vs 0.85; the
+// 7x7 stem (64) 1.6 vs 1.5.
+constexpr int64_t kMinPanelChannels = 256;
 
 bool all_equal(const Attrs& at, const char* name, int64_t v) {
   if (!at.has(name)) return true;
@@ -42,7 +49,7 @@ int fuse_conv_packed(Graph& g) {
     if (!w || w->dtype() != DType::F32 || w->shape().size() != 4 || pointwise(at, *w)) continue;
     const int64_t M = w->dim(0), K = w->dim(1) * w->dim(2) * w->dim(3);
     const std::vector<int64_t> kernel{w->dim(2), w->dim(3)};  // w is freed below
-    if (M == 0 || K == 0) continue;
+    if (M == 0 || K == 0 || K > (int64_t(1) << 28)) continue;  // conv_f32_supports' limit
     const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] >= 0;
     const Tensor* b = has_bias ? constant(g, conv.inputs[2]) : nullptr;
     if (has_bias && (!b || b->dtype() != DType::F32 || b->shape() != Shape{M})) continue;
@@ -55,13 +62,16 @@ int fuse_conv_packed(Graph& g) {
       y = g.nodes[r].outputs[0];
       act = "relu";
     }
-    Tensor wp = Tensor::empty(DType::F32, {ceil_div(M, cpu::kConvPanel), K, cpu::kConvPanel});
-    cpu::conv_packed_weights_f32(w->ptr<float>(), M, K, wp.ptr<float>());
     const int w_id = conv.inputs[1];
-    const int wid = g.add_value(g.values[w_id].name + "/packed", DType::F32);
-    g.constants[wid] = std::move(wp);
-    // Free the plain weights now: the peak holds one layer twice, not the model.
-    if (uses.readers.at(w_id).size() == 1 && !uses.is_output[w_id]) g.constants.erase(w_id);
+    int wid = w_id;
+    if (M >= kMinPanelChannels) {
+      Tensor wp = Tensor::empty(DType::F32, {ceil_div(M, cpu::kConvPanel), K, cpu::kConvPanel});
+      cpu::conv_packed_weights_f32(w->ptr<float>(), M, K, wp.ptr<float>());
+      wid = g.add_value(g.values[w_id].name + "/packed", DType::F32);
+      g.constants[wid] = std::move(wp);
+      // Free the plain weights now: the peak holds one layer twice, not the model.
+      if (uses.readers.at(w_id).size() == 1 && !uses.is_output[w_id]) g.constants.erase(w_id);
+    }
     Node f;
     f.op = OpType::FusedConv;
     f.name = g.nodes[ci].name;

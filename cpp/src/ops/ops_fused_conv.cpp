@@ -1,10 +1,11 @@
-// FusedConv: a 2-D group-1 float32 Conv [-> Relu] with its weights packed at load for the
-// CPU's swapped-role GEMM (kernels/generic/conv_packed_f32.h), made by fuse_conv_packed
-// (cpp/src/graph/fuse_conv_packed.cpp). Inputs X [N, C, H, W] f32, Wp [ceil(m / 32), C kh kw,
-// 32] f32 (W [m, C, kh, kw] transposed into 32-column panels, zero past m), bias [m]
-// (optional); attrs m, kernel_shape [kh, kw], Conv's strides, pads, dilations, auto_pad, and
-// activation "none" | "relu". The reference reads W back out of the panels and sums each
-// output in double, as Conv's does, then adds the bias and applies the activation.
+// FusedConv: a 2-D group-1 float32 Conv [-> Relu], made by fuse_conv_packed
+// (cpp/src/graph/fuse_conv_packed.cpp) for CPU sessions. Inputs X [N, C, H, W] f32, W f32 and
+// bias [m] (optional); attrs m, kernel_shape [kh, kw], Conv's strides, pads, dilations,
+// auto_pad, and activation "none" | "relu". W is either Conv's [m, C, kh, kw] (run as Conv's
+// GEMM with the relu in its epilogue) or Wp [ceil(m / 32), C kh kw, 32], W transposed into
+// 32-column panels (zero past m) for the swapped-role GEMM (kernels/generic/conv_packed_f32.h).
+// The reference reads W in either form and sums each output in double, as Conv's does, then
+// adds the bias and applies the activation.
 #include "kernels/generic/conv_packed_f32.h"
 #include "ops/op_util.h"
 
@@ -30,8 +31,9 @@ std::vector<TensorType> infer_fused_conv(const InferCtx& ctx) {
   ConvGeom g = fused_conv_geom(ctx, x.shape);
   int64_t k = 0;
   if (__builtin_mul_overflow(g.C, g.k[1] * g.k[2], &k)) ctx.fail("C kh kw overflows int64");
-  Shape want{ceil_div(g.M, cpu::kConvPanel), k, cpu::kConvPanel};
-  if (w.shape != want) ctx.fail("Wp ", shape_str(w.shape), " must be ", shape_str(want));
+  Shape plain{g.M, g.C, g.k[1], g.k[2]}, panels{ceil_div(g.M, cpu::kConvPanel), k, cpu::kConvPanel};
+  if (w.shape != plain && w.shape != panels)
+    ctx.fail("W ", shape_str(w.shape), " must be ", shape_str(plain), " or ", shape_str(panels));
   if (ctx.has(2) && (ctx.in[2].dtype != DType::F32 || ctx.in[2].shape != Shape{g.M}))
     ctx.fail("bias must be float32 [", g.M, "], got ", shape_str(ctx.in[2].shape));
   std::string act = ctx.node.attrs.get_string("activation", "none");
@@ -43,12 +45,13 @@ void ref_fused_conv(const KernelCtx& ctx) {
   InferCtx ic{ctx.node, {}, {}};
   const ConvGeom g = fused_conv_geom(ic, ctx.input(0).shape());
   const float* x = ctx.input(0).ptr<float>();   // [N, C, H, W]
-  const float* wp = ctx.input(1).ptr<float>();  // [ceil(M / 32), K, 32]
+  const float* wp = ctx.input(1).ptr<float>();  // [M, C, kh, kw] or [ceil(M / 32), K, 32]
   const float* b = ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr;  // [M]
   float* y = ctx.output(0).ptr<float>();        // [N, M, OH, OW]
   const bool relu = ctx.node.attrs.get_string("activation", "none") == "relu";
   const int64_t H = g.in[1], W = g.in[2], kh = g.k[1], kw = g.k[2], K = g.C * kh * kw;
-  const int64_t P = cpu::kConvPanel;
+  const bool plain = ctx.input(1).rank() == 4;
+  const int64_t P = plain ? 1 : cpu::kConvPanel;  // W[m, k] = wp[(m / P) K P + k P + m % P]
   int64_t yi = 0;
   for (int64_t n = 0; n < g.N; n++)
     for (int64_t m = 0; m < g.M; m++) {

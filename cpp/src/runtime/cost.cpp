@@ -56,10 +56,10 @@ double cost_conv(const Node&, const Types& in, const Types& out) {
   return 2 * numel(at(out, 0)) * numel(w) / (double)w.shape[0];
 }
 
-// FusedConv: Wp [panels, C kh kw, 32]: dim 1 is the MACs per output element.
-double cost_fused_conv(const Node&, const Types& in, const Types& out) {
+// FusedConv: W as Conv's, or Wp [panels, C kh kw, 32] (dim 1: the MACs per output element).
+double cost_fused_conv(const Node& n, const Types& in, const Types& out) {
   const Shape& w = at(in, 1).shape;
-  return w.size() == 3 ? 2 * numel(at(out, 0)) * (double)w[1] : 0;
+  return w.size() == 3 ? 2 * numel(at(out, 0)) * (double)w[1] : cost_conv(n, in, out);
 }
 
 // WinogradConv: the 16 GEMMs U[xi] [M, C] @ V[xi] [C, tiles], 2 x 2 outputs per tile; the

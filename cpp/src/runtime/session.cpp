@@ -33,6 +33,12 @@ bool winograd_enabled() {
   return !env || std::string(env) != "0";
 }
 
+// EMBER_FUSED_CONV=0: Conv and Relu stay apart, on Conv's GEMM (read per session; A/B timing).
+bool fused_conv_enabled() {
+  const char* env = std::getenv("EMBER_FUSED_CONV");
+  return !env || std::string(env) != "0";
+}
+
 // precision="bf16" on a CPU session whose CPU has AVX512_BF16 (not lowered by EMBER_CPU_ISA):
 // weights are packed as bf16 and matmuls run on vdpbf16ps. Elsewhere the CPU runs fp32.
 bool cpu_bf16(const SessionOptions& options) {
@@ -507,6 +513,7 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
     fuse_graph(graph, {.pack_cpu_weights = !impl_->device,
                        .fuse_add_norm = (bool)impl_->device,
                        .winograd = winograd_enabled(),
+                       .fused_conv = fused_conv_enabled(),
                        .bf16 = cpu_bf16(options)});
   impl_->graph = std::move(graph);
   impl_->options = options;
