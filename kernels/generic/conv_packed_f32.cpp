@@ -66,6 +66,14 @@ void pack_rows(const Geom& g, const float* x, int64_t o0, int64_t rows, int64_t 
   }
 }
 
+// A task's strip: rows [i0, i0 + rows) of its block; taps2: the offset of its first window
+// in the padded image.
+struct Strip {
+  int64_t i0;
+  int rows;
+  int64_t base;
+};
+
 // Rows [o0, o0 + rows) split into strips of at most mr, as even as possible.
 struct Strips {
   int64_t count, base, extra;  // `extra` strips of base + 1 rows, then strips of base rows
@@ -123,26 +131,78 @@ void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro, ConvTileS
   int threads = std::max(1, std::min(ctx.max_threads, thread_pool_size()));
   // Blocks per image: a multiple of 32 columns; late workers find blocks left (claimed one at
   // a time). The blocks never change the sums.
-  const int64_t mc_max = std::clamp(kMaxPatch / std::max<int64_t>(g.K, 1), (int64_t)micro.mr, kMC);
+  // With a gathering micro-kernel (taps2) P is read in place from X padded: a copy with the
+  // padding written out (Hp x Wp planes), so every window lies inside it, and off[k] the
+  // offset of tap k = (c, ky, kx) from a window's corner. Else P's rows are packed per task.
+  const int64_t Hp = g.pt + g.H + std::max<int64_t>(0, (g.OH - 1) * g.sh + (g.kh - 1) * g.dh + 1 - g.pt - g.H);
+  const int64_t Wp = g.pl + g.W + std::max<int64_t>(0, (g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1 - g.pl - g.W);
+  const int64_t plane = Hp * Wp;
+  const bool taps = micro.taps2 && g.C * plane < (int64_t(1) << 31);
+  // The caller's buffer, kept between calls (as Winograd's V); workers reach it by pointer.
+  thread_local std::vector<float> padded_buf;
+  std::vector<int32_t> off;
+  if (taps) {
+    if (padded_buf.size() < (size_t)(N * g.C * plane)) padded_buf.resize((size_t)(N * g.C * plane));
+    float* const xp = padded_buf.data();
+    ::ember::parallel_for(N * g.C, std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1)),
+                          threads, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; q++) {
+        float* d = xp + q * plane;
+        const float* s = x + q * g.H * g.W;
+        std::fill(d, d + g.pt * Wp, 0.0f);
+        for (int64_t iy = 0; iy < g.H; iy++) {
+          float* row = d + (g.pt + iy) * Wp;
+          std::fill(row, row + g.pl, 0.0f);
+          std::copy(s + iy * g.W, s + (iy + 1) * g.W, row + g.pl);
+          std::fill(row + g.pl + g.W, row + Wp, 0.0f);
+        }
+        std::fill(d + (g.pt + g.H) * Wp, d + plane, 0.0f);
+      }
+    });
+    off.resize((size_t)g.K);
+    for (int64_t k = 0; k < g.K; k++) {
+      const int64_t c = k / (g.kh * g.kw), ky = k / g.kw % g.kh, kx = k % g.kw;
+      off[k] = (int32_t)(c * plane + ky * g.dh * Wp + kx * g.dw);
+    }
+  }
+  const float* const xpad = padded_buf.data();
+  const int64_t mc_max =
+      taps ? kMC : std::clamp(kMaxPatch / std::max<int64_t>(g.K, 1), (int64_t)micro.mr, kMC);
   auto [mc, nc, mb, nb] =
       gemm_blocks(N, osz, panels * kConvPanel, micro.mr, kConvPanel, mc_max, kNC, threads);
   const int64_t count = N * mb * nb;
   std::atomic<int64_t> next{0};
   ::ember::parallel_for(threads, 1, threads, [&](int64_t, int64_t) {
     thread_local std::vector<float> ap, tile;
-    ap.resize((size_t)(mc * g.K));
+    thread_local std::vector<Strip> strips;
+    if (!taps) ap.resize((size_t)(mc * g.K));
     tile.resize((size_t)(mc * kConvPanel));
     for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
       const int64_t n = t / (mb * nb), rem = t % (mb * nb);
       const int64_t jb = rem / mb, ib = rem % mb;  // neighbouring tasks share weight panels
       const int64_t o0 = ib * mc, rows = std::min(osz, o0 + mc) - o0;
       const int64_t p0 = jb * nc / kConvPanel, p1 = std::min(panels, (jb + 1) * nc / kConvPanel);
-      const Strips st(rows, micro.mr);
-      // P's rows slice by slice ([slice][rows][kc]): a strip's slice is one contiguous run (rows
-      // K floats apart map to few L1 sets: 4608 floats is 4.5 times 4 KiB).
-      for (int64_t k0 = 0; k0 < g.K; k0 += kKC)
-        pack_rows(g, x + n * g.C * g.H * g.W, o0, rows, k0, std::min(kKC, g.K - k0),
-                  ap.data() + rows * k0);
+      strips.clear();
+      if (taps) {  // strips within output rows: a strip's windows are sw apart
+        for (int64_t o = o0; o < o0 + rows;) {
+          const int64_t oy = o / g.OW, ox = o % g.OW, len = std::min(o0 + rows, (oy + 1) * g.OW) - o;
+          const Strips st(len, micro.mr);
+          for (int64_t s = 0; s < st.count; s++)
+            strips.push_back({o - o0 + st.start(s), (int)st.height(s),
+                              oy * g.sh * Wp + (ox + st.start(s)) * g.sw});
+          o += len;
+        }
+      } else {
+        const Strips st(rows, micro.mr);
+        for (int64_t s = 0; s < st.count; s++) strips.push_back({st.start(s), (int)st.height(s), 0});
+        // P's rows slice by slice ([slice][rows][kc]): a strip's slice is one contiguous run
+        // (rows K floats apart map to few L1 sets: 4608 floats is 4.5 times 4 KiB).
+        for (int64_t k0 = 0; k0 < g.K; k0 += kKC)
+          pack_rows(g, x + n * g.C * g.H * g.W, o0, rows, k0, std::min(kKC, g.K - k0),
+                    ap.data() + rows * k0);
+      }
+      const int64_t ns = (int64_t)strips.size();
+      const float* xn = xpad + n * g.C * plane;
       float* c = tile.data();
       for (int64_t p = p0; p < p1; p++) {
         const float* wpp = wp + p * g.K * kConvPanel;
@@ -155,13 +215,18 @@ void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro, ConvTileS
           // layer's outgrow L3), and the hardware prefetchers lag at each new slice.
           const float* ahead = b + kc * kConvPanel;
           const int64_t lines = p + 1 < p1 || k0 + kc < g.K ? 2 * kKC : 0;
-          for (int64_t s = 0; s < st.count; s++) {
-            for (int64_t l = s * lines / st.count; l < (s + 1) * lines / st.count; l++)
+          for (int64_t s = 0; s < ns; s++) {
+            for (int64_t l = s * lines / ns; l < (s + 1) * lines / ns; l++)
               __builtin_prefetch(ahead + l * 16);
-            const int64_t i0 = st.start(s);
-            const int r = (int)st.height(s);
-            const float* a = ap.data() + rows * k0 + i0 * kc;
+            const int64_t i0 = strips[s].i0;
+            const int r = strips[s].rows;
             float* ck = c + i0 * kConvPanel;
+            if (taps) {
+              micro.taps2(kc, xn + strips[s].base, g.sw, off.data() + k0, b, kConvPanel, 16, ck,
+                          kConvPanel, r, k0 > 0);
+              continue;
+            }
+            const float* a = ap.data() + rows * k0 + i0 * kc;
             if (micro.fn2) {
               micro.fn2(kc, a, kc, b, kConvPanel, 16, ck, kConvPanel, r, k0 > 0);
             } else {

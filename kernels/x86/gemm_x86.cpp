@@ -31,7 +31,8 @@ void fused_matmul_f32_avx2(const KernelCtx& ctx) {
 
 const GemmMicro& gemm_micro_avx512() {
   static const GemmMicro m{12, 16, sgemm_micro_12x16_avx512, "avx512 12x16",
-                           sgemm_row_1x64_avx512, sgemm_micro_12x32_avx512};
+                           sgemm_row_1x64_avx512, sgemm_micro_12x32_avx512,
+                           sgemm_taps_12x32_avx512};
   return m;
 }
 

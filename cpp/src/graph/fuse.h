@@ -61,8 +61,9 @@ int fuse_conv_winograd(Graph& graph);
 int mark_conv_bf16(Graph& graph);
 // CPU sessions: the Conv nodes left after fuse_conv_winograd and mark_conv_bf16 (2-D, group 1,
 // constant f32 weights, not 1x1 stride-1 unpadded) [-> Relu] -> FusedConv (ops_fused_conv.cpp)
-// with the weights packed at load. In graph/fuse_conv_packed.cpp.
-int fuse_conv_packed(Graph& graph);
+// with weights packed at load (all of them where `gathers`, else from 256 output channels).
+// In graph/fuse_conv_packed.cpp.
+int fuse_conv_packed(Graph& graph, bool gathers = false);
 struct FuseOptions {
   // fuse_matmul packs weights for the CPU's GEMM; a session with a device runs
   // fuse_matmul_epilogue instead (the device reads plain weights; CPU fallbacks pack them per
@@ -77,6 +78,9 @@ struct FuseOptions {
   // fuse_conv_packed (CPU sessions; EMBER_FUSED_CONV=0 turns it off): the same bits as Conv's
   // kernel then Relu's.
   bool fused_conv = true;
+  // The CPU's FusedConv kernel reads its patches in place (no packing per call): every
+  // FusedConv gets packed weights, not only those of 256 or more output channels.
+  bool conv_gathers = false;
   // precision="bf16" on CPUs with AVX512_BF16 (CPU sessions): fuse_matmul packs weights as
   // bf16 pairs (the FusedMatMul rounds its activations to bf16 too), fuse_attention and
   // mark_conv_bf16 mark their nodes precision "bf16"; norms, softmax and epilogues stay fp32.

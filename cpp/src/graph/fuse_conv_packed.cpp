@@ -14,11 +14,12 @@ using namespace fuse;
 
 namespace {
 
-// Output channels from which the swapped-role GEMM wins: each patch value it gathers then
-// feeds 256 or more FMAs, and the weights (>= 1 MB in ResNet-18) stream once. One thread,
-// ResNet-18's stride-2 convs (tests/cpp/test_fused_conv.cpp "bench"): 64 -> 128 channels
-// 0.84 ms swapped vs 0.63 Conv's; 128 -> 256 0.67 vs 0.71; 256 -> 512 0.71 vs 0.85; the
-// 7x7 stem (64) 1.6 vs 1.5.
+// Output channels from which the swapped-role GEMM wins where it packs its patches per call
+// (no GemmMicro::taps2): each patch value then feeds 256 or more FMAs, and the weights
+// (>= 1 MB in ResNet-18) stream once. One thread, ResNet-18's stride-2 convs
+// (tests/cpp/test_fused_conv.cpp "bench"): 64 -> 128 channels 0.84 ms swapped vs 0.63
+// Conv's; 128 -> 256 0.67 vs 0.71; 256 -> 512 0.71 vs 0.85; the 7x7 stem (64) 1.6 vs 1.5.
+// Reading patches in place (AVX-512), the swapped GEMM won on all four and the stem.
 constexpr int64_t kMinPanelChannels = 256;
 
 bool all_equal(const Attrs& at, const char* name, int64_t v) {
@@ -37,7 +38,7 @@ bool pointwise(const Attrs& at, const Tensor& w) {
 
 }  // namespace
 
-int fuse_conv_packed(Graph& g) {
+int fuse_conv_packed(Graph& g, bool gathers) {
   Rewriter rw(g);
   const Uses& uses = rw.uses;
   for (size_t ci = 0; ci < g.nodes.size(); ci++) {
@@ -64,7 +65,7 @@ int fuse_conv_packed(Graph& g) {
     }
     const int w_id = conv.inputs[1];
     int wid = w_id;
-    if (M >= kMinPanelChannels) {
+    if (gathers || M >= kMinPanelChannels) {
       Tensor wp = Tensor::empty(DType::F32, {ceil_div(M, cpu::kConvPanel), K, cpu::kConvPanel});
       cpu::conv_packed_weights_f32(w->ptr<float>(), M, K, wp.ptr<float>());
       wid = g.add_value(g.values[w_id].name + "/packed", DType::F32);

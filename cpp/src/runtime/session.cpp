@@ -46,6 +46,10 @@ bool cpu_bf16(const SessionOptions& options) {
          (options.device.empty() || options.device == "cpu") && cpu_bf16_dot();
 }
 
+// Whether the CPU's FusedConv kernel reads patches in place (GemmMicro::taps2: the AVX-512
+// one), so that packed weights pay off for every FusedConv, not only wide ones.
+bool cpu_conv_gathers() { return cpu_isa() == Isa::Avx512 || cpu_isa() == Isa::Avx512Bf16; }
+
 }  // namespace
 
 // Values of one run across the parts of an eagerly split plan: per value id, the tensor,
@@ -514,6 +518,7 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
                        .fuse_add_norm = (bool)impl_->device,
                        .winograd = winograd_enabled(),
                        .fused_conv = fused_conv_enabled(),
+                       .conv_gathers = cpu_conv_gathers(),
                        .bf16 = cpu_bf16(options)});
   impl_->graph = std::move(graph);
   impl_->options = options;
