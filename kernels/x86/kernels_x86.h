@@ -43,7 +43,7 @@ void sgemm_micro_12x32_avx512(int64_t kc, const float* a, int64_t lda, const flo
 // Two panels, A gathered: A[i, k] = a[off[k] + i * as] (GemmMicro::taps2).
 void sgemm_taps_12x32_avx512(int64_t kc, const float* a, int64_t as, const int32_t* off,
                              const float* b, int64_t ldb, int64_t pstride, float* c, int64_t ldc,
-                             int rows, bool accumulate);
+                             int rows, bool accumulate, const float* pf, int64_t pf_lines);
 // One row: c[0:64] (+)= a[0:kc] @ four 16-wide panels (GemmMicro::row4).
 void sgemm_row_1x64_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
                            int64_t pstride, float* c, bool accumulate);
