@@ -28,7 +28,7 @@ void fused_conv_f32_avx2(const KernelCtx& ctx);
 // WinogradTiles (kernels/generic/winograd_f32.h) in winograd_avx2.cpp: 8 tiles per step.
 void winograd_input_avx2(const float* s, int64_t ss, int64_t n, float* v, int64_t vs);
 void winograd_output_avx2(const float* m, int64_t ms, int64_t n, float bias, bool relu, float* y0,
-                          float* y1);
+                          float* y1, const float* r0, const float* r1);
 void fused_matmul_f32_avx2(const KernelCtx& ctx);
 void attention_f32_avx2(const KernelCtx& ctx);  // AVX2 GEMMs and score rows
 

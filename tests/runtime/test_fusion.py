@@ -202,6 +202,58 @@ def test_conv3x3_runs_in_winograd_form_and_matches_onnxruntime(rng, case):
     np.testing.assert_allclose(ember.Engine(data).run({"x": x})["y"], direct, rtol=1e-5, atol=1e-4)
 
 
+def residual_model(rng, r_shape, relu=True, r_const=False, second_reader=False):
+    """x -> Conv 3x3 -> Add(., r) [-> Relu]; r fed (or a constant) of r_shape."""
+    w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")]
+    inputs = [oh.make_tensor_value_info("x", T.FLOAT, ["N", 24, 13, 10])]
+    if r_const:
+        inits.append(numpy_helper.from_array(rng.standard_normal(r_shape).astype(np.float32), "r"))
+    else:
+        inputs.append(oh.make_tensor_value_info("r", T.FLOAT, [str(d) if d is None else d
+                                                                for d in r_shape]))
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             oh.make_node("Add", ["r", "c"], ["s" if relu else "y"], name="add")]
+    outputs = [vi("y")]
+    if relu:
+        nodes.append(oh.make_node("Relu", ["s"], ["y"], name="relu"))
+    if second_reader:
+        outputs.append(vi("s"))
+    g = oh.make_graph(nodes, "g", inputs, outputs, initializer=inits)
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("r_shape", [(2, 20, 13, 10), (1, 20, 1, 1), (20, 13, 10)])
+@pytest.mark.parametrize("relu", [True, False])
+def test_conv3x3_residual_add_and_relu_run_in_the_winograd_epilogue(rng, r_shape, relu):
+    data = residual_model(rng, r_shape, relu)
+    x = rng.standard_normal((2, 24, 13, 10)).astype(np.float32)
+    feeds = {"x": x, "r": rng.standard_normal(r_shape).astype(np.float32)}
+    eng = ember.Engine(data)
+    assert [op for _n, op, *_ in eng.plan_info(feeds)["nodes"]] == ["WinogradConv"]
+    got = eng.run(feeds)["y"]
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    ref = ember.Engine(data, kernels="reference").run(feeds)["y"]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_residual_add_the_winograd_form_leaves_apart(rng):
+    x = rng.standard_normal((1, 24, 13, 10)).astype(np.float32)
+    const = residual_model(rng, (20, 1, 1), r_const=True)  # a bias as an Add: not a residual
+    ops = [op for _n, op, *_ in ember.Engine(const).plan_info({"x": x})["nodes"]]
+    assert ops[0] == "WinogradConv" and len(ops) == 2, ops
+    shared = residual_model(rng, (1, 20, 13, 10), second_reader=True)  # the sum read twice
+    feeds = {"x": x, "r": rng.standard_normal((1, 20, 13, 10)).astype(np.float32)}
+    eng = ember.Engine(shared)
+    ops = [op for _n, op, *_ in eng.plan_info(feeds)["nodes"]]
+    assert ops == ["WinogradConv", "Relu"], ops
+    got = eng.run(feeds)
+    ref = ember.Engine(shared, kernels="reference").run(feeds)
+    for k in ("y", "s"):
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("case", [dict(strides=[2, 2]), dict(dilations=[2, 2]), dict(group=2),
                                   dict(c_in=3), dict(c_out=8), dict(k=5), dict(w_input=True)])
 def test_convs_winograd_does_not_cover_stay_direct(rng, case):

@@ -1,6 +1,7 @@
 // fuse_conv_winograd: Conv (2-D, 3x3, stride 1, dilation 1, group 1, constant f32 weights
-// and bias) [-> Relu] -> WinogradConv (ops_winograd.cpp) with the filters transformed at load
-// (winograd_weights_f32): 4 multiplies per output and input channel instead of 9.
+// and bias) [-> Add(., R)] [-> Relu] -> WinogradConv (ops_winograd.cpp) with the filters
+// transformed at load (winograd_weights_f32): 4 multiplies per output and input channel
+// instead of 9; a residual Add (ResNet's blocks) and the Relu in its output transform.
 #include "graph/fuse.h"
 #include "graph/fuse_util.h"
 #include "kernels/generic/winograd_f32.h"
@@ -68,7 +69,20 @@ int fuse_conv_winograd(Graph& g) {
     std::vector<int> absorbed = {(int)ci};
     int y = conv.outputs[0];
     std::string act = "none";
-    int r = uses.single_reader(y);
+    int r = uses.single_reader(y), residual = -1;
+    if (r >= 0 && g.nodes[r].op == OpType::Add && g.nodes[r].inputs.size() == 2 &&
+        g.nodes[r].outputs.size() == 1 && rw.free({r})) {
+      const Node& add = g.nodes[r];
+      residual = add.inputs[0] == y ? add.inputs[1] : add.inputs[0];
+      // A constant (a bias written as an Add) would broadcast: the fused kernel's slow path.
+      if (residual == y || residual < 0 || constant(g, residual)) {
+        residual = -1;
+      } else {
+        absorbed.push_back(r);
+        y = add.outputs[0];
+        r = uses.single_reader(y);
+      }
+    }
     if (r >= 0 && g.nodes[r].op == OpType::Relu && rw.free({r})) {
       absorbed.push_back(r);
       y = g.nodes[r].outputs[0];
@@ -85,7 +99,8 @@ int fuse_conv_winograd(Graph& g) {
     f.op = OpType::WinogradConv;
     f.name = g.nodes[ci].name;
     f.inputs = {g.nodes[ci].inputs[0], uid};
-    if (has_bias) f.inputs.push_back(g.nodes[ci].inputs[2]);
+    if (has_bias || residual >= 0) f.inputs.push_back(has_bias ? g.nodes[ci].inputs[2] : -1);
+    if (residual >= 0) f.inputs.push_back(residual);
     f.outputs = {y};
     f.attrs.set("pads", pads);
     f.attrs.set("activation", act);
