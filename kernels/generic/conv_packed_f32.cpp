@@ -137,9 +137,11 @@ void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro, ConvTileS
   const int64_t plane = Hp * Wp;
   const bool taps = micro.taps2 && g.C * plane < (int64_t(1) << 31);
   // The caller's buffer, kept between calls (as Winograd's V); workers reach it by pointer.
+  // No padding (1x1 downsampling convs): X itself.
   thread_local std::vector<float> padded_buf;
+  const bool in_place = Hp == g.H && Wp == g.W && g.pt == 0 && g.pl == 0;
   std::vector<int32_t> off;
-  if (taps) {
+  if (taps && !in_place) {
     if (padded_buf.size() < (size_t)(N * g.C * plane)) padded_buf.resize((size_t)(N * g.C * plane));
     float* const xp = padded_buf.data();
     ::ember::parallel_for(N * g.C, std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1)),
@@ -157,13 +159,15 @@ void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro, ConvTileS
         std::fill(d + (g.pt + g.H) * Wp, d + plane, 0.0f);
       }
     });
+  }
+  if (taps) {
     off.resize((size_t)g.K);
     for (int64_t k = 0; k < g.K; k++) {
       const int64_t c = k / (g.kh * g.kw), ky = k / g.kw % g.kh, kx = k % g.kw;
       off[k] = (int32_t)(c * plane + ky * g.dh * Wp + kx * g.dw);
     }
   }
-  const float* const xpad = padded_buf.data();
+  const float* const xpad = in_place ? x : padded_buf.data();
   const int64_t mc_max =
       taps ? kMC : std::clamp(kMaxPatch / std::max<int64_t>(g.K, 1), (int64_t)micro.mr, kMC);
   // Blocks per image, claimed one at a time; columns a multiple of 32. The blocks never change
