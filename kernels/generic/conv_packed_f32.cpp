@@ -86,6 +86,44 @@ struct Strips {
   int64_t height(int64_t s) const { return base + (s < extra ? 1 : 0); }
 };
 
+// The padded plane's extent along one axis: the leading pad, the input, and as much of the
+// trailing pad as the last window reaches.
+int64_t padded(int64_t pad, int64_t in, int64_t out, int64_t s, int64_t k, int64_t d) {
+  return pad + in + std::max<int64_t>(0, (out - 1) * s + (k - 1) * d + 1 - pad - in);
+}
+
+// Planes [q0, q1) of X (H x W) into xp's Hp x Wp planes, the padding zero.
+void pad_planes(const Geom& g, const float* x, int64_t q0, int64_t q1, int64_t Hp, int64_t Wp,
+                float* xp) {
+  for (int64_t q = q0; q < q1; q++) {
+    float* d = xp + q * Hp * Wp;
+    const float* s = x + q * g.H * g.W;
+    std::fill(d, d + g.pt * Wp, 0.0f);
+    for (int64_t iy = 0; iy < g.H; iy++) {
+      float* row = d + (g.pt + iy) * Wp;
+      std::fill(row, row + g.pl, 0.0f);
+      std::copy(s + iy * g.W, s + (iy + 1) * g.W, row + g.pl);
+      std::fill(row + g.pl + g.W, row + Wp, 0.0f);
+    }
+    std::fill(d + (g.pt + g.H) * Wp, d + Hp * Wp, 0.0f);
+  }
+}
+
+// Strips of outputs [o0, o0 + rows) for taps2, none across an output row (so a strip's windows
+// lie sw apart in the padded plane, Wp wide).
+void row_strips(const Geom& g, int64_t o0, int64_t rows, int64_t mr, int64_t Wp,
+                std::vector<Strip>* strips) {
+  for (int64_t o = o0; o < o0 + rows;) {
+    const int64_t oy = o / g.OW, ox = o % g.OW;
+    const int64_t len = std::min(o0 + rows, (oy + 1) * g.OW) - o;
+    const Strips st(len, mr);
+    for (int64_t s = 0; s < st.count; s++)
+      strips->push_back({o - o0 + st.start(s), (int)st.height(s),
+                         oy * g.sh * Wp + (ox + st.start(s)) * g.sw});
+    o += len;
+  }
+}
+
 }  // namespace
 
 void conv_packed_weights_f32(const float* w, int64_t M, int64_t K, float* wp) {
@@ -132,8 +170,8 @@ void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro, ConvTileS
   // With a gathering micro-kernel (taps2) P is read in place from X padded: a copy with the
   // padding written out (Hp x Wp planes), so every window lies inside it, and off[k] the
   // offset of tap k = (c, ky, kx) from a window's corner. Else P's rows are packed per task.
-  const int64_t Hp = g.pt + g.H + std::max<int64_t>(0, (g.OH - 1) * g.sh + (g.kh - 1) * g.dh + 1 - g.pt - g.H);
-  const int64_t Wp = g.pl + g.W + std::max<int64_t>(0, (g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1 - g.pl - g.W);
+  const int64_t Hp = padded(g.pt, g.H, g.OH, g.sh, g.kh, g.dh);
+  const int64_t Wp = padded(g.pl, g.W, g.OW, g.sw, g.kw, g.dw);
   const int64_t plane = Hp * Wp;
   const bool taps = micro.taps2 && g.C * plane < (int64_t(1) << 31);
   // The caller's buffer, kept between calls (as Winograd's V); workers reach it by pointer.
@@ -142,22 +180,12 @@ void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro, ConvTileS
   const bool in_place = Hp == g.H && Wp == g.W && g.pt == 0 && g.pl == 0;
   std::vector<int32_t> off;
   if (taps && !in_place) {
-    if (padded_buf.size() < (size_t)(N * g.C * plane)) padded_buf.resize((size_t)(N * g.C * plane));
+    const size_t size = (size_t)(N * g.C * plane);
+    if (padded_buf.size() < size) padded_buf.resize(size);
     float* const xp = padded_buf.data();
     ::ember::parallel_for(N * g.C, std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1)),
                           threads, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; q++) {
-        float* d = xp + q * plane;
-        const float* s = x + q * g.H * g.W;
-        std::fill(d, d + g.pt * Wp, 0.0f);
-        for (int64_t iy = 0; iy < g.H; iy++) {
-          float* row = d + (g.pt + iy) * Wp;
-          std::fill(row, row + g.pl, 0.0f);
-          std::copy(s + iy * g.W, s + (iy + 1) * g.W, row + g.pl);
-          std::fill(row + g.pl + g.W, row + Wp, 0.0f);
-        }
-        std::fill(d + (g.pt + g.H) * Wp, d + plane, 0.0f);
-      }
+      pad_planes(g, x, q0, q1, Hp, Wp, xp);
     });
   }
   if (taps) {
@@ -187,18 +215,12 @@ void fused_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro, ConvTileS
       const int64_t o0 = ib * mc, rows = std::min(osz, o0 + mc) - o0;
       const int64_t p0 = jb * nc / kConvPanel, p1 = std::min(panels, (jb + 1) * nc / kConvPanel);
       strips.clear();
-      if (taps) {  // strips within output rows: a strip's windows are sw apart
-        for (int64_t o = o0; o < o0 + rows;) {
-          const int64_t oy = o / g.OW, ox = o % g.OW, len = std::min(o0 + rows, (oy + 1) * g.OW) - o;
-          const Strips st(len, micro.mr);
-          for (int64_t s = 0; s < st.count; s++)
-            strips.push_back({o - o0 + st.start(s), (int)st.height(s),
-                              oy * g.sh * Wp + (ox + st.start(s)) * g.sw});
-          o += len;
-        }
+      if (taps) {
+        row_strips(g, o0, rows, micro.mr, Wp, &strips);
       } else {
         const Strips st(rows, micro.mr);
-        for (int64_t s = 0; s < st.count; s++) strips.push_back({st.start(s), (int)st.height(s), 0});
+        for (int64_t s = 0; s < st.count; s++)
+          strips.push_back({st.start(s), (int)st.height(s), 0});
         // P's rows slice by slice ([slice][rows][kc]): a strip's slice is one contiguous run
         // (rows K floats apart map to few L1 sets: 4608 floats is 4.5 times 4 KiB).
         for (int64_t k0 = 0; k0 < g.K; k0 += kKC)

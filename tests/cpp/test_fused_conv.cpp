@@ -2,8 +2,9 @@
 // reference against Conv's (+ Relu) on the unpacked weights, every kernel this CPU has against
 // the reference on odd shapes, strides, pads and dilations, each kernel on packed and on plain
 // weights against Conv's kernel of its ISA bit for bit (the same FMA chains), batch and thread
-// invariance, the AVX-512 epilogue against the generic one, and what shape inference refuses. "fused_conv bench" (skipped unless asked for) times it against Conv's
-// kernel and the Winograd one on ResNet-18's layers.
+// invariance, the AVX-512 epilogue against the generic one, and what shape inference
+// refuses. "fused_conv bench" (skipped unless asked for) times it against Conv's kernel and
+// the Winograd one on ResNet-18's layers.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -216,7 +217,8 @@ TEST_CASE("fused_conv: shape inference refuses what it cannot run") {
     return error_of([&] { op_run(n, {&xx, &ww}, nullptr, false, 1, true); });
   };
   CHECK(run(fused_node(c, false), x, wp) == std::nullopt);
-  Tensor wrong_k = packed(random_f32({8, 5, 3, 3}, 3)), wrong_m = packed(random_f32({40, 4, 3, 3}, 3));
+  Tensor wrong_k = packed(random_f32({8, 5, 3, 3}, 3));
+  Tensor wrong_m = packed(random_f32({40, 4, 3, 3}, 3));
   CHECK(run(fused_node(c, false), x, wrong_k) == ErrorKind::Model);
   CHECK(run(fused_node(c, false), x, wrong_m) == ErrorKind::Model);
   Node grouped = fused_node(c, false);
@@ -266,21 +268,26 @@ TEST_CASE("fused_conv bench: ResNet-18 layers against Conv's kernel and Winograd
       auto t0 = clock::now();
       fn();
       clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
-      if (threads == 1) return (double)(c1.tv_sec - c0.tv_sec) + 1e-9 * (double)(c1.tv_nsec - c0.tv_nsec);
+      if (threads == 1)
+        return (double)(c1.tv_sec - c0.tv_sec) + 1e-9 * (double)(c1.tv_nsec - c0.tv_nsec);
       return std::chrono::duration<double>(clock::now() - t0).count();
     };
+    const Node fn = fused_node(c, true);
+    auto run_fused = [&] { op_run(fn, {&x, &wp, &b}, k.fused, false, threads, true); };
+    auto run_wino = [&] { op_run(wn, {&x, &u, &b}, winograd_best(), false, threads, true); };
     // F=1: FusedConv alone (its weights stay in L3: what the kernel does when they are warm).
     const bool alone = std::getenv("F") && std::atoi(std::getenv("F")) == 1;
     for (int r = 0; r < 61; r++) {
       if (alone) {
         tc.push_back(0);
-        tf.push_back(time([&] { op_run(fused_node(c, true), {&x, &wp, &b}, k.fused, false, threads, true); }));
+        tf.push_back(time(run_fused));
         if (wino) tw.push_back(0);
         continue;
       }
       tc.push_back(time([&] { op_run(conv_node(c), {&x, &w, &b}, k.conv, false, threads, true); }));
-      tf.push_back(time([&] { op_run(fused_node(c, true), {&x, &wp, &b}, k.fused, false, threads, true); }));
-      if (wino) tw.push_back(time([&] { op_run(wn, {&x, &u, &b}, winograd_best(), false, threads, true); }));
+      tf.push_back(time(run_fused));
+      if (wino)
+        tw.push_back(time(run_wino));
     }
     std::sort(tc.begin(), tc.end());
     std::sort(tf.begin(), tf.end());

@@ -147,7 +147,8 @@ TEST_CASE("winograd: a fused residual is Add then Relu, bit for bit, broadcast t
       CAPTURE(shape_str(c.x));
       Tensor x = random_f32(c.x, 21), w = random_f32({c.M, c.x[1], 3, 3}, 22);
       Tensor b = random_f32({c.M}, 23), u = winograd_u(w);
-      const int64_t oh = c.x[2] + c.pads[0] + c.pads[2] - 2, ow = c.x[3] + c.pads[1] + c.pads[3] - 2;
+      const int64_t oh = c.x[2] + c.pads[0] + c.pads[2] - 2;
+      const int64_t ow = c.x[3] + c.pads[1] + c.pads[3] - 2;
       // Y's shape (the fused path), then shapes Add broadcasts: per channel, and a batch of 2
       // from one image.
       for (Shape rs : {Shape{c.x[0], c.M, oh, ow}, Shape{c.M, 1, 1}, Shape{2, c.M, oh, ow}}) {
