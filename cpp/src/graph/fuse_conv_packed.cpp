@@ -1,8 +1,9 @@
 // fuse_conv_packed: Conv (2-D, group 1, constant f32 weights and bias; not a 1x1 stride-1
 // unpadded one, whose X the GEMM reads in place) [-> Relu] -> FusedConv (ops_fused_conv.cpp),
-// the Relu in its epilogue. Wide layers get their weights packed at load
-// (conv_packed_weights_f32) for the swapped-role GEMM; narrow ones keep Conv's weights and
-// GEMM. Runs after fuse_conv_winograd: the 3x3 stride-1 convs it takes stay Winograd.
+// the Relu in its epilogue. Weights are packed at load (conv_packed_weights_f32) for the
+// swapped-role GEMM where the CPU's kernel reads patches in place (`gathers`: AVX-512) or the
+// layer is wide; elsewhere the node keeps Conv's weights and runs Conv's GEMM. Runs after
+// fuse_conv_winograd: the 3x3 stride-1 convs it takes stay Winograd.
 #include "graph/fuse.h"
 #include "graph/fuse_util.h"
 #include "kernels/generic/conv_packed_f32.h"
