@@ -266,6 +266,29 @@ def test_convs_winograd_does_not_cover_stay_direct(rng, case):
     assert "WinogradConv" not in [op for _n, op, *_ in eng.plan_info(feeds)["nodes"]]
 
 
+@pytest.mark.parametrize("hw, dims, want", [
+    ((7, 7), (7, 7), "FusedConv"),           # 49 outputs a plane: the direct kernel
+    ((9, 9), (9, 9), "WinogradConv"),        # 81
+    ((7, 7), ("H", "W"), "WinogradConv"),    # the plane unknown at load: the default
+])
+def test_wide_conv3x3_on_a_small_plane_runs_direct(rng, hw, dims, want):
+    """512 -> 512 channels: Winograd's U (16/9 of the weights) would stream from memory for
+    few outputs; the choice is made at load from the declared dims, whatever the batch."""
+    w = (rng.standard_normal((512, 512, 3, 3)) * 0.02).astype(np.float32)
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             oh.make_node("Relu", ["c"], ["y"])]
+    g = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", T.FLOAT, ["N", 512, *dims])],
+                      [vi("y")], initializer=[numpy_helper.from_array(w, "w")])
+    data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    eng = ember.Engine(data)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    for n in (1, 3):
+        x = rng.standard_normal((n, 512, *hw)).astype(np.float32)
+        assert [op for _n, op, *_ in eng.plan_info({"x": x})["nodes"]] == [want]
+        np.testing.assert_allclose(eng.run({"x": x})["y"], sess.run(None, {"x": x})[0],
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_ember_winograd_0_keeps_the_direct_conv(rng, monkeypatch):
     data = conv_model(rng, pads=[1, 1, 1, 1])
     x = rng.standard_normal((1, 24, 13, 10)).astype(np.float32)

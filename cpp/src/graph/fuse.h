@@ -52,12 +52,13 @@ int fuse_add_norm(Graph& graph);
 // (ops_chain.cpp; CPU sessions). In graph/fuse_chain.cpp.
 int fuse_elementwise_chain(Graph& graph);
 // Conv 3x3, stride 1, dilation 1, group 1, constant f32 weights, at least 16 input and output
-// channels [-> Relu] -> WinogradConv (ops_winograd.cpp) with the filters transformed at load.
-// In graph/fuse_winograd.cpp.
+// channels [-> Add(., R)] [-> Relu] -> WinogradConv (ops_winograd.cpp) with the filters
+// transformed at load; not 512-channel convs onto planes of at most 64 outputs (as far as
+// the declared input dims tell at load). In graph/fuse_winograd.cpp.
 int fuse_conv_winograd(Graph& graph);
 // precision="bf16" CPU sessions: float32 Conv nodes with constant weights, other than depthwise
 // ones, get precision "bf16" (ops_conv.cpp; the bf16 GEMM on their patches). Runs after
-// fuse_conv_winograd, so 3x3 stride-1 convs keep the fp32 Winograd kernel.
+// fuse_conv_winograd, so the 3x3 stride-1 convs it takes keep the fp32 Winograd kernel.
 int mark_conv_bf16(Graph& graph);
 // CPU sessions: the Conv nodes left after fuse_conv_winograd and mark_conv_bf16 (2-D, group 1,
 // constant f32 weights, not 1x1 stride-1 unpadded) [-> Relu] -> FusedConv (ops_fused_conv.cpp)
