@@ -170,6 +170,24 @@ TEST_CASE("fused_conv: kernels match the reference and Conv's kernel bit for bit
   }
 }
 
+#if defined(__x86_64__)
+TEST_CASE("fused_conv: the AVX-512 kernel gives the AVX2 kernel's bits") {
+  if (cpu_isa() < Isa::Avx512 || cpu_isa() == Isa::Neon) return;
+  uint32_t seed = 300;
+  for (const Case& c : kCases) {
+    CAPTURE(shape_str(c.x));
+    Tensor x = random_f32(c.x, seed++), w = random_f32({c.M, c.x[1], c.kh, c.kw}, seed++);
+    Tensor b = random_f32({c.M}, seed++), wp = packed(w);
+    Node n = fused_node(c, true);
+    for (const Tensor* wt : {&wp, &w}) {  // the gathering kernel and Conv's GEMM
+      auto a2 = op_run(n, {&x, wt, &b}, cpu::fused_conv_f32_avx2, false, 2, true);
+      auto a5 = op_run(n, {&x, wt, &b}, cpu::fused_conv_f32_avx512, false, 2, true);
+      CHECK(same_bits(a2[0], a5[0]));
+    }
+  }
+}
+#endif
+
 TEST_CASE("fused_conv: an image's output does not depend on the batch") {
   const Case c{{3, 12, 15, 17}, 40, 3, 3, {2, 1}, {1, 0, 1, 2}, {1, 1}};
   Tensor x = random_f32(c.x, 7), w = random_f32({c.M, 12, 3, 3}, 8), b = random_f32({c.M}, 9);
