@@ -212,7 +212,8 @@ bool conv_f32_supports(const InferCtx& ctx) {
 
 void conv_f32(const KernelCtx& ctx) { conv_f32_with(ctx, gemm_micro_generic()); }
 
-void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
+void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
+                   void (*act)(const float* x, float* y, int64_t n)) {
   InferCtx ic{ctx.node, {}, {}};
   ConvGeom g = conv_geom(ic, ctx.input(0).shape(), ctx.input(1).shape(), false);
   const float* x = ctx.input(0).ptr<float>();  // [N, C, in...]
@@ -226,9 +227,14 @@ void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
     for (int64_t n = 0; n < g.N; n++)
       for (int64_t m = 0; m < g.M; m++)
         std::fill(y + (n * g.M + m) * osz, y + (n * g.M + m + 1) * osz, b ? b[m] : 0.0f);
+    if (act) act(y, y, g.N * g.M * osz);
     return;
   }
-  if (is_depthwise(g)) return conv_depthwise(ctx, g, x, w, b, y);
+  if (is_depthwise(g)) {
+    conv_depthwise(ctx, g, x, w, b, y);
+    if (act) act(y, y, g.N * g.M * osz);
+    return;
+  }
   bool pointwise = is_pointwise(g);
   bool small = !pointwise && kg * osz <= kMaxColFloats;
   // The caller's patch matrix, kept between calls: a fresh one (up to 1 MiB) faults its pages
@@ -263,6 +269,7 @@ void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro) {
         a.bias_cs = 0;
         a.beta = 1.0f;
       }
+      a.act = act;
       sgemm(a, ctx.max_threads, micro);
     }
   }

@@ -32,6 +32,9 @@ namespace ember::cpu {
 // for patch matrices up to 2^18 floats; X read in place for 1x1, stride 1, no pad).
 bool conv_f32_supports(const InferCtx& ctx);  // C/group x kernel taps stays under 2^28
 void conv_f32(const KernelCtx& ctx);
-void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro);  // the GEMMs on `micro`
+// The GEMMs on `micro`; `act` (optional: FusedConv's relu) applied in place to each finished
+// output row after the bias.
+void conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
+                   void (*act)(const float* x, float* y, int64_t n) = nullptr);
 
 }  // namespace ember::cpu

@@ -52,6 +52,13 @@ struct GemmMicro {
   // (each A element loaded once for two FMAs), with the same per-element chains as fn.
   void (*fn2)(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
               int64_t pstride, float* c, int64_t ldc, int rows, bool accumulate) = nullptr;
+  // Optional: fn2 with A gathered in place, A[i, k] = a[off[k] + i * as] (FusedConv reads its
+  // patches straight from the padded input: row i an output position, k a tap), with the
+  // same per-element chains as fn. Also prefetches the lines pf + 16 l, l < pf_lines <= 2 kc,
+  // spread over its steps (the weights of the next slice).
+  void (*taps2)(int64_t kc, const float* a, int64_t as, const int32_t* off, const float* b,
+                int64_t ldb, int64_t pstride, float* c, int64_t ldc, int rows, bool accumulate,
+                const float* pf, int64_t pf_lines) = nullptr;
 };
 const GemmMicro& gemm_micro_generic();
 // How a GEMM's batch x M x N output is cut into tasks for `threads` threads: blocks of equal

@@ -44,7 +44,7 @@ void input_generic(const float* s, int64_t ss, int64_t n, float* v, int64_t vs) 
 }
 
 void output_generic(const float* m, int64_t ms, int64_t n, float bias, bool relu, float* y0,
-                    float* y1) {
+                    float* y1, const float* r0, const float* r1) {
   for (int64_t t = 0; t < n; t++) {
     float p[4][2];  // p = M A, row by row
     for (int j = 0; j < 4; j++) {
@@ -54,6 +54,12 @@ void output_generic(const float* m, int64_t ms, int64_t n, float bias, bool relu
     }
     float y[4] = {p[0][0] + p[1][0] + p[2][0] + bias, p[0][1] + p[1][1] + p[2][1] + bias,
                   p[1][0] - p[2][0] - p[3][0] + bias, p[1][1] - p[2][1] - p[3][1] + bias};
+    if (r0) {
+      y[0] += r0[2 * t];
+      y[1] += r0[2 * t + 1];
+      y[2] += r1[2 * t];
+      y[3] += r1[2 * t + 1];
+    }
     if (relu)
       for (float& v : y) v = v < 0.0f ? 0.0f : v;
     y0[2 * t] = y[0];
@@ -87,6 +93,7 @@ struct Task {
   bool relu;
   float* y;  // [N, M, OH, OW]
   int64_t T;
+  const float* res = nullptr;  // [N, M, OH, OW], added before relu (optional)
 
   // Staging: 4 window rows of stage_row() floats (the tile kernels read whole 8-tile steps,
   // from any tile of a row: 14 floats of slack).
@@ -186,22 +193,33 @@ struct Task {
                         const float* p, float* stage) const {
     const int64_t ms = p_stride(m1 - m0);
     for (int64_t m = m0; m < m1; m++) {
-      float* ym = y + (n * g.M + m) * g.OH * g.OW;
+      const int64_t plane = (n * g.M + m) * g.OH * g.OW;
+      float* ym = y + plane;
+      const float* rm = res ? res + plane : nullptr;
       const float* pm = p + (m - m0) * T;
       float bm = bias ? bias[m] : 0.0f;
       for (int64_t ty = i0 / g.tw; ty * g.tw < i1; ty++) {
         int64_t ta = std::max(i0 - ty * g.tw, int64_t(0)), tb = std::min(g.tw, i1 - ty * g.tw);
         int64_t oy = 2 * ty, ox = 2 * ta, w = std::min(2 * tb, g.OW) - ox;
+        const int64_t o0 = oy * g.OW + ox, o1 = o0 + g.OW;
         const float* src = pm + (ty * g.tw + ta - i0);
         if (oy + 1 < g.OH && w == 2 * (tb - ta)) {
-          tiles.output(src, ms, tb - ta, bm, relu, ym + oy * g.OW + ox, ym + (oy + 1) * g.OW + ox);
+          tiles.output(src, ms, tb - ta, bm, relu, ym + o0, ym + o1, rm ? rm + o0 : nullptr,
+                       rm ? rm + o1 : nullptr);
           continue;
         }
         float* s0 = stage;
         float* s1 = stage + stage_row();
-        tiles.output(src, ms, tb - ta, bm, relu, s0, s1);
-        std::memcpy(ym + oy * g.OW + ox, s0, (size_t)w * 4);
-        if (oy + 1 < g.OH) std::memcpy(ym + (oy + 1) * g.OW + ox, s1, (size_t)w * 4);
+        tiles.output(src, ms, tb - ta, bm, relu && !rm, s0, s1, nullptr, nullptr);
+        if (rm) {  // the same float ops as the tile kernels': + residual, then relu
+          for (int64_t j = 0; j < w; j++) {
+            float v0 = s0[j] + rm[o0 + j], v1 = oy + 1 < g.OH ? s1[j] + rm[o1 + j] : 0.0f;
+            s0[j] = relu && v0 < 0.0f ? 0.0f : v0;
+            s1[j] = relu && v1 < 0.0f ? 0.0f : v1;
+          }
+        }
+        std::memcpy(ym + o0, s0, (size_t)w * 4);
+        if (oy + 1 < g.OH) std::memcpy(ym + o1, s1, (size_t)w * 4);
       }
     }
   }
@@ -230,6 +248,14 @@ const WinogradTiles& winograd_tiles_generic() {
   return t;
 }
 
+namespace {
+// The convolution into yt (Y's shape), + res (Y's shape; optional) and relu in the output
+// transform.
+void winograd_run(const KernelCtx& ctx, const GemmMicro& micro, const WinogradTiles& tiles,
+                  const Tensor& xt, const Tensor& ut, const std::vector<int64_t>& pads,
+                  Tensor& yt, const float* res, bool relu);
+}  // namespace
+
 void winograd_conv_f32(const KernelCtx& ctx) {
   winograd_conv_f32_with(ctx, gemm_micro_generic(), winograd_tiles_generic());
 }
@@ -238,8 +264,37 @@ void winograd_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
                             const WinogradTiles& tiles) {
   const Tensor& xt = ctx.input(0);  // [N, C, H, W]
   const Tensor& ut = ctx.input(1);  // [16, M, C]
-  Tensor& yt = ctx.output(0);       // [N, M, OH, OW]
   std::vector<int64_t> pads = ctx.node.attrs.get_ints("pads");
+  const Shape conv_shape{xt.dim(0), ut.dim(1), xt.dim(2) + pads.at(0) + pads.at(2) - 2,
+                         xt.dim(3) + pads.at(1) + pads.at(3) - 2};
+  const Tensor* rt = ctx.has_input(3) ? &ctx.input(3) : nullptr;  // the residual
+  const bool relu = ctx.node.attrs.get_string("activation", "none") == "relu";
+  if (rt && (rt->shape() != conv_shape || ctx.output(0).shape() != conv_shape)) {
+    // A residual that broadcasts: the convolution into a buffer, then the Add and relu.
+    Tensor conv = Tensor::empty(DType::F32, conv_shape);
+    winograd_run(ctx, micro, tiles, xt, ut, pads, conv, nullptr, false);
+    Tensor& out = ctx.output(0);
+    const float* c = conv.ptr<float>();
+    const float* r = rt->ptr<float>();
+    float* o = out.ptr<float>();
+    int64_t i = 0;
+    for (BroadcastIter it(out.shape(), {broadcast_strides(conv_shape, out.shape()),
+                                        broadcast_strides(rt->shape(), out.shape())});
+         !it.done(); it.next(), i++) {
+      const float v = c[it.off[0]] + r[it.off[1]];
+      o[i] = relu && v < 0.0f ? 0.0f : v;
+    }
+    return;
+  }
+  winograd_run(ctx, micro, tiles, xt, ut, pads, ctx.output(0), rt ? rt->ptr<float>() : nullptr,
+               relu);
+}
+
+namespace {
+
+void winograd_run(const KernelCtx& ctx, const GemmMicro& micro, const WinogradTiles& tiles,
+                  const Tensor& xt, const Tensor& ut, const std::vector<int64_t>& pads,
+                  Tensor& yt, const float* res, bool relu) {
   Geom g{xt.dim(0), xt.dim(1), xt.dim(2), xt.dim(3), ut.dim(1), pads.at(0), pads.at(1),
          yt.dim(2), yt.dim(3), 0, 0};
   g.th = ceil_div(g.OH, 2);
@@ -254,8 +309,7 @@ void winograd_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
   const int64_t mc = ceil_div(ceil_div(g.M, ranges), micro.mr) * micro.mr;
   ranges = ceil_div(g.M, mc);
   Task task{g, micro, tiles, xt.ptr<float>(), ut.ptr<float>(),
-            ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr,
-            ctx.node.attrs.get_string("activation", "none") == "relu", yt.ptr<float>(), T};
+            ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr, relu, yt.ptr<float>(), T, res};
   const int64_t jobs = g.N * blocks, vsize = 16 * task.v_stride(), psize = 16 * task.p_stride(mc);
   auto tiles_of = [&](int64_t job, int64_t* n, int64_t* i0, int64_t* i1) {
     *n = job / blocks;
@@ -303,5 +357,7 @@ void winograd_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
     }
   });
 }
+
+}  // namespace
 
 }  // namespace ember::cpu

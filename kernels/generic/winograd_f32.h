@@ -27,17 +27,19 @@ struct WinogradTiles {
   // they leave past n is garbage).
   void (*input)(const float* s, int64_t ss, int64_t n, float* v, int64_t vs);
   // n tiles of one output channel. M[j][k] = m[(4 j + k) * ms + t]; Y = A^T M A + bias, then
-  // max(., 0) where relu (NaN stays NaN). y0[2t], y0[2t + 1] <- Y[0][0], Y[0][1];
-  // y1[2t], y1[2t + 1] <- Y[1][0], Y[1][1]. Rows of M summed first, then columns. m must be
-  // readable up to m[15 ms + ceil8(n)).
+  // + the residual where r0 is set (r0, r1 laid out as y0, y1), then max(., 0) where relu
+  // (NaN stays NaN). y0[2t], y0[2t + 1] <- Y[0][0], Y[0][1]; y1[2t], y1[2t + 1] <- Y[1][0],
+  // Y[1][1]. Rows of M summed first, then columns. m must be readable up to
+  // m[15 ms + ceil8(n)).
   void (*output)(const float* m, int64_t ms, int64_t n, float bias, bool relu, float* y0,
-                 float* y1);
+                 float* y1, const float* r0, const float* r1);
 };
 const WinogradTiles& winograd_tiles_generic();
 
-// WinogradConv: X [N, C, H, W], U [16, M, C], bias [M] (optional); attrs pads [top, left,
-// bottom, right], activation "none" | "relu". The GEMMs run on `micro`, the transforms on
-// `tiles`.
+// WinogradConv: X [N, C, H, W], U [16, M, C], bias [M] (optional), residual R (optional;
+// added before the activation: Y's shape, or one Add broadcasts to Y's); attrs pads [top,
+// left, bottom, right], activation "none" | "relu". The GEMMs run on `micro`, the transforms
+// on `tiles`.
 void winograd_conv_f32(const KernelCtx& ctx);
 void winograd_conv_f32_with(const KernelCtx& ctx, const GemmMicro& micro,
                             const WinogradTiles& tiles);

@@ -82,7 +82,60 @@ inline void micro2(int64_t kc, const float* a, int64_t lda, const float* b, int6
   }
 }
 
+// micro2 with A[i, k] = a[off[k] + i * as] (GemmMicro::taps2).
+template <int R>
+inline void taps2(int64_t kc, const float* a, int64_t as, const int32_t* off, const float* b,
+                  int64_t ldb, int64_t pstride, float* c, int64_t ldc, bool accumulate,
+                  const float* pf, int64_t pf_lines) {
+  __m512 lo[R], hi[R];
+#pragma GCC unroll 12
+  for (int i = 0; i < R; i++) {
+    lo[i] = accumulate ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+    hi[i] = accumulate ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
+  }
+  const int64_t l3 = 3 * as, l5 = 5 * as, l7 = 7 * as;
+  for (int64_t k = 0; k < kc; k++) {
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + pstride);
+    if (2 * k < pf_lines) _mm_prefetch((const char*)(pf + 32 * k), _MM_HINT_T0);
+    if (2 * k + 1 < pf_lines) _mm_prefetch((const char*)(pf + 32 * k + 16), _MM_HINT_T0);
+    const float* p0 = a + off[k];
+    const float* ap[12];
+    a_rows(p0, p0 + 8 * as, as, l3, l5, l7, ap);
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++) {
+      const __m512 ai = _mm512_set1_ps(*ap[i]);
+      lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
+      hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
+    }
+    b += ldb;
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < R; i++) {
+    _mm512_storeu_ps(c + i * ldc, lo[i]);
+    _mm512_storeu_ps(c + i * ldc + 16, hi[i]);
+  }
+}
+
 }  // namespace
+
+void sgemm_taps_12x32_avx512(int64_t kc, const float* a, int64_t as, const int32_t* off,
+                             const float* b, int64_t ldb, int64_t pstride, float* c, int64_t ldc,
+                             int rows, bool accumulate, const float* pf, int64_t pf_lines) {
+  switch (rows) {
+    case 1: return taps2<1>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    case 2: return taps2<2>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    case 3: return taps2<3>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    case 4: return taps2<4>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    case 5: return taps2<5>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    case 6: return taps2<6>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    case 7: return taps2<7>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    case 8: return taps2<8>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    case 9: return taps2<9>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    case 10: return taps2<10>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    case 11: return taps2<11>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+    default: return taps2<12>(kc, a, as, off, b, ldb, pstride, c, ldc, accumulate, pf, pf_lines);
+  }
+}
 
 void sgemm_micro_12x16_avx512(int64_t kc, const float* a, int64_t lda, const float* b,
                               int64_t ldb, float* c, int64_t ldc, int rows, bool accumulate) {

@@ -24,10 +24,11 @@ void matmul_f32_avx2(const KernelCtx& ctx);
 void gemm_f32_avx2(const KernelCtx& ctx);
 void conv_f32_avx2(const KernelCtx& ctx);
 void winograd_conv_f32_avx2(const KernelCtx& ctx);
+void fused_conv_f32_avx2(const KernelCtx& ctx);
 // WinogradTiles (kernels/generic/winograd_f32.h) in winograd_avx2.cpp: 8 tiles per step.
 void winograd_input_avx2(const float* s, int64_t ss, int64_t n, float* v, int64_t vs);
 void winograd_output_avx2(const float* m, int64_t ms, int64_t n, float bias, bool relu, float* y0,
-                          float* y1);
+                          float* y1, const float* r0, const float* r1);
 void fused_matmul_f32_avx2(const KernelCtx& ctx);
 void attention_f32_avx2(const KernelCtx& ctx);  // AVX2 GEMMs and score rows
 
@@ -39,6 +40,10 @@ void sgemm_micro_12x16_avx512(int64_t kc, const float* a, int64_t lda, const flo
 void sgemm_micro_12x32_avx512(int64_t kc, const float* a, int64_t lda, const float* b,
                               int64_t ldb, int64_t pstride, float* c, int64_t ldc, int rows,
                               bool accumulate);
+// Two panels, A gathered: A[i, k] = a[off[k] + i * as] (GemmMicro::taps2).
+void sgemm_taps_12x32_avx512(int64_t kc, const float* a, int64_t as, const int32_t* off,
+                             const float* b, int64_t ldb, int64_t pstride, float* c, int64_t ldc,
+                             int rows, bool accumulate, const float* pf, int64_t pf_lines);
 // One row: c[0:64] (+)= a[0:kc] @ four 16-wide panels (GemmMicro::row4).
 void sgemm_row_1x64_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
                            int64_t pstride, float* c, bool accumulate);
@@ -57,6 +62,11 @@ void matmul_f32_avx512(const KernelCtx& ctx);
 void gemm_f32_avx512(const KernelCtx& ctx);
 void conv_f32_avx512(const KernelCtx& ctx);
 void winograd_conv_f32_avx512(const KernelCtx& ctx);
+void fused_conv_f32_avx512(const KernelCtx& ctx);
+// FusedConv's epilogue (ConvTileStore, kernels/generic/conv_packed_f32.h) in
+// conv_packed_avx512.cpp: 16 x 16 blocks transposed in registers.
+void conv_tile_store_avx512(const float* tile, int64_t rows, int64_t cols, const float* bias,
+                            bool relu, float* y, int64_t ys);
 void fused_matmul_f32_avx512(const KernelCtx& ctx);
 void attention_f32_avx512(const KernelCtx& ctx);
 

@@ -3,10 +3,10 @@
 // winograd_f32.cpp). The same additions in the same order as the generic ones, so the same
 // bits. Input: each window row is read as two 16-float spans (columns 2t.. and 2t + 2..) and
 // split into even and odd columns; output: the 2 x 2 results of 8 tiles are interleaved into
-// 16 floats per output row. The last 1..7 tiles take a full step too (rows shorter than 8
-// tiles are common: 7 x 7 outputs have 4 tiles per row): the input kernel stores all 8 lanes
-// (the contract leaves room), the output kernel copies what exists from a local tile (masked
-// stores are slow on AMD).
+// 16 floats per output row (then the residual added and relu, row by row). The last 1..7
+// tiles take a full step too (rows shorter than 8 tiles are common: 7 x 7 outputs have 4
+// tiles per row): the input kernel stores all 8 lanes (the contract leaves room), the output
+// kernel copies what exists from and to a local tile (masked stores are slow on AMD).
 // Raw pointers and intrinsics only (see CMakeLists.txt).
 #include <immintrin.h>
 
@@ -37,6 +37,19 @@ inline void store_first(float* p, __m256 lo, __m256 hi, int64_t k) {
   for (int64_t i = 0; i < k; i++) p[i] = t[i];
 }
 
+// The first k floats of p (16 when k >= 16) into lo, hi; the rest zero.
+inline void load_first(const float* p, __m256* lo, __m256* hi, int64_t k) {
+  if (k >= 16) {
+    *lo = _mm256_loadu_ps(p);
+    *hi = _mm256_loadu_ps(p + 8);
+    return;
+  }
+  alignas(32) float t[16] = {};
+  for (int64_t i = 0; i < k; i++) t[i] = p[i];
+  *lo = _mm256_load_ps(t);
+  *hi = _mm256_load_ps(t + 8);
+}
+
 }  // namespace
 
 void winograd_input_avx2(const float* s, int64_t ss, int64_t n, float* v, int64_t vs) {
@@ -61,7 +74,7 @@ void winograd_input_avx2(const float* s, int64_t ss, int64_t n, float* v, int64_
 }
 
 void winograd_output_avx2(const float* m, int64_t ms, int64_t n, float bias, bool relu, float* y0,
-                          float* y1) {
+                          float* y1, const float* r0, const float* r1) {
   const __m256 vb = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
   for (int64_t t = 0; t < n; t += 8) {
     const int64_t k = 2 * (n - t);  // output floats of this step per row
@@ -77,19 +90,29 @@ void winograd_output_avx2(const float* m, int64_t ms, int64_t n, float bias, boo
     __m256 y01 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(p1[0], p1[1]), p1[2]), vb);
     __m256 y10 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(p0[1], p0[2]), p0[3]), vb);
     __m256 y11 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(p1[1], p1[2]), p1[3]), vb);
-    if (relu) {  // max(0, y) returns y where y is NaN, and keeps -0, as y < 0 ? 0 : y does
-      y00 = _mm256_max_ps(zero, y00);
-      y01 = _mm256_max_ps(zero, y01);
-      y10 = _mm256_max_ps(zero, y10);
-      y11 = _mm256_max_ps(zero, y11);
-    }
+    // Output rows 0 and 1 in order (a0, a1: row 0's 16 floats; b0, b1: row 1's).
     __m256 lo = _mm256_unpacklo_ps(y00, y01), hi = _mm256_unpackhi_ps(y00, y01);
-    store_first(y0 + 2 * t, _mm256_permute2f128_ps(lo, hi, 0x20),
-                _mm256_permute2f128_ps(lo, hi, 0x31), k);
+    __m256 a0 = _mm256_permute2f128_ps(lo, hi, 0x20), a1 = _mm256_permute2f128_ps(lo, hi, 0x31);
     lo = _mm256_unpacklo_ps(y10, y11);
     hi = _mm256_unpackhi_ps(y10, y11);
-    store_first(y1 + 2 * t, _mm256_permute2f128_ps(lo, hi, 0x20),
-                _mm256_permute2f128_ps(lo, hi, 0x31), k);
+    __m256 b0 = _mm256_permute2f128_ps(lo, hi, 0x20), b1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+    if (r0) {
+      __m256 ra0, ra1, rb0, rb1;
+      load_first(r0 + 2 * t, &ra0, &ra1, k);
+      load_first(r1 + 2 * t, &rb0, &rb1, k);
+      a0 = _mm256_add_ps(a0, ra0);
+      a1 = _mm256_add_ps(a1, ra1);
+      b0 = _mm256_add_ps(b0, rb0);
+      b1 = _mm256_add_ps(b1, rb1);
+    }
+    if (relu) {  // max(0, y) returns y where y is NaN, and keeps -0, as y < 0 ? 0 : y does
+      a0 = _mm256_max_ps(zero, a0);
+      a1 = _mm256_max_ps(zero, a1);
+      b0 = _mm256_max_ps(zero, b0);
+      b1 = _mm256_max_ps(zero, b1);
+    }
+    store_first(y0 + 2 * t, a0, a1, k);
+    store_first(y1 + 2 * t, b0, b1, k);
   }
 }
 

@@ -140,6 +140,35 @@ TEST_CASE("winograd: fast kernels match the reference (odd shapes, pads, relu, t
   }
 }
 
+TEST_CASE("winograd: a fused residual is Add then Relu, bit for bit, broadcast too") {
+  for (const NamedKernel& k : winograd_kernels()) {
+    for (const Case& c : kCases) {
+      CAPTURE(k.name);
+      CAPTURE(shape_str(c.x));
+      Tensor x = random_f32(c.x, 21), w = random_f32({c.M, c.x[1], 3, 3}, 22);
+      Tensor b = random_f32({c.M}, 23), u = winograd_u(w);
+      const int64_t oh = c.x[2] + c.pads[0] + c.pads[2] - 2;
+      const int64_t ow = c.x[3] + c.pads[1] + c.pads[3] - 2;
+      // Y's shape (the fused path), then shapes Add broadcasts: per channel, and a batch of 2
+      // from one image.
+      for (Shape rs : {Shape{c.x[0], c.M, oh, ow}, Shape{c.M, 1, 1}, Shape{2, c.M, oh, ow}}) {
+        if (rs[0] == 2 && c.x[0] != 1) continue;
+        CAPTURE(shape_str(rs));
+        Tensor r = random_f32(rs, 24);
+        Node plain = winograd_node(c.pads, false);
+        auto conv = op_run(plain, {&x, &u, &b}, k.fn, false, 2, true);
+        Node add = ember::test::node(OpType::Add), relu = ember::test::node(OpType::Relu);
+        auto sum = op_run(add, {&conv[0], &r}, nullptr, false, 1, true);
+        auto want = op_run(relu, {&sum[0]}, nullptr, false, 1, true);
+        auto fused = op_run(winograd_node(c.pads, true), {&x, &u, &b, &r}, k.fn, false, 2, true);
+        CHECK(same_bits(fused[0], want[0]));
+        auto ref = op_run(winograd_node(c.pads, true), {&x, &u, &b, &r}, nullptr, false, 1, true);
+        check_close(fused[0], ref[0], 1e-5);
+      }
+    }
+  }
+}
+
 TEST_CASE("winograd: an image's output does not depend on the batch") {
   Tensor x = random_f32({3, 24, 15, 17}, 7), w = random_f32({40, 24, 3, 3}, 8);
   Tensor u = winograd_u(w);
@@ -176,12 +205,17 @@ TEST_CASE("winograd: AVX2 tile transforms give the generic ones' bits") {
     cpu::winograd_input_avx2(s.data(), ss, n, vb.data(), n8);
     for (int64_t xi = 0; xi < 16; xi++)  // the n tiles; past them the contract allows garbage
       CHECK(std::memcmp(va.data() + xi * n8, vb.data() + xi * n8, n * 4) == 0);
-    for (bool relu : {false, true}) {
-      std::vector<float> ya(4 * n), yb(4 * n);
-      gen.output(m.data(), n8, n, 0.25f, relu, ya.data(), ya.data() + 2 * n);
-      cpu::winograd_output_avx2(m.data(), n8, n, 0.25f, relu, yb.data(), yb.data() + 2 * n);
-      CHECK(std::memcmp(ya.data(), yb.data(), ya.size() * 4) == 0);
-    }
+    std::vector<float> r(4 * n);  // a residual, rows as the output's
+    for (size_t i = 0; i < r.size(); i++) r[i] = i % 7 == 2 ? specials[i % 6] : u(rng);
+    for (bool relu : {false, true})
+      for (const float* r0 : {(const float*)nullptr, (const float*)r.data()}) {
+        const float* r1 = r0 ? r0 + 2 * n : nullptr;
+        std::vector<float> ya(4 * n), yb(4 * n);
+        gen.output(m.data(), n8, n, 0.25f, relu, ya.data(), ya.data() + 2 * n, r0, r1);
+        cpu::winograd_output_avx2(m.data(), n8, n, 0.25f, relu, yb.data(), yb.data() + 2 * n,
+                                  r0, r1);
+        CHECK(std::memcmp(ya.data(), yb.data(), ya.size() * 4) == 0);
+      }
   }
 }
 #endif

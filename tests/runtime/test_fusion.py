@@ -1,7 +1,8 @@
 """Load-time fusion passes (cpp/src/graph/fuse.cpp) against onnxruntime and against ember's
 unfused reference path: MatMul + bias + activation -> FusedMatMul (packed weights), the
 erf-GELU forms exporters write -> Gelu, and written-out RMSNorm (torch's exports of it too) ->
-RMSNormalization, 3x3 stride-1 Conv [+ Relu] -> WinogradConv. Each model checks that the fusion happened (plan_info) and that the answer
+RMSNormalization, 3x3 stride-1 Conv [+ Relu] -> WinogradConv, other 2-D Conv [+ Relu] ->
+FusedConv. Each model checks that the fusion happened (plan_info) and that the answer
 did not change; patterns that must not fuse (a shared intermediate, a graph output in the
 middle, a non-constant weight) stay as they are.
 """
@@ -167,7 +168,8 @@ def test_conv_batch_norm_folds_into_the_conv(rng, conv_bias):
                       [vi("y")], initializer=inits)
     data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
     ops = [op for op, _ in run_both(data, rng.standard_normal((2, c_in, 9, 11)).astype(np.float32))]
-    assert ops == ["Conv", "Relu"], ops  # 3 input channels: too few for the Winograd form
+    # 3 input channels: too few for the Winograd form; BN folded, then the Relu fused.
+    assert ops == ["FusedConv"], ops
 
 
 def conv_model(rng, c_in=24, c_out=20, relu=True, bias=True, w_input=False, hw=(13, 10), **attrs):
@@ -200,6 +202,58 @@ def test_conv3x3_runs_in_winograd_form_and_matches_onnxruntime(rng, case):
     np.testing.assert_allclose(ember.Engine(data).run({"x": x})["y"], direct, rtol=1e-5, atol=1e-4)
 
 
+def residual_model(rng, r_shape, relu=True, r_const=False, second_reader=False):
+    """x -> Conv 3x3 -> Add(., r) [-> Relu]; r fed (or a constant) of r_shape."""
+    w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")]
+    inputs = [oh.make_tensor_value_info("x", T.FLOAT, ["N", 24, 13, 10])]
+    if r_const:
+        inits.append(numpy_helper.from_array(rng.standard_normal(r_shape).astype(np.float32), "r"))
+    else:
+        inputs.append(oh.make_tensor_value_info("r", T.FLOAT, [str(d) if d is None else d
+                                                                for d in r_shape]))
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             oh.make_node("Add", ["r", "c"], ["s" if relu else "y"], name="add")]
+    outputs = [vi("y")]
+    if relu:
+        nodes.append(oh.make_node("Relu", ["s"], ["y"], name="relu"))
+    if second_reader:
+        outputs.append(vi("s"))
+    g = oh.make_graph(nodes, "g", inputs, outputs, initializer=inits)
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("r_shape", [(2, 20, 13, 10), (1, 20, 1, 1), (20, 13, 10)])
+@pytest.mark.parametrize("relu", [True, False])
+def test_conv3x3_residual_add_and_relu_run_in_the_winograd_epilogue(rng, r_shape, relu):
+    data = residual_model(rng, r_shape, relu)
+    x = rng.standard_normal((2, 24, 13, 10)).astype(np.float32)
+    feeds = {"x": x, "r": rng.standard_normal(r_shape).astype(np.float32)}
+    eng = ember.Engine(data)
+    assert [op for _n, op, *_ in eng.plan_info(feeds)["nodes"]] == ["WinogradConv"]
+    got = eng.run(feeds)["y"]
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    ref = ember.Engine(data, kernels="reference").run(feeds)["y"]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_residual_add_the_winograd_form_leaves_apart(rng):
+    x = rng.standard_normal((1, 24, 13, 10)).astype(np.float32)
+    const = residual_model(rng, (20, 1, 1), r_const=True)  # a bias as an Add: not a residual
+    ops = [op for _n, op, *_ in ember.Engine(const).plan_info({"x": x})["nodes"]]
+    assert ops[0] == "WinogradConv" and len(ops) == 2, ops
+    shared = residual_model(rng, (1, 20, 13, 10), second_reader=True)  # the sum read twice
+    feeds = {"x": x, "r": rng.standard_normal((1, 20, 13, 10)).astype(np.float32)}
+    eng = ember.Engine(shared)
+    ops = [op for _n, op, *_ in eng.plan_info(feeds)["nodes"]]
+    assert ops == ["WinogradConv", "Relu"], ops
+    got = eng.run(feeds)
+    ref = ember.Engine(shared, kernels="reference").run(feeds)
+    for k in ("y", "s"):
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("case", [dict(strides=[2, 2]), dict(dilations=[2, 2]), dict(group=2),
                                   dict(c_in=3), dict(c_out=8), dict(k=5), dict(w_input=True)])
 def test_convs_winograd_does_not_cover_stay_direct(rng, case):
@@ -212,12 +266,78 @@ def test_convs_winograd_does_not_cover_stay_direct(rng, case):
     assert "WinogradConv" not in [op for _n, op, *_ in eng.plan_info(feeds)["nodes"]]
 
 
+@pytest.mark.parametrize("hw, dims, want", [
+    ((7, 7), (7, 7), "FusedConv"),           # 49 outputs a plane: the direct kernel
+    ((9, 9), (9, 9), "WinogradConv"),        # 81
+    ((7, 7), ("H", "W"), "WinogradConv"),    # the plane unknown at load: the default
+])
+def test_wide_conv3x3_on_a_small_plane_runs_direct(rng, hw, dims, want):
+    """512 -> 512 channels: Winograd's U (16/9 of the weights) would stream from memory for
+    few outputs; the choice is made at load from the declared dims, whatever the batch."""
+    w = (rng.standard_normal((512, 512, 3, 3)) * 0.02).astype(np.float32)
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             oh.make_node("Relu", ["c"], ["y"])]
+    g = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", T.FLOAT, ["N", 512, *dims])],
+                      [vi("y")], initializer=[numpy_helper.from_array(w, "w")])
+    data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    eng = ember.Engine(data)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    for n in (1, 3):
+        x = rng.standard_normal((n, 512, *hw)).astype(np.float32)
+        assert [op for _n, op, *_ in eng.plan_info({"x": x})["nodes"]] == [want]
+        np.testing.assert_allclose(eng.run({"x": x})["y"], sess.run(None, {"x": x})[0],
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_ember_winograd_0_keeps_the_direct_conv(rng, monkeypatch):
     data = conv_model(rng, pads=[1, 1, 1, 1])
     x = rng.standard_normal((1, 24, 13, 10)).astype(np.float32)
     monkeypatch.setenv("EMBER_WINOGRAD", "0")
     ops = [op for _n, op, *_ in ember.Engine(data).plan_info({"x": x})["nodes"]]
+    assert ops == ["FusedConv"], ops  # the direct sums, the Relu in the epilogue
+    monkeypatch.setenv("EMBER_FUSED_CONV", "0")
+    ops = [op for _n, op, *_ in ember.Engine(data).plan_info({"x": x})["nodes"]]
     assert ops == ["Conv", "Relu"], ops
+
+
+@pytest.mark.parametrize("case", [
+    dict(c_in=3, c_out=64, k=7, strides=[2, 2], pads=[3, 3, 3, 3]),          # a stem
+    dict(c_in=20, c_out=300, strides=[2, 2], pads=[1, 1, 1, 1]),             # packed panels
+    dict(c_in=9, c_out=260, relu=False, bias=False, strides=[2, 1], pads=[0, 1, 2, 1]),
+    dict(c_in=6, c_out=10, k=1, strides=[2, 2]),                             # 1x1 downsample
+    dict(c_in=12, c_out=257, dilations=[2, 2], pads=[2, 1, 2, 0]),
+    dict(c_in=12, c_out=257, strides=[2, 2], auto_pad="SAME_UPPER")])
+def test_convs_left_by_winograd_run_fused_with_their_relu(rng, case):
+    """FusedConv: Conv's sums (Conv's GEMM, or the swapped-role one on weights packed at
+    load from 256 output channels), the Relu in the epilogue; the same bits as Conv then Relu."""
+    data = conv_model(rng, **case)
+    for n in (1, 3):
+        x = rng.standard_normal((n, case["c_in"], 13, 10)).astype(np.float32)
+        ops = run_both(data, x)
+        assert [op for op, _ in ops] == ["FusedConv"], ops
+
+
+def test_fused_conv_gives_conv_then_relu_bits(rng, monkeypatch):
+    data = conv_model(rng, c_in=16, c_out=256, strides=[2, 2], pads=[1, 1, 1, 1], hw=(15, 15))
+    x = rng.standard_normal((2, 16, 15, 15)).astype(np.float32)
+    fused = ember.Engine(data).run({"x": x})["y"]
+    monkeypatch.setenv("EMBER_FUSED_CONV", "0")
+    apart = ember.Engine(data)
+    assert [op for _n, op, *_ in apart.plan_info({"x": x})["nodes"]] == ["Conv", "Relu"]
+    np.testing.assert_array_equal(fused, apart.run({"x": x})["y"])
+    one = ember.Engine(data).run({"x": x[1:]})["y"]  # an image alone: its batch's bits
+    np.testing.assert_array_equal(one, apart.run({"x": x})["y"][1:])
+
+
+def test_conv_relu_with_a_second_reader_keeps_the_relu_apart(rng):
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             oh.make_node("Relu", ["c"], ["y"]), oh.make_node("Neg", ["c"], ["z"])]
+    g = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", T.FLOAT, ["N", 4, 9, 9])],
+                      [vi("y"), vi("z")], initializer=[numpy_helper.from_array(w, "w")])
+    data = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    ops = [op for op, _ in run_both(data, rng.standard_normal((1, 4, 9, 9)).astype(np.float32))]
+    assert ops[0] == "FusedConv" and "Relu" in ops, ops
 
 
 def attention_model(rng, scale_op, mask_kind, heads=2, d=8):

@@ -68,6 +68,9 @@ enum class OpType : uint16_t {
   // 3x3 stride-1 Conv in Winograd F(2x2, 3x3) form, made by fuse_conv_winograd for CPU
   // sessions (ops_winograd.cpp)
   WinogradConv,
+  // 2-D group-1 Conv [-> Relu] with weights packed for the CPU's swapped-role GEMM, made by
+  // fuse_conv_packed for CPU sessions (ops_fused_conv.cpp)
+  FusedConv,
   Count
 };
 

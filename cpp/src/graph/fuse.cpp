@@ -502,6 +502,9 @@ int fuse_graph(Graph& graph, const FuseOptions& options) {
           fuse_attention(graph, options.bf16 && options.pack_cpu_weights);
   if (options.pack_cpu_weights && options.winograd) n += fuse_conv_winograd(graph);  // after BN
   if (options.pack_cpu_weights && options.bf16) n += mark_conv_bf16(graph);  // after Winograd
+  // Takes what those two left.
+  if (options.pack_cpu_weights && options.fused_conv)
+    n += fuse_conv_packed(graph, options.conv_gathers);
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (options.fuse_add_norm) n += fuse_add_norm(graph);  // after the norms written out fused
   // Last: what the other passes leave of elementwise runs (CPU only: no device kernel).

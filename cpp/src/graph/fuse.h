@@ -52,13 +52,19 @@ int fuse_add_norm(Graph& graph);
 // (ops_chain.cpp; CPU sessions). In graph/fuse_chain.cpp.
 int fuse_elementwise_chain(Graph& graph);
 // Conv 3x3, stride 1, dilation 1, group 1, constant f32 weights, at least 16 input and output
-// channels [-> Relu] -> WinogradConv (ops_winograd.cpp) with the filters transformed at load.
-// In graph/fuse_winograd.cpp.
+// channels [-> Add(., R)] [-> Relu] -> WinogradConv (ops_winograd.cpp) with the filters
+// transformed at load; not 512-channel convs onto planes of at most 64 outputs (as far as
+// the declared input dims tell at load). In graph/fuse_winograd.cpp.
 int fuse_conv_winograd(Graph& graph);
 // precision="bf16" CPU sessions: float32 Conv nodes with constant weights, other than depthwise
 // ones, get precision "bf16" (ops_conv.cpp; the bf16 GEMM on their patches). Runs after
-// fuse_conv_winograd, so 3x3 stride-1 convs keep the fp32 Winograd kernel.
+// fuse_conv_winograd, so the 3x3 stride-1 convs it takes keep the fp32 Winograd kernel.
 int mark_conv_bf16(Graph& graph);
+// CPU sessions: the Conv nodes left after fuse_conv_winograd and mark_conv_bf16 (2-D, group 1,
+// constant f32 weights, not 1x1 stride-1 unpadded) [-> Relu] -> FusedConv (ops_fused_conv.cpp)
+// with weights packed at load (all of them where `gathers`, else from 256 output channels).
+// In graph/fuse_conv_packed.cpp.
+int fuse_conv_packed(Graph& graph, bool gathers = false);
 struct FuseOptions {
   // fuse_matmul packs weights for the CPU's GEMM; a session with a device runs
   // fuse_matmul_epilogue instead (the device reads plain weights; CPU fallbacks pack them per
@@ -70,6 +76,12 @@ struct FuseOptions {
   // fuse_conv_winograd (CPU sessions; EMBER_WINOGRAD=0 turns it off): results differ from the
   // direct sums by rounding only.
   bool winograd = true;
+  // fuse_conv_packed (CPU sessions; EMBER_FUSED_CONV=0 turns it off): the same bits as Conv's
+  // kernel then Relu's.
+  bool fused_conv = true;
+  // The CPU's FusedConv kernel reads its patches in place (no packing per call): every
+  // FusedConv gets packed weights, not only those of 256 or more output channels.
+  bool conv_gathers = false;
   // precision="bf16" on CPUs with AVX512_BF16 (CPU sessions): fuse_matmul packs weights as
   // bf16 pairs (the FusedMatMul rounds its activations to bf16 too), fuse_attention and
   // mark_conv_bf16 mark their nodes precision "bf16"; norms, softmax and epilogues stay fp32.

@@ -19,7 +19,7 @@ struct OpIndex {
                        op_defs_quant(), op_defs_fused(), op_defs_qmatmul(),
                        op_defs_q4matmul(), op_defs_qconv(), op_defs_llm(),
                        op_defs_q8matmul(), op_defs_add_norm(), op_defs_chain(),
-                       op_defs_winograd()}) {
+                       op_defs_winograd(), op_defs_fused_conv()}) {
       for (const OpDef& d : table) {
         EMBER_CHECK(rows[(size_t)d.op] == nullptr, Internal, "[ops] two rows for ", d.name);
         rows[(size_t)d.op] = &d;

@@ -174,6 +174,7 @@ std::span<const OpDef> op_defs_q8matmul();
 std::span<const OpDef> op_defs_add_norm();
 std::span<const OpDef> op_defs_chain();
 std::span<const OpDef> op_defs_winograd();
+std::span<const OpDef> op_defs_fused_conv();
 // AddNorm run by the CPU's best kernel for each of its parts, Add then the norm (ops_add_norm.cpp;
 // the CPU registry's row): what the unfused pair gives on the CPU, bit for bit.
 void add_norm_cpu(const KernelCtx& ctx);

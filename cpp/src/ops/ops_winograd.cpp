@@ -1,8 +1,9 @@
-// WinogradConv: a 3x3, stride 1, dilation 1, group 1 Conv (2-D) [-> Relu] in Winograd
-// F(2x2, 3x3) form, made by fuse_conv_winograd (cpp/src/graph/fuse_winograd.cpp) for CPU
-// sessions. Inputs X [N, C, H, W] f32, U [16, M, C] f32 (the filters as G g G^T, see
-// kernels/generic/winograd_f32.h), bias [M] (optional); attrs pads [top, left, bottom, right],
-// activation "none" | "relu". Y [N, M, H + top + bottom - 2, W + left + right - 2].
+// WinogradConv: a 3x3, stride 1, dilation 1, group 1 Conv (2-D) [-> Add(., R)] [-> Relu] in
+// Winograd F(2x2, 3x3) form, made by fuse_conv_winograd (cpp/src/graph/fuse_winograd.cpp) for
+// CPU sessions. Inputs X [N, C, H, W] f32, U [16, M, C] f32 (the filters as G g G^T, see
+// kernels/generic/winograd_f32.h), bias [M] (optional), R f32 (optional: a residual added as
+// Add adds it, broadcasting); attrs pads [top, left, bottom, right], activation "none" |
+// "relu". Y [N, M, H + top + bottom - 2, W + left + right - 2], or its broadcast with R.
 // The reference follows the definition tile by tile in float: V = B^T d B (d the tile's 4 x 4
 // window, zero outside X), P[xi] = sum over c in order of U[xi][m][c] V_c[xi], Y = A^T P A
 // (rows of P first), + bias, then the activation. It differs from Conv's direct sums by
@@ -31,7 +32,10 @@ std::vector<TensorType> infer_winograd_conv(const InferCtx& ctx) {
   int64_t oh = x.shape[2] + pads[0] + pads[2] - 2, ow = x.shape[3] + pads[1] + pads[3] - 2;
   if (oh < 1 || ow < 1)
     ctx.fail("X ", shape_str(x.shape), " with pads is smaller than the 3 x 3 kernel");
-  return {{DType::F32, {x.shape[0], m, oh, ow}}};
+  Shape y{x.shape[0], m, oh, ow};
+  if (!ctx.has(3)) return {{DType::F32, y}};
+  if (ctx.in[3].dtype != DType::F32) ctx.fail("R must be float32");
+  return {{DType::F32, broadcast_shapes(ctx, y, ctx.in[3].shape)}};
 }
 
 void ref_winograd_conv(const KernelCtx& ctx) {
@@ -39,15 +43,17 @@ void ref_winograd_conv(const KernelCtx& ctx) {
   static const float AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
   const Tensor& xt = ctx.input(0);
   const Tensor& ut = ctx.input(1);
-  Tensor& yt = ctx.output(0);
+  Tensor& yt = ctx.output(0);  // Y, or its broadcast with R
   const int64_t N = xt.dim(0), C = xt.dim(1), H = xt.dim(2), W = xt.dim(3), M = ut.dim(1);
-  const int64_t OH = yt.dim(2), OW = yt.dim(3);
   std::vector<int64_t> pads = ctx.node.attrs.get_ints("pads");
+  const int64_t OH = H + pads[0] + pads[2] - 2, OW = W + pads[1] + pads[3] - 2;
   const float* x = xt.ptr<float>();
   const float* u = ut.ptr<float>();
   const float* bias = ctx.has_input(2) ? ctx.input(2).ptr<float>() : nullptr;
   bool relu = ctx.node.attrs.get_string("activation", "none") == "relu";
-  float* y = yt.ptr<float>();
+  // The convolution and bias into yc (Y's shape); then + R (broadcast) and the activation.
+  std::vector<float> yc((size_t)(N * M * OH * OW));
+  float* y = yc.data();
   // A sum of the nonzero terms c[i] * v[i] (each +-1) in order of i.
   auto combine = [](const float* c, auto v) {
     float s = 0.0f;
@@ -91,14 +97,26 @@ void ref_winograd_conv(const KernelCtx& ctx) {
               int64_t oy = 2 * ty + a, ox = 2 * tx + b;
               if (oy >= OH || ox >= OW) continue;
               float v = combine(AT[a], [&](int j) { return q[j][b]; }) + (bias ? bias[m] : 0.0f);
-              y[((n * M + m) * OH + oy) * OW + ox] = relu && v < 0.0f ? 0.0f : v;
+              y[((n * M + m) * OH + oy) * OW + ox] = v;
             }
         }
       }
+  const Shape yshape{N, M, OH, OW};
+  const Tensor* rt = ctx.has_input(3) ? &ctx.input(3) : nullptr;
+  const Shape& out = yt.shape();
+  std::vector<Shape> strides = {broadcast_strides(yshape, out)};
+  if (rt) strides.push_back(broadcast_strides(rt->shape(), out));
+  float* o = yt.ptr<float>();
+  int64_t i = 0;
+  for (BroadcastIter it(out, strides); !it.done(); it.next(), i++) {
+    float v = yc[it.off[0]];
+    if (rt) v += rt->ptr<float>()[it.off[1]];
+    o[i] = relu && v < 0.0f ? 0.0f : v;
+  }
 }
 
 const OpDef kOps[] = {
-    {OpType::WinogradConv, "WinogradConv", 2, 3, 1, 1, kOpFused,
+    {OpType::WinogradConv, "WinogradConv", 2, 4, 1, 1, kOpFused,
      {{"pads", AttrKind::Ints, true}, {"activation", AttrKind::String}}, infer_winograd_conv,
      ref_winograd_conv},
 };

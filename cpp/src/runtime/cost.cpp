@@ -56,6 +56,12 @@ double cost_conv(const Node&, const Types& in, const Types& out) {
   return 2 * numel(at(out, 0)) * numel(w) / (double)w.shape[0];
 }
 
+// FusedConv: W as Conv's, or Wp [panels, C kh kw, 32] (dim 1: the MACs per output element).
+double cost_fused_conv(const Node& n, const Types& in, const Types& out) {
+  const Shape& w = at(in, 1).shape;
+  return w.size() == 3 ? 2 * numel(at(out, 0)) * (double)w[1] : cost_conv(n, in, out);
+}
+
 // WinogradConv: the 16 GEMMs U[xi] [M, C] @ V[xi] [C, tiles], 2 x 2 outputs per tile; the
 // additions of the tile transforms are not counted. (A direct Conv of the same shape counts
 // 2.25x more: 9 MACs per output and input channel, not 4.)
@@ -198,6 +204,7 @@ const CostRow kCosts[] = {
     {OpType::Gemm, O, 0, cost_gemm},
     {OpType::Conv, O, 0, cost_conv},
     {OpType::WinogradConv, O, 0, cost_winograd},
+    {OpType::FusedConv, O, 0, cost_fused_conv},
     {OpType::ConvTranspose, O, 0, cost_conv_transpose},
     {OpType::MatMulInteger, O, 0, cost_matmul},
     {OpType::QLinearMatMul, O, 0, cost_matmul},  // requantization not counted

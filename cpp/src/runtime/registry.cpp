@@ -10,6 +10,7 @@
 #include "kernels/generic/conv_i8.h"
 #include "kernels/generic/gemm_bf16.h"
 #include "kernels/generic/winograd_f32.h"
+#include "kernels/generic/conv_packed_f32.h"
 #include "kernels/generic/gemm_i8.h"
 #include "kernels/generic/gemm_q4.h"
 #include "kernels/generic/gemm_q8.h"
@@ -188,9 +189,12 @@ const KernelEntry kCpuKernels[] = {
     {OpType::Conv, DType::F32, Isa::Avx2, conv_f32_avx2, "conv_f32_avx2", conv_f32_supports},
     {OpType::WinogradConv, DType::F32, Isa::Avx512, winograd_conv_f32_avx512, "winograd_conv_f32_avx512"},
     {OpType::WinogradConv, DType::F32, Isa::Avx2, winograd_conv_f32_avx2, "winograd_conv_f32_avx2"},
+    {OpType::FusedConv, DType::F32, Isa::Avx512, fused_conv_f32_avx512, "fused_conv_f32_avx512"},
+    {OpType::FusedConv, DType::F32, Isa::Avx2, fused_conv_f32_avx2, "fused_conv_f32_avx2"},
 #endif
     {OpType::Conv, DType::F32, Isa::Generic, conv_f32, "conv_f32", conv_f32_supports},
     {OpType::WinogradConv, DType::F32, Isa::Generic, winograd_conv_f32, "winograd_conv_f32"},
+    {OpType::FusedConv, DType::F32, Isa::Generic, fused_conv_f32, "fused_conv_f32"},
 #if defined(__x86_64__)
     {OpType::MaxPool, DType::F32, Isa::Avx2, max_pool_f32_avx2, "max_pool_f32_avx2", max_pool_f32_supports},
 #endif

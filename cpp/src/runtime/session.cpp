@@ -33,12 +33,22 @@ bool winograd_enabled() {
   return !env || std::string(env) != "0";
 }
 
+// EMBER_FUSED_CONV=0: Conv and Relu stay apart, on Conv's GEMM (read per session; A/B timing).
+bool fused_conv_enabled() {
+  const char* env = std::getenv("EMBER_FUSED_CONV");
+  return !env || std::string(env) != "0";
+}
+
 // precision="bf16" on a CPU session whose CPU has AVX512_BF16 (not lowered by EMBER_CPU_ISA):
 // weights are packed as bf16 and matmuls run on vdpbf16ps. Elsewhere the CPU runs fp32.
 bool cpu_bf16(const SessionOptions& options) {
   return options.device_options.precision == Precision::BF16 &&
          (options.device.empty() || options.device == "cpu") && cpu_bf16_dot();
 }
+
+// Whether the CPU's FusedConv kernel reads patches in place (GemmMicro::taps2: the AVX-512
+// one), so that packed weights pay off for every FusedConv, not only wide ones.
+bool cpu_conv_gathers() { return cpu_isa() == Isa::Avx512 || cpu_isa() == Isa::Avx512Bf16; }
 
 }  // namespace
 
@@ -507,6 +517,8 @@ Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<I
     fuse_graph(graph, {.pack_cpu_weights = !impl_->device,
                        .fuse_add_norm = (bool)impl_->device,
                        .winograd = winograd_enabled(),
+                       .fused_conv = fused_conv_enabled(),
+                       .conv_gathers = cpu_conv_gathers(),
                        .bf16 = cpu_bf16(options)});
   impl_->graph = std::move(graph);
   impl_->options = options;
