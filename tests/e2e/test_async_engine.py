@@ -218,6 +218,25 @@ def test_event_loop_keeps_running(ae):
     assert ticks >= 10 and ticks >= 0.2 * elapsed / 0.01, (ticks, elapsed)
 
 
+def test_llm_stats_never_waits_out_the_generation(gguf_path):
+    """llm_stats() reads the snapshot the step loop publishes after each step: it once waited
+    on the step mutex, which the loop thread retakes at once, for up to a whole generation."""
+    async def main():
+        async with await ember.AsyncEngine.create(gguf_path, **OPTS) as ae2:
+            task = asyncio.create_task(ae2.generate(LONG, max_tokens=200, ignore_eos=True))
+            seen, worst = set(), 0.0
+            while not task.done():
+                t0 = time.perf_counter()
+                seen.add(ae2.llm_stats()["generated_tokens"])
+                worst = max(worst, time.perf_counter() - t0)
+                await asyncio.sleep(0.005)
+            await task
+        return seen, worst
+    seen, worst = asyncio.run(main())
+    assert worst < 0.25, f"llm_stats() took {worst:.3f} s"
+    assert len(seen) >= 10, f"only {len(seen)} distinct token counts seen while generating 200"
+
+
 def test_create_in_a_thread_and_close_fails_requests_in_flight(gguf_path):
     async def main():
         ae2 = await ember.AsyncEngine.create(gguf_path, **OPTS)

@@ -40,6 +40,8 @@ LlmRunner::LlmRunner(Session* session, const RunnerConfig& config)
     v_cache_.push_back(Tensor::zeros(config.kv_dtype, shape));
   }
   totals_.num_blocks = s.num_blocks;
+  std::lock_guard<std::mutex> lock(step_mu_);
+  publish_locked();
 }
 
 LlmRunner::~LlmRunner() { stop(); }
@@ -74,8 +76,8 @@ bool LlmRunner::has_unfinished() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!pending_add_.empty() || !pending_cancel_.empty()) return true;
   }
-  std::lock_guard<std::mutex> lock(step_mu_);
-  return scheduler_.has_unfinished();
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return published_unfinished_;
 }
 
 std::vector<SeqOutput> LlmRunner::step() {
@@ -107,6 +109,7 @@ std::vector<SeqOutput> LlmRunner::step_locked() {
     }
     live_.clear();
   }
+  publish_locked();
   return out;
 }
 
@@ -283,8 +286,7 @@ std::vector<SeqOutput> LlmRunner::poll(int64_t timeout_ms) {
   return out;
 }
 
-RunnerStats LlmRunner::stats() {
-  std::lock_guard<std::mutex> lock(step_mu_);
+void LlmRunner::publish_locked() {
   RunnerStats s = totals_;
   s.preemptions = scheduler_.num_preemptions();
   s.prefix_query_tokens = scheduler_.kv().prefix_query_tokens();
@@ -293,7 +295,15 @@ RunnerStats LlmRunner::stats() {
   s.waiting = scheduler_.num_waiting();
   s.free_blocks = scheduler_.num_free_blocks();
   s.kv_usage = scheduler_.kv().usage();
-  return s;
+  bool unfinished = scheduler_.has_unfinished();
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  published_ = s;
+  published_unfinished_ = unfinished;
+}
+
+RunnerStats LlmRunner::stats() {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return published_;
 }
 
 }  // namespace ember::llm

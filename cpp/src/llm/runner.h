@@ -60,6 +60,7 @@ class LlmRunner {
   // One step on the calling thread; returns its outputs (also those of cancellations and
   // failures: finish_reason "abort" or "error: <message>").
   std::vector<SeqOutput> step();
+  // Requests queued, or left unfinished by the last step (never waits for a running step).
   bool has_unfinished();
 
   // The loop thread: steps while there is work, queues outputs for poll().
@@ -69,12 +70,13 @@ class LlmRunner {
   // wait). A step that fails ends every live request with finish_reason "error: <message>".
   std::vector<SeqOutput> poll(int64_t timeout_ms);
 
-  RunnerStats stats();
+  RunnerStats stats();  // as of the last step (never waits for a running step)
   const RunnerConfig& config() const { return config_; }
 
  private:
   void apply_pending();                         // holds mu_
   std::vector<SeqOutput> step_locked();         // holds step_mu_
+  void publish_locked();                        // holds step_mu_: the snapshot below
   void run_step(std::vector<SeqOutput>& out, StepPlan& plan, bool& plan_out);
   std::vector<Tensor> feeds_for(const StepPlan& plan);
   void loop();
@@ -87,6 +89,12 @@ class LlmRunner {
   RunnerStats totals_;
 
   std::mutex step_mu_;  // one step at a time
+  // stats() and has_unfinished() read this snapshot, made after every step: taking step_mu_
+  // instead starved them (the loop thread takes it again at once, and std::mutex is not fair),
+  // so llm_stats() could wait out a whole generation.
+  std::mutex stats_mu_;
+  RunnerStats published_;
+  bool published_unfinished_ = false;
   std::mutex mu_;       // pending requests, cancellations, outputs
   std::condition_variable cv_work_, cv_out_;
   using Clock = std::chrono::steady_clock;
