@@ -1,6 +1,8 @@
 // Shared by the op tests: build a node, run one op's infer + kernel on given inputs, and
 // catch ember errors by kind.
 #pragma once
+#include <cmath>
+#include <cstring>
 #include <functional>
 #include <optional>
 #include <random>
@@ -74,6 +76,24 @@ inline std::optional<ErrorKind> error_of(const std::function<void()>& f) {
     return e.kind();
   }
   return std::nullopt;
+}
+
+// Float tensors: |a - b| <= tol * (1 + |b|) for every element (the first miss fails the check).
+inline void check_close(const Tensor& a, const Tensor& b, double tol) {
+  REQUIRE(a.shape() == b.shape());
+  for (int64_t i = 0; i < a.numel(); i++) {
+    double x = a.ptr<float>()[i], y = b.ptr<float>()[i];
+    if (std::fabs(x - y) > tol * (1.0 + std::fabs(y))) {
+      FAIL_CHECK("element ", i, ": ", x, " vs ", y);
+      return;
+    }
+  }
+}
+
+// The same shape, dtype and bits.
+inline bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         std::memcmp(a.data(), b.data(), (size_t)a.numel() * dtype_size(a.dtype())) == 0;
 }
 
 }  // namespace ember::test

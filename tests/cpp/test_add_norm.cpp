@@ -25,11 +25,6 @@ Tensor random(const Shape& s, std::mt19937& gen, float scale = 2.0f) {
   return t;
 }
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
-         std::memcmp(a.data(), b.data(), (size_t)a.numel() * dtype_size(a.dtype())) == 0;
-}
-
 Node add_norm_node(const std::string& kind, int outputs, double eps) {
   Node n = node(OpType::AddNorm, outputs);
   n.attrs.set("kind", kind);

@@ -26,6 +26,8 @@
 #include "ops/op_util.h"
 
 using namespace ember;
+using ember::test::check_close;
+using ember::test::same_bits;
 using ember::test::error_of;
 using ember::test::op_run;
 
@@ -69,22 +71,6 @@ std::vector<NamedKernel> winograd_kernels() {
   ks.push_back({"winograd_conv_f32_neon", cpu::winograd_conv_f32_neon});  // the NEON GEMM
 #endif
   return ks;
-}
-
-// |a - b| <= tol * (1 + |b|) for every element.
-void check_close(const Tensor& a, const Tensor& b, double tol) {
-  REQUIRE(a.shape() == b.shape());
-  for (int64_t i = 0; i < a.numel(); i++) {
-    double x = a.ptr<float>()[i], y = b.ptr<float>()[i];
-    if (std::fabs(x - y) > tol * (1.0 + std::fabs(y))) {
-      FAIL_CHECK("element ", i, ": ", x, " vs ", y);
-      return;
-    }
-  }
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * 4) == 0;
 }
 
 struct Case {
