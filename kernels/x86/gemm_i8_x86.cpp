@@ -4,9 +4,10 @@
 // (QConv's int16 rows are converted first); qgemm_i8_vnni runs qgemm_i8's blocking: tasks are
 // (row block, column block); each three-panel weight group (all of K up to 8192, else 8192-k
 // slices) stays in L2 while every 8-row strip passes over it, pair rows turned into quad rows
-// in registers (a repack into an L1 buffer measured 2-7% slower), and the last K slice's
-// micro-kernel call writes C's floats itself. Exact integer sums: no result depends on M, the
-// tiling or the thread count.
+// in registers, and the last K slice's micro-kernel call writes C's floats itself. Measured
+// slower or no better on Zen 5: a repack into an L1 buffer (2-7% slower), one quad copy per
+// block in L2 for all its strips (3-5% slower), software prefetch of A or B (within noise).
+// Exact integer sums: no result depends on M, the tiling or the thread count.
 #include <algorithm>
 #include <atomic>
 #include <vector>
@@ -35,9 +36,9 @@ constexpr int kTasksPerThread = 4;  // blocks per thread for small GEMMs: late-w
 // one strip over all of K that sums the weights' columns in registers as it goes (the
 // compensation: no separate pass over the weights); taller blocks take all_comp (every
 // column's, when several row blocks share the columns) or compute each panel group's as the
-// group is first met (it then sits in L2 for the strips). The call that
-// ends K writes floats through the epilogue; earlier K slices (K > 2 kKCP) sum in an int32
-// tile. Then the activation, row by row.
+// group is first met (it then sits in L2 for the strips). The call that ends K writes floats
+// through the epilogue; earlier K slices (K > 2 kKCP) sum in an int32 tile. Then the
+// activation, row by row.
 void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_t* all_comp,
                int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   int64_t kh = ceil_div(g.K, 2);
@@ -70,7 +71,7 @@ void run_block(const QGemmI8Args& g, const uint8_t* u, int64_t ldu, const int32_
       for (int64_t s = 0; s < n_strips; s++) {
         int64_t i0 = m0 + s * kMR;
         int r = (int)std::min<int64_t>(kMR, m1 - i0);
-        int32_t* ti = tile + (i0 - m0) * ldt + p * kNR;
+        int32_t* ti = kcp < kh ? tile + (i0 - m0) * ldt + p * kNR : nullptr;  // K sliced
         e.a_scale = g.a_scale + i0;
         e.y = g.c + i0 * g.ldc + n0 + p * kNR;
         qgemm_u8i8_micro_8x48_avx512(kc, u + i0 * ldu + 2 * k0, ldu, panel + k0 * 2 * kNR,
