@@ -127,12 +127,7 @@ int fuse_matmul(Graph& g, bool bf16) {
       packed = Tensor::empty(DType::F32, {(N + 15) / 16, K, 16});
       cpu::sgemm_pack_b(w->ptr<float>(), tb ? 1 : N, tb ? K : 1, K, N, packed.ptr<float>());
     }
-    int w_id = mm.inputs[1];
-    int wp = g.add_value(g.values[w_id].name + "/packed", packed.dtype());
-    g.constants[wp] = packed;
-    // Free the unpacked weights now, not at the final clean-up: the peak then holds one model's
-    // weights plus one matrix, not two models' worth.
-    if (uses.readers.at(w_id).size() == 1 && !uses.is_output[w_id]) g.constants.erase(w_id);
+    int wp = add_packed_weights(g, uses, mm.inputs[1], "/packed", packed);
     Node f;
     f.op = OpType::FusedMatMul;
     f.name = mm.name;

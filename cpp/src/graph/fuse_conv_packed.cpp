@@ -69,10 +69,7 @@ int fuse_conv_packed(Graph& g, bool gathers) {
     if (gathers || M >= kMinPanelChannels) {
       Tensor wp = Tensor::empty(DType::F32, {ceil_div(M, cpu::kConvPanel), K, cpu::kConvPanel});
       cpu::conv_packed_weights_f32(w->ptr<float>(), M, K, wp.ptr<float>());
-      wid = g.add_value(g.values[w_id].name + "/packed", DType::F32);
-      g.constants[wid] = std::move(wp);
-      // Free the plain weights now: the peak holds one layer twice, not the model.
-      if (uses.readers.at(w_id).size() == 1 && !uses.is_output[w_id]) g.constants.erase(w_id);
+      wid = add_packed_weights(g, uses, w_id, "/packed", std::move(wp));
     }
     Node f;
     f.op = OpType::FusedConv;

@@ -40,6 +40,19 @@ inline const Tensor* constant(const Graph& g, int id) {
   return it == g.constants.end() ? nullptr : &it->second;
 }
 
+// `packed` (weights repacked for a fused node) as a new constant named after the value w_id
+// plus `suffix`; returns its id. The plain weights are freed now when the node being fused was
+// their only reader, not at the final clean-up: the peak then holds one layer twice, not the
+// model.
+inline int add_packed_weights(Graph& g, const Uses& uses, int w_id, const std::string& suffix,
+                              Tensor packed) {
+  std::string name = g.values[w_id].name + suffix;
+  int id = g.add_value(name, packed.dtype());
+  g.constants[id] = std::move(packed);
+  if (uses.readers.at(w_id).size() == 1 && !uses.is_output[w_id]) g.constants.erase(w_id);
+  return id;
+}
+
 // A float32 constant of shape [] or [1]: broadcasting it never changes the other operand's
 // shape, so the node it feeds can be rewritten without one.
 inline const Tensor* scalar_constant(const Graph& g, int id) {

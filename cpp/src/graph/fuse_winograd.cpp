@@ -149,11 +149,7 @@ int fuse_conv_winograd(Graph& g) {
     }
     Tensor u = Tensor::empty(DType::F32, {16, M, C});
     cpu::winograd_weights_f32(w->ptr<float>(), M, C, u.ptr<float>());
-    int w_id = conv.inputs[1];
-    int uid = g.add_value(g.values[w_id].name + "/winograd", DType::F32);
-    g.constants[uid] = std::move(u);
-    // Free the plain weights now: the peak holds one layer twice, not the model.
-    if (uses.readers.at(w_id).size() == 1 && !uses.is_output[w_id]) g.constants.erase(w_id);
+    int uid = add_packed_weights(g, uses, conv.inputs[1], "/winograd", std::move(u));
     Node f;
     f.op = OpType::WinogradConv;
     f.name = g.nodes[ci].name;
