@@ -31,18 +31,8 @@ TEST_CASE("q4 bench: GEMV bandwidth vs a streaming read, GEMM throughput" *
   // Rounds interleave every measurement so that load from other processes hits all of them;
   // each reports its best round (what the machine can do) and its median.
   using clock = std::chrono::steady_clock;
-  struct Stat {
-    std::vector<double> t;
-    double best() const { return *std::min_element(t.begin(), t.end()); }
-    double median() const {
-      std::vector<double> v = t;
-      std::sort(v.begin(), v.end());
-      return v[v.size() / 2];
-    }
-  };
-  auto seconds = [](clock::time_point t0) {
-    return std::chrono::duration<double>(clock::now() - t0).count();
-  };
+  using Stat = test::Timings;
+  const auto seconds = test::seconds_since;
   // Streaming read: a sum over 512 MiB, split over the threads.
   std::vector<uint64_t> buf((size_t(512) << 20) / 8);
   for (size_t i = 0; i < buf.size(); i++) buf[i] = i * 0x9e3779b97f4a7c15ull;

@@ -1,6 +1,8 @@
 // Shared by the op tests: build a node, run one op's infer + kernel on given inputs, and
 // catch ember errors by kind.
 #pragma once
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -95,5 +97,24 @@ inline bool same_bits(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && a.dtype() == b.dtype() &&
          std::memcmp(a.data(), b.data(), (size_t)a.numel() * dtype_size(a.dtype())) == 0;
 }
+
+// The median of timings (the upper one of an even count).
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Seconds since t0.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// One measurement's timings over interleaved rounds: its best round (what the machine can do)
+// and its median.
+struct Timings {
+  std::vector<double> t;
+  double best() const { return *std::min_element(t.begin(), t.end()); }
+  double median() const { return test::median(t); }
+};
 
 }  // namespace ember::test

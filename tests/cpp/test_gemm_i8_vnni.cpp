@@ -26,6 +26,7 @@
 
 using namespace ember;
 using namespace ember::test::i8;
+using ember::test::median;
 
 #if defined(__x86_64__)
 TEST_CASE("i8 VNNI QMatMul: M 1..300, odd N and K, every mode and zero point, bit-identical") {
@@ -405,11 +406,6 @@ double vnni_loop_seconds(int64_t iters) {
         "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19",
         "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25");
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 }  // namespace

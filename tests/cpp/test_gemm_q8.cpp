@@ -759,18 +759,8 @@ TEST_CASE("q8 bench: LM head GEMV bandwidth vs a streaming read, GEMM throughput
   // Rounds interleave every measurement so that load from other processes hits all of them;
   // each reports its best round (what the machine can do) and its median.
   using clock = std::chrono::steady_clock;
-  struct Stat {
-    std::vector<double> t;
-    double best() const { return *std::min_element(t.begin(), t.end()); }
-    double median() const {
-      std::vector<double> v = t;
-      std::sort(v.begin(), v.end());
-      return v[v.size() / 2];
-    }
-  };
-  auto seconds = [](clock::time_point t0) {
-    return std::chrono::duration<double>(clock::now() - t0).count();
-  };
+  using Stat = test::Timings;
+  const auto seconds = test::seconds_since;
   // GEMV: SmolLM2's tied LM head [49152, 576] (28.3 MB codes + 3.5 MB scales), 4 copies
   // rotated (127 MB, 4x L3), so every call streams its weights from memory.
   const int64_t N = 49152, K = 576, mats = 4;
