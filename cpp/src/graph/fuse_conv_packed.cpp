@@ -53,8 +53,7 @@ int fuse_conv_packed(Graph& g, bool gathers) {
     const std::vector<int64_t> kernel{w->dim(2), w->dim(3)};  // w is freed below
     if (M == 0 || K == 0 || K > (int64_t(1) << 28)) continue;  // conv_f32_supports' limit
     const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] >= 0;
-    const Tensor* b = has_bias ? constant(g, conv.inputs[2]) : nullptr;
-    if (has_bias && (!b || b->dtype() != DType::F32 || b->shape() != Shape{M})) continue;
+    if (has_bias && !f32_vector_constant(g, conv.inputs[2], M)) continue;
     std::vector<int> absorbed = {(int)ci};
     int y = conv.outputs[0];
     std::string act = "none";

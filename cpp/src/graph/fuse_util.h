@@ -40,6 +40,12 @@ inline const Tensor* constant(const Graph& g, int id) {
   return it == g.constants.end() ? nullptr : &it->second;
 }
 
+// Whether value `id` is a float32 constant of shape [n] (a bias the fused kernels can read).
+inline bool f32_vector_constant(const Graph& g, int id, int64_t n) {
+  const Tensor* t = constant(g, id);
+  return t && t->dtype() == DType::F32 && t->shape() == Shape{n};
+}
+
 // `packed` (weights repacked for a fused node) as a new constant named after the value w_id
 // plus `suffix`; returns its id. The plain weights are freed now when the node being fused was
 // their only reader, not at the final clean-up: the peak then holds one layer twice, not the

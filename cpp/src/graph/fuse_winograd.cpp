@@ -123,8 +123,7 @@ int fuse_conv_winograd(Graph& g) {
         !winograd_pads(at, &pads))
       continue;
     const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] >= 0;
-    const Tensor* b = has_bias ? constant(g, conv.inputs[2]) : nullptr;
-    if (has_bias && (!b || b->dtype() != DType::F32 || b->shape() != Shape{M})) continue;
+    if (has_bias && !f32_vector_constant(g, conv.inputs[2], M)) continue;
     std::vector<int> absorbed = {(int)ci};
     int y = conv.outputs[0];
     std::string act = "none";
