@@ -23,13 +23,6 @@ namespace {
 // Reading patches in place (AVX-512), the swapped GEMM won on all four and the stem.
 constexpr int64_t kMinPanelChannels = 256;
 
-bool all_equal(const Attrs& at, const char* name, int64_t v) {
-  if (!at.has(name)) return true;
-  for (int64_t x : at.get_ints(name))
-    if (x != v) return false;
-  return true;
-}
-
 // 1x1, stride 1, no padding: Conv's kernel reads X in place as its GEMM's B (no patches).
 bool pointwise(const Attrs& at, const Tensor& w) {
   std::string auto_pad = at.get_string("auto_pad", "NOTSET");

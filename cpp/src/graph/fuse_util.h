@@ -40,6 +40,15 @@ inline const Tensor* constant(const Graph& g, int id) {
   return it == g.constants.end() ? nullptr : &it->second;
 }
 
+// Whether every value of the ints attribute `name` is v (true when it is absent: the ONNX
+// defaults of strides, dilations and pads are all 1 or all 0).
+inline bool all_equal(const Attrs& at, const char* name, int64_t v) {
+  if (!at.has(name)) return true;
+  for (int64_t x : at.get_ints(name))
+    if (x != v) return false;
+  return true;
+}
+
 // Whether value `id` is a float32 constant of shape [n] (a bias the fused kernels can read).
 inline bool f32_vector_constant(const Graph& g, int id, int64_t n) {
   const Tensor* t = constant(g, id);

@@ -70,13 +70,6 @@ std::unordered_map<int, TensorType> static_shapes(const Graph& g) {
   return known;
 }
 
-bool all_ones(const Attrs& at, const char* name) {
-  if (!at.has(name)) return true;
-  for (int64_t v : at.get_ints(name))
-    if (v != 1) return false;
-  return true;
-}
-
 // The [top, left, bottom, right] pads of a 3x3 stride-1 Conv, or false where the node's
 // attributes are not of that form.
 bool winograd_pads(const Attrs& at, std::vector<int64_t>* pads) {
@@ -119,7 +112,7 @@ int fuse_conv_winograd(Graph& g) {
     }
     const Attrs& at = conv.attrs;
     std::vector<int64_t> pads;
-    if (at.get_int("group", 1) != 1 || !all_ones(at, "strides") || !all_ones(at, "dilations") ||
+    if (at.get_int("group", 1) != 1 || !all_equal(at, "strides", 1) || !all_equal(at, "dilations", 1) ||
         !winograd_pads(at, &pads))
       continue;
     const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] >= 0;
