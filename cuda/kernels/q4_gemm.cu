@@ -12,6 +12,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "cuda/kernels/intrinsics.cuh"
 #include "cuda/kernels/q4_gemm.h"
 
 namespace ember::cuda {
@@ -49,11 +50,8 @@ struct F16Ops {
     return *reinterpret_cast<uint32_t*>(&w);
   }
   static __device__ __forceinline__ void mma(float* c, const uint4& a, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+    const uint32_t r[4] = {a.x, a.y, a.z, a.w};
+    mma_m16n8k16(__half{}, c, r, b0, b1);
   }
 };
 
@@ -80,25 +78,10 @@ struct BF16Ops {
     return *reinterpret_cast<uint32_t*>(&w);
   }
   static __device__ __forceinline__ void mma(float* c, const uint4& a, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+    const uint32_t r[4] = {a.x, a.y, a.z, a.w};
+    mma_m16n8k16(__nv_bfloat16{}, c, r, b0, b1);
   }
 };
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* global) {
-  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(global));
-}
-__device__ __forceinline__ void cp_async4(void* smem, const void* global) {
-  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(global));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // One thread per (m16 tile, k16 tile, lane): that lane's 8 A values as T (0 past m and k).
 template <class Ops>
@@ -371,18 +354,19 @@ void launch_gemm(const float* a32, const void* a_frag, const int32_t* codes, con
       return true;
     }();
     (void)carveout;
-    kernel<<<grid, kThreads, 0, s>>>(
+    EMBER_LAUNCH(kernel, grid, kThreads, 0, s)(
         a32, a, c, sc, of, bias, out, (int)m, (int)n, (int)k, kt_count, (int)p.grid_x,
         (int)(group / 16), (int)p.stages, (int)p.stages_per_split, act, split, a_vec);
   } else {
-    q4_gemm_kernel<Ops, 2, 1, kRingLarge, false><<<grid, kThreads, 0, s>>>(
+    auto* kernel = q4_gemm_kernel<Ops, 2, 1, kRingLarge, false>;
+    EMBER_LAUNCH(kernel, grid, kThreads, 0, s)(
         a32, a, c, sc, of, bias, out, (int)m, (int)n, (int)k, kt_count, (int)p.grid_x,
         (int)(group / 16), (int)p.stages, (int)p.stages_per_split, act, split, a_vec);
   }
   if (split) {
     const int64_t mn = m * n;
     const int64_t blocks = std::min<int64_t>((mn + 255) / 256, 65535);
-    q4_reduce_kernel<<<(unsigned)blocks, 256, 0, s>>>(partial, bias, y, mn, n, (int)p.splits, act);
+    EMBER_LAUNCH(q4_reduce_kernel, (unsigned)blocks, 256, 0, s)(partial, bias, y, mn, n, (int)p.splits, act);
   }
 }
 
@@ -405,9 +389,9 @@ void q4_convert_a(const float* a, void* a_frag, int64_t m, int64_t k, bool bf16,
   auto s = static_cast<cudaStream_t>(stream);
   auto* frag = static_cast<uint4*>(a_frag);
   if (bf16)
-    q4_convert_a_kernel<BF16Ops><<<blocks, 256, 0, s>>>(a, frag, m, k, kt_count, total);
+    EMBER_LAUNCH(q4_convert_a_kernel<BF16Ops>, blocks, 256, 0, s)(a, frag, m, k, kt_count, total);
   else
-    q4_convert_a_kernel<F16Ops><<<blocks, 256, 0, s>>>(a, frag, m, k, kt_count, total);
+    EMBER_LAUNCH(q4_convert_a_kernel<F16Ops>, blocks, 256, 0, s)(a, frag, m, k, kt_count, total);
 }
 
 void q4_gemm(const float* a, const void* a_frag, const int32_t* codes, const uint16_t* scales,

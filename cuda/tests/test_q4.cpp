@@ -9,6 +9,7 @@
 
 #include "cuda/kernels/q4_gemm.h"
 #include "cuda/src/q4_pack.h"
+#include "cuda/tests/q4_test_util.h"
 #include "doctest/doctest.h"
 #include "ember/dtype.h"
 
@@ -22,44 +23,6 @@ int ptx_a_row(int lane, int reg) { return lane / 4 + 8 * (reg % 2); }       // A
 int ptx_a_col(int lane, int reg, int h) { return 2 * (lane % 4) + h + 8 * (reg / 2); }
 int ptx_b_k(int lane, int reg, int h) { return 2 * (lane % 4) + h + 8 * reg; }  // B: 2 regs x 2
 int ptx_b_n(int lane) { return lane / 4; }
-
-struct Q4Case {
-  int64_t n, k, group;
-  std::vector<uint8_t> codes;
-  Tensor scales, offsets;
-};
-
-Q4Case make_case(int64_t n, int64_t k, int64_t group, bool f16, std::mt19937& gen) {
-  Q4Case c{n, k, group, {}, {}, {}};
-  const int64_t nb = (k + 31) / 32, ng = (k + group - 1) / group;
-  c.codes.assign(n * nb * 16, 0);
-  std::uniform_int_distribution<int> nib(0, 15);
-  for (int64_t r = 0; r < n; r++)
-    for (int64_t col = 0; col < k; col++) {
-      uint8_t& byte = c.codes[(r * nb + col / 32) * 16 + col % 16];
-      byte |= col % 32 < 16 ? nib(gen) : nib(gen) << 4;
-    }
-  std::uniform_real_distribution<float> sd(0.01f, 0.1f), od(-1.0f, 0.5f);
-  const DType dt = f16 ? DType::F16 : DType::F32;
-  c.scales = Tensor::empty(dt, {n, ng});
-  c.offsets = Tensor::empty(dt, {n, ng});
-  for (int64_t i = 0; i < n * ng; i++) {
-    const float s = sd(gen), o = od(gen);
-    if (f16) {
-      c.scales.ptr<uint16_t>()[i] = f32_to_f16(s);
-      c.offsets.ptr<uint16_t>()[i] = f32_to_f16(o);
-    } else {
-      c.scales.ptr<float>()[i] = s;
-      c.offsets.ptr<float>()[i] = o;
-    }
-  }
-  return c;
-}
-
-// The param the kernel sees: fp16 (rounded from f32).
-float param_f16(const Tensor& t, int64_t i) {
-  return t.dtype() == DType::F16 ? f16_to_f32(t.ptr<uint16_t>()[i]) : f16_to_f32(f32_to_f16(t.ptr<float>()[i]));
-}
 
 // The kernel's dequantization of nibbles (i, i + 4) of a word, as fp16 bits -> code values.
 void kernel_codes(uint32_t q, int i, float* lo, float* hi) {

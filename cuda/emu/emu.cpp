@@ -1,0 +1,273 @@
+// The emulation's scheduler (cuda/emu/emu.h): a block's threads are ucontext fibers run in
+// thread order until each reaches a barrier or returns; a barrier opens when every live thread
+// of its scope (block, or warp) waits at one. Nothing else switches threads, so a run is
+// deterministic, and a state where no barrier can open is a reported deadlock.
+#include "cuda/emu/emu.h"
+
+#include <ucontext.h>
+
+#include <algorithm>
+#include <array>
+#include <deque>
+#include <exception>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuda/emu/intrinsics_emu.h"
+
+thread_local uint3 threadIdx, blockIdx;
+thread_local dim3 blockDim, gridDim;
+
+namespace ember::cuda::emu {
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr size_t kMaxDynamicSmem = 227 * 1024;  // sm_90's opt-in limit per block
+constexpr size_t kDefaultDynamicSmem = 48 * 1024;
+
+enum class State { Ready, AtBlock, AtWarp, Done };
+
+struct Copy {
+  void* dst;
+  const void* src;
+  int size, src_bytes;
+};
+
+struct Fiber {
+  ucontext_t ctx{};
+  std::unique_ptr<char[]> stack;
+  State state = State::Ready;
+  std::vector<Copy> open;                 // cp.async since the last commit
+  std::deque<std::vector<Copy>> pending;  // committed groups, oldest first
+};
+
+struct BlockRun {
+  ucontext_t sched{};
+  std::vector<Fiber> fibers;
+  int cur = 0;
+  const std::function<void()>* body = nullptr;
+  std::exception_ptr error;
+  std::vector<std::array<unsigned char, 64>> slots;  // [threads] warp exchange
+  std::vector<unsigned char> smem;
+};
+
+thread_local BlockRun* g_run = nullptr;
+std::map<const void*, int>& max_smem() {
+  static std::map<const void*, int> m;
+  return m;
+}
+
+BlockRun& run() {
+  if (!g_run) throw EmuError("a device intrinsic was called outside an emulated launch");
+  return *g_run;
+}
+
+void set_thread_index(int tid) {
+  threadIdx = make_uint3(tid % blockDim.x, tid / blockDim.x % blockDim.y, tid / (blockDim.x * blockDim.y));
+}
+
+void fiber_main() {
+  BlockRun& r = *g_run;
+  try {
+    (*r.body)();
+  } catch (...) {
+    if (!r.error) r.error = std::current_exception();
+  }
+  r.fibers[r.cur].state = State::Done;
+  swapcontext(&r.fibers[r.cur].ctx, &r.sched);
+}
+
+// Parks the running thread at a barrier. Once a thread of the block has failed, every other one
+// throws at its next barrier instead, which unwinds its frames.
+void wait_at(State s) {
+  BlockRun& r = run();
+  if (r.error) throw EmuError("another thread of the block failed");
+  Fiber& f = r.fibers[r.cur];
+  f.state = s;
+  swapcontext(&f.ctx, &r.sched);
+  if (r.error) throw EmuError("another thread of the block failed");
+}
+
+std::string describe(const BlockRun& r) {
+  std::ostringstream os;
+  os << "deadlock in block (" << blockIdx.x << ", " << blockIdx.y << ", " << blockIdx.z << "):";
+  const char* names[] = {"ready", "__syncthreads", "warp collective", "returned"};
+  for (size_t t = 0; t < r.fibers.size(); t += 32) {
+    os << " warp " << t / 32 << " [";
+    for (size_t l = t; l < std::min(t + 32, r.fibers.size()); l++)
+      os << (l > t ? " " : "") << names[(int)r.fibers[l].state][0];
+    os << "]";
+  }
+  os << " (r ready, _ __syncthreads, w warp collective, r returned)";
+  return os.str();
+}
+
+// Opens whatever barrier can open; false when none can (and nobody is ready).
+bool release(BlockRun& r) {
+  const size_t n = r.fibers.size();
+  bool any_live = false, all_at_block = true;
+  for (const Fiber& f : r.fibers) {
+    if (f.state == State::Done) continue;
+    any_live = true;
+    all_at_block = all_at_block && f.state == State::AtBlock;
+  }
+  if (!any_live) return false;
+  if (all_at_block) {
+    for (Fiber& f : r.fibers)
+      if (f.state == State::AtBlock) f.state = State::Ready;
+    return true;
+  }
+  bool opened = false;
+  for (size_t w = 0; w < n; w += 32) {
+    bool live = false, all_at_warp = true;
+    for (size_t l = w; l < std::min(w + 32, n); l++) {
+      if (r.fibers[l].state == State::Done) continue;
+      live = true;
+      all_at_warp = all_at_warp && r.fibers[l].state == State::AtWarp;
+    }
+    if (!live || !all_at_warp) continue;
+    for (size_t l = w; l < std::min(w + 32, n); l++)
+      if (r.fibers[l].state == State::AtWarp) r.fibers[l].state = State::Ready;
+    opened = true;
+  }
+  return opened;
+}
+
+void run_block(BlockRun& r) {
+  const int n = (int)r.fibers.size();
+  for (int t = 0; t < n; t++) {
+    Fiber& f = r.fibers[t];
+    f.state = State::Ready;
+    f.open.clear();
+    f.pending.clear();
+    if (!f.stack) f.stack.reset(new char[kStackBytes]);
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.get();
+    f.ctx.uc_stack.ss_size = kStackBytes;
+    f.ctx.uc_link = nullptr;
+    makecontext(&f.ctx, fiber_main, 0);
+  }
+  // Shared memory starts as NaN bytes: a read before a write shows.
+  std::fill(r.smem.begin(), r.smem.end(), (unsigned char)0xff);
+  for (;;) {
+    bool ran = false;
+    for (int t = 0; t < n; t++) {
+      if (r.fibers[t].state != State::Ready) continue;
+      r.cur = t;
+      set_thread_index(t);
+      swapcontext(&r.sched, &r.fibers[t].ctx);
+      ran = true;
+    }
+    if (r.error) {
+      // Unwind the fibers still parked at barriers so their frames are destroyed.
+      for (int t = 0; t < n; t++) {
+        if (r.fibers[t].state == State::Done) continue;
+        r.cur = t;
+        set_thread_index(t);
+        swapcontext(&r.sched, &r.fibers[t].ctx);
+      }
+      std::rethrow_exception(r.error);
+    }
+    if (release(r) || ran) continue;
+    bool all_done = true;
+    for (const Fiber& f : r.fibers) all_done = all_done && f.state == State::Done;
+    if (all_done) return;
+    throw EmuError(describe(r));
+  }
+}
+
+}  // namespace
+
+void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
+  if (g_run) throw EmuError("a launch from inside an emulated kernel");
+  const size_t threads = (size_t)block.x * block.y * block.z;
+  if (threads == 0 || threads > 1024) throw EmuError("block of " + std::to_string(threads) + " threads");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
+    throw EmuError("bad grid");
+  auto it = max_smem().find(kernel);
+  const size_t limit = it == max_smem().end() ? kDefaultDynamicSmem : (size_t)it->second;
+  if (smem > limit || smem > kMaxDynamicSmem)
+    throw EmuError("launch asks for " + std::to_string(smem) + " bytes of dynamic shared memory; the kernel may use " +
+                   std::to_string(std::min(limit, kMaxDynamicSmem)));
+  BlockRun r;
+  r.body = &body;
+  r.fibers.resize(threads);
+  r.slots.resize(threads);
+  r.smem.assign(smem, 0);
+  blockDim = block;
+  gridDim = grid;
+  g_run = &r;
+  try {
+    for (unsigned z = 0; z < grid.z; z++)
+      for (unsigned y = 0; y < grid.y; y++)
+        for (unsigned x = 0; x < grid.x; x++) {
+          blockIdx = make_uint3(x, y, z);
+          run_block(r);
+        }
+  } catch (...) {
+    g_run = nullptr;
+    throw;
+  }
+  g_run = nullptr;
+}
+
+void block_barrier() { wait_at(State::AtBlock); }
+void warp_barrier() { wait_at(State::AtWarp); }
+int lane_id() { return run().cur % 32; }
+unsigned char* warp_slot(int lane) {
+  BlockRun& r = run();
+  return r.slots[r.cur / 32 * 32 + lane].data();
+}
+unsigned char* dynamic_smem() {
+  BlockRun& r = run();
+  return r.smem.empty() ? nullptr : r.smem.data();
+}
+
+void check_aligned(const void* p, int bytes, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % bytes)
+    throw EmuError(std::string(what) + " is not " + std::to_string(bytes) + "-byte aligned");
+}
+
+void cp_async(void* dst, const void* src, int size, int src_bytes) {
+  check_aligned(dst, size, "cp.async destination");
+  check_aligned(src, size, "cp.async source");
+  if (src_bytes < 0 || src_bytes > size) throw EmuError("cp.async src-size out of range");
+  BlockRun& r = run();
+  r.fibers[r.cur].open.push_back({dst, src, size, src_bytes});
+}
+void cp_async_commit() {
+  Fiber& f = run().fibers[run().cur];
+  f.pending.push_back(std::move(f.open));
+  f.open.clear();
+}
+void cp_async_wait(int newest_pending) {
+  Fiber& f = run().fibers[run().cur];
+  while ((int)f.pending.size() > newest_pending) {
+    for (const Copy& c : f.pending.front()) {
+      std::memcpy(c.dst, c.src, (size_t)c.src_bytes);
+      std::memset(static_cast<char*>(c.dst) + c.src_bytes, 0, (size_t)(c.size - c.src_bytes));
+    }
+    f.pending.pop_front();
+  }
+}
+
+void set_max_dynamic_smem(const void* kernel, int bytes) { max_smem()[kernel] = bytes; }
+
+}  // namespace ember::cuda::emu
+
+cudaError_t cudaGetLastError() { return cudaSuccess; }
+cudaError_t cudaGetDevice(int* dev) {
+  *dev = 0;
+  return cudaSuccess;
+}
+// An H100/H200-like part, so plans size their grids as on the device.
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = 132; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; return cudaSuccess;
+    default: *value = 0; return cudaErrorInvalidValue;
+  }
+}
