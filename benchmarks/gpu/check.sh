@@ -74,10 +74,10 @@ print('cuDNN for Conv (ok, error, path, version):', c.load_cudnn(ember.cuda._cud
   EMBER_CUDA_CONV=im2col CUDA_LAUNCH_BLOCKING=1 PYTHONPATH=python timeout -k 10 $LIMIT_TESTS \
     "$PY" -m pytest tests/cuda/test_cuda_conv.py -q -p no:cacheprovider -rfEs \
     > "$OUTDIR/pytest_test_cuda_conv_im2col.log" 2>&1
-  # The attention file again with the mma.sync kernel (opt-in until it passes here).
-  EMBER_CUDA_ATTN_KERNEL=mma CUDA_LAUNCH_BLOCKING=1 PYTHONPATH=python timeout -k 10 $LIMIT_TESTS \
+  # The attention file again with the wmma kernel (the mma.sync one is the default).
+  EMBER_CUDA_ATTN_KERNEL=wmma CUDA_LAUNCH_BLOCKING=1 PYTHONPATH=python timeout -k 10 $LIMIT_TESTS \
     "$PY" -m pytest tests/cuda/test_cuda_attention.py -q -p no:cacheprovider -rfEs \
-    > "$OUTDIR/pytest_test_cuda_attention_mma.log" 2>&1
+    > "$OUTDIR/pytest_test_cuda_attention_wmma.log" 2>&1
   summary_re="(passed|failed|error|skipped|no tests ran)( |,|$)"  # pytest's last line
   rc=0
   for log in "$OUTDIR"/pytest_test_*.log; do
@@ -117,13 +117,13 @@ print('cuDNN for Conv (ok, error, path, version):', c.load_cudnn(ember.cuda._cud
       --table "$OUTDIR/bench_table.txt" ${BENCH_ARGS:-}
     rc=$?
     record bench $rc $((SECONDS - start)) "json: bench_cuda.json"
-    # SDPA and BERT again with the opt-in mma.sync attention kernel.
-    stage "bench_cuda.py sdpa, bert with EMBER_CUDA_ATTN_KERNEL=mma (limit 60s)"
+    # SDPA and BERT again with the wmma attention kernel (the mma.sync one is the default).
+    stage "bench_cuda.py sdpa, bert with EMBER_CUDA_ATTN_KERNEL=wmma (limit 60s)"
     start=$SECONDS
-    EMBER_CUDA_ATTN_KERNEL=mma PYTHONPATH=python timeout -k 10 60 "$PY" benchmarks/gpu/bench_cuda.py \
-      --sections copy,sdpa,bert --time-limit 45 --json "$OUTDIR/bench_cuda_mma.json" \
-      --table "$OUTDIR/bench_table_mma.txt" ${BENCH_ARGS:-}
-    record bench_mma $? $((SECONDS - start)) "json: bench_cuda_mma.json"
+    EMBER_CUDA_ATTN_KERNEL=wmma PYTHONPATH=python timeout -k 10 60 "$PY" benchmarks/gpu/bench_cuda.py \
+      --sections copy,sdpa,bert --time-limit 45 --json "$OUTDIR/bench_cuda_wmma.json" \
+      --table "$OUTDIR/bench_table_wmma.txt" ${BENCH_ARGS:-}
+    record bench_wmma $? $((SECONDS - start)) "json: bench_cuda_wmma.json"
   fi
 fi
 
@@ -133,5 +133,5 @@ stage "summary"
   printf '%-10s %-14s %6s  %s\n' stage status time note
   printf '%s\n' "${summary[@]}"
   if [ -f "$OUTDIR/bench_table.txt" ]; then echo; cat "$OUTDIR/bench_table.txt"; fi
-  if [ -f "$OUTDIR/bench_table_mma.txt" ]; then echo; echo "EMBER_CUDA_ATTN_KERNEL=mma:"; cat "$OUTDIR/bench_table_mma.txt"; fi
+  if [ -f "$OUTDIR/bench_table_wmma.txt" ]; then echo; echo "EMBER_CUDA_ATTN_KERNEL=wmma:"; cat "$OUTDIR/bench_table_wmma.txt"; fi
 } | tee "$OUTDIR/summary.txt"

@@ -37,10 +37,10 @@ grep -qE "^build +ok" "$WORK/check/summary.txt" 2>/dev/null && [ "${QUANT:-1}" =
   timeout -k 5 $left bash benchmarks/gpu/check_quant.sh
 
 # Then Nsight Compute on the kernels that missed their targets, with what time is left
-# (ncu_kernels.sh: three cases; the attention case runs the opt-in mma.sync kernel).
+# (ncu_kernels.sh: three cases; the attention case runs the default mma.sync kernel).
 left=$((deadline - SECONDS))
 grep -qE "^build +ok" "$WORK/check/summary.txt" 2>/dev/null && [ "${NCU:-1}" = 1 ] && [ $left -gt 45 ] &&
-  EMBER_CUDA_ATTN_KERNEL=mma LIMIT=$(((left - 10) / 3)) \
+  LIMIT=$(((left - 10) / 3)) \
   bash benchmarks/gpu/ncu_kernels.sh "$WORK/ncu.log" > "$WORK/ncu_summary.txt" 2>&1
 
 { echo "commit $commit"; cat "$WORK/check/summary.txt"; echo; cat "$WORK/quant/summary.txt" 2>/dev/null

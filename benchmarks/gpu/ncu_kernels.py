@@ -1,6 +1,6 @@
 """Runs the kernels that missed their H200 targets a few times each, for Nsight Compute (ncu) to
 profile: the int4 GEMV (Q4MatMul 4096 x 4096, M = 1, group 32 as ember.quantize writes it), SDPA
-8 x 12 x 512 x 64 at fp16 (the wmma or, with EMBER_CUDA_ATTN_KERNEL=mma, the mma.sync kernel)
+8 x 12 x 512 x 64 at fp16 (the mma.sync or, with EMBER_CUDA_ATTN_KERNEL=wmma, the wmma kernel)
 and Add + RMSNorm on 16384 x 4096 fp32. ncu_kernels.sh wraps it in ncu; alone it only runs them.
     PYTHONPATH=python python benchmarks/gpu/ncu_kernels.py [--case q4|sdpa|rms] [--device cuda]
         [--runs 3]

@@ -6,7 +6,7 @@
 // attention_f32_kernel: fp32 SIMT, 4 warps x 4 rows, 32-key tiles (a key per lane), D, Dv <= 256.
 // attention_mma_kernel: fp16/bf16 tensor cores, 4 warps x 16 rows, 64-key tiles, everything but
 // the K/V tiles in registers (mma.sync m16n8k16); head dims 32/64/128, float4-readable operands.
-// Opt-in (EMBER_CUDA_ATTN_KERNEL=mma, attention_plan.cpp) until a device run has passed it.
+// The default where it fits (EMBER_CUDA_ATTN_KERNEL=wmma keeps the wmma kernel; attention_plan.cpp).
 // attention_tc_kernel: wmma 16x16x16, same tiles, scores and O through shared memory: the rest.
 // Reference: ref_attention (cpp/src/ops/ops_fused.cpp); attention_emulate runs the tile loop.
 #include <cuda_bf16.h>
@@ -15,6 +15,7 @@
 #include <mma.h>
 
 #include "cuda/kernels/attention.h"
+#include "cuda/kernels/intrinsics.cuh"
 
 namespace ember::cuda {
 namespace {
@@ -81,7 +82,7 @@ __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162flo
 // C: output columns per lane, ceil(Dv / 32). Block: kAttnF32Rows rows of batch b.
 template <int C>
 __global__ void __launch_bounds__(kAttnThreads) attention_f32_kernel(AttnArgs a, int64_t q_tiles) {
-  extern __shared__ float smem_f[];
+  EMBER_DYNAMIC_SMEM(float, smem_f, 16);
   constexpr int R = kAttnF32Rows / (kAttnThreads / 32);  // rows per warp
   constexpr int K = kAttnF32Keys;
   static_assert(K == 32, "a key per lane");
@@ -174,7 +175,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_tc_kernel(AttnArgs a, 
   constexpr int BT = kAttnTcKeys, W = 16;  // keys per tile; rows per warp
   static_assert(BT == 64 && kAttnTcRows == W * kAttnThreads / 32, "softmax: a lane per 2 keys");
   constexpr int NK = HD / 16;              // 16-wide steps over the head dim
-  extern __shared__ __align__(128) unsigned char smem_tc[];
+  EMBER_DYNAMIC_SMEM(unsigned char, smem_tc, 128);
   const AttnTcSmem L = attn_tc_smem(HD);
   H* qs = reinterpret_cast<H*>(smem_tc + L.q);          // [kAttnTcRows, lh]
   H* ks = reinterpret_cast<H*>(smem_tc + L.k);          // [BT, lh]  (K, so Kt col-major)
@@ -315,47 +316,6 @@ __device__ __forceinline__ float pair_sum(__nv_bfloat16, uint32_t x) {
   return f.x + f.y;
 }
 
-// d += a b, one m16n8k16 (fp32 accumulate).
-__device__ __forceinline__ void mma16816(__half, float d[4], const uint32_t a[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma16816(__nv_bfloat16, float d[4], const uint32_t a[4],
-                                         uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Four 8x8 b16 matrices; lane 8i + r gives row r of matrix i, register i receives matrix i
-// (row g, cols 2c, 2c+1), or with .trans (rows 2c, 2c+1; col g).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"((uint32_t)__cvta_generic_to_shared(row))
-               : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"((uint32_t)__cvta_generic_to_shared(row))
-               : "memory");
-}
-
-// 16 bytes from global src to shared dst, asynchronously: the first `bytes` read, the rest zeroed.
-__device__ __forceinline__ void cp_async16(void* dst, const float* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
-               :
-               : "r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
-
 // Stores four floats, rounded to H, at dst[0..3] (8 bytes).
 template <class H>
 __device__ __forceinline__ void store4(H* dst, float4 x) {
@@ -445,7 +405,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
   constexpr int BT = kAttnTcKeys, LH = attn_mma_pitch(HD);
   constexpr int NK = HD / 16, NS = BT / 8, NP = BT / 16, NO = HD / 8;  // k-steps, n-tiles
   static_assert(kAttnTcRows == 16 * kAttnThreads / 32, "a warp per 16 rows");
-  extern __shared__ __align__(128) unsigned char smem_mma[];
+  EMBER_DYNAMIC_SMEM(unsigned char, smem_mma, 128);
   H* ks = reinterpret_cast<H*>(smem_mma);  // [BT, LH] keys
   H* vs = ks + BT * LH;                    // [BT, LH] values
   float* kst = reinterpret_cast<float*>(vs + BT * LH);  // [BT * HD] next keys, lane-private slots
@@ -492,7 +452,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
   };
   if (a.T > 0) copy_tile(0);
   for (int64_t t0 = 0; t0 < a.T; t0 += BT) {
-    cp_async_wait_all();  // this lane's slots of tile t0 have landed
+    cp_async_wait<0>();  // this lane's slots of tile t0 have landed
     __syncthreads();      // every warp is done with the last K/V tile
     if (a.k_d == 1)
       convert_rows<H, HD>(kst, ks);
@@ -516,8 +476,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
         uint32_t kf[4];
         const int mi = lane >> 3;
         ldmatrix_x4(kf, ks + (16 * p + 8 * (mi >> 1) + (lane & 7)) * LH + 16 * kk + 8 * (mi & 1));
-        mma16816(H{}, sc[2 * p], qf[kk], kf[0], kf[1]);
-        mma16816(H{}, sc[2 * p + 1], qf[kk], kf[2], kf[3]);
+        mma_m16n8k16(H{}, sc[2 * p], qf[kk], kf[0], kf[1]);
+        mma_m16n8k16(H{}, sc[2 * p + 1], qf[kk], kf[2], kf[3]);
       }
     }
 
@@ -575,8 +535,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
         uint32_t vf[4];
         const int mi = lane >> 3;
         ldmatrix_x4_trans(vf, vs + (16 * kk + 8 * (mi & 1) + (lane & 7)) * LH + 16 * p + 8 * (mi >> 1));
-        mma16816(H{}, o[2 * p], pf[kk], vf[0], vf[1]);
-        mma16816(H{}, o[2 * p + 1], pf[kk], vf[2], vf[3]);
+        mma_m16n8k16(H{}, o[2 * p], pf[kk], vf[0], vf[1]);
+        mma_m16n8k16(H{}, o[2 * p + 1], pf[kk], vf[2], vf[3]);
       }
     }
   }
@@ -604,7 +564,7 @@ template <class K>
 void launch(K kernel, int64_t blocks, int64_t q_tiles, size_t smem, const AttnArgs& a, void* stream) {
   // Over 48 KiB of dynamic shared memory needs the opt-in (set per kernel, so each time).
   if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  kernel<<<(unsigned)blocks, kAttnThreads, smem, static_cast<cudaStream_t>(stream)>>>(a, q_tiles);
+  EMBER_LAUNCH(kernel, (unsigned)blocks, kAttnThreads, smem, static_cast<cudaStream_t>(stream))(a, q_tiles);
 }
 
 template <class H, class Conv>

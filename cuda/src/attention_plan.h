@@ -39,7 +39,7 @@ bool attention_args(const AttnGeom& g, AttnArgs* a);
 // where attention_tc_head_pad allows and the shared memory fits `smem_limit` (the device's
 // opt-in limit; 0: unknown, taken as 48 KiB), else the exact F32 kernel (D, Dv <= 256).
 // Tensor cores run the mma.sync kernel where attn_mma_supports(a) (pointers included, when
-// bound) and EMBER_CUDA_ATTN_KERNEL is "mma" (opt-in until a device run passes it), else the
+// bound) unless EMBER_CUDA_ATTN_KERNEL is "wmma", else the
 // wmma kernel.
 AttnPlan attention_plan(const AttnArgs& a, Precision precision, size_t smem_limit);
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cuda/src/attention_plan.h"
+#include "cuda/tests/attention_test_util.h"
 #include "doctest/doctest.h"
 
 using namespace ember;
@@ -14,54 +15,11 @@ using namespace ember::cuda;
 
 namespace {
 
-Node attention_node(const std::string& layout, const std::string& scale_op, double scale) {
-  Node n;
-  n.op = OpType::Attention;
-  n.name = "attn";
-  n.attrs.set("layout", layout);
-  n.attrs.set("scale_op", scale_op);
-  n.attrs.set("scale", scale);
-  return n;
-}
-
-AttnGeom geom(const Node& n, const std::vector<Shape>& shapes) {
-  InferCtx ctx{n, {}, {}};
-  for (const Shape& s : shapes) ctx.in.push_back({DType::F32, s});
-  return attention_geom(ctx, shapes[0], shapes[1], shapes[2], shapes.size() > 3 ? &shapes[3] : nullptr);
-}
-
-AttnArgs args_for(const Node& n, const std::vector<Shape>& shapes) {
-  AttnArgs a;
-  REQUIRE(attention_args(geom(n, shapes), &a));
-  return a;
-}
-
-Tensor random_tensor(const Shape& s, std::mt19937& gen) {
-  Tensor t = Tensor::empty(DType::F32, s);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = dist(gen);
-  return t;
-}
-
 // The reference's Y and the emulated kernels' Y (both tile shapes) agree: NaN where it has NaN.
 void check_against_reference(const Node& n, std::vector<Tensor> in) {
-  std::vector<Shape> shapes;
-  for (const Tensor& t : in) shapes.push_back(t.shape());
-  AttnGeom g = geom(n, shapes);
-  Tensor want = Tensor::empty(DType::F32, g.out);
-  std::vector<const Tensor*> ins;
-  for (const Tensor& t : in) ins.push_back(&t);
-  KernelCtx kc{n, ins, {&want}};
-  op_def(OpType::Attention).reference(kc);
-
+  const Tensor want = attention_reference(n, in);
   for (Precision prec : {Precision::F32, Precision::F16}) {
-    AttnArgs a = args_for(n, shapes);
-    a.q = in[0].ptr<float>();
-    a.k = in[1].ptr<float>();
-    a.v = in[2].ptr<float>();
-    a.mask = in.size() > 3 ? in[3].ptr<float>() : nullptr;
-    a.scale = (float)n.attrs.get_float("scale", 1.0);
-    a.div = n.attrs.get_string("scale_op", "mul") == "div";
+    AttnArgs a = bound_args(n, in);
     AttnPlan plan = attention_plan(a, prec, 227 * 1024);
     REQUIRE(plan.ok);
     // The emulation walks the tensor-core tiles in fp32, so force that tile shape for D = 0 too.
@@ -71,7 +29,7 @@ void check_against_reference(const Node& n, std::vector<Tensor> in) {
       plan.q_tiles = attn_q_tiles(a.S, plan.rows);
       plan.blocks = a.nbatch * plan.q_tiles;
     }
-    Tensor got = Tensor::empty(DType::F32, g.out);
+    Tensor got = Tensor::empty(DType::F32, want.shape());
     for (int64_t i = 0; i < got.numel(); i++) got.ptr<float>()[i] = 12345.0f;  // every element written
     a.y = got.ptr<float>();
     attention_emulate(a, plan);

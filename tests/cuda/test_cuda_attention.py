@@ -4,8 +4,8 @@ Graphs that ember fuses into one Attention node (MatMul(Q, Kt) -> Mul | Div -> [
 Softmax(-1) -> MatMul(., V); with the head transposes around it for the "bshd" layout), run on
 the device at each precision: fp32 runs the exact SIMT kernel (tight tolerance), fp16 / bf16 the
 tensor-core kernels where the head dims allow (loose tolerance; inputs and probabilities rounded):
-the wmma kernel, or with EMBER_CUDA_ATTN_KERNEL=mma the mma.sync kernel for head dims 32 / 64 /
-128 (not yet the default: benchmarks/gpu/check.sh runs this file both ways).
+the mma.sync kernel for head dims 32 / 64 / 128, the wmma kernel for the rest, or for all of them
+with EMBER_CUDA_ATTN_KERNEL=wmma (benchmarks/gpu/check.sh runs this file both ways).
 """
 import os
 import subprocess
@@ -235,8 +235,8 @@ def test_attention_mma_tails_match_cpu(finish_model_fn, rng, precision, shape, m
 def test_attention_mma_matches_wmma(finish_model_fn, rng, tmp_path, precision, shape):
     """The mma.sync kernel against the wmma one: EMBER_CUDA_ATTN_KERNEL is read once per
     process, so a child runs the same model with it set to "wmma"."""
-    if os.environ.get("EMBER_CUDA_ATTN_KERNEL") != "mma":
-        pytest.skip("this process runs the wmma kernel (EMBER_CUDA_ATTN_KERNEL=mma runs the other)")
+    if os.environ.get("EMBER_CUDA_ATTN_KERNEL") == "wmma":
+        pytest.skip("this process runs the wmma kernel (EMBER_CUDA_ATTN_KERNEL=wmma)")
     model, feeds = mma_case(finish_model_fn, rng, shape, "causal")
     onnx.save(model, str(tmp_path / "m.onnx"))
     np.savez(tmp_path / "feeds.npz", **feeds)
