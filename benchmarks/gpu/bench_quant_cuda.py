@@ -11,8 +11,8 @@ M = 1, 16, 4096 rows. Weights are rotated across R copies whose bytes exceed twi
   in one CUDA graph; µs = replay time / R (CUDA events, median). _int_mm gets its int8 A for
   free (no activation quantization), fp16 its fp16 A.
 - ember: one model with R MatMul nodes on the same input, quantized by ember.quantize (int8:
-  per-token dynamic W8A8 -> QMatMul; int4: MatMulNBits -> Q4MatMul); µs = sum of the R nodes'
-  Engine.profile medians / R (bench_cuda.py's timing: CUDA events around each node's launches,
+  per-token dynamic W8A8 -> QMatMul; int4: MatMulNBits -> Q4MatMul; at M <= 16 also "int4
+  stream", the opt-in stream kernel); µs = sum of the R nodes' Engine.profile medians / R (bench_cuda.py's timing: CUDA events around each node's launches,
   activation quantization and the split-K reduction included; before 2026-11-29's fourth
   session, host time up to a synchronize). A row whose nodes fell back to the CPU
   is refused (n/a, listed).
@@ -174,31 +174,44 @@ def ember_rows(ctx, n, k, ms_list, tmp):
         qs = time.monotonic() - t0
         for m in ms_list:
             x = ctx.rng.standard_normal((m, k), dtype=np.float32)
-            e = bc.ember_time(ctx, path, {"x": x}, "fp16", ctx.sz["runs"], ctx.sz["warmup"], 1)
-            note = f"R={r}, kernels {','.join(e['kernels'])}, quantized in {qs:.1f} s"
-            ms = None
-            if e["fallbacks"]:
-                note = "refused: on the CPU: " + ", ".join(f"{a} ({b})" for a, b in e["fallbacks"][:4])
-            elif e["error"]:
-                note = "ember: " + e["error"]
-            elif e["device_ms"] is not None:
-                ms = e["device_ms"] / r
-                if op not in e["ops"]:
-                    note += f"; NOT {op}: {sorted(set(e['ops']))}"
-            rows.append(result(f"ember {scheme}", wbytes + m * k * 4 + m * n * 4, m, n, k, ms, note))
+            # Decode int4 also on the opt-in stream kernel (EMBER_CUDA_Q4_KERNEL, read per run).
+            variants = [("", None)] + ([(" stream", "stream")] if scheme == "int4" and m <= 16 else [])
+            for suffix, kernel in variants:
+                if kernel:
+                    os.environ["EMBER_CUDA_Q4_KERNEL"] = kernel
+                try:
+                    e = bc.ember_time(ctx, path, {"x": x}, "fp16", ctx.sz["runs"], ctx.sz["warmup"], 1)
+                finally:
+                    os.environ.pop("EMBER_CUDA_Q4_KERNEL", None)
+                rows.append(ember_row(f"ember {scheme}{suffix}", e, op, r, qs, wbytes, m, n, k))
         os.remove(path)
     return rows
+
+
+def ember_row(what, e, op, r, qs, wbytes, m, n, k):
+    """One ember row from bc.ember_time's result `e` over R rotated copies of the weight."""
+    note = f"R={r}, kernels {','.join(e['kernels'])}, quantized in {qs:.1f} s"
+    ms = None
+    if e["fallbacks"]:
+        note = "refused: on the CPU: " + ", ".join(f"{a} ({b})" for a, b in e["fallbacks"][:4])
+    elif e["error"]:
+        note = "ember: " + e["error"]
+    elif e["device_ms"] is not None:
+        ms = e["device_ms"] / r
+        if op not in e["ops"]:
+            note += f"; NOT {op}: {sorted(set(e['ops']))}"
+    return result(what, wbytes + m * k * 4 + m * n * 4, m, n, k, ms, note)
 
 
 def table(rows, peaks, header):
     lines = [header,
              f"peaks (measured here): copy {peaks.get('copy', 0):.1f} GB/s, int8 {peaks.get('int8', 0):.1f} TOPS "
              "(best torch._int_mm)",
-             f"{'N x K':<12} {'M':>5} {'what':<17} {'us':>9} {'GB/s':>8} {'TOPS':>7} {'bw%':>6} {'ops%':>6}  note"]
+             f"{'N x K':<12} {'M':>5} {'what':<18} {'us':>9} {'GB/s':>8} {'TOPS':>7} {'bw%':>6} {'ops%':>6}  note"]
     for r in rows:
         bw = 100 * r["gbs"] / peaks["copy"] if r["gbs"] and peaks.get("copy") else None
         op = 100 * r["tops"] / peaks["int8"] if r["tops"] and peaks.get("int8") else None
-        lines.append(f"{r['n']}x{r['k']:<{11 - len(str(r['n']))}} {r['m']:>5} {r['what']:<17} "
+        lines.append(f"{r['n']}x{r['k']:<{11 - len(str(r['n']))}} {r['m']:>5} {r['what']:<18} "
                      f"{bc.fmt(r['us'], '9.1f')} {bc.fmt(r['gbs'], '8.1f')} {bc.fmt(r['tops'], '7.2f')} "
                      f"{bc.fmt(bw, '6.1f')} {bc.fmt(op, '6.1f')}  {r['note']}")
     return "\n".join(lines)

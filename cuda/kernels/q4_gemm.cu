@@ -6,7 +6,8 @@
 // its 16 bytes per k16 tile in registers (nibbles | magic exponent -> exact T integers, then
 // fma(code, scale, offset)) for mma.sync m16n8k16, fp32 sums. "small" (M <= 16 per block,
 // decode): the 4 warps split each stage's k16 tiles and add up in shared memory; "large": m128
-// blocks, a warp 32 rows over all K. K splits write partial sums that q4_reduce adds in split
+// blocks, a warp 32 rows over all K; "stream" (decode, opt-in): no ring, each lane loads its
+// tiles into registers a few ahead. K splits write partial sums that q4_reduce adds in split
 // order (+ bias, act). Marlin (IST-DASLab) is the model for the tile layout and the dequant.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -83,15 +84,10 @@ struct BF16Ops {
   }
 };
 
-// One thread per (m16 tile, k16 tile, lane): that lane's 8 A values as T (0 past m and k).
+// Lane's A fragment of m16 tile mt, k16 tile kt as T: its 8 values (q4_a_coord), 0 past m and k.
 template <class Ops>
-__global__ void q4_convert_a_kernel(const float* __restrict__ a,  // [m, k]
-                                    uint4* __restrict__ frag,     // [Mp/16, Kp/16, 32]
-                                    int64_t m, int64_t k, int64_t kt_count, int64_t total) {
-  const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (idx >= total) return;
-  const int lane = (int)(idx % 32);
-  const int64_t kt = idx / 32 % kt_count, mt = idx / 32 / kt_count;
+__device__ __forceinline__ uint4 q4_a_fragment(const float* __restrict__ a,  // [m, k]
+                                               int64_t m, int64_t k, int64_t mt, int64_t kt, int lane) {
   float v[8];
 #pragma unroll
   for (int e = 0; e < 8; e++) {
@@ -99,8 +95,98 @@ __global__ void q4_convert_a_kernel(const float* __restrict__ a,  // [m, k]
     const int64_t row = mt * 16 + c.n, col = kt * 16 + c.k;
     v[e] = row < m && col < k ? a[row * k + col] : 0.0f;
   }
-  frag[idx] = make_uint4(Ops::pack(v[0], v[1]), Ops::pack(v[2], v[3]), Ops::pack(v[4], v[5]),
-                         Ops::pack(v[6], v[7]));
+  return make_uint4(Ops::pack(v[0], v[1]), Ops::pack(v[2], v[3]), Ops::pack(v[4], v[5]),
+                    Ops::pack(v[6], v[7]));
+}
+
+// One thread per (m16 tile, k16 tile, lane): that lane's A fragment.
+template <class Ops>
+__global__ void q4_convert_a_kernel(const float* __restrict__ a,  // [m, k]
+                                    uint4* __restrict__ frag,     // [Mp/16, Kp/16, 32]
+                                    int64_t m, int64_t k, int64_t kt_count, int64_t total) {
+  const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (idx >= total) return;
+  frag[idx] = q4_a_fragment<Ops>(a, m, k, idx / 32 / kt_count, idx / 32 % kt_count, (int)(idx % 32));
+}
+
+// acc[t] += A tile t (fragments af[t]) x the k16 x n64 weight tile of this lane's codes `w`,
+// dequantized in registers with its 8 scales `s8` and offsets `o8` (one per n8 subtile).
+template <class Ops, int MT>
+__device__ __forceinline__ void q4_mma_tile(float (&acc)[MT][8][4], const uint4& w, const uint4& s8,
+                                            const uint4& o8, const uint4 (&af)[MT]) {
+  const uint16_t* sh = reinterpret_cast<const uint16_t*>(&s8);
+  const uint16_t* oh = reinterpret_cast<const uint16_t*>(&o8);
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    // Word j: subtiles 2j (nibbles 0, 4 | 1, 5) and 2j + 1 (2, 6 | 3, 7).
+    const uint32_t s0 = Ops::param2(sh[2 * j]), o0 = Ops::param2(oh[2 * j]);
+    const uint32_t s1 = Ops::param2(sh[2 * j + 1]), o1 = Ops::param2(oh[2 * j + 1]);
+    const uint32_t b00 = Ops::dequant(words[j], 0, s0, o0), b01 = Ops::dequant(words[j], 1, s0, o0);
+    const uint32_t b10 = Ops::dequant(words[j], 2, s1, o1), b11 = Ops::dequant(words[j], 3, s1, o1);
+#pragma unroll
+    for (int t = 0; t < MT; t++) {
+      Ops::mma(acc[t][2 * j], af[t], b00, b01);
+      Ops::mma(acc[t][2 * j + 1], af[t], b10, b11);
+    }
+  }
+}
+
+// The block's sums to `out` ([m, n], or split blockIdx.z's slice of the [splits, m, n]
+// partials): warps 1..KW-1 (K slots) hand theirs to warp 0 through `red`, added in warp order,
+// then bias and act unless partial. `red` may overlay shared memory the main loop read: the
+// first barrier waits for every warp to be done with it.
+template <int MT, int KW>
+__device__ __forceinline__ void q4_finish(float (&acc)[MT][8][4],
+                                          float (*red)[MT * 32][32],  // [KW - 1][acc][lane]
+                                          int kslot, int mt0, int nt, const float* __restrict__ bias,
+                                          float* __restrict__ out, int m, int n, int act, bool partial) {
+  const int lane = threadIdx.x % 32, g = lane / 4;
+  // C fragment: c[r] is (row g + 8 (r / 2), column 2 (lane % 4) + r % 2) of each m16 x n8.
+  float* dst = partial ? out + (size_t)blockIdx.z * m * n : out;
+  auto store = [&](int t, int s, int r, float v) {
+    const int row = (mt0 + t) * 16 + g + 8 * (r / 2);
+    const int col = nt * 64 + s * 8 + 2 * (lane % 4) + r % 2;
+    if (row >= m || col >= n) return;
+    if (!partial) v = q4_act(bias ? v + bias[col] : v, act);
+    dst[(size_t)row * n + col] = v;
+  };
+  if constexpr (KW > 1) {
+    __syncthreads();
+    if (kslot > 0) {
+#pragma unroll
+      for (int t = 0; t < MT; t++)
+#pragma unroll
+        for (int s = 0; s < 8; s++)
+#pragma unroll
+          for (int r = 0; r < 4; r++) red[kslot - 1][(t * 8 + s) * 4 + r][lane] = acc[t][s][r];
+    }
+    __syncthreads();
+    if (kslot > 0) return;
+    // Warp 0 leaves the totals in red[0] (each lane its own slots) and stores them from there
+    // in a rolled loop: 32 inlined activations at once would take ~50 more registers.
+#pragma unroll
+    for (int t = 0; t < MT; t++)
+#pragma unroll
+      for (int s = 0; s < 8; s++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+          const int idx = (t * 8 + s) * 4 + r;
+          float v = acc[t][s][r];
+#pragma unroll
+          for (int w = 0; w < KW - 1; w++) v += red[w][idx][lane];
+          red[0][idx][lane] = v;
+        }
+#pragma unroll 1
+    for (int idx = 0; idx < MT * 32; idx++) store(idx / 32, idx / 4 % 8, idx % 4, red[0][idx][lane]);
+  } else {
+#pragma unroll
+    for (int t = 0; t < MT; t++)
+#pragma unroll
+      for (int s = 0; s < 8; s++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) store(t, s, r, acc[t][s][r]);
+  }
 }
 
 template <bool A_F32>
@@ -148,7 +234,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<A_F32>)
   // The split's partial sums of warps 1..KW-1 reuse the ring once the main loop is done.
   union Smem {
     Ring ring;
-    float red[KW > 1 ? KW - 1 : 1][KW > 1 ? MT * 32 : 1][32];  // [warp - 1, acc, lane]
+    float red[KW > 1 ? KW - 1 : 1][MT * 32][32];  // [warp - 1, acc, lane]
   };
   // 48 KB of static shared memory at most; the small plan counts on kQ4SmallBlocksPerSm per SM
   // (228 KB, 1 KB reserved per block).
@@ -228,8 +314,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<A_F32>)
       const uint4 w = sm.ring.codes[slot][kk][lane];
       const int row = kt / group_tiles - kt0 / group_tiles;  // 0 or 1
       const uint4 s8 = sm.ring.params[slot][0][row][g], o8 = sm.ring.params[slot][1][row][g];
-      const uint16_t* sh = reinterpret_cast<const uint16_t*>(&s8);
-      const uint16_t* oh = reinterpret_cast<const uint16_t*>(&o8);
       uint4 af[MT];
       if constexpr (A_F32) {
         // This lane's fragment, as q4_convert_a builds it (elements 2h, 2h + 1 are adjacent
@@ -250,71 +334,74 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<A_F32>)
           af[t] = mt0 + t < mt_count ? __ldg(a + ((size_t)(mt0 + t) * kt_count + kt) * 32 + lane)
                                      : make_uint4(0, 0, 0, 0);
       }
-      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-      for (int j = 0; j < 4; j++) {
-        // Word j: subtiles 2j (nibbles 0, 4 | 1, 5) and 2j + 1 (2, 6 | 3, 7).
-        const uint32_t s0 = Ops::param2(sh[2 * j]), o0 = Ops::param2(oh[2 * j]);
-        const uint32_t s1 = Ops::param2(sh[2 * j + 1]), o1 = Ops::param2(oh[2 * j + 1]);
-        const uint32_t b00 = Ops::dequant(words[j], 0, s0, o0), b01 = Ops::dequant(words[j], 1, s0, o0);
-        const uint32_t b10 = Ops::dequant(words[j], 2, s1, o1), b11 = Ops::dequant(words[j], 3, s1, o1);
-#pragma unroll
-        for (int t = 0; t < MT; t++) {
-          Ops::mma(acc[t][2 * j], af[t], b00, b01);
-          Ops::mma(acc[t][2 * j + 1], af[t], b10, b11);
-        }
-      }
+      q4_mma_tile<Ops, MT>(acc, w, s8, o8, af);
     }
   }
   cp_async_wait<0>();
+  q4_finish<MT, KW>(acc, sm.red, kslot, mt0, nt, bias, out, m, n, act, partial);
+}
 
-  // C fragment: c[r] is (row g + 8 (r / 2), column 2 (lane % 4) + r % 2) of each m16 x n8.
-  float* dst = partial ? out + (size_t)blockIdx.z * m * n : out;
-  auto store = [&](int t, int s, int r, float v) {
-    const int row = (mt0 + t) * 16 + g + 8 * (r / 2);
-    const int col = nt * 64 + s * 8 + 2 * (lane % 4) + r % 2;
-    if (row >= m || col >= n) return;
-    if (!partial) v = q4_act(bias ? v + bias[col] : v, act);
-    dst[(size_t)row * n + col] = v;
+// Decode (plan.stream, M <= 16): a block is m16 x n64 and owns one split's k16 tiles, a
+// quarter to each warp. A lane reads its codes, scales and offsets from global memory straight
+// into a U-deep register ring (U tiles in flight a lane), so the main loop has no barrier and no
+// shared-memory round trip; the block's A fragments are staged in shared memory once, while the
+// first U tiles are in flight. NOTE: written without a GPU (verified on the emulated device,
+// cuda/emu); opt-in (EMBER_CUDA_Q4_KERNEL=stream) until check_quant.sh has timed it.
+template <class Ops, int U>
+__global__ void __launch_bounds__(kThreads, kQ4StreamBlocksPerSm)
+    q4_stream_kernel(const float* __restrict__ a32,      // [m, k]
+                     const uint4* __restrict__ codes,    // [Kp/16, Np/64, 32] int32 x 4
+                     const uint4* __restrict__ scales,   // [groups, Np/64, 8] f16 x 8
+                     const uint4* __restrict__ offsets,  // [groups, Np/64, 8] f16 x 8
+                     const float* __restrict__ bias,     // [n] or null
+                     float* __restrict__ out,            // [m, n], or [splits, m, n] partials
+                     int m, int n, int k, int nt_count, int group_tiles, int tiles,
+                     int tiles_per_split, int act, bool partial) {
+  union Smem {
+    uint4 a[kQ4StreamMaxTiles][32];  // [k16 tile of the split, lane] A fragments
+    float red[3][32][32];            // warps 1..3's sums once the loop is done
   };
-  if constexpr (KW > 1) {
-    // Warps 1..KW-1 hand their sums to warp 0 (MT * 32 values per lane), added in warp order.
-    // `red` overlays the ring: every warp must be done reading it.
-    __syncthreads();
-    if (kslot > 0) {
+  __shared__ __align__(16) Smem sm;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
+  const int nt = blockIdx.x, t0 = blockIdx.z * tiles_per_split;
+  const int count = min(tiles, t0 + tiles_per_split) - t0;  // the block's tiles, > 0
+  const int quarter = (count + 3) / 4;
+  const int begin = min(count, warp * quarter), end = min(count, begin + quarter);  // the warp's
+
+  // Tile i of the block (codes, and the scale and offset rows of its group) into one ring slot.
+  auto fetch = [&](int i, uint4& w, uint4& s8, uint4& o8) {
+    const int kt = t0 + i;
+    const size_t grp = (size_t)(kt / group_tiles) * nt_count + nt;
+    w = __ldg(codes + ((size_t)kt * nt_count + nt) * 32 + lane);
+    s8 = __ldg(scales + grp * 8 + g);
+    o8 = __ldg(offsets + grp * 8 + g);
+  };
+  uint4 rw[U], rs[U], ro[U];
 #pragma unroll
-      for (int t = 0; t < MT; t++)
+  for (int u = 0; u < U; u++)
+    if (begin + u < end) fetch(begin + u, rw[u], rs[u], ro[u]);
+  for (int i = threadIdx.x; i < count * 32; i += kThreads)
+    sm.a[i / 32][i % 32] = q4_a_fragment<Ops>(a32, m, k, blockIdx.y, t0 + i / 32, i % 32);
+  __syncthreads();
+
+  float acc[1][8][4];
 #pragma unroll
-        for (int s = 0; s < 8; s++)
+  for (int s = 0; s < 8; s++)
 #pragma unroll
-          for (int r = 0; r < 4; r++) sm.red[kslot - 1][(t * 8 + s) * 4 + r][lane] = acc[t][s][r];
+    for (int r = 0; r < 4; r++) acc[0][s][r] = 0.0f;
+  for (int base = begin; base < end; base += U) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int i = base + u;
+      if (i < end) {
+        const uint4 w = rw[u], s8 = rs[u], o8 = ro[u];
+        if (i + U < end) fetch(i + U, rw[u], rs[u], ro[u]);  // refill the slot: U stay in flight
+        const uint4 af[1] = {sm.a[i][lane]};
+        q4_mma_tile<Ops, 1>(acc, w, s8, o8, af);
+      }
     }
-    __syncthreads();
-    if (kslot > 0) return;
-    // Warp 0 leaves the totals in red[0] (each lane its own slots) and stores them from there
-    // in a rolled loop: 32 inlined activations at once would take ~50 more registers.
-#pragma unroll
-    for (int t = 0; t < MT; t++)
-#pragma unroll
-      for (int s = 0; s < 8; s++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) {
-          const int idx = (t * 8 + s) * 4 + r;
-          float v = acc[t][s][r];
-#pragma unroll
-          for (int w = 0; w < KW - 1; w++) v += sm.red[w][idx][lane];
-          sm.red[0][idx][lane] = v;
-        }
-#pragma unroll 1
-    for (int idx = 0; idx < MT * 32; idx++) store(idx / 32, idx / 4 % 8, idx % 4, sm.red[0][idx][lane]);
-  } else {
-#pragma unroll
-    for (int t = 0; t < MT; t++)
-#pragma unroll
-      for (int s = 0; s < 8; s++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) store(t, s, r, acc[t][s][r]);
   }
+  q4_finish<1, 4>(acc, sm.red, warp, blockIdx.y, nt, bias, out, m, n, act, partial);
 }
 
 // y = act(sum over splits, in order, of partial + bias).
@@ -344,7 +431,12 @@ void launch_gemm(const float* a32, const void* a_frag, const int32_t* codes, con
   const auto* c = reinterpret_cast<const uint4*>(codes);
   const auto* sc = reinterpret_cast<const uint4*>(scales);
   const auto* of = reinterpret_cast<const uint4*>(offsets);
-  if (p.small) {
+  if (p.stream) {
+    auto* kernel = q4_stream_kernel<Ops, kQ4StreamDepth>;
+    EMBER_LAUNCH(kernel, grid, kThreads, 0, s)(
+        a32, c, sc, of, bias, out, (int)m, (int)n, (int)k, (int)p.grid_x, (int)(group / 16),
+        (int)p.stages, (int)p.stages_per_split, act, split);
+  } else if (p.small) {
     auto* kernel = q4_gemm_kernel<Ops, 1, 4, kRingSmall, true>;
     // Four 46 KB blocks per SM need the largest shared-memory carveout (a hint; once per T).
     static const bool carveout = [kernel] {

@@ -49,19 +49,48 @@ EMBER_Q4_HD constexpr Q4Coord q4_a_coord(int lane, int e) {
 }
 
 // How q4_gemm runs: the "small" kernel (a block is m16 x n64; its 4 warps split each stage's
-// k16 tiles; more m16 tiles on grid.y) or the "large" one (a block is m128 x n64; each warp
-// owns 32 rows). K is split over `splits` blocks of `stages_per_split` stages each; partial
-// sums are added in split order by a second kernel (deterministic at any setting).
+// k16 tiles; more m16 tiles on grid.y), the "large" one (a block is m128 x n64; each warp
+// owns 32 rows), or, for decode when asked (q4_launch's `stream`), the "stream" one (a block is
+// m16 x n64; its 4 warps each take a quarter of the block's k16 tiles and read their codes and
+// params from global memory straight into registers, q4 tiles ahead, with no barrier in the
+// loop). K is split over `splits` blocks of `stages_per_split` stages each (a stage is 64 K,
+// or for "stream" 16 K); partial sums are added in split order by a second kernel
+// (deterministic at any setting).
 struct Q4Launch {
-  bool small = true;
+  bool small = true;               // A as float (small and stream), else fragments (large)
+  bool stream = false;
   int64_t grid_x = 0, grid_y = 0;  // n64 tiles, m blocks
-  int64_t stages = 0;              // Kp / 64
+  int64_t stages = 0;              // Kp / 64, or Kp / 16 (stream)
   int64_t splits = 1, stages_per_split = 0;
 };
 // Stages of the small kernel's shared-memory ring (RING - 1 in flight per block), and how many
 // of its blocks an SM holds at once (shared memory: 4 x 46.5 KB; registers: <= 128 a thread).
 constexpr int kQ4RingSmall = 7, kQ4SmallBlocksPerSm = 4;
-inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool deterministic) {
+// The stream kernel: k16 tiles a block at most (its A fragments fill 32 KB of shared memory),
+// tiles each lane has in flight, and blocks it plans per SM (one wave).
+constexpr int kQ4StreamMaxTiles = 64, kQ4StreamDepth = 4, kQ4StreamBlocksPerSm = 4;
+
+// The stream kernel's plan (m <= 16): about kQ4StreamBlocksPerSm blocks per SM, so every
+// weight byte is requested in the first moments; at least 8 k16 tiles a block (2 a warp) and
+// at most kQ4StreamMaxTiles; partial sums at most 1/8 of the codes' bytes (splits <= k / 64m).
+inline Q4Launch q4_launch_stream(int64_t m, int64_t n, int64_t k, int sms) {
+  Q4Launch p;
+  p.stream = true;
+  p.grid_x = q4_padded_n(n) / kQ4TileN;
+  p.grid_y = 1;
+  p.stages = q4_padded_k(k) / 16;
+  const int64_t want = std::max<int64_t>(1, kQ4StreamBlocksPerSm * std::max(sms, 1) / std::max<int64_t>(p.grid_x, 1));
+  int64_t splits = std::min({want, std::max<int64_t>(1, p.stages / 8), std::max<int64_t>(1, k / (64 * std::max<int64_t>(m, 1)))});
+  splits = std::max(splits, (p.stages + kQ4StreamMaxTiles - 1) / kQ4StreamMaxTiles);
+  p.stages_per_split = p.stages ? (p.stages + splits - 1) / splits : 0;
+  p.splits = p.stages ? (p.stages + p.stages_per_split - 1) / p.stages_per_split : 1;
+  return p;
+}
+
+// stream: use the stream kernel for m <= 16 unless deterministic (which keeps the small kernel
+// at every M, so a row's sums never depend on its batch).
+inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool deterministic, bool stream = false) {
+  if (stream && !deterministic && m <= 16) return q4_launch_stream(m, n, k, sms);
   Q4Launch p;
   // Deterministic: one kernel and a split count independent of M, so a row's sums do not
   // depend on the batch it came in.
@@ -101,7 +130,7 @@ inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool determi
 int q4_multiprocessors();
 
 // A (float) to T fragments, zero past M and K; bf16 picks bf16 over fp16. Only the large plan
-// (!plan.small) reads them: the small kernel converts A itself.
+// (!plan.small) reads them: the small and stream kernels convert A themselves.
 void q4_convert_a(const float* a,  // [m, k]
                   void* a_frag,    // [Mp/16, Kp/16, 32, 8] T
                   int64_t m, int64_t k, bool bf16, void* stream);

@@ -4,6 +4,8 @@
 // q4_prepare) or feeds (repacked on the host each run). Any N, K (the packing pads them) and
 // group; falls back to the CPU where a weight (code * scale + offset) would overflow fp16.
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -31,6 +33,14 @@ int act_code(FusedAct act) {
     case FusedAct::GeluTanh: return 3;
   }
   return 0;
+}
+
+// EMBER_CUDA_Q4_KERNEL=stream: decode (M <= 16) on the stream kernel instead of the small one.
+// Read at every call, so a benchmark can time both in one process (check_quant.sh does);
+// opt-in until a device run has timed it.
+bool q4_stream_wanted() {
+  const char* e = std::getenv("EMBER_CUDA_Q4_KERNEL");
+  return e && std::strcmp(e, "stream") == 0;
 }
 
 float param_value(const Tensor& t, int64_t i) {
@@ -90,8 +100,9 @@ void q4matmul_cuda(const KernelCtx& ctx) {
   }
   const DeviceOptions& opt = options(ctx);
   const bool bf16 = opt.precision == Precision::BF16;
-  const Q4Launch plan = q4_launch(m, at.n, at.k, q4_multiprocessors(), opt.deterministic);
-  // The small kernel converts A itself; the large one reads it as fragments.
+  const Q4Launch plan =
+      q4_launch(m, at.n, at.k, q4_multiprocessors(), opt.deterministic, q4_stream_wanted());
+  // The small and stream kernels convert A themselves; the large one reads it as fragments.
   std::unique_ptr<Scratch> a_frag;
   if (!plan.small) {
     a_frag = std::make_unique<Scratch>(ctx, (size_t)(q4_padded_m(m) * q4_padded_k(at.k) * 2));

@@ -128,6 +128,30 @@ TEST_CASE("q4_launch: splits cover every stage once; deterministic plans ignore 
         }
 }
 
+TEST_CASE("q4_launch_stream: splits cover every k16 tile once, a block's A fits, partials stay small") {
+  for (int64_t k : {32, 64, 769, 4096, 14336})
+    for (int64_t n : {1, 200, 4096, 14336})
+      for (int64_t m : {1, 7, 16}) {
+        CAPTURE(k);
+        CAPTURE(n);
+        CAPTURE(m);
+        const Q4Launch p = q4_launch(m, n, k, 132, false, true);
+        REQUIRE(p.stream);
+        CHECK(p.small);
+        CHECK(p.stages == q4_padded_k(k) / 16);
+        CHECK(p.stages_per_split <= kQ4StreamMaxTiles);
+        CHECK(p.splits * p.stages_per_split >= p.stages);
+        CHECK((p.splits - 1) * p.stages_per_split < p.stages);  // no empty split
+        CHECK(p.grid_x * 64 >= n);
+        CHECK(p.grid_y == 1);
+        // Partial sums at most 1/8 of the codes' bytes, unless A's shared memory forces splits.
+        if (p.splits > (p.stages + kQ4StreamMaxTiles - 1) / kQ4StreamMaxTiles)
+          CHECK(p.splits * m * 4 <= std::max<int64_t>(k / 16, 4));
+      }
+  CHECK(!q4_launch(17, 64, 64, 132, false, true).stream);
+  CHECK(!q4_launch(1, 64, 64, 132, true, true).stream);
+}
+
 TEST_CASE("q4 kernel emulation equals a naive dequantized matmul") {
   // Walks q4_gemm_kernel's loops on the host: blocks, splits, stages, k16 tiles, lanes; A and
   // B tiles are rebuilt from the lanes' registers through the PTX tables, so any disagreement

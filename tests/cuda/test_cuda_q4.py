@@ -136,6 +136,16 @@ def test_decode_shapes(rng, m, k, n, block):
     run_both(model, {"a": rng.standard_normal((m, k)).astype(np.float32)}, q)
 
 
+@pytest.mark.parametrize("m,k,n,block", DECODE_CASES + [(1, 64, 200, 32), (5, 769, 5125, 64)])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_decode_stream_kernel(rng, monkeypatch, m, k, n, block, precision):
+    """EMBER_CUDA_Q4_KERNEL=stream (read at every run): decode on the stream kernel (registers
+    instead of the shared-memory ring; opt-in until timed on the device)."""
+    monkeypatch.setenv("EMBER_CUDA_Q4_KERNEL", "stream")
+    model, q = nbits_model(rng, k, n, block, True, bias=True)
+    run_both(model, {"a": rng.standard_normal((m, k)).astype(np.float32)}, q, precision=precision)
+
+
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_decode_half_precision(rng, precision):
     model, q = nbits_model(rng, 11008, 1000, 32, True)

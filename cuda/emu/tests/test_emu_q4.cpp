@@ -32,6 +32,7 @@ struct Run {
   int64_t m, n, k, group;
   bool bf16 = false, deterministic = false, bias = false;
   int act = 0;
+  bool stream = false;
 };
 
 // Max |y - reference| / (sum |a w| + 1) over the output, for one emulated q4_gemm.
@@ -44,7 +45,7 @@ double run_q4(const Run& r, std::mt19937& gen, Q4Launch* used) {
   Tensor pc = q4_pack_codes(c.codes.data(), r.n, r.k);
   Tensor ps = q4_pack_params(c.scales, r.n, r.k, r.group);
   Tensor po = q4_pack_params(c.offsets, r.n, r.k, r.group);
-  const Q4Launch plan = q4_launch(r.m, r.n, r.k, q4_multiprocessors(), r.deterministic);
+  const Q4Launch plan = q4_launch(r.m, r.n, r.k, q4_multiprocessors(), r.deterministic, r.stream);
   *used = plan;
   std::vector<uint16_t> frag;
   if (!plan.small) {
@@ -102,12 +103,47 @@ TEST_CASE("q4_gemm on the emulated device equals the reference") {
     Q4Launch plan;
     const double err = run_q4(r, gen, &plan);
     CAPTURE(plan.small);
+    CAPTURE(plan.stream);
     CAPTURE(plan.splits);
     CHECK(err < 1e-5);
   }
 }
 
-TEST_CASE("q4_gemm emulated: the plans tested above include splits and both kernels") {
-  CHECK(q4_launch(5, 64, 1024, q4_multiprocessors(), false).splits > 1);
-  CHECK(!q4_launch(70, 70, 96, q4_multiprocessors(), false).small);
+TEST_CASE("q4_gemm's stream kernel on the emulated device equals the reference") {
+  // Splits of one tile short of a whole warp quarter, a lone split, tiles past the ring depth,
+  // M up to 16, every activation.
+  std::mt19937 gen(9);
+  const Run runs[] = {
+      {1, 64, 64, 32, false, false, false, 0, true},
+      {1, 70, 100, 32, false, false, true, 1, true},
+      {3, 130, 256, 64, true, false, false, 2, true},
+      {16, 64, 130, 128, false, false, true, 3, true},
+      {1, 64, 4096, 128, false, false, false, 0, true},  // 256 tiles: 4 splits of 64
+      {2, 192, 1000, 32, true, false, true, 0, true},
+      {9, 64, 2048, 64, false, false, false, 1, true},
+  };
+  for (const Run& r : runs) {
+    CAPTURE(r.m);
+    CAPTURE(r.n);
+    CAPTURE(r.k);
+    CAPTURE(r.group);
+    CAPTURE(r.bf16);
+    Q4Launch plan;
+    const double err = run_q4(r, gen, &plan);
+    CAPTURE(plan.splits);
+    CAPTURE(plan.stages_per_split);
+    REQUIRE(plan.stream);
+    CHECK(err < 1e-5);
+  }
+}
+
+TEST_CASE("q4_gemm emulated: the plans tested above include splits and every kernel") {
+  const int sms = q4_multiprocessors();
+  CHECK(q4_launch(5, 64, 1024, sms, false).splits > 1);
+  CHECK(!q4_launch(70, 70, 96, sms, false).small);
+  // The stream plan: splits past one, a block's tiles not a multiple of 4 or of the ring depth.
+  CHECK(q4_launch(1, 64, 4096, sms, false, true).splits > 1);
+  CHECK(q4_launch(2, 192, 1000, sms, false, true).stages_per_split % 4 != 0);
+  CHECK(!q4_launch(17, 64, 64, sms, false, true).stream);
+  CHECK(!q4_launch(1, 64, 64, sms, true, true).stream);
 }
