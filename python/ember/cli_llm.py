@@ -68,6 +68,9 @@ def _add_model_args(p):
     p.add_argument("--model", "-m", default=DEFAULT_MODEL,
                    help=f"a .gguf file or a known model name (default {DEFAULT_MODEL})")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N: the step graph's nodes run on the GPU "
+                        "where it has kernels; attention and the KV cache stay on the CPU")
     p.add_argument("--max-model-len", type=int, default=None, metavar="N",
                    help="longest sequence, prompt + generated (default: context, <= 4096)")
     p.add_argument("--kv-dtype", choices=["f16", "f32"], default=None,
@@ -138,7 +141,7 @@ def _load_engine(args):
     if tty:
         print(f"loading {args.model} ...", end="\r", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    eng = Engine(path, threads=args.threads, max_num_seqs=1, **opts)
+    eng = Engine(path, device=args.device, threads=args.threads, max_num_seqs=1, **opts)
     if tty:
         print("\033[K", end="", file=sys.stderr, flush=True)
     return eng, time.perf_counter() - t0

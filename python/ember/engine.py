@@ -76,10 +76,11 @@ class Engine:
     (they run on slower reference paths; a QuantFallbackWarning names them at load).
     memory_limit (bytes) refuses feeds whose plan would need more. kernels="reference" runs
     every node with its scalar reference kernel (for testing the fast kernels).
-    device: "cpu", "cuda" or "cuda:N" (ONNX graphs): each node runs on the GPU where the CUDA
-    backend has a kernel for it at the plan's shapes, else on the CPU, with copies only where
-    values cross; device_fallbacks lists (name, op) of the nodes put on the CPU so far (each
-    logged once on the "ember" logger). precision "fp16" / "bf16" lets the GPU use
+    device: "cpu", "cuda" or "cuda:N": each node runs on the GPU where the CUDA backend has a
+    kernel for it at the plan's shapes, else on the CPU, with copies only where values cross;
+    device_fallbacks lists (name, op) of the nodes put on the CPU so far (each logged once on
+    the "ember" logger). An LLM's step graph is placed the same way (Q4MatMul, norms, Rope and
+    the rest on the GPU); its KV caches stay in host memory, so PagedAttention runs on the CPU. precision "fp16" / "bf16" lets the GPU use
     half-precision tensor cores for matmuls and attention (fp32 accumulation); on the CPU,
     "bf16" runs the weight matmuls, attention and convs on AVX512_BF16 dot products with fp32
     accumulation, norms and softmax in fp32, where the CPU has them (else fp32); deterministic
@@ -125,18 +126,16 @@ class Engine:
             model = hub.resolve(str(model))
         self._llm = None
         self.device_fallbacks = []
-        is_llm = isinstance(model, (str, os.PathLike)) and (
-            str(model).lower().endswith(".gguf") or os.path.isdir(model))
-        if self.device != "cpu" and is_llm:
-            raise EmberError(f"[engine] LLMs run on the CPU for now; device={device!r} applies "
-                             "to ONNX graphs")
+        # An LLM on a device: its step graph's nodes run there where the device has kernels.
+        # precision and deterministic are device options there (the CPU's LLM path keeps its own).
+        llm_device = dict(precision=precision, deterministic=deterministic) if self.device != "cpu" else {}
         if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".gguf"):
-            self._init_llm(str(model), threads, quantize, kernels, llm_options)
+            self._init_llm(str(model), threads, quantize, kernels, llm_options, llm_device)
             return
         if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):  # HOOK: HF decoder folder
             from ember.llm.hf import is_hf_llm_folder
             if is_hf_llm_folder(model):
-                self._init_llm(os.fspath(model), threads, quantize, kernels, llm_options)
+                self._init_llm(os.fspath(model), threads, quantize, kernels, llm_options, llm_device)
                 return
         if llm_options:
             raise EmberError(f"[engine] {', '.join(sorted(llm_options))}: LLM options apply to "
@@ -157,12 +156,13 @@ class Engine:
         self.quant_fallbacks = [tuple(f) for f in self._session.quant_fallbacks()]
         warn_fallbacks(self.quant_fallbacks)
 
-    def _init_llm(self, path, threads, quantize, kernels, llm_options):
+    def _init_llm(self, path, threads, quantize, kernels, llm_options, device_options):
         from ember.llm.engine import LlmEngine
         if quantize is not None:
             raise EmberError("[engine] quantize= applies to ONNX models; a GGUF model keeps the "
                              "quantization its file has")
-        self._llm = LlmEngine(path, threads=threads, kernels=kernels, **llm_options)
+        self._llm = LlmEngine(path, threads=threads, kernels=kernels, device=self.device,
+                              device_options=device_options, **llm_options)
         self._session = self._llm._session
         self.info = None
         self.inputs, self.outputs, self.quant_fallbacks = [], [], []
@@ -181,8 +181,11 @@ class Engine:
                  top_k: int = 0, seed: int | None = None, stop=None, **sampling):
         """str | list[str] | list[int] | list[list[int]] -> list[Completion(text, token_ids,
         finish_reason, usage)]. Every prompt runs concurrently (continuous batching)."""
-        return self._need_llm("generate").generate(prompts, max_tokens=max_tokens, temperature=temperature,
-                                                   top_p=top_p, top_k=top_k, seed=seed, stop=stop, **sampling)
+        out = self._need_llm("generate").generate(prompts, max_tokens=max_tokens, temperature=temperature,
+                                                  top_p=top_p, top_k=top_k, seed=seed, stop=stop, **sampling)
+        if self.device != "cpu":
+            self._note_device_fallbacks(self._session)
+        return out
 
     def stream(self, prompt, max_tokens: int = 128, stop=None, **sampling):
         """Iterator of text deltas of one prompt."""

@@ -202,6 +202,9 @@ struct OpDef {
   std::vector<AttrSpec> attrs;
   InferFn infer;
   KernelFn reference;
+  // kOpStateful ops: bit i set when input i is written in place (PagedAttention's KV caches);
+  // 0 means any feed input may be (runtime/plan.cpp places the node where they are bound).
+  uint32_t writes_inputs = 0;
 };
 
 // Limits on every tensor ember plans, folds or allocates: numpy's most dims, and a byte size

@@ -134,7 +134,7 @@ const OpDef kOps[] = {
       {"num_kv_heads", AttrKind::Int, true},
       {"head_dim", AttrKind::Int, true},
       {"scale", AttrKind::Float}},
-     infer_paged_attention, cpu::paged_attention_f32},
+     infer_paged_attention, cpu::paged_attention_f32, (1u << 3) | (1u << 4)},
     {OpType::SwiGLU, "SwiGLU", 1, 1, 1, 1, kOpFused, {}, infer_swiglu, cpu::swiglu_f32},
 };
 

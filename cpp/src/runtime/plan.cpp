@@ -81,6 +81,27 @@ void choose_device_kernel(Plan& plan, const PlanRequest& req, InferCtx& ictx, St
   step.prepare = dk.prepare;
 }
 
+// A stateful node writes some of its feeds in place (PagedAttention's KV caches), so it must run
+// where they are bound: elsewhere its writes would land in a copy and be lost. True when every
+// feed it writes (OpDef::writes_inputs; all its feeds when unset) is bound in device memory;
+// false when they all are on the host (it stays on the CPU, listed with the fallbacks); feeds
+// it writes on both sides, or on the device of a device without its op, are an error.
+bool stateful_on_device(const Plan& plan, const PlanRequest& req, const Node& node) {
+  const uint32_t writes = op_def(node.op).writes_inputs;
+  bool host = false, device = false;
+  for (size_t k = 0; k < node.inputs.size(); k++) {
+    const int id = node.inputs[k];
+    if (id < 0 || plan.kinds[id] != SlotKind::Feed || (writes && !(writes >> k & 1))) continue;
+    const size_t i = std::find(req.bound.begin(), req.bound.end(), id) - req.bound.begin();
+    const bool on = i < req.bound_on_device.size() && req.bound_on_device[i];
+    (on ? device : host) = true;
+  }
+  EMBER_CHECK(!(host && device), Input, "[plan] node '", node.name, "' (", op_def(node.op).name,
+              ") writes its inputs in place, and they are bound partly on the host, partly on ",
+              "the device: bind them all on one side");
+  return device;
+}
+
 void copy_to_device_step(const KernelCtx& ctx) {
   ctx.device->copy_to_device(ctx.output(0).data(), ctx.input(0).data(), ctx.input(0).nbytes());
 }
@@ -321,7 +342,18 @@ std::shared_ptr<Plan> plan_compile(const PlanRequest& req) {
         step.isa = e->isa;
       }
     }
-    if (req.device) choose_device_kernel(*plan, req, ictx, step);
+    if (req.device) {
+      if (!(def.flags & kOpStateful)) {
+        choose_device_kernel(*plan, req, ictx, step);
+      } else if (stateful_on_device(*plan, req, node)) {
+        choose_device_kernel(*plan, req, ictx, step);
+        EMBER_CHECK(step.on_device, Input, "[plan] node '", node.name, "' (", def.name,
+                    ") writes inputs bound in device memory, and ", req.device->name(),
+                    " has no kernel for it: bind them on the host");
+      } else {
+        plan->fallbacks.push_back(&node);  // its state is on the host
+      }
+    }
     plan->steps.push_back(step);
     const char* where = step.on_device ? req.device->name().c_str() : "cpu";
     plan->info.push_back({node.name, def.name, step.kernel, step.on_device ? "-" : isa_name(step.isa), where});

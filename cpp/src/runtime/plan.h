@@ -80,7 +80,8 @@ struct Plan {
   size_t folded_bytes = 0;
   std::vector<NodePlanInfo> info;
   std::deque<Node> copy_nodes;           // the copy steps' nodes (stable addresses)
-  std::vector<const Node*> fallbacks;    // nodes the device has no kernel for (run on the CPU)
+  std::vector<const Node*> fallbacks;    // nodes the device has no kernel for, or whose state
+                                         // (stateful_on_device) is on the host: on the CPU
 
   // The boundary: graph node index run eagerly after the steps, -1 when the plan runs to the
   // end. `carried` are the continuation's bound values (the eager node's outputs first, then

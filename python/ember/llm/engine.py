@@ -45,7 +45,8 @@ class _Request:
 
 
 class LlmEngine:
-    def __init__(self, path: str, threads: int | None = None, kernels: str = "auto", **llm_options):
+    def __init__(self, path: str, threads: int | None = None, kernels: str = "auto",
+                 device: str = "cpu", device_options: dict | None = None, **llm_options):
         from ember import _core
         from ember.llm.build import build_llama
         from ember.llm.gguf import load_gguf
@@ -68,8 +69,12 @@ class LlmEngine:
                 self.tokenizer = Tokenizer.from_gguf(gguf)
                 self.chat_template = gguf.get("tokenizer.chat_template")
                 graph = build_llama(cfg, gguf, kv_dtype=s.kv_dtype)
+        # On a device the step graph's nodes run there where it has kernels (Q4MatMul, norms,
+        # Rope, ...); the KV caches are bound on the host, so PagedAttention, which writes them,
+        # stays on the CPU (runtime/plan.cpp, stateful_on_device), as does any op the device lacks.
         self._session = _core.Session(graph, threads=threads or 0, plan_cache_size=64,
-                                      reference_kernels=kernels == "reference")
+                                      reference_kernels=kernels == "reference", device=device,
+                                      **(device_options or {}))
         self._runner = _core.LlmRunner(
             self._session, layers=cfg.layers, kv_heads=cfg.kv_heads, head_dim=cfg.head_dim,
             vocab=cfg.vocab_size, kv_dtype=s.kv_dtype, block_size=s.block_size,
