@@ -52,6 +52,9 @@ void trilu_cuda(const KernelCtx& ctx);
 bool trilu_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
 void rope_cuda(const KernelCtx& ctx);
 bool rope_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+// ---- paged attention (ops_paged_attention.cpp) ----
+void paged_attention_cuda(const KernelCtx& ctx);
+bool paged_attention_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
 // ---- attention (ops_attention.cpp) ----
 void attention_cuda(const KernelCtx& ctx);
 bool attention_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);

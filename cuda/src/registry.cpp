@@ -83,6 +83,8 @@ const std::vector<CudaKernel>& cuda_kernels() {
       {OpType::Rope, "rope_cuda", rope_cuda, rope_cuda_supports},
       // ---- attention (ops_attention.cpp) ----
       {OpType::Attention, "attention_cuda", attention_cuda, attention_cuda_supports},
+      {OpType::PagedAttention, "paged_attention_cuda", paged_attention_cuda,
+       paged_attention_cuda_supports},
       // ---- GEMM through cuBLASLt (ops_gemm.cpp) ----
       // fp16 / bf16: constant weights rounded at load (weight_prepare_*), else as the rows below.
       {OpType::MatMul, "matmul_cuda", matmul_cuda, at_precision<matmul_cuda_supports, Precision::F16>,

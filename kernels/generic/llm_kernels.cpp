@@ -168,6 +168,30 @@ void paged_attention_run(const PagedAttentionArgs& a, int64_t begin, int64_t end
   }
 }
 
+void paged_attention_check(const PagedAttentionArgs& a, const std::string& who) {
+  const int64_t slots = a.blocks * a.block_size;
+  for (int64_t t = 0; t < a.tokens; t++)
+    EMBER_CHECK(a.slots[t] >= -1 && a.slots[t] < slots, Input, "[PagedAttention] node '", who,
+                "': slot_mapping[", t, "] = ", a.slots[t], " is outside the cache's ", slots, " slots");
+  EMBER_CHECK(a.query_start[0] == 0, Input, "[PagedAttention] node '", who, "': query_start[0] is ",
+              a.query_start[0], ", not 0");
+  for (int64_t s = 0; s < a.seqs; s++) {
+    const int64_t n = (int64_t)a.query_start[s + 1] - a.query_start[s];
+    EMBER_CHECK(n >= 0 && a.query_start[s + 1] <= a.tokens, Input, "[PagedAttention] node '", who,
+                "': query_start is not increasing within ", a.tokens, " tokens at sequence ", s);
+    EMBER_CHECK(a.seq_lens[s] >= n && a.seq_lens[s] <= a.max_blocks * a.block_size, Input,
+                "[PagedAttention] node '", who, "': seq_lens[", s, "] = ", a.seq_lens[s],
+                " is below its ", n, " new tokens or past its block table (",
+                a.max_blocks * a.block_size, " slots)");
+    const int64_t used = (a.seq_lens[s] + a.block_size - 1) / a.block_size;
+    for (int64_t b = 0; b < used; b++) {
+      int32_t id = a.block_tables[s * a.max_blocks + b];
+      EMBER_CHECK(id >= 0 && id < a.blocks, Input, "[PagedAttention] node '", who,
+                  "': block_tables[", s, ", ", b, "] = ", id, " is outside [0, ", a.blocks, ")");
+    }
+  }
+}
+
 namespace {
 
 // The step metadata is untrusted (it may come from a caller's own feeds): every offset,
@@ -196,28 +220,7 @@ PagedAttentionArgs paged_attention_args(const KernelCtx& ctx) {
   a.seq_lens = ctx.input(7).ptr<int32_t>();
   a.block_tables = ctx.input(8).ptr<int32_t>();
   a.y = ctx.output(0).ptr<float>();
-  const std::string& who = ctx.node.name;
-  const int64_t slots = a.blocks * a.block_size;
-  for (int64_t t = 0; t < a.tokens; t++)
-    EMBER_CHECK(a.slots[t] >= -1 && a.slots[t] < slots, Input, "[PagedAttention] node '", who,
-                "': slot_mapping[", t, "] = ", a.slots[t], " is outside the cache's ", slots, " slots");
-  EMBER_CHECK(a.query_start[0] == 0, Input, "[PagedAttention] node '", who, "': query_start[0] is ",
-              a.query_start[0], ", not 0");
-  for (int64_t s = 0; s < a.seqs; s++) {
-    const int64_t n = (int64_t)a.query_start[s + 1] - a.query_start[s];
-    EMBER_CHECK(n >= 0 && a.query_start[s + 1] <= a.tokens, Input, "[PagedAttention] node '", who,
-                "': query_start is not increasing within ", a.tokens, " tokens at sequence ", s);
-    EMBER_CHECK(a.seq_lens[s] >= n && a.seq_lens[s] <= a.max_blocks * a.block_size, Input,
-                "[PagedAttention] node '", who, "': seq_lens[", s, "] = ", a.seq_lens[s],
-                " is below its ", n, " new tokens or past its block table (",
-                a.max_blocks * a.block_size, " slots)");
-    const int64_t used = (a.seq_lens[s] + a.block_size - 1) / a.block_size;
-    for (int64_t b = 0; b < used; b++) {
-      int32_t id = a.block_tables[s * a.max_blocks + b];
-      EMBER_CHECK(id >= 0 && id < a.blocks, Input, "[PagedAttention] node '", who,
-                  "': block_tables[", s, ", ", b, "] = ", id, " is outside [0, ", a.blocks, ")");
-    }
-  }
+  paged_attention_check(a, ctx.node.name);
   return a;
 }
 

@@ -3,6 +3,7 @@
 // float order (kernels/x86/llm_kernels_avx2.cpp).
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "ember/op.h"
 
@@ -83,6 +84,10 @@ constexpr int64_t kPagedAttentionTile = 4;  // query tokens per tile
 void paged_attention_tiled_with(const KernelCtx& ctx, PagedAttentionTileFn tile,
                                 F16RowFn to_f16 = f16_row);
 
+// Checks the step metadata in `a` (slots, query_start, seq_lens, block_tables and the sizes;
+// untrusted: InputError naming the node `who` and the bad slot, offset or block id). The CUDA
+// kernel checks the host copies of the same feeds with it.
+void paged_attention_check(const PagedAttentionArgs& a, const std::string& who);
 // The PagedAttention driver: checks the step metadata (untrusted: InputError naming the bad
 // slot, offset or block id), writes the new k, v, then runs `item` over (token, kv head) on
 // the shared pool.

@@ -69,8 +69,8 @@ def _add_model_args(p):
                    help=f"a .gguf file or a known model name (default {DEFAULT_MODEL})")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--device", default="cpu",
-                   help="cpu (default), cuda or cuda:N: the step graph's nodes run on the GPU "
-                        "where it has kernels; attention and the KV cache stay on the CPU")
+                   help="cpu (default), cuda or cuda:N: the step graph's nodes and the KV cache "
+                        "on the GPU where it has kernels")
     p.add_argument("--max-model-len", type=int, default=None, metavar="N",
                    help="longest sequence, prompt + generated (default: context, <= 4096)")
     p.add_argument("--kv-dtype", choices=["f16", "f32"], default=None,

@@ -1,8 +1,9 @@
 """A GGUF LLM on a second device, without a GPU: fake devices (ember/device.h: their own memory
 pool, the CPU's kernels, every cross-side read checked) place the step graph as a GPU engine
-would. The KV caches are bound in host memory, so PagedAttention, which writes them in place,
-must stay on the CPU (runtime/plan.cpp, stateful_on_device) even on a device that has a kernel
-for it: on the device it would write a copy, and every later token would be wrong."""
+would. Where the device runs PagedAttention, the runner keeps the KV caches in its memory and
+binds them there (llm/runner.cpp); where it does not, the caches stay on the host and so does
+PagedAttention, which writes them in place (runtime/plan.cpp, stateful_on_device): run on the
+device against host caches it would write a copy, and every later token would be wrong."""
 from __future__ import annotations
 
 import os
@@ -15,18 +16,18 @@ from ember import _core
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EVERY_OP = "fake-llm-every-op"
-CUDA_OPS = "fake-llm-cuda-ops"  # exactly the CUDA backend's op list (cuda/src/registry.cpp)
+CUDA_OPS = "fake-llm-cuda-ops"    # exactly the CUDA backend's op list (cuda/src/registry.cpp)
+NO_PAGED = "fake-llm-no-paged"    # the same without PagedAttention
 PROMPTS = ["The capital of France is", "1, 2, 3,", "def fib(n):"]
 
 
 def register():
     known = set(_core.op_names(fused=True))
-    if EVERY_OP not in _core.device_names():
-        _core.register_fake_device(EVERY_OP, sorted(known))
-    if CUDA_OPS not in _core.device_names():
-        with open(os.path.join(ROOT, "cuda/src/registry.cpp")) as f:
-            ops = set(re.findall(r"\{OpType::(\w+),", f.read()))
-        _core.register_fake_device(CUDA_OPS, sorted(ops & known))
+    with open(os.path.join(ROOT, "cuda/src/registry.cpp")) as f:
+        cuda = set(re.findall(r"\{OpType::(\w+),", f.read())) & known
+    for name, ops in ((EVERY_OP, known), (CUDA_OPS, cuda), (NO_PAGED, cuda - {"PagedAttention"})):
+        if name not in _core.device_names():
+            _core.register_fake_device(name, sorted(ops))
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +42,29 @@ def cpu_tokens(gguf_path):
         return [o.token_ids for o in e.generate(PROMPTS, max_tokens=24)]
 
 
-@pytest.mark.parametrize("device", [EVERY_OP, CUDA_OPS])
+@pytest.mark.parametrize("device", [EVERY_OP, CUDA_OPS, NO_PAGED])
 def test_greedy_tokens_equal_the_cpu_engine(gguf_path, cpu_tokens, device):
     """The fake devices run the CPU's kernels, so a correct placement gives the CPU's tokens
     exactly, over 24 steps of a 3-sequence batch that read back what earlier steps cached."""
     register()
     with ember.Engine(gguf_path, device=device, threads=2, max_model_len=256) as e:
         got = [o.token_ids for o in e.generate(PROMPTS, max_tokens=24)]
+        before = _core.fake_device_stats(device)
+        again = [o.token_ids for o in e.generate(PROMPTS, max_tokens=24)]
+        after = _core.fake_device_stats(device)
         fallbacks = e.device_fallbacks
-    assert got == cpu_tokens
-    ops = {op for _, op in fallbacks}
-    assert "PagedAttention" in ops  # its caches are on the host, wherever a kernel exists
-    n_layers = sum(1 for _, op in fallbacks if op == "PagedAttention")
-    assert n_layers == 30
+    assert got == cpu_tokens and again == cpu_tokens
+    # With the caches on the device no step uploads them: only token ids, metadata and the
+    # embedding rows cross (without PagedAttention there, each layer's attention output does).
+    if device != NO_PAGED:
+        assert after["bytes_to_device"] - before["bytes_to_device"] < (1 << 20)
+    ops = [op for _, op in fallbacks]
     if device == EVERY_OP:
-        assert ops == {"PagedAttention"}
+        assert ops == []
+    elif device == CUDA_OPS:
+        assert "PagedAttention" not in ops and "Q4MatMul" not in ops and "Rope" not in ops
     else:
-        assert "Q4MatMul" not in ops and "RMSNormalization" not in ops and "Rope" not in ops
+        assert ops.count("PagedAttention") == 30  # every layer's, with its host caches
 
 
 def test_stream_and_score_run_on_the_device(gguf_path, cpu_tokens):

@@ -22,6 +22,37 @@ Tensor vec_tensor(const std::vector<int32_t>& v, int64_t padded, int32_t pad) {
   return t;
 }
 
+// The device of `session` when it runs the step graph's PagedAttention (asked at one token, the
+// caches' dtype and shape): the caches then live there. Null for a CPU session or a device
+// without the kernel (PagedAttention stays on the CPU with host caches).
+std::shared_ptr<Device> paged_attention_device(const Session& session, DType kv_dtype, const Shape& cache) {
+  if (session.device_name() == "cpu") return nullptr;
+  std::shared_ptr<Device> device = device_find(session.device_name());
+  for (const Node& n : session.graph().nodes) {
+    if (!device || n.op != OpType::PagedAttention) continue;
+    const int64_t hq = n.attrs.get_int("num_heads", 0), d = n.attrs.get_int("head_dim", 0);
+    InferCtx ctx{n, {}, {}};
+    ctx.in = {{DType::F32, {1, hq * d}}, {DType::F32, {1, cache[2] * d}}, {DType::F32, {1, cache[2] * d}},
+              {kv_dtype, cache}, {kv_dtype, cache}, {DType::I64, {1}}, {DType::I32, {2}},
+              {DType::I32, {1}}, {DType::I32, {1, 1}}};
+    ctx.values.assign(ctx.in.size(), nullptr);
+    return device->find_kernel(ctx, session.options().device_options).fn ? device : nullptr;
+  }
+  return nullptr;
+}
+
+// A zeroed buffer of `shape` in the device's memory (recorded in `owned` for freeing).
+Tensor device_zeros(Device& device, DType dtype, const Shape& shape, std::vector<void*>* owned) {
+  size_t bytes = dtype_size(dtype);
+  for (int64_t d : shape) bytes *= (size_t)d;
+  void* p = device.alloc(bytes);
+  owned->push_back(p);
+  const std::vector<char> zeros(std::min<size_t>(bytes, size_t(16) << 20), 0);
+  for (size_t off = 0; off < bytes; off += zeros.size())
+    device.copy_to_device(static_cast<char*>(p) + off, zeros.data(), std::min(zeros.size(), bytes - off));
+  return Tensor::borrow(dtype, shape, p);
+}
+
 }  // namespace
 
 LlmRunner::LlmRunner(Session* session, const RunnerConfig& config)
@@ -33,18 +64,34 @@ LlmRunner::LlmRunner(Session* session, const RunnerConfig& config)
               "[llm] kv_dtype must be f16 or f32, not ", dtype_name(config.kv_dtype));
   const SchedulerConfig& s = config.scheduler;
   const Shape shape = {s.num_blocks, s.block_size, config.num_kv_heads, config.head_dim};
+  kv_device_ = paged_attention_device(*session, config.kv_dtype, shape);
   for (int32_t l = 0; l < config.num_layers; l++) {
     // Zeroed: a padded block-table entry may point at any block, and attention must never
     // read uninitialised (possibly NaN) memory even where its weight is zero.
-    k_cache_.push_back(Tensor::zeros(config.kv_dtype, shape));
-    v_cache_.push_back(Tensor::zeros(config.kv_dtype, shape));
+    if (kv_device_) {
+      k_cache_.push_back(device_zeros(*kv_device_, config.kv_dtype, shape, &kv_device_buffers_));
+      v_cache_.push_back(device_zeros(*kv_device_, config.kv_dtype, shape, &kv_device_buffers_));
+    } else {
+      k_cache_.push_back(Tensor::zeros(config.kv_dtype, shape));
+      v_cache_.push_back(Tensor::zeros(config.kv_dtype, shape));
+    }
   }
+  // The caches are the graph's last 2 x layers inputs (feeds_for's order).
+  feed_on_device_.assign(session->graph().inputs.size(), 0);
+  if (kv_device_)
+    std::fill(feed_on_device_.end() - 2 * config.num_layers, feed_on_device_.end(), 1);
   totals_.num_blocks = s.num_blocks;
   std::lock_guard<std::mutex> lock(step_mu_);
   publish_locked();
 }
 
-LlmRunner::~LlmRunner() { stop(); }
+LlmRunner::~LlmRunner() {
+  stop();
+  if (kv_device_) {
+    kv_device_->synchronize();
+    for (void* p : kv_device_buffers_) kv_device_->free(p);
+  }
+}
 
 void LlmRunner::add_request(int64_t id, std::vector<int32_t> prompt, const SamplingParams& params) {
   check_sampling_params(params);
@@ -169,7 +216,7 @@ void LlmRunner::run_step(std::vector<SeqOutput>& out, StepPlan& plan, bool& plan
     arrived_.erase(it);
   }
   plan_out = true;
-  std::vector<Tensor> result = session_->run_positional(feeds_for(plan));
+  std::vector<Tensor> result = session_->run_positional(feeds_for(plan), feed_on_device_);
   const Tensor& logits = result.at(0);  // [R padded, vocab]
   const int32_t vocab = config_.vocab_size;
   EMBER_CHECK(logits.rank() == 2 && logits.dim(1) == vocab &&

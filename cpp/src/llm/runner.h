@@ -23,6 +23,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "ember/device.h"
 #include "ember/session.h"
 #include "llm/sampler.h"
 #include "llm/scheduler.h"
@@ -84,6 +85,11 @@ class LlmRunner {
   Session* session_;
   RunnerConfig config_;
   std::vector<Tensor> k_cache_, v_cache_;  // [layers] of [blocks, block_size, kv_heads, head_dim]
+  // The caches live in the memory of the session's device when it runs PagedAttention (the
+  // node writes them in place, so they are feeds bound there); else in host memory.
+  std::shared_ptr<Device> kv_device_;
+  std::vector<void*> kv_device_buffers_;  // freed by the destructor
+  std::vector<uint8_t> feed_on_device_;   // per graph input: a cache in device memory
   Scheduler scheduler_;                      // touched only under step_mu_
   std::vector<float> scratch_;
   RunnerStats totals_;

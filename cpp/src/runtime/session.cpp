@@ -585,7 +585,14 @@ NamedTensors Session::run(const NamedTensors& feeds, const std::vector<std::stri
 }
 
 std::vector<Tensor> Session::run_positional(const std::vector<Tensor>& feeds) {
+  return run_positional(feeds, {});
+}
+
+std::vector<Tensor> Session::run_positional(const std::vector<Tensor>& feeds,
+                                            const std::vector<uint8_t>& on_device) {
   const Graph& g = impl_->graph;
+  const bool any = std::find(on_device.begin(), on_device.end(), 1) != on_device.end();
+  EMBER_CHECK(!any || impl_->device, Input, "[run] feeds in device memory need a session on a device");
   EMBER_CHECK(feeds.size() == g.inputs.size(), Input, "[run] ", feeds.size(), " feeds for ",
               g.inputs.size(), " inputs");
   for (size_t i = 0; i < feeds.size(); i++) {
@@ -594,7 +601,7 @@ std::vector<Tensor> Session::run_positional(const std::vector<Tensor>& feeds) {
                 "' is not a defined contiguous tensor");
     Impl::check_declared(v, feeds[i]);
   }
-  return impl_->execute(*impl_->get_plan(feeds, g.outputs), feeds);
+  return impl_->execute(*impl_->get_plan(feeds, g.outputs, on_device), feeds, nullptr, on_device);
 }
 
 PlanInfo Session::plan_info(const NamedTensors& feeds) {

@@ -70,8 +70,9 @@ class LlmEngine:
                 self.chat_template = gguf.get("tokenizer.chat_template")
                 graph = build_llama(cfg, gguf, kv_dtype=s.kv_dtype)
         # On a device the step graph's nodes run there where it has kernels (Q4MatMul, norms,
-        # Rope, ...); the KV caches are bound on the host, so PagedAttention, which writes them,
-        # stays on the CPU (runtime/plan.cpp, stateful_on_device), as does any op the device lacks.
+        # Rope, ...). The runner keeps the KV caches in device memory when the device runs
+        # PagedAttention, else on the host with PagedAttention on the CPU (it writes them in
+        # place: runtime/plan.cpp, stateful_on_device); other ops the device lacks fall back.
         self._session = _core.Session(graph, threads=threads or 0, plan_cache_size=64,
                                       reference_kernels=kernels == "reference", device=device,
                                       **(device_options or {}))
