@@ -52,6 +52,11 @@ void trilu_cuda(const KernelCtx& ctx);
 bool trilu_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
 void rope_cuda(const KernelCtx& ctx);
 bool rope_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+// ---- GGUF Q8_0 (ops_q8_0.cpp) ----
+void q8_0_matmul_cuda(const KernelCtx& ctx);
+bool q8_0_matmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
+void q8_0_gather_cuda(const KernelCtx& ctx);
+bool q8_0_gather_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);
 // ---- paged attention (ops_paged_attention.cpp) ----
 void paged_attention_cuda(const KernelCtx& ctx);
 bool paged_attention_cuda_supports(const InferCtx& ctx, const DeviceOptions& options);

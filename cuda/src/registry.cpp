@@ -83,6 +83,8 @@ const std::vector<CudaKernel>& cuda_kernels() {
       {OpType::Rope, "rope_cuda", rope_cuda, rope_cuda_supports},
       // ---- attention (ops_attention.cpp) ----
       {OpType::Attention, "attention_cuda", attention_cuda, attention_cuda_supports},
+      {OpType::Q8MatMul, "q8_0_matmul_cuda", q8_0_matmul_cuda, q8_0_matmul_cuda_supports},
+      {OpType::Q8Gather, "q8_0_gather_cuda", q8_0_gather_cuda, q8_0_gather_cuda_supports},
       {OpType::PagedAttention, "paged_attention_cuda", paged_attention_cuda,
        paged_attention_cuda_supports},
       // ---- GEMM through cuBLASLt (ops_gemm.cpp) ----

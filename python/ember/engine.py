@@ -79,8 +79,8 @@ class Engine:
     device: "cpu", "cuda" or "cuda:N": each node runs on the GPU where the CUDA backend has a
     kernel for it at the plan's shapes, else on the CPU, with copies only where values cross;
     device_fallbacks lists (name, op) of the nodes put on the CPU so far (each logged once on
-    the "ember" logger). An LLM's step graph is placed the same way (Q4MatMul, norms, Rope,
-    PagedAttention over KV caches kept in GPU memory); GGUF Q8_0 tensors run on the CPU for now. precision "fp16" / "bf16" lets the GPU use
+    the "ember" logger). An LLM's step graph is placed the same way: Q4MatMul, Q8MatMul and
+    Q8Gather (GGUF Q8_0), norms, Rope, and PagedAttention over KV caches kept in GPU memory. precision "fp16" / "bf16" lets the GPU use
     half-precision tensor cores for matmuls and attention (fp32 accumulation); on the CPU,
     "bf16" runs the weight matmuls, attention and convs on AVX512_BF16 dot products with fp32
     accumulation, norms and softmax in fp32, where the CPU has them (else fp32); deterministic

@@ -62,7 +62,7 @@ def test_greedy_tokens_equal_the_cpu_engine(gguf_path, cpu_tokens, device):
     if device == EVERY_OP:
         assert ops == []
     elif device == CUDA_OPS:
-        assert "PagedAttention" not in ops and "Q4MatMul" not in ops and "Rope" not in ops
+        assert ops == []  # the whole step graph has CUDA kernels
     else:
         assert ops.count("PagedAttention") == 30  # every layer's, with its host caches
 
