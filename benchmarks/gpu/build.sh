@@ -41,13 +41,13 @@ build() {  # build dir, extra CMake arguments...
 }
 
 smoke() {
-  PYTHONPATH=python timeout -k 5 90 "$PY" benchmarks/gpu/smoke.py
+  PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 5 90 "$PY" benchmarks/gpu/smoke.py
   local rc=$?
   [ $rc -eq 0 ] && return 0
   echo "   smoke rc=$rc"
   if command -v cuda-gdb > /dev/null; then
     echo "-- the smoke run under cuda-gdb"
-    PYTHONPATH=python timeout -k 5 120 cuda-gdb -q -batch -ex "set pagination off" -ex run -ex bt \
+    PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 5 120 cuda-gdb -q -batch -ex "set pagination off" -ex run -ex bt \
       --args "$PY" benchmarks/gpu/smoke.py 2>&1 | grep -vE "^\[(New Thread|Thread .* exited|Detaching)" |
       tail -n 40
   fi

@@ -52,7 +52,7 @@ record build $built $((SECONDS - start)) "with smoke.py; log: build.log"
 pytest_line="not run (build or smoke run failed)"
 if [ $built -eq 0 ]; then
   stage "ember sees"
-  PYTHONPATH=python timeout 60 "$PY" -c "
+  PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout 60 "$PY" -c "
 import ember, ember._cuda as c
 n = c.device_count()
 print('devices', n, '| reason', repr(c.unavailable_reason()))
@@ -67,15 +67,15 @@ print('cuDNN for Conv (ok, error, path, version):', c.load_cudnn(ember.cuda._cud
   rm -f "$OUTDIR"/pytest_*.log
   # LIMIT_TESTS bounds each file; the stage as a whole gets 1.6x that.
   ls tests/cuda/test_*.py | CUDA_LAUNCH_BLOCKING=1 PY="$PY" OUTDIR="$OUTDIR" LIMIT=$LIMIT_TESTS \
-    timeout -k 5 $((LIMIT_TESTS * 8 / 5)) xargs -P "$PYTEST_JOBS" -I{} bash -c 'n=$(basename {} .py); PYTHONPATH=python timeout -k 10 $LIMIT \
+    timeout -k 5 $((LIMIT_TESTS * 8 / 5)) xargs -P "$PYTEST_JOBS" -I{} bash -c 'n=$(basename {} .py); PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 $LIMIT \
       "$PY" -m pytest {} -q -p no:cacheprovider -o faulthandler_timeout=$((LIMIT - 10)) -rfEs \
       > "$OUTDIR/pytest_$n.log" 2>&1'
   # The conv file again on the im2col + cuBLASLt path (cuDNN takes the convs where it loads).
-  EMBER_CUDA_CONV=im2col CUDA_LAUNCH_BLOCKING=1 PYTHONPATH=python timeout -k 10 $LIMIT_TESTS \
+  EMBER_CUDA_CONV=im2col CUDA_LAUNCH_BLOCKING=1 PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 $LIMIT_TESTS \
     "$PY" -m pytest tests/cuda/test_cuda_conv.py -q -p no:cacheprovider -rfEs \
     > "$OUTDIR/pytest_test_cuda_conv_im2col.log" 2>&1
   # The attention file again with the wmma kernel (the mma.sync one is the default).
-  EMBER_CUDA_ATTN_KERNEL=wmma CUDA_LAUNCH_BLOCKING=1 PYTHONPATH=python timeout -k 10 $LIMIT_TESTS \
+  EMBER_CUDA_ATTN_KERNEL=wmma CUDA_LAUNCH_BLOCKING=1 PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 $LIMIT_TESTS \
     "$PY" -m pytest tests/cuda/test_cuda_attention.py -q -p no:cacheprovider -rfEs \
     > "$OUTDIR/pytest_test_cuda_attention_wmma.log" 2>&1
   summary_re="(passed|failed|error|skipped|no tests ran)( |,|$)"  # pytest's last line
@@ -101,7 +101,7 @@ print('cuDNN for Conv (ok, error, path, version):', c.load_cudnn(ember.cuda._cud
        ! grep -qE "$summary_re" "$log"; then
       n=$(basename "$log" .log | sed 's/^pytest_//')
       stage "compute-sanitizer memcheck: $n (limit ${LIMIT_SANITIZE:-90}s)"
-      PYTHONPATH=python timeout -k 5 "${LIMIT_SANITIZE:-90}" "$SAN" --tool memcheck --print-limit 10 \
+      PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 5 "${LIMIT_SANITIZE:-90}" "$SAN" --tool memcheck --print-limit 10 \
         "$PY" -m pytest "tests/cuda/$n.py" -x -q -p no:cacheprovider > "$OUTDIR/sanitize_$n.log" 2>&1
       grep -E "^========= " "$OUTDIR/sanitize_$n.log" | head -n 30
       sanitized=$((sanitized + 1))
@@ -112,7 +112,7 @@ print('cuDNN for Conv (ok, error, path, version):', c.load_cudnn(ember.cuda._cud
     stage "bench_cuda.py (limit ${LIMIT_BENCH}s)"
     start=$SECONDS
     # The bench spreads its own --time-limit over its sections; `timeout` is the backstop.
-    PYTHONPATH=python timeout -k 10 $LIMIT_BENCH "$PY" benchmarks/gpu/bench_cuda.py \
+    PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 $LIMIT_BENCH "$PY" benchmarks/gpu/bench_cuda.py \
       --time-limit $((LIMIT_BENCH - 15)) --json "$OUTDIR/bench_cuda.json" \
       --table "$OUTDIR/bench_table.txt" ${BENCH_ARGS:-}
     rc=$?
@@ -120,7 +120,7 @@ print('cuDNN for Conv (ok, error, path, version):', c.load_cudnn(ember.cuda._cud
     # SDPA and BERT again with the wmma attention kernel (the mma.sync one is the default).
     stage "bench_cuda.py sdpa, bert with EMBER_CUDA_ATTN_KERNEL=wmma (limit 60s)"
     start=$SECONDS
-    EMBER_CUDA_ATTN_KERNEL=wmma PYTHONPATH=python timeout -k 10 60 "$PY" benchmarks/gpu/bench_cuda.py \
+    EMBER_CUDA_ATTN_KERNEL=wmma PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 60 "$PY" benchmarks/gpu/bench_cuda.py \
       --sections copy,sdpa,bert --time-limit 45 --json "$OUTDIR/bench_cuda_wmma.json" \
       --table "$OUTDIR/bench_table_wmma.txt" ${BENCH_ARGS:-}
     record bench_wmma $? $((SECONDS - start)) "json: bench_cuda_wmma.json"

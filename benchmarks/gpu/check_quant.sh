@@ -47,7 +47,7 @@ fi
 if [ $built -eq 0 ] && [ "${SKIP_TESTS:-0}" != 1 ]; then
   stage "tests/cuda/test_cuda_q8.py, test_cuda_q4.py (limit ${LIMIT_TESTS}s)"
   start=$SECONDS
-  PYTHONPATH=python timeout -k 10 $LIMIT_TESTS "$PY" -m pytest tests/cuda/test_cuda_q8.py tests/cuda/test_cuda_q4.py -q -p no:cacheprovider \
+  PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 $LIMIT_TESTS "$PY" -m pytest tests/cuda/test_cuda_q8.py tests/cuda/test_cuda_q4.py -q -p no:cacheprovider \
     -o faulthandler_timeout=$((LIMIT_TESTS - 10)) -rfEs 2>&1 | tee "$OUTDIR/pytest_q8.log"
   rc=$?
   record tests $rc $((SECONDS - start)) "$(grep -E "(passed|failed|error|skipped)( |,|$)" "$OUTDIR/pytest_q8.log" | tail -n 1)"
@@ -57,7 +57,7 @@ if [ $built -eq 0 ]; then
   stage "bench_quant_cuda.py (limit ${LIMIT_BENCH}s)"
   start=$SECONDS
   dry=(); [ $DRY -eq 1 ] && dry=(--dry-run)
-  PYTHONPATH=python timeout -k 10 $LIMIT_BENCH "$PY" benchmarks/gpu/bench_quant_cuda.py "${dry[@]}" \
+  PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 $LIMIT_BENCH "$PY" benchmarks/gpu/bench_quant_cuda.py "${dry[@]}" \
     --time-limit $((LIMIT_BENCH - 30)) --json "$OUTDIR/bench_quant.json" \
     --table "$OUTDIR/bench_quant_table.txt" ${BENCH_ARGS:-} 2>&1 | grep --line-buffered -v "^WARNING:root"
   rc=${PIPESTATUS[0]}

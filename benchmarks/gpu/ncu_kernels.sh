@@ -14,7 +14,7 @@ if [ -z "$NCU" ]; then echo "ncu: not found" | tee "$LOG"; exit 0; fi
 : > "$LOG"
 for spec in "q4 q4_gemm|q4_reduce 2" "sdpa attention_(mma|tc) 1" "rms add_norm 1"; do
   set -- $spec
-  PYTHONPATH=python timeout -k 5 "${LIMIT:-40}" "$NCU" --target-processes all -k "regex:$2" \
+  PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 5 "${LIMIT:-40}" "$NCU" --target-processes all -k "regex:$2" \
     --launch-skip "$3" --launch-count "$3" --section SpeedOfLight --section Occupancy \
     --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
     "$PY" benchmarks/gpu/ncu_kernels.py --case "$1" --runs 2 >> "$LOG" 2>&1

@@ -76,3 +76,17 @@ def test_stream_and_score_run_on_the_device(gguf_path, cpu_tokens):
     with ember.Engine(gguf_path, threads=2, max_model_len=256) as cpu:
         want = cpu.score(PROMPTS[0] + text)
     assert score["perplexity"] == pytest.approx(want["perplexity"], rel=1e-6)
+
+
+@pytest.mark.parametrize("kv_dtype", ["f16", "f32"])
+def test_tiny_gguf_equals_the_cpu_on_a_device(tiny_llm_gguf, kv_dtype):
+    """The synthetic model the GPU check runs (tests/cuda/test_cuda_llm.py): every op of its step
+    graph has a CUDA kernel, and on the fake device its tokens are the CPU's."""
+    register()
+    opts = dict(threads=2, max_model_len=256, kv_dtype=kv_dtype)
+    with ember.Engine(tiny_llm_gguf, **opts) as cpu:
+        want = [o.token_ids for o in cpu.generate(PROMPTS, max_tokens=20)]
+    with ember.Engine(tiny_llm_gguf, device=CUDA_OPS, **opts) as e:
+        got = [o.token_ids for o in e.generate(PROMPTS, max_tokens=20)]
+        assert e.device_fallbacks == []
+    assert got == want
