@@ -107,66 +107,13 @@ def make_model():
 
 
 
-def write_tiny_llm_gguf(path, seed=0):
-    """A 2-layer LLaMA GGUF with random weights: a Q8_0 token embedding tied to the output (so
-    Q8Gather and the Q8MatMul head), Q4_0 / Q4_1 projections (Q4MatMul), F32 norms, grouped-query
-    heads (4 over 2, head_dim 16), and a byte-level vocabulary of 300 tokens (256 bytes, <s>,
-    </s>, fillers, one merge). For tests that cannot fetch SmolLM2 (the GPU machine has no index)."""
-    import gguf
-    from ember.llm.tokenizer import _BYTE_CHAR
-
-    rng = np.random.default_rng(seed)
-    qt = gguf.GGMLQuantizationType
-    hidden, ffn, heads, kv_heads, layers, vocab = 64, 128, 4, 2, 2, 300
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(layers)
-    w.add_context_length(512)
-    w.add_embedding_length(hidden)
-    w.add_feed_forward_length(ffn)
-    w.add_head_count(heads)
-    w.add_head_count_kv(kv_heads)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_freq_base(10000.0)
-    w.add_tokenizer_model("gpt2")
-    # One merge ("a b" -> "ab", the last id): a byte-level BPE needs at least one.
-    w.add_token_list([_BYTE_CHAR[b] for b in range(256)] + ["<s>", "</s>"] +
-                     [f"<extra_{i}>" for i in range(258, vocab - 1)] + ["ab"])
-    w.add_token_types([1] * 256 + [3] * (vocab - 257) + [1])
-    w.add_token_merges(["a b"])
-    w.add_bos_token_id(256)
-    w.add_eos_token_id(257)
-
-    def quantized(name, rows, cols, kind, scale=0.2):
-        data = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
-        w.add_tensor(name, gguf.quants.quantize(data, kind), raw_dtype=kind)
-
-    def norm(name):
-        w.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(hidden)).astype(np.float32))
-
-    quantized("token_embd.weight", vocab, hidden, qt.Q8_0, 1.0)
-    kv = kv_heads * hidden // heads
-    for i in range(layers):
-        p = f"blk.{i}"
-        norm(f"{p}.attn_norm.weight")
-        quantized(f"{p}.attn_q.weight", hidden, hidden, qt.Q4_0)
-        quantized(f"{p}.attn_k.weight", kv, hidden, qt.Q4_1)
-        quantized(f"{p}.attn_v.weight", kv, hidden, qt.Q4_1)
-        quantized(f"{p}.attn_output.weight", hidden, hidden, qt.Q4_0)
-        norm(f"{p}.ffn_norm.weight")
-        quantized(f"{p}.ffn_gate.weight", ffn, hidden, qt.Q4_1)
-        quantized(f"{p}.ffn_up.weight", ffn, hidden, qt.Q4_0)
-        quantized(f"{p}.ffn_down.weight", hidden, ffn, qt.Q4_1)
-    norm("output_norm.weight")
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return str(path)
-
-
 @pytest.fixture(scope="session")
 def tiny_llm_gguf(tmp_path_factory):
-    """write_tiny_llm_gguf's file, once a session (needs the gguf and tokenizers packages)."""
+    """A 2-layer LLaMA GGUF with random weights (ember.llm.synthetic, preset "tiny": Q8_0
+    embedding and head, Q4_0 / Q4_1 projections, grouped-query heads, a 300-token byte-level
+    vocabulary), once a session: for tests that cannot fetch SmolLM2 (the GPU machine has no
+    index). Needs the gguf and tokenizers packages."""
     pytest.importorskip("gguf")
     pytest.importorskip("tokenizers")
-    return write_tiny_llm_gguf(tmp_path_factory.mktemp("tiny_llm") / "tiny.gguf")
+    from ember.llm.synthetic import PRESETS, write_random_llama_gguf
+    return write_random_llama_gguf(tmp_path_factory.mktemp("tiny_llm") / "tiny.gguf", **PRESETS["tiny"])

@@ -2,7 +2,8 @@
 # One GPU check for the H200 device machine (DESIGN.md, "GPU work without a GPU at hand"):
 # prints the GPU, builds ember._core and ember._cuda with build.sh (RelWithDebInfo, sm_90, ninja
 # -j16, the developer layout that drops both modules into python/ember; a smoke run proves them),
-# runs tests/cuda (one process per file), then bench_cuda.py, and ends with one table. Every
+# runs tests/cuda (one process per file), then bench_cuda.py and bench_llm_cuda.py (GGUF LLMs
+# of random weights on the GPU vs the CPU engine), and ends with their tables. Every
 # stage is time-boxed with `timeout`; the whole run stays under 8 minutes.
 # Logs, bench_cuda.json and the table go to $OUT when it is set (the device tool brings $OUT
 # back), else to /tmp/ember-gpu-check.
@@ -22,6 +23,7 @@ T0=$SECONDS
 
 # Stage limits in seconds (environment overrides); under 8 minutes with the small stages.
 LIMIT_BUILD=${LIMIT_BUILD:-200} LIMIT_TESTS=${LIMIT_TESTS:-150} LIMIT_BENCH=${LIMIT_BENCH:-120}
+LIMIT_LLM=${LIMIT_LLM:-90}
 
 summary=()
 record() {  # name rc seconds note
@@ -124,6 +126,12 @@ print('cuDNN for Conv (ok, error, path, version):', c.load_cudnn(ember.cuda._cud
       --sections copy,sdpa,bert --time-limit 45 --json "$OUTDIR/bench_cuda_wmma.json" \
       --table "$OUTDIR/bench_table_wmma.txt" ${BENCH_ARGS:-}
     record bench_wmma $? $((SECONDS - start)) "json: bench_cuda_wmma.json"
+    # GGUF LLMs (random weights, real shapes) on the GPU against ember on the CPU.
+    stage "bench_llm_cuda.py (limit ${LIMIT_LLM}s)"
+    start=$SECONDS
+    PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 $LIMIT_LLM "$PY" benchmarks/gpu/bench_llm_cuda.py \
+      --time-limit $((LIMIT_LLM - 25)) --json "$OUTDIR/bench_llm.json" --table "$OUTDIR/bench_llm_table.txt"
+    record bench_llm $? $((SECONDS - start)) "json: bench_llm.json"
   fi
 fi
 
@@ -134,4 +142,5 @@ stage "summary"
   printf '%s\n' "${summary[@]}"
   if [ -f "$OUTDIR/bench_table.txt" ]; then echo; cat "$OUTDIR/bench_table.txt"; fi
   if [ -f "$OUTDIR/bench_table_wmma.txt" ]; then echo; echo "EMBER_CUDA_ATTN_KERNEL=wmma:"; cat "$OUTDIR/bench_table_wmma.txt"; fi
+  if [ -f "$OUTDIR/bench_llm_table.txt" ]; then echo; cat "$OUTDIR/bench_llm_table.txt"; fi
 } | tee "$OUTDIR/summary.txt"

@@ -1,5 +1,5 @@
 """A GGUF LLM on the GPU (ember.Engine(gguf, device="cuda")): the synthetic 2-layer LLaMA of
-tests/conftest.py (write_tiny_llm_gguf: Q8_0 embedding and head, Q4_0 / Q4_1 projections,
+tests/conftest.py (tiny_llm_gguf: Q8_0 embedding and head, Q4_0 / Q4_1 projections,
 grouped-query heads), whose step graph runs wholly on CUDA kernels: Q8Gather, Q4MatMul,
 RMSNorm, Rope, PagedAttention over KV caches in device memory, SwiGLU, Q8MatMul.
 
