@@ -418,6 +418,47 @@ __global__ void q4_reduce_kernel(const float* __restrict__ partial,  // [splits,
   }
 }
 
+// One thread per (k16 tile, n64 tile, lane): its 32 nibbles, dequantized exactly as the mma
+// kernels do (Ops::dequant on nibble pairs), scattered to their (row, column) of w16.
+template <class Ops>
+__global__ void q4_dequantize_kernel(const uint4* __restrict__ codes,    // [Kp/16, Np/64, 32]
+                                     const uint4* __restrict__ scales,   // [groups, Np/64, 8]
+                                     const uint4* __restrict__ offsets,  // [groups, Np/64, 8]
+                                     uint16_t* __restrict__ w16,         // [n, k]
+                                     int64_t n, int64_t k, int nt_count, int group_tiles,
+                                     int64_t total) {
+  const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (idx >= total) return;
+  const int lane = (int)(idx % 32), g = lane / 4;
+  const int64_t nt = idx / 32 % nt_count, kt = idx / 32 / nt_count;
+  const uint4 w = codes[idx];
+  const size_t grp = (size_t)(kt / group_tiles) * nt_count + nt;
+  const uint4 s8 = scales[grp * 8 + g], o8 = offsets[grp * 8 + g];
+  const uint16_t* sh = reinterpret_cast<const uint16_t*>(&s8);
+  const uint16_t* oh = reinterpret_cast<const uint16_t*>(&o8);
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int j = 0; j < 4; j++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int sub = 2 * j + i / 2;
+      const uint32_t pair = Ops::dequant(words[j], i, Ops::param2(sh[sub]), Ops::param2(oh[sub]));
+#pragma unroll
+      for (int hi = 0; hi < 2; hi++) {
+        const Q4Coord c = q4_nibble_coord(lane, j, i + 4 * hi);  // nibble i (low half), i + 4
+        const int64_t row = nt * 64 + c.n, col = kt * 16 + c.k;
+        if (row < n && col < k) w16[row * k + col] = (uint16_t)(pair >> (16 * hi));
+      }
+    }
+}
+
+__global__ void q4_bias_act_kernel(float* __restrict__ y, const float* __restrict__ bias,
+                                   int64_t mn, int64_t n, int act) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < mn;
+       i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = q4_act(bias ? y[i] + bias[i % n] : y[i], act);
+}
+
 template <class Ops>
 void launch_gemm(const float* a32, const void* a_frag, const int32_t* codes, const uint16_t* scales,
                  const uint16_t* offsets, const float* bias, float* y, float* partial, int64_t m,
@@ -484,6 +525,32 @@ void q4_convert_a(const float* a, void* a_frag, int64_t m, int64_t k, bool bf16,
     EMBER_LAUNCH(q4_convert_a_kernel<BF16Ops>, blocks, 256, 0, s)(a, frag, m, k, kt_count, total);
   else
     EMBER_LAUNCH(q4_convert_a_kernel<F16Ops>, blocks, 256, 0, s)(a, frag, m, k, kt_count, total);
+}
+
+void q4_dequantize(const int32_t* codes, const uint16_t* scales, const uint16_t* offsets, void* w16,
+                   int64_t n, int64_t k, int64_t group, bool bf16, void* stream) {
+  const int nt_count = (int)(q4_padded_n(n) / kQ4TileN);
+  const int64_t total = q4_padded_k(k) / 16 * nt_count * 32;
+  if (n == 0 || total == 0) return;
+  auto s = static_cast<cudaStream_t>(stream);
+  const auto* c = reinterpret_cast<const uint4*>(codes);
+  const auto* sc = reinterpret_cast<const uint4*>(scales);
+  const auto* of = reinterpret_cast<const uint4*>(offsets);
+  auto* w = static_cast<uint16_t*>(w16);
+  const unsigned blocks = (unsigned)((total + 255) / 256);
+  if (bf16)
+    EMBER_LAUNCH(q4_dequantize_kernel<BF16Ops>, blocks, 256, 0, s)(c, sc, of, w, n, k, nt_count,
+                                                                   (int)(group / 16), total);
+  else
+    EMBER_LAUNCH(q4_dequantize_kernel<F16Ops>, blocks, 256, 0, s)(c, sc, of, w, n, k, nt_count,
+                                                                  (int)(group / 16), total);
+}
+
+void q4_bias_act(float* y, const float* bias, int64_t m, int64_t n, int act, void* stream) {
+  const int64_t mn = m * n;
+  if (mn == 0 || (!bias && act == 0)) return;
+  const int64_t blocks = std::min<int64_t>((mn + 255) / 256, 65535);
+  EMBER_LAUNCH(q4_bias_act_kernel, (unsigned)blocks, 256, 0, static_cast<cudaStream_t>(stream))(y, bias, mn, n, act);
 }
 
 void q4_gemm(const float* a, const void* a_frag, const int32_t* codes, const uint16_t* scales,

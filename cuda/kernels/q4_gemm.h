@@ -126,6 +126,14 @@ inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool determi
   return p;
 }
 
+// Prefill-sized M (not deterministic): W is dequantized once into a 16-bit [n, k] scratch (the
+// bits the mma kernels dequantize to) and cuBLASLt's 16-bit GEMM runs at the tensor cores' peak:
+// on the H200 the large kernel ran 4096^3 at 178 TOPS, cuBLASLt's fp16 GEMM at 765 TFLOP/s,
+// and the dequantization moves ~5 bytes per weight (~10 us at 4096^2). Below this M the mma
+// kernels read the codes once and win. NOTE: the crossover is estimated, not yet measured.
+constexpr int64_t kQ4DequantMinM = 256;
+inline bool q4_use_dequant_gemm(int64_t m, bool deterministic) { return !deterministic && m >= kQ4DequantMinM; }
+
 // The device's multiprocessor count (the current device).
 int q4_multiprocessors();
 
@@ -134,6 +142,16 @@ int q4_multiprocessors();
 void q4_convert_a(const float* a,  // [m, k]
                   void* a_frag,    // [Mp/16, Kp/16, 32, 8] T
                   int64_t m, int64_t k, bool bf16, void* stream);
+
+// w16[r, c] = W[r, c] as T (fp16, or bf16 when `bf16`), with the mma kernels' bits: T
+// fma(code, scale, offset) from the packed codes and params (q4_gemm's layouts), r < n, c < k.
+void q4_dequantize(const int32_t* codes,     // [Kp/16, Np/64, 32, 4]
+                   const uint16_t* scales,   // [ceil(Kp / group), Np/64, 8, 8] f16
+                   const uint16_t* offsets,  // same
+                   void* w16,                // [n, k] T
+                   int64_t n, int64_t k, int64_t group, bool bf16, void* stream);
+// y = act(y + bias) in place (bias may be null), y [m, n]: after the dequantized GEMM.
+void q4_bias_act(float* y, const float* bias, int64_t m, int64_t n, int act, void* stream);
 
 // y = act(A @ W^T + bias), W[n, k] = code * scale + offset, dequantized to T in registers,
 // fp32 accumulation. act: 0 none, 1 relu, 2 gelu (erf), 3 gelu (tanh). `partial` holds

@@ -1,15 +1,20 @@
 // CUDA adapter of Q4MatMul (int4 weights, float A): W4A16 on tensor cores (q4_gemm.cu), A
 // rounded to fp16 (precision fp32 or fp16) or bf16 (precision bf16), W dequantized to the same
-// type, fp32 sums. Codes, scales and offsets must be constants (repacked once at load by
+// type, fp32 sums; from M = kQ4DequantMinM (not deterministic) W is dequantized into scratch
+// and cuBLASLt's 16-bit GEMM runs instead. Codes, scales and offsets must be constants (repacked once at load by
 // q4_prepare) or feeds (repacked on the host each run). Any N, K (the packing pads them) and
 // group; falls back to the CPU where a weight (code * scale + offset) would overflow fp16.
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "cuda/kernels/gemm_epilogue.h"
 #include "cuda/kernels/q4_gemm.h"
+#include "cuda/src/cublaslt.h"
+#include "cuda/src/gemm_plan.h"
 #include "cuda/src/ops.h"
 #include "cuda/src/q4_pack.h"
 #include "ember/dtype.h"
@@ -41,6 +46,46 @@ int act_code(FusedAct act) {
 bool q4_stream_wanted() {
   const char* e = std::getenv("EMBER_CUDA_Q4_KERNEL");
   return e && std::strcmp(e, "stream") == 0;
+}
+
+// Prefill-sized M: W dequantized into 16-bit scratch, then cuBLASLt's 16-bit GEMM with the
+// bias in its epilogue (q4_use_dequant_gemm). False where cuBLASLt is missing or has no
+// algorithm for the call: the caller runs the mma kernels instead.
+bool run_dequant_gemm(const KernelCtx& ctx, const void* const w[4], int64_t m, int64_t n,
+                      int64_t k, int64_t group, bool bf16, int act) {
+  std::string error;
+  if (!cublaslt_load("", &error)) return false;
+  void* s = stream(ctx);
+  Scratch w16(ctx, (size_t)(n * k * 2)), a16(ctx, (size_t)(m * k * 2));
+  q4_dequantize(static_cast<const int32_t*>(w[1]), static_cast<const uint16_t*>(w[2]),
+                static_cast<const uint16_t*>(w[3]), w16.data(), n, k, group, bf16, s);
+  gemm_round_16(ctx.input(0).ptr<float>(), a16.data(), m * k, bf16, s);
+  check_launch("[Q4MatMul] dequantize and round");
+  GemmPlan p;  // D [m, n] = A16 [m, k] @ W16^T, W16 stored [n, k]
+  p.m = m, p.n = n, p.k = k, p.trans_b = true, p.lda = k, p.ldb = k, p.ldd = n;
+  LtOperands ops;
+  ops.a = a16.data();
+  ops.b = w16.data();
+  ops.ab_type = bf16 ? lt::kR16BF : lt::kR16F;
+  ops.d = ctx.output(0).ptr<float>();
+  const float* bias = ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr;
+  std::optional<Scratch> ws;
+  auto workspace = [&](size_t bytes) {
+    ws.emplace(ctx, bytes);
+    return ws->data();
+  };
+  if (bias) {  // cuBLASLt's BIAS epilogue where it has one, else added after with the act
+    GemmPlan pb = p;
+    pb.c = GemmC::Bias, pb.beta = 1.0f, pb.c_rs = 0, pb.c_cs = 1;
+    LtOperands ob = ops;
+    ob.c = bias;
+    if (cublaslt_matmul(pb, ob, options(ctx), workspace, s, "Q4MatMul")) bias = nullptr;
+    else if (!cublaslt_matmul(p, ops, options(ctx), workspace, s, "Q4MatMul")) return false;
+  } else if (!cublaslt_matmul(p, ops, options(ctx), workspace, s, "Q4MatMul")) {
+    return false;
+  }
+  q4_bias_act(ops.d, bias, m, n, act, s);
+  return true;
 }
 
 float param_value(const Tensor& t, int64_t i) {
@@ -100,6 +145,12 @@ void q4matmul_cuda(const KernelCtx& ctx) {
   }
   const DeviceOptions& opt = options(ctx);
   const bool bf16 = opt.precision == Precision::BF16;
+  const int act = act_code(fused_activation(nullptr, ctx.node));
+  if (q4_use_dequant_gemm(m, opt.deterministic) &&
+      run_dequant_gemm(ctx, w, m, at.n, at.k, at.group, bf16, act)) {
+    check_launch(what.c_str());
+    return;
+  }
   const Q4Launch plan =
       q4_launch(m, at.n, at.k, q4_multiprocessors(), opt.deterministic, q4_stream_wanted());
   // The small and stream kernels convert A themselves; the large one reads it as fragments.
@@ -113,8 +164,7 @@ void q4matmul_cuda(const KernelCtx& ctx) {
   q4_gemm(a.ptr<float>(), a_frag ? a_frag->data() : nullptr, static_cast<const int32_t*>(w[1]),
           static_cast<const uint16_t*>(w[2]), static_cast<const uint16_t*>(w[3]),
           ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr, ctx.output(0).ptr<float>(),
-          partial ? partial->as<float>() : nullptr, m, at.n, at.k, at.group,
-          act_code(fused_activation(nullptr, ctx.node)), bf16, plan, s);
+          partial ? partial->as<float>() : nullptr, m, at.n, at.k, at.group, act, bf16, plan, s);
   check_launch(what.c_str());
 }
 

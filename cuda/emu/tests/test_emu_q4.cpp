@@ -137,6 +137,45 @@ TEST_CASE("q4_gemm's stream kernel on the emulated device equals the reference")
   }
 }
 
+TEST_CASE("q4_dequantize on the emulated device gives the mma kernels' 16-bit weights") {
+  // W16 = T(code * scale + offset) rounded once (the hfma), params as T: fp16, or bf16 from fp16.
+  std::mt19937 gen(13);
+  struct Dims { int64_t n, k, group; };
+  for (Dims d : {Dims{70, 100, 32}, Dims{64, 256, 128}, Dims{130, 769, 64}})
+    for (bool bf16 : {false, true}) {
+      CAPTURE(d.n);
+      CAPTURE(d.k);
+      CAPTURE(bf16);
+      Q4Case c = make_case(d.n, d.k, d.group, gen() % 2, gen);
+      Tensor pc = q4_pack_codes(c.codes.data(), d.n, d.k);
+      Tensor ps = q4_pack_params(c.scales, d.n, d.k, d.group);
+      Tensor po = q4_pack_params(c.offsets, d.n, d.k, d.group);
+      std::vector<uint16_t> w16(d.n * d.k, 0xffff);
+      q4_dequantize(pc.ptr<int32_t>(), ps.ptr<uint16_t>(), po.ptr<uint16_t>(), w16.data(), d.n, d.k,
+                    d.group, bf16, nullptr);
+      const int64_t nb = (d.k + 31) / 32, ng = (d.k + d.group - 1) / d.group;
+      int bad = 0;
+      for (int64_t r = 0; r < d.n; r++)
+        for (int64_t col = 0; col < d.k; col++) {
+          const int64_t i = r * ng + col / d.group;
+          const double s = round16(param_f16(c.scales, i), bf16), o = round16(param_f16(c.offsets, i), bf16);
+          const double exact = q4_code(c.codes.data(), nb, r, col) * s + o;
+          const uint16_t want = bf16 ? f32_to_bf16((float)exact) : f32_to_f16((float)exact);
+          bad += w16[r * d.k + col] != want;
+        }
+      CHECK(bad == 0);
+    }
+}
+
+TEST_CASE("q4_bias_act on the emulated device") {
+  std::vector<float> y = {-1.0f, 2.0f, -3.0f, 4.0f, 0.5f, -0.5f}, bias = {0.5f, -1.0f, 1.0f};
+  q4_bias_act(y.data(), bias.data(), 2, 3, 1, nullptr);  // relu(y + bias)
+  CHECK(y == std::vector<float>{0.0f, 1.0f, 0.0f, 4.5f, 0.0f, 0.5f});
+  CHECK(q4_use_dequant_gemm(kQ4DequantMinM, false));
+  CHECK(!q4_use_dequant_gemm(kQ4DequantMinM - 1, false));
+  CHECK(!q4_use_dequant_gemm(4096, true));
+}
+
 TEST_CASE("q4_gemm emulated: the plans tested above include splits and every kernel") {
   const int sms = q4_multiprocessors();
   CHECK(q4_launch(5, 64, 1024, sms, false).splits > 1);
