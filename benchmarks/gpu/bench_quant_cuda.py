@@ -12,8 +12,9 @@ M = 1, 16, 4096 rows. Weights are rotated across R copies whose bytes exceed twi
   free (no activation quantization), fp16 its fp16 A.
 - ember: one model with R MatMul nodes on the same input, quantized by ember.quantize (int8:
   per-token dynamic W8A8 -> QMatMul; int4: MatMulNBits -> Q4MatMul; at M <= 16 also "int4
-  stream", the opt-in stream kernel); µs = sum of the R nodes' Engine.profile medians / R (bench_cuda.py's timing: CUDA events around each node's launches,
-  activation quantization and the split-K reduction included; before 2026-11-29's fourth
+  stream", the opt-in stream kernel); µs = sum of the R nodes' Engine.profile medians / R
+  (bench_cuda.py's timing: CUDA events around each node's launches, activation quantization
+  and the split-K reduction included; before 2026-11-29's fourth
   session, host time up to a synchronize). A row whose nodes fell back to the CPU
   is refused (n/a, listed).
 Reported: µs, GB/s (weight + A + Y bytes / time; weight bytes at the row's storage width),

@@ -7,8 +7,9 @@
 #   run(command="bash benchmarks/gpu/h200.sh", carry=[".whl", ".h200"], timeout_s=BUDGET + 40)
 # (BUDGET=$((T - 40)) for a call given T seconds: the packing must run before the tool's timeout.)
 # Carried, both optional: .whl/*.whl (nanobind, pinned to the version built here; tokenizers,
-# gguf and pyyaml for the LLM tests: on the device, pip can only install carried wheels) and .h200/commit (`git rev-parse --short HEAD >
-# .h200/commit` just before the call: the device's copy of .git can be stale).
+# gguf and pyyaml for the LLM tests: on the device, pip can only install carried wheels) and
+# .h200/commit (`git rev-parse --short HEAD > .h200/commit` just before the call: the device's
+# copy of .git can be stale).
 # Env: the stage limits LIMIT_* of check.sh / check_quant.sh; QUANT=0 skips check_quant.sh,
 # NCU=0 the Nsight Compute profiles (ncu_kernels.sh) that use the time left after both.
 set -uo pipefail

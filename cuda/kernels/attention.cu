@@ -6,7 +6,8 @@
 // attention_f32_kernel: fp32 SIMT, 4 warps x 4 rows, 32-key tiles (a key per lane), D, Dv <= 256.
 // attention_mma_kernel: fp16/bf16 tensor cores, 4 warps x 16 rows, 64-key tiles, everything but
 // the K/V tiles in registers (mma.sync m16n8k16); head dims 32/64/128, float4-readable operands.
-// The default where it fits (EMBER_CUDA_ATTN_KERNEL=wmma keeps the wmma kernel; attention_plan.cpp).
+// The default where it fits (EMBER_CUDA_ATTN_KERNEL=wmma keeps the wmma kernel:
+// attention_plan.cpp).
 // attention_tc_kernel: wmma 16x16x16, same tiles, scores and O through shared memory: the rest.
 // Reference: ref_attention (cpp/src/ops/ops_fused.cpp); attention_emulate runs the tile loop.
 #include <cuda_bf16.h>
@@ -564,7 +565,8 @@ template <class K>
 void launch(K kernel, int64_t blocks, int64_t q_tiles, size_t smem, const AttnArgs& a, void* stream) {
   // Over 48 KiB of dynamic shared memory needs the opt-in (set per kernel, so each time).
   if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  EMBER_LAUNCH(kernel, (unsigned)blocks, kAttnThreads, smem, static_cast<cudaStream_t>(stream))(a, q_tiles);
+  const auto s = static_cast<cudaStream_t>(stream);
+  EMBER_LAUNCH(kernel, (unsigned)blocks, kAttnThreads, smem, s)(a, q_tiles);
 }
 
 template <class H, class Conv>

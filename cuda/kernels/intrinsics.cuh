@@ -1,7 +1,7 @@
-// The PTX the kernels use through inline asm, one wrapper each, and the launch syntax: mma.sync m16n8k16 (fp16, bf16),
-// ldmatrix x4 (and .trans), cp.async and its groups. Under the CPU emulation (EMBER_CUDA_EMU,
-// cuda/emu/emu.h) each has a C++ version built from the PTX ISA's fragment tables, so the same
-// kernel source runs in CI without a GPU.
+// The PTX the kernels use through inline asm, one wrapper each, and the launch syntax:
+// mma.sync m16n8k16 (fp16, bf16), ldmatrix x4 (and .trans), cp.async and its groups. Under
+// the CPU emulation (EMBER_CUDA_EMU, cuda/emu/emu.h) each has a C++ version built from the PTX
+// ISA's fragment tables, so the same kernel source runs in CI without a GPU.
 //
 // m16n8k16 fragments (PTX ISA "Matrix Fragments for mma.m16n8k16"), lane = 4 g + c, each
 // 32-bit register two 16-bit values, lower index in the low half:
@@ -66,7 +66,9 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src) {
                : "r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src)
                : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
 // Waits until at most N of this thread's committed groups are pending.
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {

@@ -22,9 +22,13 @@ constexpr int kThreads = 128, kWarps = kThreads / 32;
 constexpr unsigned kFull = 0xffffffffu;
 
 __device__ __forceinline__ float load_cache(const float* c, int64_t i) { return c[i]; }
-__device__ __forceinline__ float load_cache(const __half* c, int64_t i) { return __half2float(c[i]); }
+__device__ __forceinline__ float load_cache(const __half* c, int64_t i) {
+  return __half2float(c[i]);
+}
 __device__ __forceinline__ void store_cache(float* c, int64_t i, float x) { c[i] = x; }
-__device__ __forceinline__ void store_cache(__half* c, int64_t i, float x) { c[i] = __float2half_rn(x); }
+__device__ __forceinline__ void store_cache(__half* c, int64_t i, float x) {
+  c[i] = __float2half_rn(x);
+}
 
 template <class C>
 __global__ void paged_write_kernel(PagedArgs a, int64_t total) {
@@ -66,7 +70,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(PagedArgs a) 
   __shared__ int64_t slot_of[kPagedChunk];
   __shared__ float part[kWarps];
   const int64_t t = blockIdx.x, h = blockIdx.y, D = a.head_dim;
-  const int64_t kvh = h / (a.heads / a.kv_heads), row = a.kv_heads * D;
+  const int64_t kvh = h / (a.heads / a.kv_heads);
   float* y = a.y + t * a.heads * D + h * D;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t qend = a.query_start[a.seqs];

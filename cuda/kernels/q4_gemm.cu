@@ -87,7 +87,8 @@ struct BF16Ops {
 // Lane's A fragment of m16 tile mt, k16 tile kt as T: its 8 values (q4_a_coord), 0 past m and k.
 template <class Ops>
 __device__ __forceinline__ uint4 q4_a_fragment(const float* __restrict__ a,  // [m, k]
-                                               int64_t m, int64_t k, int64_t mt, int64_t kt, int lane) {
+                                               int64_t m, int64_t k, int64_t mt, int64_t kt,
+                                               int lane) {
   float v[8];
 #pragma unroll
   for (int e = 0; e < 8; e++) {
@@ -106,7 +107,8 @@ __global__ void q4_convert_a_kernel(const float* __restrict__ a,  // [m, k]
                                     int64_t m, int64_t k, int64_t kt_count, int64_t total) {
   const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (idx >= total) return;
-  frag[idx] = q4_a_fragment<Ops>(a, m, k, idx / 32 / kt_count, idx / 32 % kt_count, (int)(idx % 32));
+  const int64_t mt = idx / 32 / kt_count, kt = idx / 32 % kt_count;
+  frag[idx] = q4_a_fragment<Ops>(a, m, k, mt, kt, (int)(idx % 32));
 }
 
 // acc[t] += A tile t (fragments af[t]) x the k16 x n64 weight tile of this lane's codes `w`,
@@ -139,8 +141,10 @@ __device__ __forceinline__ void q4_mma_tile(float (&acc)[MT][8][4], const uint4&
 template <int MT, int KW>
 __device__ __forceinline__ void q4_finish(float (&acc)[MT][8][4],
                                           float (*red)[MT * 32][32],  // [KW - 1][acc][lane]
-                                          int kslot, int mt0, int nt, const float* __restrict__ bias,
-                                          float* __restrict__ out, int m, int n, int act, bool partial) {
+                                          int kslot, int mt0, int nt,
+                                          const float* __restrict__ bias,  // [n] or null
+                                          float* __restrict__ out, int m, int n, int act,
+                                          bool partial) {
   const int lane = threadIdx.x % 32, g = lane / 4;
   // C fragment: c[r] is (row g + 8 (r / 2), column 2 (lane % 4) + r % 2) of each m16 x n8.
   float* dst = partial ? out + (size_t)blockIdx.z * m * n : out;
@@ -178,7 +182,8 @@ __device__ __forceinline__ void q4_finish(float (&acc)[MT][8][4],
           red[0][idx][lane] = v;
         }
 #pragma unroll 1
-    for (int idx = 0; idx < MT * 32; idx++) store(idx / 32, idx / 4 % 8, idx % 4, red[0][idx][lane]);
+    for (int idx = 0; idx < MT * 32; idx++)
+      store(idx / 32, idx / 4 % 8, idx % 4, red[0][idx][lane]);
   } else {
 #pragma unroll
     for (int t = 0; t < MT; t++)
@@ -499,7 +504,8 @@ void launch_gemm(const float* a32, const void* a_frag, const int32_t* codes, con
   if (split) {
     const int64_t mn = m * n;
     const int64_t blocks = std::min<int64_t>((mn + 255) / 256, 65535);
-    EMBER_LAUNCH(q4_reduce_kernel, (unsigned)blocks, 256, 0, s)(partial, bias, y, mn, n, (int)p.splits, act);
+    EMBER_LAUNCH(q4_reduce_kernel, (unsigned)blocks, 256, 0, s)(partial, bias, y, mn, n,
+                                                                (int)p.splits, act);
   }
 }
 
@@ -550,7 +556,8 @@ void q4_bias_act(float* y, const float* bias, int64_t m, int64_t n, int act, voi
   const int64_t mn = m * n;
   if (mn == 0 || (!bias && act == 0)) return;
   const int64_t blocks = std::min<int64_t>((mn + 255) / 256, 65535);
-  EMBER_LAUNCH(q4_bias_act_kernel, (unsigned)blocks, 256, 0, static_cast<cudaStream_t>(stream))(y, bias, mn, n, act);
+  const auto s = static_cast<cudaStream_t>(stream);
+  EMBER_LAUNCH(q4_bias_act_kernel, (unsigned)blocks, 256, 0, s)(y, bias, mn, n, act);
 }
 
 void q4_gemm(const float* a, const void* a_frag, const int32_t* codes, const uint16_t* scales,

@@ -79,8 +79,10 @@ inline Q4Launch q4_launch_stream(int64_t m, int64_t n, int64_t k, int sms) {
   p.grid_x = q4_padded_n(n) / kQ4TileN;
   p.grid_y = 1;
   p.stages = q4_padded_k(k) / 16;
-  const int64_t want = std::max<int64_t>(1, kQ4StreamBlocksPerSm * std::max(sms, 1) / std::max<int64_t>(p.grid_x, 1));
-  int64_t splits = std::min({want, std::max<int64_t>(1, p.stages / 8), std::max<int64_t>(1, k / (64 * std::max<int64_t>(m, 1)))});
+  const int64_t slots = kQ4StreamBlocksPerSm * std::max(sms, 1);
+  const int64_t want = std::max<int64_t>(1, slots / std::max<int64_t>(p.grid_x, 1));
+  const int64_t small_partials = std::max<int64_t>(1, k / (64 * std::max<int64_t>(m, 1)));
+  int64_t splits = std::min({want, std::max<int64_t>(1, p.stages / 8), small_partials});
   splits = std::max(splits, (p.stages + kQ4StreamMaxTiles - 1) / kQ4StreamMaxTiles);
   p.stages_per_split = p.stages ? (p.stages + splits - 1) / splits : 0;
   p.splits = p.stages ? (p.stages + p.stages_per_split - 1) / p.stages_per_split : 1;
@@ -89,7 +91,8 @@ inline Q4Launch q4_launch_stream(int64_t m, int64_t n, int64_t k, int sms) {
 
 // stream: use the stream kernel for m <= 16 unless deterministic (which keeps the small kernel
 // at every M, so a row's sums never depend on its batch).
-inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool deterministic, bool stream = false) {
+inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool deterministic,
+                          bool stream = false) {
   if (stream && !deterministic && m <= 16) return q4_launch_stream(m, n, k, sms);
   Q4Launch p;
   // Deterministic: one kernel and a split count independent of M, so a row's sums do not
@@ -132,7 +135,9 @@ inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool determi
 // and the dequantization moves ~5 bytes per weight (~10 us at 4096^2). Below this M the mma
 // kernels read the codes once and win. NOTE: the crossover is estimated, not yet measured.
 constexpr int64_t kQ4DequantMinM = 256;
-inline bool q4_use_dequant_gemm(int64_t m, bool deterministic) { return !deterministic && m >= kQ4DequantMinM; }
+inline bool q4_use_dequant_gemm(int64_t m, bool deterministic) {
+  return !deterministic && m >= kQ4DequantMinM;
+}
 
 // The device's multiprocessor count (the current device).
 int q4_multiprocessors();

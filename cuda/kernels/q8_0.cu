@@ -70,8 +70,8 @@ __global__ void q8_0_matmul_kernel(const int16_t* __restrict__ q,     // [m, nb,
       const float s = d[row * nb + b] * scales[col * nb + b];
       const int16_t* qb = qr + b * 32;
       const int8_t* cb = cr + b * 32;
-      const int p = qb[2 * l] * cb[2 * l] + qb[2 * l + 1] * cb[2 * l + 1] + qb[2 * l + 16] * cb[2 * l + 16] +
-                    qb[2 * l + 17] * cb[2 * l + 17];
+      const int p = qb[2 * l] * cb[2 * l] + qb[2 * l + 1] * cb[2 * l + 1] +
+                    qb[2 * l + 16] * cb[2 * l + 16] + qb[2 * l + 17] * cb[2 * l + 17];
       acc = fmaf((float)p, s, acc);
     }
   }
@@ -87,35 +87,41 @@ __global__ void q8_0_matmul_kernel(const int16_t* __restrict__ q,     // [m, nb,
 }
 
 template <class I>
-__global__ void q8_0_gather_kernel(const int8_t* __restrict__ codes, const float* __restrict__ scales,
-                                   const I* __restrict__ idx, float* __restrict__ out, int64_t rows,
-                                   int64_t total, int64_t k, int64_t nb) {
+__global__ void q8_0_gather_kernel(const int8_t* __restrict__ codes,  // [rows, nb, 32]
+                                   const float* __restrict__ scales,  // [rows, nb]
+                                   const I* __restrict__ idx,         // [count]
+                                   float* __restrict__ out,           // [count, k]
+                                   int64_t rows, int64_t total, int64_t k, int64_t nb) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t e = i / k, c = i % k;
     int64_t r = (int64_t)idx[e];
     if (r < 0) r += rows;
-    out[i] = r >= 0 && r < rows ? (float)codes[(r * nb + c / 32) * 32 + c % 32] * scales[r * nb + c / 32] : 0.0f;
+    const bool in = r >= 0 && r < rows;
+    out[i] = in ? (float)codes[(r * nb + c / 32) * 32 + c % 32] * scales[r * nb + c / 32] : 0.0f;
   }
 }
 
-unsigned grid_for(int64_t threads) { return (unsigned)std::min<int64_t>((threads + 255) / 256, 1 << 20); }
+unsigned grid_for(int64_t threads) {
+  return (unsigned)std::min<int64_t>((threads + 255) / 256, 1 << 20);
+}
 
 }  // namespace
 
-void q8_0_matmul(const float* a, const int8_t* codes, const float* scales, const float* bias, float* y,
-                 int16_t* q, float* d, int64_t m, int64_t n, int64_t k, int act, void* stream) {
+void q8_0_matmul(const float* a, const int8_t* codes, const float* scales, const float* bias,
+                 float* y, int16_t* q, float* d, int64_t m, int64_t n, int64_t k, int act,
+                 void* stream) {
   if (m == 0 || n == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
   const int64_t nb = (k + 31) / 32;
-  EMBER_LAUNCH(q8_0_quantize_kernel, (unsigned)((m * nb + 255) / 256), 256, 0, s)(a, q, d, m, k, nb);
-  const int64_t threads = m * ((n + 3) / 4) * 32;
-  EMBER_LAUNCH(q8_0_matmul_kernel, (unsigned)((threads + 255) / 256), 256, 0, s)(q, d, codes, scales, bias, y,
-                                                                               m, n, nb, act);
+  EMBER_LAUNCH(q8_0_quantize_kernel, grid_for(m * nb), 256, 0, s)(a, q, d, m, k, nb);
+  const int64_t threads = m * ((n + 3) / 4) * 32;  // a warp per row and 4 columns
+  EMBER_LAUNCH(q8_0_matmul_kernel, (unsigned)((threads + 255) / 256), 256, 0, s)(
+      q, d, codes, scales, bias, y, m, n, nb, act);
 }
 
-void q8_0_gather(const int8_t* codes, const float* scales, const void* indices, bool idx64, float* out,
-                 int64_t rows, int64_t count, int64_t k, void* stream) {
+void q8_0_gather(const int8_t* codes, const float* scales, const void* indices, bool idx64,
+                 float* out, int64_t rows, int64_t count, int64_t k, void* stream) {
   const int64_t total = count * k, nb = (k + 31) / 32;
   if (total == 0) return;
   auto s = static_cast<cudaStream_t>(stream);

@@ -13,7 +13,8 @@ namespace ember::cuda {
 
 // head_dim up to kPagedMaxHeadDim; tokens and heads within the grid's x and y.
 bool paged_attention_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
-  const int64_t d = ctx.node.attrs.get_int("head_dim", 0), heads = ctx.node.attrs.get_int("num_heads", 0);
+  const int64_t d = ctx.node.attrs.get_int("head_dim", 0);
+  const int64_t heads = ctx.node.attrs.get_int("num_heads", 0);
   return d > 0 && d <= kPagedMaxHeadDim && heads < 65536 && ctx.in[0].shape.size() == 2 &&
          ctx.in[0].shape[0] < (int64_t(1) << 31);
 }

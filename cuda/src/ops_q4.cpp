@@ -1,9 +1,10 @@
 // CUDA adapter of Q4MatMul (int4 weights, float A): W4A16 on tensor cores (q4_gemm.cu), A
 // rounded to fp16 (precision fp32 or fp16) or bf16 (precision bf16), W dequantized to the same
 // type, fp32 sums; from M = kQ4DequantMinM (not deterministic) W is dequantized into scratch
-// and cuBLASLt's 16-bit GEMM runs instead. Codes, scales and offsets must be constants (repacked once at load by
-// q4_prepare) or feeds (repacked on the host each run). Any N, K (the packing pads them) and
-// group; falls back to the CPU where a weight (code * scale + offset) would overflow fp16.
+// and cuBLASLt's 16-bit GEMM runs instead. Codes, scales and offsets must be constants
+// (repacked once at load by q4_prepare) or feeds (repacked on the host each run). Any N, K (the
+// packing pads them) and group; falls back to the CPU where a weight (code * scale + offset)
+// would overflow fp16.
 #include <cmath>
 #include <cstdlib>
 #include <cstring>

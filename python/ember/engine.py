@@ -80,11 +80,12 @@ class Engine:
     kernel for it at the plan's shapes, else on the CPU, with copies only where values cross;
     device_fallbacks lists (name, op) of the nodes put on the CPU so far (each logged once on
     the "ember" logger). An LLM's step graph is placed the same way: Q4MatMul, Q8MatMul and
-    Q8Gather (GGUF Q8_0), norms, Rope, and PagedAttention over KV caches kept in GPU memory. precision "fp16" / "bf16" lets the GPU use
-    half-precision tensor cores for matmuls and attention (fp32 accumulation); on the CPU,
-    "bf16" runs the weight matmuls, attention and convs on AVX512_BF16 dot products with fp32
-    accumulation, norms and softmax in fp32, where the CPU has them (else fp32); deterministic
-    asks the GPU for results that do not depend on the batch size.
+    Q8Gather (GGUF Q8_0), norms, Rope, and PagedAttention over KV caches kept in GPU memory.
+    precision "fp16" / "bf16" lets the GPU use half-precision tensor cores for matmuls and
+    attention (fp32 accumulation); on the CPU, "bf16" runs the weight matmuls, attention and
+    convs on AVX512_BF16 dot products with fp32 accumulation, norms and softmax in fp32, where
+    the CPU has them (else fp32); deterministic asks the GPU for results that do not depend on
+    the batch size.
     Engine.run may be called from several threads at once: each compiled plan (one per input
     shape signature) runs one call at a time; calls with different shapes run in parallel.
     """
@@ -128,14 +129,16 @@ class Engine:
         self.device_fallbacks = []
         # An LLM on a device: its step graph's nodes run there where the device has kernels.
         # precision and deterministic are device options there (the CPU's LLM path keeps its own).
-        llm_device = dict(precision=precision, deterministic=deterministic) if self.device != "cpu" else {}
+        llm_device = {} if self.device == "cpu" else dict(precision=precision,
+                                                          deterministic=deterministic)
         if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".gguf"):
             self._init_llm(str(model), threads, quantize, kernels, llm_options, llm_device)
             return
         if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):  # HOOK: HF decoder folder
             from ember.llm.hf import is_hf_llm_folder
             if is_hf_llm_folder(model):
-                self._init_llm(os.fspath(model), threads, quantize, kernels, llm_options, llm_device)
+                self._init_llm(os.fspath(model), threads, quantize, kernels, llm_options,
+                               llm_device)
                 return
         if llm_options:
             raise EmberError(f"[engine] {', '.join(sorted(llm_options))}: LLM options apply to "
@@ -181,8 +184,9 @@ class Engine:
                  top_k: int = 0, seed: int | None = None, stop=None, **sampling):
         """str | list[str] | list[int] | list[list[int]] -> list[Completion(text, token_ids,
         finish_reason, usage)]. Every prompt runs concurrently (continuous batching)."""
-        out = self._need_llm("generate").generate(prompts, max_tokens=max_tokens, temperature=temperature,
-                                                  top_p=top_p, top_k=top_k, seed=seed, stop=stop, **sampling)
+        out = self._need_llm("generate").generate(
+            prompts, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+            seed=seed, stop=stop, **sampling)
         if self.device != "cpu":
             self._note_device_fallbacks(self._session)
         return out

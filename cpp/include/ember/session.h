@@ -91,7 +91,8 @@ class Session {
   std::vector<Tensor> run_positional(const std::vector<Tensor>& feeds);
   // The same with feed i in the device's memory where on_device[i] (a session with a device;
   // the LLM runner's KV caches).
-  std::vector<Tensor> run_positional(const std::vector<Tensor>& feeds, const std::vector<uint8_t>& on_device);
+  std::vector<Tensor> run_positional(const std::vector<Tensor>& feeds,
+                                     const std::vector<uint8_t>& on_device);
   // Compiles (or fetches) the plan for these feeds and describes it without running.
   PlanInfo plan_info(const NamedTensors& feeds);
   size_t plans_cached() const;

@@ -25,16 +25,17 @@ Tensor vec_tensor(const std::vector<int32_t>& v, int64_t padded, int32_t pad) {
 // The device of `session` when it runs the step graph's PagedAttention (asked at one token, the
 // caches' dtype and shape): the caches then live there. Null for a CPU session or a device
 // without the kernel (PagedAttention stays on the CPU with host caches).
-std::shared_ptr<Device> paged_attention_device(const Session& session, DType kv_dtype, const Shape& cache) {
+std::shared_ptr<Device> paged_attention_device(const Session& session, DType kv_dtype,
+                                               const Shape& cache) {
   if (session.device_name() == "cpu") return nullptr;
   std::shared_ptr<Device> device = device_find(session.device_name());
   for (const Node& n : session.graph().nodes) {
     if (!device || n.op != OpType::PagedAttention) continue;
     const int64_t hq = n.attrs.get_int("num_heads", 0), d = n.attrs.get_int("head_dim", 0);
     InferCtx ctx{n, {}, {}};
-    ctx.in = {{DType::F32, {1, hq * d}}, {DType::F32, {1, cache[2] * d}}, {DType::F32, {1, cache[2] * d}},
-              {kv_dtype, cache}, {kv_dtype, cache}, {DType::I64, {1}}, {DType::I32, {2}},
-              {DType::I32, {1}}, {DType::I32, {1, 1}}};
+    const TensorType kv{DType::F32, {1, cache[2] * d}};
+    ctx.in = {{DType::F32, {1, hq * d}}, kv, kv, {kv_dtype, cache}, {kv_dtype, cache},
+              {DType::I64, {1}}, {DType::I32, {2}}, {DType::I32, {1}}, {DType::I32, {1, 1}}};
     ctx.values.assign(ctx.in.size(), nullptr);
     return device->find_kernel(ctx, session.options().device_options).fn ? device : nullptr;
   }
@@ -49,7 +50,8 @@ Tensor device_zeros(Device& device, DType dtype, const Shape& shape, std::vector
   owned->push_back(p);
   const std::vector<char> zeros(std::min<size_t>(bytes, size_t(16) << 20), 0);
   for (size_t off = 0; off < bytes; off += zeros.size())
-    device.copy_to_device(static_cast<char*>(p) + off, zeros.data(), std::min(zeros.size(), bytes - off));
+    device.copy_to_device(static_cast<char*>(p) + off, zeros.data(),
+                          std::min(zeros.size(), bytes - off));
   return Tensor::borrow(dtype, shape, p);
 }
 

@@ -592,7 +592,8 @@ std::vector<Tensor> Session::run_positional(const std::vector<Tensor>& feeds,
                                             const std::vector<uint8_t>& on_device) {
   const Graph& g = impl_->graph;
   const bool any = std::find(on_device.begin(), on_device.end(), 1) != on_device.end();
-  EMBER_CHECK(!any || impl_->device, Input, "[run] feeds in device memory need a session on a device");
+  EMBER_CHECK(!any || impl_->device, Input,
+              "[run] feeds in device memory need a session on a device");
   EMBER_CHECK(feeds.size() == g.inputs.size(), Input, "[run] ", feeds.size(), " feeds for ",
               g.inputs.size(), " inputs");
   for (size_t i = 0; i < feeds.size(); i++) {
