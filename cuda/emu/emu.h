@@ -26,6 +26,10 @@
 #include <vector_functions.h>
 #include <vector_types.h>
 
+// host_defines.h defines this one unconditionally, as a GCC attribute GCC warns about.
+#undef __maxnreg__
+#define __maxnreg__(n)
+
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
