@@ -7,7 +7,8 @@
 // at the latest moment PTX allows (the wait_group that covers them), dynamic shared memory
 // starts as NaN bytes, and a barrier some live thread can never reach is reported, not hung:
 // missing waits, missing barriers and uninitialised reads show up as wrong results or errors.
-// Not emulated: timing, occupancy, atomics, wmma, memory spaces (every pointer is a host one).
+// Not emulated: timing, occupancy, memory spaces (every pointer is a host one). Atomics are
+// plain read-modify-writes (one OS thread runs every fiber).
 #pragma once
 #ifndef EMBER_CUDA_EMU
 #error "cuda/emu/emu.h is only for the CPU emulation build (EMBER_CUDA_EMU)"
@@ -158,9 +159,85 @@ std::common_type_t<A, B> max(A a, B b) {
 }
 inline float min(float a, float b) { return std::fmin(a, b); }
 inline float max(float a, float b) { return std::fmax(a, b); }
+// The float classification CUDA declares at global scope for device code.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+// Bit casts between 32-bit floats and integers.
+inline float __int_as_float(int i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline int __float_as_int(float f) {
+  int i;
+  std::memcpy(&i, &f, 4);
+  return i;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+// Round-to-nearest arithmetic that nvcc never contracts into an FMA: plain operations here, as
+// the emulation is built with -ffp-contract=off (cuda/emu/CMakeLists.txt).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __int2float_rn(int i) { return (float)i; }
+// Four signed 8-bit products summed onto c.
+inline int __dp4a(int a, int b, int c) {
+  for (int i = 0; i < 4; i++) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
+  return c;
+}
 inline float __expf(float x) { return std::exp(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+
+// Atomics: a block's threads are fibers on one OS thread and blocks run one after another, so a
+// plain read-modify-write is atomic. Each returns the old value, as CUDA's do.
+template <class T>
+T atomicAdd(T* p, T v) {
+  const T old = *p;
+  *p = old + v;
+  return old;
+}
+template <class T>
+T atomicMax(T* p, T v) {
+  const T old = *p;
+  *p = old < v ? v : old;
+  return old;
+}
+template <class T>
+T atomicMin(T* p, T v) {
+  const T old = *p;
+  *p = v < old ? v : old;
+  return old;
+}
+template <class T>
+T atomicOr(T* p, T v) {
+  const T old = *p;
+  *p = old | v;
+  return old;
+}
+template <class T>
+T atomicExch(T* p, T v) {
+  const T old = *p;
+  *p = v;
+  return old;
+}
+template <class T>
+T atomicCAS(T* p, T compare, T v) {
+  const T old = *p;
+  if (old == compare) *p = v;
+  return old;
+}
 
 // ---- the runtime API the kernel files call ----
 cudaError_t cudaGetLastError();
