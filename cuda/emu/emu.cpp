@@ -259,6 +259,15 @@ void set_max_dynamic_smem(const void* kernel, int bytes) { max_smem()[kernel] = 
 }  // namespace ember::cuda::emu
 
 cudaError_t cudaGetLastError() { return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
+                            cudaStream_t) {
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
 cudaError_t cudaGetDevice(int* dev) {
   *dev = 0;
   return cudaSuccess;

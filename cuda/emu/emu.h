@@ -244,6 +244,10 @@ T atomicCAS(T* p, T compare, T v) {
 
 // ---- the runtime API the kernel files call ----
 cudaError_t cudaGetLastError();
+// Copies and fills run at once (every pointer is a host one; launches are synchronous too).
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream);
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream);
 cudaError_t cudaGetDevice(int* dev);
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int dev);
 template <class F>
