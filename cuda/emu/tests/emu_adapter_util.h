@@ -68,16 +68,28 @@ inline AdapterRun run_adapter(Node n, const std::vector<const Tensor*>& in, Kern
   return r;
 }
 
-// The same bytes (movement, exact ops).
-inline void check_same(const Tensor& want, const Tensor& got) {
+// Whether element i of an F16 / BF16 tensor is a NaN.
+inline bool is_nan_16(const Tensor& t, int64_t i) {
+  const uint16_t b = static_cast<const uint16_t*>(t.data())[i];
+  return t.dtype() == DType::F16 ? std::isnan(f16_to_f32(b)) : std::isnan(bf16_to_f32(b));
+}
+
+// The same bytes (movement, exact ops). `any_nan_16`: F16 / BF16 NaNs match any NaN (a device
+// conversion gives the canonical NaN where the reference keeps a payload).
+inline void check_same(const Tensor& want, const Tensor& got, bool any_nan_16 = false) {
   REQUIRE(want.shape() == got.shape());
   REQUIRE(want.dtype() == got.dtype());
-  int64_t bad = 0;
+  int64_t bad = 0, first = -1;
+  const size_t es = dtype_size(want.dtype());
+  const bool f16 = any_nan_16 && (want.dtype() == DType::F16 || want.dtype() == DType::BF16);
   for (int64_t i = 0; i < want.numel(); i++) {
-    const size_t es = dtype_size(want.dtype());
-    bad += std::memcmp(static_cast<const char*>(want.data()) + i * es,
-                       static_cast<const char*>(got.data()) + i * es, es) != 0;
+    const bool differ = std::memcmp(static_cast<const char*>(want.data()) + i * es,
+                                    static_cast<const char*>(got.data()) + i * es, es) != 0 &&
+                        !(f16 && is_nan_16(want, i) && is_nan_16(got, i));
+    if (differ && first < 0) first = i;
+    bad += differ;
   }
+  CAPTURE(first);
   CHECK(bad == 0);
 }
 

@@ -47,7 +47,7 @@ TEST_CASE("movement on the emulated device: Transpose") {
   for (const Case& c : cases)
     for (DType t : kDtypes) {
       CAPTURE(shape_str(c.shape));
-      CAPTURE(dtype_name(t));
+      CAPTURE(std::string(dtype_name(t)));
       Node n = test::node(OpType::Transpose);
       n.attrs.set("perm", c.perm);
       Tensor x = random_of(t, c.shape, seed++);
@@ -71,7 +71,7 @@ TEST_CASE("movement on the emulated device: Slice, Expand, Tile, Reshape") {
   for (const SliceCase& c : slices)
     for (DType t : kDtypes) {
       CAPTURE(shape_str(c.shape));
-      CAPTURE(dtype_name(t));
+      CAPTURE(std::string(dtype_name(t)));
       const Shape k = {(int64_t)c.starts.size()};
       Tensor x = random_of(t, c.shape, seed++), st = ints(DType::I64, k, c.starts);
       Tensor en = ints(DType::I64, k, c.ends), ax = ints(DType::I64, k, c.axes);
@@ -80,7 +80,7 @@ TEST_CASE("movement on the emulated device: Slice, Expand, Tile, Reshape") {
                slice_cuda_supports);
     }
   for (DType t : kDtypes) {
-    CAPTURE(dtype_name(t));
+    CAPTURE(std::string(dtype_name(t)));
     Tensor x = random_of(t, {3, 1, 5}, seed++), shape = ints(DType::I64, {4}, {2, 3, 7, 5});
     check_op(test::node(OpType::Expand), {&x, &shape}, expand_cuda, expand_cuda_supports);
     Tensor col = random_of(t, {769, 1}, seed++), wide = ints(DType::I64, {2}, {769, 40});
@@ -95,7 +95,7 @@ TEST_CASE("movement on the emulated device: Slice, Expand, Tile, Reshape") {
 TEST_CASE("movement on the emulated device: Concat and Split") {
   uint32_t seed = 100;
   for (DType t : kDtypes) {
-    CAPTURE(dtype_name(t));
+    CAPTURE(std::string(dtype_name(t)));
     // Parts of 3, 1 and 5 rows of 6 on axis 1: every part but the first starts unaligned.
     Tensor a = random_of(t, {4, 3, 6}, seed++), b = random_of(t, {4, 1, 6}, seed++);
     Tensor c = random_of(t, {4, 5, 6}, seed++);
@@ -118,8 +118,8 @@ TEST_CASE("movement on the emulated device: Gather and GatherElements") {
   uint32_t seed = 200;
   for (DType t : kDtypes)
     for (DType it : {DType::I64, DType::I32}) {
-      CAPTURE(dtype_name(t));
-      CAPTURE(dtype_name(it));
+      CAPTURE(std::string(dtype_name(t)));
+      CAPTURE(std::string(dtype_name(it)));
       // inner 6: 8-byte units for 4-byte elements; inner 8: 16-byte; axis 0 of a [5] vector.
       Tensor x = random_of(t, {3, 5, 6}, seed++), x8 = random_of(t, {2, 5, 8}, seed++);
       Tensor idx = ints(it, {2, 3}, {-1, 0, 4, -5, 2, 2});
@@ -163,7 +163,7 @@ TEST_CASE("movement on the emulated device: Pad, Trilu") {
   for (const PadCase& c : pads)
     for (DType t : kDtypes) {
       CAPTURE(shape_str(c.shape));
-      CAPTURE(dtype_name(t));
+      CAPTURE(std::string(dtype_name(t)));
       Tensor x = random_of(t, c.shape, seed++);
       Tensor p = ints(DType::I64, {(int64_t)c.pads.size()}, c.pads);
       Tensor value = random_of(t, {}, seed++);
@@ -173,7 +173,7 @@ TEST_CASE("movement on the emulated device: Pad, Trilu") {
   for (DType t : kDtypes)
     for (int64_t k : {0, 1, -2, 9})
       for (int64_t upper : {0, 1}) {
-        CAPTURE(dtype_name(t));
+        CAPTURE(std::string(dtype_name(t)));
         CAPTURE(k);
         CAPTURE(upper);
         Tensor x = random_of(t, {2, 5, 7}, seed++), kt = ints(DType::I64, {}, {k});
