@@ -3,12 +3,13 @@
 // compiled as C++ with -DEMBER_CUDA_EMU and cuda/emu/include first on the include path, whose
 // cuda_runtime.h is this header. A launch runs its blocks one after another; a block's threads
 // are fibers on one OS thread, switched only at barriers (__syncthreads, and the warp
-// collectives: shuffles, mma.sync, ldmatrix), so a run is deterministic. cp.async copies land
-// at the latest moment PTX allows (the wait_group that covers them), dynamic shared memory
-// starts as NaN bytes, and a barrier some live thread can never reach is reported, not hung:
-// missing waits, missing barriers and uninitialised reads show up as wrong results or errors.
-// Not emulated: timing, occupancy, memory spaces (every pointer is a host one). Atomics are
-// plain read-modify-writes (one OS thread runs every fiber).
+// collectives: shuffles, mma.sync, ldmatrix), so a run is deterministic; between two
+// __syncthreads the warps run one at a time, first to last, then last to first. cp.async
+// copies land at the latest moment PTX allows (the wait_group that covers them), dynamic shared
+// memory starts as NaN bytes, and a barrier some live thread can never reach is reported, not
+// hung: missing waits, missing barriers and uninitialised reads show up as wrong results or
+// errors. Atomics are plain read-modify-writes (one OS thread runs every fiber). Not emulated:
+// timing, occupancy, memory spaces (every pointer is a host one).
 #pragma once
 #ifndef EMBER_CUDA_EMU
 #error "cuda/emu/emu.h is only for the CPU emulation build (EMBER_CUDA_EMU)"
@@ -31,6 +32,7 @@
 #undef __maxnreg__
 #define __maxnreg__(n)
 
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -164,26 +166,10 @@ using std::isfinite;
 using std::isinf;
 using std::isnan;
 // Bit casts between 32-bit floats and integers.
-inline float __int_as_float(int i) {
-  float f;
-  std::memcpy(&f, &i, 4);
-  return f;
-}
-inline float __uint_as_float(unsigned u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline int __float_as_int(float f) {
-  int i;
-  std::memcpy(&i, &f, 4);
-  return i;
-}
-inline unsigned __float_as_uint(float f) {
-  unsigned u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
+inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
+inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
+inline int __float_as_int(float f) { return std::bit_cast<int>(f); }
+inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }
 // Round-to-nearest arithmetic that nvcc never contracts into an FMA: plain operations here, as
 // the emulation is built with -ffp-contract=off (cuda/emu/CMakeLists.txt).
 inline float __fadd_rn(float a, float b) { return a + b; }
@@ -204,42 +190,39 @@ inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 
 // Atomics: a block's threads are fibers on one OS thread and blocks run one after another, so a
-// plain read-modify-write is atomic. Each returns the old value, as CUDA's do.
-template <class T>
-T atomicAdd(T* p, T v) {
+// plain read-modify-write is atomic. Each returns the old value, as CUDA's do; the pointer
+// alone gives the type (atomicAdd(float*, 1.0) is a float add).
+namespace ember::cuda::emu {
+template <class T, class F>
+T read_modify_write(T* p, F f) {
   const T old = *p;
-  *p = old + v;
+  *p = f(old);
   return old;
 }
+}  // namespace ember::cuda::emu
 template <class T>
-T atomicMax(T* p, T v) {
-  const T old = *p;
-  *p = old < v ? v : old;
-  return old;
+T atomicAdd(T* p, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T old) { return T(old + v); });
 }
 template <class T>
-T atomicMin(T* p, T v) {
-  const T old = *p;
-  *p = v < old ? v : old;
-  return old;
+T atomicMax(T* p, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T old) { return old < v ? v : old; });
 }
 template <class T>
-T atomicOr(T* p, T v) {
-  const T old = *p;
-  *p = old | v;
-  return old;
+T atomicMin(T* p, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T old) { return v < old ? v : old; });
 }
 template <class T>
-T atomicExch(T* p, T v) {
-  const T old = *p;
-  *p = v;
-  return old;
+T atomicOr(T* p, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T old) { return T(old | v); });
 }
 template <class T>
-T atomicCAS(T* p, T compare, T v) {
-  const T old = *p;
-  if (old == compare) *p = v;
-  return old;
+T atomicExch(T* p, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T) { return v; });
+}
+template <class T>
+T atomicCAS(T* p, std::type_identity_t<T> compare, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T old) { return old == compare ? v : old; });
 }
 
 // ---- the runtime API the kernel files call ----
