@@ -198,6 +198,15 @@ inline std::vector<ConvRun> conv_runs() {
   };
 }
 
+// Every conv_runs() case through check_conv with `steps`.
+inline void check_conv_runs(const ConvSteps& steps) {
+  for (const ConvRun& r : conv_runs()) {
+    CAPTURE(shape_str(r.c.x));
+    CAPTURE(shape_str(r.c.w));
+    check_conv(r.c, r.cols_bytes, r.path, steps);
+  }
+}
+
 inline Node pool_node(OpType op, std::vector<int64_t> k, std::vector<int64_t> s,
                       std::vector<int64_t> pads, std::vector<int64_t> d, bool ceil_mode,
                       bool include_pad, const std::string& ap) {

@@ -85,7 +85,7 @@ __global__ void cp_async_kernel(const float* src, float* before, float* after) {
 // Each warp reads its neighbour's slot, then rewrites its own: without the barrier between,
 // a warp that runs ahead overwrites a slot its neighbour has yet to read.
 template <bool BARRIER>
-__global__ void neighbour_kernel(int* out) {
+__global__ void neighbour_kernel(int* out) {  // [gridDim.x * blockDim.x]
   __shared__ int slot[4];
   const int w = threadIdx.x / 32, warps = blockDim.x / 32;
   if (threadIdx.x % 32 == 0) slot[w] = w;
@@ -95,7 +95,10 @@ __global__ void neighbour_kernel(int* out) {
   if (threadIdx.x % 32 == 0) slot[w] = 100 + w;
 }
 
-__global__ void atomics_kernel(int* count, unsigned long long* first, float* sum, int* top) {
+__global__ void atomics_kernel(int* count,                  // [1]
+                               unsigned long long* first,  // [1]
+                               float* sum,                 // [1]
+                               int* top) {                 // [1]
   atomicAdd(count, 1);
   atomicCAS(first, 0ull, (unsigned long long)(blockIdx.x * blockDim.x + threadIdx.x + 1));
   atomicAdd(sum, 0.5f);

@@ -45,11 +45,7 @@ Node plain_node(OpType op) {
 }  // namespace
 
 TEST_CASE("conv kernels on the emulated device: im2col + host GEMMs, bias fill, direct") {
-  for (const ConvRun& r : conv_runs()) {
-    CAPTURE(shape_str(r.c.x));
-    CAPTURE(shape_str(r.c.w));
-    check_conv(r.c, r.cols_bytes, r.path, conv_device_steps());
-  }
+  check_conv_runs(conv_device_steps());
 }
 
 TEST_CASE("conv_im2col on the emulated device: 16-bit cols are the fp32 cols rounded") {
