@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "cuda/emu/tests/emu_test_util.h"
 #include "cuda/tests/conv_test_util.h"
 #include "doctest/doctest.h"
 #include "tests/cpp/op_test_util.h"
@@ -123,16 +124,10 @@ TEST_CASE("pool_global on the emulated device matches the global pools' referenc
           for (int64_t i = 3; i < x.numel(); i += 13 * 41) x.ptr<float>()[i] = NAN;
         const test::OpRun want = test::op_run(plain_node(op), {&x}, nullptr, false, 1, true);
         const int64_t rows = want[0].numel(), cols = rows ? x.numel() / rows : 0;
-        std::vector<float> got(rows, 12345.0f);
-        pool_global(x.ptr<float>(), got.data(), rows, cols, op == OpType::GlobalMaxPool, nullptr);
-        // Float sums in a tree instead of the reference's double ones.
-        int bad = 0;
-        for (int64_t r = 0; r < rows; r++) {
-          const float w = want[0].ptr<float>()[r];
-          const bool close = got[r] == w || std::fabs(got[r] - w) <= 1e-5f * (1 + std::fabs(w));
-          bad += std::isnan(w) ? !std::isnan(got[r]) : !close;
-        }
-        CHECK(bad == 0);
+        Tensor got = Tensor::empty(DType::F32, want[0].shape());
+        pool_global(x.ptr<float>(), got.ptr<float>(), rows, cols, op == OpType::GlobalMaxPool,
+                    nullptr);
+        check_near(want[0], got, 1e-5);  // float sums in a tree, the reference's in double
       }
 }
 
@@ -149,15 +144,10 @@ TEST_CASE("batch_norm on the emulated device matches the BatchNormalization refe
     n.attrs.set("epsilon", 1e-3);
     const test::OpRun want =
         test::op_run(n, {&x, &scale, &b, &mean, &var}, nullptr, false, 1, true);
-    std::vector<float> got(x.numel(), NAN);
+    Tensor got = Tensor::empty(DType::F32, xs);
     const int64_t inner = x.numel() / (xs[0] * C);
     batch_norm(x.ptr<float>(), scale.ptr<float>(), b.ptr<float>(), mean.ptr<float>(),
-               var.ptr<float>(), got.data(), xs[0], C, inner, 1e-3f, nullptr);
-    int bad = 0;
-    for (int64_t i = 0; i < x.numel(); i++) {
-      const float w = want[0].ptr<float>()[i];
-      bad += !(std::fabs(got[i] - w) <= 1e-5f * (1 + std::fabs(w)));
-    }
-    CHECK(bad == 0);
+               var.ptr<float>(), got.ptr<float>(), xs[0], C, inner, 1e-3f, nullptr);
+    check_near(want[0], got, 1e-5);
   }
 }

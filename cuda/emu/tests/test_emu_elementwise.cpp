@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "cuda/emu/tests/emu_adapter_util.h"
+#include "cuda/emu/tests/emu_test_util.h"
 #include "cuda/src/ops.h"
 #include "doctest/doctest.h"
 #include "tests/cpp/op_test_util.h"

@@ -1,7 +1,9 @@
-// Runs a CUDA op adapter (cuda/src/ops_*.cpp) on the emulated device (cuda/emu/backend_emu.cpp)
-// beside the op's reference kernel, for the emulated kernel tests: inputs known on the host as
-// plan-time constants, outputs pre-filled with 0xff bytes (NaN, -1) so an unwritten element
-// shows, and supports() must accept the node (a case the device would refuse tests nothing).
+// Shared by the emulated kernel tests (cuda/emu/tests): random inputs, the comparisons against
+// a reference's outputs (byte for byte, or floats to a tolerance), and run_adapter, which runs a
+// CUDA op adapter (cuda/src/ops_*.cpp) on the emulated device (cuda/emu/backend_emu.cpp) beside
+// the op's reference kernel: inputs known on the host as plan-time constants, outputs
+// pre-filled with 0xff bytes (NaN, -1) so an unwritten element shows, and supports() must
+// accept the node (a case the device would refuse tests nothing).
 #pragma once
 #include <cmath>
 #include <cstring>
