@@ -153,10 +153,10 @@ void launch_binary(Op op, const T* a, const T* b, O* out, const EwGeom& g, cudaS
                    (bs || aligned(b, vb));
   const int64_t n = g.numel;
   const int vgrid = grid_for(vec ? (n + 3) / 4 : n, kThreads);
-#define EMBER_EW_FLAT(AS, BS)                                         \
-  do {                                                                \
-    auto* vec4 = binary_flat<T, O, Op, AS, BS, true>;                 \
-    auto* scalar = binary_flat<T, O, Op, AS, BS, false>;              \
+#define EMBER_EW_FLAT(AS, BS)                                             \
+  do {                                                                    \
+    auto* vec4 = binary_flat<T, O, Op, AS, BS, true>;                     \
+    auto* scalar = binary_flat<T, O, Op, AS, BS, false>;                  \
     if (vec) EMBER_LAUNCH(vec4, vgrid, kThreads, 0, s)(op, a, b, out, n); \
     else EMBER_LAUNCH(scalar, vgrid, kThreads, 0, s)(op, a, b, out, n);   \
   } while (0)
