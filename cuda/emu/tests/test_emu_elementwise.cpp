@@ -222,3 +222,20 @@ TEST_CASE("elementwise on the emulated device: Softmax, LayerNormalization, RMSN
     check_op(rn, {&x, &scale}, rms_norm_cuda, rms_norm_cuda_supports, 1e-6);
   }
 }
+
+TEST_CASE("elementwise on the emulated device: grid-stride loops past grid_for's cap") {
+  // grid_for caps a launch at 132 SMs * 8 blocks * 2 = 2112 blocks of 256 threads (540672):
+  // past that, threads take a second step (for the 4-wide paths, past 4 times that).
+  Tensor a = random_of(DType::F32, {700, 1001}, 5), b = random_of(DType::F32, {1001}, 6);
+  check_op(test::node(OpType::Add), {&a, &b}, binary_cuda, binary_cuda_supports, 1e-6);
+  Tensor v = random_of(DType::F32, {2200003}, 7);
+  check_op(test::node(OpType::Neg), {&v}, unary_cuda, unary_cuda_supports, 0);
+  check_op(test::node(OpType::Mul), {&v, &v}, binary_cuda, binary_cuda_supports, 0);
+  Tensor c = random_of(DType::Bool, {700, 1}, 8);
+  check_op(test::node(OpType::Where), {&c, &a, &b}, where_cuda, where_cuda_supports, 0);
+  Node cast = test::node(OpType::Cast);
+  cast.attrs.set("to", int64_t(10));
+  check_op(cast, {&a}, cast_cuda, cast_cuda_supports, 0);
+  Tensor g = random_of(DType::F32, {600, 2002}, 9);
+  check_op(test::node(OpType::SwiGLU), {&g}, swiglu_cuda, swiglu_cuda_supports, 2e-6);
+}
