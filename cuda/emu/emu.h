@@ -19,7 +19,10 @@
 #define __host__
 #define __device__
 #define __global__
-#define __shared__ static  // one instance per kernel instantiation: blocks run one at a time
+// One instance per kernel instantiation: blocks run one at a time. NOTE: unlike dynamic shared
+// memory it is not refilled between blocks, so a read before a write sees the previous block's
+// values, not NaN (GCC drops section attributes on template statics: no way to find them all).
+#define __shared__ static
 #define __launch_bounds__(...)
 
 #include <cuda_bf16.h>
