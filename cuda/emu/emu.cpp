@@ -1,7 +1,7 @@
-// The emulation's scheduler (cuda/emu/emu.h): a block's threads are ucontext fibers run in
-// thread order until each reaches a barrier or returns; a barrier opens when every live thread
-// of its scope (block, or warp) waits at one. Nothing else switches threads, so a run is
-// deterministic, and a state where no barrier can open is a reported deadlock.
+// The emulation's scheduler (cuda/emu/emu.h): a block's threads are ucontext fibers, run a warp
+// at a time (lanes in order) until each reaches a barrier or returns; a barrier opens when
+// every live thread of its scope (block, or warp) waits at one. Nothing else switches threads,
+// so a run is deterministic, and a state where no barrier can open is a reported deadlock.
 #include "cuda/emu/emu.h"
 
 #include <ucontext.h>
@@ -40,6 +40,7 @@ struct Fiber {
   ucontext_t ctx{};
   std::unique_ptr<char[]> stack;
   State state = State::Ready;
+  bool started = false;  // resumed at least once (has frames to unwind)
   std::vector<Copy> open;                 // cp.async since the last commit
   std::deque<std::vector<Copy>> pending;  // committed groups, oldest first
 };
@@ -94,53 +95,73 @@ void wait_at(State s) {
 std::string describe(const BlockRun& r) {
   std::ostringstream os;
   os << "deadlock in block (" << blockIdx.x << ", " << blockIdx.y << ", " << blockIdx.z << "):";
-  const char* names[] = {"ready", "__syncthreads", "warp collective", "returned"};
+  const char* names[] = {"ready", "__syncthreads", "warp collective", "done"};
   for (size_t t = 0; t < r.fibers.size(); t += 32) {
     os << " warp " << t / 32 << " [";
     for (size_t l = t; l < std::min(t + 32, r.fibers.size()); l++)
       os << (l > t ? " " : "") << names[(int)r.fibers[l].state][0];
     os << "]";
   }
-  os << " (r ready, _ __syncthreads, w warp collective, r returned)";
+  os << " (r ready, _ __syncthreads, w warp collective, d done)";
   return os.str();
 }
 
-// Opens whatever barrier can open; false when none can (and nobody is ready).
-bool release(BlockRun& r) {
-  const size_t n = r.fibers.size();
-  bool any_live = false, all_at_block = true;
+// Opens the block barrier when every live thread waits at it.
+bool release_block(BlockRun& r) {
+  bool any_live = false;
   for (const Fiber& f : r.fibers) {
     if (f.state == State::Done) continue;
+    if (f.state != State::AtBlock) return false;
     any_live = true;
-    all_at_block = all_at_block && f.state == State::AtBlock;
   }
-  if (!any_live) return false;
-  if (all_at_block) {
-    for (Fiber& f : r.fibers)
-      if (f.state == State::AtBlock) f.state = State::Ready;
-    return true;
+  for (Fiber& f : r.fibers)
+    if (f.state == State::AtBlock) f.state = State::Ready;
+  return any_live;
+}
+
+// Opens warp w's barrier when every live lane of it waits at one.
+bool release_warp(BlockRun& r, int w) {
+  const int end = std::min(32 * w + 32, (int)r.fibers.size());
+  bool any_live = false;
+  for (int l = 32 * w; l < end; l++) {
+    if (r.fibers[l].state == State::Done) continue;
+    if (r.fibers[l].state != State::AtWarp) return false;
+    any_live = true;
   }
-  bool opened = false;
-  for (size_t w = 0; w < n; w += 32) {
-    bool live = false, all_at_warp = true;
-    for (size_t l = w; l < std::min(w + 32, n); l++) {
-      if (r.fibers[l].state == State::Done) continue;
-      live = true;
-      all_at_warp = all_at_warp && r.fibers[l].state == State::AtWarp;
+  for (int l = 32 * w; l < end; l++)
+    if (r.fibers[l].state == State::AtWarp) r.fibers[l].state = State::Ready;
+  return any_live;
+}
+
+void resume(BlockRun& r, int t) {
+  r.cur = t;
+  set_thread_index(t);
+  r.fibers[t].started = true;
+  swapcontext(&r.sched, &r.fibers[t].ctx);
+}
+
+// Runs warp w as far as it can go: its ready lanes to their next barrier, its collectives as
+// they complete, until every lane has returned or waits at __syncthreads (or the warp is stuck).
+// Whether any lane ran.
+bool run_warp(BlockRun& r, int w) {
+  const int end = std::min(32 * w + 32, (int)r.fibers.size());
+  bool ran = false;
+  do {
+    for (int t = 32 * w; t < end && !r.error; t++) {
+      if (r.fibers[t].state != State::Ready) continue;
+      resume(r, t);
+      ran = true;
     }
-    if (!live || !all_at_warp) continue;
-    for (size_t l = w; l < std::min(w + 32, n); l++)
-      if (r.fibers[l].state == State::AtWarp) r.fibers[l].state = State::Ready;
-    opened = true;
-  }
-  return opened;
+  } while (!r.error && release_warp(r, w));
+  return ran;
 }
 
 void run_block(BlockRun& r) {
-  const int n = (int)r.fibers.size();
+  const int n = (int)r.fibers.size(), warps = (n + 31) / 32;
   for (int t = 0; t < n; t++) {
     Fiber& f = r.fibers[t];
     f.state = State::Ready;
+    f.started = false;
     f.open.clear();
     f.pending.clear();
     if (!f.stack) f.stack.reset(new char[kStackBytes]);
@@ -152,26 +173,27 @@ void run_block(BlockRun& r) {
   }
   // Shared memory starts as NaN bytes: a read before a write shows.
   std::fill(r.smem.begin(), r.smem.end(), (unsigned char)0xff);
+  // Between two __syncthreads the warps run one at a time, each as far as it can go, first to
+  // last in one phase and last to first in the next (the block index shifts the pattern), as
+  // real warps may overtake each other: a missing barrier shows whichever side it guards, a
+  // read before the write it needs or a write over data another warp has yet to read.
+  int phase = (int)(blockIdx.x + blockIdx.y + blockIdx.z);
   for (;;) {
     bool ran = false;
-    for (int t = 0; t < n; t++) {
-      if (r.fibers[t].state != State::Ready) continue;
-      r.cur = t;
-      set_thread_index(t);
-      swapcontext(&r.sched, &r.fibers[t].ctx);
-      ran = true;
-    }
+    for (int k = 0; k < warps && !r.error; k++)
+      ran = run_warp(r, phase % 2 ? warps - 1 - k : k) || ran;
     if (r.error) {
-      // Unwind the fibers still parked at barriers so their frames are destroyed.
-      for (int t = 0; t < n; t++) {
-        if (r.fibers[t].state == State::Done) continue;
-        r.cur = t;
-        set_thread_index(t);
-        swapcontext(&r.sched, &r.fibers[t].ctx);
-      }
+      // Unwind the fibers parked at barriers so their frames are destroyed (each throws there);
+      // ones that never started have none.
+      for (int t = 0; t < n; t++)
+        if (r.fibers[t].started && r.fibers[t].state != State::Done) resume(r, t);
       std::rethrow_exception(r.error);
     }
-    if (release(r) || ran) continue;
+    if (release_block(r)) {
+      phase++;
+      continue;
+    }
+    if (ran) continue;
     bool all_done = true;
     for (const Fiber& f : r.fibers) all_done = all_done && f.state == State::Done;
     if (all_done) return;
@@ -259,6 +281,15 @@ void set_max_dynamic_smem(const void* kernel, int bytes) { max_smem()[kernel] = 
 }  // namespace ember::cuda::emu
 
 cudaError_t cudaGetLastError() { return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
+                            cudaStream_t) {
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
 cudaError_t cudaGetDevice(int* dev) {
   *dev = 0;
   return cudaSuccess;

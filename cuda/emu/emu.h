@@ -3,11 +3,13 @@
 // compiled as C++ with -DEMBER_CUDA_EMU and cuda/emu/include first on the include path, whose
 // cuda_runtime.h is this header. A launch runs its blocks one after another; a block's threads
 // are fibers on one OS thread, switched only at barriers (__syncthreads, and the warp
-// collectives: shuffles, mma.sync, ldmatrix), so a run is deterministic. cp.async copies land
-// at the latest moment PTX allows (the wait_group that covers them), dynamic shared memory
-// starts as NaN bytes, and a barrier some live thread can never reach is reported, not hung:
-// missing waits, missing barriers and uninitialised reads show up as wrong results or errors.
-// Not emulated: timing, occupancy, atomics, wmma, memory spaces (every pointer is a host one).
+// collectives: shuffles, mma.sync, ldmatrix), so a run is deterministic; between two
+// __syncthreads the warps run one at a time, first to last, then last to first. cp.async
+// copies land at the latest moment PTX allows (the wait_group that covers them), dynamic shared
+// memory starts as NaN bytes, and a barrier some live thread can never reach is reported, not
+// hung: missing waits, missing barriers and uninitialised reads show up as wrong results or
+// errors. Atomics are plain read-modify-writes (one OS thread runs every fiber). Not emulated:
+// timing, occupancy, memory spaces (every pointer is a host one).
 #pragma once
 #ifndef EMBER_CUDA_EMU
 #error "cuda/emu/emu.h is only for the CPU emulation build (EMBER_CUDA_EMU)"
@@ -17,7 +19,10 @@
 #define __host__
 #define __device__
 #define __global__
-#define __shared__ static  // one instance per kernel instantiation: blocks run one at a time
+// One instance per kernel instantiation: blocks run one at a time. NOTE: unlike dynamic shared
+// memory it is not refilled between blocks, so a read before a write sees the previous block's
+// values, not NaN (GCC drops section attributes on template statics: no way to find them all).
+#define __shared__ static
 #define __launch_bounds__(...)
 
 #include <cuda_bf16.h>
@@ -26,6 +31,11 @@
 #include <vector_functions.h>
 #include <vector_types.h>
 
+// host_defines.h defines this one unconditionally, as a GCC attribute GCC warns about.
+#undef __maxnreg__
+#define __maxnreg__(n)
+
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -154,12 +164,76 @@ std::common_type_t<A, B> max(A a, B b) {
 }
 inline float min(float a, float b) { return std::fmin(a, b); }
 inline float max(float a, float b) { return std::fmax(a, b); }
+// The float classification CUDA declares at global scope for device code.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+// Bit casts between 32-bit floats and integers.
+inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
+inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
+inline int __float_as_int(float f) { return std::bit_cast<int>(f); }
+inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }
+// Round-to-nearest arithmetic that nvcc never contracts into an FMA: plain operations here, as
+// the emulation is built with -ffp-contract=off (cuda/emu/CMakeLists.txt).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __int2float_rn(int i) { return (float)i; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+// Four signed 8-bit products summed onto c.
+inline int __dp4a(int a, int b, int c) {
+  for (int i = 0; i < 4; i++) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
+  return c;
+}
 inline float __expf(float x) { return std::exp(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 
+// Atomics: a block's threads are fibers on one OS thread and blocks run one after another, so a
+// plain read-modify-write is atomic. Each returns the old value, as CUDA's do; the pointer
+// alone gives the type (atomicAdd(float*, 1.0) is a float add).
+namespace ember::cuda::emu {
+template <class T, class F>
+T read_modify_write(T* p, F f) {
+  const T old = *p;
+  *p = f(old);
+  return old;
+}
+}  // namespace ember::cuda::emu
+template <class T>
+T atomicAdd(T* p, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T old) { return T(old + v); });
+}
+template <class T>
+T atomicMax(T* p, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T old) { return old < v ? v : old; });
+}
+template <class T>
+T atomicMin(T* p, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T old) { return v < old ? v : old; });
+}
+template <class T>
+T atomicOr(T* p, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T old) { return T(old | v); });
+}
+template <class T>
+T atomicExch(T* p, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T) { return v; });
+}
+template <class T>
+T atomicCAS(T* p, std::type_identity_t<T> compare, std::type_identity_t<T> v) {
+  return ember::cuda::emu::read_modify_write(p, [&](T old) { return old == compare ? v : old; });
+}
+
 // ---- the runtime API the kernel files call ----
 cudaError_t cudaGetLastError();
+// Copies and fills run at once (every pointer is a host one; launches are synchronous too).
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream);
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream);
 cudaError_t cudaGetDevice(int* dev);
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int dev);
 template <class F>

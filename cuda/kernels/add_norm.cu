@@ -15,6 +15,7 @@
 // The sum is a float add, bit-identical to the Add kernels. Launch shape: add_norm_launch
 // (add_norm.h). Reference: cpp/src/ops/ops_add_norm.cpp; adapter: cuda/src/ops_add_norm.cpp.
 #include "cuda/kernels/add_norm.h"
+#include "cuda/kernels/intrinsics.cuh"
 #include "cuda/kernels/row_group.cuh"
 
 #include <cuda_runtime.h>
@@ -211,24 +212,27 @@ void launch(const float* x, const float* r, const float* scale, const float* bia
   if (l.warp) {
     constexpr int64_t per_block = kWarpBlock / 32;
     const int grid = (int)std::min<int64_t>((rows + per_block - 1) / per_block, kMaxGrid);
-    add_norm_cached<true, RMS><<<grid, kWarpBlock, 0, stream>>>(
-        x, r, scale, bias, y, s, rows, (int)cols, scale_scalar, bias_scalar, eps);
+    auto* kernel = add_norm_cached<true, RMS>;
+    EMBER_LAUNCH(kernel, grid, kWarpBlock, 0, stream)(x, r, scale, bias, y, s, rows, (int)cols,
+                                                      scale_scalar, bias_scalar, eps);
   } else if (l.cached && cols % 4 == 0 && aligned16(x) && aligned16(r) && aligned16(y) &&
              aligned16(s)) {
     // Whole float4s per row: threads = cols / kAddNormPerThread rounded up to a warp, as above.
     const int grid = (int)std::min<int64_t>(rows, kMaxGrid);
-    add_norm_vec4<RMS><<<grid, l.threads, 0, stream>>>(
+    EMBER_LAUNCH(add_norm_vec4<RMS>, grid, l.threads, 0, stream)(
         reinterpret_cast<const float4*>(x), reinterpret_cast<const float4*>(r), scale, bias,
         reinterpret_cast<float4*>(y), reinterpret_cast<float4*>(s), rows, (int)(cols / 4),
         scale_scalar, bias_scalar, eps);
   } else if (l.cached) {
     const int grid = (int)std::min<int64_t>(rows, kMaxGrid);
-    add_norm_cached<false, RMS><<<grid, l.threads, 0, stream>>>(
-        x, r, scale, bias, y, s, rows, (int)cols, scale_scalar, bias_scalar, eps);
+    auto* kernel = add_norm_cached<false, RMS>;
+    EMBER_LAUNCH(kernel, grid, l.threads, 0, stream)(x, r, scale, bias, y, s, rows, (int)cols,
+                                                     scale_scalar, bias_scalar, eps);
   } else {
     const int grid = (int)std::min<int64_t>(rows, kMaxGrid);
-    add_norm_long<RMS><<<grid, l.threads, 0, stream>>>(x, r, scale, bias, y, s, rows, cols,
-                                                       scale_scalar, bias_scalar, eps);
+    EMBER_LAUNCH(add_norm_long<RMS>, grid, l.threads, 0, stream)(x, r, scale, bias, y, s, rows,
+                                                                 cols, scale_scalar, bias_scalar,
+                                                                 eps);
   }
 }
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "cuda/kernels/conv.h"
+#include "cuda/kernels/intrinsics.cuh"
 #include "cuda/kernels/launch.cuh"
 
 namespace ember::cuda {
@@ -156,24 +157,26 @@ __global__ void finish_16_kernel(const E* __restrict__ y16, const float* __restr
 template <class E>
 void finish_16_as(const E* y16, const float* bias, float* y, int64_t M, int64_t P, int64_t n,
                   void* stream) {
+  auto* narrow = finish_16_kernel<int, E>;
+  auto* wide = finish_16_kernel<int64_t, E>;
   if (n <= INT_MAX)
-    finish_16_kernel<int, E><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
-        y16, bias, y, (int)M, (int)P, (int)n);
+    EMBER_LAUNCH(narrow, blocks_for(n), kThreads, 0, as_stream(stream))(y16, bias, y, (int)M,
+                                                                        (int)P, (int)n);
   else
-    finish_16_kernel<int64_t, E><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(y16, bias, y,
-                                                                                   M, P, n);
+    EMBER_LAUNCH(wide, blocks_for(n), kThreads, 0, as_stream(stream))(y16, bias, y, M, P, n);
 }
 
 template <class E>
 void im2col_as(const float* x, E* cols, const Conv2d& g, int64_t n0, int64_t p0, int64_t pc,
                int64_t n, void* stream) {
   // 32-bit index maths when every offset (cols, X, window coordinates) fits.
+  auto* narrow = im2col_kernel<int, E>;
+  auto* wide = im2col_kernel<int64_t, E>;
   if (n <= INT_MAX && conv_fits_int32(g))
-    im2col_kernel<int, E><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
-        x, cols, g, (int)n0, (int)p0, (int)pc, (int)n);
+    EMBER_LAUNCH(narrow, blocks_for(n), kThreads, 0, as_stream(stream))(x, cols, g, (int)n0,
+                                                                        (int)p0, (int)pc, (int)n);
   else
-    im2col_kernel<int64_t, E><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(x, cols, g, n0,
-                                                                                p0, pc, n);
+    EMBER_LAUNCH(wide, blocks_for(n), kThreads, 0, as_stream(stream))(x, cols, g, n0, p0, pc, n);
 }
 
 }  // namespace
@@ -199,10 +202,11 @@ void conv_bias_fill(float* y, const float* bias, int64_t N, int64_t M, int64_t P
   int64_t n = N * M * P;
   if (n <= 0) return;
   if (n <= INT_MAX)
-    bias_fill_kernel<int><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(y, bias, (int)M,
-                                                                             (int)P, (int)n);
+    EMBER_LAUNCH(bias_fill_kernel<int>, blocks_for(n), kThreads, 0, as_stream(stream))(
+        y, bias, (int)M, (int)P, (int)n);
   else
-    bias_fill_kernel<int64_t><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(y, bias, M, P, n);
+    EMBER_LAUNCH(bias_fill_kernel<int64_t>, blocks_for(n), kThreads, 0, as_stream(stream))(
+        y, bias, M, P, n);
 }
 
 void conv_direct(const float* x, const float* w, const float* bias, float* y, const Conv2d& g,
@@ -210,17 +214,17 @@ void conv_direct(const float* x, const float* w, const float* bias, float* y, co
   int64_t n = g.N * g.M * g.P();
   if (n <= 0) return;
   if (conv_fits_int32(g))
-    conv_direct_kernel<int><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(x, w, bias, y, g,
-                                                                               (int)n);
+    EMBER_LAUNCH(conv_direct_kernel<int>, blocks_for(n), kThreads, 0, as_stream(stream))(
+        x, w, bias, y, g, (int)n);
   else
-    conv_direct_kernel<int64_t><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(x, w, bias, y,
-                                                                                   g, n);
+    EMBER_LAUNCH(conv_direct_kernel<int64_t>, blocks_for(n), kThreads, 0, as_stream(stream))(
+        x, w, bias, y, g, n);
 }
 
 void pool_2d(const float* x, float* y, const Pool2d& g, void* stream) {
   int64_t n = g.planes * g.OH * g.OW;
   if (n <= 0) return;
-  pool_2d_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(x, y, g, n);
+  EMBER_LAUNCH(pool_2d_kernel, blocks_for(n), kThreads, 0, as_stream(stream))(x, y, g, n);
 }
 
 void pool_global(const float* x, float* y, int64_t rows, int64_t cols, bool is_max, void* stream) {
@@ -230,12 +234,13 @@ void pool_global(const float* x, float* y, int64_t rows, int64_t cols, bool is_m
     constexpr int kRows = kThreads / 32;
     int64_t b = (rows + kRows - 1) / kRows;
     int blocks = (int)(b < kMaxBlocks ? b : kMaxBlocks);
-    if (is_max) pool_global_kernel<32, true><<<blocks, kThreads, 0, s>>>(x, y, rows, cols);
-    else pool_global_kernel<32, false><<<blocks, kThreads, 0, s>>>(x, y, rows, cols);
+    auto* kernel = is_max ? pool_global_kernel<32, true> : pool_global_kernel<32, false>;
+    EMBER_LAUNCH(kernel, blocks, kThreads, 0, s)(x, y, rows, cols);
   } else {
     int blocks = (int)(rows < kMaxBlocks ? rows : kMaxBlocks);
-    if (is_max) pool_global_kernel<kThreads, true><<<blocks, kThreads, 0, s>>>(x, y, rows, cols);
-    else pool_global_kernel<kThreads, false><<<blocks, kThreads, 0, s>>>(x, y, rows, cols);
+    auto* kernel =
+        is_max ? pool_global_kernel<kThreads, true> : pool_global_kernel<kThreads, false>;
+    EMBER_LAUNCH(kernel, blocks, kThreads, 0, s)(x, y, rows, cols);
   }
 }
 
@@ -245,10 +250,10 @@ void batch_norm(const float* x, const float* scale, const float* b, const float*
   int64_t n = N * C * inner;
   if (n <= 0) return;
   if (n <= INT_MAX)
-    batch_norm_kernel<int><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
+    EMBER_LAUNCH(batch_norm_kernel<int>, blocks_for(n), kThreads, 0, as_stream(stream))(
         x, scale, b, mean, var, y, (int)C, (int)inner, eps, (int)n);
   else
-    batch_norm_kernel<int64_t><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
+    EMBER_LAUNCH(batch_norm_kernel<int64_t>, blocks_for(n), kThreads, 0, as_stream(stream))(
         x, scale, b, mean, var, y, C, inner, eps, n);
 }
 

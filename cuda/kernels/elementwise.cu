@@ -10,6 +10,7 @@
 // References: cpp/src/ops/ops_elementwise.cpp, ops_unary.cpp, ops_nn.cpp, ops_reduce.cpp,
 // ops_linalg.cpp, ops_llm.cpp; the adapters choosing what runs here: ops_elementwise.cpp.
 #include "cuda/kernels/elementwise.h"
+#include "cuda/kernels/intrinsics.cuh"
 #include "cuda/kernels/row_group.cuh"
 
 #include <cuda_fp16.h>
@@ -140,10 +141,10 @@ void launch_binary(Op op, const T* a, const T* b, O* out, const EwGeom& g, cudaS
   if (g.numel <= 0) return;
   const int grid = grid_for(g.numel, kThreads);
   if (g.rank > 1) {
-    if (g.numel < (int64_t(1) << 31))
-      binary_strided<T, O, Op, uint32_t><<<grid, kThreads, 0, s>>>(op, a, b, out, g);
-    else
-      binary_strided<T, O, Op, int64_t><<<grid, kThreads, 0, s>>>(op, a, b, out, g);
+    auto* narrow = binary_strided<T, O, Op, uint32_t>;
+    auto* wide = binary_strided<T, O, Op, int64_t>;
+    if (g.numel < (int64_t(1) << 31)) EMBER_LAUNCH(narrow, grid, kThreads, 0, s)(op, a, b, out, g);
+    else EMBER_LAUNCH(wide, grid, kThreads, 0, s)(op, a, b, out, g);
     return;
   }
   const bool as = g.strides[0][0] == 0, bs = g.strides[1][0] == 0;
@@ -152,9 +153,13 @@ void launch_binary(Op op, const T* a, const T* b, O* out, const EwGeom& g, cudaS
                    (bs || aligned(b, vb));
   const int64_t n = g.numel;
   const int vgrid = grid_for(vec ? (n + 3) / 4 : n, kThreads);
-#define EMBER_EW_FLAT(AS, BS)                                                              \
-  (vec ? binary_flat<T, O, Op, AS, BS, true><<<vgrid, kThreads, 0, s>>>(op, a, b, out, n) \
-       : binary_flat<T, O, Op, AS, BS, false><<<vgrid, kThreads, 0, s>>>(op, a, b, out, n))
+#define EMBER_EW_FLAT(AS, BS)                                             \
+  do {                                                                    \
+    auto* vec4 = binary_flat<T, O, Op, AS, BS, true>;                     \
+    auto* scalar = binary_flat<T, O, Op, AS, BS, false>;                  \
+    if (vec) EMBER_LAUNCH(vec4, vgrid, kThreads, 0, s)(op, a, b, out, n); \
+    else EMBER_LAUNCH(scalar, vgrid, kThreads, 0, s)(op, a, b, out, n);   \
+  } while (0)
   if (as && bs) EMBER_EW_FLAT(true, true);
   else if (as) EMBER_EW_FLAT(true, false);
   else if (bs) EMBER_EW_FLAT(false, true);
@@ -233,8 +238,10 @@ template <EwUnary OP>
 void launch_unary(const float* x, float* y, int64_t n, float alpha, float beta, cudaStream_t s) {
   const bool vec = n >= 4 && aligned(x, 16) && aligned(y, 16);
   const int grid = grid_for(vec ? (n + 3) / 4 : n, kThreads);
-  if (vec) unary_flat<OP, true><<<grid, kThreads, 0, s>>>(x, y, n, alpha, beta);
-  else unary_flat<OP, false><<<grid, kThreads, 0, s>>>(x, y, n, alpha, beta);
+  auto* vec4 = unary_flat<OP, true>;
+  auto* scalar = unary_flat<OP, false>;
+  if (vec) EMBER_LAUNCH(vec4, grid, kThreads, 0, s)(x, y, n, alpha, beta);
+  else EMBER_LAUNCH(scalar, grid, kThreads, 0, s)(x, y, n, alpha, beta);
 }
 
 __global__ void clip_flat(const float* __restrict__ x,  // [n]
@@ -279,10 +286,10 @@ void launch_where(const bool* c, const void* x, const void* y, void* out, const 
   const int grid = grid_for(g.numel, kThreads);
   auto px = static_cast<const E*>(x), py = static_cast<const E*>(y);
   auto po = static_cast<E*>(out);
-  if (g.numel < (int64_t(1) << 31))
-    where_strided<E, uint32_t><<<grid, kThreads, 0, s>>>(c, px, py, po, g);
-  else
-    where_strided<E, int64_t><<<grid, kThreads, 0, s>>>(c, px, py, po, g);
+  auto* narrow = where_strided<E, uint32_t>;
+  auto* wide = where_strided<E, int64_t>;
+  if (g.numel < (int64_t(1) << 31)) EMBER_LAUNCH(narrow, grid, kThreads, 0, s)(c, px, py, po, g);
+  else EMBER_LAUNCH(wide, grid, kThreads, 0, s)(c, px, py, po, g);
 }
 
 // ---- Cast --------------------------------------------------------------------------------
@@ -346,16 +353,22 @@ __global__ void cast_flat(const S* __restrict__ x,  // [n]
     cast_store(y, i, cast_load(x, i));
 }
 
+template <class S, class D>
+void launch_cast(const S* x, D* y, int64_t n, int grid, cudaStream_t s) {
+  auto* kernel = cast_flat<S, D>;
+  EMBER_LAUNCH(kernel, grid, kThreads, 0, s)(x, y, n);
+}
+
 template <class S>
 void launch_cast_from(EwType dst, const S* x, void* y, int64_t n, cudaStream_t s) {
   const int grid = grid_for(n, kThreads);
   switch (dst) {
-    case EwType::F32: cast_flat<<<grid, kThreads, 0, s>>>(x, (float*)y, n); break;
-    case EwType::F16: cast_flat<<<grid, kThreads, 0, s>>>(x, (H16*)y, n); break;
-    case EwType::BF16: cast_flat<<<grid, kThreads, 0, s>>>(x, (B16*)y, n); break;
-    case EwType::I64: cast_flat<<<grid, kThreads, 0, s>>>(x, (int64_t*)y, n); break;
-    case EwType::I32: cast_flat<<<grid, kThreads, 0, s>>>(x, (int32_t*)y, n); break;
-    case EwType::Bool: cast_flat<<<grid, kThreads, 0, s>>>(x, (bool*)y, n); break;
+    case EwType::F32: launch_cast(x, (float*)y, n, grid, s); break;
+    case EwType::F16: launch_cast(x, (H16*)y, n, grid, s); break;
+    case EwType::BF16: launch_cast(x, (B16*)y, n, grid, s); break;
+    case EwType::I64: launch_cast(x, (int64_t*)y, n, grid, s); break;
+    case EwType::I32: launch_cast(x, (int32_t*)y, n, grid, s); break;
+    case EwType::Bool: launch_cast(x, (bool*)y, n, grid, s); break;
   }
 }
 
@@ -459,9 +472,9 @@ template <EwReduce OP>
 void launch_reduce(const float* x, float* y, const ReduceGeom& g, cudaStream_t s) {
   if (g.mode == EwReduceMode::BlockPerOutput) {
     const int grid = (int)std::min<int64_t>(g.n_out, 1 << 30);
-    reduce_block<OP><<<grid, g.threads, 0, s>>>(x, y, g);
+    EMBER_LAUNCH(reduce_block<OP>, grid, g.threads, 0, s)(x, y, g);
   } else {
-    reduce_thread<OP><<<grid_for(g.n_out, g.threads), g.threads, 0, s>>>(x, y, g);
+    EMBER_LAUNCH(reduce_thread<OP>, grid_for(g.n_out, g.threads), g.threads, 0, s)(x, y, g);
   }
 }
 
@@ -645,7 +658,8 @@ void elementwise_unary_f32(EwUnary op, const float* x, float* y, int64_t n, floa
 void elementwise_clip_f32(const float* x, const float* lo, const float* hi, float* y, int64_t n,
                           void* stream) {
   if (n <= 0) return;
-  clip_flat<<<grid_for(n, kThreads), kThreads, 0, (cudaStream_t)stream>>>(x, lo, hi, y, n);
+  EMBER_LAUNCH(clip_flat, grid_for(n, kThreads), kThreads, 0, (cudaStream_t)stream)(x, lo, hi, y,
+                                                                                    n);
 }
 
 void elementwise_where(const bool* cond, const void* x, const void* y, void* out, int elem_size,
@@ -685,8 +699,10 @@ void elementwise_swiglu_f32(const float* x, float* y, int64_t rows, int64_t f, v
   auto s = (cudaStream_t)stream;
   const int grid = grid_for(n, kThreads);
   // The 32-bit path needs every input index (< 2n) below 2^32.
-  if (n < (int64_t(1) << 31)) swiglu_flat<uint32_t><<<grid, kThreads, 0, s>>>(x, y, (uint32_t)n, (uint32_t)f);
-  else swiglu_flat<int64_t><<<grid, kThreads, 0, s>>>(x, y, n, f);
+  if (n < (int64_t(1) << 31))
+    EMBER_LAUNCH(swiglu_flat<uint32_t>, grid, kThreads, 0, s)(x, y, (uint32_t)n, (uint32_t)f);
+  else
+    EMBER_LAUNCH(swiglu_flat<int64_t>, grid, kThreads, 0, s)(x, y, n, f);
 }
 
 void elementwise_reduce_f32(EwReduce op, const float* x, float* y, const ReduceGeom& g,
@@ -705,14 +721,17 @@ void elementwise_softmax_f32(const float* x, float* y, int64_t outer, int64_t n,
   if (outer * n * inner <= 0) return;
   auto s = (cudaStream_t)stream;
   if (inner > 1) {
-    softmax_cols<<<grid_for(outer * inner, kThreads), kThreads, 0, s>>>(x, y, outer, n, inner, log);
+    EMBER_LAUNCH(softmax_cols, grid_for(outer * inner, kThreads), kThreads, 0, s)(x, y, outer, n,
+                                                                                  inner, log);
     return;
   }
   const int threads = ew_row_threads(n);
   if (threads == 32)
-    softmax_rows<true><<<row_grid(outer, threads), kThreads, 0, s>>>(x, y, outer, n, log);
+    EMBER_LAUNCH(softmax_rows<true>, row_grid(outer, threads), kThreads, 0, s)(x, y, outer, n,
+                                                                               log);
   else
-    softmax_rows<false><<<row_grid(outer, threads), threads, 0, s>>>(x, y, outer, n, log);
+    EMBER_LAUNCH(softmax_rows<false>, row_grid(outer, threads), threads, 0, s)(x, y, outer, n,
+                                                                               log);
 }
 
 void elementwise_layer_norm_f32(const float* x, const float* scale, const float* bias, float* y,
@@ -722,10 +741,10 @@ void elementwise_layer_norm_f32(const float* x, const float* scale, const float*
   auto s = (cudaStream_t)stream;
   const int threads = ew_row_threads(cols);
   if (threads == 32)
-    layer_norm_rows<true><<<row_grid(rows, threads), kThreads, 0, s>>>(
+    EMBER_LAUNCH(layer_norm_rows<true>, row_grid(rows, threads), kThreads, 0, s)(
         x, scale, bias, y, rows, cols, scale_scalar, bias_scalar, eps);
   else
-    layer_norm_rows<false><<<row_grid(rows, threads), threads, 0, s>>>(
+    EMBER_LAUNCH(layer_norm_rows<false>, row_grid(rows, threads), threads, 0, s)(
         x, scale, bias, y, rows, cols, scale_scalar, bias_scalar, eps);
 }
 
@@ -735,11 +754,11 @@ void elementwise_rms_norm_f32(const float* x, const float* scale, float* y, int6
   auto s = (cudaStream_t)stream;
   const int threads = ew_row_threads(cols);
   if (threads == 32)
-    rms_norm_rows<true><<<row_grid(rows, threads), kThreads, 0, s>>>(x, scale, y, rows, cols,
-                                                                     scale_scalar, eps);
+    EMBER_LAUNCH(rms_norm_rows<true>, row_grid(rows, threads), kThreads, 0, s)(
+        x, scale, y, rows, cols, scale_scalar, eps);
   else
-    rms_norm_rows<false><<<row_grid(rows, threads), threads, 0, s>>>(x, scale, y, rows, cols,
-                                                                     scale_scalar, eps);
+    EMBER_LAUNCH(rms_norm_rows<false>, row_grid(rows, threads), threads, 0, s)(
+        x, scale, y, rows, cols, scale_scalar, eps);
 }
 
 }  // namespace ember::cuda

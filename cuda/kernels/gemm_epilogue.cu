@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "cuda/kernels/gemm_epilogue.h"
+#include "cuda/kernels/intrinsics.cuh"
 
 namespace ember::cuda {
 namespace {
@@ -70,13 +71,13 @@ void round_16_as(const float* x, H* y, int64_t n, cudaStream_t s) {
   if (reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 8 == 0) {
     const int64_t n4 = n / 4;
     if (n4)
-      round_16x4_kernel<<<blocks_for(n4, kThreads), kThreads, 0, s>>>(
+      EMBER_LAUNCH(round_16x4_kernel<H>, blocks_for(n4, kThreads), kThreads, 0, s)(
           reinterpret_cast<const float4*>(x), y, n4);
     done = n4 * 4;
   }
   if (done < n)
-    round_16_kernel<<<blocks_for(n - done, kThreads), kThreads, 0, s>>>(x + done, y + done,
-                                                                        n - done);
+    EMBER_LAUNCH(round_16_kernel<H>, blocks_for(n - done, kThreads), kThreads, 0, s)(
+        x + done, y + done, n - done);
 }
 
 }  // namespace
@@ -93,8 +94,8 @@ void gemm_fill_c(const float* c, float* d, int64_t rows, int64_t cols, int64_t c
   int64_t total = rows * cols;
   if (total <= 0) return;
   constexpr int kThreads = 256;
-  gemm_fill_c_kernel<<<blocks_for(total, kThreads), kThreads, 0, (cudaStream_t)stream>>>(
-      c, d, rows, cols, c_rs, c_cs, scale);
+  EMBER_LAUNCH(gemm_fill_c_kernel, blocks_for(total, kThreads), kThreads, 0,
+               (cudaStream_t)stream)(c, d, rows, cols, c_rs, c_cs, scale);
 }
 
 }  // namespace ember::cuda

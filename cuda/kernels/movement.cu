@@ -13,8 +13,9 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cuda/kernels/movement.h"
+#include "cuda/kernels/intrinsics.cuh"
 #include "cuda/kernels/launch.cuh"
+#include "cuda/kernels/movement.h"
 #include "cuda/src/movement_plan.h"
 
 namespace ember::cuda {
@@ -199,7 +200,7 @@ void movement_strided_copy(void* dst, const void* src, const StridedPlan& plan_i
     const int blocks = (int)(tiles < kMaxBlocks ? tiles : kMaxBlocks);
     dispatch_unit(elem_bytes, [&](auto b) {
       using U = typename UnitOf<decltype(b)::value>::type;
-      transpose_tiles_kernel<U><<<blocks, dim3(kTileDim, 8), 0, as_stream(stream)>>>(
+      EMBER_LAUNCH(transpose_tiles_kernel<U>, blocks, dim3(kTileDim, 8), 0, as_stream(stream))(
           static_cast<U*>(dst), static_cast<const U*>(src), t, tiles_p, tiles_l, tiles);
     });
     return;
@@ -209,11 +210,13 @@ void movement_strided_copy(void* dst, const void* src, const StridedPlan& plan_i
   const bool small = strided_fits_i32(plan);
   dispatch_unit(unit, [&](auto b) {
     using U = typename UnitOf<decltype(b)::value>::type;
+    auto* narrow = strided_copy_kernel<U, int32_t>;
+    auto* wide = strided_copy_kernel<U, int64_t>;
     if (small)
-      strided_copy_kernel<U, int32_t><<<blocks_for(units), kThreads, 0, as_stream(stream)>>>(
+      EMBER_LAUNCH(narrow, blocks_for(units), kThreads, 0, as_stream(stream))(
           static_cast<U*>(dst), static_cast<const U*>(src), plan, (int32_t)units);
     else
-      strided_copy_kernel<U, int64_t><<<blocks_for(units), kThreads, 0, as_stream(stream)>>>(
+      EMBER_LAUNCH(wide, blocks_for(units), kThreads, 0, as_stream(stream))(
           static_cast<U*>(dst), static_cast<const U*>(src), plan, units);
   });
 }
@@ -231,7 +234,8 @@ void movement_gather(void* y, const void* x, const void* indices, bool indices_i
     auto go = [&](auto idx_tag, auto i_tag) {
       using Idx = decltype(idx_tag);
       using I = decltype(i_tag);
-      gather_kernel<U, Idx, I><<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(
+      auto* kernel = gather_kernel<U, Idx, I>;
+      EMBER_LAUNCH(kernel, blocks_for(total), kThreads, 0, as_stream(stream))(
           static_cast<U*>(y), static_cast<const U*>(x), static_cast<const Idx*>(indices), (I)n, (I)dim,
           (I)inner_u, (I)total, err);
     };
@@ -249,11 +253,13 @@ void movement_gather_elements(void* y, const void* x, const void* indices, bool 
   if (total == 0) return;
   dispatch_unit(elem_bytes, [&](auto b) {
     using U = typename UnitOf<decltype(b)::value>::type;
+    auto* i64 = gather_elements_kernel<U, int64_t>;
+    auto* i32 = gather_elements_kernel<U, int32_t>;
     if (indices_i64)
-      gather_elements_kernel<U, int64_t><<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(
+      EMBER_LAUNCH(i64, blocks_for(total), kThreads, 0, as_stream(stream))(
           static_cast<U*>(y), static_cast<const U*>(x), static_cast<const int64_t*>(indices), plan, total, err);
     else
-      gather_elements_kernel<U, int32_t><<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(
+      EMBER_LAUNCH(i32, blocks_for(total), kThreads, 0, as_stream(stream))(
           static_cast<U*>(y), static_cast<const U*>(x), static_cast<const int32_t*>(indices), plan, total, err);
   });
 }
@@ -265,7 +271,7 @@ void movement_pad_constant(void* y, const void* x, const void* value, const PadP
   if (total == 0) return;
   dispatch_unit(elem_bytes, [&](auto b) {
     using U = typename UnitOf<decltype(b)::value>::type;
-    pad_constant_kernel<U><<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(
+    EMBER_LAUNCH(pad_constant_kernel<U>, blocks_for(total), kThreads, 0, as_stream(stream))(
         static_cast<U*>(y), static_cast<const U*>(x), static_cast<const U*>(value), plan, total);
   });
 }
@@ -276,7 +282,7 @@ void movement_trilu(void* y, const void* x, int64_t batch, int64_t m, int64_t n,
   if (total == 0) return;
   dispatch_unit(elem_bytes, [&](auto b) {
     using U = typename UnitOf<decltype(b)::value>::type;
-    trilu_kernel<U><<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(
+    EMBER_LAUNCH(trilu_kernel<U>, blocks_for(total), kThreads, 0, as_stream(stream))(
         static_cast<U*>(y), static_cast<const U*>(x), m, n, k, upper, total);
   });
 }
@@ -287,10 +293,10 @@ void movement_rope_f32(float* y, const float* x, const void* positions, bool pos
   const int64_t total = tokens * heads * (head_dim / 2);
   if (total == 0) return;
   if (positions_i64)
-    rope_kernel<int64_t><<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(
+    EMBER_LAUNCH(rope_kernel<int64_t>, blocks_for(total), kThreads, 0, as_stream(stream))(
         y, x, static_cast<const int64_t*>(positions), inv_freq, heads, head_dim, rot_half, interleaved, total);
   else
-    rope_kernel<int32_t><<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(
+    EMBER_LAUNCH(rope_kernel<int32_t>, blocks_for(total), kThreads, 0, as_stream(stream))(
         y, x, static_cast<const int32_t*>(positions), inv_freq, heads, head_dim, rot_half, interleaved, total);
 }
 

@@ -10,6 +10,7 @@
 // The int32 sums are exact, so results match the CPU but for the activation's double maths.
 // Reference: cpp/src/ops/ops_qmatmul.cpp; adapter: cuda/src/ops_q8.cpp.
 #include "cuda/kernels/q8_gemm.h"
+#include "cuda/kernels/intrinsics.cuh"
 
 #include <cuda_runtime.h>
 
@@ -269,7 +270,8 @@ int minmax_blocks(int64_t numel) {
 
 void q8_params_static(const float* a_scale, const void* zp, bool zp_signed, Q8Params* out,
                       void* stream) {
-  params_static<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(a_scale, zp, zp_signed, out);
+  EMBER_LAUNCH(params_static, 1, 1, 0, static_cast<cudaStream_t>(stream))(a_scale, zp, zp_signed,
+                                                                           out);
 }
 
 int64_t q8_minmax_partial_floats(int64_t numel) {
@@ -281,14 +283,14 @@ void q8_params_tensor_u8(const float* a, int64_t numel, float* partial, Q8Params
                          void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   int blocks = minmax_blocks(numel);
-  if (blocks > 0) minmax_partial<<<blocks, kThreads, 0, s>>>(a, numel, partial);
-  params_tensor_u8<<<1, kThreads, 0, s>>>(partial, blocks, out);
+  if (blocks > 0) EMBER_LAUNCH(minmax_partial, blocks, kThreads, 0, s)(a, numel, partial);
+  EMBER_LAUNCH(params_tensor_u8, 1, kThreads, 0, s)(partial, blocks, out);
 }
 
 void q8_quantize_token(const float* a, int8_t* codes, float* row_scale, int64_t m, int64_t k,
                        int64_t k_pad, void* stream) {
   if (m == 0) return;
-  quantize_token<<<(unsigned)m, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  EMBER_LAUNCH(quantize_token, (unsigned)m, kThreads, 0, static_cast<cudaStream_t>(stream))(
       a, codes, row_scale, k, k_pad);
 }
 
@@ -296,15 +298,15 @@ void q8_quantize_static(const float* a, int8_t* codes, const Q8Params* params, i
                         int64_t k, int64_t k_pad, void* stream) {
   int64_t work = m * (k_pad / 4);
   if (work == 0) return;
-  quantize_static<<<grid_for(work), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  EMBER_LAUNCH(quantize_static, grid_for(work), kThreads, 0, static_cast<cudaStream_t>(stream))(
       a, codes, params, m, k, k_pad);
 }
 
 void q8_epilogue(const int32_t* acc, const Q8Epilogue& e, float* y, int64_t m, int64_t n,
                  int64_t n_pad, void* stream) {
   if (m * n == 0) return;
-  epilogue<<<grid_for(m * n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(acc, e, y, m, n,
-                                                                                n_pad);
+  EMBER_LAUNCH(epilogue, grid_for(m * n), kThreads, 0, static_cast<cudaStream_t>(stream))(
+      acc, e, y, m, n, n_pad);
 }
 
 void q8_gemm_small(const int8_t* codes, const int8_t* w, const Q8Epilogue& e, float* y, int64_t m,
@@ -318,14 +320,14 @@ void q8_gemm_small(const int8_t* codes, const int8_t* w, const Q8Epilogue& e, fl
     return (unsigned)(t < 65535 ? t : 65535);
   };
   if (m == 1) {
-    gemm_small<1><<<grid, kThreads, 0, s>>>(codes, w, e, y, m, n, k_pad);
+    EMBER_LAUNCH(gemm_small<1>, grid, kThreads, 0, s)(codes, w, e, y, m, n, k_pad);
   } else if (m == 2) {
-    gemm_small<2><<<grid, kThreads, 0, s>>>(codes, w, e, y, m, n, k_pad);
+    EMBER_LAUNCH(gemm_small<2>, grid, kThreads, 0, s)(codes, w, e, y, m, n, k_pad);
   } else if (m <= 4) {
-    gemm_small<4><<<grid, kThreads, 0, s>>>(codes, w, e, y, m, n, k_pad);
+    EMBER_LAUNCH(gemm_small<4>, grid, kThreads, 0, s)(codes, w, e, y, m, n, k_pad);
   } else {
     grid.y = tiles(8);
-    gemm_small<8><<<grid, kThreads, 0, s>>>(codes, w, e, y, m, n, k_pad);
+    EMBER_LAUNCH(gemm_small<8>, grid, kThreads, 0, s)(codes, w, e, y, m, n, k_pad);
   }
 }
 

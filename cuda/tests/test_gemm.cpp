@@ -10,6 +10,7 @@
 #include "cuda/src/cublaslt.h"
 #include "cuda/src/gemm_plan.h"
 #include "cuda/src/ops.h"
+#include "cuda/tests/gemm_test_util.h"
 #include "doctest/doctest.h"
 #include "ember/op.h"
 
@@ -29,105 +30,6 @@ GemmPlan gemm(const Shape& a, const Shape& b, const Shape* c, bool ta = false, b
   std::optional<GemmPlan> p = gemm_plan_gemm(a, b, c, ta, tb, alpha, beta, bias);
   REQUIRE(p.has_value());
   return *p;
-}
-
-// ---- end to end on the CPU -------------------------------------------------------------------
-
-Tensor random(const Shape& s, std::mt19937& rng) {
-  Tensor t = Tensor::empty(DType::F32, s);
-  std::uniform_real_distribution<float> u(-1, 1);
-  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = u(rng);
-  return t;
-}
-
-// What cublasLtMatmul computes with these column-major arguments: element (r, c) of a matrix
-// with leading dim ld is at r + c * ld; D = alpha op(A) op(B) + beta C (C is D) + bias[row].
-void emulate_lt(const LtGemmArgs& g, float alpha, float beta, const float* A, const float* B,
-                const float* C, float* D, const float* bias) {
-  int64_t k = g.trans_a ? g.a_rows : g.a_cols;
-  for (int64_t bi = 0; bi < g.batch; bi++) {
-    const float* a = A + bi * g.stride_a;
-    const float* b = B + bi * g.stride_b;
-    const float* c = C + bi * g.stride_d;
-    float* d = D + bi * g.stride_d;
-    for (int64_t i = 0; i < g.d_rows; i++) {
-      for (int64_t j = 0; j < g.d_cols; j++) {
-        double s = 0;
-        for (int64_t l = 0; l < k; l++) {
-          double av = g.trans_a ? a[l + i * g.lda] : a[i + l * g.lda];
-          double bv = g.trans_b ? b[j + l * g.ldb] : b[l + j * g.ldb];
-          s += av * bv;
-        }
-        double y = alpha * s;
-        if (beta != 0) y += beta * (double)c[i + j * g.ldd];
-        if (bias) y += bias[i];
-        d[i + j * g.ldd] = (float)y;
-      }
-    }
-  }
-}
-
-// ops_gemm.cpp's run_plan with the emulated cuBLASLt call and gemm_fill_c on the host.
-void run_emulated(const GemmPlan& p, const float* a, const float* b, const float* c, float* d) {
-  auto fill = [&](const float* src, float scale) {
-    for (int64_t r = 0; r < p.batch * p.m; r++)
-      for (int64_t j = 0; j < p.n; j++)
-        d[r * p.n + j] = src ? scale * src[r * p.c_rs + j * p.c_cs] : 0.0f;
-  };
-  if (p.m == 0 || p.n == 0 || p.batch == 0) return;
-  if (p.k == 0) return fill(p.c == GemmC::None ? nullptr : c, p.beta);
-  if (p.c == GemmC::Broadcast) fill(c, 1.0f);
-  const float* lt_c = p.c == GemmC::Full ? c : d;
-  const float* bias = p.c == GemmC::Bias ? c : nullptr;
-  LtGemmArgs g = gemm_lt_args(p);
-  emulate_lt(g, g.alpha, g.beta, b, a, lt_c, d, bias);
-}
-
-// The op's reference kernel on the same inputs, against the plan run emulated.
-void check_against_reference(OpType op, const std::vector<Shape>& shapes, Node node = {},
-                             bool bias_epilogue = true) {
-  std::mt19937 rng(1234);
-  std::vector<Tensor> ins;
-  for (const Shape& s : shapes) ins.push_back(random(s, rng));
-  node.op = op;
-  node.name = "n";
-  InferCtx ic{node, {}, {}};
-  std::vector<const Tensor*> in;
-  for (const Tensor& t : ins) {
-    ic.in.push_back({DType::F32, t.shape()});
-    ic.values.push_back(nullptr);
-    in.push_back(&t);
-  }
-  Shape out_shape = op_infer(ic)[0].shape;
-  // NaN-filled outputs: a path that reads D before writing it shows.
-  Tensor want = Tensor::zeros(DType::F32, out_shape), got = Tensor::empty(DType::F32, out_shape);
-  for (int64_t i = 0; i < got.numel(); i++) got.ptr<float>()[i] = std::nanf("");
-  KernelCtx kc{node, in, {&want}, 1};
-  op_def(op).reference(kc);
-
-  std::optional<GemmPlan> p;
-  if (op == OpType::MatMul) {
-    p = gemm_plan_matmul(shapes[0], shapes[1]);
-  } else {
-    const Attrs& at = node.attrs;
-    p = gemm_plan_gemm(shapes[0], shapes[1], shapes.size() > 2 ? &shapes[2] : nullptr,
-                       at.get_int("transA", 0), at.get_int("transB", 0), at.get_float("alpha", 1),
-                       at.get_float("beta", 1), bias_epilogue);
-  }
-  REQUIRE(p.has_value());
-  run_emulated(*p, ins[0].ptr<float>(), ins[1].ptr<float>(),
-               ins.size() > 2 ? ins[2].ptr<float>() : nullptr, got.ptr<float>());
-  for (int64_t i = 0; i < want.numel(); i++)
-    REQUIRE(got.ptr<float>()[i] == doctest::Approx(want.ptr<float>()[i]).epsilon(1e-5));
-}
-
-Node gemm_node(int ta, int tb, double alpha, double beta) {
-  Node n;
-  n.attrs.set("transA", int64_t(ta));
-  n.attrs.set("transB", int64_t(tb));
-  n.attrs.set("alpha", alpha);
-  n.attrs.set("beta", beta);
-  return n;
 }
 
 }  // namespace
@@ -230,51 +132,8 @@ TEST_CASE("gemm_plan: column-major arguments and a new m") {
   CHECK(kLtDeterministicM % 2 == 1);
 }
 
-TEST_CASE("gemm_plan: emulated cuBLASLt call matches the MatMul reference") {
-  const std::vector<std::pair<Shape, Shape>> cases = {
-      {{3, 4}, {4, 5}},       {{1, 7}, {7, 9}},          {{2, 3, 5}, {5, 4}},
-      {{2, 3, 5}, {1, 5, 4}}, {{2, 3, 5}, {2, 5, 4}},   {{3, 5}, {2, 5, 4}},
-      {{5}, {2, 5, 4}},       {{2, 3, 5}, {5}},          {{5}, {5}},
-      {{5}, {5, 4}},          {{1, 2, 3, 5}, {2, 5, 4}}, {{3, 0}, {0, 4}},
-      {{2, 0, 5}, {5, 4}},    {{7, 769}, {769, 13}},
-  };
-  for (const auto& [a, b] : cases) {
-    CAPTURE(shape_str(a));
-    CAPTURE(shape_str(b));
-    check_against_reference(OpType::MatMul, {a, b});
-  }
-}
-
-TEST_CASE("gemm_plan: emulated cuBLASLt call matches the Gemm reference") {
-  struct Case {
-    Shape a, b;
-    std::optional<Shape> c;
-    int ta, tb;
-    double alpha, beta;
-    bool bias = true;
-  };
-  const std::vector<Case> cases = {
-      {{3, 4}, {4, 5}, std::nullopt, 0, 0, 1, 1},
-      {{4, 3}, {4, 5}, std::nullopt, 1, 0, 0.5, 1},
-      {{3, 4}, {5, 4}, Shape{5}, 0, 1, 1, 1},           // Bias
-      {{4, 3}, {5, 4}, Shape{1, 5}, 1, 1, 2, 1},        // Bias, both transposed
-      {{3, 4}, {4, 5}, Shape{5}, 0, 0, 1, 0.25},        // row, beta != 1: Broadcast
-      {{3, 4}, {4, 5}, Shape{5}, 0, 0, 1, 1, false},    // row without the epilogue
-      {{3, 4}, {4, 5}, Shape{3, 5}, 0, 0, -1.5, 0.75},  // Full
-      {{3, 4}, {4, 5}, Shape{3, 1}, 0, 0, 1, 2},        // column
-      {{3, 4}, {4, 5}, Shape{}, 0, 0, 1, 3},            // scalar
-      {{3, 4}, {4, 5}, Shape{3, 5}, 0, 0, 1, 0},        // beta 0
-      {{3, 0}, {0, 5}, Shape{3, 1}, 0, 0, 1, 2},        // K == 0: beta * C
-      {{0, 3}, {5, 0}, std::nullopt, 1, 1, 1, 1},       // K == 0, no C: zeros
-      {{1, 4}, {4, 5}, Shape{5}, 0, 0, 1, 1},           // m == 1: Full
-  };
-  for (const Case& c : cases) {
-    CAPTURE(shape_str(c.a));
-    CAPTURE(shape_str(c.b));
-    std::vector<Shape> shapes = {c.a, c.b};
-    if (c.c) shapes.push_back(*c.c);
-    check_against_reference(OpType::Gemm, shapes, gemm_node(c.ta, c.tb, c.alpha, c.beta), c.bias);
-  }
+TEST_CASE("gemm_plan: emulated cuBLASLt call matches the MatMul and Gemm references") {
+  check_gemm_reference_cases(gemm_fill_c_host);
 }
 
 // ---- loading cuBLASLt -----------------------------------------------------------------------

@@ -13,6 +13,7 @@
 
 #include "cuda/src/cublaslt.h"
 #include "cuda/src/q8_pack.h"
+#include "cuda/tests/q8_test_util.h"
 #include "doctest/doctest.h"
 #include "ember/op.h"
 
@@ -20,29 +21,6 @@ using namespace ember;
 using namespace ember::cuda;
 
 namespace {
-
-std::vector<int8_t> random_wq(int64_t k, int64_t n, std::mt19937& g) {
-  std::uniform_int_distribution<int> d(-128, 127);  // saturating values included
-  std::vector<int8_t> wq(k * n);
-  for (auto& v : wq) v = (int8_t)d(g);
-  return wq;
-}
-
-Tensor cpu_packed(const std::vector<int8_t>& wq, int64_t k, int64_t n) {
-  Tensor t = Tensor::empty(DType::I8, {(n + 15) / 16, (k + 1) / 2, 16, 2});
-  q8_cpu_pack(wq.data(), k, n, t.ptr<int8_t>());
-  return t;
-}
-
-Node qmatmul_node(int64_t n, const std::string& mode, const std::string& act = "none") {
-  Node node;
-  node.op = OpType::QMatMul;
-  node.name = "qmm";
-  node.attrs.set("n", n);
-  node.attrs.set("a_mode", mode);
-  node.attrs.set("activation", act);
-  return node;
-}
 
 float max_keep(float v, float m) { return v > m ? v : m; }
 float min_keep(float v, float m) { return v < m ? v : m; }
@@ -176,53 +154,19 @@ TEST_CASE("q8: the scratch plan is aligned and disjoint") {
 
 TEST_CASE("q8: the device algorithm, emulated, matches the reference bit for bit") {
   std::mt19937 g(11);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  struct Case {
-    std::string mode;
-    int zp;
-    bool zp_signed;
-    std::string act;
-  };
-  const std::vector<Case> cases = {
-      {"token", 0, false, "none"},     {"token", 0, false, "relu"},   {"static", 128, false, "none"},
-      {"static", 0, false, "relu"},    {"static", 255, false, "none"}, {"static", -128, true, "none"},
-      {"static", 127, true, "none"},   {"static", 3, true, "relu"},    {"tensor_u8", 0, false, "none"},
-  };
-  for (const Case& c : cases) {
+  for (const Q8Case& c : q8_cases()) {
     for (auto [m, k, n] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {7, 33, 17}, {5, 70, 40}}) {
       CAPTURE(c.mode);
       CAPTURE(c.zp);
       CAPTURE(c.act);
       CAPTURE(k);
-      auto wq = random_wq(k, n, g);
-      Tensor wp = cpu_packed(wq, k, n);
-      Node node = qmatmul_node(n, c.mode, c.act);
-      Tensor a = Tensor::empty(DType::F32, {m, k});
-      std::vector<float> av(m * k);
-      for (auto& v : av) v = nd(g) * 3.0f;
-      if (m > 1) for (int64_t i = 0; i < k; i++) av[k + i] = 0.0f;  // an all-zero row: FLT_MIN
-      if (k > 2) av[0] = NAN;                                          // NaN: to the low bound
-      std::copy(av.begin(), av.end(), a.ptr<float>());
-      Tensor ws = Tensor::empty(DType::F32, {n}), bias = Tensor::empty(DType::F32, {n});
-      std::vector<float> wsv(n), bv(n);
-      for (int64_t j = 0; j < n; j++) wsv[j] = ws.ptr<float>()[j] = std::fabs(nd(g)) * 0.01f;
-      for (int64_t j = 0; j < n; j++) bv[j] = bias.ptr<float>()[j] = nd(g);
-      Tensor sc = Tensor::empty(DType::F32, {});
-      sc.ptr<float>()[0] = 0.05f;
-      Tensor zp = Tensor::empty(c.zp_signed ? DType::I8 : DType::U8, {});
-      if (c.zp_signed) zp.ptr<int8_t>()[0] = (int8_t)c.zp;
-      else zp.ptr<uint8_t>()[0] = (uint8_t)c.zp;
-      Tensor y = Tensor::empty(DType::F32, {m, n});
-      bool st = c.mode == "static";
-      KernelCtx ctx{node, {&a, &wp, &ws, &bias, st ? &sc : nullptr, st ? &zp : nullptr}, {&y}};
-      op_def(OpType::QMatMul).reference(ctx);
-
-      Tensor packed = q8_prepare(node, 1, wp);
-      std::vector<float> got = emulate(node, av, m, k, packed.ptr<int8_t>(), q8_layout(n, k), wsv,
-                                       &bv, 0.05f, st ? c.zp : 0, c.zp_signed);
+      const Q8Run r = q8_run(c, m, k, n, g);
+      Tensor packed = q8_prepare(r.node, 1, r.wp);
+      std::vector<float> got = emulate(r.node, r.a, m, k, packed.ptr<int8_t>(), q8_layout(n, k),
+                                       r.w_scale, &r.bias, r.a_scale, r.zp, c.zp_signed);
       int64_t diff = 0;
       for (int64_t i = 0; i < m * n; i++)
-        if (std::memcmp(&got[i], y.ptr<float>() + i, 4) != 0) diff++;
+        if (std::memcmp(&got[i], r.y.ptr<float>() + i, 4) != 0) diff++;
       CHECK(diff == 0);
     }
   }

@@ -1,6 +1,7 @@
-// The emulated device itself (cuda/emu/emu.h): barriers, shuffles, mma.sync and ldmatrix
-// against fragment tables written here from the PTX ISA, cp.async landing only at its wait,
-// and the errors (deadlock, misalignment, shared memory over the limit, __trap).
+// The emulated device itself (cuda/emu/emu.h): barriers, warps overtaking each other between
+// them, shuffles, atomics, mma.sync and ldmatrix against fragment tables written here from the
+// PTX ISA, cp.async landing only at its wait, and the errors (deadlock, misalignment, shared
+// memory over the limit, __trap).
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -79,6 +80,29 @@ __global__ void cp_async_kernel(const float* src, float* before, float* after) {
   before[32 + threadIdx.x] = s[128 + 4 * threadIdx.x + 3];
   cp_async_wait<0>();
   after[32 + threadIdx.x] = s[128 + 4 * threadIdx.x + 3];
+}
+
+// Each warp reads its neighbour's slot, then rewrites its own: without the barrier between,
+// a warp that runs ahead overwrites a slot its neighbour has yet to read.
+template <bool BARRIER>
+__global__ void neighbour_kernel(int* out) {  // [gridDim.x * blockDim.x]
+  __shared__ int slot[4];
+  const int w = threadIdx.x / 32, warps = blockDim.x / 32;
+  if (threadIdx.x % 32 == 0) slot[w] = w;
+  __syncthreads();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = slot[(w + 1) % warps];
+  if (BARRIER) __syncthreads();
+  if (threadIdx.x % 32 == 0) slot[w] = 100 + w;
+}
+
+__global__ void atomics_kernel(int* count,                  // [1]
+                               unsigned long long* first,  // [1]
+                               float* sum,                 // [1]
+                               int* top) {                 // [1]
+  atomicAdd(count, 1);
+  atomicCAS(first, 0ull, (unsigned long long)(blockIdx.x * blockDim.x + threadIdx.x + 1));
+  atomicAdd(sum, 0.5f);
+  atomicMax(top, (int)(threadIdx.x * 7 % 61));
 }
 
 __global__ void divergent_kernel() {
@@ -186,6 +210,31 @@ TEST_CASE("emu: cp.async lands at the wait that covers it, src-size zero-fills")
     CHECK(std::isnan(before[32 + t]));
     CHECK(after[32 + t] == 0.0f);
   }
+}
+
+TEST_CASE("emu: warps overtake each other between barriers, both ways") {
+  // Blocks 0 and 1 run their warps in opposite orders: a missing barrier shows in one of them.
+  std::vector<int> out(2 * 128);
+  auto* racy = neighbour_kernel<false>;
+  auto* safe = neighbour_kernel<true>;
+  EMBER_LAUNCH(safe, 2, 128, 0, nullptr)(out.data());
+  for (int i = 0; i < 256; i++) CHECK(out[i] == (i % 128 / 32 + 1) % 4);
+  EMBER_LAUNCH(racy, 2, 128, 0, nullptr)(out.data());
+  int wrong[2] = {0, 0};
+  for (int i = 0; i < 256; i++) wrong[i / 128] += out[i] != (i % 128 / 32 + 1) % 4;
+  CHECK(wrong[0] > 0);
+  CHECK(wrong[1] > 0);
+}
+
+TEST_CASE("emu: atomics return the old value and see every thread") {
+  int count = 0, top = -1;
+  unsigned long long first = 0;
+  float sum = 0.0f;
+  EMBER_LAUNCH(atomics_kernel, 3, 96, 0, nullptr)(&count, &first, &sum, &top);
+  CHECK(count == 3 * 96);
+  CHECK(first == 1);  // the first thread to run, and the only one to swap
+  CHECK(sum == 0.5f * 3 * 96);
+  CHECK(top == 60);
 }
 
 TEST_CASE("emu: deadlocks, misaligned copies, traps and oversized shared memory are errors") {
