@@ -1,28 +1,16 @@
 // PagedAttention on CUDA (paged_attention.cu; reference: cpu::paged_attention_f32,
 // kernels/generic/llm_kernels.cpp): the step's new k, v into the paged KV cache, then causal
-// grouped-query attention of each query token over its sequence's cached context. Plain C++:
-// the adapter (cuda/src/ops_paged_attention.cpp) and the emulated tests include it.
+// grouped-query attention of each query token over its sequence's cached context. No CUDA
+// headers: the adapter (cuda/src/ops_paged_attention.cpp) and the emulated tests include it.
 #pragma once
 #include <cstdint>
 
+#include "kernels/generic/llm_kernels.h"
+
 namespace ember::cuda {
 
-struct PagedArgs {
-  const float* q = nullptr;            // [tokens, heads * head_dim]
-  const float* k = nullptr;            // [tokens, kv_heads * head_dim]
-  const float* v = nullptr;            // [tokens, kv_heads * head_dim]
-  void* k_cache = nullptr;             // [blocks, block_size, kv_heads, head_dim] f32 | f16
-  void* v_cache = nullptr;
-  bool cache_f16 = false;
-  const int64_t* slots = nullptr;        // [tokens]: cache slot of each new token, -1 none
-  const int32_t* query_start = nullptr;  // [seqs + 1]
-  const int32_t* seq_lens = nullptr;     // [seqs]
-  const int32_t* block_tables = nullptr; // [seqs, max_blocks]
-  float* y = nullptr;                    // [tokens, heads * head_dim]
-  int64_t tokens = 0, seqs = 0, heads = 0, kv_heads = 0, head_dim = 0;
-  int64_t blocks = 0, block_size = 0, max_blocks = 0;
-  float scale = 1.0f;
-};
+// The CPU kernel's argument block (kernels/generic/llm_kernels.h), here with device pointers.
+using PagedArgs = cpu::PagedAttentionArgs;
 
 // Keys a block scores at once (a chunk of the context: scores and cache slots in shared
 // memory), and the largest head_dim (two output dims a thread).

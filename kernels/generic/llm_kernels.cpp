@@ -197,6 +197,14 @@ namespace {
 // The step metadata is untrusted (it may come from a caller's own feeds): every offset,
 // length and block id is checked before the kernel reads the cache.
 PagedAttentionArgs paged_attention_args(const KernelCtx& ctx) {
+  PagedAttentionArgs a = paged_attention_fill(ctx);
+  paged_attention_check(a, ctx.node.name);
+  return a;
+}
+
+}  // namespace
+
+PagedAttentionArgs paged_attention_fill(const KernelCtx& ctx) {
   const Attrs& at = ctx.node.attrs;
   PagedAttentionArgs a;
   a.heads = at.get_int("num_heads", 0);
@@ -220,11 +228,8 @@ PagedAttentionArgs paged_attention_args(const KernelCtx& ctx) {
   a.seq_lens = ctx.input(7).ptr<int32_t>();
   a.block_tables = ctx.input(8).ptr<int32_t>();
   a.y = ctx.output(0).ptr<float>();
-  paged_attention_check(a, ctx.node.name);
   return a;
 }
-
-}  // namespace
 
 void paged_attention_with(const KernelCtx& ctx, PagedAttentionItemFn item) {
   PagedAttentionArgs a = paged_attention_args(ctx);

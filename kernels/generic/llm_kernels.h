@@ -84,6 +84,8 @@ constexpr int64_t kPagedAttentionTile = 4;  // query tokens per tile
 void paged_attention_tiled_with(const KernelCtx& ctx, PagedAttentionTileFn tile,
                                 F16RowFn to_f16 = f16_row);
 
+// The node's attributes, sizes and tensor pointers (wherever the tensors live), unchecked.
+PagedAttentionArgs paged_attention_fill(const KernelCtx& ctx);
 // Checks the step metadata in `a` (slots, query_start, seq_lens, block_tables and the sizes;
 // untrusted: InputError naming the node `who` and the bad slot, offset or block id). The CUDA
 // kernel checks the host copies of the same feeds with it.
