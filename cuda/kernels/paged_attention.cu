@@ -73,7 +73,9 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(PagedArgs a) 
   const int64_t kvh = h / (a.heads / a.kv_heads);
   float* y = a.y + t * a.heads * D + h * D;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int64_t qend = a.query_start[a.seqs];
+  // Guards on the metadata (the adapter checks it on the host as the CPU does; these only keep a
+  // bad value from being followed): tokens past query_start[seqs] or past T are padding.
+  const int64_t qend = min((int64_t)a.query_start[a.seqs], a.tokens);
   if (t >= qend) {  // padding token
     for (int64_t d = tid; d < D; d += kThreads) y[d] = 0.0f;
     return;
@@ -86,7 +88,8 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(PagedArgs a) 
     if (a.query_start[mid] <= t) lo = mid; else hi = mid;
   }
   const int64_t s = lo, n_new = a.query_start[s + 1] - a.query_start[s];
-  const int64_t ctx = a.seq_lens[s] - n_new + (t - a.query_start[s]) + 1;
+  const int64_t ctx = max((int64_t)0, min(a.seq_lens[s] - n_new + (t - a.query_start[s]) + 1,
+                                          a.max_blocks * a.block_size));
   const C* kc = static_cast<const C*>(a.k_cache);
   const C* vc = static_cast<const C*>(a.v_cache);
   for (int64_t d = tid; d < D; d += kThreads) qs[d] = a.q[t * a.heads * D + h * D + d];
@@ -133,7 +136,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(PagedArgs a) 
 #pragma unroll
   for (int r = 0; r < kPagedMaxHeadDim / kThreads; r++) {
     const int64_t d = tid + r * kThreads;
-    if (d < D) y[d] = acc[r] / l;
+    if (d < D) y[d] = ctx > 0 ? acc[r] / l : 0.0f;
   }
 }
 

@@ -19,8 +19,9 @@ constexpr int kPagedChunk = 128, kPagedMaxHeadDim = 256;
 // Writes the new k, v rows into their slots (slot -1: skipped), then one block per (token,
 // query head) walks the token's context [0, position] in chunks of kPagedChunk keys with an
 // online softmax (fp32 throughout; an f16 cache is read back to fp32). Padding tokens (past
-// query_start[seqs]) get zeros. Metadata past its bounds is never followed (the adapter checks
-// it on the host first, as the CPU kernel does). Returns at once when tokens is 0.
+// query_start[seqs]) get zeros. The adapter checks the metadata on the host first, as the CPU
+// kernel does; the kernel still never follows a slot, block id, sequence length or query offset
+// past its bounds. Returns at once when tokens is 0.
 void paged_attention(const PagedArgs& a, void* stream);
 
 }  // namespace ember::cuda

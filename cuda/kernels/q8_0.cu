@@ -3,7 +3,7 @@
 // a warp computes 4 outputs, 8 lanes each: lane l of an output sums, block after block, the
 // exact int products of its elements {2l, 2l+1, 2l+16, 2l+17} and fma's them with d * scale, as
 // the reference's acc[l]; shuffles at distance 4, 2, 1 then add the 8 lanes in sum8's order.
-// Q8Gather: a thread per output element.
+// Q8Gather: a thread per output element. Grid-stride loops past grid_for's cap.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -18,13 +18,10 @@ namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
 
-__global__ void q8_0_quantize_kernel(const float* __restrict__ a,  // [m, k]
-                                     int16_t* __restrict__ q,      // [m, nb, 32]
-                                     float* __restrict__ d,        // [m, nb]
-                                     int64_t m, int64_t k, int64_t nb) {
-  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;  // row * nb + block
-  if (i >= m * nb) return;
-  const int64_t row = i / nb, b = i % nb;
+// Block b of A's row `row` (i = row * nb + b): its int16 codes and scale, as ref_q8matmul.
+__device__ __forceinline__ void quantize_block(const float* __restrict__ a, int16_t* __restrict__ q,
+                                               float* __restrict__ d, int64_t k, int64_t row,
+                                               int64_t b, int64_t i) {
   float v[32], amax = 0.0f;
   bool finite = true;
   for (int j = 0; j < 32; j++) {
@@ -38,6 +35,15 @@ __global__ void q8_0_quantize_kernel(const float* __restrict__ a,  // [m, k]
     const int c = finite && db != 0.0f ? (int)rintf(v[j] / db) : 0;
     q[i * 32 + j] = (int16_t)min(32767, max(-32767, c));
   }
+}
+
+__global__ void q8_0_quantize_kernel(const float* __restrict__ a,  // [m, k]
+                                     int16_t* __restrict__ q,      // [m, nb, 32]
+                                     float* __restrict__ d,        // [m, nb]
+                                     int64_t m, int64_t k, int64_t nb) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < m * nb;
+       i += (int64_t)gridDim.x * blockDim.x)
+    quantize_block(a, q, d, k, i / nb, i % nb, i);
 }
 
 __device__ __forceinline__ double q8_0_act(double v, int act) {

@@ -22,14 +22,15 @@ void paged_attention_cuda(const KernelCtx& ctx) {
   // The metadata's host copies (feeds), checked as the CPU kernel checks them.
   const Tensor *slots = host_input(ctx, 5), *starts = host_input(ctx, 6);
   const Tensor *lens = host_input(ctx, 7), *tables = host_input(ctx, 8);
-  if (slots && starts && lens && tables) {
-    PagedArgs h = a;
-    h.slots = slots->ptr<int64_t>();
-    h.query_start = starts->ptr<int32_t>();
-    h.seq_lens = lens->ptr<int32_t>();
-    h.block_tables = tables->ptr<int32_t>();
-    cpu::paged_attention_check(h, ctx.node.name);
-  }
+  EMBER_CHECK(slots && starts && lens && tables, Input, "[PagedAttention] node '", ctx.node.name,
+              "': its step metadata (inputs 5-8) must be graph inputs or constants, bound on the "
+              "host, for the GPU kernel (it is checked there before the launch)");
+  PagedArgs h = a;
+  h.slots = slots->ptr<int64_t>();
+  h.query_start = starts->ptr<int32_t>();
+  h.seq_lens = lens->ptr<int32_t>();
+  h.block_tables = tables->ptr<int32_t>();
+  cpu::paged_attention_check(h, ctx.node.name);
   paged_attention(a, stream(ctx));
   check_launch("[PagedAttention] paged attention kernel");
 }

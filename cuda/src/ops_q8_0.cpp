@@ -1,7 +1,6 @@
 // CUDA adapters of the GGUF Q8_0 ops (q8_0.cu): Q8MatMul (reference ref_q8matmul) with its
 // int16 activations in step scratch, and Q8Gather (reference cpu::q8gather) whose indices are
-// checked on their host copy as the CPU checks them; only host-known indices (feeds, constants)
-// run here, computed ones stay on the CPU.
+// checked on the host as the CPU checks them (their host copy, or read back).
 #include <string>
 
 #include "cuda/kernels/q8_0.h"
@@ -34,21 +33,26 @@ void q8_0_matmul_cuda(const KernelCtx& ctx) {
 }
 
 bool q8_0_gather_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
-  // Indices known on the host at run time (a feed or a constant): the plan keeps their value
-  // slot (read directly, so the plan is not keyed on the value).
-  return ctx.values.size() > 2 && ctx.values[2] != nullptr;
+  return true;
 }
 
 void q8_0_gather_cuda(const KernelCtx& ctx) {
   const Tensor& idx = ctx.input(2);
   const int64_t rows = ctx.input(0).dim(0), k = ctx.node.attrs.get_int("k", 0);
   const bool i64 = idx.dtype() == DType::I64;
-  if (const Tensor* host = host_input(ctx, 2)) {
-    for (int64_t i = 0; i < host->numel(); i++) {
-      const int64_t v = i64 ? host->ptr<int64_t>()[i] : host->ptr<int32_t>()[i];
-      EMBER_CHECK(v >= -rows && v < rows, Input, "[Q8Gather] node '", ctx.node.name, "': index ", v,
-                  " is outside [", -rows, ", ", rows, ")");
-    }
+  // The indices on the host: their copy when they are a feed or a constant (token ids), else
+  // read back from the device (a synchronisation; computed indices are rare here).
+  const Tensor* host = host_input(ctx, 2);
+  Tensor back;
+  if (!host) {
+    back = Tensor::empty(idx.dtype(), idx.shape());
+    read_back(ctx, back.data(), idx.data(), idx.nbytes());
+    host = &back;
+  }
+  for (int64_t i = 0; i < host->numel(); i++) {
+    const int64_t v = i64 ? host->ptr<int64_t>()[i] : host->ptr<int32_t>()[i];
+    EMBER_CHECK(v >= -rows && v < rows, Input, "[Q8Gather] node '", ctx.node.name, "': index ",
+                v, " is outside [", -rows, ", ", rows, ")");
   }
   q8_0_gather(ctx.input(0).ptr<int8_t>(), ctx.input(1).ptr<float>(), idx.data(), i64,
               ctx.output(0).ptr<float>(), rows, idx.numel(), k, stream(ctx));

@@ -187,9 +187,13 @@ class Engine:
         out = self._need_llm("generate").generate(
             prompts, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
             seed=seed, stop=stop, **sampling)
+        return self._noted(out)
+
+    def _noted(self, result):
+        """result, after logging the device fallbacks of the plans the LLM call compiled."""
         if self.device != "cpu":
             self._note_device_fallbacks(self._session)
-        return out
+        return result
 
     def stream(self, prompt, max_tokens: int = 128, stop=None, **sampling):
         """Iterator of text deltas of one prompt."""
@@ -197,11 +201,11 @@ class Engine:
 
     def chat(self, messages, max_tokens: int = 128, **sampling):
         """Applies the model's chat template (sandboxed jinja2) and generates -> Completion."""
-        return self._need_llm("chat").chat(messages, max_tokens=max_tokens, **sampling)
+        return self._noted(self._need_llm("chat").chat(messages, max_tokens=max_tokens, **sampling))
 
     def score(self, texts):
         """Teacher-forced per-token logprobs and perplexity of each text (LLMs)."""
-        return self._need_llm("score").score(texts)
+        return self._noted(self._need_llm("score").score(texts))
 
     @property
     def tokenizer(self):
@@ -271,13 +275,15 @@ class Engine:
         return {name: self._export(arr, dtype) for name, arr, dtype in result}
 
     def _note_device_fallbacks(self, session):
-        """Logs each node that a new plan put on the CPU because the device cannot run it."""
+        """Logs each node that a new plan put on the CPU: the device has no kernel for it, or (a
+        stateful node) the state it writes is bound in host memory."""
         found = session.device_fallbacks()
         if len(found) == len(self.device_fallbacks):
             return
         new = [tuple(f) for f in found[len(self.device_fallbacks):]]
         self.device_fallbacks = [tuple(f) for f in found]
-        _log.warning("%d node(s) run on the CPU: %s has no kernel for them at these shapes: %s",
+        _log.warning("%d node(s) run on the CPU (%s has no kernel for them at these shapes, or "
+                     "their state is in host memory): %s",
                      len(new), self.device, ", ".join(f"{n} ({op})" for n, op in new[:20])
                      + (" ..." if len(new) > 20 else ""))
 

@@ -104,6 +104,7 @@ void init_llm(nb::module_& m) {
            },
            nb::arg("timeout_ms") = 0)
       .def("start", &LlmRunner::start)
+      .def("kv_on_device", &LlmRunner::kv_on_device)
       .def("stop", [](LlmRunner& r) {
         nb::gil_scoped_release release;
         r.stop();

@@ -98,6 +98,17 @@ void init_session(nb::module_& m) {
           nb::arg("feeds"), nb::arg("outputs") = std::vector<std::string>{},
           nb::arg("outputs_on_device") = false)
       .def(
+          "device_zeros",
+          // A zeroed array in the session's device memory (DLPack), e.g. KV caches to bind there.
+          [](Session& s, const std::string& dtype, const std::vector<int64_t>& shape) {
+            DType dt;
+            EMBER_CHECK(dtype_from_name(dtype, &dt), Input, "[session] unknown dtype '", dtype, "'");
+            Tensor t = s.device_zeros(dt, Shape(shape.begin(), shape.end()));
+            auto [device_type, device_id] = dlpack_device(s);
+            return device_array_from_tensor(t, device_type, device_id);
+          },
+          nb::arg("dtype"), nb::arg("shape"))
+      .def(
           "run_profiled",
           // -> (outputs as run returns them, [(name, op, kernel, isa, start_ns, end_ns, flops,
           // bytes)] per node run, total_ns of the run)

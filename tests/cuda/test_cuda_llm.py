@@ -3,8 +3,9 @@ tests/conftest.py (tiny_llm_gguf: Q8_0 embedding and head, Q4_0 / Q4_1 projectio
 grouped-query heads), whose step graph runs wholly on CUDA kernels: Q8Gather, Q4MatMul,
 RMSNorm, Rope, PagedAttention over KV caches in device memory, SwiGLU, Q8MatMul.
 
-Against the CPU engine: teacher-forced logprobs within the fp16 rounding Q4MatMul gives its
-activations, and with deterministic=True a sequence's tokens do not depend on the batch it
+Against the CPU engine: teacher-forced logprobs (score runs the step graph with KV caches of
+its own in device memory, so the GPU's PagedAttention runs) within the fp16 rounding Q4MatMul
+gives its activations, and with deterministic=True a sequence's tokens do not depend on the batch it
 runs in. tests/e2e/test_llm_device.py runs the same model on a fake device without a GPU."""
 import numpy as np
 import pytest
@@ -56,5 +57,6 @@ def test_long_context_decode_crosses_attention_chunks(tiny_llm_gguf):
         want = cpu.score(text)
     with ember.Engine(tiny_llm_gguf, device="cuda", threads=2, max_model_len=512) as gpu:
         got = gpu.score(text)
+        assert gpu.device_fallbacks == []
     assert len(got["token_ids"]) > 300
     close(got, want)

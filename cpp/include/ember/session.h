@@ -85,6 +85,9 @@ class Session {
   // (a fake device's pool; false for devices that cannot tell).
   std::string device_name() const;
   bool device_owns(const void* p) const;
+  // A zeroed tensor in the device's memory, freed with its last reference (an Input error on a
+  // CPU session): state a caller binds there, as the LLM runner's KV caches.
+  Tensor device_zeros(DType dtype, const Shape& shape);
   // Runs with feeds already in graph-input order, contiguous and of the declared dtypes
   // (checked); returns every graph output in order. For subgraphs run once per iteration:
   // no name lookups.

@@ -42,19 +42,6 @@ std::shared_ptr<Device> paged_attention_device(const Session& session, DType kv_
   return nullptr;
 }
 
-// A zeroed buffer of `shape` in the device's memory (recorded in `owned` for freeing).
-Tensor device_zeros(Device& device, DType dtype, const Shape& shape, std::vector<void*>* owned) {
-  size_t bytes = dtype_size(dtype);
-  for (int64_t d : shape) bytes *= (size_t)d;
-  void* p = device.alloc(bytes);
-  owned->push_back(p);
-  const std::vector<char> zeros(std::min<size_t>(bytes, size_t(16) << 20), 0);
-  for (size_t off = 0; off < bytes; off += zeros.size())
-    device.copy_to_device(static_cast<char*>(p) + off, zeros.data(),
-                          std::min(zeros.size(), bytes - off));
-  return Tensor::borrow(dtype, shape, p);
-}
-
 }  // namespace
 
 LlmRunner::LlmRunner(Session* session, const RunnerConfig& config)
@@ -71,8 +58,8 @@ LlmRunner::LlmRunner(Session* session, const RunnerConfig& config)
     // Zeroed: a padded block-table entry may point at any block, and attention must never
     // read uninitialised (possibly NaN) memory even where its weight is zero.
     if (kv_device_) {
-      k_cache_.push_back(device_zeros(*kv_device_, config.kv_dtype, shape, &kv_device_buffers_));
-      v_cache_.push_back(device_zeros(*kv_device_, config.kv_dtype, shape, &kv_device_buffers_));
+      k_cache_.push_back(session->device_zeros(config.kv_dtype, shape));
+      v_cache_.push_back(session->device_zeros(config.kv_dtype, shape));
     } else {
       k_cache_.push_back(Tensor::zeros(config.kv_dtype, shape));
       v_cache_.push_back(Tensor::zeros(config.kv_dtype, shape));
@@ -87,13 +74,7 @@ LlmRunner::LlmRunner(Session* session, const RunnerConfig& config)
   publish_locked();
 }
 
-LlmRunner::~LlmRunner() {
-  stop();
-  if (kv_device_) {
-    kv_device_->synchronize();
-    for (void* p : kv_device_buffers_) kv_device_->free(p);
-  }
-}
+LlmRunner::~LlmRunner() { stop(); }
 
 void LlmRunner::add_request(int64_t id, std::vector<int32_t> prompt, const SamplingParams& params) {
   check_sampling_params(params);

@@ -72,6 +72,8 @@ class LlmRunner {
   std::vector<SeqOutput> poll(int64_t timeout_ms);
 
   RunnerStats stats();  // as of the last step (never waits for a running step)
+  // Whether the KV caches live in the session's device memory (its device runs PagedAttention).
+  bool kv_on_device() const { return kv_device_ != nullptr; }
   const RunnerConfig& config() const { return config_; }
 
  private:
@@ -88,8 +90,7 @@ class LlmRunner {
   // The caches live in the memory of the session's device when it runs PagedAttention (the
   // node writes them in place, so they are feeds bound there); else in host memory.
   std::shared_ptr<Device> kv_device_;
-  std::vector<void*> kv_device_buffers_;  // freed by the destructor
-  std::vector<uint8_t> feed_on_device_;   // per graph input: a cache in device memory
+  std::vector<uint8_t> feed_on_device_;  // per graph input: a cache in device memory
   Scheduler scheduler_;                      // touched only under step_mu_
   std::vector<float> scratch_;
   RunnerStats totals_;

@@ -91,7 +91,8 @@ bool stateful_on_device(const Plan& plan, const PlanRequest& req, const Node& no
   bool host = false, device = false;
   for (size_t k = 0; k < node.inputs.size(); k++) {
     const int id = node.inputs[k];
-    if (id < 0 || plan.kinds[id] != SlotKind::Feed || (writes && !(writes >> k & 1))) continue;
+    if (id < 0 || plan.kinds[id] != SlotKind::Feed || (writes && (k >= 32 || !(writes >> k & 1))))
+      continue;
     const size_t i = std::find(req.bound.begin(), req.bound.end(), id) - req.bound.begin();
     const bool on = i < req.bound_on_device.size() && req.bound_on_device[i];
     (on ? device : host) = true;

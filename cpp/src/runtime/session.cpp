@@ -421,11 +421,29 @@ struct Session::Impl : SubgraphRunner {
     if (plan.eager_node < 0) return;
     for (int id : plan.carried) {
       if (plan.kinds[id] == SlotKind::Unused) continue;
+      EMBER_CHECK(!rs.on_device[id] || !written_after(plan.eager_node, id), Input, "[run] '",
+                  graph.values[id].name, "' is in device memory and written in place after the ",
+                  "eager node '", graph.nodes[plan.eager_node].name, "': it would be written in ",
+                  "a host copy; bind it on the host");
       rs.env[id] = plan.slots[plan.host_slot[id]];
       rs.on_device[id] = 0;
     }
     run_eager(plan, rs);
     run_part(*continuation(plan, rs), rs);
+  }
+
+  // Whether a stateful node after graph node `from` writes value `id` in place
+  // (OpDef::writes_inputs): a carried value that must not become a host copy.
+  bool written_after(int from, int id) const {
+    for (size_t n = from + 1; n < graph.nodes.size(); n++) {
+      const Node& node = graph.nodes[n];
+      const OpDef& def = op_def(node.op);
+      if (!(def.flags & kOpStateful)) continue;
+      for (size_t k = 0; k < node.inputs.size(); k++)
+        if (node.inputs[k] == id && (!def.writes_inputs || (k < 32 && def.writes_inputs >> k & 1)))
+          return true;
+    }
+    return false;
   }
 
   // Uninitialised device memory for an output left on the device.
@@ -584,6 +602,18 @@ NamedTensors Session::run(const NamedTensors& feeds, const std::vector<std::stri
   return result;
 }
 
+Tensor Session::device_zeros(DType dtype, const Shape& shape) {
+  EMBER_CHECK(impl_->device, Input, "[session] device_zeros needs a session on a device");
+  const TensorType t{dtype, shape};
+  Tensor out = impl_->device_empty(t);
+  const size_t bytes = (size_t)tensor_bytes_checked(t, ErrorKind::Input, "[session] device_zeros");
+  const std::vector<char> zeros(std::min<size_t>(bytes, size_t(16) << 20), 0);
+  for (size_t off = 0; off < bytes; off += zeros.size())
+    impl_->device->copy_to_device(static_cast<char*>(out.data()) + off, zeros.data(),
+                                  std::min(zeros.size(), bytes - off));
+  return out;
+}
+
 std::vector<Tensor> Session::run_positional(const std::vector<Tensor>& feeds) {
   return run_positional(feeds, {});
 }
@@ -591,7 +621,7 @@ std::vector<Tensor> Session::run_positional(const std::vector<Tensor>& feeds) {
 std::vector<Tensor> Session::run_positional(const std::vector<Tensor>& feeds,
                                             const std::vector<uint8_t>& on_device) {
   const Graph& g = impl_->graph;
-  const bool any = std::find(on_device.begin(), on_device.end(), 1) != on_device.end();
+  const bool any = std::any_of(on_device.begin(), on_device.end(), [](uint8_t b) { return b != 0; });
   EMBER_CHECK(!any || impl_->device, Input,
               "[run] feeds in device memory need a session on a device");
   EMBER_CHECK(feeds.size() == g.inputs.size(), Input, "[run] ", feeds.size(), " feeds for ",

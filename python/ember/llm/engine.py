@@ -253,7 +253,12 @@ class LlmEngine:
         nb = -(-n // bs)
         mb = -(-s.max_model_len // bs)
         kvt = np.float16 if s.kv_dtype == "f16" else np.float32
-        caches = [np.zeros((nb, bs, cfg.kv_heads, cfg.head_dim), kvt) for _ in range(2 * cfg.layers)]
+        shape = (nb, bs, cfg.kv_heads, cfg.head_dim)
+        if self._runner.kv_on_device():  # where the device's PagedAttention reads and writes them
+            name = "float16" if s.kv_dtype == "f16" else "float32"
+            caches = [self._session.device_zeros(name, list(shape)) for _ in range(2 * cfg.layers)]
+        else:
+            caches = [np.zeros(shape, kvt) for _ in range(2 * cfg.layers)]
         table = np.zeros((1, mb), np.int32)
         table[0, :nb] = np.arange(nb)
         rows = []
