@@ -4,7 +4,8 @@
 // and cuBLASLt's 16-bit GEMM runs instead. Codes, scales and offsets must be constants
 // (repacked once at load by q4_prepare) or feeds (repacked on the host each run). Any N, K (the
 // packing pads them) and group; falls back to the CPU where a weight (code * scale + offset)
-// would overflow fp16.
+// would overflow fp16. The f32_rows input (prompt rows the CPU keeps in f32) is not read: every
+// row is rounded to 16 bits here.
 #include <cmath>
 #include <cstdlib>
 #include <cstring>

@@ -31,6 +31,9 @@
 //   score_j = dot8(q, k_j) * scale (dot8: 8 lanes over d % 8, then sum8), m = max score,
 //   w_j = attention_exp(score_j - m) (kernels/generic/llm_kernels.h), l = sum_j w_j in order of j, y[d] = (sum_j w_j * v_j[d]) / l.
 //   It depends only on the context, never on chunking or on the other sequences of the batch.
+//   The CUDA kernel (cuda/kernels/paged_attention.cu) keeps that independence but not this
+//   float order (lane-strided dots, expf, an online softmax over 128-key chunks). Two tokens
+//   of one step mapped to one slot: the CPU keeps the later write, the GPU either.
 #include <cmath>
 #include <vector>
 
