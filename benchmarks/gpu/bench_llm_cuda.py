@@ -48,7 +48,7 @@ def measure(ember, path, device, prompt_len, new_tokens, batches):
         row["prefill"] = prompt_len / dt
         for b in batches:
             prompts = [rng.integers(0, vocab, 32).tolist() for _ in range(b)]
-            eng.generate(prompts, max_tokens=2, ignore_eos=True)  # this batch's shapes planned
+            eng.generate([p[::-1] for p in prompts], max_tokens=2, ignore_eos=True)  # shapes planned
             out, dt = timed(lambda: eng.generate(prompts, max_tokens=new_tokens, ignore_eos=True))
             row[f"decode_b{b}"] = sum(len(o.token_ids) for o in out) / dt
         text = " ".join(["the quick brown fox jumps over the lazy dog"] * 5)  # ~230 tokens
