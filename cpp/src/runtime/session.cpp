@@ -605,8 +605,8 @@ NamedTensors Session::run(const NamedTensors& feeds, const std::vector<std::stri
 Tensor Session::device_zeros(DType dtype, const Shape& shape) {
   EMBER_CHECK(impl_->device, Input, "[session] device_zeros needs a session on a device");
   const TensorType t{dtype, shape};
-  Tensor out = impl_->device_empty(t);
   const size_t bytes = (size_t)tensor_bytes_checked(t, ErrorKind::Input, "[session] device_zeros");
+  Tensor out = impl_->device_empty(t);
   const std::vector<char> zeros(std::min<size_t>(bytes, size_t(16) << 20), 0);
   for (size_t off = 0; off < bytes; off += zeros.size())
     impl_->device->copy_to_device(static_cast<char*>(out.data()) + off, zeros.data(),
@@ -621,7 +621,8 @@ std::vector<Tensor> Session::run_positional(const std::vector<Tensor>& feeds) {
 std::vector<Tensor> Session::run_positional(const std::vector<Tensor>& feeds,
                                             const std::vector<uint8_t>& on_device) {
   const Graph& g = impl_->graph;
-  const bool any = std::any_of(on_device.begin(), on_device.end(), [](uint8_t b) { return b != 0; });
+  const bool any =
+      std::any_of(on_device.begin(), on_device.end(), [](uint8_t b) { return b != 0; });
   EMBER_CHECK(!any || impl_->device, Input,
               "[run] feeds in device memory need a session on a device");
   EMBER_CHECK(feeds.size() == g.inputs.size(), Input, "[run] ", feeds.size(), " feeds for ",
