@@ -142,3 +142,41 @@ TEST_CASE("stateful placement: caches in device memory run it on the device, in 
   fake->free(dev_feeds[3].second.data());
   fake->free(dev_feeds[4].second.data());
 }
+
+TEST_CASE("stateful placement: device caches may not cross an eager node into a host copy") {
+  // NonZero (data-dependent: the plan stops there and continues with carried values, copied to
+  // the host) before PagedAttention, whose caches are bound in device memory.
+  auto fake = device_fake_make("fake-paged-eager", {OpType::PagedAttention, OpType::NonZero});
+  device_register(fake);
+  Graph g = paged_graph();
+  const int x = g.add_value("x"), nz = g.add_value("nz");
+  g.inputs.push_back(x);
+  Node nonzero;
+  nonzero.op = OpType::NonZero;
+  nonzero.name = "nonzero";
+  nonzero.inputs = {x};
+  nonzero.outputs = {nz};
+  g.nodes.insert(g.nodes.begin(), nonzero);
+  g.outputs.push_back(nz);
+  std::mt19937 gen(9);
+  NamedTensors feeds = paged_feeds(gen);
+  feeds.emplace_back("x", Tensor::zeros(DType::F32, {4}));
+  struct Freed {
+    Device& d;
+    std::vector<void*> p;
+    ~Freed() {
+      for (void* q : p) d.free(q);
+    }
+  } bufs{*fake, {}};
+  RunOptions opts;
+  opts.feed_on_device.assign(feeds.size(), 0);
+  for (int i : {3, 4}) {
+    bufs.p.push_back(fake->alloc(feeds[i].second.nbytes()));
+    fake->copy_to_device(bufs.p.back(), feeds[i].second.data(), feeds[i].second.nbytes());
+    feeds[i].second = Tensor::borrow(DType::F32, feeds[i].second.shape(), bufs.p.back());
+    opts.feed_on_device[i] = 1;
+  }
+  Session s(std::move(g), on("fake-paged-eager"));
+  CHECK_THROWS_WITH_AS(s.run(feeds, {}, nullptr, opts), doctest::Contains("written in a host copy"),
+                       Error);
+}
