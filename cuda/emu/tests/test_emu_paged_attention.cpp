@@ -8,7 +8,9 @@
 #include <random>
 #include <vector>
 
+#include "cuda/src/ops.h"
 #include "doctest/doctest.h"
+#include "ember/error.h"
 #include "ember/op.h"
 #include "ember/tensor.h"
 
@@ -122,4 +124,38 @@ TEST_CASE("paged attention on the emulated device matches the CPU reference") {
   SUBCASE("f32 cache, 4 query heads over 2 kv heads, head_dim 64") { check_case(4, 2, 64, false); }
   SUBCASE("f16 cache, head_dim 40 (not a warp multiple)") { check_case(3, 1, 40, true); }
   SUBCASE("f32 cache, head_dim 256 (two output dims a thread)") { check_case(2, 2, 256, false); }
+}
+
+TEST_CASE("paged attention adapter: metadata checked on its host copies, and required there") {
+  std::mt19937 gen(3);
+  const int64_t blocks = 40, bs = 16, tokens = 8, heads = 2, dim = 32;
+  Batch b = make_batch(blocks, bs);
+  const Shape rows{tokens, heads * dim}, cache{blocks, bs, heads, dim};
+  Tensor q = random(DType::F32, rows, gen), k = random(DType::F32, rows, gen);
+  Tensor v = random(DType::F32, rows, gen);
+  Tensor kc = random(DType::F32, cache, gen), vc = random(DType::F32, cache, gen);
+  Tensor slots = Tensor::borrow(DType::I64, {tokens}, b.slots.data());
+  Tensor starts = Tensor::borrow(DType::I32, {4}, b.query_start.data());
+  Tensor lens = Tensor::borrow(DType::I32, {3}, b.seq_lens.data());
+  Tensor tables = Tensor::borrow(DType::I32, {3, b.max_blocks}, b.tables.data());
+  Tensor y = Tensor::empty(DType::F32, q.shape());
+  Node node;
+  node.op = OpType::PagedAttention;
+  node.name = "attn";
+  node.attrs.set("num_heads", heads);
+  node.attrs.set("num_kv_heads", heads);
+  node.attrs.set("head_dim", dim);
+  node.inputs = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+  node.outputs = {9};
+  DeviceOptions opt;
+  std::vector<const Tensor*> in = {&q, &k, &v, &kc, &vc, &slots, &starts, &lens, &tables};
+  KernelCtx ctx{node, in, {&y}, 1};
+  ctx.device_options = &opt;
+  ctx.host_in = in;
+  paged_attention_cuda(ctx);  // good metadata: runs
+  ctx.host_in[7] = nullptr;   // seq_lens computed on the device: refused, not trusted
+  CHECK_THROWS_WITH_AS(paged_attention_cuda(ctx), doctest::Contains("must be graph inputs"), Error);
+  ctx.host_in = in;
+  b.tables[0] = (int32_t)blocks;  // a block id past the cache
+  CHECK_THROWS_WITH_AS(paged_attention_cuda(ctx), doctest::Contains("block_tables[0, 0]"), Error);
 }

@@ -9,6 +9,8 @@
 #include <random>
 #include <vector>
 
+#include "cuda/emu/tests/emu_test_util.h"
+#include "cuda/src/ops.h"
 #include "doctest/doctest.h"
 #include "ember/op.h"
 #include "ember/tensor.h"
@@ -109,4 +111,34 @@ TEST_CASE("Q8Gather on the emulated device equals the reference") {
   q8_0_gather(t.codes.ptr<int8_t>(), t.scales.ptr<float>(), idx.data(), true, y.data(), rows,
               (int64_t)idx.size(), k, nullptr);
   CHECK(max_ulps(want, y) == 0);
+}
+
+TEST_CASE("Q8_0 adapters on the emulated device: indices checked from their host copy or read back") {
+  std::mt19937 gen(17);
+  const int64_t rows = 40, k = 64;
+  Table t = random_table(rows, k, gen);
+  Tensor a = test::random_f32({3, k}, 5, -2.0f, 2.0f);
+  Node mm = q8_node(OpType::Q8MatMul, rows, k, "relu");
+  AdapterRun r = run_adapter(mm, {&a, &t.codes, &t.scales}, q8_0_matmul_cuda, q8_0_matmul_cuda_supports);
+  CHECK(std::memcmp(r.want[0].data(), r.got[0].data(), r.want[0].nbytes()) == 0);
+
+  Node g = q8_node(OpType::Q8Gather, 0, k, "none");
+  Tensor ids = ints(DType::I32, {4}, {3, -1, 39, 0});
+  r = run_adapter(g, {&t.codes, &t.scales, &ids}, q8_0_gather_cuda, q8_0_gather_cuda_supports);
+  CHECK(std::memcmp(r.want[0].data(), r.got[0].data(), r.want[0].nbytes()) == 0);
+  // Computed indices (no host copy): read back, then checked as the CPU checks them.
+  Tensor out = Tensor::empty(DType::F32, {4, k});
+  g.inputs = {0, 1, 2};
+  g.outputs = {3};
+  DeviceOptions opt;
+  KernelCtx kc{g, {&t.codes, &t.scales, &ids}, {&out}, 1};
+  kc.device_options = &opt;
+  kc.host_in = {&t.codes, &t.scales, nullptr};
+  q8_0_gather_cuda(kc);
+  CHECK(std::memcmp(out.data(), r.want[0].data(), out.nbytes()) == 0);
+  Tensor bad = ints(DType::I32, {4}, {3, 40, 0, 0});
+  KernelCtx kb{g, {&t.codes, &t.scales, &bad}, {&out}, 1};
+  kb.device_options = &opt;
+  kb.host_in = {&t.codes, &t.scales, nullptr};
+  CHECK_THROWS_WITH_AS(q8_0_gather_cuda(kb), doctest::Contains("index 40 is outside"), Error);
 }
