@@ -113,13 +113,14 @@ TEST_CASE("Q8Gather on the emulated device equals the reference") {
   CHECK(max_ulps(want, y) == 0);
 }
 
-TEST_CASE("Q8_0 adapters on the emulated device: indices checked from their host copy or read back") {
+TEST_CASE("Q8_0 adapters on the emulated device: indices checked on the host or read back") {
   std::mt19937 gen(17);
   const int64_t rows = 40, k = 64;
   Table t = random_table(rows, k, gen);
   Tensor a = test::random_f32({3, k}, 5, -2.0f, 2.0f);
   Node mm = q8_node(OpType::Q8MatMul, rows, k, "relu");
-  AdapterRun r = run_adapter(mm, {&a, &t.codes, &t.scales}, q8_0_matmul_cuda, q8_0_matmul_cuda_supports);
+  AdapterRun r =
+      run_adapter(mm, {&a, &t.codes, &t.scales}, q8_0_matmul_cuda, q8_0_matmul_cuda_supports);
   CHECK(std::memcmp(r.want[0].data(), r.got[0].data(), r.want[0].nbytes()) == 0);
 
   Node g = q8_node(OpType::Q8Gather, 0, k, "none");
