@@ -40,7 +40,7 @@ struct Fiber {
   ucontext_t ctx{};
   std::unique_ptr<char[]> stack;
   State state = State::Ready;
-  bool started = false;  // resumed at least once (has frames to unwind)
+  bool started = false;                   // resumed at least once (has frames to unwind)
   std::vector<Copy> open;                 // cp.async since the last commit
   std::deque<std::vector<Copy>> pending;  // committed groups, oldest first
 };
@@ -67,7 +67,8 @@ BlockRun& run() {
 }
 
 void set_thread_index(int tid) {
-  threadIdx = make_uint3(tid % blockDim.x, tid / blockDim.x % blockDim.y, tid / (blockDim.x * blockDim.y));
+  threadIdx =
+      make_uint3(tid % blockDim.x, tid / blockDim.x % blockDim.y, tid / (blockDim.x * blockDim.y));
 }
 
 void fiber_main() {
@@ -203,16 +204,19 @@ void run_block(BlockRun& r) {
 
 }  // namespace
 
-void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
+void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem,
+              const std::function<void()>& body) {
   if (g_run) throw EmuError("a launch from inside an emulated kernel");
   const size_t threads = (size_t)block.x * block.y * block.z;
-  if (threads == 0 || threads > 1024) throw EmuError("block of " + std::to_string(threads) + " threads");
+  if (threads == 0 || threads > 1024)
+    throw EmuError("block of " + std::to_string(threads) + " threads");
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
     throw EmuError("bad grid");
   auto it = max_smem().find(kernel);
   const size_t limit = it == max_smem().end() ? kDefaultDynamicSmem : (size_t)it->second;
   if (smem > limit || smem > kMaxDynamicSmem)
-    throw EmuError("launch asks for " + std::to_string(smem) + " bytes of dynamic shared memory; the kernel may use " +
+    throw EmuError("launch asks for " + std::to_string(smem) +
+                   " bytes of dynamic shared memory; the kernel may use " +
                    std::to_string(std::min(limit, kMaxDynamicSmem)));
   BlockRun r;
   r.body = &body;

@@ -59,7 +59,8 @@ struct EmuError : std::runtime_error {
 
 // Runs body() as every thread of every block of grid x block, `smem` bytes of dynamic shared
 // memory per block; `kernel` identifies the function for its attributes.
-void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
+void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem,
+              const std::function<void()>& body);
 
 // Blocks the calling thread until every live thread of its block arrives (__syncthreads).
 void block_barrier();
@@ -119,13 +120,14 @@ inline void __syncthreads() { ember::cuda::emu::block_barrier(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { ember::cuda::emu::warp_barrier(); }
 [[noreturn]] inline void __trap() { throw ember::cuda::emu::EmuError("__trap()"); }
 template <class T>
-T __ldg(const T* p) { return *p; }
+T __ldg(const T* p) {
+  return *p;
+}
 
 template <class T>
 T __shfl_sync(unsigned, T v, int src, int width = 32) {
-  return ember::cuda::emu::warp_collective<T, T>(v, [&](const T* all, int lane) {
-    return all[(lane & ~(width - 1)) + (src & (width - 1))];
-  });
+  return ember::cuda::emu::warp_collective<T, T>(
+      v, [&](const T* all, int lane) { return all[(lane & ~(width - 1)) + (src & (width - 1))]; });
 }
 template <class T>
 T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
@@ -146,7 +148,8 @@ T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
 // rounding of the exact result (the products of 16-bit values are exact in double).
 inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) {
   const float2 x = __half22float2(a), y = __half22float2(b), z = __half22float2(c);
-  return __halves2half2(__double2half((double)x.x * y.x + z.x), __double2half((double)x.y * y.y + z.y));
+  return __halves2half2(__double2half((double)x.x * y.x + z.x),
+                        __double2half((double)x.y * y.y + z.y));
 }
 inline __nv_bfloat162 __hfma2(__nv_bfloat162 a, __nv_bfloat162 b, __nv_bfloat162 c) {
   const float2 x = __bfloat1622float2(a), y = __bfloat1622float2(b), z = __bfloat1622float2(c);
@@ -154,11 +157,13 @@ inline __nv_bfloat162 __hfma2(__nv_bfloat162 a, __nv_bfloat162 b, __nv_bfloat162
                             __double2bfloat16((double)x.y * y.y + z.y));
 }
 // CUDA's global min / max: fminf / fmaxf for floating point, the usual for integers.
-template <class A, class B, class = std::enable_if_t<std::is_integral_v<A> && std::is_integral_v<B>>>
+template <class A, class B,
+          class = std::enable_if_t<std::is_integral_v<A> && std::is_integral_v<B>>>
 std::common_type_t<A, B> min(A a, B b) {
   return b < a ? b : a;
 }
-template <class A, class B, class = std::enable_if_t<std::is_integral_v<A> && std::is_integral_v<B>>>
+template <class A, class B,
+          class = std::enable_if_t<std::is_integral_v<A> && std::is_integral_v<B>>>
 std::common_type_t<A, B> max(A a, B b) {
   return a < b ? b : a;
 }

@@ -32,9 +32,11 @@ void mma_m16n8k16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
       const int g = l / 4, c = l % 4;
       for (int r = 0; r < 4; r++)
         for (int h = 0; h < 2; h++)
-          A[g + 8 * (r % 2)][2 * c + 8 * (r / 2) + h] = half_bits_to_float(H{}, all[l].a[r] >> (16 * h));
+          A[g + 8 * (r % 2)][2 * c + 8 * (r / 2) + h] =
+              half_bits_to_float(H{}, all[l].a[r] >> (16 * h));
       for (int r = 0; r < 2; r++)
-        for (int h = 0; h < 2; h++) B[2 * c + 8 * r + h][g] = half_bits_to_float(H{}, all[l].b[r] >> (16 * h));
+        for (int h = 0; h < 2; h++)
+          B[2 * c + 8 * r + h][g] = half_bits_to_float(H{}, all[l].b[r] >> (16 * h));
       for (int r = 0; r < 4; r++) C[g + 8 * (r / 2)][2 * c + r % 2] = all[l].c[r];
     }
     Out o;
@@ -65,7 +67,8 @@ void ldmatrix_x4(uint32_t r[4], const void* row) {
       return (uint32_t)v;
     };
     for (int m = 0; m < 4; m++)
-      o.r[m] = TRANS ? at(m, 2 * c, g) | at(m, 2 * c + 1, g) << 16 : at(m, g, 2 * c) | at(m, g, 2 * c + 1) << 16;
+      o.r[m] = TRANS ? at(m, 2 * c, g) | at(m, 2 * c + 1, g) << 16
+                     : at(m, g, 2 * c) | at(m, g, 2 * c + 1) << 16;
     return o;
   });
   for (int m = 0; m < 4; m++) r[m] = out.r[m];
@@ -81,7 +84,9 @@ inline void mma_m16n8k16(__nv_bfloat16, float d[4], const uint32_t a[4], uint32_
 }
 inline void ldmatrix_x4(uint32_t r[4], const void* row) { emu::ldmatrix_x4<false>(r, row); }
 inline void ldmatrix_x4_trans(uint32_t r[4], const void* row) { emu::ldmatrix_x4<true>(r, row); }
-inline void cp_async16(void* dst, const void* src, int src_bytes = 16) { emu::cp_async(dst, src, 16, src_bytes); }
+inline void cp_async16(void* dst, const void* src, int src_bytes = 16) {
+  emu::cp_async(dst, src, 16, src_bytes);
+}
 inline void cp_async4(void* dst, const void* src) { emu::cp_async(dst, src, 4, 4); }
 inline void cp_async_commit() { emu::cp_async_commit(); }
 template <int N>

@@ -85,7 +85,10 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(PagedArgs a) 
   int64_t lo = 0, hi = a.seqs;  // query_start[lo] <= t < query_start[hi]
   while (hi - lo > 1) {
     const int64_t mid = (lo + hi) / 2;
-    if (a.query_start[mid] <= t) lo = mid; else hi = mid;
+    if (a.query_start[mid] <= t)
+      lo = mid;
+    else
+      hi = mid;
   }
   const int64_t s = lo, n_new = a.query_start[s + 1] - a.query_start[s];
   const int64_t ctx = max((int64_t)0, min(a.seq_lens[s] - n_new + (t - a.query_start[s]) + 1,

@@ -22,9 +22,9 @@ void q8_0_matmul(const float* a,       // [m, k]
 
 // out[i, :] = row idx_i of the table dequantized (negative indices wrap; the adapter checks
 // the range on the host first, an index still out of range gives a zero row).
-void q8_0_gather(const int8_t* codes,   // [rows, nb, 32]
-                 const float* scales,   // [rows, nb]
-                 const void* indices,   // [count] int32 or int64
+void q8_0_gather(const int8_t* codes,     // [rows, nb, 32]
+                 const float* scales,     // [rows, nb]
+                 const void* indices,     // [count] int32 or int64
                  bool idx64, float* out,  // [count, k]
                  int64_t rows, int64_t count, int64_t k, void* stream);
 

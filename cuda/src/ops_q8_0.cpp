@@ -32,9 +32,7 @@ void q8_0_matmul_cuda(const KernelCtx& ctx) {
   check_launch("[Q8MatMul] Q8_0 matmul kernels");
 }
 
-bool q8_0_gather_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
-  return true;
-}
+bool q8_0_gather_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) { return true; }
 
 void q8_0_gather_cuda(const KernelCtx& ctx) {
   const Tensor& idx = ctx.input(2);
@@ -51,8 +49,8 @@ void q8_0_gather_cuda(const KernelCtx& ctx) {
   }
   for (int64_t i = 0; i < host->numel(); i++) {
     const int64_t v = i64 ? host->ptr<int64_t>()[i] : host->ptr<int32_t>()[i];
-    EMBER_CHECK(v >= -rows && v < rows, Input, "[Q8Gather] node '", ctx.node.name, "': index ",
-                v, " is outside [", -rows, ", ", rows, ")");
+    EMBER_CHECK(v >= -rows && v < rows, Input, "[Q8Gather] node '", ctx.node.name, "': index ", v,
+                " is outside [", -rows, ", ", rows, ")");
   }
   q8_0_gather(ctx.input(0).ptr<int8_t>(), ctx.input(1).ptr<float>(), idx.data(), i64,
               ctx.output(0).ptr<float>(), rows, idx.numel(), k, stream(ctx));

@@ -17,8 +17,8 @@ using namespace ember;
 namespace {
 
 constexpr int64_t kT = 3, kHeads = 2, kDim = 8, kBlocks = 2, kBlockSize = 4;
-const char* kInputs[] = {"q", "k", "v", "k_cache", "v_cache", "slot_mapping", "query_start",
-                         "seq_lens", "block_tables"};
+const char* kInputs[] = {
+    "q", "k", "v", "k_cache", "v_cache", "slot_mapping", "query_start", "seq_lens", "block_tables"};
 
 Graph paged_graph() {
   Graph g;
@@ -56,10 +56,15 @@ NamedTensors paged_feeds(std::mt19937& gen) {
   start.ptr<int32_t>()[1] = (int32_t)kT;
   lens.ptr<int32_t>()[0] = (int32_t)kT;
   tables.ptr<int32_t>()[0] = 1;
-  return {{"q", random({kT, kHeads * kDim})},    {"k", random({kT, kHeads * kDim})},
-          {"v", random({kT, kHeads * kDim})},    {"k_cache", Tensor::zeros(DType::F32, cache)},
-          {"v_cache", Tensor::zeros(DType::F32, cache)}, {"slot_mapping", slots},
-          {"query_start", start}, {"seq_lens", lens}, {"block_tables", tables}};
+  return {{"q", random({kT, kHeads * kDim})},
+          {"k", random({kT, kHeads * kDim})},
+          {"v", random({kT, kHeads * kDim})},
+          {"k_cache", Tensor::zeros(DType::F32, cache)},
+          {"v_cache", Tensor::zeros(DType::F32, cache)},
+          {"slot_mapping", slots},
+          {"query_start", start},
+          {"seq_lens", lens},
+          {"block_tables", tables}};
 }
 
 // The k rows the node must have written: block 1, offsets 0..kT-1 of the cache.
@@ -89,7 +94,8 @@ TEST_CASE("stateful placement: caches on the host keep PagedAttention on the CPU
   Session s(paged_graph(), on("fake-paged"));
   const Tensor y = s.run(feeds)[0].second;
   CHECK(cache_holds_k(feeds[3].second, feeds[1].second));  // written in the caller's cache
-  CHECK(s.device_fallbacks() == std::vector<std::pair<std::string, std::string>>{{"attn", "PagedAttention"}});
+  CHECK(s.device_fallbacks() ==
+        std::vector<std::pair<std::string, std::string>>{{"attn", "PagedAttention"}});
   REQUIRE(y.numel() == want.numel());
   for (int64_t i = 0; i < y.numel(); i++) CHECK(y.ptr<float>()[i] == want.ptr<float>()[i]);
 }
@@ -126,7 +132,8 @@ TEST_CASE("stateful placement: caches in device memory run it on the device, in 
   split.feed_on_device[4] = 0;
   NamedTensors mixed = dev_feeds;
   mixed[4].second = feeds[4].second;
-  CHECK_THROWS_WITH_AS(s.run(mixed, {}, nullptr, split), doctest::Contains("partly on the host"), Error);
+  CHECK_THROWS_WITH_AS(s.run(mixed, {}, nullptr, split), doctest::Contains("partly on the host"),
+                       Error);
 
   // Caches in device memory, and a device without the kernel: the CPU would write a copy.
   std::vector<void*> bufs;
@@ -137,7 +144,8 @@ TEST_CASE("stateful placement: caches in device memory run it on the device, in 
     other[i].second = Tensor::borrow(DType::F32, feeds[i].second.shape(), p);
   }
   Session t(paged_graph(), on("fake-no-paged"));
-  CHECK_THROWS_WITH_AS(t.run(other, {}, nullptr, opts), doctest::Contains("has no kernel for it"), Error);
+  CHECK_THROWS_WITH_AS(t.run(other, {}, nullptr, opts), doctest::Contains("has no kernel for it"),
+                       Error);
   for (void* p : bufs) no_kernel->free(p);
   fake->free(dev_feeds[3].second.data());
   fake->free(dev_feeds[4].second.data());

@@ -41,24 +41,30 @@ void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const P* p, unsigned ldm)
   ::ember::cuda::emu::warp_barrier();
   for (int r = 0; r < F::rows; r++)
     for (int c = 0; c < F::cols; c++)
-      f.x[r * F::cols + c] = detail::to_float(std::is_same_v<L, col_major> ? p[c * ldm + r] : p[r * ldm + c]);
+      f.x[r * F::cols + c] =
+          detail::to_float(std::is_same_v<L, col_major> ? p[c * ldm + r] : p[r * ldm + c]);
 }
 template <int M, int N, int K, class T>
-void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const float* p, unsigned ldm, layout_t l) {
+void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const float* p, unsigned ldm,
+                      layout_t l) {
   ::ember::cuda::emu::warp_barrier();
   for (int r = 0; r < M; r++)
-    for (int c = 0; c < N; c++) f.x[r * N + c] = l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c];
+    for (int c = 0; c < N; c++)
+      f.x[r * N + c] = l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c];
 }
 template <int M, int N, int K, class T>
-void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t l) {
+void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm,
+                       layout_t l) {
   ::ember::cuda::emu::warp_barrier();
   for (int r = 0; r < M; r++)
-    for (int c = 0; c < N; c++) (l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c]) = f.x[r * N + c];
+    for (int c = 0; c < N; c++)
+      (l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c]) = f.x[r * N + c];
 }
 
 template <int M, int N, int K, class TA, class LA, class LB, class TC>
 void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
-              const fragment<matrix_b, M, N, K, TA, LB>& b, const fragment<accumulator, M, N, K, TC>& c) {
+              const fragment<matrix_b, M, N, K, TA, LB>& b,
+              const fragment<accumulator, M, N, K, TC>& c) {
   ::ember::cuda::emu::warp_barrier();
   float out[M * N];
   for (int r = 0; r < M; r++)

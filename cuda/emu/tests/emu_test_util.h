@@ -33,8 +33,10 @@ inline Tensor ints(DType t, const Shape& s, const std::vector<int64_t>& v) {
   Tensor x = Tensor::empty(t, s);
   REQUIRE((int64_t)v.size() == x.numel());
   for (size_t i = 0; i < v.size(); i++) {
-    if (t == DType::I64) x.ptr<int64_t>()[i] = v[i];
-    else x.ptr<int32_t>()[i] = (int32_t)v[i];
+    if (t == DType::I64)
+      x.ptr<int64_t>()[i] = v[i];
+    else
+      x.ptr<int32_t>()[i] = (int32_t)v[i];
   }
   return x;
 }

@@ -45,7 +45,8 @@ __global__ void mma_kernel(const uint16_t* a, const uint16_t* b, const float* c,
   const int lane = threadIdx.x;
   uint32_t af[4], bf[2];
   for (int r = 0; r < 4; r++)
-    af[r] = a[a_row(lane, r) * 16 + a_col(lane, r, 0)] | (uint32_t)a[a_row(lane, r) * 16 + a_col(lane, r, 1)] << 16;
+    af[r] = a[a_row(lane, r) * 16 + a_col(lane, r, 0)] |
+            (uint32_t)a[a_row(lane, r) * 16 + a_col(lane, r, 1)] << 16;
   for (int r = 0; r < 2; r++)
     bf[r] = b[b_k(lane, r, 0) * 8 + lane / 4] | (uint32_t)b[b_k(lane, r, 1) * 8 + lane / 4] << 16;
   float acc[4];
@@ -95,7 +96,7 @@ __global__ void neighbour_kernel(int* out) {  // [gridDim.x * blockDim.x]
   if (threadIdx.x % 32 == 0) slot[w] = 100 + w;
 }
 
-__global__ void atomics_kernel(int* count,                  // [1]
+__global__ void atomics_kernel(int* count,                 // [1]
                                unsigned long long* first,  // [1]
                                float* sum,                 // [1]
                                int* top) {                 // [1]
@@ -162,12 +163,16 @@ TEST_CASE_TEMPLATE("emu: mma.sync m16n8k16 is D = A B + C", H, __half, __nv_bflo
   std::mt19937 gen(1);
   std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
   auto bits = [](float v) {
-    if constexpr (std::is_same_v<H, __half>) return __half_as_ushort(__float2half_rn(v));
-    else return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+    if constexpr (std::is_same_v<H, __half>)
+      return __half_as_ushort(__float2half_rn(v));
+    else
+      return __bfloat16_as_ushort(__float2bfloat16_rn(v));
   };
   auto value = [](uint16_t b) {
-    if constexpr (std::is_same_v<H, __half>) return __half2float(__ushort_as_half(b));
-    else return __bfloat162float(__ushort_as_bfloat16(b));
+    if constexpr (std::is_same_v<H, __half>)
+      return __half2float(__ushort_as_half(b));
+    else
+      return __bfloat162float(__ushort_as_bfloat16(b));
   };
   std::vector<uint16_t> a(256), b(128);
   std::vector<float> c(128), d(128);
@@ -203,7 +208,8 @@ TEST_CASE("emu: ldmatrix x4 and x4.trans") {
 TEST_CASE("emu: cp.async lands at the wait that covers it, src-size zero-fills") {
   std::vector<float> src(128), before(64), after(64);
   for (int i = 0; i < 128; i++) src[i] = (float)i + 0.5f;
-  EMBER_LAUNCH(cp_async_kernel, 1, 32, 256 * sizeof(float), nullptr)(src.data(), before.data(), after.data());
+  EMBER_LAUNCH(cp_async_kernel, 1, 32, 256 * sizeof(float), nullptr)(src.data(), before.data(),
+                                                                     after.data());
   for (int t = 0; t < 32; t++) {
     CHECK(std::isnan(before[t]));  // shared memory starts as NaN bytes
     CHECK(after[t] == src[4 * t]);

@@ -37,7 +37,6 @@ Path path_of(const Case& c) {
   return c.cols % 4 == 0 && c.offset == 0 ? Path::Vec4 : Path::Cached;
 }
 
-
 void run_case(const Case& c, std::mt19937& gen) {
   const bool rms = std::string(c.kind) == "rms";
   const double eps = 1e-5;

@@ -27,7 +27,8 @@ Tensor run_kernel(Kernel k, AttnArgs a, int head_pad, bool bf16, const Shape& ou
   if (k == Kernel::F32) {
     attention_f32(a, nullptr);
   } else {
-    const size_t smem = k == Kernel::Mma ? attn_mma_smem_bytes(head_pad) : attn_tc_smem(head_pad).bytes;
+    const size_t smem =
+        k == Kernel::Mma ? attn_mma_smem_bytes(head_pad) : attn_tc_smem(head_pad).bytes;
     (void)smem;
     if (k == Kernel::Mma)
       attention_mma(a, head_pad, bf16, nullptr);
@@ -127,7 +128,8 @@ TEST_CASE("attention kernels on the emulated device match the reference") {
     Tensor q = random_tensor({2, 1, 2, 64}, gen);
     for (int64_t i = 0; i < q.numel(); i++) q.ptr<float>()[i] *= 4.0f;
     check_kernels(attention_node("bshd", "mul", 0.125),
-                  {q, random_tensor({2, 130, 2, 64}, gen), random_tensor({2, 130, 2, 64}, gen)}, true);
+                  {q, random_tensor({2, 130, 2, 64}, gen), random_tensor({2, 130, 2, 64}, gen)},
+                  true);
   }
   SUBCASE("D = 80: the wmma kernel's head pad, not mma's") {
     check_kernels(attention_node("bhsd", "mul", 0.11),

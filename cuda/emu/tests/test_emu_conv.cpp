@@ -111,8 +111,8 @@ TEST_CASE("pool_2d on the emulated device matches the MaxPool / AveragePool refe
 
 TEST_CASE("pool_global on the emulated device matches the global pools' reference") {
   // Rows of <= 1024 take a warp each (8 a block), longer ones a block each.
-  const Shape shapes[] = {{1, 1, 1}, {3, 3, 7}, {2, 9, 33}, {1, 9, 32, 32}, {1, 3, 1500},
-                          {2, 1, 37, 41}, {1, 2, 0}};
+  const Shape shapes[] = {{1, 1, 1},    {3, 3, 7},      {2, 9, 33}, {1, 9, 32, 32},
+                          {1, 3, 1500}, {2, 1, 37, 41}, {1, 2, 0}};
   for (OpType op : {OpType::GlobalMaxPool, OpType::GlobalAveragePool})
     for (const Shape& xs : shapes)
       for (bool with_nan : {false, true}) {

@@ -37,8 +37,10 @@ void check_op(const Node& n, const std::vector<const Tensor*>& in, KernelFn fn, 
               double tol) {
   AdapterRun r = run_adapter(n, in, fn, ok);
   for (size_t i = 0; i < r.want.size(); i++) {
-    if (r.want[i].dtype() == DType::F32) check_near(r.want[i], r.got[i], tol);
-    else check_same(r.want[i], r.got[i], true);
+    if (r.want[i].dtype() == DType::F32)
+      check_near(r.want[i], r.got[i], tol);
+    else
+      check_same(r.want[i], r.got[i], true);
   }
 }
 
@@ -47,13 +49,13 @@ void check_op(const Node& n, const std::vector<const Tensor*>& in, KernelFn fn, 
 TEST_CASE("elementwise on the emulated device: binary ops") {
   // 1030: the 4-wide path with a tail of 2; 3: too short for it; scalars on either side;
   // [3, 1, 5] x [1, 4, 5] and [2, 3, 4] x [4]: strided broadcasts.
-  const std::pair<Shape, Shape> shapes[] = {{{1030}, {1030}}, {{3}, {3}},       {{}, {7, 33}},
-                                            {{7, 33}, {1}},   {{3, 1, 5}, {1, 4, 5}},
-                                            {{2, 3, 4}, {4}}};
-  const OpType f32_ops[] = {OpType::Add, OpType::Sub,  OpType::Mul,     OpType::Div,
-                            OpType::Pow, OpType::Min,  OpType::Max,     OpType::Equal,
-                            OpType::Less, OpType::Greater, OpType::LessOrEqual,
-                            OpType::GreaterOrEqual};
+  const std::pair<Shape, Shape> shapes[] = {{{1030}, {1030}},       {{3}, {3}},
+                                            {{}, {7, 33}},          {{7, 33}, {1}},
+                                            {{3, 1, 5}, {1, 4, 5}}, {{2, 3, 4}, {4}}};
+  const OpType f32_ops[] = {OpType::Add,     OpType::Sub,         OpType::Mul,
+                            OpType::Div,     OpType::Pow,         OpType::Min,
+                            OpType::Max,     OpType::Equal,       OpType::Less,
+                            OpType::Greater, OpType::LessOrEqual, OpType::GreaterOrEqual};
   uint32_t seed = 1;
   for (const auto& [sa, sb] : shapes) {
     CAPTURE(shape_str(sa));
@@ -87,14 +89,14 @@ TEST_CASE("elementwise on the emulated device: unary ops, Clip") {
     const char* attr;  // a float attribute, or the Gelu approximation
     double value;
   };
-  const U ops[] = {{OpType::Sqrt, nullptr, 0},       {OpType::Exp, nullptr, 0},
-                   {OpType::Log, nullptr, 0},        {OpType::Neg, nullptr, 0},
-                   {OpType::Abs, nullptr, 0},        {OpType::Reciprocal, nullptr, 0},
-                   {OpType::Erf, nullptr, 0},        {OpType::Tanh, nullptr, 0},
-                   {OpType::Sigmoid, nullptr, 0},    {OpType::Relu, nullptr, 0},
-                   {OpType::Gelu, nullptr, 0},       {OpType::Gelu, "tanh", 0},
-                   {OpType::Softplus, nullptr, 0},   {OpType::Sin, nullptr, 0},
-                   {OpType::Cos, nullptr, 0},        {OpType::LeakyRelu, "alpha", 0.07},
+  const U ops[] = {{OpType::Sqrt, nullptr, 0},          {OpType::Exp, nullptr, 0},
+                   {OpType::Log, nullptr, 0},           {OpType::Neg, nullptr, 0},
+                   {OpType::Abs, nullptr, 0},           {OpType::Reciprocal, nullptr, 0},
+                   {OpType::Erf, nullptr, 0},           {OpType::Tanh, nullptr, 0},
+                   {OpType::Sigmoid, nullptr, 0},       {OpType::Relu, nullptr, 0},
+                   {OpType::Gelu, nullptr, 0},          {OpType::Gelu, "tanh", 0},
+                   {OpType::Softplus, nullptr, 0},      {OpType::Sin, nullptr, 0},
+                   {OpType::Cos, nullptr, 0},           {OpType::LeakyRelu, "alpha", 0.07},
                    {OpType::HardSigmoid, "alpha", 0.3}, {OpType::HardSwish, nullptr, 0},
                    {OpType::Elu, "alpha", 0.8}};
   uint32_t seed = 100;
@@ -105,8 +107,10 @@ TEST_CASE("elementwise on the emulated device: unary ops, Clip") {
       CAPTURE(std::string(op_name(u.op)));
       CAPTURE(shape_str(s));
       Node n = test::node(u.op);
-      if (u.attr && std::string(u.attr) == "tanh") n.attrs.set("approximate", std::string("tanh"));
-      else if (u.attr) n.attrs.set(u.attr, u.value);
+      if (u.attr && std::string(u.attr) == "tanh")
+        n.attrs.set("approximate", std::string("tanh"));
+      else if (u.attr)
+        n.attrs.set(u.attr, u.value);
       check_op(n, {&x}, unary_cuda, unary_cuda_supports, 2e-6);
     }
     Tensor lo = test::random_f32({}, seed++, -1.0f, 0.0f), hi = test::random_f32({}, seed++);
@@ -163,8 +167,8 @@ TEST_CASE("elementwise on the emulated device: reductions") {
   };
   // Long rows (a block per output), many short or strided ones (a thread per output), all
   // axes, a middle axis, and no axes with noop_with_empty_axes unset (everything).
-  const Case cases[] = {{{3, 1030}, {1}, 1}, {{2, 9, 33}, {2}, 0},   {{40, 7}, {0}, 1},
-                        {{4, 5, 6}, {0, 2}, 0}, {{2, 3, 5}, {1}, 1}, {{7, 33}, {}, 0},
+  const Case cases[] = {{{3, 1030}, {1}, 1},    {{2, 9, 33}, {2}, 0}, {{40, 7}, {0}, 1},
+                        {{4, 5, 6}, {0, 2}, 0}, {{2, 3, 5}, {1}, 1},  {{7, 33}, {}, 0},
                         {{5, 2000}, {-1}, 0}};
   uint32_t seed = 300;
   for (const Case& c : cases)
@@ -176,8 +180,10 @@ TEST_CASE("elementwise on the emulated device: reductions") {
       Node n = test::node(op);
       n.attrs.set("keepdims", c.keepdims);
       Tensor axes = ints(DType::I64, {(int64_t)c.axes.size()}, c.axes);
-      if (c.axes.empty()) check_op(n, {&x}, reduce_cuda, reduce_cuda_supports, 1e-6);
-      else check_op(n, {&x, &axes}, reduce_cuda, reduce_cuda_supports, 1e-6);
+      if (c.axes.empty())
+        check_op(n, {&x}, reduce_cuda, reduce_cuda_supports, 1e-6);
+      else
+        check_op(n, {&x, &axes}, reduce_cuda, reduce_cuda_supports, 1e-6);
     }
 }
 
@@ -185,8 +191,8 @@ TEST_CASE("elementwise on the emulated device: Softmax, LayerNormalization, RMSN
   uint32_t seed = 400;
   // Rows up to 1024 take a warp (8 a block), longer ones a block; axis 1 of [2, 7, 5] is a
   // middle axis (a thread per column).
-  const std::pair<Shape, int64_t> softmax[] = {{{9, 33}, -1}, {{3, 1}, -1}, {{2, 1500}, 1},
-                                               {{2, 7, 5}, 1}, {{1030}, 0}};
+  const std::pair<Shape, int64_t> softmax[] = {
+      {{9, 33}, -1}, {{3, 1}, -1}, {{2, 1500}, 1}, {{2, 7, 5}, 1}, {{1030}, 0}};
   for (const auto& [s, axis] : softmax)
     for (OpType op : {OpType::Softmax, OpType::LogSoftmax}) {
       CAPTURE(std::string(op_name(op)));
@@ -201,8 +207,10 @@ TEST_CASE("elementwise on the emulated device: Softmax, LayerNormalization, RMSN
     int64_t axis;
     bool scale_scalar, bias;
   };
-  const Norm norms[] = {{{9, 33}, -1, false, true}, {{3, 1500}, -1, false, false},
-                        {{2, 3, 40}, 1, false, true}, {{4, 7}, -1, true, true},
+  const Norm norms[] = {{{9, 33}, -1, false, true},
+                        {{3, 1500}, -1, false, false},
+                        {{2, 3, 40}, 1, false, true},
+                        {{4, 7}, -1, true, true},
                         {{1, 1}, -1, false, true}};
   for (const Norm& c : norms) {
     CAPTURE(shape_str(c.x));
@@ -214,8 +222,10 @@ TEST_CASE("elementwise on the emulated device: Softmax, LayerNormalization, RMSN
     Node ln = test::node(OpType::LayerNormalization);
     ln.attrs.set("axis", c.axis);
     ln.attrs.set("epsilon", 1e-5);
-    if (c.bias) check_op(ln, {&x, &scale, &bias}, layer_norm_cuda, layer_norm_cuda_supports, 1e-6);
-    else check_op(ln, {&x, &scale}, layer_norm_cuda, layer_norm_cuda_supports, 1e-6);
+    if (c.bias)
+      check_op(ln, {&x, &scale, &bias}, layer_norm_cuda, layer_norm_cuda_supports, 1e-6);
+    else
+      check_op(ln, {&x, &scale}, layer_norm_cuda, layer_norm_cuda_supports, 1e-6);
     Node rn = test::node(OpType::RMSNormalization);
     rn.attrs.set("axis", c.axis);
     rn.attrs.set("epsilon", 1e-5);

@@ -17,10 +17,9 @@ using namespace ember;
 using namespace ember::cuda;
 
 TEST_CASE("gemm_fill_c on the emulated device: MatMul and Gemm cases match the references") {
-  check_gemm_reference_cases([](const float* c, float* d, int64_t rows, int64_t cols,
-                                int64_t c_rs, int64_t c_cs, float scale) {
-    gemm_fill_c(c, d, rows, cols, c_rs, c_cs, scale, nullptr);
-  });
+  check_gemm_reference_cases(
+      [](const float* c, float* d, int64_t rows, int64_t cols, int64_t c_rs, int64_t c_cs,
+         float scale) { gemm_fill_c(c, d, rows, cols, c_rs, c_cs, scale, nullptr); });
 }
 
 TEST_CASE("gemm_round_16 on the emulated device rounds like f32_to_f16 / f32_to_bf16") {
@@ -28,13 +27,25 @@ TEST_CASE("gemm_round_16 on the emulated device rounds like f32_to_f16 / f32_to_
   std::uniform_real_distribution<float> d(-70000.0f, 70000.0f);
   const float inf = std::numeric_limits<float>::infinity();
   // Overflow, subnormals, signed zeros, ties to even in both formats.
-  const float special[] = {0.0f, -0.0f, inf, -inf, NAN, 65504.0f, 65520.0f, -65536.0f,
-                           1e-8f, -3e-6f, 1e-40f, 1.0f + 0x1p-11f, 1.0f + 0x3p-11f,
-                           1.0f + 0x1p-8f, 3.0e38f};
+  const float special[] = {0.0f,
+                           -0.0f,
+                           inf,
+                           -inf,
+                           NAN,
+                           65504.0f,
+                           65520.0f,
+                           -65536.0f,
+                           1e-8f,
+                           -3e-6f,
+                           1e-40f,
+                           1.0f + 0x1p-11f,
+                           1.0f + 0x3p-11f,
+                           1.0f + 0x1p-8f,
+                           3.0e38f};
   constexpr uint16_t kGuard = 0xabcd;
   for (bool bf16 : {false, true})
     for (int64_t n : {1, 3, 4, 7, 33, 769, 1030})
-      for (int x_off : {0, 1})        // floats: 1 leaves x unaligned for float4s
+      for (int x_off : {0, 1})         // floats: 1 leaves x unaligned for float4s
         for (int y_off : {0, 1, 4}) {  // 16-bit values: 1 leaves y unaligned, 4 is 8 bytes
           CAPTURE(bf16);
           CAPTURE(n);

@@ -40,9 +40,12 @@ TEST_CASE("movement on the emulated device: Transpose") {
   };
   // [7, 769] and [33, 65]: the tiled kernel with part tiles; [2, 3, 20, 18] swapping the outer
   // dims: strided, rows widened to 16-byte units; the rest strided with odd dims.
-  const Case cases[] = {{{7, 769}, {1, 0}},           {{33, 65}, {1, 0}},
-                        {{2, 3, 4, 5}, {0, 2, 1, 3}}, {{3, 17, 19}, {2, 1, 0}},
-                        {{2, 3, 20, 18}, {1, 0, 2, 3}}, {{4, 1, 7, 1, 9}, {4, 2, 0, 3, 1}}};
+  const Case cases[] = {{{7, 769}, {1, 0}},
+                        {{33, 65}, {1, 0}},
+                        {{2, 3, 4, 5}, {0, 2, 1, 3}},
+                        {{3, 17, 19}, {2, 1, 0}},
+                        {{2, 3, 20, 18}, {1, 0, 2, 3}},
+                        {{4, 1, 7, 1, 9}, {4, 2, 0, 3, 1}}};
   uint32_t seed = 1;
   for (const Case& c : cases)
     for (DType t : kDtypes) {
@@ -157,8 +160,10 @@ TEST_CASE("movement on the emulated device: Pad, Trilu") {
     Shape shape;
     Ints pads;
   };
-  const PadCase pads[] = {{{3, 4, 5}, {0, 1, 0, 0, 2, 0}}, {{7, 9}, {2, -3, 1, 4}},
-                          {{1, 1030}, {1, 0, 0, 3}}, {{0, 3}, {1, 1, 1, 1}}};
+  const PadCase pads[] = {{{3, 4, 5}, {0, 1, 0, 0, 2, 0}},
+                          {{7, 9}, {2, -3, 1, 4}},
+                          {{1, 1030}, {1, 0, 0, 3}},
+                          {{0, 3}, {1, 1, 1, 1}}};
   uint32_t seed = 300;
   for (const PadCase& c : pads)
     for (DType t : kDtypes) {

@@ -37,10 +37,12 @@ Batch make_batch(int64_t blocks, int64_t bs) {
   int64_t next = 0;
   auto take = [&] { return (int32_t)((next++ * 7) % blocks); };
   for (int s = 0; s < 3; s++)
-    for (int64_t j = 0; j < (b.seq_lens[s] + bs - 1) / bs; j++) b.tables[s * b.max_blocks + j] = take();
+    for (int64_t j = 0; j < (b.seq_lens[s] + bs - 1) / bs; j++)
+      b.tables[s * b.max_blocks + j] = take();
   for (int s = 0; s < 3; s++)
     for (int32_t t = b.query_start[s]; t < b.query_start[s + 1]; t++) {
-      const int64_t pos = b.seq_lens[s] - (b.query_start[s + 1] - b.query_start[s]) + (t - b.query_start[s]);
+      const int64_t pos =
+          b.seq_lens[s] - (b.query_start[s + 1] - b.query_start[s]) + (t - b.query_start[s]);
       b.slots.push_back(b.tables[s * b.max_blocks + pos / bs] * bs + pos % bs);
     }
   b.slots.push_back(-1);  // the padding token writes nothing
@@ -73,7 +75,8 @@ void check_case(int64_t heads, int64_t kv_heads, int64_t dim, bool f16) {
   Tensor q = random(DType::F32, {tokens, heads * dim}, gen);
   Tensor k = random(DType::F32, {tokens, kv_heads * dim}, gen);
   Tensor v = random(DType::F32, {tokens, kv_heads * dim}, gen);
-  Tensor kc = random(cdt, {blocks, bs, kv_heads, dim}, gen), vc = random(cdt, {blocks, bs, kv_heads, dim}, gen);
+  Tensor kc = random(cdt, {blocks, bs, kv_heads, dim}, gen),
+         vc = random(cdt, {blocks, bs, kv_heads, dim}, gen);
   Tensor slots = Tensor::borrow(DType::I64, {tokens}, b.slots.data());
   Tensor starts = Tensor::borrow(DType::I32, {4}, b.query_start.data());
   Tensor lens = Tensor::borrow(DType::I32, {3}, b.seq_lens.data());

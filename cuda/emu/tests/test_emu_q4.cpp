@@ -17,7 +17,9 @@ using namespace ember::cuda;
 
 namespace {
 
-float round16(float v, bool bf16) { return bf16 ? bf16_to_f32(f32_to_bf16(v)) : f16_to_f32(f32_to_f16(v)); }
+float round16(float v, bool bf16) {
+  return bf16 ? bf16_to_f32(f32_to_bf16(v)) : f16_to_f32(f32_to_f16(v));
+}
 
 double act_ref(double v, int act) {
   switch (act) {
@@ -54,8 +56,9 @@ double run_q4(const Run& r, std::mt19937& gen, Q4Launch* used) {
   }
   std::vector<float> partial(plan.splits > 1 ? plan.splits * r.m * r.n : 0);
   q4_gemm(a.data(), plan.small ? nullptr : frag.data(), pc.ptr<int32_t>(), ps.ptr<uint16_t>(),
-          po.ptr<uint16_t>(), r.bias ? bias.data() : nullptr, y.data(), partial.empty() ? nullptr : partial.data(),
-          r.m, r.n, r.k, r.group, r.act, r.bf16, plan, nullptr);
+          po.ptr<uint16_t>(), r.bias ? bias.data() : nullptr, y.data(),
+          partial.empty() ? nullptr : partial.data(), r.m, r.n, r.k, r.group, r.act, r.bf16, plan,
+          nullptr);
 
   const int64_t nb = (r.k + 31) / 32, ng = (r.k + r.group - 1) / r.group;
   double worst = 0;
@@ -64,8 +67,10 @@ double run_q4(const Run& r, std::mt19937& gen, Q4Launch* used) {
       double sum = 0, mag = 0;
       for (int64_t kk = 0; kk < r.k; kk++) {
         const int64_t i = col * ng + kk / r.group;
-        const float s = round16(param_f16(c.scales, i), r.bf16), o = round16(param_f16(c.offsets, i), r.bf16);
-        const float w = round16(std::fma((float)q4_code(c.codes.data(), nb, col, kk), s, o), r.bf16);
+        const float s = round16(param_f16(c.scales, i), r.bf16),
+                    o = round16(param_f16(c.offsets, i), r.bf16);
+        const float w =
+            round16(std::fma((float)q4_code(c.codes.data(), nb, col, kk), s, o), r.bf16);
         const double p = (double)round16(a[row * r.k + kk], r.bf16) * w;
         sum += p;
         mag += std::fabs(p);
@@ -107,9 +112,9 @@ TEST_CASE("q4_gemm on the emulated device equals the reference") {
       {3, 130, 256, 64, true},
       {16, 64, 130, 128, false, false, true, 2},
       {17, 65, 192, 64, true, false, false, 3},
-      {5, 64, 1024, 128},              // 16 stages: K splits
+      {5, 64, 1024, 128},  // 16 stages: K splits
       {2, 64, 1000, 32, true, false, true, 0},
-      {7, 64, 512, 64, false, true},   // deterministic: small kernel, fixed splits
+      {7, 64, 512, 64, false, true},            // deterministic: small kernel, fixed splits
       {70, 70, 96, 32, false, false, true, 1},  // large plan
       {130, 64, 200, 64, true},
   };
@@ -135,7 +140,9 @@ TEST_CASE("q4_gemm's stream kernel on the emulated device equals the reference")
 TEST_CASE("q4_dequantize on the emulated device gives the mma kernels' 16-bit weights") {
   // W16 = T(code * scale + offset) rounded once (the hfma), params as T: fp16, or bf16 from fp16.
   std::mt19937 gen(13);
-  struct Dims { int64_t n, k, group; };
+  struct Dims {
+    int64_t n, k, group;
+  };
   for (Dims d : {Dims{70, 100, 32}, Dims{64, 256, 128}, Dims{130, 769, 64}})
     for (bool bf16 : {false, true}) {
       CAPTURE(d.n);
@@ -153,7 +160,8 @@ TEST_CASE("q4_dequantize on the emulated device gives the mma kernels' 16-bit we
       for (int64_t r = 0; r < d.n; r++)
         for (int64_t col = 0; col < d.k; col++) {
           const int64_t i = r * ng + col / d.group;
-          const double s = round16(param_f16(c.scales, i), bf16), o = round16(param_f16(c.offsets, i), bf16);
+          const double s = round16(param_f16(c.scales, i), bf16),
+                       o = round16(param_f16(c.offsets, i), bf16);
           const double exact = q4_code(c.codes.data(), nb, r, col) * s + o;
           const uint16_t want = bf16 ? f32_to_bf16((float)exact) : f32_to_f16((float)exact);
           bad += w16[r * d.k + col] != want;

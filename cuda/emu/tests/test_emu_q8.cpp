@@ -21,8 +21,10 @@ using namespace ember::cuda;
 namespace {
 
 Q8Act act_of(const std::string& a) {
-  return a == "relu" ? Q8Act::Relu : a == "gelu" ? Q8Act::Gelu
-                                   : a == "gelu_tanh" ? Q8Act::GeluTanh : Q8Act::None;
+  return a == "relu"        ? Q8Act::Relu
+         : a == "gelu"      ? Q8Act::Gelu
+         : a == "gelu_tanh" ? Q8Act::GeluTanh
+                            : Q8Act::None;
 }
 
 // qmatmul_cuda's launches on the emulated device: Y [m, n]. `small`: q8_gemm_small, else the
@@ -51,8 +53,8 @@ std::vector<float> run_device(const Q8Run& r, const Q8Case& c, bool small) {
     e.row_scale = row_scale.data();
   } else {
     if (mode == Q8Mode::Static)
-      q8_params_static(&a_scale, r.zp_signed ? (const void*)&zp_s : (const void*)&zp_u,
-                       r.zp_signed, &params, nullptr);
+      q8_params_static(&a_scale, r.zp_signed ? (const void*)&zp_s : (const void*)&zp_u, r.zp_signed,
+                       &params, nullptr);
     else
       q8_params_tensor_u8(r.a.data(), r.m * r.k, partial.data(), &params, nullptr);
     q8_quantize_static(r.a.data(), codes, &params, r.m, r.k, l.k_pad, nullptr);
@@ -102,8 +104,10 @@ TEST_CASE("q8_gemm on the emulated device equals the QMatMul reference") {
         CAPTURE(small);
         std::vector<float> y = run_device(r, c, small);
         const Tensor got = Tensor::borrow(DType::F32, {m, n}, y.data());
-        if (exact) check_same(r.y, got);
-        else check_near(r.y, got, 1e-6);
+        if (exact)
+          check_same(r.y, got);
+        else
+          check_near(r.y, got, 1e-6);
       }
     }
 }

@@ -68,7 +68,8 @@ void check_matmul(int64_t m, int64_t n, int64_t k, const char* act, bool bias, i
   std::normal_distribution<float> dist(0.0f, 2.0f);
   for (int64_t i = 0; i < a.numel(); i++) a.ptr<float>()[i] = dist(gen);
   if (m > 1) {
-    for (int64_t j = 0; j < std::min<int64_t>(k, 32); j++) a.ptr<float>()[k + j] = 0.0f;  // a zero block
+    for (int64_t j = 0; j < std::min<int64_t>(k, 32); j++)
+      a.ptr<float>()[k + j] = 0.0f;        // a zero block
     a.ptr<float>()[m * k - 1] = INFINITY;  // the last row's last block: NaN outputs
   }
   Tensor b = Tensor::empty(DType::F32, {n});
@@ -83,8 +84,9 @@ void check_matmul(int64_t m, int64_t n, int64_t k, const char* act, bool bias, i
   std::vector<float> y(m * n, 12345.0f), d(m * nb);
   std::vector<int16_t> q(m * nb * 32);
   const int code = std::string(act) == "relu" ? 1 : std::string(act) == "gelu" ? 2 : 0;
-  q8_0_matmul(a.ptr<float>(), w.codes.ptr<int8_t>(), w.scales.ptr<float>(), bias ? b.ptr<float>() : nullptr,
-              y.data(), q.data(), d.data(), m, n, k, code, nullptr);
+  q8_0_matmul(a.ptr<float>(), w.codes.ptr<int8_t>(), w.scales.ptr<float>(),
+              bias ? b.ptr<float>() : nullptr, y.data(), q.data(), d.data(), m, n, k, code,
+              nullptr);
   CHECK(max_ulps(want, y) <= ulps);
 }
 
@@ -92,7 +94,7 @@ void check_matmul(int64_t m, int64_t n, int64_t k, const char* act, bool bias, i
 
 TEST_CASE("Q8MatMul on the emulated device equals the reference bit for bit") {
   check_matmul(1, 7, 576, "none", false, 0);
-  check_matmul(3, 70, 100, "none", true, 0);   // K past a block, a zero and a non-finite block
+  check_matmul(3, 70, 100, "none", true, 0);  // K past a block, a zero and a non-finite block
   check_matmul(2, 33, 64, "relu", true, 0);
   check_matmul(2, 9, 40, "gelu", false, 1);
 }
