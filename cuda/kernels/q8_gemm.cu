@@ -140,6 +140,16 @@ __global__ void quantize_token(const float* __restrict__ a,     // [m, k]
   }
 }
 
+__global__ void pad_codes(const int8_t* __restrict__ src,  // [m, k]
+                          int8_t* __restrict__ dst,        // [m, k_pad]
+                          int64_t m, int64_t k, int64_t k_pad) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < m * k_pad;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t row = i / k_pad, c = i - row * k_pad;
+    dst[i] = c < k ? src[row * k + c] : 0;
+  }
+}
+
 __global__ void quantize_static(const float* __restrict__ a,       // [m, k]
                                 int8_t* __restrict__ codes,        // [m, k_pad]
                                 const Q8Params* __restrict__ params,  // [1]
@@ -292,6 +302,13 @@ void q8_quantize_token(const float* a, int8_t* codes, float* row_scale, int64_t 
   if (m == 0) return;
   EMBER_LAUNCH(quantize_token, (unsigned)m, kThreads, 0, static_cast<cudaStream_t>(stream))(
       a, codes, row_scale, k, k_pad);
+}
+
+void q8_pad_codes(const int8_t* src, int8_t* dst, int64_t m, int64_t k, int64_t k_pad,
+                  void* stream) {
+  if (m * k_pad == 0) return;
+  EMBER_LAUNCH(pad_codes, grid_for(m * k_pad), kThreads, 0, static_cast<cudaStream_t>(stream))(
+      src, dst, m, k, k_pad);
 }
 
 void q8_quantize_static(const float* a, int8_t* codes, const Q8Params* params, int64_t m,

@@ -41,6 +41,10 @@ void q8_quantize_token(const float* a,   // [m, k]
                        int8_t* codes,    // [m, k_pad]
                        float* row_scale, // [m]
                        int64_t m, int64_t k, int64_t k_pad, void* stream);
+// Rows mode (codes made ahead, by AddNorm): codes [m, k] copied into [m, k_pad], zero past k.
+void q8_pad_codes(const int8_t* src,  // [m, k]
+                  int8_t* dst,        // [m, k_pad]
+                  int64_t m, int64_t k, int64_t k_pad, void* stream);
 // Static / tensor_u8 modes: c = clamp(rint(a / s) + zp, qmin, qmax) - off.
 void q8_quantize_static(const float* a,           // [m, k]
                         int8_t* codes,            // [m, k_pad]

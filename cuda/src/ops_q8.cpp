@@ -1,5 +1,5 @@
 // QMatMul (W8A8, cpp/src/ops/ops_qmatmul.cpp) on CUDA: activations quantized on the device in
-// every a_mode (token, static, tensor_u8), the weight repacked at load (q8_prepare), int32 sums
+// every a_mode (token, static, tensor_u8; in rows mode AddNorm made the codes and scales), the weight repacked at load (q8_prepare), int32 sums
 // from cuBLASLt's int8 GEMM (m > kQ8SmallM) or from q8_gemm_small (decode sizes; also where
 // cuBLASLt has no int8 algorithm), then the reference's float epilogue. The sums are exact, so
 // outputs match the CPU bit for bit but for the gelu activations (double maths on each side).
@@ -36,6 +36,9 @@ bool qmatmul_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
   std::string act = ctx.node.attrs.get_string("activation", "none");
   if (act != "none" && act != "relu" && act != "gelu" && act != "gelu_tanh") return false;
   // int32 sums are exact whatever DeviceOptions says: precision and determinism hold as asked.
+  if (q8_mode(ctx.node) == Q8Mode::Rows)  // int8 codes and their row scales, made ahead
+    return ctx.in[0].dtype == DType::I8 && !ctx.in[0].shape.empty() && ctx.has(4) &&
+           ctx.in[4].dtype == DType::F32;
   return ctx.in[0].dtype == DType::F32 && !ctx.in[0].shape.empty();
 }
 
@@ -78,7 +81,14 @@ void qmatmul_cuda(const KernelCtx& ctx) {
   e.w_scale = ctx.input(2).ptr<const float>();
   e.bias = ctx.has_input(3) ? ctx.input(3).ptr<const float>() : nullptr;
   e.act = q8_act(ctx.node);
-  if (mode == Q8Mode::Token) {
+  if (mode == Q8Mode::Rows) {
+    // Codes [m, k] as AddNorm wrote them: in place where rows are already k_pad long.
+    if (k == l.k_pad)
+      codes = const_cast<int8_t*>(a.ptr<const int8_t>());  // only read from here on
+    else
+      q8_pad_codes(a.ptr<const int8_t>(), codes, m, k, l.k_pad, s);
+    e.row_scale = ctx.input(4).ptr<const float>();
+  } else if (mode == Q8Mode::Token) {
     auto* row_scale = reinterpret_cast<float*>(base + work.row_scale);
     q8_quantize_token(a.ptr<const float>(), codes, row_scale, m, k, l.k_pad, s);
     e.row_scale = row_scale;

@@ -48,6 +48,7 @@ Q8Mode q8_mode(const Node& node) {
   std::string m = node.attrs.get_string("a_mode", "token");
   if (m == "static") return Q8Mode::Static;
   if (m == "tensor_u8") return Q8Mode::TensorU8;
+  if (m == "rows") return Q8Mode::Rows;
   return Q8Mode::Token;
 }
 
@@ -60,7 +61,7 @@ Q8Work q8_work(int64_t m, const Q8Layout& l, Q8Mode mode, int64_t partial_floats
   };
   w.codes = take(m * l.k_pad);
   if (mode == Q8Mode::Token) w.row_scale = take(4 * m);
-  else w.params = take(64);  // a Q8Params (24 bytes)
+  else if (mode != Q8Mode::Rows) w.params = take(64);  // a Q8Params (24 bytes)
   if (mode == Q8Mode::TensorU8) w.partial = take(4 * partial_floats);
   if (acc) w.acc = take(4 * m * l.n_pad);
   return w;

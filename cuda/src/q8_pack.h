@@ -29,8 +29,9 @@ inline Q8Layout q8_layout(int64_t n, int64_t k) {
   return {n, k, q8_round_up(n, kQ8Pad), q8_round_up(k, kQ8Pad)};
 }
 
-// How each row's activation scale is found (attr a_mode).
-enum class Q8Mode { Token, Static, TensorU8 };
+// How each row's activation scale is found (attr a_mode); Rows: codes and scales come as
+// inputs 0 and 4 (AddNorm's quantized outputs).
+enum class Q8Mode { Token, Static, TensorU8, Rows };
 Q8Mode q8_mode(const Node& node);
 
 // m at or below which q8_gemm_small runs (reads the weight once, fused epilogue: decode is

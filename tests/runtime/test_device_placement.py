@@ -386,3 +386,42 @@ def test_quantized_engine_on_a_device_repacks_its_weights(rng, scheme):
     assert ({"QMatMul"} if scheme == "int8" else {"Q4MatMul"}) <= ops
     assert stats(name)["prepared"] - before >= 3
     np.testing.assert_array_equal(got, want)
+
+
+def test_int8_qkv_read_the_norms_quantized_rows(rng):
+    """fuse_norm_quant (device sessions): an AddNorm read by int8 QMatMuls (a BERT block's Q, K
+    and V) also writes Y's per-token codes and scales, and the QMatMuls read them (a_mode
+    "rows", no quantization of their own): the CPU engine's results exactly, with Y still read
+    as floats by the residual Add."""
+    from ember.quantize import QuantConfig
+    name = "fake-norm-quant"
+    _core.register_fake_device(name, _core.op_names(fused=True))
+    d = 64
+    inits = {"g": (1 + 0.1 * rng.standard_normal(d)).astype(np.float32),
+             "b": (0.1 * rng.standard_normal(d)).astype(np.float32)}
+    nodes = [helper.make_node("Add", ["x", "r"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1, name="ln")]
+    for w in ("wq", "wk", "wv"):
+        inits[w] = (rng.standard_normal((d, d)) / 8).astype(np.float32)
+        nodes.append(helper.make_node("MatMul", ["y", w], [w + "_out"], name=w))
+    nodes.append(helper.make_node("Add", ["y", "wv_out"], ["res"]))
+    g = helper.make_graph(nodes, "qkv", [helper.make_tensor_value_info(v, TensorProto.FLOAT, ["n", d])
+                                         for v in ("x", "r")],
+                          [helper.make_tensor_value_info(v, TensorProto.FLOAT, None)
+                           for v in ("wq_out", "wk_out", "res")],
+                          initializer=[numpy_helper.from_array(a, k) for k, a in inits.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    config = QuantConfig(scheme="int8", quantize_first_last=True, min_weight_elements=0)
+    feeds = {v: rng.standard_normal((7, d)).astype(np.float32) for v in ("x", "r")}
+    with ember.Engine(model, quantize=config) as cpu:
+        want = cpu.run(feeds)
+    with ember.Engine(model, quantize=config, device=name) as eng:
+        got = eng.run(feeds)
+        nodes = eng.plan_info(feeds)["nodes"]
+        assert eng.device_fallbacks == []
+    q = [n for n in nodes if n[1] == "QMatMul"]
+    assert len(q) == 3 and any(n[1] == "AddNorm" for n in nodes)
+    # int8 codes in: the CPU registry has no fast kernel for them, so the reference runs.
+    assert all(n[2] == "reference" for n in q), q
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])

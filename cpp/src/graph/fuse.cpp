@@ -502,6 +502,7 @@ int fuse_graph(Graph& graph, const FuseOptions& options) {
     n += fuse_conv_packed(graph, options.conv_gathers);
   n += fuse_attention_heads(graph);  // needs fuse_attention's nodes in place
   if (options.fuse_add_norm) n += fuse_add_norm(graph);  // after the norms written out fused
+  if (options.fuse_add_norm) n += fuse_norm_quant(graph);  // the AddNorms just made
   // Last: what the other passes leave of elementwise runs (CPU only: no device kernel).
   if (options.pack_cpu_weights) n += fuse_elementwise_chain(graph);
   if (n) eliminate_dead_nodes(graph);

@@ -48,6 +48,10 @@ int fuse_rms_norm(Graph& graph);
 // RMSNormalization (axis -1, constant scale) -> AddNorm(a, b, scale[, bias]) (ops_add_norm.cpp)
 // in the Add's place; its output 1 is the sum where anything else reads it. In graph/fuse_add_norm.cpp.
 int fuse_add_norm(Graph& graph);
+// Device sessions, after fuse_add_norm: an AddNorm whose Y QMatMuls of a_mode "token" read
+// also writes Y's per-token int8 codes and scales, and those QMatMuls read them (a_mode "rows"):
+// one quantization of the rows for all of them. In graph/fuse_norm_quant.cpp.
+int fuse_norm_quant(Graph& graph);
 // Runs of elementwise nodes, each the single reader of the one before -> ElementwiseChain
 // (ops_chain.cpp; CPU sessions). In graph/fuse_chain.cpp.
 int fuse_elementwise_chain(Graph& graph);

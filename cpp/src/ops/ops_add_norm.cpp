@@ -2,6 +2,8 @@
 // from Add(x, r) -> LayerNormalization(., scale[, bias]) | RMSNormalization(., scale):
 //   y = norm(x + r)   (output 0)
 //   s = x + r         (output 1, optional: wired where the sum has other readers)
+//   codes, scales     (outputs 2 and 3, optional, together: y's per-token int8 quantization,
+//                      ops/quantize_rows.h, for QMatMuls of a_mode "rows"; fuse_norm_quant)
 // attrs: kind "layer" | "rms", axis (-1 only), epsilon. Bias only with kind "layer". r broadcasts
 // onto x like Add's operands (the pass fuses only where it sees no broadcast; fast kernels take
 // equal shapes). The op is its decomposition: the reference runs the Add reference, then the
@@ -10,6 +12,7 @@
 #include <string>
 
 #include "ops/op_util.h"
+#include "ops/quantize_rows.h"
 #include "runtime/registry.h"
 
 namespace ember {
@@ -63,7 +66,19 @@ std::vector<TensorType> infer_add_norm(const InferCtx& ctx) {
   InferCtx nctx{n, nin, {}, ctx.error_kind};
   TensorType y = op_def(n.op).infer(nctx).at(0);
   if (node.outputs.size() < 2) return {y};
-  return {y, s};
+  if (node.outputs.size() == 3) ctx.fail("outputs 2 and 3 (codes and scales) come together");
+  if (node.outputs.size() < 3) return {y, s};
+  if (y.dtype != DType::F32 || y.shape.empty()) ctx.fail("quantized outputs need a float32 Y");
+  return {y, s, {DType::I8, y.shape}, {DType::F32, Shape(y.shape.begin(), y.shape.end() - 1)}};
+}
+
+// Outputs 2 and 3 where wired: Y's rows quantized as QMatMul's token mode does.
+void quantize_outputs(const KernelCtx& ctx) {
+  if (!ctx.has_output(2) || !ctx.has_output(3)) return;
+  const Tensor& y = ctx.output(0);
+  const int64_t k = y.dim(-1), rows = k ? y.numel() / k : 0;
+  quantize_rows_token(y.ptr<float>(), rows, k, ctx.output(2).ptr<int8_t>(),
+                      ctx.output(3).ptr<float>());
 }
 
 // Runs Add then the norm with the kernels `pick` chooses for them; the sum goes to output 1,
@@ -97,6 +112,7 @@ void ref_add_norm(const KernelCtx& ctx) {
   run_parts(ctx, [](const KernelCtx& part, std::vector<TensorType>) {
     return op_def(part.node.op).reference;
   });
+  quantize_outputs(ctx);
 }
 
 }  // namespace
@@ -108,10 +124,11 @@ void add_norm_cpu(const KernelCtx& ctx) {
     const KernelEntry* e = cpu_kernel_find(ictx, cpu_isa());
     return e ? e->fn : op_def(part.node.op).reference;
   });
+  quantize_outputs(ctx);
 }
 
 static const OpDef kOps[] = {
-    {OpType::AddNorm, "AddNorm", 3, 4, 1, 2, kOpFused,
+    {OpType::AddNorm, "AddNorm", 3, 4, 1, 4, kOpFused,
      {{"kind", AttrKind::String, true}, {"axis", AttrKind::Int}, {"epsilon", AttrKind::Float}},
      infer_add_norm, ref_add_norm},
 };

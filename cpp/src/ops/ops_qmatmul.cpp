@@ -6,12 +6,14 @@
 //  Wp[p, kk, j, t] = Wq[2 kk + t, 16 p + j] (zero past K and N), Wq already minus its zero point;
 //  w_scale f32 [N]; bias f32 [N] (optional); a_scale f32 [] or [1] and a_zero_point uint8 | int8
 //  [] or [1] (optional, default uint8 0): both only in static mode. attrs n = N, activation
-//  "none" | "relu" | "gelu" | "gelu_tanh", a_mode "token" | "static" | "tensor_u8".
+//  "none" | "relu" | "gelu" | "gelu_tanh", a_mode "token" | "static" | "tensor_u8" | "rows".
 //  Each row m of A becomes int16 codes a16 with a scale s_m:
 //   token: s_m = max(max_k |A[m, k]| / 127, FLT_MIN), a16 = clamp(nearbyint(A / s_m), -127, 127);
 //   static: ONNX QuantizeLinear, q = clamp(nearbyint(A / s) + zp, zp type's range), a16 = q - zp;
 //   tensor_u8: ONNX DynamicQuantizeLinear over the whole A (its s and zp), then as static (so a
-//   row depends on the batch; the other modes are batch invariant).
+//   row depends on the batch; the other modes are batch invariant);
+//   rows: A is already the token mode's int8 codes [..., K] and input 4 its scales f32 [...]
+//   (AddNorm's quantized outputs, graph/fuse_norm_quant.cpp): the same sums as token mode.
 //  Division, not a reciprocal; rounding half to even; NaN ignored by max / min and clamped to
 //  the low bound. acc[m, n] = sum_k a16[m, k] * Wq[k, n] exactly in int32; then
 //  y = ((float)acc * s_m) * w_scale[n] (two roundings), y + bias[n], and the activation in
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "ops/op_util.h"
+#include "ops/quantize_rows.h"
 
 namespace ember {
 namespace {
@@ -28,12 +31,13 @@ namespace {
 constexpr int64_t kPanel = 16;
 constexpr int64_t kMaxK = 65536;  // 65536 * 255 * 128 < 2^31: the int32 sums cannot overflow
 
-enum class AMode { Token, Static, TensorU8 };
+enum class AMode { Token, Static, TensorU8, Rows };
 
 AMode qmatmul_mode(const Node& node) {
   std::string m = node.attrs.get_string("a_mode", "token");
   if (m == "static") return AMode::Static;
   if (m == "tensor_u8") return AMode::TensorU8;
+  if (m == "rows") return AMode::Rows;
   return AMode::Token;
 }
 
@@ -46,9 +50,12 @@ std::vector<TensorType> infer_qmatmul(const InferCtx& ctx) {
   int64_t n = at.get_int("n", -1);
   fused_activation(&ctx, ctx.node);
   std::string mode = at.get_string("a_mode", "token");
-  if (mode != "token" && mode != "static" && mode != "tensor_u8")
-    ctx.fail("a_mode must be 'token', 'static' or 'tensor_u8', got '", mode, "'");
-  if (a.dtype != DType::F32) ctx.fail("A must be float32, got ", dtype_name(a.dtype));
+  if (mode != "token" && mode != "static" && mode != "tensor_u8" && mode != "rows")
+    ctx.fail("a_mode must be 'token', 'static', 'tensor_u8' or 'rows', got '", mode, "'");
+  const DType a_type = mode == "rows" ? DType::I8 : DType::F32;
+  if (a.dtype != a_type)
+    ctx.fail("A must be ", dtype_name(a_type), " for a_mode '", mode, "', got ",
+             dtype_name(a.dtype));
   if (a.shape.empty()) ctx.fail("A must have rank >= 1");
   int64_t k = a.shape.back();
   if (k > kMaxK) ctx.fail("K = ", k, " is over ", kMaxK, " (int32 sums could overflow)");
@@ -73,6 +80,11 @@ std::vector<TensorType> infer_qmatmul(const InferCtx& ctx) {
                        !is_scalar(ctx.in[5].shape)))
       ctx.fail("a_zero_point must be a uint8 or int8 scalar, got ", dtype_name(ctx.in[5].dtype),
                " ", shape_str(ctx.in[5].shape));
+  } else if (mode == "rows") {
+    const Shape rows(a.shape.begin(), a.shape.end() - 1);
+    if (!ctx.has(4) || ctx.has(5) || ctx.in[4].dtype != DType::F32 || ctx.in[4].shape != rows)
+      ctx.fail("a_mode 'rows' needs the codes' row scales, float32 ", shape_str(rows),
+               " (input 4), and no a_zero_point");
   } else if (ctx.has(4) || ctx.has(5)) {
     ctx.fail("a_scale / a_zero_point are only for a_mode 'static', not '", mode, "'");
   }
@@ -103,13 +115,21 @@ int32_t quantize_code(float x, float s, int32_t zp, int32_t qmin, int32_t qmax) 
   return (int32_t)r - zp;
 }
 
+// The token mode's scale of a row of k values.
+float token_scale(const float* x, int64_t k) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < k; i++) amax = max_keep(std::fabs(x[i]), amax);
+  return std::max(amax / 127.0f, FLT_MIN);
+}
+
 void ref_qmatmul(const KernelCtx& ctx) {
   const Tensor& a = ctx.input(0);   // [..., K]
   const Tensor& wt = ctx.input(1);  // [ceil(N / 16), ceil(K / 2), 16, 2]
   Tensor& y = ctx.output(0);        // [..., N]
   int64_t k_dim = a.dim(-1), n = ctx.node.attrs.get_int("n", 0), kh = wt.dim(1);
   int64_t rows = shape_prod(a.shape(), 0, a.rank() - 1);
-  const float* ap = a.ptr<float>();
+  const bool rows_mode = qmatmul_mode(ctx.node) == AMode::Rows;
+  const float* ap = rows_mode ? nullptr : a.ptr<float>();  // rows: A holds int8 codes
   const int8_t* wp = wt.ptr<int8_t>();
   const float* w_scale = ctx.input(2).ptr<float>();
   const float* bias = ctx.has_input(3) ? ctx.input(3).ptr<float>() : nullptr;
@@ -141,12 +161,14 @@ void ref_qmatmul(const KernelCtx& ctx) {
   float* yp = y.ptr<float>();
   std::vector<int32_t> a16(k_dim);
   for (int64_t m = 0; m < rows; m++) {
-    const float* x = ap + m * k_dim;
+    const float* x = ap ? ap + m * k_dim : nullptr;
     float sm = s;
-    if (mode == AMode::Token) {
-      float amax = 0.0f;
-      for (int64_t k = 0; k < k_dim; k++) amax = max_keep(std::fabs(x[k]), amax);
-      sm = std::max(amax / 127.0f, FLT_MIN);
+    if (mode == AMode::Rows) {
+      const int8_t* c = a.ptr<int8_t>() + m * k_dim;
+      for (int64_t k = 0; k < k_dim; k++) a16[k] = c[k];
+      sm = ctx.input(4).ptr<float>()[m];
+    } else if (mode == AMode::Token) {
+      sm = token_scale(x, k_dim);
       for (int64_t k = 0; k < k_dim; k++) a16[k] = quantize_code(x[k], sm, 0, -127, 127);
     } else {
       for (int64_t k = 0; k < k_dim; k++) a16[k] = quantize_code(x[k], sm, zp, qmin, qmax);
@@ -170,6 +192,15 @@ const OpDef kOps[] = {
 };
 
 }  // namespace
+
+void quantize_rows_token(const float* a, int64_t rows, int64_t k, int8_t* codes, float* scales) {
+  for (int64_t m = 0; m < rows; m++) {
+    const float* x = a + m * k;
+    const float s = token_scale(x, k);
+    scales[m] = s;
+    for (int64_t i = 0; i < k; i++) codes[m * k + i] = (int8_t)quantize_code(x[i], s, 0, -127, 127);
+  }
+}
 
 std::span<const OpDef> op_defs_qmatmul() { return kOps; }
 
