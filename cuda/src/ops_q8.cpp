@@ -1,7 +1,8 @@
 // QMatMul (W8A8, cpp/src/ops/ops_qmatmul.cpp) on CUDA: activations quantized on the device in
-// every a_mode (token, static, tensor_u8; in rows mode AddNorm made the codes and scales), the weight repacked at load (q8_prepare), int32 sums
-// from cuBLASLt's int8 GEMM (m > kQ8SmallM) or from q8_gemm_small (decode sizes; also where
-// cuBLASLt has no int8 algorithm), then the reference's float epilogue. The sums are exact, so
+// every a_mode (token, static, tensor_u8; in rows mode AddNorm made the codes and scales), the
+// weight repacked at load (q8_prepare), int32 sums from cuBLASLt's int8 GEMM (m > kQ8SmallM) or
+// from q8_gemm_small (decode sizes; also where cuBLASLt has no int8 algorithm), then the
+// reference's float epilogue. The sums are exact, so
 // outputs match the CPU bit for bit but for the gelu activations (double maths on each side).
 #include <optional>
 
