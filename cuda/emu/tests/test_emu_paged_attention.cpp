@@ -61,6 +61,16 @@ Tensor random(DType dt, const Shape& s, std::mt19937& gen) {
   return t;
 }
 
+Node paged_node(int64_t heads, int64_t kv_heads, int64_t dim) {
+  Node node;
+  node.op = OpType::PagedAttention;
+  node.name = "attn";
+  node.attrs.set("num_heads", heads);
+  node.attrs.set("num_kv_heads", kv_heads);
+  node.attrs.set("head_dim", dim);
+  return node;
+}
+
 Tensor clone(const Tensor& t) {
   Tensor c = Tensor::empty(t.dtype(), t.shape());
   std::memcpy(c.data(), t.data(), t.nbytes());
@@ -84,12 +94,7 @@ void check_case(int64_t heads, int64_t kv_heads, int64_t dim, bool f16) {
 
   // The CPU reference on its own copies of the caches.
   Tensor kc_cpu = clone(kc), vc_cpu = clone(vc), want = Tensor::empty(DType::F32, q.shape());
-  Node node;
-  node.op = OpType::PagedAttention;
-  node.name = "attn";
-  node.attrs.set("num_heads", heads);
-  node.attrs.set("num_kv_heads", kv_heads);
-  node.attrs.set("head_dim", dim);
+  const Node node = paged_node(heads, kv_heads, dim);
   std::vector<const Tensor*> ins = {&q, &k, &v, &kc_cpu, &vc_cpu, &slots, &starts, &lens, &tables};
   KernelCtx kctx{node, ins, {&want}};
   op_def(OpType::PagedAttention).reference(kctx);
@@ -142,12 +147,7 @@ TEST_CASE("paged attention adapter: metadata checked on its host copies, and req
   Tensor lens = Tensor::borrow(DType::I32, {3}, b.seq_lens.data());
   Tensor tables = Tensor::borrow(DType::I32, {3, b.max_blocks}, b.tables.data());
   Tensor y = Tensor::empty(DType::F32, q.shape());
-  Node node;
-  node.op = OpType::PagedAttention;
-  node.name = "attn";
-  node.attrs.set("num_heads", heads);
-  node.attrs.set("num_kv_heads", heads);
-  node.attrs.set("head_dim", dim);
+  Node node = paged_node(heads, heads, dim);
   node.inputs = {0, 1, 2, 3, 4, 5, 6, 7, 8};
   node.outputs = {9};
   DeviceOptions opt;
