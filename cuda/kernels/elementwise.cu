@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 namespace ember::cuda {
 namespace {
@@ -53,9 +54,26 @@ __device__ __forceinline__ bool isnan_(float v) { return v != v; }
 // ---- binary ------------------------------------------------------------------------------
 
 // Ops on the compute type; comparisons go through double like the reference (cmp_apply).
-struct OpAdd { template <class T> __device__ T operator()(T a, T b) const { return a + b; } };
-struct OpSub { template <class T> __device__ T operator()(T a, T b) const { return a - b; } };
-struct OpMul { template <class T> __device__ T operator()(T a, T b) const { return a * b; } };
+// Integers wrap as numpy's do (and the CPU reference's, ops_elementwise.cpp): uint64 maths.
+template <class T>
+__device__ __forceinline__ auto wrapping(T v) {
+  if constexpr (std::is_integral_v<T>)
+    return (uint64_t)v;
+  else
+    return v;
+}
+struct OpAdd {
+  template <class T>
+  __device__ T operator()(T a, T b) const { return (T)(wrapping(a) + wrapping(b)); }
+};
+struct OpSub {
+  template <class T>
+  __device__ T operator()(T a, T b) const { return (T)(wrapping(a) - wrapping(b)); }
+};
+struct OpMul {
+  template <class T>
+  __device__ T operator()(T a, T b) const { return (T)(wrapping(a) * wrapping(b)); }
+};
 struct OpDiv { __device__ float operator()(float a, float b) const { return a / b; } };
 struct OpPow { __device__ float operator()(float a, float b) const { return powf(a, b); } };
 struct OpMin {

@@ -2,6 +2,7 @@
 // and the IsNaN/IsInf classifiers. References compute in the input type (f16/bf16 in
 // float). Unary maths, Clip, Where and Cast live in ops_unary.cpp.
 #include <limits>
+#include <type_traits>
 
 #include "ops/op_util.h"
 
@@ -13,12 +14,22 @@ namespace {
 enum class Bin { Add, Sub, Mul, Div, Pow, Min, Max, Equal, Less, Greater, LessOrEqual,
                  GreaterOrEqual, And, Or, Xor };
 
+// Integers wrap on overflow, as numpy's do (in C++ a signed overflow is undefined, and narrow
+// types promote to int): the arithmetic runs on uint64, then back to C's width.
+template <class C>
+inline auto wrapping(C v) {
+  if constexpr (std::is_integral_v<C>)
+    return (uint64_t)v;
+  else
+    return v;
+}
+
 template <class C>
 inline C bin_apply(Bin op, C a, C b) {
   switch (op) {
-    case Bin::Add: return a + b;
-    case Bin::Sub: return a - b;
-    case Bin::Mul: return a * b;
+    case Bin::Add: return (C)(wrapping(a) + wrapping(b));
+    case Bin::Sub: return (C)(wrapping(a) - wrapping(b));
+    case Bin::Mul: return (C)(wrapping(a) * wrapping(b));
     case Bin::Div:
       if constexpr (std::is_integral_v<C>) {
         if (b == 0) fail(ErrorKind::Input, "[Div] integer division by zero");
