@@ -198,7 +198,7 @@ TEST_CASE("x86 avx2 unary maps match the references (odd sizes, random data, spe
       // In place (x == y) gives the same bits.
       std::vector<float> z = x;
       f.fn(z.data(), z.data(), n);
-      CHECK(std::memcmp(z.data(), y.data(), n * 4) == 0);
+      CHECK((n == 0 || std::memcmp(z.data(), y.data(), n * 4) == 0));  // no memcmp of null
     }
     // Every special value at every lane position.
     std::vector<float> sp(std::begin(kSpecials), std::end(kSpecials));
