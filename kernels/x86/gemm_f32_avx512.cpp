@@ -49,15 +49,42 @@ inline void micro(int64_t kc, const float* a, int64_t lda, const float* b, int64
   for (int i = 0; i < R; i++) _mm512_storeu_ps(c + i * ldc, acc[i]);
 }
 
+// The 32-column tiles (micro2, taps2): R rows of C as two zmm halves each.
 template <int R>
-inline void micro2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
-                   int64_t pstride, float* c, int64_t ldc, bool accumulate) {
-  __m512 lo[R], hi[R];
+__attribute__((always_inline)) inline void pair_load(const float* c, int64_t ldc, bool accumulate,
+                                                     __m512 (&lo)[R], __m512 (&hi)[R]) {
 #pragma GCC unroll 12
   for (int i = 0; i < R; i++) {
     lo[i] = accumulate ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
     hi[i] = accumulate ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
   }
+}
+// C rows += A[i, k] x (b0, b1), A's R values at *ap[i].
+template <int R>
+__attribute__((always_inline)) inline void pair_fma(const float* const (&ap)[12], __m512 b0,
+                                                    __m512 b1, __m512 (&lo)[R], __m512 (&hi)[R]) {
+#pragma GCC unroll 12
+  for (int i = 0; i < R; i++) {
+    const __m512 ai = _mm512_set1_ps(*ap[i]);
+    lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
+    hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
+  }
+}
+template <int R>
+__attribute__((always_inline)) inline void pair_store(float* c, int64_t ldc, const __m512 (&lo)[R],
+                                                      const __m512 (&hi)[R]) {
+#pragma GCC unroll 12
+  for (int i = 0; i < R; i++) {
+    _mm512_storeu_ps(c + i * ldc, lo[i]);
+    _mm512_storeu_ps(c + i * ldc + 16, hi[i]);
+  }
+}
+
+template <int R>
+inline void micro2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+                   int64_t pstride, float* c, int64_t ldc, bool accumulate) {
+  __m512 lo[R], hi[R];
+  pair_load<R>(c, ldc, accumulate, lo, hi);
   const float* p0 = a;
   const float* p8 = a + 8 * lda;
   const int64_t l3 = 3 * lda, l5 = 5 * lda, l7 = 7 * lda;
@@ -65,21 +92,12 @@ inline void micro2(int64_t kc, const float* a, int64_t lda, const float* b, int6
     const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + pstride);
     const float* ap[12];
     a_rows(p0, p8, lda, l3, l5, l7, ap);
-#pragma GCC unroll 12
-    for (int i = 0; i < R; i++) {
-      const __m512 ai = _mm512_set1_ps(*ap[i]);
-      lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
-      hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
-    }
+    pair_fma<R>(ap, b0, b1, lo, hi);
     b += ldb;
     p0++;
     p8++;
   }
-#pragma GCC unroll 12
-  for (int i = 0; i < R; i++) {
-    _mm512_storeu_ps(c + i * ldc, lo[i]);
-    _mm512_storeu_ps(c + i * ldc + 16, hi[i]);
-  }
+  pair_store<R>(c, ldc, lo, hi);
 }
 
 // micro2 with A[i, k] = a[off[k] + i * as] (GemmMicro::taps2).
@@ -88,11 +106,7 @@ inline void taps2(int64_t kc, const float* a, int64_t as, const int32_t* off, co
                   int64_t ldb, int64_t pstride, float* c, int64_t ldc, bool accumulate,
                   const float* pf, int64_t pf_lines) {
   __m512 lo[R], hi[R];
-#pragma GCC unroll 12
-  for (int i = 0; i < R; i++) {
-    lo[i] = accumulate ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
-    hi[i] = accumulate ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
-  }
+  pair_load<R>(c, ldc, accumulate, lo, hi);
   const int64_t l3 = 3 * as, l5 = 5 * as, l7 = 7 * as;
   for (int64_t k = 0; k < kc; k++) {
     const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + pstride);
@@ -101,19 +115,10 @@ inline void taps2(int64_t kc, const float* a, int64_t as, const int32_t* off, co
     const float* p0 = a + off[k];
     const float* ap[12];
     a_rows(p0, p0 + 8 * as, as, l3, l5, l7, ap);
-#pragma GCC unroll 12
-    for (int i = 0; i < R; i++) {
-      const __m512 ai = _mm512_set1_ps(*ap[i]);
-      lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
-      hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
-    }
+    pair_fma<R>(ap, b0, b1, lo, hi);
     b += ldb;
   }
-#pragma GCC unroll 12
-  for (int i = 0; i < R; i++) {
-    _mm512_storeu_ps(c + i * ldc, lo[i]);
-    _mm512_storeu_ps(c + i * ldc + 16, hi[i]);
-  }
+  pair_store<R>(c, ldc, lo, hi);
 }
 
 }  // namespace

@@ -22,12 +22,9 @@
 
 namespace ember::test::i8 {
 
+// test::random_f32 with the wider default range the int8 tests use.
 inline Tensor random_f32(const Shape& s, uint32_t seed, float lo = -3.0f, float hi = 3.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  Tensor t = Tensor::empty(DType::F32, s);
-  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = u(rng);
-  return t;
+  return test::random_f32(s, seed, lo, hi);
 }
 
 // Wq [K, N] over the whole int8 range.

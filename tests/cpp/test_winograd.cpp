@@ -30,16 +30,9 @@ using ember::test::check_close;
 using ember::test::same_bits;
 using ember::test::error_of;
 using ember::test::op_run;
+using ember::test::random_f32;
 
 namespace {
-
-Tensor random_f32(const Shape& s, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  Tensor t = Tensor::empty(DType::F32, s);
-  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = u(rng);
-  return t;
-}
 
 // U [16, M, C] for w [M, C, 3, 3].
 Tensor winograd_u(const Tensor& w) {
