@@ -28,10 +28,17 @@ inline AddNormLaunch add_norm_launch(int64_t cols) {
   return {1024, false, false};
 }
 
+// Y's rows quantized per token (fuse_norm_quant) as QMatMul's token mode quantizes them:
+// scales[row] = max(max |y| / 127, FLT_MIN), codes = clamp(rint(y / scale), -127, 127).
+struct AddNormCodes {
+  int8_t* codes = nullptr;  // [rows, cols]; nullptr: not wanted
+  float* scales = nullptr;  // [rows]
+};
+
 // s = x + r; y = (s - mean) / sqrt(var + eps) * scale + bias (layer) or
 // y = s / sqrt(mean(s^2) + eps) * scale (rms) per row, statistics in double. scale / bias are
 // [cols] or, with their *_scalar flag, [1]; bias may be nullptr (always, for rms); s may be
-// nullptr (the sum is not wanted).
+// nullptr (the sum is not wanted). With q.codes, the same launch quantizes y's rows.
 void add_norm_f32(const float* x,      // [rows, cols]
                   const float* r,      // [rows, cols]
                   const float* scale,  // [cols] or [1]
@@ -39,6 +46,6 @@ void add_norm_f32(const float* x,      // [rows, cols]
                   float* y,            // [rows, cols]
                   float* s,            // [rows, cols] or nullptr
                   int64_t rows, int64_t cols, bool rms, bool scale_scalar, bool bias_scalar,
-                  double eps, void* stream);
+                  double eps, void* stream, AddNormCodes q = {});
 
 }  // namespace ember::cuda

@@ -11,6 +11,7 @@
 // Reference: cpp/src/ops/ops_qmatmul.cpp; adapter: cuda/src/ops_q8.cpp.
 #include "cuda/kernels/q8_gemm.h"
 #include "cuda/kernels/intrinsics.cuh"
+#include "cuda/kernels/quantize.cuh"
 
 #include <cuda_runtime.h>
 
@@ -23,16 +24,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMinMaxBlocks = 1024;  // tensor_u8's first pass: partial results at most
 
-// The reference's NaN-ignoring max / min (v > m ? v : m): the running value stays on NaN.
-__device__ __forceinline__ float max_keep(float v, float m) { return v > m ? v : m; }
-__device__ __forceinline__ float min_keep(float v, float m) { return v < m ? v : m; }
-
-// ONNX QuantizeLinear of one value: clamp(rint(x / s) + zp, qmin, qmax), NaN to qmin.
-__device__ __forceinline__ int quantize(float x, float s, float zp, float qmin, float qmax) {
-  float r = __fadd_rn(rintf(__fdiv_rn(x, s)), zp);
-  return (int)min_keep(max_keep(r, qmin), qmax);
-}
-
 template <class F>
 __device__ float block_reduce(float v, F f, float* sh) {  // sh: [32]; result in every thread
   for (int o = 16; o > 0; o >>= 1) v = f(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -44,18 +35,6 @@ __device__ float block_reduce(float v, F f, float* sh) {  // sh: [32]; result in
   v = lane < warps ? sh[lane] : sh[0];
   for (int o = 16; o > 0; o >>= 1) v = f(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
-}
-
-struct MaxKeep {
-  __device__ float operator()(float a, float b) const { return max_keep(a, b); }
-};
-struct MinKeep {
-  __device__ float operator()(float a, float b) const { return min_keep(a, b); }
-};
-
-__device__ __forceinline__ uint32_t pack4(int c0, int c1, int c2, int c3) {
-  return (uint32_t)(c0 & 0xff) | (uint32_t)(c1 & 0xff) << 8 | (uint32_t)(c2 & 0xff) << 16 |
-         (uint32_t)(c3 & 0xff) << 24;
 }
 
 // ---- activation quantization -------------------------------------------------------------------
@@ -125,8 +104,7 @@ __global__ void quantize_token(const float* __restrict__ a,     // [m, k]
   float amax = 0.0f;
   for (int64_t i = threadIdx.x; i < k; i += blockDim.x) amax = max_keep(fabsf(x[i]), amax);
   amax = block_reduce(amax, MaxKeep(), sh);
-  float s = __fdiv_rn(amax, 127.0f);
-  s = s < FLT_MIN ? FLT_MIN : s;  // std::max(amax / 127, FLT_MIN)
+  const float s = token_scale(amax);
   if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
   auto* out = reinterpret_cast<uint32_t*>(codes + (int64_t)blockIdx.x * k_pad);
   for (int64_t g = threadIdx.x; g < k_pad / 4; g += blockDim.x) {
@@ -134,7 +112,7 @@ __global__ void quantize_token(const float* __restrict__ a,     // [m, k]
 #pragma unroll
     for (int t = 0; t < 4; t++) {
       int64_t i = g * 4 + t;
-      c[t] = i < k ? quantize(x[i], s, 0.0f, -127.0f, 127.0f) : 0;
+      c[t] = i < k ? token_code(x[i], s) : 0;
     }
     out[g] = pack4(c[0], c[1], c[2], c[3]);
   }

@@ -1,12 +1,11 @@
 // CUDA adapter of AddNorm (residual add + LayerNorm / RMSNorm, made by fuse_add_norm): float32,
 // x and r of one shape (no broadcasting), scale and bias per column of the last axis or a
 // single value. Anything else (a broadcast residual, other dtypes) runs on the CPU, where
-// AddNorm is the unfused pair's kernels. Kernel: cuda/kernels/add_norm.cu; with outputs 2 and
-// 3 (fuse_norm_quant), Y's rows are then quantized per token (q8_gemm.cu's quantizer).
+// AddNorm is the unfused pair's kernels. Kernel: cuda/kernels/add_norm.cu, which with outputs 2
+// and 3 (fuse_norm_quant) also quantizes Y's rows per token in the same launch.
 #include <string>
 
 #include "cuda/kernels/add_norm.h"
-#include "cuda/kernels/q8_gemm.h"
 #include "cuda/src/elementwise_plan.h"
 #include "cuda/src/ops.h"
 #include "ops/op_util.h"
@@ -34,8 +33,6 @@ bool add_norm_cuda_supports(const InferCtx& ctx, const DeviceOptions&) {
   const int n = ctx.has(3) ? 4 : 3;
   for (int i = 0; i < n; i++)
     if (!ctx.has(i) || ctx.in[i].dtype != DType::F32) return false;
-  // Quantized outputs (2, 3): the token quantizer writes codes in 4-byte groups per row.
-  if (ctx.node.outputs.size() > 2 && ctx.in[0].shape.back() % 4 != 0) return false;
   int sm, bm;
   return add_norm_layout(ctx.node, ctx.in[0].shape, ctx.in[1].shape, ctx.in[2].shape,
                          ctx.has(3) ? &ctx.in[3].shape : nullptr, &sm, &bm);
@@ -52,13 +49,13 @@ void add_norm_cuda(const KernelCtx& ctx) {
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
   if (rows * cols == 0) return;
   float* sum = ctx.has_output(1) ? ctx.output(1).ptr<float>() : nullptr;
+  AddNormCodes q;  // outputs 2 and 3 (fuse_norm_quant): Y's rows quantized per token
+  if (ctx.has_output(2) && ctx.has_output(3))
+    q = {ctx.output(2).ptr<int8_t>(), ctx.output(3).ptr<float>()};
   add_norm_f32(x.ptr<float>(), ctx.input(1).ptr<float>(), ctx.input(2).ptr<float>(),
                bias ? bias->ptr<float>() : nullptr, ctx.output(0).ptr<float>(), sum, rows, cols,
                ctx.node.attrs.get_string("kind", "") == "rms", sm == 0, bm == 0,
-               ctx.node.attrs.get_float("epsilon", 1e-5), stream(ctx));
-  if (ctx.has_output(2) && ctx.has_output(3))  // Y's rows quantized as QMatMul's token mode
-    q8_quantize_token(ctx.output(0).ptr<float>(), ctx.output(2).ptr<int8_t>(),
-                      ctx.output(3).ptr<float>(), rows, cols, cols, stream(ctx));
+               ctx.node.attrs.get_float("epsilon", 1e-5), stream(ctx), q);
   const std::string what = str_cat("[AddNorm] node '", ctx.node.name, "'");
   check_launch(what.c_str());
 }

@@ -1,7 +1,8 @@
 // add_norm.cu run on the emulated device (cuda/emu/emu.h) against AddNorm's reference (Add,
 // then the norm's reference, in double): every launch path (a warp per row, the float4 block
 // per row, the scalar block per row for odd widths and unaligned rows, the uncached long rows),
-// LayerNorm and RMSNorm, per-column and scalar scale / bias, with and without the sum output.
+// LayerNorm and RMSNorm, per-column and scalar scale / bias, with and without the sum output,
+// with and without the quantized rows of fuse_norm_quant (against ops/quantize_rows.h).
 #include "cuda/kernels/add_norm.cu"
 
 #include <cmath>
@@ -13,6 +14,7 @@
 #include "cuda/emu/tests/emu_test_util.h"
 #include "cuda/src/ops.h"
 #include "doctest/doctest.h"
+#include "ops/quantize_rows.h"
 #include "tests/cpp/op_test_util.h"
 
 using namespace ember;
@@ -37,7 +39,7 @@ Path path_of(const Case& c) {
   return c.cols % 4 == 0 && c.offset == 0 ? Path::Vec4 : Path::Cached;
 }
 
-void run_case(const Case& c, std::mt19937& gen) {
+void run_case(const Case& c, bool quant, std::mt19937& gen) {
   const bool rms = std::string(c.kind) == "rms";
   const double eps = 1e-5;
   Node n;
@@ -63,14 +65,25 @@ void run_case(const Case& c, std::mt19937& gen) {
   std::memcpy(px, x.data(), x.numel() * sizeof(float));
   std::memcpy(pr, r.data(), r.numel() * sizeof(float));
   for (int64_t i = 0; i < x.numel(); i++) py[i] = ps[i] = NAN;  // unwritten elements show
+  // Codes `offset` bytes into a 4-byte aligned buffer; 0x55 and NaN scales where unwritten.
+  std::vector<uint32_t> bq(x.numel() / 4 + 2, 0x55555555u);
+  std::vector<float> qs(c.rows, NAN);
+  AddNormCodes q;
+  if (quant) q = {reinterpret_cast<int8_t*>(bq.data()) + c.offset, qs.data()};
   add_norm_f32(px, pr, scale.ptr<float>(), c.bias ? bias.ptr<float>() : nullptr, py,
                c.sum_out ? ps : nullptr, c.rows, c.cols, rms, c.scale_scalar, c.bias_scalar, eps,
-               nullptr);
+               nullptr, q);
 
   // Statistics in double either way; only the order of the sums differs: a few ulps.
   check_near(want[0], Tensor::borrow(DType::F32, xs, py), 2e-6);
   // The sum is the Add's float add: the same bits.
   if (c.sum_out) check_same(want[1], Tensor::borrow(DType::F32, xs, ps));
+  if (!quant) return;
+  // The codes and scales of the y the device wrote, as the token mode makes them: same bits.
+  Tensor codes = Tensor::empty(DType::I8, xs), scales = Tensor::empty(DType::F32, {c.rows});
+  quantize_rows_token(py, c.rows, c.cols, codes.ptr<int8_t>(), scales.ptr<float>());
+  check_same(codes, Tensor::borrow(DType::I8, xs, q.codes));
+  check_same(scales, Tensor::borrow(DType::F32, {c.rows}, qs.data()));
 }
 
 }  // namespace
@@ -115,7 +128,10 @@ TEST_CASE("add_norm on the emulated device equals the AddNorm reference") {
     const Path p = path_of(c);
     CAPTURE((int)p);
     seen[(int)p] = true;
-    run_case(c, gen);
+    for (bool quant : {false, true}) {
+      CAPTURE(quant);
+      run_case(c, quant, gen);
+    }
   }
   for (bool s : seen) CHECK(s);
 }

@@ -15,7 +15,9 @@ using namespace ember;
 using namespace ember::cuda;
 
 TEST_CASE("AddNorm's quantized rows feed QMatMul's rows mode on the emulated device") {
-  for (int64_t k : {64, 100}) {  // 100: rows shorter than the GEMM's 16-byte padded codes
+  // 64, 100: a warp per row (100: shorter than the GEMM's 16-byte padded codes); 776: float4
+  // blocks; 1030: scalar blocks (not whole float4s), the paths that quantize in the same launch.
+  for (int64_t k : {64, 100, 776, 1030}) {
     CAPTURE(k);
     const int64_t m = 5, n = 40;
     Tensor x = test::random_f32({m, k}, 1, -2.0f, 2.0f),
