@@ -4,12 +4,23 @@
 // With it the emulated tests run the real adapters, host maths included, on host tensors.
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
+#include "cuda/emu/emu.h"
 #include "cuda/src/cuda_ops.h"
 
 namespace ember::cuda {
 
 void* stream(const KernelCtx&) { return nullptr; }
+
+// Checks, at every call, that the kernels before left every count at 0.
+int* tile_counters(const KernelCtx&, int64_t count) {
+  static std::vector<int> counters;
+  for (int c : counters)
+    if (c != 0) throw emu::EmuError("a kernel left its tile counters non-zero");
+  if ((int64_t)counters.size() < count) counters.resize(count, 0);
+  return counters.data();
+}
 
 // 256-byte aligned, as cudaMalloc's; filled with 0xff bytes so a read before a write shows.
 Scratch::Scratch(const KernelCtx&, size_t bytes)

@@ -123,6 +123,12 @@ template <class T>
 T __ldg(const T* p) {
   return *p;
 }
+template <class T>
+T __ldcg(const T* p) {
+  return *p;
+}
+// Blocks run one after another and threads switch only at collectives: writes are seen at once.
+inline void __threadfence() {}
 
 template <class T>
 T __shfl_sync(unsigned, T v, int src, int width = 32) {

@@ -7,8 +7,9 @@
 // fma(code, scale, offset)) for mma.sync m16n8k16, fp32 sums. "small" (M <= 16 per block,
 // decode): the 4 warps split each stage's k16 tiles and add up in shared memory; "large": m128
 // blocks, a warp 32 rows over all K; "stream" (decode, opt-in): no ring, each lane loads its
-// tiles into registers a few ahead. K splits write partial sums that q4_reduce adds in split
-// order (+ bias, act). Marlin (IST-DASLab) is the model for the tile layout and the dequant.
+// tiles into registers a few ahead. K splits write partial sums; the last block of a tile to
+// finish adds them in split order (+ bias, act), so no second kernel runs. Marlin
+// (IST-DASLab) is the model for the tile layout and the dequant.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -194,6 +195,40 @@ __device__ __forceinline__ void q4_finish(float (&acc)[MT][8][4],
   }
 }
 
+// K splits: after the block's partial sums are stored, the tile's counter (one per (n tile,
+// m block) of the grid) counts the splits done; the last block to finish adds the tile's BM x 64
+// partial sums in split order (the order q4_reduce_kernel used: the same bits whatever block
+// is last), + bias, act, into y, and sets the counter back to 0 for the next launch. The
+// fences make every block's partial sums visible before its count; the adder reads them past
+// L1 (__ldcg).
+template <int BM>
+__device__ __forceinline__ void q4_split_finish(const float* __restrict__ partial,  // [splits, m, n]
+                                                const float* __restrict__ bias,  // [n] or null
+                                                float* __restrict__ y,           // [m, n]
+                                                int* __restrict__ counters,      // [grid y, grid x]
+                                                int m, int n, int act) {
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) last = atomicAdd(&counters[tile], 1) == (int)gridDim.z - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const size_t mn = (size_t)m * n;
+  const int row0 = blockIdx.y * BM, col0 = blockIdx.x * kQ4TileN;
+  for (int i = threadIdx.x; i < BM * kQ4TileN; i += blockDim.x) {
+    const int row = row0 + i / kQ4TileN, col = col0 + i % kQ4TileN;
+    if (row >= m || col >= n) continue;
+    const size_t at = (size_t)row * n + col;
+    float v = __ldcg(partial + at);
+    for (int s = 1; s < (int)gridDim.z; s++) v += __ldcg(partial + s * mn + at);
+    if (bias) v += bias[col];
+    y[at] = q4_act(v, act);
+  }
+  if (threadIdx.x == 0) counters[tile] = 0;
+}
+
 template <bool A_F32>
 constexpr int kMinBlocks = A_F32 ? kQ4SmallBlocksPerSm : 0;
 
@@ -225,9 +260,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<A_F32>)
                    const uint4* __restrict__ scales,   // [groups, Np/64, 8] f16 x 8
                    const uint4* __restrict__ offsets,  // [groups, Np/64, 8] f16 x 8
                    const float* __restrict__ bias,     // [n] or null
-                   float* __restrict__ out,            // [m, n], or [splits, m, n] partials
+                   float* __restrict__ y,              // [m, n]
+                   float* __restrict__ partial,        // [splits, m, n], or null: no K split
+                   int* __restrict__ counters,         // [grid y, grid x] zeros (K splits)
                    int m, int n, int k, int kt_count, int nt_count, int group_tiles,
-                   int stages, int stages_per_split, int act, bool partial, bool a_vec) {
+                   int stages, int stages_per_split, int act, bool a_vec) {
   constexpr int kMSlots = 4 / KW;
   static_assert(KW == 1 || kMSlots == 1, "the K-sharing warps of a block add up through one `red`");
   static_assert(!A_F32 || (MT == 1 && kMSlots == 1), "float A: one m16 tile per block");
@@ -343,7 +380,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<A_F32>)
     }
   }
   cp_async_wait<0>();
-  q4_finish<MT, KW>(acc, sm.red, kslot, mt0, nt, bias, out, m, n, act, partial);
+  q4_finish<MT, KW>(acc, sm.red, kslot, mt0, nt, bias, partial ? partial : y, m, n, act,
+                    partial != nullptr);
+  if (partial) q4_split_finish<16 * MT * kMSlots>(partial, bias, y, counters, m, n, act);
 }
 
 // Decode (plan.stream, M <= 16): a block is m16 x n64 and owns one split's k16 tiles, a
@@ -359,9 +398,11 @@ __global__ void __launch_bounds__(kThreads, kQ4StreamBlocksPerSm)
                      const uint4* __restrict__ scales,   // [groups, Np/64, 8] f16 x 8
                      const uint4* __restrict__ offsets,  // [groups, Np/64, 8] f16 x 8
                      const float* __restrict__ bias,     // [n] or null
-                     float* __restrict__ out,            // [m, n], or [splits, m, n] partials
+                     float* __restrict__ y,              // [m, n]
+                     float* __restrict__ partial,        // [splits, m, n], or null: no K split
+                     int* __restrict__ counters,         // [grid x] zeros (K splits)
                      int m, int n, int k, int nt_count, int group_tiles, int tiles,
-                     int tiles_per_split, int act, bool partial) {
+                     int tiles_per_split, int act) {
   union Smem {
     uint4 a[kQ4StreamMaxTiles][32];  // [k16 tile of the split, lane] A fragments
     float red[3][32][32];            // warps 1..3's sums once the loop is done
@@ -406,21 +447,9 @@ __global__ void __launch_bounds__(kThreads, kQ4StreamBlocksPerSm)
       }
     }
   }
-  q4_finish<1, 4>(acc, sm.red, warp, blockIdx.y, nt, bias, out, m, n, act, partial);
-}
-
-// y = act(sum over splits, in order, of partial + bias).
-__global__ void q4_reduce_kernel(const float* __restrict__ partial,  // [splits, m n]
-                                 const float* __restrict__ bias,     // [n] or null
-                                 float* __restrict__ y,              // [m, n]
-                                 int64_t mn, int64_t n, int splits, int act) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < mn;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    float v = partial[i];
-    for (int s = 1; s < splits; s++) v += partial[s * mn + i];
-    if (bias) v += bias[i % n];
-    y[i] = q4_act(v, act);
-  }
+  q4_finish<1, 4>(acc, sm.red, warp, blockIdx.y, nt, bias, partial ? partial : y, m, n, act,
+                  partial != nullptr);
+  if (partial) q4_split_finish<16>(partial, bias, y, counters, m, n, act);
 }
 
 // One thread per (k16 tile, n64 tile, lane): its 32 nibbles, dequantized exactly as the mma
@@ -466,11 +495,11 @@ __global__ void q4_bias_act_kernel(float* __restrict__ y, const float* __restric
 
 template <class Ops>
 void launch_gemm(const float* a32, const void* a_frag, const int32_t* codes, const uint16_t* scales,
-                 const uint16_t* offsets, const float* bias, float* y, float* partial, int64_t m,
-                 int64_t n, int64_t k, int64_t group, int act, const Q4Launch& p, cudaStream_t s) {
+                 const uint16_t* offsets, const float* bias, float* y, float* partial,
+                 int* counters, int64_t m, int64_t n, int64_t k, int64_t group, int act,
+                 const Q4Launch& p, cudaStream_t s) {
   const dim3 grid((unsigned)p.grid_x, (unsigned)p.grid_y, (unsigned)p.splits);
-  const bool split = p.splits > 1;
-  float* out = split ? partial : y;
+  if (p.splits == 1) partial = nullptr, counters = nullptr;
   const int kt_count = (int)(q4_padded_k(k) / 16);
   const bool a_vec = k % 4 == 0 && reinterpret_cast<uintptr_t>(a32) % 16 == 0;
   const auto* a = static_cast<const uint4*>(a_frag);
@@ -480,8 +509,8 @@ void launch_gemm(const float* a32, const void* a_frag, const int32_t* codes, con
   if (p.stream) {
     auto* kernel = q4_stream_kernel<Ops, kQ4StreamDepth>;
     EMBER_LAUNCH(kernel, grid, kThreads, 0, s)(
-        a32, c, sc, of, bias, out, (int)m, (int)n, (int)k, (int)p.grid_x, (int)(group / 16),
-        (int)p.stages, (int)p.stages_per_split, act, split);
+        a32, c, sc, of, bias, y, partial, counters, (int)m, (int)n, (int)k, (int)p.grid_x,
+        (int)(group / 16), (int)p.stages, (int)p.stages_per_split, act);
   } else if (p.small) {
     auto* kernel = q4_gemm_kernel<Ops, 1, 4, kRingSmall, true>;
     // Four 46 KB blocks per SM need the largest shared-memory carveout (a hint; once per T).
@@ -493,19 +522,13 @@ void launch_gemm(const float* a32, const void* a_frag, const int32_t* codes, con
     }();
     (void)carveout;
     EMBER_LAUNCH(kernel, grid, kThreads, 0, s)(
-        a32, a, c, sc, of, bias, out, (int)m, (int)n, (int)k, kt_count, (int)p.grid_x,
-        (int)(group / 16), (int)p.stages, (int)p.stages_per_split, act, split, a_vec);
+        a32, a, c, sc, of, bias, y, partial, counters, (int)m, (int)n, (int)k, kt_count,
+        (int)p.grid_x, (int)(group / 16), (int)p.stages, (int)p.stages_per_split, act, a_vec);
   } else {
     auto* kernel = q4_gemm_kernel<Ops, 2, 1, kRingLarge, false>;
     EMBER_LAUNCH(kernel, grid, kThreads, 0, s)(
-        a32, a, c, sc, of, bias, out, (int)m, (int)n, (int)k, kt_count, (int)p.grid_x,
-        (int)(group / 16), (int)p.stages, (int)p.stages_per_split, act, split, a_vec);
-  }
-  if (split) {
-    const int64_t mn = m * n;
-    const int64_t blocks = std::min<int64_t>((mn + 255) / 256, 65535);
-    EMBER_LAUNCH(q4_reduce_kernel, (unsigned)blocks, 256, 0, s)(partial, bias, y, mn, n,
-                                                                (int)p.splits, act);
+        a32, a, c, sc, of, bias, y, partial, counters, (int)m, (int)n, (int)k, kt_count,
+        (int)p.grid_x, (int)(group / 16), (int)p.stages, (int)p.stages_per_split, act, a_vec);
   }
 }
 
@@ -561,15 +584,17 @@ void q4_bias_act(float* y, const float* bias, int64_t m, int64_t n, int act, voi
 }
 
 void q4_gemm(const float* a, const void* a_frag, const int32_t* codes, const uint16_t* scales,
-             const uint16_t* offsets, const float* bias, float* y, float* partial, int64_t m,
-             int64_t n, int64_t k, int64_t group, int act, bool bf16, const Q4Launch& plan,
-             void* stream) {
+             const uint16_t* offsets, const float* bias, float* y, float* partial, int* counters,
+             int64_t m, int64_t n, int64_t k, int64_t group, int act, bool bf16,
+             const Q4Launch& plan, void* stream) {
   if (m == 0 || n == 0 || plan.stages == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
   if (bf16)
-    launch_gemm<BF16Ops>(a, a_frag, codes, scales, offsets, bias, y, partial, m, n, k, group, act, plan, s);
+    launch_gemm<BF16Ops>(a, a_frag, codes, scales, offsets, bias, y, partial, counters, m, n, k,
+                         group, act, plan, s);
   else
-    launch_gemm<F16Ops>(a, a_frag, codes, scales, offsets, bias, y, partial, m, n, k, group, act, plan, s);
+    launch_gemm<F16Ops>(a, a_frag, codes, scales, offsets, bias, y, partial, counters, m, n, k,
+                        group, act, plan, s);
 }
 
 }  // namespace ember::cuda

@@ -54,8 +54,8 @@ EMBER_Q4_HD constexpr Q4Coord q4_a_coord(int lane, int e) {
 // m16 x n64; its 4 warps each take a quarter of the block's k16 tiles and read their codes and
 // params from global memory straight into registers, q4 tiles ahead, with no barrier in the
 // loop). K is split over `splits` blocks of `stages_per_split` stages each (a stage is 64 K,
-// or for "stream" 16 K); partial sums are added in split order by a second kernel
-// (deterministic at any setting).
+// or for "stream" 16 K); the last block of each tile to finish adds the partial sums in split
+// order (deterministic at any setting; no second kernel).
 struct Q4Launch {
   bool small = true;               // A as float (small and stream), else fragments (large)
   bool stream = false;
@@ -114,6 +114,8 @@ inline Q4Launch q4_launch(int64_t m, int64_t n, int64_t k, int sms, bool determi
   // at ~600 GB/s: per wave ~3 us fixed plus ~0.7 us per stage for a lone block whatever the
   // ring depth, so something besides bytes outstanding limits it. TODO: profile (stall reasons,
   // DRAM sectors) before deeper rings or more splits; 8 splits beat 1, 2, 4, 16 and 32 there.
+  // Those figures include a second kernel that added the splits (q4_reduce), now gone: the
+  // last block of each tile adds them.
   int64_t splits = 1;
   if (p.small) {
     splits = std::max<int64_t>(1, kQ4SmallBlocksPerSm * std::max(sms, 1) / blocks);
@@ -159,8 +161,9 @@ void q4_dequantize(const int32_t* codes,     // [Kp/16, Np/64, 32, 4]
 void q4_bias_act(float* y, const float* bias, int64_t m, int64_t n, int act, void* stream);
 
 // y = act(A @ W^T + bias), W[n, k] = code * scale + offset, dequantized to T in registers,
-// fp32 accumulation. act: 0 none, 1 relu, 2 gelu (erf), 3 gelu (tanh). `partial` holds
-// plan.splits * m * n floats when plan.splits > 1 (else unused, may be null).
+// fp32 accumulation. act: 0 none, 1 relu, 2 gelu (erf), 3 gelu (tanh). When plan.splits > 1,
+// `partial` holds plan.splits * m * n floats and `counters` plan.grid_x * plan.grid_y ints that
+// are 0 (tile_counters), and are 0 again once the kernel is done; else both may be null.
 void q4_gemm(const float* a,          // [m, k]: read by the small plan
              const void* a_frag,      // [Mp/16, Kp/16, 32, 8] T: large plan only, else null
              const int32_t* codes,    // [Kp/16, Np/64, 32, 4]
@@ -169,6 +172,7 @@ void q4_gemm(const float* a,          // [m, k]: read by the small plan
              const float* bias,       // [n] or null
              float* y,                // [m, n]
              float* partial,          // [splits, m, n] or null
+             int* counters,           // [grid_y, grid_x] zeros, or null
              int64_t m, int64_t n, int64_t k, int64_t group, int act, bool bf16,
              const Q4Launch& plan, void* stream);
 

@@ -71,6 +71,21 @@ void* CudaDevice::alloc(size_t bytes) {
 
 void CudaDevice::free(void* p) noexcept { allocator_.free(p); }
 
+int* CudaDevice::tile_counters(int64_t count) {
+  std::lock_guard<std::mutex> lock(counters_mutex_);
+  if (count > counters_count_) {
+    const int64_t grown = std::max<int64_t>(count, 4096);
+    void* p = alloc((size_t)grown * sizeof(int));
+    auto s = static_cast<cudaStream_t>(activate());
+    cuda_check(cudaMemsetAsync(p, 0, (size_t)grown * sizeof(int), s), "tile counters");
+    // Stream-ordered like Scratch: work already queued is done with it before it is reused.
+    if (counters_) free(counters_);
+    counters_ = static_cast<int*>(p);
+    counters_count_ = grown;
+  }
+  return counters_;
+}
+
 void CudaDevice::copy_to_device(void* dst, const void* src, size_t bytes) {
   if (!bytes) return;
   auto s = static_cast<cudaStream_t>(activate());
@@ -133,6 +148,10 @@ DeviceKernel CudaDevice::find_kernel(const InferCtx& ctx, const DeviceOptions& o
 // ---- what adapters use (cuda_ops.h) ----
 
 void* stream(const KernelCtx& ctx) { return static_cast<CudaDevice*>(ctx.device)->activate(); }
+
+int* tile_counters(const KernelCtx& ctx, int64_t count) {
+  return static_cast<CudaDevice*>(ctx.device)->tile_counters(count);
+}
 
 Scratch::Scratch(const KernelCtx& ctx, size_t bytes) : device_(ctx.device), p_(ctx.device->alloc(bytes)) {}
 

@@ -4,7 +4,9 @@
 // them, and a run with device outputs synchronises before returning; a caching allocator
 // (allocator.h) serves the plans' arenas, uploaded constants and kernel scratch.
 #pragma once
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "cuda/src/allocator.h"
@@ -34,6 +36,9 @@ class CudaDevice final : public Device {
   // Makes this device current on the calling thread and returns its stream (cudaStream_t).
   void* activate();
   AllocatorStats allocator_stats() const { return allocator_.stats(); }
+  // `count` ints of zeros on the device for kernels that count their finished blocks per tile
+  // and leave the counts 0 (q4_gemm's K splits): one buffer, grown as asked, for the stream.
+  int* tile_counters(int64_t count);
 
  private:
   int ordinal_;
@@ -41,6 +46,9 @@ class CudaDevice final : public Device {
   void* stream_ = nullptr;
   void* timer_[2] = {nullptr, nullptr};  // cudaEvent_t start, stop; made by the first timer_start
   CachingAllocator allocator_;
+  std::mutex counters_mutex_;
+  int* counters_ = nullptr;
+  int64_t counters_count_ = 0;
 };
 
 // Number of devices (0 when there is no driver or no GPU); `why` gets the CUDA error then.

@@ -162,11 +162,16 @@ void q4matmul_cuda(const KernelCtx& ctx) {
     q4_convert_a(a.ptr<float>(), a_frag->data(), m, at.k, bf16, s);
   }
   std::unique_ptr<Scratch> partial;
-  if (plan.splits > 1) partial = std::make_unique<Scratch>(ctx, (size_t)(plan.splits * m * at.n * 4));
+  int* counters = nullptr;
+  if (plan.splits > 1) {
+    partial = std::make_unique<Scratch>(ctx, (size_t)(plan.splits * m * at.n * 4));
+    counters = tile_counters(ctx, plan.grid_x * plan.grid_y);
+  }
   q4_gemm(a.ptr<float>(), a_frag ? a_frag->data() : nullptr, static_cast<const int32_t*>(w[1]),
           static_cast<const uint16_t*>(w[2]), static_cast<const uint16_t*>(w[3]),
           ctx.has_input(4) ? ctx.input(4).ptr<float>() : nullptr, ctx.output(0).ptr<float>(),
-          partial ? partial->as<float>() : nullptr, m, at.n, at.k, at.group, act, bf16, plan, s);
+          partial ? partial->as<float>() : nullptr, counters, m, at.n, at.k, at.group, act, bf16,
+          plan, s);
   check_launch(what.c_str());
 }
 

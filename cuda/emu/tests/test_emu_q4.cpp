@@ -5,9 +5,13 @@
 #include "cuda/kernels/q4_gemm.cu"
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
+#include "cuda/emu/tests/emu_test_util.h"
+#include "cuda/src/ops.h"
 #include "cuda/src/q4_pack.h"
 #include "cuda/tests/q4_test_util.h"
 #include "doctest/doctest.h"
@@ -55,10 +59,25 @@ double run_q4(const Run& r, std::mt19937& gen, Q4Launch* used) {
     q4_convert_a(a.data(), frag.data(), r.m, r.k, r.bf16, nullptr);
   }
   std::vector<float> partial(plan.splits > 1 ? plan.splits * r.m * r.n : 0);
+  std::vector<int> counters(plan.grid_x * plan.grid_y, 0);
   q4_gemm(a.data(), plan.small ? nullptr : frag.data(), pc.ptr<int32_t>(), ps.ptr<uint16_t>(),
           po.ptr<uint16_t>(), r.bias ? bias.data() : nullptr, y.data(),
-          partial.empty() ? nullptr : partial.data(), r.m, r.n, r.k, r.group, r.act, r.bf16, plan,
-          nullptr);
+          partial.empty() ? nullptr : partial.data(), counters.data(), r.m, r.n, r.k, r.group,
+          r.act, r.bf16, plan, nullptr);
+  for (int c : counters) CHECK(c == 0);  // left ready for the next launch
+  if (plan.splits > 1) {
+    // The tile's last block added the partial sums in split order, then bias and act.
+    const int64_t mn = r.m * r.n;
+    int64_t differ = 0;
+    for (int64_t i = 0; i < mn; i++) {
+      float v = partial[i];
+      for (int64_t s = 1; s < plan.splits; s++) v += partial[s * mn + i];
+      if (r.bias) v += bias[i % r.n];
+      v = q4_act(v, r.act);
+      differ += std::memcmp(&v, &y[i], sizeof v) != 0;
+    }
+    CHECK(differ == 0);
+  }
 
   const int64_t nb = (r.k + 31) / 32, ng = (r.k + r.group - 1) / r.group;
   double worst = 0;
@@ -117,6 +136,7 @@ TEST_CASE("q4_gemm on the emulated device equals the reference") {
       {7, 64, 512, 64, false, true},            // deterministic: small kernel, fixed splits
       {70, 70, 96, 32, false, false, true, 1},  // large plan
       {130, 64, 200, 64, true},
+      {80, 64, 1024, 64, false, false, true, 1},  // large plan, K splits
   };
   check_runs(runs, gen);
 }
@@ -183,9 +203,60 @@ TEST_CASE("q4_gemm emulated: the plans tested above include splits and every ker
   const int sms = q4_multiprocessors();
   CHECK(q4_launch(5, 64, 1024, sms, false).splits > 1);
   CHECK(!q4_launch(70, 70, 96, sms, false).small);
+  CHECK(q4_launch(80, 64, 1024, sms, false).splits > 1);
+  CHECK(!q4_launch(80, 64, 1024, sms, false).small);
   // The stream plan: splits past one, a block's tiles not a multiple of 4 or of the ring depth.
   CHECK(q4_launch(1, 64, 4096, sms, false, true).splits > 1);
   CHECK(q4_launch(2, 192, 1000, sms, false, true).stages_per_split % 4 != 0);
   CHECK(!q4_launch(17, 64, 64, sms, false, true).stream);
   CHECK(!q4_launch(1, 64, 64, sms, true, true).stream);
+}
+
+TEST_CASE("Q4MatMul's adapter on the emulated device: K splits finished in the kernel") {
+  // Through ops_q4.cpp: the plan, the device's tile counters (backend_emu.cpp checks that every
+  // launch left them 0), both decode kernels; a second run gives the same bits.
+  std::mt19937 gen(21);
+  const int64_t n = 70, k = 1000, group = 64;
+  for (bool stream : {false, true})
+    for (int64_t m : {1, 5, 40}) {
+      if (stream && m > 16) continue;
+      CAPTURE(stream);
+      CAPTURE(m);
+      if (stream)
+        setenv("EMBER_CUDA_Q4_KERNEL", "stream", 1);
+      else
+        unsetenv("EMBER_CUDA_Q4_KERNEL");
+      Q4Case c = make_case(n, k, group, gen() % 2, gen);
+      Tensor codes = Tensor::empty(DType::U8, {n, (k + 31) / 32, 16});
+      std::memcpy(codes.data(), c.codes.data(), c.codes.size());
+      Tensor a = test::random_f32({m, k}, (uint32_t)gen(), -1.0f, 1.0f);
+      Tensor bias = test::random_f32({n}, (uint32_t)gen(), -1.0f, 1.0f);
+      Node node = test::node(OpType::Q4MatMul);
+      node.attrs.set("n", n);
+      node.attrs.set("k", k);
+      node.attrs.set("group", group);
+      node.attrs.set("activation", std::string("relu"));
+      CHECK(q4_launch(m, n, k, q4_multiprocessors(), false, stream).splits > 1);
+      const std::vector<const Tensor*> in = {&a, &codes, &c.scales, &c.offsets, &bias};
+      Tensor want = Tensor::empty(DType::F32, {m, n});
+      KernelCtx rc{node, in, {&want}};
+      op_def(OpType::Q4MatMul).reference(rc);
+      // The weights as the session binds them on a device: repacked at load.
+      Tensor packed[3];
+      for (int i = 1; i <= 3; i++) packed[i - 1] = q4_prepare(node, i, *in[i]);
+      std::vector<TensorType> types;
+      for (const Tensor* t : in) types.push_back({t->dtype(), t->shape()});
+      DeviceOptions opt;
+      REQUIRE(q4matmul_cuda_supports(InferCtx{node, types, in}, opt));
+      Tensor got[2];
+      for (Tensor& y : got) {
+        y = Tensor::empty(DType::F32, {m, n});
+        KernelCtx kc{node, {&a, &packed[0], &packed[1], &packed[2], &bias}, {&y}, 1};
+        kc.device_options = &opt;
+        q4matmul_cuda(kc);
+      }
+      check_same(got[0], got[1]);
+      check_near(want, got[0], 2e-2);  // A and W in fp16: sums to ~1e-3
+    }
+  unsetenv("EMBER_CUDA_Q4_KERNEL");
 }
