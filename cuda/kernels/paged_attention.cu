@@ -1,11 +1,12 @@
 // PagedAttention (paged_attention.h). Cache write: one thread per new element. Attention: a
-// block of 128 threads per (query token, query head), over the token's context [0, p] in chunks
-// of kPagedChunk keys: each warp scores every 4th key of the chunk (lanes over head_dim, a
-// shuffle sum), then the block takes the chunk's max and weights (online softmax: the running
-// sum and output are rescaled by exp(m_old - m_new)), and each thread adds the weighted V rows
-// into its output dims (threads over head_dim: every V row is read in one coalesced pass).
-// Decode (one token a sequence) runs tokens x heads blocks; a prefill token re-reads its
-// prefix, which is fine at the chunk sizes the scheduler gives.
+// block of 128 threads per (query token, query head[, part of the context]), over the token's
+// context [0, p] in parts of PagedSplit::part_keys keys, each in chunks of kPagedChunk keys
+// (attend_keys), the parts' softmax states merged in order (merge_part). A thread scores a
+// whole key (its own dot over head_dim): the earlier warp-per-key scoring spent five dependent
+// shuffles a key and, with one block per (token, head), ran latency-bound at long contexts.
+// Decode (one token a sequence) with few (token, head) pairs spreads a long context's parts
+// over blocks; a prefill token re-reads its prefix, which is fine at the chunk sizes the
+// scheduler gives (a tiled prefill kernel is the next step).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -63,25 +64,13 @@ __device__ __forceinline__ float block_reduce(float x, float* part) {
   return r;
 }
 
-template <class C>
-__global__ void __launch_bounds__(kThreads) paged_attention_kernel(PagedArgs a) {
-  __shared__ float qs[kPagedMaxHeadDim];
-  __shared__ float sc[kPagedChunk];
-  __shared__ int64_t slot_of[kPagedChunk];
-  __shared__ float part[kWarps];
-  const int64_t t = blockIdx.x, h = blockIdx.y, D = a.head_dim;
-  const int64_t kvh = h / (a.heads / a.kv_heads);
-  float* y = a.y + t * a.heads * D + h * D;
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+// A token's sequence s (the last with query_start[s] <= t, as the CPU's upper_bound) and its
+// context [0, ctx); false for a padding token (past query_start[seqs] or past T).
+__device__ __forceinline__ bool token_context(const PagedArgs& a, int64_t t, int64_t* s,
+                                              int64_t* ctx) {
   // Guards on the metadata (the adapter checks it on the host as the CPU does; these only keep a
-  // bad value from being followed): tokens past query_start[seqs] or past T are padding.
-  const int64_t qend = min((int64_t)a.query_start[a.seqs], a.tokens);
-  if (t >= qend) {  // padding token
-    for (int64_t d = tid; d < D; d += kThreads) y[d] = 0.0f;
-    return;
-  }
-  // The token's sequence: the last s with query_start[s] <= t (binary search, as the CPU's
-  // upper_bound), its position p and context [0, p].
+  // bad value from being followed).
+  if (t >= min((int64_t)a.query_start[a.seqs], a.tokens)) return false;
   int64_t lo = 0, hi = a.seqs;  // query_start[lo] <= t < query_start[hi]
   while (hi - lo > 1) {
     const int64_t mid = (lo + hi) / 2;
@@ -90,79 +79,215 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(PagedArgs a) 
     else
       hi = mid;
   }
-  const int64_t s = lo, n_new = a.query_start[s + 1] - a.query_start[s];
-  const int64_t ctx = max((int64_t)0, min(a.seq_lens[s] - n_new + (t - a.query_start[s]) + 1,
-                                          a.max_blocks * a.block_size));
+  const int64_t n_new = a.query_start[lo + 1] - a.query_start[lo];
+  *s = lo;
+  *ctx = max((int64_t)0, min(a.seq_lens[lo] - n_new + (t - a.query_start[lo]) + 1,
+                             a.max_blocks * a.block_size));
+  return true;
+}
+
+// Softmax state of a run of keys: running max m, sum of weights l, and this thread's output
+// dims (d = tid + r * kThreads) of the weighted V sum.
+struct SoftmaxState {
+  float m = -INFINITY, l = 0.0f, acc[kPagedMaxHeadDim / kThreads] = {};
+};
+
+// Adds part p's state to the merged one (in part order, the same arithmetic whichever block
+// does it). A part of -inf scores only (m = -inf) adds nothing.
+__device__ __forceinline__ void merge_part(SoftmaxState& to, const SoftmaxState& p, int64_t D) {
+  if (p.m == -INFINITY) return;
+  if (to.m == -INFINITY) {
+    to = p;
+    return;
+  }
+  const float mn = fmaxf(to.m, p.m), a = expf(to.m - mn), b = expf(p.m - mn);
+  to.l = to.l * a + p.l * b;
+#pragma unroll
+  for (int r = 0; r < kPagedMaxHeadDim / kThreads; r++) to.acc[r] = to.acc[r] * a + p.acc[r] * b;
+  to.m = mn;
+}
+
+// q . K row (head_dim D), d in order; 16-byte loads where whole rows allow.
+__device__ __forceinline__ float dot_row(const float* qs, const float* k, int64_t D) {
+  float dot = 0.0f;
+  if (D % 4 == 0 && reinterpret_cast<uintptr_t>(k) % 16 == 0) {
+#pragma unroll 4
+    for (int64_t d = 0; d < D; d += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(k + d);
+      dot = fmaf(qs[d], v.x, dot);
+      dot = fmaf(qs[d + 1], v.y, dot);
+      dot = fmaf(qs[d + 2], v.z, dot);
+      dot = fmaf(qs[d + 3], v.w, dot);
+    }
+    return dot;
+  }
+  for (int64_t d = 0; d < D; d++) dot = fmaf(qs[d], k[d], dot);
+  return dot;
+}
+__device__ __forceinline__ float dot_row(const float* qs, const __half* k, int64_t D) {
+  float dot = 0.0f;
+  if (D % 8 == 0 && reinterpret_cast<uintptr_t>(k) % 16 == 0) {
+#pragma unroll 2
+    for (int64_t d = 0; d < D; d += 8) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(k + d);
+      const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};  // no address taken: registers
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        dot = fmaf(qs[d + 2 * i], __half2float(__ushort_as_half((uint16_t)(w[i] & 0xffffu))), dot);
+        dot = fmaf(qs[d + 2 * i + 1], __half2float(__ushort_as_half((uint16_t)(w[i] >> 16))), dot);
+      }
+    }
+    return dot;
+  }
+  for (int64_t d = 0; d < D; d++) dot = fmaf(qs[d], __half2float(k[d]), dot);
+  return dot;
+}
+
+// Shared memory of a block: the query row, a chunk's scores (then weights) and cache rows.
+struct PagedSmem {
+  float qs[kPagedMaxHeadDim];
+  float sc[kPagedChunk];
+  int64_t slot_of[kPagedChunk];
+  float part[kWarps];
+};
+
+// Keys [k0, k1) of sequence s for query head h (its kv head kvh), from a fresh state, in
+// chunks of kPagedChunk: a thread scores one key of a chunk (its own dot over head_dim, no
+// shuffles), the block takes the chunk's max and weights (online softmax: the state is
+// rescaled by exp(m_old - m_new)), and each thread adds the weighted V rows into its output dims
+// (threads over head_dim: every V row is read in one coalesced pass).
+template <class C>
+__device__ __forceinline__ SoftmaxState attend_keys(const PagedArgs& a, PagedSmem& sm, int64_t s, int64_t kvh,
+                                    int64_t k0, int64_t k1) {
+  const int tid = threadIdx.x;
+  const int64_t D = a.head_dim;
   const C* kc = static_cast<const C*>(a.k_cache);
   const C* vc = static_cast<const C*>(a.v_cache);
-  for (int64_t d = tid; d < D; d += kThreads) qs[d] = a.q[t * a.heads * D + h * D + d];
-
-  float m = -INFINITY, l = 0.0f, acc[kPagedMaxHeadDim / kThreads] = {};
-  for (int64_t c0 = 0; c0 < ctx; c0 += kPagedChunk) {
-    const int n = (int)min((int64_t)kPagedChunk, ctx - c0);
+  SoftmaxState st;
+  for (int64_t c0 = k0; c0 < k1; c0 += kPagedChunk) {
+    const int n = (int)min((int64_t)kPagedChunk, k1 - c0);
     __syncthreads();  // qs written (first chunk); sc and slot_of free again
-    for (int j = warp; j < n; j += kWarps) {
-      const int64_t pos = c0 + j;
+    if (tid < n) {
+      const int64_t pos = c0 + tid;
       const int64_t blk = a.block_tables[s * a.max_blocks + pos / a.block_size];
       const bool ok = blk >= 0 && blk < a.blocks;  // checked on the host; never followed if not
       const int64_t base = ((blk * a.block_size + pos % a.block_size) * a.kv_heads + kvh) * D;
-      float dot = 0.0f;
-      if (ok)
-        for (int64_t d = lane; d < D; d += 32) dot = fmaf(qs[d], load_cache(kc, base + d), dot);
-      dot = warp_sum(dot);
-      if (lane == 0) {
-        sc[j] = ok ? dot * a.scale : -INFINITY;
-        slot_of[j] = ok ? base : -1;
-      }
+      sm.sc[tid] = ok ? dot_row(sm.qs, kc + base, D) * a.scale : -INFINITY;
+      sm.slot_of[tid] = ok ? base : -1;
     }
     __syncthreads();
-    const float x = tid < n ? sc[tid] : -INFINITY;
-    const float mn = fmaxf(m, block_reduce<true>(x, part));
+    const float x = tid < n ? sm.sc[tid] : -INFINITY;
+    const float mn = fmaxf(st.m, block_reduce<true>(x, sm.part));
     // A chunk (so far) of -inf scores only: weights 0, not exp(-inf - -inf) = NaN.
     const float shift = mn == -INFINITY ? 0.0f : mn;
-    const float alpha = expf(m - shift);
+    const float alpha = expf(st.m - shift);
     const float w = tid < n ? expf(x - shift) : 0.0f;
-    l = l * alpha + block_reduce<false>(w, part);
-    m = mn;
-    if (tid < n) sc[tid] = w;
+    st.l = st.l * alpha + block_reduce<false>(w, sm.part);
+    st.m = mn;
+    if (tid < n) sm.sc[tid] = w;
     __syncthreads();
 #pragma unroll
     for (int r = 0; r < kPagedMaxHeadDim / kThreads; r++) {
       const int64_t d = tid + r * kThreads;
       if (d >= D) break;
-      float o = acc[r] * alpha;
+      float o = st.acc[r] * alpha;
       for (int j = 0; j < n; j++)
-        if (slot_of[j] >= 0) o = fmaf(sc[j], load_cache(vc, slot_of[j] + d), o);
-      acc[r] = o;
+        if (sm.slot_of[j] >= 0) o = fmaf(sm.sc[j], load_cache(vc, sm.slot_of[j] + d), o);
+      st.acc[r] = o;
     }
+  }
+  return st;
+}
+
+// One block per (query token, query head, part z). The token's context is cut into parts of
+// sp.part_keys keys at fixed positions and their states merged in part order, so a token's
+// result depends on its own context only, never on the batch or on how parts were spread:
+// - sp.parts == 1, or a token of one part: the block walks its token's parts in turn;
+// - else block z computes part z (if the token has one), stores its state in sp.partial, and
+//   the last of the token's parts to finish (sp.counters, back to 0 after) merges them all.
+template <class C>
+__global__ void __maxnreg__(128) paged_attention_kernel(PagedArgs a, PagedSplit sp) {
+  __shared__ PagedSmem sm;
+  __shared__ bool last;
+  const int64_t t = blockIdx.x, h = blockIdx.y, z = blockIdx.z, D = a.head_dim;
+  const int64_t kvh = h / (a.heads / a.kv_heads);
+  const int tid = threadIdx.x;
+  float* y = a.y + t * a.heads * D + h * D;
+  int64_t s = 0, ctx = 0;
+  if (!token_context(a, t, &s, &ctx)) {  // padding token
+    if (z == 0)
+      for (int64_t d = tid; d < D; d += kThreads) y[d] = 0.0f;
+    return;
+  }
+  const int64_t parts = max((int64_t)1, (ctx + sp.part_keys - 1) / sp.part_keys);
+  // One block walks every part (block z = 0) unless the grid has a block for each; more parts
+  // than blocks only if the device metadata differed from the host's, which it cannot.
+  const bool walk = sp.parts == 1 || parts == 1 || parts > sp.parts;
+  if (walk ? z > 0 : z >= parts) return;
+  for (int64_t d = tid; d < D; d += kThreads) sm.qs[d] = a.q[t * a.heads * D + h * D + d];
+
+  SoftmaxState out;
+  if (walk) {
+    for (int64_t p = 0; p < parts; p++) {
+      const int64_t k0 = p * sp.part_keys;
+      merge_part(out, attend_keys<C>(a, sm, s, kvh, k0, min(ctx, k0 + sp.part_keys)), D);
+    }
+  } else {
+    // The part's state: [m, l, acc over head_dim] at (t, h, z) of [tokens, heads, parts, D + 2].
+    const int64_t k0 = z * sp.part_keys;
+    const SoftmaxState st = attend_keys<C>(a, sm, s, kvh, k0, min(ctx, k0 + sp.part_keys));
+    const int64_t stride = D + 2;
+    float* mine = sp.partial + ((t * a.heads + h) * sp.parts + z) * stride;
+    if (tid == 0) mine[0] = st.m, mine[1] = st.l;
+#pragma unroll
+    for (int r = 0; r < kPagedMaxHeadDim / kThreads; r++)
+      if (tid + r * kThreads < D) mine[2 + tid + r * kThreads] = st.acc[r];
+    __threadfence();  // the state is visible to the device before the count
+    __syncthreads();
+    int* count = sp.counters + t * a.heads + h;
+    if (tid == 0) last = atomicAdd(count, 1) == (int)parts - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const float* all = sp.partial + (t * a.heads + h) * sp.parts * stride;
+    for (int64_t p = 0; p < parts; p++) {
+      SoftmaxState q;
+      q.m = __ldcg(all + p * stride);
+      q.l = __ldcg(all + p * stride + 1);
+#pragma unroll
+      for (int r = 0; r < kPagedMaxHeadDim / kThreads; r++)
+        if (tid + r * kThreads < D) q.acc[r] = __ldcg(all + p * stride + 2 + tid + r * kThreads);
+      merge_part(out, q, D);
+    }
+    if (tid == 0) *count = 0;  // ready for the next launch
   }
 #pragma unroll
   for (int r = 0; r < kPagedMaxHeadDim / kThreads; r++) {
     const int64_t d = tid + r * kThreads;
-    if (d < D) y[d] = ctx > 0 ? acc[r] / l : 0.0f;
+    if (d < D) y[d] = ctx > 0 ? out.acc[r] / out.l : 0.0f;
   }
 }
 
 template <class C>
-void launch(const PagedArgs& a, cudaStream_t s) {
+void launch(const PagedArgs& a, const PagedSplit& sp, cudaStream_t s) {
   const int64_t total = a.tokens * a.kv_heads * a.head_dim;
   if (total > 0) {
     const int64_t blocks = std::min<int64_t>((total + 255) / 256, 1 << 20);
     EMBER_LAUNCH(paged_write_kernel<C>, (unsigned)blocks, 256, 0, s)(a, total);
   }
-  const dim3 grid((unsigned)a.tokens, (unsigned)a.heads);
-  EMBER_LAUNCH(paged_attention_kernel<C>, grid, kThreads, 0, s)(a);
+  const dim3 grid((unsigned)a.tokens, (unsigned)a.heads, (unsigned)std::max<int64_t>(sp.parts, 1));
+  EMBER_LAUNCH(paged_attention_kernel<C>, grid, kThreads, 0, s)(a, sp);
 }
 
 }  // namespace
 
-void paged_attention(const PagedArgs& a, void* stream) {
+void paged_attention(const PagedArgs& a, const PagedSplit& split, void* stream) {
   if (a.tokens == 0 || a.heads == 0 || a.head_dim == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
   if (a.cache_f16)
-    launch<__half>(a, s);
+    launch<__half>(a, split, s);
   else
-    launch<float>(a, s);
+    launch<float>(a, split, s);
 }
 
 }  // namespace ember::cuda

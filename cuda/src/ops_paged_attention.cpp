@@ -2,7 +2,10 @@
 // the step metadata checked on the host copies of its feeds with the CPU's own checks
 // (cpu::paged_attention_check), then paged_attention.cu. It runs here only where the KV caches
 // are bound in device memory (runtime/plan.cpp, stateful_on_device); with host caches the plan
-// keeps the node on the CPU.
+// keeps the node on the CPU. A long context over few (token, head) pairs (decode) is spread
+// over blocks by parts (paged_parts), with scratch for their states.
+#include <memory>
+
 #include "cuda/kernels/paged_attention.h"
 #include "cuda/src/ops.h"
 #include "kernels/generic/llm_kernels.h"
@@ -31,7 +34,16 @@ void paged_attention_cuda(const KernelCtx& ctx) {
   h.seq_lens = lens->ptr<int32_t>();
   h.block_tables = tables->ptr<int32_t>();
   cpu::paged_attention_check(h, ctx.node.name);
-  paged_attention(a, stream(ctx));
+  PagedSplit split;
+  split.parts = paged_parts(h);
+  std::unique_ptr<Scratch> partial;
+  if (split.parts > 1) {  // a long context over few (token, head) pairs: parts in parallel
+    const int64_t pairs = a.tokens * a.heads;
+    partial = std::make_unique<Scratch>(ctx, (size_t)(pairs * split.parts * (a.head_dim + 2) * 4));
+    split.partial = partial->as<float>();
+    split.counters = tile_counters(ctx, pairs);
+  }
+  paged_attention(a, split, stream(ctx));
   check_launch("[PagedAttention] paged attention kernel");
 }
 

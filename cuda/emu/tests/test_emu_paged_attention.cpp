@@ -1,7 +1,9 @@
 // paged_attention.cu on the emulated device (cuda/emu/emu.h) against the CPU reference
 // (cpu::paged_attention_f32): a batch mixing a prefill chunk over a cached prefix, decode
 // tokens whose context spans several 128-key chunks and cache blocks, grouped-query heads and
-// a padding token; f32 and f16 caches. The caches' new rows must match bit for bit.
+// a padding token; f32 and f16 caches. The caches' new rows must match bit for bit. Contexts
+// cut into parts (PagedSplit) give the same bits whether one block walks them or a block per
+// part stores its state and the last merges them.
 #include "cuda/kernels/paged_attention.cu"
 
 #include <cmath>
@@ -77,6 +79,17 @@ Tensor clone(const Tensor& t) {
   return c;
 }
 
+// Every way of running the case: the default split, and 128-key parts walked by one block or
+// spread over blocks (seq 1's 300 keys: 3 parts).
+struct SplitRun {
+  const char* name;
+  int64_t part_keys;
+  bool spread;
+};
+constexpr SplitRun kSplits[] = {{"default", kPagedPartKeys, false},
+                                {"128-key parts, walked", 128, false},
+                                {"128-key parts, spread", 128, true}};
+
 void check_case(int64_t heads, int64_t kv_heads, int64_t dim, bool f16) {
   std::mt19937 gen(42 + dim);
   const int64_t blocks = 40, bs = 16, tokens = 8;
@@ -104,26 +117,48 @@ void check_case(int64_t heads, int64_t kv_heads, int64_t dim, bool f16) {
   a.k_cache = kc.data(), a.v_cache = vc.data(), a.cache_f16 = f16;
   a.slots = b.slots.data(), a.query_start = b.query_start.data(), a.seq_lens = b.seq_lens.data();
   a.block_tables = b.tables.data();
-  Tensor y = Tensor::empty(DType::F32, q.shape());
-  for (int64_t i = 0; i < y.numel(); i++) y.ptr<float>()[i] = NAN;
-  a.y = y.ptr<float>();
   a.tokens = tokens, a.seqs = 3, a.heads = heads, a.kv_heads = kv_heads, a.head_dim = dim;
   a.blocks = blocks, a.block_size = bs, a.max_blocks = b.max_blocks;
   a.scale = 1.0f / std::sqrt((float)dim);
-  paged_attention(a, nullptr);
-
+  std::vector<Tensor> ys;
+  for (const SplitRun& run : kSplits) {
+    CAPTURE(run.name);
+    Tensor y = Tensor::empty(DType::F32, q.shape());
+    for (int64_t i = 0; i < y.numel(); i++) y.ptr<float>()[i] = NAN;
+    a.y = y.ptr<float>();
+    PagedSplit split;
+    split.part_keys = run.part_keys;
+    std::vector<float> partial;
+    std::vector<int> counters(tokens * heads, 0);
+    if (run.spread) {
+      split.parts = paged_parts(a, run.part_keys);
+      REQUIRE(split.parts == 3);
+      partial.assign(tokens * heads * split.parts * (dim + 2), NAN);
+      split.partial = partial.data();
+      split.counters = counters.data();
+    }
+    paged_attention(a, split, nullptr);
+    for (int c : counters) CHECK(c == 0);  // left ready for the next launch
+    ys.push_back(y);
+  }
   CHECK(std::memcmp(kc.data(), kc_cpu.data(), kc.nbytes()) == 0);
   CHECK(std::memcmp(vc.data(), vc_cpu.data(), vc.nbytes()) == 0);
-  int bad = 0;
-  double worst = 0;
-  for (int64_t i = 0; i < y.numel(); i++) {
-    const double w = want.ptr<float>()[i], g = y.ptr<float>()[i], err = std::fabs(g - w);
-    worst = std::max(worst, err);
-    bad += !(err <= 2e-5 + 1e-4 * std::fabs(w));
+  for (size_t r = 0; r < ys.size(); r++) {
+    CAPTURE(kSplits[r].name);
+    const Tensor& y = ys[r];
+    int bad = 0;
+    double worst = 0;
+    for (int64_t i = 0; i < y.numel(); i++) {
+      const double w = want.ptr<float>()[i], g = y.ptr<float>()[i], err = std::fabs(g - w);
+      worst = std::max(worst, err);
+      bad += !(err <= 2e-5 + 1e-4 * std::fabs(w));
+    }
+    CAPTURE(worst);
+    CHECK(bad == 0);
+    for (int64_t i = 7 * heads * dim; i < 8 * heads * dim; i++) CHECK(y.ptr<float>()[i] == 0.0f);
   }
-  CAPTURE(worst);
-  CHECK(bad == 0);
-  for (int64_t i = 7 * heads * dim; i < 8 * heads * dim; i++) CHECK(y.ptr<float>()[i] == 0.0f);
+  // The same parts walked by one block or spread over blocks: the same bits.
+  CHECK(std::memcmp(ys[1].data(), ys[2].data(), ys[1].nbytes()) == 0);
 }
 
 }  // namespace
@@ -132,6 +167,8 @@ TEST_CASE("paged attention on the emulated device matches the CPU reference") {
   SUBCASE("f32 cache, 4 query heads over 2 kv heads, head_dim 64") { check_case(4, 2, 64, false); }
   SUBCASE("f16 cache, head_dim 40 (not a warp multiple)") { check_case(3, 1, 40, true); }
   SUBCASE("f32 cache, head_dim 256 (two output dims a thread)") { check_case(2, 2, 256, false); }
+  SUBCASE("f32 cache, head_dim 30 (rows not whole float4s)") { check_case(2, 1, 30, false); }
+  SUBCASE("f16 cache, head_dim 36 (rows not whole 8-half loads)") { check_case(2, 2, 36, true); }
 }
 
 TEST_CASE("paged attention adapter: metadata checked on its host copies, and required there") {
