@@ -17,6 +17,7 @@
 
 #include "cuda/kernels/attention.h"
 #include "cuda/kernels/intrinsics.cuh"
+#include "cuda/kernels/mma_pack.cuh"
 
 namespace ember::cuda {
 namespace {
@@ -296,26 +297,6 @@ __global__ void __launch_bounds__(kAttnThreads) attention_tc_kernel(AttnArgs a, 
 // B 16x8: b0 (k 2c, 2c+1; n g), b1 (k 2c + 8..; n g); C 16x8 fp32: c0, c1 (g, 2c..), c2, c3
 // (g + 8, 2c..).
 // So the C tiles of keys 16k .. 16k + 15 (n-tiles 2k, 2k + 1), packed, are the A tile of k-step k.
-
-constexpr float kLog2e = 1.4426950408889634f;
-
-__device__ __forceinline__ uint32_t pack2(__half, float lo, float hi) {
-  __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&h);
-}
-__device__ __forceinline__ uint32_t pack2(__nv_bfloat16, float lo, float hi) {
-  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&h);
-}
-// The sum of a packed pair as rounded (l sums the probabilities P @ V uses, so weights sum to 1).
-__device__ __forceinline__ float pair_sum(__half, uint32_t x) {
-  float2 f = __half22float2(*reinterpret_cast<__half2*>(&x));
-  return f.x + f.y;
-}
-__device__ __forceinline__ float pair_sum(__nv_bfloat16, uint32_t x) {
-  float2 f = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&x));
-  return f.x + f.y;
-}
 
 // Stores four floats, rounded to H, at dst[0..3] (8 bytes).
 template <class H>

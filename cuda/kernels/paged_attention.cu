@@ -12,8 +12,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "cuda/kernels/intrinsics.cuh"
+#include "cuda/kernels/mma_pack.cuh"
 #include "cuda/kernels/paged_attention.h"
 
 namespace ember::cuda {
@@ -67,7 +69,7 @@ __device__ __forceinline__ float block_reduce(float x, float* part) {
 // A token's sequence s (the last with query_start[s] <= t, as the CPU's upper_bound) and its
 // context [0, ctx); false for a padding token (past query_start[seqs] or past T).
 __device__ __forceinline__ bool token_context(const PagedArgs& a, int64_t t, int64_t* s,
-                                              int64_t* ctx) {
+                                              int64_t* ctx, int64_t* n_new) {
   // Guards on the metadata (the adapter checks it on the host as the CPU does; these only keep a
   // bad value from being followed).
   if (t >= min((int64_t)a.query_start[a.seqs], a.tokens)) return false;
@@ -79,9 +81,9 @@ __device__ __forceinline__ bool token_context(const PagedArgs& a, int64_t t, int
     else
       hi = mid;
   }
-  const int64_t n_new = a.query_start[lo + 1] - a.query_start[lo];
+  *n_new = a.query_start[lo + 1] - a.query_start[lo];
   *s = lo;
-  *ctx = max((int64_t)0, min(a.seq_lens[lo] - n_new + (t - a.query_start[lo]) + 1,
+  *ctx = max((int64_t)0, min(a.seq_lens[lo] - *n_new + (t - a.query_start[lo]) + 1,
                              a.max_blocks * a.block_size));
   return true;
 }
@@ -213,12 +215,13 @@ __global__ void __maxnreg__(128) paged_attention_kernel(PagedArgs a, PagedSplit 
   const int64_t kvh = h / (a.heads / a.kv_heads);
   const int tid = threadIdx.x;
   float* y = a.y + t * a.heads * D + h * D;
-  int64_t s = 0, ctx = 0;
-  if (!token_context(a, t, &s, &ctx)) {  // padding token
+  int64_t s = 0, ctx = 0, n_new = 0;
+  if (!token_context(a, t, &s, &ctx, &n_new)) {  // padding token
     if (z == 0)
       for (int64_t d = tid; d < D; d += kThreads) y[d] = 0.0f;
     return;
   }
+  if (sp.prefill_rows > 0 && n_new >= sp.prefill_rows) return;  // paged_prefill_kernel's
   const int64_t parts = max((int64_t)1, (ctx + sp.part_keys - 1) / sp.part_keys);
   // One block walks every part (block z = 0) unless the grid has a block for each; more parts
   // than blocks only if the device metadata differed from the host's, which it cannot.
@@ -268,6 +271,191 @@ __global__ void __maxnreg__(128) paged_attention_kernel(PagedArgs a, PagedSplit 
   }
 }
 
+// ---- prefill: a tile of a sequence's new tokens on tensor cores ----
+
+// The block's sequence s and first row (of s's new tokens) for tile `tile`, counting in order
+// the tiles of kPagedPrefillTileRows rows of every sequence with at least min_rows new tokens;
+// false past the last (paged_prefill_tiles counts them on the host).
+__device__ __forceinline__ bool prefill_tile(const PagedArgs& a, int64_t min_rows, int64_t tile,
+                                             int64_t* s, int64_t* row0) {
+  for (int64_t q = 0; q < a.seqs; q++) {
+    const int64_t n = a.query_start[q + 1] - a.query_start[q];
+    if (n < min_rows) continue;
+    const int64_t tiles = (n + kPagedPrefillTileRows - 1) / kPagedPrefillTileRows;
+    if (tile < tiles) {
+      *s = q;
+      *row0 = tile * kPagedPrefillTileRows;
+      return true;
+    }
+    tile -= tiles;
+  }
+  return false;
+}
+
+// FlashAttention-2 style over the paged cache (fp16 cache, head_dim D <= HD, D % 8 == 0): a
+// block owns 64 new tokens of one sequence (a warp 16, as A fragments of Q rounded to fp16) for
+// one query head, and walks the keys of its last row's context in 64-key tiles, each K and V row
+// copied from its cache slot (cp.async, zero past D and for keys past the context), S = Q Kt and
+// O = P V on mma.sync m16n8k16 with fp32 sums, the online softmax on the S fragments (a row's
+// keys past its own position masked). A key tile past a row's context changes nothing in that
+// row (its scores are all -inf), so a row's result does not depend on the tile's other rows.
+// Layouts as attention_mma_kernel (attention.cu): the fragment notes there.
+template <int HD>
+__global__ void __launch_bounds__(kThreads) paged_prefill_kernel(PagedArgs a, int64_t min_rows) {
+  constexpr int BT = kPagedPrefillKeys, LH = HD + 8;  // keys a tile; smem row pitch (halves)
+  constexpr int NK = HD / 16, NS = BT / 8, NP = BT / 16, NO = HD / 8;
+  static_assert(kPagedPrefillTileRows == 16 * kWarps, "a warp per 16 rows");
+  __shared__ __align__(16) __half ks[BT * LH];
+  __shared__ __align__(16) __half vs[BT * LH];
+  __shared__ bool valid[BT];
+  int64_t s, row0;
+  if (!prefill_tile(a, min_rows, blockIdx.x, &s, &row0)) return;
+  const int64_t h = blockIdx.y, D = a.head_dim, HDq = a.heads * D;
+  const int64_t kvh = h / (a.heads / a.kv_heads);
+  const int64_t q0 = a.query_start[s], n_new = a.query_start[s + 1] - q0;
+  const int64_t first = a.seq_lens[s] - n_new;  // position of the sequence's first new token
+  const int64_t n_rows = min((int64_t)kPagedPrefillTileRows, n_new - row0);
+  const int64_t ctx_end = max((int64_t)0, min(first + row0 + n_rows, a.max_blocks * a.block_size));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  // This lane's two rows (of s's new tokens), whether each is one, and its position.
+  int64_t rows[2], pos[2];
+  bool live[2];
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    rows[i] = row0 + warp * 16 + g + 8 * i;
+    live[i] = rows[i] < row0 + n_rows;
+    pos[i] = first + rows[i];
+  }
+
+  // Q as A fragments, zero past D and for rows past the tile (D % 8 == 0: a pair is in or out).
+  uint32_t qf[NK][4];
+#pragma unroll
+  for (int kk = 0; kk < NK; kk++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int d = 16 * kk + 8 * (e >> 1) + 2 * c;
+      float2 x = make_float2(0.0f, 0.0f);
+      if (live[e & 1] && d < D) {
+        const float* qr = a.q + (q0 + rows[e & 1]) * HDq + h * D + d;
+        x = make_float2(qr[0], qr[1]);
+      }
+      qf[kk][e] = pack2(__half{}, x.x, x.y);
+    }
+
+  float o[NO][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this lane's part
+#pragma unroll
+  for (int n = 0; n < NO; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) o[n][e] = 0.0f;
+  const __half* kc = static_cast<const __half*>(a.k_cache);
+  const __half* vc = static_cast<const __half*>(a.v_cache);
+  for (int64_t t0 = 0; t0 < ctx_end; t0 += BT) {
+    __syncthreads();  // every warp is done with the last tile
+    for (int i = threadIdx.x; i < BT * (HD / 8); i += kThreads) {
+      const int key = i / (HD / 8), d8 = i % (HD / 8) * 8;
+      const int64_t p = t0 + key;
+      int64_t blk = -1;
+      if (p < ctx_end) blk = a.block_tables[s * a.max_blocks + p / a.block_size];
+      const bool ok = blk >= 0 && blk < a.blocks;  // checked on the host; never followed if not
+      if (d8 == 0) valid[key] = ok;
+      const int64_t at = ((blk * a.block_size + p % a.block_size) * a.kv_heads + kvh) * D + d8;
+      const int bytes = ok && d8 < D ? 16 : 0;
+      cp_async16(ks + key * LH + d8, bytes ? kc + at : kc, bytes);
+      cp_async16(vs + key * LH + d8, bytes ? vc + at : vc, bytes);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+
+    // S = Q Kt (see attention_mma_kernel for the ldmatrix matrices).
+    float sc[NS][4];
+#pragma unroll
+    for (int n = 0; n < NS; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) sc[n][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < NK; kk++)
+#pragma unroll
+      for (int p = 0; p < NS / 2; p++) {
+        uint32_t kf[4];
+        const int mi = lane >> 3;
+        ldmatrix_x4(kf, ks + (16 * p + 8 * (mi >> 1) + (lane & 7)) * LH + 16 * kk + 8 * (mi & 1));
+        mma_m16n8k16(__half{}, sc[2 * p], qf[kk], kf[0], kf[1]);
+        mma_m16n8k16(__half{}, sc[2 * p + 1], qf[kk], kf[2], kf[3]);
+      }
+
+    // Element e of n-tile n: row e >> 1, key t0 + 8n + 2c + (e & 1); kept where the key is in
+    // the row's context [0, pos] and its block valid.
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < NS; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int key = 8 * n + 2 * c + (e & 1);
+        const int64_t t = t0 + key;
+        const bool keep = live[e >> 1] && t <= pos[e >> 1] && t < ctx_end && valid[key];
+        const float x = keep ? sc[n][e] * a.scale : -INFINITY;
+        sc[n][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    float sh[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 2));
+      const float mn = fmaxf(m[r], mx[r]);
+      sh[r] = mn == -INFINITY ? 0.0f : mn;  // all -inf so far: weights 0, not NaN
+      const float alpha = exp2f((m[r] - sh[r]) * kLog2e);
+      m[r] = mn;
+      l[r] *= alpha;
+#pragma unroll
+      for (int n = 0; n < NO; n++) {
+        o[n][2 * r] *= alpha;
+        o[n][2 * r + 1] *= alpha;
+      }
+    }
+    uint32_t pf[NP][4];
+#pragma unroll
+    for (int n = 0; n < NS; n++)
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const uint32_t p = pack2(__half{}, exp2f((sc[n][2 * r] - sh[r]) * kLog2e),
+                                 exp2f((sc[n][2 * r + 1] - sh[r]) * kLog2e));
+        pf[n >> 1][2 * (n & 1) + r] = p;
+        l[r] += pair_sum(__half{}, p);
+      }
+
+    // O += P V (ldmatrix.trans: V rows are B's k).
+#pragma unroll
+    for (int kk = 0; kk < NP; kk++)
+#pragma unroll
+      for (int p = 0; p < NO / 2; p++) {
+        uint32_t vf[4];
+        const int mi = lane >> 3;
+        ldmatrix_x4_trans(vf, vs + (16 * kk + 8 * (mi & 1) + (lane & 7)) * LH + 16 * p + 8 * (mi >> 1));
+        mma_m16n8k16(__half{}, o[2 * p], pf[kk], vf[0], vf[1]);
+        mma_m16n8k16(__half{}, o[2 * p + 1], pf[kk], vf[2], vf[3]);
+      }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    l[r] += __shfl_xor_sync(kFull, l[r], 1);
+    l[r] += __shfl_xor_sync(kFull, l[r], 2);
+    if (!live[r]) continue;
+    float* yr = a.y + (q0 + rows[r]) * HDq + h * D;
+    const bool any = pos[r] >= 0 && ctx_end > 0;  // a context to attend over
+#pragma unroll
+    for (int n = 0; n < NO; n++) {
+      const int j = 8 * n + 2 * c;
+      if (j < D) {
+        yr[j] = any ? o[n][2 * r] / l[r] : 0.0f;
+        yr[j + 1] = any ? o[n][2 * r + 1] / l[r] : 0.0f;
+      }
+    }
+  }
+}
+
 template <class C>
 void launch(const PagedArgs& a, const PagedSplit& sp, cudaStream_t s) {
   const int64_t total = a.tokens * a.kv_heads * a.head_dim;
@@ -277,6 +465,14 @@ void launch(const PagedArgs& a, const PagedSplit& sp, cudaStream_t s) {
   }
   const dim3 grid((unsigned)a.tokens, (unsigned)a.heads, (unsigned)std::max<int64_t>(sp.parts, 1));
   EMBER_LAUNCH(paged_attention_kernel<C>, grid, kThreads, 0, s)(a, sp);
+  if constexpr (std::is_same_v<C, __half>) {
+    if (sp.prefill_rows <= 0 || sp.prefill_tiles <= 0) return;
+    const dim3 tiles((unsigned)sp.prefill_tiles, (unsigned)a.heads);
+    if (a.head_dim <= 64)
+      EMBER_LAUNCH(paged_prefill_kernel<64>, tiles, kThreads, 0, s)(a, sp.prefill_rows);
+    else
+      EMBER_LAUNCH(paged_prefill_kernel<128>, tiles, kThreads, 0, s)(a, sp.prefill_rows);
+  }
 }
 
 }  // namespace

@@ -24,12 +24,16 @@ constexpr int kPagedChunk = 128, kPagedMaxHeadDim = 256;
 // - parts > 1 (at least the most parts any token has, paged_parts): a block per part, which
 //   stores its state in `partial` ([tokens, heads, parts, head_dim + 2] floats); the last of a
 //   token's parts to finish merges them, counted in `counters` ([tokens * heads] zeros, left 0).
+// Prefill: with prefill_rows > 0, every sequence with at least that many new tokens runs on
+// tensor cores instead (paged_prefill_kernel: tiles of kPagedPrefillTileRows new tokens, fp16
+// Q and P, fp32 sums; prefill_tiles of them, paged_prefill_tiles), the rest as above.
 constexpr int64_t kPagedPartKeys = 512;
 struct PagedSplit {
   int64_t part_keys = kPagedPartKeys;
   int64_t parts = 1;
   float* partial = nullptr;
   int* counters = nullptr;
+  int64_t prefill_rows = 0, prefill_tiles = 0;
 };
 // Blocks per (token, head) that spread the longest context of the step over parts, from the
 // host copies of seq_lens (checked): 1 where it fits one part, where tokens x heads already
@@ -42,6 +46,25 @@ inline int64_t paged_parts(const PagedArgs& host, int64_t part_keys = kPagedPart
   for (int64_t s = 0; s < host.seqs; s++) longest = std::max<int64_t>(longest, host.seq_lens[s]);
   const int64_t parts = (longest + part_keys - 1) / part_keys;
   return parts > kPagedMaxParts ? 1 : std::max<int64_t>(1, parts);
+}
+
+// The tensor-core prefill: query tiles of 64 new tokens, key tiles of 64; sequences with at
+// least kPagedPrefillMinRows new tokens take it where paged_prefill_fits.
+constexpr int64_t kPagedPrefillTileRows = 64, kPagedPrefillKeys = 64, kPagedPrefillMinRows = 16;
+// An fp16 cache, head_dim a multiple of 8 up to 128, caches 16-byte aligned (its row copies).
+inline bool paged_prefill_fits(const PagedArgs& a) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return a.cache_f16 && a.head_dim % 8 == 0 && a.head_dim <= 128 && aligned(a.k_cache) &&
+         aligned(a.v_cache);
+}
+// Query tiles of the sequences with at least min_rows new tokens (host copies of query_start).
+inline int64_t paged_prefill_tiles(const PagedArgs& host, int64_t min_rows) {
+  int64_t tiles = 0;
+  for (int64_t s = 0; s < host.seqs; s++) {
+    const int64_t n = (int64_t)host.query_start[s + 1] - host.query_start[s];
+    if (n >= min_rows) tiles += (n + kPagedPrefillTileRows - 1) / kPagedPrefillTileRows;
+  }
+  return tiles;
 }
 
 // Writes the new k, v rows into their slots (slot -1: skipped), then attends each query token

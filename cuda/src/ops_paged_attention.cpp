@@ -3,7 +3,8 @@
 // (cpu::paged_attention_check), then paged_attention.cu. It runs here only where the KV caches
 // are bound in device memory (runtime/plan.cpp, stateful_on_device); with host caches the plan
 // keeps the node on the CPU. A long context over few (token, head) pairs (decode) is spread
-// over blocks by parts (paged_parts), with scratch for their states.
+// over blocks by parts (paged_parts), with scratch for their states; prefill chunks of an fp16
+// cache run on tensor cores (paged_prefill_fits), except in deterministic sessions.
 #include <memory>
 
 #include "cuda/kernels/paged_attention.h"
@@ -42,6 +43,12 @@ void paged_attention_cuda(const KernelCtx& ctx) {
     partial = std::make_unique<Scratch>(ctx, (size_t)(pairs * split.parts * (a.head_dim + 2) * 4));
     split.partial = partial->as<float>();
     split.counters = tile_counters(ctx, pairs);
+  }
+  // Prefill chunks on tensor cores, unless deterministic: a prompt token's chunk depends on
+  // the batch, and the two kernels round differently.
+  if (!options(ctx).deterministic && paged_prefill_fits(a)) {
+    split.prefill_tiles = paged_prefill_tiles(h, kPagedPrefillMinRows);
+    if (split.prefill_tiles > 0) split.prefill_rows = kPagedPrefillMinRows;
   }
   paged_attention(a, split, stream(ctx));
   check_launch("[PagedAttention] paged attention kernel");

@@ -27,21 +27,24 @@ struct Batch {
   int64_t max_blocks;
 };
 
-// seq 0: 5 new tokens after 3 cached; seq 1: 1 new token after 299 (3 chunks, 19 blocks);
-// seq 2: 1 new token, nothing cached; then one padding token. Block size 16, blocks handed
-// out in a scrambled order so the table is followed, not assumed.
-Batch make_batch(int64_t blocks, int64_t bs) {
+// Sequences of news[s] new tokens ending at seq_lens[s], then one padding token. Blocks of
+// `bs` slots handed out in a scrambled order (7 is prime to the block counts used), so the
+// table is followed, not assumed.
+Batch make_batch(int64_t blocks, int64_t bs, const std::vector<int32_t>& news,
+                 const std::vector<int32_t>& lens, int64_t max_blocks) {
   Batch b;
-  b.query_start = {0, 5, 6, 7};
-  b.seq_lens = {8, 300, 1};
-  b.max_blocks = 20;
-  b.tables.assign(3 * b.max_blocks, 0);
+  const int seqs = (int)news.size();
+  b.query_start = {0};
+  for (int32_t n : news) b.query_start.push_back(b.query_start.back() + n);
+  b.seq_lens = lens;
+  b.max_blocks = max_blocks;
+  b.tables.assign(seqs * b.max_blocks, 0);
   int64_t next = 0;
   auto take = [&] { return (int32_t)((next++ * 7) % blocks); };
-  for (int s = 0; s < 3; s++)
+  for (int s = 0; s < seqs; s++)
     for (int64_t j = 0; j < (b.seq_lens[s] + bs - 1) / bs; j++)
       b.tables[s * b.max_blocks + j] = take();
-  for (int s = 0; s < 3; s++)
+  for (int s = 0; s < seqs; s++)
     for (int32_t t = b.query_start[s]; t < b.query_start[s + 1]; t++) {
       const int64_t pos =
           b.seq_lens[s] - (b.query_start[s + 1] - b.query_start[s]) + (t - b.query_start[s]);
@@ -50,6 +53,10 @@ Batch make_batch(int64_t blocks, int64_t bs) {
   b.slots.push_back(-1);  // the padding token writes nothing
   return b;
 }
+
+// seq 0: 5 new tokens after 3 cached; seq 1: 1 new token after 299 (3 chunks, 19 blocks);
+// seq 2: 1 new token, nothing cached; then one padding token. Block size 16.
+Batch make_batch(int64_t blocks, int64_t bs) { return make_batch(blocks, bs, {5, 1, 1}, {8, 300, 1}, 20); }
 
 Tensor random(DType dt, const Shape& s, std::mt19937& gen) {
   std::normal_distribution<float> dist;
@@ -161,6 +168,69 @@ void check_case(int64_t heads, int64_t kv_heads, int64_t dim, bool f16) {
   CHECK(std::memcmp(ys[1].data(), ys[2].data(), ys[1].nbytes()) == 0);
 }
 
+// Prefill chunks on tensor cores (paged_prefill_kernel) beside decode tokens: seq 0 40 new
+// tokens after 70 cached (key tiles past the first); seq 1 one decode token after 299; seq 2 a
+// 20-token prompt from scratch; seq 3 70 new after 5 (two query tiles, the second of 6 rows);
+// a padding token. Against the CPU within fp16 rounding (Q and P rounded); the tokens left to
+// the scalar kernel (seq 1, padding) the same bits as without the prefill kernel.
+void check_prefill(int64_t heads, int64_t kv_heads, int64_t dim) {
+  std::mt19937 gen(7 + dim);
+  const int64_t blocks = 48, bs = 16;
+  Batch b = make_batch(blocks, bs, {40, 1, 20, 70}, {110, 300, 20, 75}, 20);
+  const int64_t tokens = (int64_t)b.slots.size(), seqs = 4;
+  Tensor q = random(DType::F32, {tokens, heads * dim}, gen);
+  Tensor k = random(DType::F32, {tokens, kv_heads * dim}, gen);
+  Tensor v = random(DType::F32, {tokens, kv_heads * dim}, gen);
+  Tensor kc = random(DType::F16, {blocks, bs, kv_heads, dim}, gen),
+         vc = random(DType::F16, {blocks, bs, kv_heads, dim}, gen);
+  Tensor slots = Tensor::borrow(DType::I64, {tokens}, b.slots.data());
+  Tensor starts = Tensor::borrow(DType::I32, {seqs + 1}, b.query_start.data());
+  Tensor lens = Tensor::borrow(DType::I32, {seqs}, b.seq_lens.data());
+  Tensor tables = Tensor::borrow(DType::I32, {seqs, b.max_blocks}, b.tables.data());
+  Tensor kc_cpu = clone(kc), vc_cpu = clone(vc), want = Tensor::empty(DType::F32, q.shape());
+  const Node node = paged_node(heads, kv_heads, dim);
+  std::vector<const Tensor*> ins = {&q, &k, &v, &kc_cpu, &vc_cpu, &slots, &starts, &lens, &tables};
+  KernelCtx kctx{node, ins, {&want}};
+  op_def(OpType::PagedAttention).reference(kctx);
+
+  PagedArgs a;
+  a.q = q.ptr<float>(), a.k = k.ptr<float>(), a.v = v.ptr<float>();
+  a.k_cache = kc.data(), a.v_cache = vc.data(), a.cache_f16 = true;
+  a.slots = b.slots.data(), a.query_start = b.query_start.data(), a.seq_lens = b.seq_lens.data();
+  a.block_tables = b.tables.data();
+  a.tokens = tokens, a.seqs = seqs, a.heads = heads, a.kv_heads = kv_heads, a.head_dim = dim;
+  a.blocks = blocks, a.block_size = bs, a.max_blocks = b.max_blocks;
+  a.scale = 1.0f / std::sqrt((float)dim);
+  REQUIRE(paged_prefill_fits(a));
+  Tensor y[2];
+  for (int tensor_cores = 0; tensor_cores < 2; tensor_cores++) {
+    y[tensor_cores] = Tensor::empty(DType::F32, q.shape());
+    for (int64_t i = 0; i < q.numel(); i++) y[tensor_cores].ptr<float>()[i] = NAN;
+    a.y = y[tensor_cores].ptr<float>();
+    PagedSplit split;
+    if (tensor_cores) {
+      split.prefill_rows = kPagedPrefillMinRows;
+      split.prefill_tiles = paged_prefill_tiles(a, kPagedPrefillMinRows);
+      REQUIRE(split.prefill_tiles == 4);  // 1 + 1 + 2
+    }
+    paged_attention(a, split, nullptr);
+  }
+  CHECK(std::memcmp(kc.data(), kc_cpu.data(), kc.nbytes()) == 0);
+  CHECK(std::memcmp(vc.data(), vc_cpu.data(), vc.nbytes()) == 0);
+  int bad = 0;
+  double worst = 0;
+  for (int64_t i = 0; i < q.numel(); i++) {
+    const double w = want.ptr<float>()[i], g = y[1].ptr<float>()[i], err = std::fabs(g - w);
+    worst = std::max(worst, err);
+    bad += !(err <= 4e-3 + 4e-3 * std::fabs(w));
+  }
+  CAPTURE(worst);
+  CHECK(bad == 0);
+  const int64_t row = heads * dim;  // seq 1's token (40) and the padding token (131)
+  for (int64_t t : {int64_t(40), tokens - 1})
+    CHECK(std::memcmp(y[0].ptr<float>() + t * row, y[1].ptr<float>() + t * row, row * 4) == 0);
+}
+
 }  // namespace
 
 TEST_CASE("paged attention on the emulated device matches the CPU reference") {
@@ -198,4 +268,10 @@ TEST_CASE("paged attention adapter: metadata checked on its host copies, and req
   ctx.host_in = in;
   b.tables[0] = (int32_t)blocks;  // a block id past the cache
   CHECK_THROWS_WITH_AS(paged_attention_cuda(ctx), doctest::Contains("block_tables[0, 0]"), Error);
+}
+
+TEST_CASE("paged attention's prefill on tensor cores on the emulated device") {
+  SUBCASE("head_dim 64, 4 query heads over 2 kv heads") { check_prefill(4, 2, 64); }
+  SUBCASE("head_dim 40 (padded to 64)") { check_prefill(2, 1, 40); }
+  SUBCASE("head_dim 128") { check_prefill(2, 2, 128); }
 }
