@@ -17,7 +17,7 @@
 
 #include "cuda/kernels/attention.h"
 #include "cuda/kernels/intrinsics.cuh"
-#include "cuda/kernels/mma_pack.cuh"
+#include "cuda/kernels/mma_attention.cuh"
 
 namespace ember::cuda {
 namespace {
@@ -291,12 +291,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_tc_kernel(AttnArgs a, 
 #endif
 }
 
-// ---- mma.sync path ----
-// m16n8k16 fragments (PTX ISA, "mma.m16n8k16"), lane = 4 * g + c, pairs packed low index first:
-// A 16x16: a0 (row g, cols 2c, 2c+1), a1 (g + 8, 2c..), a2 (g, 2c + 8..), a3 (g + 8, 2c + 8..);
-// B 16x8: b0 (k 2c, 2c+1; n g), b1 (k 2c + 8..; n g); C 16x8 fp32: c0, c1 (g, 2c..), c2, c3
-// (g + 8, 2c..).
-// So the C tiles of keys 16k .. 16k + 15 (n-tiles 2k, 2k + 1), packed, are the A tile of k-step k.
+// ---- mma.sync path (fragment layouts and the shared tile steps: mma_attention.cuh) ----
 
 // Stores four floats, rounded to H, at dst[0..3] (8 bytes).
 template <class H>
@@ -444,24 +439,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
     __syncthreads();
     if (t0 + BT < a.T) copy_tile(t0 + BT);  // lands while this tile's math runs
 
-    // S = Q Kt: K rows are B's columns, so plain ldmatrix; matrices (n-tile 2p, d 16kk),
-    // (2p, 16kk + 8), (2p + 1, 16kk), (2p + 1, 16kk + 8) are b0, b1 of n-tiles 2p and 2p + 1.
     float sc[NS][4];
-#pragma unroll
-    for (int n = 0; n < NS; n++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) sc[n][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < NK; kk++) {
-#pragma unroll
-      for (int p = 0; p < NS / 2; p++) {
-        uint32_t kf[4];
-        const int mi = lane >> 3;
-        ldmatrix_x4(kf, ks + (16 * p + 8 * (mi >> 1) + (lane & 7)) * LH + 16 * kk + 8 * (mi & 1));
-        mma_m16n8k16(H{}, sc[2 * p], qf[kk], kf[0], kf[1]);
-        mma_m16n8k16(H{}, sc[2 * p + 1], qf[kk], kf[2], kf[3]);
-      }
-    }
+    mma_scores<H, LH>(sc, qf, ks, lane);
 
     // Online softmax on the fragments: element e of n-tile n is row rows[e >> 1], key
     // t0 + 8n + 2c + (e & 1); a row's max and sum combine over the quad (lanes 4g .. 4g + 3).
@@ -479,48 +458,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
         mx[e >> 1] = fmaxf(mx[e >> 1], x);
       }
     }
-    float sh[2];
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(kFull, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(kFull, mx[h], 2));
-      const float mn = fmaxf(m[h], mx[h]);
-      sh[h] = attn_shift(mn);
-      const float alpha = exp2f((m[h] - sh[h]) * kLog2e);
-      m[h] = mn;
-      l[h] *= alpha;
-#pragma unroll
-      for (int n = 0; n < NO; n++) {
-        o[n][2 * h] *= alpha;
-        o[n][2 * h + 1] *= alpha;
-      }
-    }
-    // P in H as A fragments of the k-steps over this tile's keys (see the layout note above).
     uint32_t pf[NP][4];
-#pragma unroll
-    for (int n = 0; n < NS; n++) {
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const uint32_t p = pack2(H{}, exp2f((sc[n][2 * h] - sh[h]) * kLog2e),
-                                 exp2f((sc[n][2 * h + 1] - sh[h]) * kLog2e));
-        pf[n >> 1][2 * (n & 1) + h] = p;
-        l[h] += pair_sum(H{}, p);
-      }
-    }
-
-    // O += P V: V rows are B's k, so ldmatrix.trans; matrices (keys 16kk, cols 8(2p)),
-    // (16kk + 8, 8(2p)), (16kk, 8(2p + 1)), (16kk + 8, 8(2p + 1)) are b0, b1 of n-tiles 2p, 2p + 1.
-#pragma unroll
-    for (int kk = 0; kk < NP; kk++) {
-#pragma unroll
-      for (int p = 0; p < NO / 2; p++) {
-        uint32_t vf[4];
-        const int mi = lane >> 3;
-        ldmatrix_x4_trans(vf, vs + (16 * kk + 8 * (mi & 1) + (lane & 7)) * LH + 16 * p + 8 * (mi >> 1));
-        mma_m16n8k16(H{}, o[2 * p], pf[kk], vf[0], vf[1]);
-        mma_m16n8k16(H{}, o[2 * p + 1], pf[kk], vf[2], vf[3]);
-      }
-    }
+    mma_softmax<H>(sc, mx, m, l, o, pf);
+    mma_pv<H, LH>(o, pf, vs, lane);
   }
 
 #pragma unroll

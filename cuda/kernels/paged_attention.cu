@@ -15,7 +15,7 @@
 #include <type_traits>
 
 #include "cuda/kernels/intrinsics.cuh"
-#include "cuda/kernels/mma_pack.cuh"
+#include "cuda/kernels/mma_attention.cuh"
 #include "cuda/kernels/paged_attention.h"
 
 namespace ember::cuda {
@@ -159,8 +159,8 @@ struct PagedSmem {
 // rescaled by exp(m_old - m_new)), and each thread adds the weighted V rows into its output dims
 // (threads over head_dim: every V row is read in one coalesced pass).
 template <class C>
-__device__ __forceinline__ SoftmaxState attend_keys(const PagedArgs& a, PagedSmem& sm, int64_t s, int64_t kvh,
-                                    int64_t k0, int64_t k1) {
+__device__ __forceinline__ SoftmaxState attend_keys(const PagedArgs& a, PagedSmem& sm,
+                                                    int64_t s, int64_t kvh, int64_t k0, int64_t k1) {
   const int tid = threadIdx.x;
   const int64_t D = a.head_dim;
   const C* kc = static_cast<const C*>(a.k_cache);
@@ -299,7 +299,7 @@ __device__ __forceinline__ bool prefill_tile(const PagedArgs& a, int64_t min_row
 // O = P V on mma.sync m16n8k16 with fp32 sums, the online softmax on the S fragments (a row's
 // keys past its own position masked). A key tile past a row's context changes nothing in that
 // row (its scores are all -inf), so a row's result does not depend on the tile's other rows.
-// Layouts as attention_mma_kernel (attention.cu): the fragment notes there.
+// The fragment steps are attention_mma_kernel's (mma_attention.cuh).
 template <int HD>
 __global__ void __launch_bounds__(kThreads) paged_prefill_kernel(PagedArgs a, int64_t min_rows) {
   constexpr int BT = kPagedPrefillKeys, LH = HD + 8;  // keys a tile; smem row pitch (halves)
@@ -367,22 +367,8 @@ __global__ void __launch_bounds__(kThreads) paged_prefill_kernel(PagedArgs a, in
     cp_async_wait<0>();
     __syncthreads();
 
-    // S = Q Kt (see attention_mma_kernel for the ldmatrix matrices).
     float sc[NS][4];
-#pragma unroll
-    for (int n = 0; n < NS; n++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) sc[n][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < NK; kk++)
-#pragma unroll
-      for (int p = 0; p < NS / 2; p++) {
-        uint32_t kf[4];
-        const int mi = lane >> 3;
-        ldmatrix_x4(kf, ks + (16 * p + 8 * (mi >> 1) + (lane & 7)) * LH + 16 * kk + 8 * (mi & 1));
-        mma_m16n8k16(__half{}, sc[2 * p], qf[kk], kf[0], kf[1]);
-        mma_m16n8k16(__half{}, sc[2 * p + 1], qf[kk], kf[2], kf[3]);
-      }
+    mma_scores<__half, LH>(sc, qf, ks, lane);
 
     // Element e of n-tile n: row e >> 1, key t0 + 8n + 2c + (e & 1); kept where the key is in
     // the row's context [0, pos] and its block valid.
@@ -398,44 +384,9 @@ __global__ void __launch_bounds__(kThreads) paged_prefill_kernel(PagedArgs a, in
         sc[n][e] = x;
         mx[e >> 1] = fmaxf(mx[e >> 1], x);
       }
-    float sh[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 2));
-      const float mn = fmaxf(m[r], mx[r]);
-      sh[r] = mn == -INFINITY ? 0.0f : mn;  // all -inf so far: weights 0, not NaN
-      const float alpha = exp2f((m[r] - sh[r]) * kLog2e);
-      m[r] = mn;
-      l[r] *= alpha;
-#pragma unroll
-      for (int n = 0; n < NO; n++) {
-        o[n][2 * r] *= alpha;
-        o[n][2 * r + 1] *= alpha;
-      }
-    }
     uint32_t pf[NP][4];
-#pragma unroll
-    for (int n = 0; n < NS; n++)
-#pragma unroll
-      for (int r = 0; r < 2; r++) {
-        const uint32_t p = pack2(__half{}, exp2f((sc[n][2 * r] - sh[r]) * kLog2e),
-                                 exp2f((sc[n][2 * r + 1] - sh[r]) * kLog2e));
-        pf[n >> 1][2 * (n & 1) + r] = p;
-        l[r] += pair_sum(__half{}, p);
-      }
-
-    // O += P V (ldmatrix.trans: V rows are B's k).
-#pragma unroll
-    for (int kk = 0; kk < NP; kk++)
-#pragma unroll
-      for (int p = 0; p < NO / 2; p++) {
-        uint32_t vf[4];
-        const int mi = lane >> 3;
-        ldmatrix_x4_trans(vf, vs + (16 * kk + 8 * (mi & 1) + (lane & 7)) * LH + 16 * p + 8 * (mi >> 1));
-        mma_m16n8k16(__half{}, o[2 * p], pf[kk], vf[0], vf[1]);
-        mma_m16n8k16(__half{}, o[2 * p + 1], pf[kk], vf[2], vf[3]);
-      }
+    mma_softmax<__half>(sc, mx, m, l, o, pf);
+    mma_pv<__half, LH>(o, pf, vs, lane);
   }
 
 #pragma unroll

@@ -202,11 +202,12 @@ __device__ __forceinline__ void q4_finish(float (&acc)[MT][8][4],
 // fences make every block's partial sums visible before its count; the adder reads them past
 // L1 (__ldcg).
 template <int BM>
-__device__ __forceinline__ void q4_split_finish(const float* __restrict__ partial,  // [splits, m, n]
-                                                const float* __restrict__ bias,  // [n] or null
-                                                float* __restrict__ y,           // [m, n]
-                                                int* __restrict__ counters,      // [grid y, grid x]
-                                                int m, int n, int act) {
+__device__ __forceinline__ void q4_split_finish(
+    const float* __restrict__ partial,  // [splits, m, n]
+    const float* __restrict__ bias,     // [n] or null
+    float* __restrict__ y,              // [m, n]
+    int* __restrict__ counters,         // [grid y, grid x]
+    int m, int n, int act) {
   __shared__ int last;
   __threadfence();
   __syncthreads();

@@ -56,7 +56,9 @@ Batch make_batch(int64_t blocks, int64_t bs, const std::vector<int32_t>& news,
 
 // seq 0: 5 new tokens after 3 cached; seq 1: 1 new token after 299 (3 chunks, 19 blocks);
 // seq 2: 1 new token, nothing cached; then one padding token. Block size 16.
-Batch make_batch(int64_t blocks, int64_t bs) { return make_batch(blocks, bs, {5, 1, 1}, {8, 300, 1}, 20); }
+Batch make_batch(int64_t blocks, int64_t bs) {
+  return make_batch(blocks, bs, {5, 1, 1}, {8, 300, 1}, 20);
+}
 
 Tensor random(DType dt, const Shape& s, std::mt19937& gen) {
   std::normal_distribution<float> dist;
@@ -86,6 +88,46 @@ Tensor clone(const Tensor& t) {
   return c;
 }
 
+// Random q, k, v and caches for batch b, the CPU reference's output (`want`) with its own copies
+// of the caches (kc_ref, vc_ref: the new rows written), and the kernel's arguments over the
+// originals (y left to the caller).
+struct Inputs {
+  Tensor q, k, v, kc, vc, kc_ref, vc_ref, want;
+  PagedArgs args;
+};
+
+Inputs make_inputs(Batch& b, int64_t heads, int64_t kv_heads, int64_t dim, DType cache,
+                   int64_t blocks, int64_t bs, std::mt19937& gen) {
+  const int64_t tokens = (int64_t)b.slots.size(), seqs = (int64_t)b.seq_lens.size();
+  Inputs in;
+  in.q = random(DType::F32, {tokens, heads * dim}, gen);
+  in.k = random(DType::F32, {tokens, kv_heads * dim}, gen);
+  in.v = random(DType::F32, {tokens, kv_heads * dim}, gen);
+  in.kc = random(cache, {blocks, bs, kv_heads, dim}, gen);
+  in.vc = random(cache, {blocks, bs, kv_heads, dim}, gen);
+  Tensor slots = Tensor::borrow(DType::I64, {tokens}, b.slots.data());
+  Tensor starts = Tensor::borrow(DType::I32, {seqs + 1}, b.query_start.data());
+  Tensor lens = Tensor::borrow(DType::I32, {seqs}, b.seq_lens.data());
+  Tensor tables = Tensor::borrow(DType::I32, {seqs, b.max_blocks}, b.tables.data());
+  in.kc_ref = clone(in.kc), in.vc_ref = clone(in.vc);
+  in.want = Tensor::empty(DType::F32, in.q.shape());
+  const Node node = paged_node(heads, kv_heads, dim);
+  std::vector<const Tensor*> ins = {&in.q,      &in.k,   &in.v,  &in.kc_ref, &in.vc_ref,
+                                    &slots,     &starts, &lens,  &tables};
+  KernelCtx kctx{node, ins, {&in.want}};
+  op_def(OpType::PagedAttention).reference(kctx);
+
+  PagedArgs& a = in.args;
+  a.q = in.q.ptr<float>(), a.k = in.k.ptr<float>(), a.v = in.v.ptr<float>();
+  a.k_cache = in.kc.data(), a.v_cache = in.vc.data(), a.cache_f16 = cache == DType::F16;
+  a.slots = b.slots.data(), a.query_start = b.query_start.data(), a.seq_lens = b.seq_lens.data();
+  a.block_tables = b.tables.data();
+  a.tokens = tokens, a.seqs = seqs, a.heads = heads, a.kv_heads = kv_heads, a.head_dim = dim;
+  a.blocks = blocks, a.block_size = bs, a.max_blocks = b.max_blocks;
+  a.scale = 1.0f / std::sqrt((float)dim);
+  return in;
+}
+
 // Every way of running the case: the default split, and 128-key parts walked by one block or
 // spread over blocks (seq 1's 300 keys: 3 parts).
 struct SplitRun {
@@ -102,31 +144,9 @@ void check_case(int64_t heads, int64_t kv_heads, int64_t dim, bool f16) {
   const int64_t blocks = 40, bs = 16, tokens = 8;
   const DType cdt = f16 ? DType::F16 : DType::F32;
   Batch b = make_batch(blocks, bs);
-  Tensor q = random(DType::F32, {tokens, heads * dim}, gen);
-  Tensor k = random(DType::F32, {tokens, kv_heads * dim}, gen);
-  Tensor v = random(DType::F32, {tokens, kv_heads * dim}, gen);
-  Tensor kc = random(cdt, {blocks, bs, kv_heads, dim}, gen),
-         vc = random(cdt, {blocks, bs, kv_heads, dim}, gen);
-  Tensor slots = Tensor::borrow(DType::I64, {tokens}, b.slots.data());
-  Tensor starts = Tensor::borrow(DType::I32, {4}, b.query_start.data());
-  Tensor lens = Tensor::borrow(DType::I32, {3}, b.seq_lens.data());
-  Tensor tables = Tensor::borrow(DType::I32, {3, b.max_blocks}, b.tables.data());
-
-  // The CPU reference on its own copies of the caches.
-  Tensor kc_cpu = clone(kc), vc_cpu = clone(vc), want = Tensor::empty(DType::F32, q.shape());
-  const Node node = paged_node(heads, kv_heads, dim);
-  std::vector<const Tensor*> ins = {&q, &k, &v, &kc_cpu, &vc_cpu, &slots, &starts, &lens, &tables};
-  KernelCtx kctx{node, ins, {&want}};
-  op_def(OpType::PagedAttention).reference(kctx);
-
-  PagedArgs a;
-  a.q = q.ptr<float>(), a.k = k.ptr<float>(), a.v = v.ptr<float>();
-  a.k_cache = kc.data(), a.v_cache = vc.data(), a.cache_f16 = f16;
-  a.slots = b.slots.data(), a.query_start = b.query_start.data(), a.seq_lens = b.seq_lens.data();
-  a.block_tables = b.tables.data();
-  a.tokens = tokens, a.seqs = 3, a.heads = heads, a.kv_heads = kv_heads, a.head_dim = dim;
-  a.blocks = blocks, a.block_size = bs, a.max_blocks = b.max_blocks;
-  a.scale = 1.0f / std::sqrt((float)dim);
+  Inputs in = make_inputs(b, heads, kv_heads, dim, cdt, blocks, bs, gen);
+  PagedArgs& a = in.args;
+  const Tensor &q = in.q, &want = in.want;
   std::vector<Tensor> ys;
   for (const SplitRun& run : kSplits) {
     CAPTURE(run.name);
@@ -148,8 +168,8 @@ void check_case(int64_t heads, int64_t kv_heads, int64_t dim, bool f16) {
     for (int c : counters) CHECK(c == 0);  // left ready for the next launch
     ys.push_back(y);
   }
-  CHECK(std::memcmp(kc.data(), kc_cpu.data(), kc.nbytes()) == 0);
-  CHECK(std::memcmp(vc.data(), vc_cpu.data(), vc.nbytes()) == 0);
+  CHECK(std::memcmp(in.kc.data(), in.kc_ref.data(), in.kc.nbytes()) == 0);
+  CHECK(std::memcmp(in.vc.data(), in.vc_ref.data(), in.vc.nbytes()) == 0);
   for (size_t r = 0; r < ys.size(); r++) {
     CAPTURE(kSplits[r].name);
     const Tensor& y = ys[r];
@@ -177,30 +197,10 @@ void check_prefill(int64_t heads, int64_t kv_heads, int64_t dim) {
   std::mt19937 gen(7 + dim);
   const int64_t blocks = 48, bs = 16;
   Batch b = make_batch(blocks, bs, {40, 1, 20, 70}, {110, 300, 20, 75}, 20);
-  const int64_t tokens = (int64_t)b.slots.size(), seqs = 4;
-  Tensor q = random(DType::F32, {tokens, heads * dim}, gen);
-  Tensor k = random(DType::F32, {tokens, kv_heads * dim}, gen);
-  Tensor v = random(DType::F32, {tokens, kv_heads * dim}, gen);
-  Tensor kc = random(DType::F16, {blocks, bs, kv_heads, dim}, gen),
-         vc = random(DType::F16, {blocks, bs, kv_heads, dim}, gen);
-  Tensor slots = Tensor::borrow(DType::I64, {tokens}, b.slots.data());
-  Tensor starts = Tensor::borrow(DType::I32, {seqs + 1}, b.query_start.data());
-  Tensor lens = Tensor::borrow(DType::I32, {seqs}, b.seq_lens.data());
-  Tensor tables = Tensor::borrow(DType::I32, {seqs, b.max_blocks}, b.tables.data());
-  Tensor kc_cpu = clone(kc), vc_cpu = clone(vc), want = Tensor::empty(DType::F32, q.shape());
-  const Node node = paged_node(heads, kv_heads, dim);
-  std::vector<const Tensor*> ins = {&q, &k, &v, &kc_cpu, &vc_cpu, &slots, &starts, &lens, &tables};
-  KernelCtx kctx{node, ins, {&want}};
-  op_def(OpType::PagedAttention).reference(kctx);
-
-  PagedArgs a;
-  a.q = q.ptr<float>(), a.k = k.ptr<float>(), a.v = v.ptr<float>();
-  a.k_cache = kc.data(), a.v_cache = vc.data(), a.cache_f16 = true;
-  a.slots = b.slots.data(), a.query_start = b.query_start.data(), a.seq_lens = b.seq_lens.data();
-  a.block_tables = b.tables.data();
-  a.tokens = tokens, a.seqs = seqs, a.heads = heads, a.kv_heads = kv_heads, a.head_dim = dim;
-  a.blocks = blocks, a.block_size = bs, a.max_blocks = b.max_blocks;
-  a.scale = 1.0f / std::sqrt((float)dim);
+  const int64_t tokens = (int64_t)b.slots.size();
+  Inputs in = make_inputs(b, heads, kv_heads, dim, DType::F16, blocks, bs, gen);
+  PagedArgs& a = in.args;
+  const Tensor &q = in.q, &want = in.want;
   REQUIRE(paged_prefill_fits(a));
   Tensor y[2];
   for (int tensor_cores = 0; tensor_cores < 2; tensor_cores++) {
@@ -215,8 +215,8 @@ void check_prefill(int64_t heads, int64_t kv_heads, int64_t dim) {
     }
     paged_attention(a, split, nullptr);
   }
-  CHECK(std::memcmp(kc.data(), kc_cpu.data(), kc.nbytes()) == 0);
-  CHECK(std::memcmp(vc.data(), vc_cpu.data(), vc.nbytes()) == 0);
+  CHECK(std::memcmp(in.kc.data(), in.kc_ref.data(), in.kc.nbytes()) == 0);
+  CHECK(std::memcmp(in.vc.data(), in.vc_ref.data(), in.vc.nbytes()) == 0);
   int bad = 0;
   double worst = 0;
   for (int64_t i = 0; i < q.numel(); i++) {
