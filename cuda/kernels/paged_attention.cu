@@ -159,8 +159,8 @@ struct PagedSmem {
 // rescaled by exp(m_old - m_new)), and each thread adds the weighted V rows into its output dims
 // (threads over head_dim: every V row is read in one coalesced pass).
 template <class C>
-__device__ __forceinline__ SoftmaxState attend_keys(const PagedArgs& a, PagedSmem& sm,
-                                                    int64_t s, int64_t kvh, int64_t k0, int64_t k1) {
+__device__ __forceinline__ SoftmaxState attend_keys(const PagedArgs& a, PagedSmem& sm, int64_t s,
+                                                    int64_t kvh, int64_t k0, int64_t k1) {
   const int tid = threadIdx.x;
   const int64_t D = a.head_dim;
   const C* kc = static_cast<const C*>(a.k_cache);
