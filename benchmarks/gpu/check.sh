@@ -81,6 +81,15 @@ print('cuDNN for Conv (ok, error, path, version):', c.load_cudnn(ember.cuda._cud
     "$PY" -m pytest tests/cuda/test_cuda_attention.py -q -p no:cacheprovider -rfEs \
     > "$OUTDIR/pytest_test_cuda_attention_wmma.log" 2>&1
   summary_re="(passed|failed|error|skipped|no tests ran)( |,|$)"  # pytest's last line
+  # The LLM file again without the tensor-core prefill kernel, only if it did not pass: a
+  # failure then tells whether paged_prefill_kernel (no GPU has run it yet) is the cause.
+  llm_log="$OUTDIR/pytest_test_cuda_llm.log"
+  llm_last=$(grep -E "$summary_re" "$llm_log" 2>/dev/null | tail -n 1)
+  if [ -f "$llm_log" ] && { [ -z "$llm_last" ] || echo "$llm_last" | grep -qE "failed|error"; }; then
+    EMBER_CUDA_PAGED_PREFILL=0 CUDA_LAUNCH_BLOCKING=1 PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 $LIMIT_TESTS \
+      "$PY" -m pytest tests/cuda/test_cuda_llm.py -q -p no:cacheprovider -rfEs \
+      > "$OUTDIR/pytest_test_cuda_llm_no_prefill_kernel.log" 2>&1
+  fi
   rc=0
   for log in "$OUTDIR"/pytest_test_*.log; do
     last=$(grep -E "$summary_re" "$log" | tail -n 1)

@@ -5,6 +5,8 @@
 // keeps the node on the CPU. A long context over few (token, head) pairs (decode) is spread
 // over blocks by parts (paged_parts), with scratch for their states; prefill chunks of an fp16
 // cache run on tensor cores (paged_prefill_fits), except in deterministic sessions.
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 
 #include "cuda/kernels/paged_attention.h"
@@ -12,6 +14,21 @@
 #include "kernels/generic/llm_kernels.h"
 
 namespace ember::cuda {
+
+namespace {
+
+// EMBER_CUDA_PAGED_PREFILL=0 keeps prefill chunks on the scalar kernel. NOTE: no GPU has run
+// paged_prefill_kernel yet; it passes the emulated-device tests
+// (cuda/emu/tests/test_emu_paged_attention.cpp) and ptxas for sm_90. Read once.
+bool paged_prefill_wanted() {
+  static const bool wanted = [] {
+    const char* e = std::getenv("EMBER_CUDA_PAGED_PREFILL");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return wanted;
+}
+
+}  // namespace
 
 // head_dim up to kPagedMaxHeadDim; tokens and heads within the grid's x and y.
 bool paged_attention_cuda_supports(const InferCtx& ctx, const DeviceOptions& options) {
@@ -46,7 +63,7 @@ void paged_attention_cuda(const KernelCtx& ctx) {
   }
   // Prefill chunks on tensor cores, unless deterministic: a prompt token's chunk depends on
   // the batch, and the two kernels round differently.
-  if (!options(ctx).deterministic && paged_prefill_fits(a)) {
+  if (!options(ctx).deterministic && paged_prefill_wanted() && paged_prefill_fits(a)) {
     split.prefill_tiles = paged_prefill_tiles(h, kPagedPrefillMinRows);
     if (split.prefill_tiles > 0) split.prefill_rows = kPagedPrefillMinRows;
   }
