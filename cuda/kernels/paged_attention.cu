@@ -5,8 +5,8 @@
 // whole key (its own dot over head_dim): the earlier warp-per-key scoring spent five dependent
 // shuffles a key and, with one block per (token, head), ran latency-bound at long contexts.
 // Decode (one token a sequence) with few (token, head) pairs spreads a long context's parts
-// over blocks; a prefill token re-reads its prefix, which is fine at the chunk sizes the
-// scheduler gives (a tiled prefill kernel is the next step).
+// over blocks. Prefill chunks of an fp16 cache take paged_prefill_kernel (tensor cores, 64
+// tokens a block) where the launch asks for it; elsewhere a prefill token re-reads its prefix.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -22,6 +22,7 @@ namespace ember::cuda {
 namespace {
 
 constexpr int kThreads = 128, kWarps = kThreads / 32;
+static_assert(kPagedChunk == kThreads, "attend_keys scores a chunk's key per thread");
 constexpr unsigned kFull = 0xffffffffu;
 
 __device__ __forceinline__ float load_cache(const float* c, int64_t i) { return c[i]; }
@@ -323,7 +324,7 @@ __global__ void __launch_bounds__(kThreads) paged_prefill_kernel(PagedArgs a, in
 #pragma unroll
   for (int i = 0; i < 2; i++) {
     rows[i] = row0 + warp * 16 + g + 8 * i;
-    live[i] = rows[i] < row0 + n_rows;
+    live[i] = rows[i] < row0 + n_rows && q0 + rows[i] < a.tokens;  // tokens: a guard only
     pos[i] = first + rows[i];
   }
 
@@ -428,9 +429,11 @@ void launch(const PagedArgs& a, const PagedSplit& sp, cudaStream_t s) {
 
 }  // namespace
 
-void paged_attention(const PagedArgs& a, const PagedSplit& split, void* stream) {
+void paged_attention(const PagedArgs& a, const PagedSplit& asked, void* stream) {
   if (a.tokens == 0 || a.heads == 0 || a.head_dim == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
+  PagedSplit split = asked;  // the prefill kernel only where it fits: else nothing writes those rows
+  if (!paged_prefill_fits(a) || split.prefill_tiles <= 0) split.prefill_rows = 0;
   if (a.cache_f16)
     launch<__half>(a, split, s);
   else

@@ -24,9 +24,10 @@ constexpr int kPagedChunk = 128, kPagedMaxHeadDim = 256;
 // - parts > 1 (at least the most parts any token has, paged_parts): a block per part, which
 //   stores its state in `partial` ([tokens, heads, parts, head_dim + 2] floats); the last of a
 //   token's parts to finish merges them, counted in `counters` ([tokens * heads] zeros, left 0).
-// Prefill: with prefill_rows > 0, every sequence with at least that many new tokens runs on
-// tensor cores instead (paged_prefill_kernel: tiles of kPagedPrefillTileRows new tokens, fp16
-// Q and P, fp32 sums; prefill_tiles of them, paged_prefill_tiles), the rest as above.
+// Prefill: with prefill_rows > 0 and a cache that paged_prefill_fits (else it is ignored), every
+// sequence with at least that many new tokens runs on tensor cores instead
+// (paged_prefill_kernel: tiles of kPagedPrefillTileRows new tokens, Q and P rounded to fp16,
+// fp32 sums; prefill_tiles of them, paged_prefill_tiles), the rest as above.
 constexpr int64_t kPagedPartKeys = 512;
 struct PagedSplit {
   int64_t part_keys = kPagedPartKeys;
@@ -68,10 +69,11 @@ inline int64_t paged_prefill_tiles(const PagedArgs& host, int64_t min_rows) {
 }
 
 // Writes the new k, v rows into their slots (slot -1: skipped), then attends each query token
-// over its context [0, position] (fp32 throughout; an f16 cache is read back to fp32), split as
-// `split` says. Padding tokens (past query_start[seqs]) get zeros. The adapter checks the
-// metadata on the host first, as the CPU kernel does; the kernel still never follows a slot,
-// block id, sequence length or query offset past its bounds. Returns at once when tokens is 0.
+// over its context [0, position], split as `split` says: fp32 throughout (an f16 cache read back
+// to fp32) but for the tensor-core prefill's fp16 Q and P (and so |q| up to 65504 there).
+// Padding tokens (past query_start[seqs]) get zeros. The adapter checks the metadata on the
+// host first, as the CPU kernel does; the kernels still never follow a slot, block id, sequence
+// length or query offset past its bounds. Returns at once when tokens is 0.
 void paged_attention(const PagedArgs& a, const PagedSplit& split, void* stream);
 
 }  // namespace ember::cuda

@@ -78,8 +78,9 @@ int* CudaDevice::tile_counters(int64_t count) {
     void* p = alloc((size_t)grown * sizeof(int));
     auto s = static_cast<cudaStream_t>(activate());
     cuda_check(cudaMemsetAsync(p, 0, (size_t)grown * sizeof(int), s), "tile counters");
-    // Stream-ordered like Scratch: work already queued is done with it before it is reused.
-    if (counters_) free(counters_);
+    // The old buffer is kept, not freed: another host thread may hold it and not have queued
+    // its kernel yet, and freed memory could be handed out (as scratch) before that kernel runs.
+    if (counters_) retired_counters_.push_back(counters_);
     counters_ = static_cast<int*>(p);
     counters_count_ = grown;
   }

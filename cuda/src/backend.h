@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "cuda/src/allocator.h"
 #include "ember/device.h"
@@ -37,7 +38,9 @@ class CudaDevice final : public Device {
   void* activate();
   AllocatorStats allocator_stats() const { return allocator_.stats(); }
   // `count` ints of zeros on the device for kernels that count their finished blocks per tile
-  // and leave the counts 0 (q4_gemm's K splits): one buffer, grown as asked, for the stream.
+  // and leave the counts 0 (q4_gemm's K splits, PagedAttention's spread parts): one buffer for
+  // the stream, grown as asked; outgrown buffers stay allocated (a caller may still hold one).
+  // A kernel that faults can leave counts behind, but a fault ends the CUDA context anyway.
   int* tile_counters(int64_t count);
 
  private:
@@ -49,6 +52,7 @@ class CudaDevice final : public Device {
   std::mutex counters_mutex_;
   int* counters_ = nullptr;
   int64_t counters_count_ = 0;
+  std::vector<int*> retired_counters_;
 };
 
 // Number of devices (0 when there is no driver or no GPU); `why` gets the CUDA error then.

@@ -28,7 +28,8 @@ const std::vector<CudaKernel>& cuda_kernels();
 // The cudaStream_t the step's kernels go on.
 void* stream(const KernelCtx& ctx);
 // `count` ints on the device, all 0, for kernels whose blocks count the tiles they finish and
-// leave the counts 0 again (q4_gemm's K splits): one buffer per device, for work on its stream.
+// leave the counts 0 again (q4_gemm's K splits, PagedAttention's spread parts): one buffer per
+// device, for work on its stream.
 int* tile_counters(const KernelCtx& ctx, int64_t count);
 // Device memory for the step's own use, valid until the step's work on the stream is done
 // (stream-ordered: freed after the launch, reused only by later work on the same stream).

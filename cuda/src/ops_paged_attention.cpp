@@ -3,8 +3,10 @@
 // (cpu::paged_attention_check), then paged_attention.cu. It runs here only where the KV caches
 // are bound in device memory (runtime/plan.cpp, stateful_on_device); with host caches the plan
 // keeps the node on the CPU. A long context over few (token, head) pairs (decode) is spread
-// over blocks by parts (paged_parts), with scratch for their states; prefill chunks of an fp16
-// cache run on tensor cores (paged_prefill_fits), except in deterministic sessions.
+// over blocks by parts (paged_parts), with scratch for their states. Sequences with 16 or more
+// new tokens (kPagedPrefillMinRows) run on tensor cores where the cache fits
+// (paged_prefill_fits: fp16, head_dim a multiple of 8 up to 128), except in deterministic
+// sessions or with EMBER_CUDA_PAGED_PREFILL=0.
 #include <cstdlib>
 #include <cstring>
 #include <memory>

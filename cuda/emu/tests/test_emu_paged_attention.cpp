@@ -186,6 +186,14 @@ void check_case(int64_t heads, int64_t kv_heads, int64_t dim, bool f16) {
   }
   // The same parts walked by one block or spread over blocks: the same bits.
   CHECK(std::memcmp(ys[1].data(), ys[2].data(), ys[1].nbytes()) == 0);
+  if (!paged_prefill_fits(a)) {  // the tensor-core prefill asked where it cannot run: ignored
+    Tensor y = Tensor::empty(DType::F32, q.shape());
+    a.y = y.ptr<float>();
+    PagedSplit split;
+    split.prefill_rows = 2, split.prefill_tiles = 1;  // seq 0's 5 new tokens
+    paged_attention(a, split, nullptr);
+    CHECK(std::memcmp(ys[0].data(), y.data(), y.nbytes()) == 0);
+  }
 }
 
 // Prefill chunks on tensor cores (paged_prefill_kernel) beside decode tokens: seq 0 40 new
