@@ -56,6 +56,7 @@ struct BlockRun {
 };
 
 thread_local BlockRun* g_run = nullptr;
+thread_local BlockOrder g_block_order = BlockOrder::Forward;
 std::map<const void*, int>& max_smem() {
   static std::map<const void*, int> m;
   return m;
@@ -227,18 +228,21 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem,
   gridDim = grid;
   g_run = &r;
   try {
-    for (unsigned z = 0; z < grid.z; z++)
-      for (unsigned y = 0; y < grid.y; y++)
-        for (unsigned x = 0; x < grid.x; x++) {
-          blockIdx = make_uint3(x, y, z);
-          run_block(r);
-        }
+    const uint64_t blocks = (uint64_t)grid.x * grid.y * grid.z;
+    for (uint64_t n = 0; n < blocks; n++) {
+      const uint64_t i = g_block_order == BlockOrder::Forward ? n : blocks - 1 - n;
+      blockIdx = make_uint3((unsigned)(i % grid.x), (unsigned)(i / grid.x % grid.y),
+                            (unsigned)(i / grid.x / grid.y));
+      run_block(r);
+    }
   } catch (...) {
     g_run = nullptr;
     throw;
   }
   g_run = nullptr;
 }
+
+void set_block_order(BlockOrder order) { g_block_order = order; }
 
 void block_barrier() { wait_at(State::AtBlock); }
 void warp_barrier() { wait_at(State::AtWarp); }

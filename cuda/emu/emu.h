@@ -62,6 +62,12 @@ struct EmuError : std::runtime_error {
 void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem,
               const std::function<void()>& body);
 
+// The order run_grid runs a grid's blocks in (for the calling thread): CUDA's numbering (x
+// fastest, then y, then z) or its reverse. A kernel whose blocks meet through atomics (the last
+// block of a tile finishes it) can then be run with another block last.
+enum class BlockOrder { Forward, Reverse };
+void set_block_order(BlockOrder order);
+
 // Blocks the calling thread until every live thread of its block arrives (__syncthreads).
 void block_barrier();
 // Blocks until every live lane of the calling thread's warp arrives.

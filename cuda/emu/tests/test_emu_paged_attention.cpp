@@ -166,6 +166,15 @@ void check_case(int64_t heads, int64_t kv_heads, int64_t dim, bool f16) {
     }
     paged_attention(a, split, nullptr);
     for (int c : counters) CHECK(c == 0);  // left ready for the next launch
+    if (run.spread) {  // another part's block last (the grid in reverse): the same bits
+      Tensor again = Tensor::empty(DType::F32, q.shape());
+      a.y = again.ptr<float>();
+      emu::set_block_order(emu::BlockOrder::Reverse);
+      paged_attention(a, split, nullptr);
+      emu::set_block_order(emu::BlockOrder::Forward);
+      CHECK(std::memcmp(again.data(), y.data(), y.nbytes()) == 0);
+      for (int c : counters) CHECK(c == 0);
+    }
     ys.push_back(y);
   }
   CHECK(std::memcmp(in.kc.data(), in.kc_ref.data(), in.kc.nbytes()) == 0);

@@ -66,6 +66,15 @@ double run_q4(const Run& r, std::mt19937& gen, Q4Launch* used) {
           r.act, r.bf16, plan, nullptr);
   for (int c : counters) CHECK(c == 0);  // left ready for the next launch
   if (plan.splits > 1) {
+    // Another block last (the grid run in reverse): the same bits, the counters 0 again.
+    std::vector<float> again(y.size(), NAN);
+    emu::set_block_order(emu::BlockOrder::Reverse);
+    q4_gemm(a.data(), plan.small ? nullptr : frag.data(), pc.ptr<int32_t>(), ps.ptr<uint16_t>(),
+            po.ptr<uint16_t>(), r.bias ? bias.data() : nullptr, again.data(), partial.data(),
+            counters.data(), r.m, r.n, r.k, r.group, r.act, r.bf16, plan, nullptr);
+    emu::set_block_order(emu::BlockOrder::Forward);
+    CHECK(std::memcmp(again.data(), y.data(), y.size() * sizeof(float)) == 0);
+    for (int c : counters) CHECK(c == 0);
     // The tile's last block added the partial sums in split order, then bias and act.
     const int64_t mn = r.m * r.n;
     int64_t differ = 0;
