@@ -6,7 +6,8 @@ RMSNorm, Rope, PagedAttention over KV caches in device memory, SwiGLU, Q8MatMul.
 Against the CPU engine: teacher-forced logprobs (score runs the step graph with KV caches of
 its own in device memory, so the GPU's PagedAttention runs) within the fp16 rounding Q4MatMul
 gives its activations, and with deterministic=True a sequence's tokens do not depend on the batch it
-runs in. tests/e2e/test_llm_device.py runs the same model on a fake device without a GPU."""
+runs in. On the GPU alone: decode past 512 keys (PagedAttention's spread parts) against score()
+of the same tokens (its tensor-core prefill). tests/e2e/test_llm_device.py runs the same model on a fake device without a GPU."""
 import numpy as np
 import pytest
 
@@ -60,3 +61,17 @@ def test_long_context_decode_crosses_attention_chunks(tiny_llm_gguf):
         assert gpu.device_fallbacks == []
     assert len(got["token_ids"]) > 300
     close(got, want)
+
+
+def test_decode_past_512_keys_agrees_with_scoring(tiny_llm_gguf):
+    """Greedy decode after a 600-token prompt: at batch 1 PagedAttention spreads each context over
+    512-key parts, merged by the last block to finish; score() of the same tokens runs them as
+    prefill chunks on tensor cores. The generated tokens' logprobs agree within fp16 rounding."""
+    prompt = [(7 * i) % 250 + 3 for i in range(600)]  # byte tokens of the tiny vocabulary
+    with ember.Engine(tiny_llm_gguf, device="cuda", threads=2, max_model_len=1024) as gpu:
+        out = gpu.generate(prompt, max_tokens=16, logprobs=0, ignore_eos=True)[0]
+        scored = gpu.score([prompt + out.token_ids])[0]
+        assert gpu.device_fallbacks == []
+    assert len(out.token_ids) == 16
+    np.testing.assert_allclose(np.array(out.logprobs, dtype=float),
+                               np.array(scored["logprobs"][len(prompt):]), rtol=0.02, atol=0.05)
