@@ -3,8 +3,9 @@ layer) (per-token activations) on odd shapes (M 1..300, K 769, N 5125) and an ML
 path and the cuBLASLt int8 path (M > 16), batch invariance across them, and models from
 onnxruntime.quantization (quantize_dynamic: a_mode tensor_u8; a static QDQ file: a_mode static,
 uint8 and int8 zero points). The int32 sums are exact and the epilogue rounds like the reference,
-so outputs agree to float rounding (1e-5 relative; gelu: the double erfc of each side).
-Every case asserts no CPU fallback.
+so outputs agree to float rounding (1e-5 relative; gelu: the double erfc of each side). After an
+Add + LayerNorm, the norm's kernel quantizes its rows for the Q, K and V QMatMuls
+(fuse_norm_quant), looser as the GPU's norm rounds apart. Every case asserts no CPU fallback.
 """
 import numpy as np
 import pytest
@@ -152,3 +153,44 @@ def test_static_qdq(rng, zx):
     for m in (1, 7, 64):
         x = (rng.standard_normal((m, k)) * 2).astype(np.float32)  # some saturate
         run_both(model, {"x": x}, quantize=None)
+
+
+# ---- fuse_norm_quant: the norm quantizes its rows in the same kernel -------------------------
+
+def qkv_after_norm_model(rng, d):
+    """Add + LayerNormalization read by three MatMuls (a BERT block's Q, K and V) and, as floats,
+    by the residual Add."""
+    inits = {"g": (1 + 0.1 * rng.standard_normal(d)).astype(np.float32),
+             "b": (0.1 * rng.standard_normal(d)).astype(np.float32)}
+    nodes = [oh.make_node("Add", ["x", "r"], ["s"]),
+             oh.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1)]
+    for w in ("wq", "wk", "wv"):
+        inits[w] = (rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32)
+        nodes.append(oh.make_node("MatMul", ["y", w], [w + "_out"]))
+    nodes.append(oh.make_node("Add", ["y", "wv_out"], ["res"]))
+    g = oh.make_graph(nodes, "qkv", [vi("x", ["B", d]), vi("r", ["B", d])],
+                      [vi(v) for v in ("wq_out", "wk_out", "res")],
+                      initializer=[nh.from_array(v, n) for n, v in inits.items()])
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", 18)]).SerializeToString()
+
+
+@pytest.mark.parametrize("d", [96, 776, 1030])
+def test_token_codes_from_the_norm(rng, d):
+    """On the device the AddNorm writes Y's int8 codes and row scales in its own kernel (a warp
+    per row at 96 columns, float4 blocks at 776, scalar blocks at 1030) and the three QMatMuls
+    read them (a_mode rows); the CPU engine quantizes Y per QMatMul. The GPU's norm sums in
+    another order (Y a few ulps apart), so a code can flip at a rounding boundary: a loose bound
+    here. The emulated tests check the codes bit for bit (cuda/emu/tests/test_emu_norm_quant.cpp)."""
+    model = qkv_after_norm_model(rng, d)
+    with ember.Engine(model, quantize=INT8) as cpu, \
+            ember.Engine(model, device="cuda", quantize=INT8) as dev:
+        for m in (1, 37):
+            feeds = {v: rng.standard_normal((m, d)).astype(np.float32) for v in ("x", "r")}
+            want, got = cpu.run(feeds), dev.run(feeds)
+            nodes = dev.plan_info(feeds)["nodes"]
+            assert dev.device_fallbacks == []
+            assert any(n[1] == "AddNorm" for n in nodes)
+            assert sum(n[1] == "QMatMul" for n in nodes) == 3
+            for name in want:
+                scale = float(np.abs(want[name]).max())
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-2, atol=1e-2 * scale)
