@@ -10,9 +10,10 @@ LOG=${1:-/tmp/ember-ncu.log}
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
 if [ -z "$NCU" ]; then echo "ncu: not found" | tee "$LOG"; exit 0; fi
 # One process per case: skip its first run's launches (plan compile, first touch), profile the
-# second run's (the GEMV and its split-K reduce; the attention kernel; the AddNorm kernel).
+# second run's (the GEMV, which adds its K splits itself; the attention kernel; the AddNorm
+# kernel): one matching launch a run each.
 : > "$LOG"
-for spec in "q4 q4_gemm|q4_reduce 2" "sdpa attention_(mma|tc) 1" "rms add_norm 1"; do
+for spec in "q4 q4_gemm 1" "sdpa attention_(mma|tc) 1" "rms add_norm 1"; do
   set -- $spec
   PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" timeout -k 5 "${LIMIT:-40}" "$NCU" --target-processes all -k "regex:$2" \
     --launch-skip "$3" --launch-count "$3" --section SpeedOfLight --section Occupancy \
