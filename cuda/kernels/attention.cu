@@ -463,10 +463,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_mma_kernel(AttnArgs a,
     mma_pv<H, LH>(o, pf, vs, lane);
   }
 
+  mma_row_sums(l);
 #pragma unroll
   for (int h = 0; h < 2; h++) {
-    l[h] += __shfl_xor_sync(kFull, l[h], 1);
-    l[h] += __shfl_xor_sync(kFull, l[h], 2);
     if (rows[h] >= a.S) continue;
     float* ys = a.y + off[kAttnY] + rows[h] * a.y_rs;
 #pragma unroll

@@ -99,6 +99,16 @@ __device__ __forceinline__ void mma_softmax(const float (&sc)[NS][4], float (&mx
     }
 }
 
+// After the last tile: each lane's l holds its quad's part; every lane of the quad gets the
+// row's whole sum of P.
+__device__ __forceinline__ void mma_row_sums(float (&l)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+}
+
 // o[n] (n-tile n: output dims 8n .. 8n + 7) += P V for P's fragments `pf` (NP k-steps of 16
 // keys) and the value tile vs [keys, LH]. V rows are B's k, so ldmatrix.trans; matrices (keys
 // 16kk, cols 8(2p)), (16kk + 8, 8(2p)), (16kk, 8(2p + 1)), (16kk + 8, 8(2p + 1)) are b0, b1 of

@@ -390,10 +390,9 @@ __global__ void __launch_bounds__(kThreads) paged_prefill_kernel(PagedArgs a, in
     mma_pv<__half, LH>(o, pf, vs, lane);
   }
 
+  mma_row_sums(l);
 #pragma unroll
   for (int r = 0; r < 2; r++) {
-    l[r] += __shfl_xor_sync(kFull, l[r], 1);
-    l[r] += __shfl_xor_sync(kFull, l[r], 2);
     if (!live[r]) continue;
     float* yr = a.y + (q0 + rows[r]) * HDq + h * D;
     const bool any = pos[r] >= 0 && ctx_end > 0;  // a context to attend over

@@ -15,6 +15,7 @@
 #include "ember/error.h"
 #include "ember/op.h"
 #include "ember/tensor.h"
+#include "tests/cpp/op_test_util.h"
 
 using namespace ember;
 using namespace ember::cuda;
@@ -73,9 +74,7 @@ Tensor random(DType dt, const Shape& s, std::mt19937& gen) {
 }
 
 Node paged_node(int64_t heads, int64_t kv_heads, int64_t dim) {
-  Node node;
-  node.op = OpType::PagedAttention;
-  node.name = "attn";
+  Node node = test::node(OpType::PagedAttention);
   node.attrs.set("num_heads", heads);
   node.attrs.set("num_kv_heads", kv_heads);
   node.attrs.set("head_dim", dim);
